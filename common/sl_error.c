@@ -1,0 +1,118 @@
+/*
+ * sl_error.c — error formatting, log lines with host/rank identity, fatal aborts.
+ */
+#include "sl_error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char g_host[64] = "?";
+static int g_rank = -1;
+static void (*g_abort)(int) = NULL;
+
+int sl_errorf(sl_error_t *err, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+int sl_error_prefix(sl_error_t *err, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    char prefix[512], old[sizeof err->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, err->msg, sizeof old);
+    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    return -1;
+}
+
+void sl_log_set_identity(const char *host, int rank)
+{
+    snprintf(g_host, sizeof g_host, "%s", host);
+    g_rank = rank;
+}
+
+void sl_log_set_abort(void (*abort_fn)(int code)) { g_abort = abort_fn; }
+
+static void vlog(const char *level, const char *fmt, va_list ap)
+{
+    char line[2048];
+    vsnprintf(line, sizeof line, fmt, ap);
+    if (g_rank >= 0)
+        fprintf(stderr, "shardline: %s%s\n", level, line);
+    else
+        fprintf(stderr, "shardline: %s%s\n", level, line);
+    fflush(stderr);
+}
+
+void sl_log_info(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog("", fmt, ap);
+    va_end(ap);
+}
+
+void sl_log_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog("warning: ", fmt, ap);
+    va_end(ap);
+}
+
+void sl_fatal(const char *file, int line, const char *call, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "shardline: %s rank %d %s:%d: %s: %s\n", g_host, g_rank, file, line, call, msg);
+    fflush(stderr);
+    if (g_abort)
+        g_abort(SL_EXIT_FAILURE);
+    exit(SL_EXIT_FAILURE);
+}
+
+void *sl_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        SL_FATAL("out of host memory allocating %zu bytes", n);
+    return p;
+}
+
+void *sl_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        SL_FATAL("out of host memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+void *sl_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        SL_FATAL("out of host memory reallocating %zu bytes", n);
+    return q;
+}
+
+char *sl_xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = sl_xmalloc(n);
+    memcpy(p, s, n);
+    return p;
+}

@@ -1,0 +1,34 @@
+/*
+ * sl_hash.h — a 64-bit FNV-1a hash, used for model fingerprints, job hashes and part-file names.
+ * Not cryptographic: it detects changed inputs and models, it does not authenticate them.
+ */
+#ifndef SL_HASH_H
+#define SL_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SL_HASH_INIT 0xcbf29ce484222325ULL
+
+static inline uint64_t sl_hash_bytes(uint64_t h, const void *data, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static inline uint64_t sl_hash_u64(uint64_t h, uint64_t v) { return sl_hash_bytes(h, &v, sizeof v); }
+
+static inline uint64_t sl_hash_str(uint64_t h, const char *s)
+{
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return sl_hash_u64(h, 0xff); /* terminator, so ("ab","c") != ("a","bc") */
+}
+
+#endif

@@ -1,0 +1,132 @@
+/*
+ * backend.h — the compute backend interface.
+ *
+ * Model code sees an opaque sl_backend_t and calls only the sl_<op>() wrappers below; it never
+ * knows whether the memory behind a tensor is host memory (CPU backend: OpenBLAS + OpenMP) or
+ * device memory (CUDA backend: cuBLAS/cuBLASLt + a few kernels). Each implementation fills a
+ * static const table of function pointers (kernels/backend_impl.h); the wrappers in backend.c
+ * check dtypes and shapes once, so implementations may assume valid arguments.
+ *
+ * Tensors are dense, row-major (last dimension contiguous) and carry a dtype from day one.
+ * Operations are asynchronous with respect to the host on device backends (ordered on the
+ * backend's stream); sl_backend_sync() waits for them. Copies to and from the host synchronise.
+ */
+#ifndef SL_BACKEND_H
+#define SL_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/sl_error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    SL_F32 = 0,
+    SL_F16 = 1,
+    SL_BF16 = 2,
+    SL_I32 = 3,
+    SL_I8 = 4,
+} sl_dtype_t;
+
+size_t sl_dtype_size(sl_dtype_t dt);
+const char *sl_dtype_name(sl_dtype_t dt);
+/* "f32"/"float32", "f16"/"float16", "bf16"/"bfloat16" -> dtype; -1 if unknown. */
+int sl_dtype_parse(const char *s);
+
+typedef enum {
+    SL_ACT_NONE = 0,
+    SL_ACT_RELU,
+    SL_ACT_GELU, /* exact (erf) form, as torch.nn.GELU() */
+    SL_ACT_SILU,
+    SL_ACT_TANH,
+    SL_ACT_SIGMOID,
+} sl_act_t;
+
+const char *sl_act_name(sl_act_t act);
+/* "relu", "gelu", "silu", "tanh", "sigmoid" -> act; -1 if unknown. */
+int sl_act_parse(const char *s);
+
+typedef enum { SL_BACKEND_CPU = 0, SL_BACKEND_CUDA = 1 } sl_backend_kind_t;
+
+typedef struct sl_backend sl_backend_t;
+
+#define SL_MAX_DIMS 4
+
+typedef struct {
+    sl_backend_t *be;
+    sl_dtype_t dtype;
+    int ndim;
+    int64_t shape[SL_MAX_DIMS]; /* row-major; shape[ndim-1] is contiguous */
+    void *data;                 /* backend memory (host memory on the CPU backend) */
+    int owns_data;
+} sl_tensor_t;
+
+/* ---- backends ---------------------------------------------------------------------------- */
+
+/* Number of CUDA devices visible to this process; 0 when built without CUDA or without a GPU. */
+int sl_cuda_device_count(void);
+/* Whether this build contains the CUDA backend. */
+int sl_cuda_compiled(void);
+
+/* Creates a backend. device: CUDA device ordinal (ignored on CPU). threads: CPU threads for
+ * this process (<= 0: leave the libraries' defaults). Returns NULL and fills err on failure. */
+sl_backend_t *sl_backend_create(sl_backend_kind_t kind, int device, int threads, sl_error_t *err);
+void sl_backend_free(sl_backend_t *be);
+sl_backend_kind_t sl_backend_kind(const sl_backend_t *be);
+/* Short description: "cpu (2 threads, OpenBLAS)" or "cuda:0 (NVIDIA H100 ...)". */
+const char *sl_backend_describe(const sl_backend_t *be);
+/* CUDA stream of the backend (cudaStream_t) for NCCL; NULL on CPU. */
+void *sl_backend_stream(sl_backend_t *be);
+/* Waits until every queued operation has finished. */
+void sl_backend_sync(sl_backend_t *be);
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+/* Allocates an uninitialised tensor of the given shape. Aborts (sl_fatal) when out of memory. */
+sl_tensor_t *sl_tensor_new(sl_backend_t *be, sl_dtype_t dt, int ndim, const int64_t *shape);
+sl_tensor_t *sl_tensor_new2(sl_backend_t *be, sl_dtype_t dt, int64_t d0, int64_t d1);
+sl_tensor_t *sl_tensor_new1(sl_backend_t *be, sl_dtype_t dt, int64_t d0);
+void sl_tensor_free(sl_tensor_t *t); /* NULL-safe */
+int64_t sl_tensor_numel(const sl_tensor_t *t);
+size_t sl_tensor_bytes(const sl_tensor_t *t);
+/* A view of the first `rows` rows of a tensor (no copy; dim 0 shrinks). Not to be freed. */
+sl_tensor_t sl_tensor_rows(const sl_tensor_t *t, int64_t rows);
+
+/* Host <-> backend copies of `bytes` bytes from the start of the tensor (synchronous). */
+void sl_copy_h2d(sl_tensor_t *dst, const void *src, size_t bytes);
+void sl_copy_d2h(void *dst, const sl_tensor_t *src, size_t bytes);
+void sl_tensor_zero(sl_tensor_t *t);
+
+/* ---- ops --------------------------------------------------------------------------------- */
+
+/*
+ * C = alpha * op(A) @ op(B) + beta * C + bias      (bias broadcast over rows; may be NULL)
+ *   op(A): [M, K] (A is [M,K], or [K,M] when trans_a)
+ *   op(B): [K, N] (B is [K,N], or [N,K] when trans_b: the PyTorch nn.Linear weight layout)
+ *   C: [M, N]
+ * A and B share a dtype (f32, f16 or bf16); C and bias are f32 or A's dtype. Accumulation is in
+ * f32 on every backend.
+ */
+void sl_matmul(const sl_tensor_t *a, int trans_a, const sl_tensor_t *b, int trans_b, float alpha,
+               float beta, const sl_tensor_t *bias, sl_tensor_t *c);
+/* y = x @ w^T + bias: the nn.Linear form of sl_matmul. x [M,K], w [N,K], bias [N] or NULL. */
+void sl_linear(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *y);
+/* x[m, n] += bias[n] (bias dtype = x dtype or f32). */
+void sl_add_bias(sl_tensor_t *x, const sl_tensor_t *bias);
+/* In-place elementwise activation. */
+void sl_activation(sl_tensor_t *x, sl_act_t act);
+/* In-place softmax over the last dimension (numerically stable, f32 accumulation). */
+void sl_softmax(sl_tensor_t *x);
+/* dst = (dst dtype) src; same number of elements. */
+void sl_cast(const sl_tensor_t *src, sl_tensor_t *dst);
+/* x = (x - mean[col]) / std[col]  (mean, std: f32 [cols]) — input standardisation. */
+void sl_standardize(sl_tensor_t *x, const sl_tensor_t *mean, const sl_tensor_t *std);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

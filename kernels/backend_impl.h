@@ -1,0 +1,58 @@
+/*
+ * backend_impl.h — what a backend implementation provides: a static const table of function
+ * pointers. The wrappers in backend.c have already checked shapes and dtypes, so entries may
+ * assume valid arguments. No entry is optional.
+ */
+#ifndef SL_BACKEND_IMPL_H
+#define SL_BACKEND_IMPL_H
+
+#include "kernels/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    const char *name;
+    void (*destroy)(sl_backend_t *be);
+    const char *(*describe)(sl_backend_t *be);
+    void *(*stream)(sl_backend_t *be);
+    void (*sync)(sl_backend_t *be);
+
+    void *(*alloc)(sl_backend_t *be, size_t bytes); /* NULL when out of memory */
+    void (*free)(sl_backend_t *be, void *ptr);
+    void (*h2d)(sl_backend_t *be, void *dst, const void *src, size_t bytes);
+    void (*d2h)(sl_backend_t *be, void *dst, const void *src, size_t bytes);
+    void (*memzero)(sl_backend_t *be, void *ptr, size_t bytes);
+
+    /* C[M,N] = alpha op(A) op(B) + beta C (+ bias[N]); lda/ldb/ldc follow row-major storage. */
+    void (*matmul)(sl_backend_t *be, const sl_tensor_t *a, int trans_a, const sl_tensor_t *b,
+                   int trans_b, float alpha, float beta, const sl_tensor_t *bias, sl_tensor_t *c,
+                   int64_t m, int64_t n, int64_t k);
+    void (*add_bias)(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bias, int64_t rows,
+                     int64_t cols);
+    void (*activation)(sl_backend_t *be, sl_tensor_t *x, sl_act_t act);
+    void (*softmax)(sl_backend_t *be, sl_tensor_t *x, int64_t rows, int64_t cols);
+    void (*cast)(sl_backend_t *be, const sl_tensor_t *src, sl_tensor_t *dst);
+    void (*standardize)(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *mean,
+                        const sl_tensor_t *std, int64_t rows, int64_t cols);
+} sl_backend_ops_t;
+
+/* Every backend struct starts with this header, so backend.c can reach the table. */
+struct sl_backend {
+    const sl_backend_ops_t *ops;
+    sl_backend_kind_t kind;
+};
+
+/* Constructors of the two implementations. */
+sl_backend_t *sl_cpu_backend_create(int threads, sl_error_t *err);
+#ifdef SL_HAVE_CUDA
+sl_backend_t *sl_cuda_backend_create(int device, sl_error_t *err);
+int sl_cuda_backend_device_count(void);
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * safetensors.h — read-only access to a .safetensors file, memory-mapped.
+ *
+ * Format: 8-byte little-endian header length N, N bytes of JSON
+ *   {"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...,
+ *    "__metadata__": {"key": "value"}}
+ * then the byte buffer; offsets are relative to the start of the buffer. sl_st_open validates
+ * everything a hostile or truncated file can get wrong (header length beyond the file or
+ * absurdly large, JSON errors, unknown dtypes, offsets out of range, overlapping or not matching
+ * the shape) and names the file and tensor at fault. Because the file is mapped, a TP rank that
+ * reads only its slice of a tensor touches only those pages.
+ */
+#ifndef SL_SAFETENSORS_H
+#define SL_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/sl_error.h"
+#include "kernels/backend.h"
+
+#define SL_ST_MAX_DIMS 8
+
+typedef struct {
+    char *name;
+    sl_dtype_t dtype; /* F32, F16, BF16, I32, I8 are mapped; other safetensors dtypes are refused */
+    int ndim;
+    int64_t shape[SL_ST_MAX_DIMS];
+    uint64_t begin, end; /* byte range inside the data buffer */
+    const void *data;    /* = buffer + begin */
+} sl_st_tensor_t;
+
+typedef struct {
+    char *path;
+    int fd;
+    void *map;
+    size_t size;       /* file size */
+    size_t header_len; /* N */
+    const unsigned char *buffer;
+    size_t buffer_len;
+    sl_st_tensor_t *tensors;
+    int n_tensors;
+} sl_safetensors_t;
+
+int sl_st_open(sl_safetensors_t *st, const char *path, sl_error_t *err);
+void sl_st_close(sl_safetensors_t *st); /* safe on a zeroed or failed struct */
+const sl_st_tensor_t *sl_st_find(const sl_safetensors_t *st, const char *name);
+int64_t sl_st_numel(const sl_st_tensor_t *t);
+
+#endif

@@ -1,0 +1,49 @@
+/*
+ * units.h — units of work and how they are shared.
+ *
+ * A unit is (shard, first row, row count): a row range of at most unit_rows rows inside one
+ * input shard. Every rank derives the same ordered list from the same shard table, so a unit is
+ * named by its index alone. Units are handed out dynamically: the leader (tp_rank 0) of each DP
+ * group takes the next index from a shared counter (an MPI RMA window on world rank 0,
+ * MPI_Fetch_and_op) and broadcasts it to its TP group.
+ */
+#ifndef SL_UNITS_H
+#define SL_UNITS_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "common/sl_error.h"
+#include "partition/grid.h"
+
+typedef struct {
+    int shard;
+    int64_t row0;  /* first row inside the shard */
+    int64_t nrows; /* 1 .. unit_rows */
+} sl_unit_t;
+
+/* Splits every shard into units of unit_rows rows (the last unit of a shard may be shorter;
+ * empty shards have none). Returns the count; *out is malloc'd (free it). */
+int64_t sl_units_plan(const int64_t *shard_rows, int nshards, int64_t unit_rows, sl_unit_t **out);
+
+/* Splits n items into `parts` contiguous parts: part `idx` gets [*off, *off + *len).
+ * Fails when n is not divisible by parts (TP slices must be equal). */
+int sl_split_even(int64_t n, int parts, int idx, int64_t *off, int64_t *len, sl_error_t *err);
+
+/* The shared queue of unit indices [0, count). */
+typedef struct {
+    MPI_Win win;
+    int64_t *base; /* the counter lives on world rank 0 */
+    int64_t count;
+    const sl_grid_t *grid;
+} sl_queue_t;
+
+/* Collective over the world. */
+void sl_queue_init(sl_queue_t *q, const sl_grid_t *g, int64_t count);
+/* Collective over the TP group: every member gets the same next index, or -1 when the queue is
+ * empty or `stop` (already agreed within the group) is set. */
+int64_t sl_queue_next(sl_queue_t *q, int stop);
+/* Collective over the world. */
+void sl_queue_free(sl_queue_t *q);
+
+#endif

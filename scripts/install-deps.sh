@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what shardline needs to build, run and test, from Debian packages, when missing.
+# Idempotent and quiet when everything is there. Needs root (or sudo) on a fresh machine.
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
+      libopenblas-dev libcjson-dev libinih-dev python3 python3-numpy python3-h5py)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q >/dev/null
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
