@@ -43,6 +43,13 @@ void sl_queue_init(sl_queue_t *q, const sl_grid_t *g, int64_t count);
 /* Collective over the TP group: every member gets the same next index, or -1 when the queue is
  * empty or `stop` (already agreed within the group) is set. */
 int64_t sl_queue_next(sl_queue_t *q, int stop);
+/* Any rank: ask every group to stop (a signal arrived). Not collective. */
+void sl_queue_post_stop(sl_queue_t *q);
+/* Any rank: whether some rank asked to stop. Not collective. */
+int sl_queue_stop_posted(sl_queue_t *q);
+/* Any rank: add to / read the job-wide count of rows done (progress). Not collective. */
+void sl_queue_add_done(sl_queue_t *q, int64_t rows);
+int64_t sl_queue_done(sl_queue_t *q);
 /* Collective over the world. */
 void sl_queue_free(sl_queue_t *q);
 

@@ -1,0 +1,247 @@
+/*
+ * input.c — glob expansion, validation and reading of the input shards (see input.h).
+ */
+#include "jobs/input.h"
+
+#include <errno.h>
+#include <glob.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "jobs/h5util.h"
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int has_magic(const char *s) { return strpbrk(s, "*?[") != NULL; }
+
+/* Checks one shard's dataset; fills rows/cols. */
+static int check_shard(sl_shard_t *s, const char *dataset, int64_t *cols, sl_error_t *err)
+{
+    struct stat st;
+    if (stat(s->path, &st) != 0)
+        return sl_errorf(err, "%s: %s", s->path, strerror(errno));
+    s->size = (int64_t)st.st_size;
+    s->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+    hid_t f = sl_h5_open_ro(s->path, err);
+    if (f < 0)
+        return -1;
+    int rc = -1;
+    hid_t d = -1, sp = -1, t = -1;
+    if (H5Lexists(f, dataset, H5P_DEFAULT) <= 0) {
+        sl_errorf(err, "%s: no dataset '%s' (see --input-dataset)", s->path, dataset);
+        goto out;
+    }
+    d = H5Dopen2(f, dataset, H5P_DEFAULT);
+    if (d < 0) {
+        sl_errorf(err, "%s: '%s' is not a dataset", s->path, dataset);
+        goto out;
+    }
+    sp = H5Dget_space(d);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    if (nd != 2) {
+        sl_errorf(err, "%s: dataset '%s' has %d dimensions; expected 2 [rows, features]", s->path,
+                  dataset, nd);
+        goto out;
+    }
+    hsize_t dims[2];
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    t = H5Dget_type(d);
+    H5T_class_t cls = H5Tget_class(t);
+    if (cls != H5T_FLOAT && cls != H5T_INTEGER) {
+        sl_errorf(err, "%s: dataset '%s' is not numeric (float or integer expected)", s->path, dataset);
+        goto out;
+    }
+    s->rows = (int64_t)dims[0];
+    *cols = (int64_t)dims[1];
+    rc = 0;
+out:
+    if (t >= 0)
+        H5Tclose(t);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (d >= 0)
+        H5Dclose(d);
+    H5Fclose(f);
+    return rc;
+}
+
+int sl_inputs_scan(sl_inputs_t *in, char *const *globs, int nglobs, const char *dataset,
+                   sl_error_t *err)
+{
+    memset(in, 0, sizeof *in);
+    in->dataset = sl_xstrdup(dataset);
+    char **paths = NULL;
+    size_t np = 0;
+    for (int g = 0; g < nglobs; g++) {
+        glob_t gl;
+        int r = glob(globs[g], 0, NULL, &gl);
+        if (r == GLOB_NOMATCH || (r == 0 && gl.gl_pathc == 0)) {
+            if (has_magic(globs[g]))
+                sl_errorf(err, "--input '%s': no file matches", globs[g]);
+            else
+                sl_errorf(err, "--input '%s': no such file", globs[g]);
+            if (r == 0)
+                globfree(&gl);
+            goto fail;
+        }
+        if (r != 0) {
+            sl_errorf(err, "--input '%s': cannot expand the pattern", globs[g]);
+            goto fail;
+        }
+        paths = sl_xrealloc(paths, (np + gl.gl_pathc) * sizeof *paths);
+        /* Absolute paths: a part file records its source, and a rerun from another directory
+         * must still recognise it. */
+        for (size_t i = 0; i < gl.gl_pathc; i++) {
+            char *abs = realpath(gl.gl_pathv[i], NULL);
+            paths[np++] = abs ? abs : sl_xstrdup(gl.gl_pathv[i]);
+        }
+        globfree(&gl);
+    }
+    qsort(paths, np, sizeof *paths, cmp_str);
+    in->shards = sl_xcalloc(np, sizeof *in->shards);
+    for (size_t i = 0; i < np; i++) {
+        if (in->n > 0 && !strcmp(in->shards[in->n - 1].path, paths[i])) {
+            free(paths[i]); /* the same file matched by two globs counts once */
+            continue;
+        }
+        sl_shard_t *s = &in->shards[in->n++];
+        s->path = paths[i];
+        int64_t cols = 0;
+        if (check_shard(s, dataset, &cols, err) != 0) {
+            for (size_t j = i + 1; j < np; j++)
+                free(paths[j]);
+            free(paths);
+            return -1;
+        }
+        if (in->n == 1)
+            in->cols = cols;
+        else if (cols != in->cols) {
+            sl_errorf(err, "%s: dataset '%s' has %lld features but %s has %lld", s->path, dataset,
+                      (long long)cols, in->shards[0].path, (long long)in->cols);
+            for (size_t j = i + 1; j < np; j++)
+                free(paths[j]);
+            free(paths);
+            return -1;
+        }
+        s->first_row = in->total_rows;
+        in->total_rows += s->rows;
+    }
+    free(paths);
+    return 0;
+fail:
+    for (size_t i = 0; i < np; i++)
+        free(paths[i]);
+    free(paths);
+    return -1;
+}
+
+void sl_inputs_bcast(sl_inputs_t *in, MPI_Comm comm, int root)
+{
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    int64_t head[3] = {in->n, in->total_rows, in->cols};
+    MPI_Bcast(head, 3, MPI_INT64_T, root, comm);
+    /* Serialise: per shard rows, first_row, size, mtime, then all paths NUL-separated. */
+    int64_t plen = 0;
+    if (rank == root) {
+        plen = (int64_t)strlen(in->dataset) + 1;
+        for (int i = 0; i < in->n; i++)
+            plen += (int64_t)strlen(in->shards[i].path) + 1;
+    }
+    MPI_Bcast(&plen, 1, MPI_INT64_T, root, comm);
+    int64_t *nums = sl_xcalloc((size_t)head[0] * 4 + 1, sizeof(int64_t));
+    char *text = sl_xcalloc((size_t)plen + 1, 1);
+    if (rank == root) {
+        char *p = text;
+        p = stpcpy(p, in->dataset) + 1;
+        for (int i = 0; i < in->n; i++) {
+            const sl_shard_t *s = &in->shards[i];
+            nums[4 * i] = s->rows;
+            nums[4 * i + 1] = s->first_row;
+            nums[4 * i + 2] = s->size;
+            nums[4 * i + 3] = s->mtime_ns;
+            p = stpcpy(p, s->path) + 1;
+        }
+    }
+    MPI_Bcast(nums, (int)head[0] * 4, MPI_INT64_T, root, comm);
+    MPI_Bcast(text, (int)plen, MPI_CHAR, root, comm);
+    if (rank != root) {
+        memset(in, 0, sizeof *in);
+        in->n = (int)head[0];
+        in->total_rows = head[1];
+        in->cols = head[2];
+        in->shards = sl_xcalloc((size_t)in->n, sizeof *in->shards);
+        const char *p = text;
+        in->dataset = sl_xstrdup(p);
+        p += strlen(p) + 1;
+        for (int i = 0; i < in->n; i++) {
+            sl_shard_t *s = &in->shards[i];
+            s->rows = nums[4 * i];
+            s->first_row = nums[4 * i + 1];
+            s->size = nums[4 * i + 2];
+            s->mtime_ns = nums[4 * i + 3];
+            s->path = sl_xstrdup(p);
+            p += strlen(p) + 1;
+        }
+    }
+    free(nums);
+    free(text);
+}
+
+void sl_inputs_free(sl_inputs_t *in)
+{
+    for (int i = 0; i < in->n; i++)
+        free(in->shards[i].path);
+    free(in->shards);
+    free(in->dataset);
+    memset(in, 0, sizeof *in);
+}
+
+void sl_reader_init(sl_reader_t *r)
+{
+    r->shard = -1;
+    r->file = r->dset = -1;
+}
+
+void sl_reader_close(sl_reader_t *r)
+{
+    if (r->dset >= 0)
+        H5Dclose(r->dset);
+    if (r->file >= 0)
+        H5Fclose(r->file);
+    sl_reader_init(r);
+}
+
+int sl_reader_read(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0, int64_t n,
+                   float *dst, sl_error_t *err)
+{
+    const sl_shard_t *s = &in->shards[shard];
+    if (r->shard != shard) {
+        sl_reader_close(r);
+        r->file = sl_h5_open_ro(s->path, err);
+        if (r->file < 0)
+            return -1;
+        r->dset = H5Dopen2(r->file, in->dataset, H5P_DEFAULT);
+        if (r->dset < 0) {
+            sl_reader_close(r);
+            return sl_errorf(err, "%s: cannot open dataset '%s'", s->path, in->dataset);
+        }
+        r->shard = shard;
+    }
+    hid_t fs = H5Dget_space(r->dset);
+    hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)n, (hsize_t)in->cols};
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    hid_t ms = H5Screate_simple(2, count, NULL);
+    /* HDF5 converts float64/float16/integers to native float32 while reading. */
+    herr_t e = H5Dread(r->dset, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, dst);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    if (e < 0)
+        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld (corrupt or truncated file?)",
+                         s->path, in->dataset, (long long)row0, (long long)(row0 + n));
+    return 0;
+}

@@ -1,0 +1,328 @@
+/*
+ * output.c — part files (atomic commit), and the final predictions.h5 with its virtual
+ * dataset (see output.h).
+ */
+#include "jobs/output.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/sl_hash.h"
+#include "jobs/h5util.h"
+
+static int mkdir_p(const char *path, sl_error_t *err)
+{
+    char *p = sl_xstrdup(path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            sl_errorf(err, "%s: cannot create directory: %s", p, strerror(errno));
+            free(p);
+            return -1;
+        }
+        *s = '/';
+    }
+    int rc = 0;
+    if (mkdir(p, 0777) != 0 && errno != EEXIST)
+        rc = sl_errorf(err, "%s: cannot create directory: %s", p, strerror(errno));
+    free(p);
+    return rc;
+}
+
+int sl_output_prepare(const char *out_dir, sl_error_t *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/parts", out_dir);
+    if (mkdir_p(path, err) != 0)
+        return -1;
+    if (access(path, W_OK) != 0)
+        return sl_errorf(err, "%s: not writable", path);
+    return 0;
+}
+
+char *sl_part_relpath(const sl_shard_t *s, int64_t row0, int64_t nrows)
+{
+    char *copy = sl_xstrdup(s->path);
+    const char *base = basename(copy);
+    uint64_t h = sl_hash_str(SL_HASH_INIT, s->path);
+    char buf[4096];
+    snprintf(buf, sizeof buf, "parts/%s.%08x/rows-%012lld-%012lld.h5", base, (unsigned)(h >> 32),
+             (long long)row0, (long long)(row0 + nrows));
+    free(copy);
+    return sl_xstrdup(buf);
+}
+
+static void hex64(char out[17], uint64_t v) { snprintf(out, 17, "%016llx", (unsigned long long)v); }
+
+int sl_part_matches(const char *out_dir, const char *relpath, const sl_part_meta_t *m)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", out_dir, relpath);
+    if (access(path, F_OK) != 0)
+        return 0;
+    hid_t f = sl_h5_open_ro(path, NULL);
+    if (f < 0)
+        return 0;
+    int ok = 1;
+    char s[4096], want[17];
+    int64_t v;
+    ok = ok && sl_h5_attr_read_str(f, "source_path", s, sizeof s) == 0 && !strcmp(s, m->shard->path);
+    ok = ok && sl_h5_attr_read_i64(f, "source_size", &v) == 0 && v == m->shard->size;
+    ok = ok && sl_h5_attr_read_i64(f, "source_mtime_ns", &v) == 0 && v == m->shard->mtime_ns;
+    ok = ok && sl_h5_attr_read_i64(f, "first_row", &v) == 0 && v == m->row0;
+    ok = ok && sl_h5_attr_read_i64(f, "rows", &v) == 0 && v == m->nrows;
+    hex64(want, m->model_fp);
+    ok = ok && sl_h5_attr_read_str(f, "model_fingerprint", s, sizeof s) == 0 && !strcmp(s, want);
+    hex64(want, m->job_hash);
+    ok = ok && sl_h5_attr_read_str(f, "job_hash", s, sizeof s) == 0 && !strcmp(s, want);
+    if (ok) {
+        hid_t d = H5Dopen2(f, "predictions", H5P_DEFAULT);
+        ok = d >= 0;
+        if (ok) {
+            hid_t sp = H5Dget_space(d);
+            hsize_t dims[2] = {0, 0};
+            ok = H5Sget_simple_extent_ndims(sp) == 2;
+            H5Sget_simple_extent_dims(sp, dims, NULL);
+            ok = ok && (int64_t)dims[0] == m->nrows && (int64_t)dims[1] == m->cols;
+            H5Sclose(sp);
+            H5Dclose(d);
+        }
+    }
+    H5Fclose(f);
+    return ok;
+}
+
+static hid_t write_dataset(hid_t f, const char *name, hid_t type, hid_t memtype, int nd,
+                           const hsize_t *dims, const void *data)
+{
+    hid_t sp = H5Screate_simple(nd, dims, NULL);
+    hid_t d = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t e = 0;
+    if (d >= 0) {
+        hsize_t n = 1;
+        for (int i = 0; i < nd; i++)
+            n *= dims[i];
+        if (n > 0)
+            e = H5Dwrite(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+        H5Dclose(d);
+    }
+    H5Sclose(sp);
+    return (d < 0 || e < 0) ? -1 : 0;
+}
+
+int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t *m,
+                  const float *pred, const sl_row_error_t *errs, int nerr, sl_error_t *err)
+{
+    char path[4096], tmp[4200], dir[4096];
+    snprintf(path, sizeof path, "%s/%s", out_dir, relpath);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    snprintf(dir, sizeof dir, "%s", path);
+    if (mkdir_p(dirname(dir), err) != 0)
+        return -1;
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0)
+        return sl_errorf(err, "%s: cannot create", tmp);
+    int bad = 0;
+    hsize_t dims[2] = {(hsize_t)m->nrows, (hsize_t)m->cols};
+    bad |= write_dataset(f, "predictions", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, pred) != 0;
+    hsize_t ne = (hsize_t)nerr;
+    int64_t *rows = sl_xcalloc((size_t)nerr + 1, sizeof *rows);
+    const char **reasons = sl_xcalloc((size_t)nerr + 1, sizeof *reasons);
+    for (int i = 0; i < nerr; i++) {
+        rows[i] = errs[i].row;
+        reasons[i] = errs[i].reason;
+    }
+    hid_t st = sl_h5_vlen_str_type();
+    bad |= write_dataset(f, "failed_rows", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &ne, rows) != 0;
+    bad |= write_dataset(f, "failed_reasons", st, st, 1, &ne, reasons) != 0;
+    H5Tclose(st);
+    free(rows);
+    free(reasons);
+    char hex[17];
+    bad |= sl_h5_attr_write_str(f, "source_path", m->shard->path) != 0;
+    bad |= sl_h5_attr_write_i64(f, "source_size", m->shard->size) != 0;
+    bad |= sl_h5_attr_write_i64(f, "source_mtime_ns", m->shard->mtime_ns) != 0;
+    bad |= sl_h5_attr_write_i64(f, "first_row", m->row0) != 0;
+    bad |= sl_h5_attr_write_i64(f, "rows", m->nrows) != 0;
+    hex64(hex, m->model_fp);
+    bad |= sl_h5_attr_write_str(f, "model_fingerprint", hex) != 0;
+    hex64(hex, m->job_hash);
+    bad |= sl_h5_attr_write_str(f, "job_hash", hex) != 0;
+    bad |= sl_h5_attr_write_str(f, "shardline_version", SL_VERSION) != 0;
+    bad |= H5Fflush(f, H5F_SCOPE_GLOBAL) < 0;
+    bad |= H5Fclose(f) < 0;
+    if (bad) {
+        unlink(tmp);
+        return sl_errorf(err, "%s: writing the part file failed (disk full?)", tmp);
+    }
+    /* Durable before visible: the data reaches the disk before the rename publishes it. */
+    int fd = open(tmp, O_RDONLY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return sl_errorf(err, "%s: cannot commit: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+/* ---- predictions.h5 ---------------------------------------------------------------------- */
+
+typedef struct {
+    char *path;
+    int64_t first_row, rows;
+} shard_rec_t;
+
+typedef struct {
+    int64_t row;
+    char *reason;
+} error_rec_t;
+
+/* Appends the failed rows recorded in one part file (global indices) to *recs. */
+static int collect_errors(const char *path, int64_t base, error_rec_t **recs, int64_t *n,
+                          sl_error_t *err)
+{
+    hid_t f = sl_h5_open_ro(path, err);
+    if (f < 0)
+        return -1;
+    int rc = 0;
+    hid_t d = H5Dopen2(f, "failed_rows", H5P_DEFAULT);
+    hid_t dr = H5Dopen2(f, "failed_reasons", H5P_DEFAULT);
+    if (d < 0 || dr < 0) {
+        rc = sl_errorf(err, "%s: missing failed_rows/failed_reasons", path);
+    } else {
+        hid_t sp = H5Dget_space(d);
+        hssize_t cnt = H5Sget_simple_extent_npoints(sp);
+        H5Sclose(sp);
+        if (cnt > 0) {
+            int64_t *rows = sl_xcalloc((size_t)cnt, sizeof *rows);
+            char **reasons = sl_xcalloc((size_t)cnt, sizeof *reasons);
+            hid_t st = sl_h5_vlen_str_type();
+            if (H5Dread(d, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows) < 0 ||
+                H5Dread(dr, st, H5S_ALL, H5S_ALL, H5P_DEFAULT, reasons) < 0) {
+                rc = sl_errorf(err, "%s: cannot read the failed rows", path);
+            } else {
+                *recs = sl_xrealloc(*recs, (size_t)(*n + cnt) * sizeof **recs);
+                for (hssize_t i = 0; i < cnt; i++) {
+                    (*recs)[*n].row = base + rows[i];
+                    (*recs)[*n].reason = sl_xstrdup(reasons[i] ? reasons[i] : "");
+                    (*n)++;
+                    H5free_memory(reasons[i]);
+                }
+            }
+            H5Tclose(st);
+            free(rows);
+            free(reasons);
+        }
+    }
+    if (dr >= 0)
+        H5Dclose(dr);
+    if (d >= 0)
+        H5Dclose(d);
+    H5Fclose(f);
+    return rc;
+}
+
+int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_unit_t *units,
+                         int64_t nunits, int64_t cols, int64_t *failed, sl_error_t *err)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/predictions.h5", out_dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0)
+        return sl_errorf(err, "%s: cannot create", tmp);
+    int bad = 0;
+    error_rec_t *errs = NULL;
+    int64_t nerr = 0;
+
+    /* /predictions: one mapping per unit, [global rows of the unit, all cols] <- the part. */
+    hsize_t vdims[2] = {(hsize_t)in->total_rows, (hsize_t)cols};
+    hid_t vspace = H5Screate_simple(2, vdims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    float fill = NAN; /* rows without a part (never in a complete job) read as NaN */
+    H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &fill);
+    for (int64_t i = 0; i < nunits && !bad; i++) {
+        const sl_unit_t *u = &units[i];
+        const sl_shard_t *s = &in->shards[u->shard];
+        char *rel = sl_part_relpath(s, u->row0, u->nrows);
+        hsize_t start[2] = {(hsize_t)(s->first_row + u->row0), 0};
+        hsize_t count[2] = {(hsize_t)u->nrows, (hsize_t)cols};
+        H5Sselect_hyperslab(vspace, H5S_SELECT_SET, start, NULL, count, NULL);
+        hid_t src = H5Screate_simple(2, count, NULL);
+        /* Relative source names resolve against the directory of predictions.h5, so the
+         * output directory can be moved or read from anywhere as a whole. */
+        bad |= H5Pset_virtual(dcpl, vspace, rel, "predictions", src) < 0;
+        H5Sclose(src);
+        snprintf(path, sizeof path, "%s/%s", out_dir, rel);
+        if (!bad && collect_errors(path, s->first_row + u->row0, &errs, &nerr, err) != 0) {
+            free(rel);
+            bad = 2;
+            break;
+        }
+        free(rel);
+    }
+    H5Sselect_all(vspace);
+    if (!bad) {
+        hid_t d = H5Dcreate2(f, "predictions", H5T_IEEE_F32LE, vspace, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+        bad |= d < 0;
+        if (d >= 0)
+            H5Dclose(d);
+    }
+    H5Pclose(dcpl);
+    H5Sclose(vspace);
+
+    /* /shards: (path, first_row, rows). */
+    if (!bad) {
+        hid_t st = sl_h5_vlen_str_type();
+        hid_t ct = H5Tcreate(H5T_COMPOUND, sizeof(shard_rec_t));
+        H5Tinsert(ct, "path", HOFFSET(shard_rec_t, path), st);
+        H5Tinsert(ct, "first_row", HOFFSET(shard_rec_t, first_row), H5T_NATIVE_INT64);
+        H5Tinsert(ct, "rows", HOFFSET(shard_rec_t, rows), H5T_NATIVE_INT64);
+        shard_rec_t *recs = sl_xcalloc((size_t)in->n + 1, sizeof *recs);
+        for (int i = 0; i < in->n; i++)
+            recs[i] = (shard_rec_t){in->shards[i].path, in->shards[i].first_row, in->shards[i].rows};
+        hsize_t n = (hsize_t)in->n;
+        bad |= write_dataset(f, "shards", ct, ct, 1, &n, recs) != 0;
+        free(recs);
+
+        hid_t et = H5Tcreate(H5T_COMPOUND, sizeof(error_rec_t));
+        H5Tinsert(et, "row", HOFFSET(error_rec_t, row), H5T_NATIVE_INT64);
+        H5Tinsert(et, "reason", HOFFSET(error_rec_t, reason), st);
+        hsize_t ne = (hsize_t)nerr;
+        bad |= write_dataset(f, "errors", et, et, 1, &ne, errs) != 0;
+        H5Tclose(et);
+        H5Tclose(ct);
+        H5Tclose(st);
+        bad |= sl_h5_attr_write_i64(f, "total_rows", in->total_rows) != 0;
+        bad |= sl_h5_attr_write_str(f, "shardline_version", SL_VERSION) != 0;
+    }
+    for (int64_t i = 0; i < nerr; i++)
+        free(errs[i].reason);
+    free(errs);
+    bad |= H5Fclose(f) < 0;
+    snprintf(path, sizeof path, "%s/predictions.h5", out_dir);
+    if (bad) {
+        unlink(tmp);
+        return bad == 2 ? -1 : sl_errorf(err, "%s: writing failed", tmp);
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return sl_errorf(err, "%s: cannot commit: %s", path, strerror(e));
+    }
+    *failed = nerr;
+    return 0;
+}

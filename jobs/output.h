@@ -1,0 +1,47 @@
+/*
+ * output.h — what a job leaves in its output directory.
+ *
+ *   parts/<shard basename>.<hash of its path>/rows-<first>-<end>.h5   one per unit, committed by
+ *       rename: written as "<name>.tmp.<pid>", flushed, fsync'ed, closed, then renamed, so a
+ *       part file that exists is complete. Dataset `predictions` [rows, cols] f32, datasets
+ *       `failed_rows` [n] (row index inside the unit) and `failed_reasons` [n], attributes
+ *       naming the source (path, size, mtime), the rows, the model fingerprint, the job hash
+ *       and the shardline version.
+ *   predictions.h5   written last by rank 0, also by rename: `/predictions` [total rows, cols]
+ *       (a virtual dataset over the part files, in input order), `/shards`, `/errors`.
+ */
+#ifndef SL_OUTPUT_H
+#define SL_OUTPUT_H
+
+#include <stdint.h>
+
+#include "common/sl_error.h"
+#include "jobs/input.h"
+#include "partition/units.h"
+
+typedef struct {
+    const sl_shard_t *shard;
+    int64_t row0, nrows, cols;
+    uint64_t model_fp, job_hash;
+} sl_part_meta_t;
+
+typedef struct {
+    int64_t row; /* inside the unit */
+    char reason[96];
+} sl_row_error_t;
+
+/* Creates the output directory and parts/ (mkdir -p); fails naming the path. */
+int sl_output_prepare(const char *out_dir, sl_error_t *err);
+/* Path of a unit's part file relative to the output directory (malloc'd). */
+char *sl_part_relpath(const sl_shard_t *s, int64_t row0, int64_t nrows);
+/* 1 when the part file exists and was made from exactly this source, rows, model and job. */
+int sl_part_matches(const char *out_dir, const char *relpath, const sl_part_meta_t *m);
+/* Writes and commits a part file. pred: f32 [m->nrows, m->cols]. */
+int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t *m,
+                  const float *pred, const sl_row_error_t *errs, int nerr, sl_error_t *err);
+/* Writes predictions.h5 over the committed parts of every unit. Returns the number of failed
+ * rows found in the parts via *failed (and their global indices/reasons in /errors). */
+int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_unit_t *units,
+                         int64_t nunits, int64_t cols, int64_t *failed, sl_error_t *err);
+
+#endif

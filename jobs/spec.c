@@ -1,0 +1,276 @@
+/*
+ * spec.c — option table, command-line and job-file parsing for `shardline run`.
+ */
+#include "jobs/spec.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef enum { K_STR, K_INT, K_I64, K_BOOL, K_LIST } kind_t;
+
+typedef struct {
+    const char *name;
+    kind_t kind;
+    const char *metavar;
+    const char *def; /* default as text, NULL if required/none */
+    const char *help;
+    size_t offset;
+    int64_t min;
+} opt_t;
+
+#define OFF(f) offsetof(sl_job_t, f)
+static const opt_t options[] = {
+    {"model", K_STR, "DIR", NULL, "model directory (config.json + model.safetensors)", OFF(model), 0},
+    {"input", K_LIST, "GLOB", NULL, "HDF5 input files; repeatable; sorted by path", OFF(inputs), 0},
+    {"input-dataset", K_STR, "NAME", "features", "2-D dataset [rows, features] in each input", OFF(input_dataset), 0},
+    {"output", K_STR, "DIR", NULL, "output directory (created)", OFF(output), 0},
+    {"tp", K_INT, "N", "1", "tensor-parallel group size; must divide the number of ranks", OFF(tp), 1},
+    {"unit-rows", K_I64, "N", "65536", "rows per unit of work (the commit granularity)", OFF(unit_rows), 1},
+    {"batch-size", K_I64, "N", "1024", "rows per forward pass", OFF(batch_size), 1},
+    {"device", K_STR, "auto|cpu|cuda", "auto", "auto: CUDA when a GPU is visible, else CPU", OFF(device), 0},
+    {"precision", K_STR, "f32|f16|bf16", "f32", "weight and GEMM precision (f32 accumulation)", OFF(precision), 0},
+    {"prefetch", K_INT, "N", "2", "batches read ahead by the I/O thread", OFF(prefetch), 1},
+    {"restart", K_BOOL, NULL, NULL, "ignore earlier outputs and start again", OFF(restart), 0},
+    {"quiet", K_BOOL, NULL, NULL, "no progress lines", OFF(quiet), 0},
+};
+#define N_OPTIONS ((int)(sizeof options / sizeof options[0]))
+
+void sl_job_print_help(FILE *out)
+{
+    fprintf(out, "usage: shardline run [JOB.ini] [options]\n\n"
+                 "Runs a model over HDF5 shards; launch under mpirun/srun for several ranks.\n"
+                 "Every option may also be a key of the INI job file (top level or [run]);\n"
+                 "the command line overrides the file.\n\noptions:\n");
+    for (int i = 0; i < N_OPTIONS; i++) {
+        const opt_t *o = &options[i];
+        char left[64];
+        snprintf(left, sizeof left, "--%s%s%s", o->name, o->metavar ? " " : "",
+                 o->metavar ? o->metavar : "");
+        fprintf(out, "  %-30s %s", left, o->help);
+        if (o->def)
+            fprintf(out, " [default: %s]", o->def);
+        else if (o->kind != K_BOOL)
+            fprintf(out, " (required)");
+        fputc('\n', out);
+    }
+    fprintf(out, "  %-30s %s\n", "-h, --help", "show this help");
+    fprintf(out, "\nexit status: 0 done; 1 failure; 2 usage; 3 bad input; 4 some rows failed;\n"
+                 "5 stopped by a signal (rerun the same command to resume).\n");
+}
+
+static const opt_t *find_option(const char *name)
+{
+    for (int i = 0; i < N_OPTIONS; i++)
+        if (!strcmp(options[i].name, name))
+            return &options[i];
+    return NULL;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    if (!v || !strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on")) {
+        *out = 1;
+        return 0;
+    }
+    if (!strcasecmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off")) {
+        *out = 0;
+        return 0;
+    }
+    return -1;
+}
+
+/* Applies one option value. `where` says where it came from, for messages. */
+static int set_option(sl_job_t *job, const opt_t *o, const char *value, const char *where,
+                      sl_error_t *err)
+{
+    char *field = (char *)job + o->offset;
+    switch (o->kind) {
+    case K_STR:
+        free(*(char **)field);
+        *(char **)field = sl_xstrdup(value);
+        return 0;
+    case K_LIST:
+        job->inputs = sl_xrealloc(job->inputs, (size_t)(job->n_inputs + 1) * sizeof(char *));
+        job->inputs[job->n_inputs++] = sl_xstrdup(value);
+        return 0;
+    case K_BOOL: {
+        int b;
+        if (parse_bool(value, &b) != 0)
+            return sl_errorf(err, "%s: --%s: '%s' is not a boolean (true/false)", where, o->name, value);
+        *(int *)field = b;
+        return 0;
+    }
+    case K_INT:
+    case K_I64: {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno || end == value || *end != '\0')
+            return sl_errorf(err, "%s: --%s: '%s' is not an integer", where, o->name, value);
+        if (v < o->min)
+            return sl_errorf(err, "%s: --%s: %lld is below the minimum %lld", where, o->name, v,
+                             (long long)o->min);
+        if (o->kind == K_INT) {
+            if (v > INT_MAX)
+                return sl_errorf(err, "%s: --%s: %lld is too large", where, o->name, v);
+            *(int *)field = (int)v;
+        } else {
+            *(int64_t *)field = v;
+        }
+        return 0;
+    }
+    }
+    return 0;
+}
+
+typedef struct {
+    sl_job_t *job;
+    sl_error_t *err;
+    int failed;
+} ini_ctx_t;
+
+static int on_ini_key(void *user, const char *section, const char *name, const char *value)
+{
+    ini_ctx_t *c = user;
+    if (c->failed)
+        return 0;
+    char where[1100];
+    snprintf(where, sizeof where, "%s", c->job->job_file);
+    if (section[0] && strcmp(section, "run") != 0) {
+        sl_errorf(c->err, "%s: section [%s]: unknown (keys go at the top level or under [run])",
+                  where, section);
+        c->failed = 1;
+        return 0;
+    }
+    const opt_t *o = find_option(name);
+    if (!o) {
+        sl_errorf(c->err, "%s: key '%s': not a shardline run option (see shardline run --help)",
+                  where, name);
+        c->failed = 1;
+        return 0;
+    }
+    if (set_option(c->job, o, value, where, c->err) != 0) {
+        c->failed = 1;
+        return 0;
+    }
+    return 1;
+}
+
+static void set_defaults(sl_job_t *job)
+{
+    for (int i = 0; i < N_OPTIONS; i++)
+        if (options[i].def)
+            set_option(job, &options[i], options[i].def, "default", NULL);
+}
+
+int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
+{
+    memset(job, 0, sizeof *job);
+    set_defaults(job); /* then the job file, then the command line, each overriding */
+    struct option longopts[N_OPTIONS + 2];
+    for (int i = 0; i < N_OPTIONS; i++) {
+        longopts[i].name = options[i].name;
+        longopts[i].has_arg = options[i].kind == K_BOOL ? no_argument : required_argument;
+        longopts[i].flag = NULL;
+        longopts[i].val = 1000 + i;
+    }
+    longopts[N_OPTIONS] = (struct option){"help", no_argument, NULL, 'h'};
+    longopts[N_OPTIONS + 1] = (struct option){0, 0, 0, 0};
+
+    /* First pass: collect the command line, so the job file can be applied underneath it. */
+    int *which = sl_xcalloc((size_t)argc + 1, sizeof(int));
+    char **vals = sl_xcalloc((size_t)argc + 1, sizeof(char *));
+    int n = 0, rc = 0;
+    optind = 1;
+    opterr = 0;
+    for (;;) {
+        int idx = 0;
+        int c = getopt_long(argc, argv, ":h", longopts, &idx);
+        if (c == -1)
+            break;
+        if (c == 'h') {
+            sl_job_print_help(stdout);
+            rc = 1;
+            goto done;
+        }
+        if (c == '?') {
+            rc = sl_errorf(err, "unknown option '%s' (see shardline run --help)", argv[optind - 1]);
+            goto done;
+        }
+        if (c == ':') {
+            rc = sl_errorf(err, "option '%s' needs a value", argv[optind - 1]);
+            goto done;
+        }
+        which[n] = c - 1000;
+        vals[n] = optarg;
+        n++;
+    }
+    if (optind < argc)
+        job->job_file = sl_xstrdup(argv[optind++]);
+    if (optind < argc) {
+        rc = sl_errorf(err, "unexpected argument '%s' (one job file at most)", argv[optind]);
+        goto done;
+    }
+    if (job->job_file) {
+        ini_ctx_t ctx = {job, err, 0};
+        int r = ini_parse(job->job_file, on_ini_key, &ctx);
+        if (r == -1) {
+            rc = sl_errorf(err, "%s: cannot open the job file", job->job_file);
+            goto done;
+        }
+        if (ctx.failed) {
+            rc = -1;
+            goto done;
+        }
+        if (r > 0) {
+            rc = sl_errorf(err, "%s: line %d: not a 'key = value' line", job->job_file, r);
+            goto done;
+        }
+    }
+    int cli_inputs = 0;
+    for (int i = 0; i < n; i++) {
+        const opt_t *o = &options[which[i]];
+        if (o->kind == K_LIST && !cli_inputs++) { /* the command line's inputs replace the file's */
+            for (int j = 0; j < job->n_inputs; j++)
+                free(job->inputs[j]);
+            job->n_inputs = 0;
+        }
+        if (set_option(job, o, vals[i], "command line", err) != 0) {
+            rc = -1;
+            goto done;
+        }
+    }
+    if (!job->model)
+        rc = sl_errorf(err, "--model is required (see shardline run --help)");
+    else if (job->n_inputs == 0)
+        rc = sl_errorf(err, "--input is required (see shardline run --help)");
+    else if (!job->output)
+        rc = sl_errorf(err, "--output is required (see shardline run --help)");
+    else if (strcmp(job->device, "auto") && strcmp(job->device, "cpu") && strcmp(job->device, "cuda"))
+        rc = sl_errorf(err, "--device '%s': expected auto, cpu or cuda", job->device);
+    else if (strcmp(job->precision, "f32") && strcmp(job->precision, "f16") && strcmp(job->precision, "bf16"))
+        rc = sl_errorf(err, "--precision '%s': expected f32, f16 or bf16", job->precision);
+done:
+    free(which);
+    free(vals);
+    return rc;
+}
+
+void sl_job_free(sl_job_t *job)
+{
+    free(job->job_file);
+    free(job->model);
+    for (int i = 0; i < job->n_inputs; i++)
+        free(job->inputs[i]);
+    free(job->inputs);
+    free(job->input_dataset);
+    free(job->output);
+    free(job->device);
+    free(job->precision);
+    memset(job, 0, sizeof *job);
+}

@@ -1,0 +1,38 @@
+/*
+ * spec.h — the job specification: every `shardline run` option, from the command line and
+ * from an INI job file whose keys are the long option names (top level or a [run] section).
+ * The command line overrides the file. One option table drives getopt_long, the job-file
+ * keys and --help, so the three cannot disagree.
+ */
+#ifndef SL_SPEC_H
+#define SL_SPEC_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/sl_error.h"
+
+typedef struct {
+    char *job_file;
+    char *model;
+    char **inputs; /* globs, in the order given */
+    int n_inputs;
+    char *input_dataset;
+    char *output;
+    int tp;
+    int64_t unit_rows;
+    int64_t batch_size;
+    char *device;    /* auto | cpu | cuda */
+    char *precision; /* f32 | f16 | bf16 */
+    int prefetch;
+    int restart;
+    int quiet;
+} sl_job_t;
+
+/* Parses `shardline run` arguments (argv[0] is "run"). Returns 0 on success, 1 when --help
+ * was printed (exit 0), -1 with a message on bad usage (exit SL_EXIT_USAGE). */
+int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err);
+void sl_job_free(sl_job_t *job);
+void sl_job_print_help(FILE *out);
+
+#endif

@@ -1,0 +1,298 @@
+/*
+ * backend.c — the public sl_<op>() wrappers: argument checks (dtype, shape) done once here,
+ * then a call through the backend's function table (backend_impl.h). A shape or dtype mismatch
+ * here is a programming error, not user input, so it is fatal with the op and shapes named.
+ */
+#include "kernels/backend_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+size_t sl_dtype_size(sl_dtype_t dt)
+{
+    switch (dt) {
+    case SL_F32: return 4;
+    case SL_F16: return 2;
+    case SL_BF16: return 2;
+    case SL_I32: return 4;
+    case SL_I8: return 1;
+    }
+    return 0;
+}
+
+const char *sl_dtype_name(sl_dtype_t dt)
+{
+    switch (dt) {
+    case SL_F32: return "f32";
+    case SL_F16: return "f16";
+    case SL_BF16: return "bf16";
+    case SL_I32: return "i32";
+    case SL_I8: return "i8";
+    }
+    return "?";
+}
+
+int sl_dtype_parse(const char *s)
+{
+    if (!strcasecmp(s, "f32") || !strcasecmp(s, "float32") || !strcasecmp(s, "fp32"))
+        return SL_F32;
+    if (!strcasecmp(s, "f16") || !strcasecmp(s, "float16") || !strcasecmp(s, "fp16"))
+        return SL_F16;
+    if (!strcasecmp(s, "bf16") || !strcasecmp(s, "bfloat16"))
+        return SL_BF16;
+    return -1;
+}
+
+static const char *const act_names[] = {"none", "relu", "gelu", "silu", "tanh", "sigmoid"};
+
+const char *sl_act_name(sl_act_t act)
+{
+    return (act >= 0 && act <= SL_ACT_SIGMOID) ? act_names[act] : "?";
+}
+
+int sl_act_parse(const char *s)
+{
+    for (int i = 1; i <= SL_ACT_SIGMOID; i++)
+        if (!strcmp(s, act_names[i]))
+            return i;
+    return -1;
+}
+
+/* ---- backends ---------------------------------------------------------------------------- */
+
+int sl_cuda_compiled(void)
+{
+#ifdef SL_HAVE_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int sl_cuda_device_count(void)
+{
+#ifdef SL_HAVE_CUDA
+    return sl_cuda_backend_device_count();
+#else
+    return 0;
+#endif
+}
+
+sl_backend_t *sl_backend_create(sl_backend_kind_t kind, int device, int threads, sl_error_t *err)
+{
+    if (kind == SL_BACKEND_CPU)
+        return sl_cpu_backend_create(threads, err);
+#ifdef SL_HAVE_CUDA
+    return sl_cuda_backend_create(device, err);
+#else
+    sl_errorf(err, "--device cuda: this shardline was built without CUDA (rebuild with nvcc on PATH)");
+    return NULL;
+#endif
+}
+
+void sl_backend_free(sl_backend_t *be)
+{
+    if (be)
+        be->ops->destroy(be);
+}
+
+sl_backend_kind_t sl_backend_kind(const sl_backend_t *be) { return be->kind; }
+const char *sl_backend_describe(const sl_backend_t *be) { return be->ops->describe((sl_backend_t *)be); }
+void *sl_backend_stream(sl_backend_t *be) { return be->ops->stream(be); }
+void sl_backend_sync(sl_backend_t *be) { be->ops->sync(be); }
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+int64_t sl_tensor_numel(const sl_tensor_t *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
+    return n;
+}
+
+size_t sl_tensor_bytes(const sl_tensor_t *t)
+{
+    return (size_t)sl_tensor_numel(t) * sl_dtype_size(t->dtype);
+}
+
+sl_tensor_t *sl_tensor_new(sl_backend_t *be, sl_dtype_t dt, int ndim, const int64_t *shape)
+{
+    if (ndim < 1 || ndim > SL_MAX_DIMS)
+        SL_FATAL("sl_tensor_new: %d dimensions (1..%d allowed)", ndim, SL_MAX_DIMS);
+    sl_tensor_t *t = sl_xcalloc(1, sizeof *t);
+    t->be = be;
+    t->dtype = dt;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            SL_FATAL("sl_tensor_new: negative dimension %lld", (long long)shape[i]);
+        t->shape[i] = shape[i];
+    }
+    size_t bytes = sl_tensor_bytes(t);
+    t->data = be->ops->alloc(be, bytes);
+    if (!t->data)
+        SL_FATAL("out of %s memory allocating a %s tensor of %zu bytes", be->ops->name,
+                 sl_dtype_name(dt), bytes);
+    t->owns_data = 1;
+    return t;
+}
+
+sl_tensor_t *sl_tensor_new2(sl_backend_t *be, sl_dtype_t dt, int64_t d0, int64_t d1)
+{
+    int64_t shape[2] = {d0, d1};
+    return sl_tensor_new(be, dt, 2, shape);
+}
+
+sl_tensor_t *sl_tensor_new1(sl_backend_t *be, sl_dtype_t dt, int64_t d0)
+{
+    return sl_tensor_new(be, dt, 1, &d0);
+}
+
+void sl_tensor_free(sl_tensor_t *t)
+{
+    if (!t)
+        return;
+    if (t->owns_data && t->data)
+        t->be->ops->free(t->be, t->data);
+    free(t);
+}
+
+sl_tensor_t sl_tensor_rows(const sl_tensor_t *t, int64_t rows)
+{
+    if (rows < 0 || rows > t->shape[0])
+        SL_FATAL("sl_tensor_rows: %lld rows of a tensor with %lld", (long long)rows,
+                 (long long)t->shape[0]);
+    sl_tensor_t v = *t;
+    v.shape[0] = rows;
+    v.owns_data = 0;
+    return v;
+}
+
+static void check_bytes(const char *op, const sl_tensor_t *t, size_t bytes)
+{
+    if (bytes > sl_tensor_bytes(t))
+        SL_FATAL("%s: %zu bytes into a tensor of %zu bytes", op, bytes, sl_tensor_bytes(t));
+}
+
+void sl_copy_h2d(sl_tensor_t *dst, const void *src, size_t bytes)
+{
+    check_bytes("sl_copy_h2d", dst, bytes);
+    dst->be->ops->h2d(dst->be, dst->data, src, bytes);
+}
+
+void sl_copy_d2h(void *dst, const sl_tensor_t *src, size_t bytes)
+{
+    check_bytes("sl_copy_d2h", src, bytes);
+    src->be->ops->d2h(src->be, dst, src->data, bytes);
+}
+
+void sl_tensor_zero(sl_tensor_t *t) { t->be->ops->memzero(t->be, t->data, sl_tensor_bytes(t)); }
+
+/* ---- ops --------------------------------------------------------------------------------- */
+
+static int is_float(sl_dtype_t dt) { return dt == SL_F32 || dt == SL_F16 || dt == SL_BF16; }
+
+static void need_2d(const char *op, const char *name, const sl_tensor_t *t)
+{
+    if (t->ndim != 2)
+        SL_FATAL("%s: %s must be 2-D, is %d-D", op, name, t->ndim);
+    if (!is_float(t->dtype))
+        SL_FATAL("%s: %s has dtype %s (f32, f16 or bf16 expected)", op, name,
+                 sl_dtype_name(t->dtype));
+}
+
+static void need_bias(const char *op, const sl_tensor_t *bias, int64_t n, sl_dtype_t other)
+{
+    if (bias->ndim != 1 || bias->shape[0] != n)
+        SL_FATAL("%s: bias must be [%lld]", op, (long long)n);
+    if (bias->dtype != SL_F32 && bias->dtype != other)
+        SL_FATAL("%s: bias dtype %s (f32 or %s expected)", op, sl_dtype_name(bias->dtype),
+                 sl_dtype_name(other));
+}
+
+void sl_matmul(const sl_tensor_t *a, int trans_a, const sl_tensor_t *b, int trans_b, float alpha,
+               float beta, const sl_tensor_t *bias, sl_tensor_t *c)
+{
+    need_2d("sl_matmul", "A", a);
+    need_2d("sl_matmul", "B", b);
+    need_2d("sl_matmul", "C", c);
+    if (a->dtype != b->dtype)
+        SL_FATAL("sl_matmul: A is %s but B is %s", sl_dtype_name(a->dtype), sl_dtype_name(b->dtype));
+    if (c->dtype != SL_F32 && c->dtype != a->dtype)
+        SL_FATAL("sl_matmul: C is %s (f32 or %s expected)", sl_dtype_name(c->dtype),
+                 sl_dtype_name(a->dtype));
+    int64_t m = trans_a ? a->shape[1] : a->shape[0];
+    int64_t k = trans_a ? a->shape[0] : a->shape[1];
+    int64_t kb = trans_b ? b->shape[1] : b->shape[0];
+    int64_t n = trans_b ? b->shape[0] : b->shape[1];
+    if (k != kb || c->shape[0] != m || c->shape[1] != n)
+        SL_FATAL("sl_matmul: op(A) [%lld,%lld] @ op(B) [%lld,%lld] -> C [%lld,%lld]", (long long)m,
+                 (long long)k, (long long)kb, (long long)n, (long long)c->shape[0],
+                 (long long)c->shape[1]);
+    if (bias)
+        need_bias("sl_matmul", bias, n, c->dtype);
+    if (a->be != c->be || b->be != c->be)
+        SL_FATAL("sl_matmul: tensors live on different backends");
+    if (m == 0 || n == 0)
+        return;
+    c->be->ops->matmul(c->be, a, trans_a, b, trans_b, alpha, beta, bias, c, m, n, k);
+}
+
+void sl_linear(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *y)
+{
+    sl_matmul(x, 0, w, 1, 1.0f, 0.0f, bias, y);
+}
+
+void sl_add_bias(sl_tensor_t *x, const sl_tensor_t *bias)
+{
+    need_2d("sl_add_bias", "x", x);
+    need_bias("sl_add_bias", bias, x->shape[1], x->dtype);
+    if (x->shape[0] > 0)
+        x->be->ops->add_bias(x->be, x, bias, x->shape[0], x->shape[1]);
+}
+
+void sl_activation(sl_tensor_t *x, sl_act_t act)
+{
+    if (!is_float(x->dtype))
+        SL_FATAL("sl_activation: dtype %s", sl_dtype_name(x->dtype));
+    if (act == SL_ACT_NONE || sl_tensor_numel(x) == 0)
+        return;
+    if (act < SL_ACT_NONE || act > SL_ACT_SIGMOID)
+        SL_FATAL("sl_activation: unknown activation %d", (int)act);
+    x->be->ops->activation(x->be, x, act);
+}
+
+void sl_softmax(sl_tensor_t *x)
+{
+    if (!is_float(x->dtype))
+        SL_FATAL("sl_softmax: dtype %s", sl_dtype_name(x->dtype));
+    int64_t cols = x->shape[x->ndim - 1];
+    int64_t rows = cols ? sl_tensor_numel(x) / cols : 0;
+    if (rows > 0)
+        x->be->ops->softmax(x->be, x, rows, cols);
+}
+
+void sl_cast(const sl_tensor_t *src, sl_tensor_t *dst)
+{
+    if (!is_float(src->dtype) || !is_float(dst->dtype))
+        SL_FATAL("sl_cast: %s -> %s not supported", sl_dtype_name(src->dtype),
+                 sl_dtype_name(dst->dtype));
+    if (sl_tensor_numel(src) != sl_tensor_numel(dst))
+        SL_FATAL("sl_cast: %lld elements into %lld", (long long)sl_tensor_numel(src),
+                 (long long)sl_tensor_numel(dst));
+    if (sl_tensor_numel(src) > 0)
+        dst->be->ops->cast(dst->be, src, dst);
+}
+
+void sl_standardize(sl_tensor_t *x, const sl_tensor_t *mean, const sl_tensor_t *std)
+{
+    need_2d("sl_standardize", "x", x);
+    if (x->dtype != SL_F32)
+        SL_FATAL("sl_standardize: x must be f32");
+    need_bias("sl_standardize", mean, x->shape[1], SL_F32);
+    need_bias("sl_standardize", std, x->shape[1], SL_F32);
+    if (x->shape[0] > 0)
+        x->be->ops->standardize(x->be, x, mean, std, x->shape[0], x->shape[1]);
+}

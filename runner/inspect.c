@@ -1,0 +1,138 @@
+/*
+ * inspect.c — `shardline inspect`: a model directory (architecture, parameters, memory per TP
+ * rank) or an HDF5 file (every dataset with its shape and type; virtual datasets say so).
+ */
+#include "runner/inspect.h"
+
+#include <getopt.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/sl_error.h"
+#include "jobs/h5util.h"
+#include "models/inspect_model.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: shardline inspect [--tp N] MODEL_DIR | FILE.h5\n\n"
+                 "  MODEL_DIR   prints the architecture, parameter count and weight memory per\n"
+                 "              tensor-parallel rank for --tp N (default 1)\n"
+                 "  FILE.h5     prints every dataset with its shape and type\n");
+}
+
+static const char *type_name(hid_t t, char *buf, size_t len)
+{
+    H5T_class_t c = H5Tget_class(t);
+    size_t sz = H5Tget_size(t);
+    switch (c) {
+    case H5T_FLOAT: snprintf(buf, len, "float%zu", 8 * sz); break;
+    case H5T_INTEGER:
+        snprintf(buf, len, "%sint%zu", H5Tget_sign(t) == H5T_SGN_NONE ? "u" : "", 8 * sz);
+        break;
+    case H5T_STRING: snprintf(buf, len, "string"); break;
+    case H5T_COMPOUND: {
+        int n = H5Tget_nmembers(t);
+        size_t o = (size_t)snprintf(buf, len, "compound{");
+        for (int i = 0; i < n && o < len; i++) {
+            char *name = H5Tget_member_name(t, (unsigned)i);
+            o += (size_t)snprintf(buf + o, len - o, "%s%s", i ? ", " : "", name);
+            H5free_memory(name);
+        }
+        if (o < len)
+            snprintf(buf + o, len - o, "}");
+        break;
+    }
+    default: snprintf(buf, len, "other"); break;
+    }
+    return buf;
+}
+
+static herr_t visit(hid_t obj, const char *name, const H5O_info_t *info, void *data)
+{
+    if (info->type != H5O_TYPE_DATASET)
+        return 0;
+    hid_t d = H5Dopen2(obj, name, H5P_DEFAULT);
+    if (d < 0)
+        return 0;
+    hid_t sp = H5Dget_space(d), t = H5Dget_type(d), dcpl = H5Dget_create_plist(d);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[32] = {0};
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    char shape[256] = "", tn[256];
+    size_t o = 0;
+    for (int i = 0; i < nd && o < sizeof shape; i++)
+        o += (size_t)snprintf(shape + o, sizeof shape - o, "%s%llu", i ? ", " : "",
+                              (unsigned long long)dims[i]);
+    const char *layout = H5Pget_layout(dcpl) == H5D_VIRTUAL ? " (virtual)" : "";
+    printf("  /%-28s [%s] %s%s\n", name, shape, type_name(t, tn, sizeof tn), layout);
+    H5Pclose(dcpl);
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Dclose(d);
+    return 0;
+}
+
+static int inspect_h5(const char *path)
+{
+    sl_error_t err;
+    hid_t f = sl_h5_open_ro(path, &err);
+    if (f < 0) {
+        fprintf(stderr, "shardline: error: %s\n", err.msg);
+        return SL_EXIT_INPUT;
+    }
+    printf("%s: HDF5 file\n", path);
+    H5Ovisit(f, H5_INDEX_NAME, H5_ITER_NATIVE, visit, NULL);
+    H5Fclose(f);
+    return SL_EXIT_OK;
+}
+
+int sl_inspect_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"tp", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
+    int tp = 1;
+    optind = 1;
+    opterr = 0;
+    for (int c; (c = getopt_long(argc, argv, "ht:", longopts, NULL)) != -1;) {
+        if (c == 'h') {
+            usage(stdout);
+            return SL_EXIT_OK;
+        }
+        if (c == 't') {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || end == optarg || v < 1 || v > 1 << 20) {
+                fprintf(stderr, "shardline: error: --tp '%s': expected a positive integer\n", optarg);
+                return SL_EXIT_USAGE;
+            }
+            tp = (int)v;
+            continue;
+        }
+        fprintf(stderr, "shardline: error: unknown option '%s'\n", argv[optind - 1]);
+        usage(stderr);
+        return SL_EXIT_USAGE;
+    }
+    if (optind != argc - 1) {
+        usage(stderr);
+        return SL_EXIT_USAGE;
+    }
+    const char *path = argv[optind];
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        fprintf(stderr, "shardline: error: %s: no such file or directory\n", path);
+        return SL_EXIT_INPUT;
+    }
+    sl_h5_quiet();
+    if (S_ISDIR(st.st_mode)) {
+        sl_error_t err;
+        if (sl_inspect_model(path, tp, stdout, &err) != 0) {
+            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            return SL_EXIT_INPUT;
+        }
+        return SL_EXIT_OK;
+    }
+    return inspect_h5(path);
+}

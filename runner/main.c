@@ -1,0 +1,62 @@
+/*
+ * main.c — the `shardline` program: subcommand dispatch. `run` initialises MPI (launch it
+ * under mpirun or srun for several ranks; a plain start is one rank); `inspect` does not.
+ */
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/sl_error.h"
+#include "kernels/backend.h"
+#include "runner/inspect.h"
+#include "runner/run.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: shardline <command> [options]\n\n"
+            "Runs trained neural networks over HDF5 datasets in batch, on MPI ranks with GPUs\n"
+            "or CPUs; predictions are committed unit by unit, so an interrupted job resumes.\n\n"
+            "commands:\n"
+            "  run [JOB.ini] [options]   run a job (see shardline run --help)\n"
+            "  inspect MODEL_DIR|FILE.h5 show a model's architecture or an HDF5 file's datasets\n"
+            "  --version                 print the version\n"
+            "  --help                    this help\n\n"
+            "example:\n"
+            "  mpirun -np 4 shardline run --model examples/mlp --input 'data/*.h5' \\\n"
+            "         --input-dataset features --output out/ --tp 2\n");
+}
+
+static void abort_all(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return SL_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return SL_EXIT_OK;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
+        printf("shardline %s (%s backend%s)\n", SL_VERSION, sl_cuda_compiled() ? "cpu + cuda" : "cpu",
+               sl_cuda_compiled() ? "s" : "");
+        return SL_EXIT_OK;
+    }
+    if (!strcmp(cmd, "inspect"))
+        return sl_inspect_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "run")) {
+        /* Only the main thread calls MPI; the I/O thread makes HDF5 calls only. */
+        int provided = 0;
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+        sl_log_set_abort(abort_all);
+        int status = sl_run_main(argc - 1, argv + 1);
+        MPI_Finalize();
+        return status;
+    }
+    fprintf(stderr, "shardline: error: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return SL_EXIT_USAGE;
+}

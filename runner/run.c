@@ -1,0 +1,740 @@
+/*
+ * run.c — `shardline run`, on every rank:
+ *
+ *   1. parse the job; build the process grid (TP x DP);
+ *   2. rank 0 validates the inputs and the model, plans the units and keeps the part files
+ *      that still match (resume); the plan is broadcast, so every rank sees the same list;
+ *   3. each rank creates its backend and loads its slice of the model;
+ *   4. the DP group leaders take units from the shared queue; inside a unit the I/O thread
+ *      reads batches ahead while this thread computes; a finished unit is handed back to the
+ *      I/O thread to be committed as a part file;
+ *   5. between batches each TP group agrees whether to stop (signal); at the end rank 0
+ *      writes predictions.h5 (only when every unit is committed), manifest.json, report.json.
+ *
+ * Every failure that user input can cause is detected on rank 0 (or agreed by all ranks)
+ * before any collective that could hang, and reported once.
+ */
+#include "runner/run.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/sl_hash.h"
+#include "jobs/h5util.h"
+#include "jobs/input.h"
+#include "jobs/output.h"
+#include "jobs/spec.h"
+#include "models/mlp.h"
+#include "partition/comm.h"
+#include "partition/grid.h"
+#include "partition/units.h"
+#include "runner/pipeline.h"
+#include "runner/signals.h"
+
+/* ---- agreement helpers --------------------------------------------------------------------- */
+
+/* Every rank passes its own status (0 ok, else an SL_EXIT_* code) and message; all ranks get
+ * the status of the lowest failing rank, and that rank prints its message. */
+static int agree(MPI_Comm comm, int status, const sl_error_t *err)
+{
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    int mine = status ? rank : size, first = size;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
+    if (first == size)
+        return 0;
+    if (rank == first)
+        fprintf(stderr, "shardline: error: %s\n", err->msg);
+    int code = status;
+    MPI_Bcast(&code, 1, MPI_INT, first, comm);
+    return code;
+}
+
+/* Fatal bad input discovered mid-run by one rank (a corrupt block in a shard): say what, and
+ * take every rank down so that nobody waits forever in a collective. */
+static _Noreturn void abort_input(const sl_error_t *err)
+{
+    fprintf(stderr, "shardline: error: %s\n", err->msg);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, SL_EXIT_INPUT);
+    exit(SL_EXIT_INPUT);
+}
+
+/* ---- the plan (rank 0) ----------------------------------------------------------------------- */
+
+typedef struct {
+    sl_inputs_t in;
+    sl_mlp_config_t cfg;
+    uint64_t model_fp, job_hash;
+    sl_unit_t *units;
+    int64_t nunits;
+    int64_t *pending; /* unit indices still to compute */
+    int64_t npending;
+    int64_t pending_rows;
+} plan_t;
+
+static uint64_t job_hash(uint64_t model_fp, const sl_job_t *job, int64_t cols)
+{
+    uint64_t h = sl_hash_u64(SL_HASH_INIT, model_fp);
+    h = sl_hash_str(h, job->input_dataset);
+    h = sl_hash_str(h, job->precision);
+    return sl_hash_u64(h, (uint64_t)cols);
+}
+
+static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", job->model);
+    if (sl_mlp_config_load(&p->cfg, path, err) != 0)
+        return -1;
+    if (sl_inputs_scan(&p->in, job->inputs, job->n_inputs, job->input_dataset, err) != 0)
+        return -1;
+    if (p->in.cols != p->cfg.dims[0])
+        return sl_errorf(err, "%s: dataset '%s' has %lld features but the model %s expects %lld",
+                         p->in.shards[0].path, job->input_dataset, (long long)p->in.cols,
+                         job->model, (long long)p->cfg.dims[0]);
+    if (sl_model_fingerprint(job->model, &p->model_fp, err) != 0)
+        return -1;
+    p->job_hash = job_hash(p->model_fp, job, p->in.cols);
+    if (sl_output_prepare(job->output, err) != 0)
+        return -1;
+    int64_t *rows = sl_xcalloc((size_t)p->in.n + 1, sizeof *rows);
+    for (int i = 0; i < p->in.n; i++)
+        rows[i] = p->in.shards[i].rows;
+    p->nunits = sl_units_plan(rows, p->in.n, job->unit_rows, &p->units);
+    free(rows);
+    p->pending = sl_xcalloc((size_t)p->nunits + 1, sizeof *p->pending);
+    int64_t out_cols = p->cfg.dims[p->cfg.n_layers];
+    for (int64_t i = 0; i < p->nunits; i++) {
+        const sl_unit_t *u = &p->units[i];
+        sl_part_meta_t m = {&p->in.shards[u->shard], u->row0, u->nrows, out_cols, p->model_fp,
+                            p->job_hash};
+        char *rel = sl_part_relpath(m.shard, u->row0, u->nrows);
+        int keep = !job->restart && sl_part_matches(job->output, rel, &m);
+        free(rel);
+        if (!keep) {
+            p->pending[p->npending++] = i;
+            p->pending_rows += u->nrows;
+        }
+    }
+    return 0;
+}
+
+/* Rank 0's plan, copied to every rank. */
+static void plan_bcast(plan_t *p, const sl_grid_t *g)
+{
+    sl_inputs_bcast(&p->in, g->world, 0);
+    int64_t head[5] = {p->nunits, p->npending, p->pending_rows, (int64_t)p->model_fp,
+                       (int64_t)p->job_hash};
+    MPI_Bcast(head, 5, MPI_INT64_T, 0, g->world);
+    if (g->world_rank != 0) {
+        p->nunits = head[0];
+        p->npending = head[1];
+        p->pending_rows = head[2];
+        p->model_fp = (uint64_t)head[3];
+        p->job_hash = (uint64_t)head[4];
+        p->units = sl_xcalloc((size_t)p->nunits + 1, sizeof *p->units);
+        p->pending = sl_xcalloc((size_t)p->npending + 1, sizeof *p->pending);
+    }
+    MPI_Bcast(p->units, (int)(p->nunits * (int64_t)sizeof *p->units), MPI_BYTE, 0, g->world);
+    MPI_Bcast(p->pending, (int)p->npending, MPI_INT64_T, 0, g->world);
+}
+
+static void plan_free(plan_t *p)
+{
+    sl_inputs_free(&p->in);
+    sl_mlp_config_free(&p->cfg);
+    free(p->units);
+    free(p->pending);
+}
+
+/* ---- the compute loop ------------------------------------------------------------------------ */
+
+typedef struct {
+    double compute_s, wait_s, read_s, write_s, comm_s;
+    int64_t rows, failed, units;
+} stats_t;
+
+/* One issued read: which pending unit (index into the claimed list) and which batch. */
+typedef struct {
+    int64_t unit;  /* index into plan->units */
+    int64_t batch; /* batch number inside the unit */
+} issued_t;
+
+typedef struct {
+    const sl_job_t *job;
+    const plan_t *plan;
+    const sl_grid_t *grid;
+    sl_queue_t *queue;
+    sl_io_t *io;
+    sl_mlp_t *model;
+    sl_comm_t *comm;
+    sl_tensor_t *x, *y; /* [batch, d0], [batch, dn] on the backend */
+    int64_t out_cols;
+    /* read cursor */
+    int64_t read_seq, comp_seq;
+    int64_t cur_unit; /* unit being read (-1: claim the next) */
+    int64_t cur_batch;
+    int exhausted;
+    int stop;
+    issued_t *issued; /* [nslots] */
+    /* unit being computed */
+    float *pred;
+    sl_row_error_t *errs;
+    int nerr, cap_err;
+    stats_t st;
+    int64_t *committed; /* unit indices committed by this rank (leaders) */
+    int64_t ncommitted;
+} loop_t;
+
+static int64_t unit_batches(const loop_t *L, int64_t unit)
+{
+    int64_t n = L->plan->units[unit].nrows, b = L->job->batch_size;
+    return (n + b - 1) / b;
+}
+
+/* Keeps every free slot busy with the next batch to read, claiming units as needed. Called at
+ * the same points on every rank of a TP group, so the (collective) claims line up. */
+static void refill(loop_t *L)
+{
+    int nslots = sl_io_nslots(L->io);
+    while (!L->exhausted && L->read_seq - L->comp_seq < nslots) {
+        if (L->cur_unit < 0) {
+            int64_t k = sl_queue_next(L->queue, L->stop);
+            if (k < 0) {
+                L->exhausted = 1;
+                break;
+            }
+            L->cur_unit = L->plan->pending[k];
+            L->cur_batch = 0;
+        }
+        const sl_unit_t *u = &L->plan->units[L->cur_unit];
+        int64_t r0 = L->cur_batch * L->job->batch_size;
+        int64_t rows = u->nrows - r0 < L->job->batch_size ? u->nrows - r0 : L->job->batch_size;
+        int slot = (int)(L->read_seq % nslots);
+        L->issued[slot] = (issued_t){L->cur_unit, L->cur_batch};
+        sl_io_read(L->io, slot, u->shard, u->row0 + r0, rows);
+        L->read_seq++;
+        if (++L->cur_batch == unit_batches(L, L->cur_unit))
+            L->cur_unit = -1;
+    }
+}
+
+static void add_row_error(loop_t *L, int64_t row, const char *fmt, long long a)
+{
+    if (L->nerr == L->cap_err) {
+        L->cap_err = L->cap_err ? 2 * L->cap_err : 16;
+        L->errs = sl_xrealloc(L->errs, (size_t)L->cap_err * sizeof *L->errs);
+    }
+    L->errs[L->nerr].row = row;
+    snprintf(L->errs[L->nerr].reason, sizeof L->errs[L->nerr].reason, fmt, a);
+    L->nerr++;
+}
+
+/* Rows holding NaN/Inf fail alone: recorded, zeroed for the forward pass, NaN on output. */
+static void screen_rows(loop_t *L, float *x, int64_t rows, int64_t row_base, unsigned char *bad)
+{
+    int64_t cols = L->plan->in.cols;
+    for (int64_t i = 0; i < rows; i++) {
+        bad[i] = 0;
+        float *r = x + i * cols;
+        for (int64_t j = 0; j < cols; j++)
+            if (!isfinite(r[j])) {
+                add_row_error(L, row_base + i, isnan(r[j]) ? "NaN in feature %lld" : "Inf in feature %lld",
+                              (long long)j);
+                bad[i] = 1;
+                memset(r, 0, (size_t)cols * sizeof *r);
+                break;
+            }
+    }
+}
+
+static double now(void) { return MPI_Wtime(); }
+
+static void compute_batch(loop_t *L, sl_io_slot_t *s, const issued_t *is, unsigned char *bad)
+{
+    const sl_unit_t *u = &L->plan->units[is->unit];
+    int64_t r0 = is->batch * L->job->batch_size, rows = s->rows;
+    if (is->batch == 0) {
+        L->pred = sl_xmalloc((size_t)u->nrows * (size_t)L->out_cols * sizeof(float));
+        L->nerr = 0;
+    }
+    screen_rows(L, s->x, rows, r0, bad);
+    double t0 = now(), c0 = sl_comm_seconds(L->comm);
+    sl_tensor_t xv = sl_tensor_rows(L->x, rows), yv = sl_tensor_rows(L->y, rows);
+    sl_copy_h2d(&xv, s->x, (size_t)rows * (size_t)L->plan->in.cols * sizeof(float));
+    sl_mlp_forward(L->model, L->comm, &xv, &yv);
+    float *out = L->pred + r0 * L->out_cols;
+    sl_copy_d2h(out, &yv, (size_t)rows * (size_t)L->out_cols * sizeof(float));
+    double comm = sl_comm_seconds(L->comm) - c0;
+    L->st.compute_s += now() - t0 - comm;
+    L->st.comm_s += comm;
+    for (int64_t i = 0; i < rows; i++) {
+        float *o = out + i * L->out_cols;
+        if (bad[i]) {
+            for (int64_t j = 0; j < L->out_cols; j++)
+                o[j] = NAN;
+            continue;
+        }
+        for (int64_t j = 0; j < L->out_cols; j++)
+            if (!isfinite(o[j])) {
+                add_row_error(L, r0 + i, "non-finite output %lld (NaN/Inf from the model)", (long long)j);
+                for (int64_t k = 0; k < L->out_cols; k++)
+                    o[k] = NAN;
+                break;
+            }
+    }
+    L->st.rows += rows;
+}
+
+static void finish_unit(loop_t *L, int64_t unit)
+{
+    const sl_unit_t *u = &L->plan->units[unit];
+    L->st.units++;
+    L->st.failed += L->nerr;
+    if (L->grid->tp_rank == 0) {
+        /* Only the group leader writes: every TP rank holds the same full output. */
+        sl_part_meta_t m = {&L->plan->in.shards[u->shard], u->row0, u->nrows, L->out_cols,
+                            L->plan->model_fp, L->plan->job_hash};
+        sl_row_error_t *errs = L->nerr ? sl_xmalloc((size_t)L->nerr * sizeof *errs) : NULL;
+        if (L->nerr)
+            memcpy(errs, L->errs, (size_t)L->nerr * sizeof *errs);
+        sl_io_commit(L->io, sl_part_relpath(m.shard, u->row0, u->nrows), &m, L->pred, errs, L->nerr);
+        L->committed[L->ncommitted++] = unit;
+        sl_queue_add_done(L->queue, u->nrows);
+    } else {
+        free(L->pred);
+    }
+    L->pred = NULL;
+}
+
+static void progress(loop_t *L, double t_start, double *t_last, int final)
+{
+    if (L->grid->world_rank != 0 || L->job->quiet)
+        return;
+    double t = now();
+    if (!final && t - *t_last < 1.0)
+        return;
+    *t_last = t;
+    int64_t done = sl_queue_done(L->queue), total = L->plan->pending_rows;
+    double rate = done / (t - t_start > 1e-9 ? t - t_start : 1e-9);
+    double eta = rate > 0 ? (double)(total - done) / rate : 0.0;
+    fprintf(stderr, "shardline: progress %lld/%lld rows (%.1f%%), %.0f rows/s, ETA %.0fs\n",
+            (long long)done, (long long)total, total ? 100.0 * done / total : 100.0, rate, eta);
+}
+
+/* Between batches: does the TP group stop? A rank that saw a signal tells everyone through
+ * the queue window; the group leader looks there; the group agrees by all-reduce, so all its
+ * ranks leave the loop after the same batch. */
+static int agree_stop(loop_t *L, int *posted)
+{
+    int local = sl_signals_received() > 0;
+    if (local && !*posted) {
+        sl_queue_post_stop(L->queue);
+        *posted = 1;
+    }
+    if (L->grid->tp_rank == 0 && !local)
+        local = sl_queue_stop_posted(L->queue);
+    int any = local;
+    if (L->grid->tp_size > 1)
+        MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, L->grid->tp);
+    return any;
+}
+
+static void compute_loop(loop_t *L)
+{
+    int nslots = sl_io_nslots(L->io);
+    L->issued = sl_xcalloc((size_t)nslots, sizeof *L->issued);
+    L->committed = sl_xcalloc((size_t)L->plan->npending + 1, sizeof *L->committed);
+    L->cur_unit = -1;
+    unsigned char *bad = sl_xmalloc((size_t)L->job->batch_size);
+    int posted = 0;
+    double t_start = now(), t_last = t_start;
+    refill(L);
+    while (L->comp_seq < L->read_seq) {
+        int slot = (int)(L->comp_seq % nslots);
+        issued_t is = L->issued[slot];
+        double w0 = now();
+        sl_io_slot_t *s = sl_io_wait(L->io, slot);
+        L->st.wait_s += now() - w0;
+        if (s->state < 0)
+            abort_input(&s->err);
+        compute_batch(L, s, &is, bad);
+        L->comp_seq++;
+        if (is.batch + 1 == unit_batches(L, is.unit))
+            finish_unit(L, is.unit);
+        sl_error_t ioerr;
+        if (sl_io_failed(L->io, &ioerr))
+            sl_fatal(__FILE__, __LINE__, "commit", "%s", ioerr.msg);
+        if (agree_stop(L, &posted)) {
+            L->stop = 1;
+            break;
+        }
+        progress(L, t_start, &t_last, 0);
+        refill(L);
+    }
+    /* A unit cut short by a stop is not committed: it is computed again on resume. */
+    free(L->pred);
+    L->pred = NULL;
+    free(bad);
+    free(L->issued);
+    free(L->errs);
+}
+
+/* ---- manifest and report (rank 0) ------------------------------------------------------------ */
+
+static int write_json(const char *dir, const char *name, cJSON *root, sl_error_t *err)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    char *text = cJSON_Print(root);
+    FILE *f = fopen(tmp, "w");
+    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f)
+        ok = (fclose(f) == 0) && ok;
+    free(text);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return sl_errorf(err, "%s: cannot write", path);
+    }
+    return 0;
+}
+
+static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned char *done,
+                            int complete)
+{
+    char hex[17];
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "shardline_version", SL_VERSION);
+    cJSON_AddBoolToObject(root, "complete", complete);
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)p->job_hash);
+    cJSON_AddStringToObject(root, "job_hash", hex);
+    cJSON *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(model, "path", job->model);
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)p->model_fp);
+    cJSON_AddStringToObject(model, "fingerprint", hex);
+    cJSON_AddStringToObject(model, "model_type", "mlp");
+    cJSON *dims = cJSON_AddArrayToObject(model, "dims");
+    for (int i = 0; i <= p->cfg.n_layers; i++)
+        cJSON_AddItemToArray(dims, cJSON_CreateNumber((double)p->cfg.dims[i]));
+    cJSON *opts = cJSON_AddObjectToObject(root, "options");
+    cJSON_AddStringToObject(opts, "input_dataset", job->input_dataset);
+    cJSON_AddNumberToObject(opts, "unit_rows", (double)job->unit_rows);
+    cJSON_AddNumberToObject(opts, "batch_size", (double)job->batch_size);
+    cJSON_AddNumberToObject(opts, "tp", job->tp);
+    cJSON_AddStringToObject(opts, "precision", job->precision);
+    cJSON *inputs = cJSON_AddArrayToObject(root, "inputs");
+    for (int i = 0; i < p->in.n; i++) {
+        const sl_shard_t *s = &p->in.shards[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "path", s->path);
+        cJSON_AddNumberToObject(o, "first_row", (double)s->first_row);
+        cJSON_AddNumberToObject(o, "rows", (double)s->rows);
+        cJSON_AddNumberToObject(o, "size", (double)s->size);
+        cJSON_AddNumberToObject(o, "mtime_ns", (double)s->mtime_ns);
+        cJSON_AddItemToArray(inputs, o);
+    }
+    cJSON *units = cJSON_AddArrayToObject(root, "units");
+    for (int64_t i = 0; i < p->nunits; i++) {
+        const sl_unit_t *u = &p->units[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "shard", u->shard);
+        cJSON_AddNumberToObject(o, "first_row", (double)u->row0);
+        cJSON_AddNumberToObject(o, "rows", (double)u->nrows);
+        char *rel = sl_part_relpath(&p->in.shards[u->shard], u->row0, u->nrows);
+        cJSON_AddStringToObject(o, "part", rel);
+        free(rel);
+        cJSON_AddStringToObject(o, "status", done[i] ? "committed" : "pending");
+        cJSON_AddItemToArray(units, o);
+    }
+    return root;
+}
+
+/* The per-phase seconds of one rank (or the slowest rank, for the job). */
+static void add_times(cJSON *o, const stats_t *s)
+{
+    cJSON_AddNumberToObject(o, "read_seconds", s->read_s);
+    cJSON_AddNumberToObject(o, "read_wait_seconds", s->wait_s);
+    cJSON_AddNumberToObject(o, "compute_seconds", s->compute_s);
+    cJSON_AddNumberToObject(o, "comm_seconds", s->comm_s);
+    cJSON_AddNumberToObject(o, "write_seconds", s->write_s);
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+static sl_backend_t *make_backend(const sl_job_t *job, const sl_grid_t *g, sl_error_t *err)
+{
+    int ndev = sl_cuda_device_count();
+    int use_cuda = !strcmp(job->device, "cuda") || (!strcmp(job->device, "auto") && ndev > 0);
+    if (use_cuda && ndev == 0) {
+        sl_errorf(err, "--device cuda: no CUDA device is visible%s",
+                  sl_cuda_compiled() ? "" : " (and this build has no CUDA backend)");
+        return NULL;
+    }
+    if (use_cuda)
+        return sl_backend_create(SL_BACKEND_CUDA, g->local_rank % ndev, 0, err);
+    return sl_backend_create(SL_BACKEND_CPU, 0, sl_grid_cpu_threads(g), err);
+}
+
+/* Rank 0 prints where every rank runs: host, ranks, device. */
+static void print_placement(const sl_grid_t *g, sl_backend_t *be, const sl_comm_t *comm, int quiet)
+{
+    char line[384];
+    snprintf(line, sizeof line, "rank %d/%d host %s local %d/%d tp %d/%d dp %d/%d device %s",
+             g->world_rank, g->world_size, g->host, g->local_rank, g->local_size, g->tp_rank,
+             g->tp_size, g->dp_rank, g->dp_size, sl_backend_describe(be));
+    char *all = g->world_rank == 0 ? sl_xcalloc((size_t)g->world_size, sizeof line) : NULL;
+    MPI_Gather(line, sizeof line, MPI_CHAR, all, sizeof line, MPI_CHAR, 0, g->world);
+    if (g->world_rank == 0 && !quiet) {
+        for (int i = 0; i < g->world_size; i++)
+            fprintf(stderr, "shardline: %s\n", all + (size_t)i * sizeof line);
+        fprintf(stderr, "shardline: %d TP group(s) of %d rank(s), all-reduce over %s\n",
+                g->dp_size, g->tp_size, sl_comm_transport(comm));
+    }
+    free(all);
+}
+
+int sl_run_main(int argc, char **argv)
+{
+    double t0 = MPI_Wtime();
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    sl_h5_quiet();
+
+    sl_job_t job;
+    sl_error_t err = {{0}};
+    int rc = sl_job_parse(&job, argc, argv, &err);
+    if (rc == 1) {
+        sl_job_free(&job);
+        return SL_EXIT_OK;
+    }
+    if (rc != 0) {
+        if (rank == 0)
+            fprintf(stderr, "shardline: error: %s\n", err.msg);
+        sl_job_free(&job);
+        return SL_EXIT_USAGE;
+    }
+
+    sl_grid_t grid;
+    if (sl_grid_init(&grid, MPI_COMM_WORLD, job.tp, &err) != 0) {
+        if (rank == 0)
+            fprintf(stderr, "shardline: error: %s\n", err.msg);
+        sl_job_free(&job);
+        return SL_EXIT_USAGE;
+    }
+    sl_log_set_identity(grid.host, rank);
+    sl_signals_install();
+
+    /* 2. the plan, on rank 0 */
+    plan_t plan;
+    memset(&plan, 0, sizeof plan);
+    int status = 0;
+    if (rank == 0 && plan_make(&plan, &job, &err) != 0)
+        status = SL_EXIT_INPUT;
+    if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
+        goto out_plan;
+    if (rank != 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/config.json", job.model);
+        if (sl_mlp_config_load(&plan.cfg, path, &err) != 0)
+            status = SL_EXIT_INPUT;
+    }
+    if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
+        goto out_plan;
+    plan_bcast(&plan, &grid);
+
+    /* 3. backend, model slice, communicator */
+    sl_backend_t *be = make_backend(&job, &grid, &err);
+    status = be ? 0 : SL_EXIT_FAILURE;
+    if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
+        goto out_backend;
+    sl_mlp_t *model = sl_mlp_load(job.model, be, grid.tp_size, grid.tp_rank,
+                                  (sl_dtype_t)sl_dtype_parse(job.precision), &err);
+    status = model ? 0 : SL_EXIT_INPUT;
+    if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
+        goto out_model;
+    sl_comm_t *comm = sl_comm_create(grid.tp, be, &err);
+    status = comm ? 0 : SL_EXIT_FAILURE;
+    if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
+        goto out_model;
+    print_placement(&grid, be, comm, job.quiet);
+
+    /* A job with work left must not leave an earlier, now stale predictions.h5 looking
+     * complete: it reappears only when every unit is committed again. */
+    if (rank == 0 && plan.npending > 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/predictions.h5", job.output);
+        unlink(path);
+    }
+    if (rank == 0 && !job.quiet)
+        fprintf(stderr, "shardline: %lld rows in %d shard(s), %lld unit(s): %lld to compute, %lld already committed\n",
+                (long long)plan.in.total_rows, plan.in.n, (long long)plan.nunits,
+                (long long)plan.npending, (long long)(plan.nunits - plan.npending));
+
+    /* 4. the work */
+    loop_t L;
+    memset(&L, 0, sizeof L);
+    L.job = &job;
+    L.plan = &plan;
+    L.grid = &grid;
+    L.model = model;
+    L.comm = comm;
+    L.out_cols = plan.cfg.dims[plan.cfg.n_layers];
+    L.x = sl_tensor_new2(be, SL_F32, job.batch_size, plan.in.cols);
+    L.y = sl_tensor_new2(be, SL_F32, job.batch_size, L.out_cols);
+    sl_queue_t queue;
+    sl_queue_init(&queue, &grid, plan.npending);
+    L.queue = &queue;
+    L.io = sl_io_start(&plan.in, job.output, job.prefetch < 1 ? 1 : job.prefetch, job.batch_size);
+    compute_loop(&L);
+    sl_io_finish(L.io, &L.st.read_s, &L.st.write_s);
+    double t_end = t0;
+    progress(&L, t0, &t_end, 1);
+
+    /* 5. agree on the outcome, then rank 0 writes the job's files */
+    int stopped = L.stop, any_stopped = 0;
+    MPI_Allreduce(&stopped, &any_stopped, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    stats_t *all = rank == 0 ? sl_xcalloc((size_t)size, sizeof *all) : NULL;
+    MPI_Gather(&L.st, sizeof L.st, MPI_BYTE, all, sizeof L.st, MPI_BYTE, 0, MPI_COMM_WORLD);
+    int nc = (int)L.ncommitted;
+    int *counts = rank == 0 ? sl_xcalloc((size_t)size, sizeof *counts) : NULL;
+    MPI_Gather(&nc, 1, MPI_INT, counts, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    int *displs = rank == 0 ? sl_xcalloc((size_t)size, sizeof *displs) : NULL;
+    int64_t *done_units = NULL;
+    if (rank == 0) {
+        int total = 0;
+        for (int i = 0; i < size; i++) {
+            displs[i] = total;
+            total += counts[i];
+        }
+        done_units = sl_xcalloc((size_t)total + 1, sizeof *done_units);
+    }
+    MPI_Gatherv(L.committed, nc, MPI_INT64_T, done_units, counts, displs, MPI_INT64_T, 0,
+                MPI_COMM_WORLD);
+
+    int exit_status = any_stopped ? SL_EXIT_STOPPED : SL_EXIT_OK;
+    if (rank == 0) {
+        unsigned char *done = sl_xcalloc((size_t)plan.nunits + 1, 1);
+        for (int64_t i = 0; i < plan.nunits; i++)
+            done[i] = 1;
+        for (int64_t i = 0; i < plan.npending; i++)
+            done[plan.pending[i]] = 0;
+        int64_t ndone_now = displs[size - 1] + counts[size - 1];
+        for (int64_t i = 0; i < ndone_now; i++)
+            done[done_units[i]] = 1;
+        int complete = 1;
+        for (int64_t i = 0; i < plan.nunits; i++)
+            complete &= done[i];
+        int64_t failed = 0;
+        stats_t tot = {0};
+        for (int i = 0; i < size; i++) {
+            /* rows and failures once per TP group (its leader); times: the slowest rank */
+            if (i % grid.tp_size == 0) {
+                tot.rows += all[i].rows;
+                tot.failed += all[i].failed;
+                tot.units += all[i].units;
+            }
+            tot.read_s = fmax(tot.read_s, all[i].read_s);
+            tot.wait_s = fmax(tot.wait_s, all[i].wait_s);
+            tot.compute_s = fmax(tot.compute_s, all[i].compute_s);
+            tot.comm_s = fmax(tot.comm_s, all[i].comm_s);
+            tot.write_s = fmax(tot.write_s, all[i].write_s);
+        }
+        failed = tot.failed;
+        if (complete && !any_stopped) {
+            if (sl_predictions_write(job.output, &plan.in, plan.units, plan.nunits, L.out_cols,
+                                     &failed, &err) != 0) {
+                fprintf(stderr, "shardline: error: %s\n", err.msg);
+                exit_status = SL_EXIT_FAILURE;
+            }
+        }
+        cJSON *man = manifest_json(&job, &plan, done, complete && !any_stopped);
+        if (write_json(job.output, "manifest.json", man, &err) != 0) {
+            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            exit_status = SL_EXIT_FAILURE;
+        }
+        cJSON_Delete(man);
+
+        double secs = MPI_Wtime() - t0;
+        cJSON *rep = cJSON_CreateObject();
+        cJSON_AddBoolToObject(rep, "complete", complete && !any_stopped);
+        cJSON_AddBoolToObject(rep, "stopped", any_stopped);
+        cJSON_AddNumberToObject(rep, "rows", (double)plan.in.total_rows);
+        cJSON_AddNumberToObject(rep, "rows_computed", (double)tot.rows);
+        cJSON_AddNumberToObject(rep, "failed_rows", (double)failed);
+        cJSON_AddNumberToObject(rep, "units_total", (double)plan.nunits);
+        cJSON_AddNumberToObject(rep, "units_skipped", (double)(plan.nunits - plan.npending));
+        cJSON_AddNumberToObject(rep, "units_computed", (double)tot.units);
+        cJSON_AddNumberToObject(rep, "seconds", secs);
+        cJSON_AddNumberToObject(rep, "rows_per_second", secs > 0 ? (double)tot.rows / secs : 0.0);
+        add_times(rep, &tot);
+        cJSON_AddNumberToObject(rep, "ranks", size);
+        cJSON_AddNumberToObject(rep, "tp", grid.tp_size);
+        cJSON_AddNumberToObject(rep, "dp", grid.dp_size);
+        cJSON_AddStringToObject(rep, "device", sl_backend_describe(be));
+        cJSON_AddStringToObject(rep, "all_reduce", sl_comm_transport(comm));
+        cJSON *per = cJSON_AddArrayToObject(rep, "per_rank");
+        for (int i = 0; i < size; i++) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddNumberToObject(o, "rank", i);
+            cJSON_AddNumberToObject(o, "rows", (double)all[i].rows);
+            cJSON_AddNumberToObject(o, "failed_rows", (double)all[i].failed);
+            cJSON_AddNumberToObject(o, "units", (double)all[i].units);
+            add_times(o, &all[i]);
+            cJSON_AddItemToArray(per, o);
+        }
+        if (write_json(job.output, "report.json", rep, &err) != 0) {
+            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            exit_status = SL_EXIT_FAILURE;
+        }
+        cJSON_Delete(rep);
+        if (exit_status == SL_EXIT_OK && failed > 0)
+            exit_status = SL_EXIT_ROWS_FAILED;
+        if (!job.quiet || any_stopped || failed > 0) {
+            if (any_stopped)
+                fprintf(stderr, "shardline: stopped by %s after committing %lld of %lld units; "
+                                "rerun the same command to resume\n",
+                        sl_signals_first_name() ? sl_signals_first_name() : "a signal on another rank",
+                        (long long)(plan.nunits - plan.npending + tot.units), (long long)plan.nunits);
+            else if (complete)
+                fprintf(stderr, "shardline: done: %lld rows (%lld computed, %lld failed) in %.2fs -> %s/predictions.h5\n",
+                        (long long)plan.in.total_rows, (long long)tot.rows, (long long)failed, secs,
+                        job.output);
+        }
+        free(done);
+    }
+    MPI_Bcast(&exit_status, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    free(all);
+    free(counts);
+    free(displs);
+    free(done_units);
+    free(L.committed);
+    sl_queue_free(&queue);
+    sl_tensor_free(L.y);
+    sl_tensor_free(L.x);
+    sl_comm_free(comm);
+    sl_mlp_free(model);
+    sl_backend_free(be);
+    plan_free(&plan);
+    sl_grid_free(&grid);
+    sl_job_free(&job);
+    return exit_status;
+
+out_model:
+    sl_mlp_free(model);
+out_backend:
+    sl_backend_free(be);
+out_plan:
+    plan_free(&plan);
+    sl_grid_free(&grid);
+    sl_job_free(&job);
+    return status;
+}

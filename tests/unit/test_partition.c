@@ -1,0 +1,73 @@
+/*
+ * test_partition.c — partition math: grid coordinates, even splits, unit planning (every
+ * row in exactly one unit, in order, awkward shard sizes).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "partition/grid.h"
+#include "partition/units.h"
+#include "sl_test.h"
+
+static void test_grid(void)
+{
+    sl_error_t err;
+    int tp, dp, dps;
+    /* world 8, tp 2: ranks (0,1) group 0, (2,3) group 1, ... */
+    for (int r = 0; r < 8; r++) {
+        CHECK(sl_grid_coords(r, 8, 2, &tp, &dp, &dps, &err) == 0);
+        CHECK(tp == r % 2 && dp == r / 2 && dps == 4);
+    }
+    CHECK(sl_grid_coords(5, 6, 3, &tp, &dp, &dps, &err) == 0 && tp == 2 && dp == 1 && dps == 2);
+    CHECK(sl_grid_coords(0, 6, 4, &tp, &dp, &dps, &err) == -1);
+    CHECKF(strstr(err.msg, "--tp 4") && strstr(err.msg, "6 MPI ranks"), "%s", err.msg);
+    CHECK(sl_grid_coords(0, 4, 0, &tp, &dp, &dps, &err) == -1);
+}
+
+static void test_split(void)
+{
+    sl_error_t err;
+    int64_t off, len;
+    CHECK(sl_split_even(12, 4, 3, &off, &len, &err) == 0 && off == 9 && len == 3);
+    CHECK(sl_split_even(12, 1, 0, &off, &len, &err) == 0 && off == 0 && len == 12);
+    CHECK(sl_split_even(10, 4, 0, &off, &len, &err) == -1);
+    CHECKF(strstr(err.msg, "not divisible") != NULL, "%s", err.msg);
+    CHECK(sl_split_even(8, 2, 2, &off, &len, &err) == -1);
+}
+
+static void test_plan(void)
+{
+    const int64_t rows[] = {1, 1009, 0, 2500, 300, 299};
+    const int n = 6;
+    const int64_t unit = 300;
+    sl_unit_t *u = NULL;
+    int64_t cnt = sl_units_plan(rows, n, unit, &u);
+    int64_t want = 1 + 4 + 0 + 9 + 1 + 1;
+    CHECKF(cnt == want, "%lld units, expected %lld", (long long)cnt, (long long)want);
+    /* every row of every shard covered once, in order, no unit larger than unit_rows */
+    int64_t i = 0;
+    int ok = 1;
+    for (int s = 0; s < n; s++) {
+        int64_t next = 0;
+        while (i < cnt && u[i].shard == s) {
+            ok &= u[i].row0 == next && u[i].nrows >= 1 && u[i].nrows <= unit;
+            next += u[i].nrows;
+            i++;
+        }
+        ok &= next == rows[s];
+    }
+    CHECK(ok && i == cnt);
+    CHECK(u[1].shard == 1 && u[4].nrows == 1009 - 900);
+    free(u);
+    cnt = sl_units_plan(rows, 0, unit, &u);
+    CHECK(cnt == 0);
+    free(u);
+}
+
+int main(void)
+{
+    test_grid();
+    test_split();
+    test_plan();
+    return sl_test_finish("test_partition");
+}
