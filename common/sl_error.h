@@ -17,7 +17,10 @@
 #include <stddef.h>
 
 #ifdef __cplusplus
+#define SL_NORETURN [[noreturn]]
 extern "C" {
+#else
+#define SL_NORETURN _Noreturn
 #endif
 
 /* Exit statuses of `shardline run`, documented in README.md. */
@@ -46,7 +49,7 @@ void sl_log_set_abort(void (*abort_fn)(int code));
 
 void sl_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void sl_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-_Noreturn void sl_fatal(const char *file, int line, const char *call, const char *fmt, ...)
+SL_NORETURN void sl_fatal(const char *file, int line, const char *call, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 #define SL_FATAL(...) sl_fatal(__FILE__, __LINE__, "fatal", __VA_ARGS__)

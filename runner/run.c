@@ -478,6 +478,10 @@ static sl_backend_t *make_backend(const sl_job_t *job, const sl_grid_t *g, sl_er
                   sl_cuda_compiled() ? "" : " (and this build has no CUDA backend)");
         return NULL;
     }
+    if (!strcmp(job->device, "auto") && g->world_rank == 0 && !job->quiet)
+        fprintf(stderr, "shardline: --device auto: %s\n",
+                use_cuda ? "a GPU is visible, using the CUDA backend"
+                         : "no GPU is visible, using the CPU backend");
     if (use_cuda)
         return sl_backend_create(SL_BACKEND_CUDA, g->local_rank % ndev, 0, err);
     return sl_backend_create(SL_BACKEND_CPU, 0, sl_grid_cpu_threads(g), err);

@@ -1,0 +1,64 @@
+/*
+ * cuda_ops.cuh — the few elementwise and row kernels of the CUDA backend (bias add, scaling,
+ * activation, softmax, cast, standardisation) and the error-check macros of the CUDA code.
+ *
+ * Every launcher enqueues its kernel on the given stream and returns at once (no host
+ * synchronisation); tensors are dense and row-major, addressed with 64-bit indices so that
+ * tensors of more than 2^31 elements work. Per-element math comes from kernels/elementwise.h,
+ * the same formulas as the CPU backend; half and bfloat16 values are converted with the
+ * hardware round-to-nearest-even instructions, which give the same bits as the CPU helpers
+ * (sl_f32_to_f16, sl_f32_to_bf16) for every value but NaN payloads.
+ * Any CUDA or cuBLAS failure here is an environment failure: the macros call sl_fatal().
+ */
+#ifndef SL_CUDA_OPS_CUH
+#define SL_CUDA_OPS_CUH
+
+#include <stdint.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "common/sl_error.h"
+#include "kernels/backend.h"
+
+/* Aborts (every rank) on a CUDA runtime error; `call` is printed as written. */
+#define CUDA_CHECK(call)                                                                       \
+    do {                                                                                       \
+        cudaError_t sl_e_ = (call);                                                            \
+        if (sl_e_ != cudaSuccess)                                                              \
+            sl_fatal(__FILE__, __LINE__, #call, "%s", cudaGetErrorString(sl_e_));              \
+    } while (0)
+
+/* Aborts (every rank) on a cuBLAS error. */
+#define CUBLAS_CHECK(call)                                                                     \
+    do {                                                                                       \
+        cublasStatus_t sl_s_ = (call);                                                         \
+        if (sl_s_ != CUBLAS_STATUS_SUCCESS)                                                    \
+            sl_fatal(__FILE__, __LINE__, #call, "%s", cublasGetStatusString(sl_s_));           \
+    } while (0)
+
+/* Checks the launch of the kernel just enqueued (bad configuration, missing sm image). */
+#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+/* x[rows, cols] += bias[cols]. x: f32/f16/bf16; bias: f32 or x's dtype. */
+void sl_cuda_add_bias(cudaStream_t s, void *x, sl_dtype_t x_dt, const void *bias,
+                      sl_dtype_t bias_dt, int64_t rows, int64_t cols);
+
+/* x[n] *= scale, computed in f32. x: f32/f16/bf16. */
+void sl_cuda_scale(cudaStream_t s, void *x, sl_dtype_t dt, int64_t n, float scale);
+
+/* x[n] = act(x[n]) in place, computed in f32. x: f32/f16/bf16. */
+void sl_cuda_activation(cudaStream_t s, void *x, sl_dtype_t dt, int64_t n, sl_act_t act);
+
+/* In-place softmax of each row of x[rows, cols]: max-subtracted, f32 accumulation. */
+void sl_cuda_softmax(cudaStream_t s, void *x, sl_dtype_t dt, int64_t rows, int64_t cols);
+
+/* dst[n] = (dst dtype) src[n], any pair of f32/f16/bf16 (a plain copy when the dtypes match). */
+void sl_cuda_cast(cudaStream_t s, const void *src, sl_dtype_t src_dt, void *dst, sl_dtype_t dst_dt,
+                  int64_t n);
+
+/* x[rows, cols] = (x - mean[cols]) / std[cols]; all f32. */
+void sl_cuda_standardize(cudaStream_t s, float *x, const float *mean, const float *std,
+                         int64_t rows, int64_t cols);
+
+#endif

@@ -1,0 +1,559 @@
+/*
+ * test_cuda_ops.c — every op of the CUDA backend against the CPU backend.
+ *
+ * Each case builds the same random inputs (the same bits) on both backends, runs the op through
+ * the public API of kernels/backend.h on each, copies both results back and compares them with a
+ * normalised mean squared error, NMSE = sum (gpu - cpu)^2 / sum cpu^2, against a tolerance set by
+ * the least precise dtype involved (f32 1e-9, f16 1e-5, bf16 1e-4: rounding-level differences
+ * pass, a wrong index or transpose gives NMSE ~ 1). Casts must agree exactly (NMSE 0), copies
+ * and zeroing bit for bit.
+ * Sizes are odd (37 x 53 x 71 ...) so that no kernel relies on multiples of a block, plus a few
+ * large ones (more rows than a launch has blocks, more elements than a launch has threads).
+ * Set SL_TEST_HUGE=1 to also run an op over more than 2^31 elements (~17 GB of host memory,
+ * ~4.3 GB of GPU memory).
+ *
+ * One line per case. Without a GPU it prints "skipped: no GPU" and exits 77 (ctest: SKIPPED).
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+#include "kernels/elementwise.h"
+#include "sl_test.h"
+
+static sl_backend_t *g_cpu, *g_gpu;
+
+static const sl_dtype_t k_float_dtypes[3] = {SL_F32, SL_F16, SL_BF16};
+
+/* ---- random data and dtype encoding ---------------------------------------------------------- */
+
+static uint64_t g_rng = 0x243f6a8885a308d3ull;
+
+static uint64_t rng_next(void) /* xorshift64* */
+{
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return g_rng * 0x2545f4914f6cdd1dull;
+}
+
+/* Uniform in [lo, hi] (hi itself only through rounding to float). */
+static float rnd(float lo, float hi)
+{
+    double u = (double)(rng_next() >> 11) * 0x1.0p-53; /* [0, 1) */
+    return (float)(lo + (hi - lo) * u);
+}
+
+static void encode(float v, sl_dtype_t dt, void *raw, int64_t i)
+{
+    switch (dt) {
+    case SL_F32: ((float *)raw)[i] = v; break;
+    case SL_F16: ((uint16_t *)raw)[i] = sl_f32_to_f16(v); break;
+    case SL_BF16: ((uint16_t *)raw)[i] = sl_f32_to_bf16(v); break;
+    default: fprintf(stderr, "encode: unsupported dtype\n"); exit(1);
+    }
+}
+
+static double decode(const void *raw, sl_dtype_t dt, int64_t i)
+{
+    switch (dt) {
+    case SL_F32: return ((const float *)raw)[i];
+    case SL_F16: return sl_f16_to_f32(((const uint16_t *)raw)[i]);
+    case SL_BF16: return sl_bf16_to_f32(((const uint16_t *)raw)[i]);
+    default: fprintf(stderr, "decode: unsupported dtype\n"); exit(1);
+    }
+}
+
+/* Least precise of two float dtypes. */
+static sl_dtype_t coarser(sl_dtype_t a, sl_dtype_t b)
+{
+    if (a == SL_BF16 || b == SL_BF16)
+        return SL_BF16;
+    if (a == SL_F16 || b == SL_F16)
+        return SL_F16;
+    return SL_F32;
+}
+
+/* "f16->f32" */
+static const char *dtypes_name(char *buf, size_t len, sl_dtype_t from, sl_dtype_t to)
+{
+    snprintf(buf, len, "%s->%s", sl_dtype_name(from), sl_dtype_name(to));
+    return buf;
+}
+
+static double tol_for(sl_dtype_t dt)
+{
+    switch (dt) {
+    case SL_F16: return 1e-5;
+    case SL_BF16: return 1e-4;
+    default: return 1e-9;
+    }
+}
+
+/* ---- a tensor on both backends --------------------------------------------------------------- */
+
+typedef struct {
+    sl_tensor_t *cpu, *gpu;
+} pair_t;
+
+/* Same shape, dtype and contents (uniform in [lo, hi), rounded to dt) on both backends. */
+static pair_t pair_new(sl_dtype_t dt, int ndim, const int64_t *shape, float lo, float hi)
+{
+    pair_t p;
+    p.cpu = sl_tensor_new(g_cpu, dt, ndim, shape);
+    p.gpu = sl_tensor_new(g_gpu, dt, ndim, shape);
+    int64_t n = sl_tensor_numel(p.cpu);
+    size_t bytes = sl_tensor_bytes(p.cpu);
+    void *raw = malloc(bytes ? bytes : 1);
+    if (!raw) {
+        fprintf(stderr, "out of host memory\n");
+        exit(1);
+    }
+    for (int64_t i = 0; i < n; i++)
+        encode(rnd(lo, hi), dt, raw, i);
+    sl_copy_h2d(p.cpu, raw, bytes);
+    sl_copy_h2d(p.gpu, raw, bytes);
+    free(raw);
+    return p;
+}
+
+static pair_t pair_new2(sl_dtype_t dt, int64_t d0, int64_t d1, float lo, float hi)
+{
+    int64_t shape[2] = {d0, d1};
+    return pair_new(dt, 2, shape, lo, hi);
+}
+
+static pair_t pair_new1(sl_dtype_t dt, int64_t d0, float lo, float hi)
+{
+    return pair_new(dt, 1, &d0, lo, hi);
+}
+
+static void pair_free(pair_t *p)
+{
+    sl_tensor_free(p->cpu);
+    sl_tensor_free(p->gpu);
+    p->cpu = p->gpu = NULL;
+}
+
+/* NMSE of the GPU tensor against the CPU tensor; +Inf if either holds a NaN or an Inf. */
+static double pair_nmse(const pair_t *p)
+{
+    size_t bytes = sl_tensor_bytes(p->cpu);
+    int64_t n = sl_tensor_numel(p->cpu);
+    sl_dtype_t dt = p->cpu->dtype;
+    void *c = malloc(bytes ? bytes : 1), *g = malloc(bytes ? bytes : 1);
+    if (!c || !g) {
+        fprintf(stderr, "out of host memory\n");
+        exit(1);
+    }
+    sl_copy_d2h(c, p->cpu, bytes);
+    sl_copy_d2h(g, p->gpu, bytes); /* waits for the GPU work queued before it */
+    double num = 0.0, den = 0.0;
+    int finite = 1;
+    for (int64_t i = 0; i < n; i++) {
+        double a = decode(g, dt, i), b = decode(c, dt, i);
+        if (!isfinite(a) || !isfinite(b))
+            finite = 0;
+        num += (a - b) * (a - b);
+        den += b * b;
+    }
+    free(c);
+    free(g);
+    if (!finite)
+        return INFINITY;
+    return den > 0.0 ? num / den : num; /* all-zero reference: absolute error */
+}
+
+/* One line per case: name, NMSE, tolerance, verdict; counts a CHECK. */
+__attribute__((format(printf, 3, 4))) static void report(double nmse, double tol,
+                                                          const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    int ok = nmse <= tol; /* false for NaN */
+    printf("%-68s nmse %9.3e  tol %7.1e  %s\n", name, nmse, tol, ok ? "ok" : "FAIL");
+    CHECKF(ok, "%s: nmse %.3e > tol %.1e", name, nmse, tol);
+}
+
+/* One line for a case checked bit for bit; counts a CHECK. */
+__attribute__((format(printf, 2, 3))) static void report_exact(int ok, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    printf("%-68s %-28s %s\n", name, "bit-exact", ok ? "ok" : "FAIL");
+    CHECKF(ok, "%s: not bit-exact", name);
+}
+
+/* ---- copies and zeroing ---------------------------------------------------------------------- */
+
+static void test_copies(void)
+{
+    const int64_t n = 250001; /* f32 elements: 1,000,004 bytes */
+    const size_t bytes = (size_t)n * 4;
+    unsigned char *src = malloc(bytes), *back = malloc(bytes), *src2 = malloc(bytes);
+    if (!src || !back || !src2) {
+        fprintf(stderr, "out of host memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < bytes; i++) {
+        src[i] = (unsigned char)(rng_next() >> 56);
+        src2[i] = (unsigned char)(rng_next() >> 56);
+    }
+    sl_tensor_t *t = sl_tensor_new1(g_gpu, SL_F32, n);
+
+    /* Full round trip. */
+    sl_copy_h2d(t, src, bytes);
+    memset(back, 0, bytes);
+    sl_copy_d2h(back, t, bytes);
+    report_exact(memcmp(src, back, bytes) == 0, "h2d/d2h round trip of 1000004 bytes");
+
+    /* Partial h2d of an odd byte count leaves the rest untouched. */
+    const size_t part = 999;
+    sl_copy_h2d(t, src2, part);
+    sl_copy_d2h(back, t, bytes);
+    report_exact(memcmp(back, src2, part) == 0 &&
+                     memcmp(back + part, src + part, bytes - part) == 0,
+                 "h2d of the first 999 bytes, d2h of all");
+
+    /* Partial d2h writes only the bytes asked for. */
+    memset(back, 0xab, bytes);
+    sl_copy_d2h(back, t, 13);
+    report_exact(memcmp(back, src2, 13) == 0 && back[13] == 0xab && back[bytes - 1] == 0xab,
+                 "d2h of the first 13 bytes");
+
+    /* sl_tensor_zero on a whole tensor and on a view of its first rows. */
+    for (int d = 0; d < 3; d++) {
+        sl_dtype_t dt = k_float_dtypes[d];
+        pair_t z = pair_new2(dt, 101, 37, 1.0f, 2.0f);
+        sl_tensor_t vc = sl_tensor_rows(z.cpu, 7), vg = sl_tensor_rows(z.gpu, 7);
+        sl_tensor_zero(&vc);
+        sl_tensor_zero(&vg);
+        size_t zb = sl_tensor_bytes(z.gpu), vb = sl_tensor_bytes(&vg);
+        unsigned char *hg = malloc(zb), *hc = malloc(zb);
+        if (!hg || !hc) {
+            fprintf(stderr, "out of host memory\n");
+            exit(1);
+        }
+        sl_copy_d2h(hg, z.gpu, zb);
+        sl_copy_d2h(hc, z.cpu, zb);
+        int zero = 1;
+        for (size_t i = 0; i < vb; i++)
+            zero &= hg[i] == 0;
+        /* Rows after the view keep their (non-zero) contents, identical to the CPU's. */
+        int same = memcmp(hg, hc, zb) == 0 && decode(hg, dt, vb / sl_dtype_size(dt)) >= 1.0;
+        report_exact(zero && same, "sl_tensor_zero %-4s first 7 of 101x37 rows (a view)",
+                     sl_dtype_name(dt));
+
+        sl_tensor_zero(z.gpu);
+        sl_copy_d2h(hg, z.gpu, zb);
+        zero = 1;
+        for (size_t i = 0; i < zb; i++)
+            zero &= hg[i] == 0;
+        report_exact(zero, "sl_tensor_zero %-4s 101x37", sl_dtype_name(dt));
+        free(hg);
+        free(hc);
+        pair_free(&z);
+    }
+
+    sl_tensor_free(t);
+    free(src);
+    free(src2);
+    free(back);
+}
+
+/* ---- matmul and linear ----------------------------------------------------------------------- */
+
+/* bias_kind: 0 none, 1 f32, 2 C's dtype. */
+static void matmul_case(int64_t m, int64_t n, int64_t k, int ta, int tb, sl_dtype_t in_dt,
+                        sl_dtype_t out_dt, int bias_kind, float alpha, float beta)
+{
+    pair_t a = ta ? pair_new2(in_dt, k, m, -1.0f, 1.0f) : pair_new2(in_dt, m, k, -1.0f, 1.0f);
+    pair_t b = tb ? pair_new2(in_dt, n, k, -1.0f, 1.0f) : pair_new2(in_dt, k, n, -1.0f, 1.0f);
+    pair_t c = pair_new2(out_dt, m, n, -1.0f, 1.0f);
+    pair_t bias = {NULL, NULL};
+    sl_dtype_t bias_dt = bias_kind == 1 ? SL_F32 : out_dt;
+    if (bias_kind)
+        bias = pair_new1(bias_dt, n, -1.0f, 1.0f);
+
+    sl_matmul(a.cpu, ta, b.cpu, tb, alpha, beta, bias.cpu, c.cpu);
+    sl_matmul(a.gpu, ta, b.gpu, tb, alpha, beta, bias.gpu, c.gpu);
+
+    char dts[16];
+    report(pair_nmse(&c), tol_for(coarser(in_dt, out_dt)),
+           "sl_matmul %lldx%lldx%lld %s %s %-10s bias %-4s alpha %g beta %g", (long long)m,
+           (long long)n, (long long)k, ta ? "At" : "A", tb ? "Bt" : "B",
+           dtypes_name(dts, sizeof dts, in_dt, out_dt), bias_kind ? sl_dtype_name(bias_dt) : "none",
+           alpha, beta);
+    pair_free(&a);
+    pair_free(&b);
+    pair_free(&c);
+    if (bias_kind)
+        pair_free(&bias);
+}
+
+/* Every input dtype with both output dtypes it allows (f32 and its own). */
+static void matmul_sweep(int64_t m, int64_t n, int64_t k, int all_bias, float alpha, float beta,
+                         int one_bias_kind)
+{
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (int d = 0; d < 3; d++)
+                for (int o = 0; o < 2; o++) {
+                    sl_dtype_t in_dt = k_float_dtypes[d], out_dt = o ? in_dt : SL_F32;
+                    if (o && in_dt == SL_F32)
+                        continue;
+                    if (!all_bias) {
+                        matmul_case(m, n, k, ta, tb, in_dt, out_dt, one_bias_kind, alpha, beta);
+                        continue;
+                    }
+                    for (int bk = 0; bk < 3; bk++) {
+                        if (bk == 2 && out_dt == SL_F32)
+                            continue; /* same as bk == 1 */
+                        matmul_case(m, n, k, ta, tb, in_dt, out_dt, bk, 1.0f, 0.0f);
+                        matmul_case(m, n, k, ta, tb, in_dt, out_dt, bk, alpha, beta);
+                    }
+                }
+}
+
+static void test_matmul(void)
+{
+    matmul_sweep(37, 53, 71, 1, -0.75f, 0.5f, 0); /* every option */
+    matmul_sweep(1, 7, 3, 0, 2.0f, 0.0f, 1);      /* a single row, tiny k */
+    matmul_sweep(300, 257, 520, 0, 1.0f, 1.0f, 2); /* larger, accumulate into C */
+    matmul_sweep(5, 9, 0, 0, 1.0f, 0.5f, 1);       /* k = 0: C = beta C + bias */
+    matmul_sweep(5, 9, 0, 0, 1.0f, 0.0f, 0);       /* k = 0, beta = 0: C = 0 */
+    /* Long k (split-K reductions) and a linear-layer-sized product. */
+    for (int d = 0; d < 3; d++) {
+        sl_dtype_t dt = k_float_dtypes[d];
+        matmul_case(64, 64, 8192, 0, 1, dt, dt, 1, 1.0f, 0.0f);
+        matmul_case(64, 64, 8192, 0, 0, dt, SL_F32, 0, 0.5f, 0.25f);
+        matmul_case(512, 1536, 384, 0, 1, dt, dt, 2, 1.0f, 0.0f);
+    }
+}
+
+static void test_linear(void)
+{
+    const int64_t m = 37, n = 53, k = 71;
+    for (int d = 0; d < 3; d++)
+        for (int o = 0; o < 2; o++)
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                sl_dtype_t in_dt = k_float_dtypes[d], out_dt = o ? in_dt : SL_F32;
+                if (o && in_dt == SL_F32)
+                    continue;
+                pair_t x = pair_new2(in_dt, m, k, -1.0f, 1.0f);
+                pair_t w = pair_new2(in_dt, n, k, -1.0f, 1.0f);
+                pair_t y = pair_new2(out_dt, m, n, -1.0f, 1.0f);
+                pair_t bias = {NULL, NULL};
+                if (with_bias)
+                    bias = pair_new1(SL_F32, n, -1.0f, 1.0f);
+                sl_linear(x.cpu, w.cpu, bias.cpu, y.cpu);
+                sl_linear(x.gpu, w.gpu, bias.gpu, y.gpu);
+                char dts[16];
+                report(pair_nmse(&y), tol_for(coarser(in_dt, out_dt)),
+                       "sl_linear %lldx%lldx%lld %-10s bias %s", (long long)m, (long long)n,
+                       (long long)k, dtypes_name(dts, sizeof dts, in_dt, out_dt),
+                       with_bias ? "f32" : "none");
+                pair_free(&x);
+                pair_free(&w);
+                pair_free(&y);
+                if (with_bias)
+                    pair_free(&bias);
+            }
+}
+
+/* ---- elementwise and row ops ----------------------------------------------------------------- */
+
+static void test_add_bias(void)
+{
+    const int64_t shapes[2][2] = {{37, 53}, {1001, 129}};
+    for (int s = 0; s < 2; s++)
+        for (int d = 0; d < 3; d++)
+            for (int same = 0; same < 2; same++) {
+                sl_dtype_t dt = k_float_dtypes[d], bias_dt = same ? dt : SL_F32;
+                if (same && dt == SL_F32)
+                    continue;
+                int64_t rows = shapes[s][0], cols = shapes[s][1];
+                pair_t x = pair_new2(dt, rows, cols, -2.0f, 2.0f);
+                pair_t bias = pair_new1(bias_dt, cols, -1.0f, 1.0f);
+                sl_add_bias(x.cpu, bias.cpu);
+                sl_add_bias(x.gpu, bias.gpu);
+                report(pair_nmse(&x), tol_for(dt), "sl_add_bias %lldx%lld %-4s bias %s",
+                       (long long)rows, (long long)cols, sl_dtype_name(dt), sl_dtype_name(bias_dt));
+                pair_free(&x);
+                pair_free(&bias);
+            }
+}
+
+static void test_activation(void)
+{
+    const int64_t shape[3] = {3, 37, 53};
+    for (int act = SL_ACT_NONE; act <= SL_ACT_SIGMOID; act++)
+        for (int d = 0; d < 3; d++) {
+            sl_dtype_t dt = k_float_dtypes[d];
+            pair_t x = pair_new(dt, 3, shape, -6.0f, 6.0f);
+            sl_activation(x.cpu, (sl_act_t)act);
+            sl_activation(x.gpu, (sl_act_t)act);
+            report(pair_nmse(&x), tol_for(dt), "sl_activation %-7s %-4s 3x37x53",
+                   sl_act_name((sl_act_t)act), sl_dtype_name(dt));
+            pair_free(&x);
+        }
+    /* More elements than one launch has threads (65536 blocks x 256): the grid-stride loop. */
+    const int64_t big = ((int64_t)1 << 24) + 12345;
+    pair_t x = pair_new1(SL_F32, big, -6.0f, 6.0f);
+    sl_activation(x.cpu, SL_ACT_GELU);
+    sl_activation(x.gpu, SL_ACT_GELU);
+    report(pair_nmse(&x), tol_for(SL_F32), "sl_activation gelu    f32  %lld", (long long)big);
+    pair_free(&x);
+}
+
+static void test_softmax(void)
+{
+    /* cols < 32, cols > 256 threads, rows > 65536 blocks, and large values (overflow without
+     * the max subtraction: exp(90) is not a float). */
+    const struct {
+        int64_t rows, cols;
+        float lo, hi;
+    } cases[] = {
+        {37, 53, -10.0f, 10.0f}, {3, 5000, -10.0f, 10.0f}, {70001, 3, -4.0f, 4.0f},
+        {17, 1, -1.0f, 1.0f},    {29, 301, 70.0f, 90.0f},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int d = 0; d < 3; d++) {
+            sl_dtype_t dt = k_float_dtypes[d];
+            pair_t x = pair_new2(dt, cases[c].rows, cases[c].cols, cases[c].lo, cases[c].hi);
+            sl_softmax(x.cpu);
+            sl_softmax(x.gpu);
+            report(pair_nmse(&x), tol_for(dt), "sl_softmax %-4s %lldx%lld values in [%g, %g)",
+                   sl_dtype_name(dt), (long long)cases[c].rows, (long long)cases[c].cols,
+                   cases[c].lo, cases[c].hi);
+            pair_free(&x);
+        }
+}
+
+static void test_cast(void)
+{
+    /* Normal values, and tiny ones (f16 subnormals, below 6.1e-5). */
+    const float ranges[2][2] = {{-4.0f, 4.0f}, {-1e-5f, 1e-5f}};
+    for (int r = 0; r < 2; r++)
+        for (int s = 0; s < 3; s++)
+            for (int d = 0; d < 3; d++) {
+                sl_dtype_t sdt = k_float_dtypes[s], ddt = k_float_dtypes[d];
+                pair_t src = pair_new2(sdt, 1000, 1037, ranges[r][0], ranges[r][1]);
+                pair_t dst = pair_new2(ddt, 1000, 1037, -1.0f, 1.0f);
+                sl_cast(src.cpu, dst.cpu);
+                sl_cast(src.gpu, dst.gpu);
+                /* Both backends round to nearest even once: the same bits, NMSE 0. */
+                char dts[16];
+                report(pair_nmse(&dst), 0.0, "sl_cast %-10s 1000x1037 values in [%g, %g)",
+                       dtypes_name(dts, sizeof dts, sdt, ddt), ranges[r][0], ranges[r][1]);
+                pair_free(&src);
+                pair_free(&dst);
+            }
+}
+
+static void test_standardize(void)
+{
+    const int64_t shapes[2][2] = {{999, 37}, {70001, 5}};
+    for (int s = 0; s < 2; s++) {
+        int64_t rows = shapes[s][0], cols = shapes[s][1];
+        pair_t x = pair_new2(SL_F32, rows, cols, -3.0f, 3.0f);
+        pair_t mean = pair_new1(SL_F32, cols, -1.0f, 1.0f);
+        pair_t std = pair_new1(SL_F32, cols, 0.5f, 2.0f);
+        sl_standardize(x.cpu, mean.cpu, std.cpu);
+        sl_standardize(x.gpu, mean.gpu, std.gpu);
+        report(pair_nmse(&x), tol_for(SL_F32), "sl_standardize f32 %lldx%lld", (long long)rows,
+               (long long)cols);
+        pair_free(&x);
+        pair_free(&mean);
+        pair_free(&std);
+    }
+}
+
+/* SL_TEST_HUGE=1: ReLU over 2^31 + 1001 bf16 elements, compared bit for bit (an element left
+ * untouched past index 2^31 would hardly move an NMSE). */
+static void test_huge(void)
+{
+    const int64_t n = ((int64_t)1 << 31) + 1001;
+    const size_t bytes = (size_t)n * 2;
+    uint16_t *raw = malloc(bytes);
+    if (!raw) {
+        fprintf(stderr, "out of host memory\n");
+        exit(1);
+    }
+    for (int64_t i = 0; i < n; i++)
+        raw[i] = sl_f32_to_bf16((float)((i * 2654435761LL) % 2001 - 1000) * 0.01f);
+    sl_tensor_t *c = sl_tensor_new1(g_cpu, SL_BF16, n), *g = sl_tensor_new1(g_gpu, SL_BF16, n);
+    sl_copy_h2d(c, raw, bytes);
+    sl_copy_h2d(g, raw, bytes);
+    sl_activation(c, SL_ACT_RELU);
+    sl_activation(g, SL_ACT_RELU);
+    uint16_t *hc = raw, *hg = malloc(bytes);
+    if (!hg) {
+        fprintf(stderr, "out of host memory\n");
+        exit(1);
+    }
+    sl_copy_d2h(hc, c, bytes);
+    sl_copy_d2h(hg, g, bytes);
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++)
+        bad += hc[i] != hg[i];
+    if (bad)
+        printf("%lld elements differ\n", (long long)bad);
+    report_exact(bad == 0, "sl_activation relu    bf16 2^31+1001");
+    free(hg);
+    free(raw);
+    sl_tensor_free(c);
+    sl_tensor_free(g);
+}
+
+int main(void)
+{
+    if (sl_cuda_device_count() == 0) {
+        printf("test_cuda_ops: skipped: no GPU\n");
+        return 77;
+    }
+    sl_error_t err;
+    g_cpu = sl_backend_create(SL_BACKEND_CPU, 0, 0, &err);
+    if (!g_cpu) {
+        fprintf(stderr, "test_cuda_ops: CPU backend: %s\n", err.msg);
+        return 1;
+    }
+    g_gpu = sl_backend_create(SL_BACKEND_CUDA, 0, 0, &err);
+    CHECKF(g_gpu != NULL, "CUDA backend: %s", err.msg);
+    if (!g_gpu) {
+        sl_backend_free(g_cpu);
+        return sl_test_finish("test_cuda_ops");
+    }
+    printf("reference: %s\nunder test: %s\n", sl_backend_describe(g_cpu),
+           sl_backend_describe(g_gpu));
+    CHECK(sl_backend_kind(g_gpu) == SL_BACKEND_CUDA);
+    CHECK(strncmp(sl_backend_describe(g_gpu), "cuda:0 (", 8) == 0);
+    CHECK(sl_backend_stream(g_gpu) != NULL);
+
+    test_copies();
+    test_matmul();
+    test_linear();
+    test_add_bias();
+    test_activation();
+    test_softmax();
+    test_cast();
+    test_standardize();
+    const char *huge = getenv("SL_TEST_HUGE");
+    if (huge && strcmp(huge, "1") == 0)
+        test_huge();
+
+    sl_backend_sync(g_gpu);
+    sl_backend_free(g_gpu);
+    sl_backend_free(g_cpu);
+    return sl_test_finish("test_cuda_ops");
+}
