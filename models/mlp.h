@@ -22,6 +22,7 @@
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
+#include "models/safetensors.h"
 #include "partition/comm.h"
 
 #define SL_ACT_SOFTMAX 100 /* final_activation only */
@@ -43,6 +44,13 @@ typedef enum { SL_SPLIT_COLUMN, SL_SPLIT_ROW, SL_SPLIT_NONE } sl_split_t;
 /* How layer i is split with tp_size ranks (see above). */
 sl_split_t sl_mlp_layer_split(int layer, int n_layers, int tp_size);
 
+/* Checks the opened st against cfg: every layers.{i}.weight [d(i+1), d(i)] and
+ * layers.{i}.bias [d(i+1)] present with a float dtype (F32, F16, BF16), input_mean/input_std
+ * [d0] if present, and that each column-parallel output dim divides by tp_size. Messages name
+ * st->path and the tensor, or `dir` and the layer. Shared by sl_mlp_load and inspection. */
+int sl_mlp_check(const char *dir, const sl_mlp_config_t *cfg, const sl_safetensors_t *st,
+                 int tp_size, sl_error_t *err);
+
 typedef struct sl_mlp sl_mlp_t;
 
 /* Loads this TP rank's slice of the weights onto the backend, in `dtype` (f32, f16 or bf16;
@@ -52,8 +60,6 @@ sl_mlp_t *sl_mlp_load(const char *dir, sl_backend_t *be, int tp_size, int tp_ran
                       sl_dtype_t dtype, sl_error_t *err);
 void sl_mlp_free(sl_mlp_t *m);
 const sl_mlp_config_t *sl_mlp_config(const sl_mlp_t *m);
-/* Fingerprint of the model files' contents (config.json + model.safetensors). */
-uint64_t sl_mlp_fingerprint(const sl_mlp_t *m);
 
 /* x: f32 [rows, d0] on the backend (standardised in place if the model has input_mean/std);
  * y: f32 [rows, dn]. All ranks of the TP group call this together with the same x. */

@@ -1,0 +1,170 @@
+/*
+ * inspect_model.c — `shardline inspect MODEL_DIR`: what a model is and what it costs per rank.
+ *
+ * Everything comes from config.json and the safetensors header (the file is mapped, its data
+ * pages are not read except by the fingerprint), after the same checks sl_mlp_load makes, so a
+ * model that inspects cleanly also loads. Per-rank sizes follow the split sl_mlp_load uses:
+ * column-parallel layers hold 1/T of the weight rows and of the bias, row-parallel layers 1/T of
+ * the weight columns and the whole bias, replicated layers everything.
+ */
+#include "models/inspect_model.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/mlp.h"
+#include "models/safetensors.h"
+
+static const char *st_code(sl_dtype_t dt)
+{
+    switch (dt) {
+    case SL_F32: return "F32";
+    case SL_F16: return "F16";
+    case SL_BF16: return "BF16";
+    case SL_I32: return "I32";
+    case SL_I8: return "I8";
+    }
+    return "?";
+}
+
+static const char *split_name(sl_split_t s, int tp_size)
+{
+    switch (s) {
+    case SL_SPLIT_COLUMN: return "column-parallel";
+    case SL_SPLIT_ROW: return "row-parallel";
+    case SL_SPLIT_NONE: return tp_size > 1 ? "replicated" : "whole";
+    }
+    return "?";
+}
+
+static const char *act_name(int act)
+{
+    if (act == SL_ACT_SOFTMAX)
+        return "softmax";
+    if (act == SL_ACT_NONE)
+        return "none";
+    return sl_act_name((sl_act_t)act);
+}
+
+/* "12345 B (12.1 KiB)" */
+static const char *fmt_bytes(char *buf, size_t cap, uint64_t b)
+{
+    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1024.0 && u < 4) {
+        v /= 1024.0;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, cap, "%" PRIu64 " B", b);
+    else
+        snprintf(buf, cap, "%" PRIu64 " B (%.1f %s)", b, v, units[u]);
+    return buf;
+}
+
+/* Bytes one rank holds, counted three ways. */
+typedef struct {
+    uint64_t params; /* elements */
+    uint64_t stored; /* in the file's dtypes */
+    uint64_t f32;    /* loaded with --precision f32 */
+    uint64_t half;   /* loaded with --precision f16 or bf16 (biases and stats stay f32) */
+} rank_bytes_t;
+
+static void count(rank_bytes_t *r, const sl_st_tensor_t *t, uint64_t numel, int is_weight)
+{
+    r->params += numel;
+    r->stored += numel * sl_dtype_size(t->dtype);
+    r->f32 += numel * 4;
+    r->half += numel * (is_weight ? 2 : 4);
+}
+
+int sl_inspect_model(const char *dir, int tp_size, FILE *out, sl_error_t *err)
+{
+    if (tp_size < 1)
+        return sl_errorf(err, "--tp must be at least 1 (got %d)", tp_size);
+    size_t dl = strlen(dir);
+    const char *sep = (dl && dir[dl - 1] == '/') ? "" : "/";
+    char cfg_path[4096], st_path[4096];
+    snprintf(cfg_path, sizeof cfg_path, "%s%sconfig.json", dir, sep);
+    snprintf(st_path, sizeof st_path, "%s%smodel.safetensors", dir, sep);
+
+    sl_mlp_config_t cfg;
+    sl_safetensors_t st;
+    memset(&st, 0, sizeof st);
+    uint64_t fp = 0;
+    if (sl_mlp_config_load(&cfg, cfg_path, err) != 0)
+        return -1;
+    if (sl_st_open(&st, st_path, err) != 0 || sl_mlp_check(dir, &cfg, &st, tp_size, err) != 0 ||
+        sl_model_fingerprint(dir, &fp, err) != 0) {
+        sl_st_close(&st);
+        sl_mlp_config_free(&cfg);
+        return -1;
+    }
+
+    int n = cfg.n_layers;
+    fprintf(out, "model        %s\n", dir);
+    fprintf(out, "type         mlp, %d layer%s, dims [", n, n == 1 ? "" : "s");
+    for (int i = 0; i <= n; i++)
+        fprintf(out, "%s%lld", i ? ", " : "", (long long)cfg.dims[i]);
+    fprintf(out, "]\nfingerprint  %016" PRIx64 "\n\n", fp);
+
+    char split_head[32];
+    snprintf(split_head, sizeof split_head, "split (--tp %d)", tp_size);
+    fprintf(out, "%5s  %8s  %8s  %-10s  %-15s  %-5s  %12s\n", "layer", "in", "out", "activation",
+            split_head, "dtype", "parameters");
+    uint64_t total = 0;
+    rank_bytes_t rank = {0, 0, 0, 0};
+    char name[64];
+    for (int i = 0; i < n; i++) {
+        int64_t din = cfg.dims[i], dout = cfg.dims[i + 1];
+        sl_split_t split = sl_mlp_layer_split(i, n, tp_size);
+        snprintf(name, sizeof name, "layers.%d.weight", i);
+        const sl_st_tensor_t *w = sl_st_find(&st, name);
+        snprintf(name, sizeof name, "layers.%d.bias", i);
+        const sl_st_tensor_t *b = sl_st_find(&st, name);
+        uint64_t wn = (uint64_t)din * (uint64_t)dout, bn = (uint64_t)dout;
+        total += wn + bn;
+        /* sl_mlp_check proved the split dims divide by tp_size */
+        uint64_t wr = split == SL_SPLIT_NONE ? wn : wn / (uint64_t)tp_size;
+        uint64_t br = split == SL_SPLIT_COLUMN ? bn / (uint64_t)tp_size : bn;
+        count(&rank, w, wr, 1);
+        count(&rank, b, br, 0);
+
+        int act = i == n - 1 ? cfg.final_activation : cfg.activation;
+        fprintf(out, "%5d  %8lld  %8lld  %-10s  %-15s  %-5s  %12" PRIu64 "\n", i, (long long)din,
+                (long long)dout, act_name(act), split_name(split, tp_size), st_code(w->dtype),
+                wn + bn);
+    }
+    const sl_st_tensor_t *mean = sl_st_find(&st, "input_mean");
+    const sl_st_tensor_t *std = sl_st_find(&st, "input_std");
+    if (mean) {
+        uint64_t d0 = (uint64_t)cfg.dims[0];
+        total += 2 * d0;
+        count(&rank, mean, d0, 0);
+        count(&rank, std, d0, 0);
+        fprintf(out, "input standardisation: input_mean, input_std [%llu] %s, on every rank\n",
+                (unsigned long long)d0, st_code(mean->dtype));
+    } else {
+        fprintf(out, "input standardisation: none\n");
+    }
+
+    char b1[64];
+    fprintf(out, "\nparameters   %" PRIu64 " (weights, biases%s)\n", total,
+            mean ? ", input statistics" : "");
+    if (tp_size == 1)
+        fprintf(out, "per rank     %" PRIu64 " parameters (--tp 1: the whole model)\n",
+                rank.params);
+    else
+        fprintf(out, "per rank     %" PRIu64 " parameters on each of the %d ranks of a TP group\n",
+                rank.params, tp_size);
+    fprintf(out, "  %-22s %s\n", "as stored in the file", fmt_bytes(b1, sizeof b1, rank.stored));
+    fprintf(out, "  %-22s %s\n", "--precision f32", fmt_bytes(b1, sizeof b1, rank.f32));
+    fprintf(out, "  %-22s %s (biases and statistics stay f32)\n", "--precision f16, bf16",
+            fmt_bytes(b1, sizeof b1, rank.half));
+
+    sl_st_close(&st);
+    sl_mlp_config_free(&cfg);
+    return 0;
+}

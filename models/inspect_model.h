@@ -1,0 +1,17 @@
+/*
+ * inspect_model.h — a human-readable summary of a model directory for `shardline inspect`:
+ * architecture, parameter count and memory per tensor-parallel rank. Reads config.json and the
+ * safetensors header only (no MPI, no backend, no weights copied).
+ */
+#ifndef SL_INSPECT_MODEL_H
+#define SL_INSPECT_MODEL_H
+
+#include <stdio.h>
+
+#include "common/sl_error.h"
+
+/* Prints the summary of the model in `dir` as split over tp_size ranks to `out`. Returns 0, or
+ * -1 with a message naming the file, tensor or key at fault (nothing useful is printed then). */
+int sl_inspect_model(const char *dir, int tp_size, FILE *out, sl_error_t *err);
+
+#endif
