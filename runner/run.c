@@ -438,7 +438,10 @@ static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned
         cJSON_AddNumberToObject(o, "first_row", (double)s->first_row);
         cJSON_AddNumberToObject(o, "rows", (double)s->rows);
         cJSON_AddNumberToObject(o, "size", (double)s->size);
-        cJSON_AddNumberToObject(o, "mtime_ns", (double)s->mtime_ns);
+        /* Exact integer: nanoseconds since 1970 do not fit a double's 53 bits. */
+        char ns[32];
+        snprintf(ns, sizeof ns, "%lld", (long long)s->mtime_ns);
+        cJSON_AddRawToObject(o, "mtime_ns", ns);
         cJSON_AddItemToArray(inputs, o);
     }
     cJSON *units = cJSON_AddArrayToObject(root, "units");

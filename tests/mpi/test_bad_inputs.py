@@ -1,0 +1,380 @@
+"""test_bad_inputs.py — bad data, bad models and bad command lines fail cleanly; NaN/Inf rows fail
+alone.
+
+For every case: the documented exit status (3 for bad input data, model or output directory,
+2 for a bad command line), a stderr line starting with "shardline: " that names the culprit
+(file, dataset, tensor, key or option), no crash (no signal exit, no "Segmentation fault"),
+and no OUT/predictions.h5. Cases:
+  data:    no file matches the glob; a missing file given literally; a file without the dataset
+           (and --input-dataset naming a dataset nobody has); random bytes; a truncated HDF5
+           file; 1-D and 3-D datasets; a feature count that differs between files, and one that
+           differs from the model's d0 in every file; --output naming an existing regular file;
+  weights: missing model.safetensors; truncated file; header length beyond the file; a header
+           length of 2^60; a header that is not JSON; offsets out of range; overlapping
+           offsets; dtypes "F64" and "XX"; shape disagreeing with the byte count; a missing
+           tensor; a tensor with the wrong (transposed) shape;
+  config:  missing config.json; not JSON; missing "dims"; "dims" of the wrong type; unknown
+           activation and final_activation; an unknown model_type; dims disagreeing with the
+           tensors; --tp 3 with a column-parallel layer whose size does not divide by 3 (the
+           message names that layer, and a model whose split layers do divide runs fine);
+  usage:   --batch-size abc / 0 / 12abc, --unit-rows 0, --prefetch abc, --tp not dividing the
+           rank count, an unknown option, a missing --model, --device/--precision values not in
+           the table.
+Several cases also run on 2 ranks. Then NaN/Inf rows: a shard with rows holding NaN, +Inf and
+-Inf gives status 4, those output rows are all NaN, the other rows match the float64
+reference, /errors lists exactly those global row indices with a reason naming NaN or Inf,
+the part files list them in failed_rows (indices inside the unit), and report.json
+failed_rows equals their count.
+
+Run: /usr/bin/python3 tests/mpi/test_bad_inputs.py  (env: see sl_e2e.py; SL_VERBOSE=1 also
+prints shardline's messages). Prints each check, then "N passed, N failed".
+"""
+import json
+import os
+import re
+import shutil
+import struct
+import sys
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sl_e2e as e  # noqa: E402
+
+DIMS = [12, 32, 16, 5]
+
+
+def expect_fail(t, label, nranks, args, status, names, out):
+    """names: alternatives; each is a tuple of strings that must appear on one 'shardline: '
+    stderr line (a str is a 1-tuple)."""
+    res = e.run(nranks, args, timeout=120)
+    label = f"{label} (np {nranks})"
+    if res.seconds > 10:
+        print(f"      note: {label} took {res.seconds:.1f} s")
+    if os.environ.get("SL_VERBOSE"):
+        for line in res.stderr.splitlines():
+            if line.startswith("shardline: "):
+                print(f"      stderr: {line}")
+    t.check(not e.crashed(res), f"{label}: no crash", res.describe())
+    t.check(res.rc == status, f"{label}: exit status {status}", res.describe())
+    alts = [tuple(n) if isinstance(n, (tuple, list)) else (n,) for n in names]
+    shown = " or ".join("+".join(getattr(x, "pattern", x) for x in a) for a in alts)
+    t.check(any(e.stderr_names(res, *a) for a in alts),
+            f"{label}: stderr line 'shardline: ...' names {shown}", res.describe())
+    t.check(not os.path.exists(os.path.join(out, "predictions.h5")),
+            f"{label}: no predictions.h5")
+    return res
+
+
+# ---- safetensors surgery -----------------------------------------------------------------------
+
+def read_raw(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def write_raw(path, header, body, header_len=None, header_bytes=None):
+    hb = header_bytes if header_bytes is not None else json.dumps(header).encode()
+    hb += b" " * ((8 - len(hb) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hb) if header_len is None else header_len))
+        f.write(hb)
+        f.write(body)
+
+
+def body(t, tmp):
+    data = os.path.join(tmp, "data")
+    good = e.make_inputs(data, [30, 20], DIMS[0], names=["a.h5", "b.h5"], seed=3)
+    good_glob = os.path.join(data, "*.h5")
+    model = e.make_model(os.path.join(tmp, "model"), DIMS, "relu", "softmax", seed=4)
+    counter = [0]
+
+    def out_dir():
+        counter[0] += 1
+        return os.path.join(tmp, f"out{counter[0]:03d}")
+
+    def job(inputs=good_glob, model_dir=model.path, out=None, extra=(), dataset=None):
+        out = out or out_dir()
+        return e.job_args(model_dir, inputs, out, dataset=dataset, extra=extra), out
+
+    def data_case(label, files, names, nranks=(1,), inputs=None, dataset=None, status=3):
+        """files: {name: array or bytes} written into a fresh dir next to a good file."""
+        d = os.path.join(tmp, "case-" + re.sub(r"\W+", "_", label))
+        os.makedirs(d)
+        shutil.copy(good[0][0], os.path.join(d, "a.h5"))
+        for name, content in files.items():
+            path = os.path.join(d, name)
+            if isinstance(content, bytes):
+                with open(path, "wb") as f:
+                    f.write(content)
+            else:
+                e.write_shard(path, content)
+        for n in nranks:
+            args, out = job(inputs=inputs or os.path.join(d, "*.h5"), dataset=dataset)
+            expect_fail(t, label, n, args, status, names, out)
+
+    rng = np.random.default_rng(7)
+    rows = lambda r, d=DIMS[0]: rng.standard_normal((r, d)).astype(np.float32)  # noqa: E731
+
+    # ---- data ----
+    pattern = os.path.join(tmp, "nowhere", "*.h5")
+    for n in (1, 2):
+        args, out = job(inputs=pattern)
+        expect_fail(t, "glob matching no file", n, args, 3, [pattern], out)
+    missing = os.path.join(data, "missing.h5")
+    args, out = job(inputs=[good_glob, missing])
+    expect_fail(t, "missing file given literally", 1, args, 3, ["missing.h5"], out)
+
+    d = os.path.join(tmp, "case-nodataset")
+    os.makedirs(d)
+    shutil.copy(good[0][0], os.path.join(d, "a.h5"))
+    with h5py.File(os.path.join(d, "c.h5"), "w") as f:
+        f.create_dataset("other", data=rows(10))
+    for n in (1, 2):
+        args, out = job(inputs=os.path.join(d, "*.h5"))
+        expect_fail(t, "file without the dataset", n, args, 3, ["c.h5"], out)
+    args, out = job(dataset="nosuchdataset")
+    expect_fail(t, "--input-dataset absent from every file", 1, args, 3, ["nosuchdataset"], out)
+
+    data_case("random bytes", {"r.h5": bytes(rng.integers(0, 256, 4096, dtype=np.uint8))},
+              ["r.h5"])
+    tpath = os.path.join(tmp, "whole.h5")
+    e.write_shard(tpath, rows(2000))
+    with open(tpath, "rb") as f:
+        whole = f.read()
+    data_case("truncated HDF5 file", {"t.h5": whole[:len(whole) // 2]}, ["t.h5"], nranks=(1, 2))
+    data_case("1-D dataset", {"one_d.h5": rng.standard_normal(50).astype(np.float32)}, ["one_d.h5"])
+    data_case("3-D dataset", {"three_d.h5": rng.standard_normal((5, 3, 4)).astype(np.float32)},
+              ["three_d.h5"])
+    data_case("feature count differs between files", {"wrong_d.h5": rows(10, DIMS[0] - 1)},
+              ["wrong_d.h5"])
+    wd = os.path.join(tmp, "case-all-wrong-d")
+    for name in ("w1.h5", "w2.h5"):
+        e.write_shard(os.path.join(wd, name), rows(10, DIMS[0] + 1))
+    for n in (1, 2):
+        args, out = job(inputs=os.path.join(wd, "*.h5"))
+        expect_fail(t, "feature count != model d0 in every file", n, args, 3,
+                    ["w1.h5", "w2.h5", "d0", "dims"], out)
+
+    blocker = os.path.join(tmp, "a-regular-file")
+    with open(blocker, "w") as f:
+        f.write("not a directory\n")
+    args, _ = job(out=blocker)
+    res = e.run(1, args, timeout=120)
+    t.check(not e.crashed(res), "--output is a regular file: no crash", res.describe())
+    t.check(res.rc == 3, "--output is a regular file: exit status 3", res.describe())
+    t.check(e.stderr_names(res, "a-regular-file"), "--output is a regular file: names it",
+            res.describe())
+
+    # ---- weights ----
+    st_path = os.path.join(model.path, "model.safetensors")
+    header, blob = read_raw(st_path)
+    with open(st_path, "rb") as f:
+        st_bytes = f.read()
+
+    def model_case(label, names, writer=None, config=None, nranks=(1,), remove=None, tp=None):
+        mdir = os.path.join(tmp, "model-" + re.sub(r"\W+", "_", label))
+        shutil.copytree(model.path, mdir)
+        if writer:
+            writer(os.path.join(mdir, "model.safetensors"))
+        if config is not None:
+            with open(os.path.join(mdir, "config.json"), "w") as f:
+                f.write(config if isinstance(config, str) else json.dumps(config))
+        if remove:
+            os.remove(os.path.join(mdir, remove))
+        for n in nranks:
+            extra = ("--tp", str(tp)) if tp else ()
+            args, out = job(model_dir=mdir, extra=extra)
+            expect_fail(t, label, n, args, 3, names, out)
+
+    def raw_writer(edit=None, header_len=None, header_bytes=None, body_cut=None):
+        def w(path):
+            h = json.loads(json.dumps(header))
+            if edit:
+                edit(h)
+            b = blob if body_cut is None else blob[:body_cut]
+            write_raw(path, h, b, header_len=header_len, header_bytes=header_bytes)
+        return w
+
+    def bytes_writer(content):
+        def w(path):
+            with open(path, "wb") as f:
+                f.write(content)
+        return w
+
+    st = "model.safetensors"
+    model_case("missing model.safetensors", [st], remove=st)
+    model_case("truncated safetensors", [st], writer=bytes_writer(st_bytes[:len(st_bytes) - 100]),
+               nranks=(1, 2))
+    model_case("truncated inside the header", [st], writer=bytes_writer(st_bytes[:40]))
+    model_case("header length beyond the file", [st],
+               writer=raw_writer(header_len=len(st_bytes) + 64))
+    model_case("header length 2^60", [st], writer=raw_writer(header_len=1 << 60))
+    model_case("header not JSON", [st], writer=raw_writer(header_bytes=b'{"layers.0.weight": [1, '))
+
+    def set_offsets(name, begin, end):
+        def edit(h):
+            h[name]["data_offsets"] = [begin, end]
+        return edit
+
+    w1 = header["layers.1.weight"]["data_offsets"]
+    model_case("offsets out of range", ["layers.1.weight"],
+               writer=raw_writer(set_offsets("layers.1.weight", w1[0], len(blob) + 4096)),
+               nranks=(1, 2))
+    b1 = header["layers.1.bias"]["data_offsets"]
+    model_case("overlapping offsets", ["layers.1.bias", "layers.1.weight"],
+               writer=raw_writer(set_offsets("layers.1.bias", w1[0], w1[0] + (b1[1] - b1[0]))))
+
+    def set_dtype(name, dt):
+        def edit(h):
+            h[name]["dtype"] = dt
+        return edit
+
+    def f64_bias(path):
+        t2 = e.load_safetensors(st_path)
+        t2["layers.0.bias"] = t2["layers.0.bias"].astype(np.float64)
+        e.save_safetensors(path, t2)
+
+    model_case("dtype F64", ["layers.0.bias"], writer=f64_bias)
+    model_case("dtype XX", ["layers.2.weight"], writer=raw_writer(set_dtype("layers.2.weight", "XX")))
+
+    def set_shape(name, shape):
+        def edit(h):
+            h[name]["shape"] = shape
+        return edit
+
+    model_case("shape disagrees with byte count", ["layers.0.bias"],
+               writer=raw_writer(set_shape("layers.0.bias", [DIMS[1] - 1])))
+
+    def drop(name):
+        def w(path):
+            t2 = e.load_safetensors(st_path)
+            del t2[name]
+            e.save_safetensors(path, t2)
+        return w
+
+    def transpose(name):
+        def w(path):
+            t2 = e.load_safetensors(st_path)
+            t2[name] = np.ascontiguousarray(t2[name].T)
+            e.save_safetensors(path, t2)
+        return w
+
+    model_case("missing tensor", ["layers.1.bias"], writer=drop("layers.1.bias"))
+    model_case("transposed weight", ["layers.1.weight"], writer=transpose("layers.1.weight"))
+
+    # ---- config.json ----
+    cfg = {"model_type": "mlp", "dims": DIMS, "activation": "relu", "final_activation": "softmax"}
+
+    def with_cfg(**kw):
+        c = dict(cfg)
+        for k, v in kw.items():
+            if v is KeyError:
+                del c[k]
+            else:
+                c[k] = v
+        return c
+
+    model_case("missing config.json", ["config.json"], remove="config.json")
+    model_case("config.json not JSON", ["config.json"], config='{"model_type": "mlp", "dims": [12,')
+    model_case("config without dims", ["dims"], config=with_cfg(dims=KeyError))
+    model_case("dims of the wrong type", ["dims"], config=with_cfg(dims="12,32,16,5"))
+    model_case("dims with one entry", ["dims"], config=with_cfg(dims=[12]))
+    model_case("unknown activation", ["activation", "swish"], config=with_cfg(activation="swish"))
+    model_case("unknown final_activation", ["final_activation", "softplus"],
+               config=with_cfg(final_activation="softplus"))
+    model_case("unknown model_type", ["model_type", "cnn"], config=with_cfg(model_type="cnn"))
+    model_case("dims disagree with the tensors", ["layers.2", "dims"],
+               config=with_cfg(dims=[12, 32, 16, 6]), nranks=(1, 2))
+
+    # --tp 3: layer 0 (32) and layer 2 (8) are column-parallel; 8 does not divide by 3
+    tpm = e.make_model(os.path.join(tmp, "model-tp3"), [12, 6, 16, 8, 5], "relu", None, seed=8)
+    args, out = job(model_dir=tpm.path, extra=("--tp", "3"))
+    expect_fail(t, "--tp 3, layer 2 not divisible", 3, args, 3,
+                ["layers.2", "layer 2", "Layer 2", "layer[2]"], out)
+    # the same TP size on a model whose split layers divide by 3 (d2 = 16 is row-parallel's output)
+    ok3 = e.make_model(os.path.join(tmp, "model-tp3-ok"), [12, 6, 16, 9, 5], "relu", None, seed=9)
+    args, out = job(model_dir=ok3.path, extra=("--tp", "3", "--unit-rows", "16"))
+    res = e.run(3, args, timeout=180)
+    if t.check(res.rc == 0, "--tp 3 on a model whose split layers divide by 3: exit 0",
+               res.describe()):
+        x = np.concatenate([g[1] for g in sorted(good)])
+        t.close(e.predictions(t, out, "--tp 3"), ok3.forward(x), 1e-5,
+                "--tp 3 on a model whose split layers divide by 3: predictions match")
+
+    # ---- usage ----
+    for label, extra, names, n in (
+            ("--batch-size abc", ("--batch-size", "abc"), ["batch-size"], 1),
+            ("--batch-size 0", ("--batch-size", "0"), ["batch-size"], 1),
+            ("--batch-size 12abc", ("--batch-size", "12abc"), ["batch-size"], 1),
+            ("--unit-rows 0", ("--unit-rows", "0"), ["unit-rows"], 1),
+            ("--tp 3 on 2 ranks", ("--tp", "3"), [re.compile(r"\btp\b|tensor.parallel", re.I)], 2),
+            ("--device tpu", ("--device", "tpu"), ["device", "tpu"], 1),
+            ("--precision f8", ("--precision", "f8"), ["precision", "f8"], 1),
+            ("--prefetch abc", ("--prefetch", "abc"), ["prefetch"], 1),
+            ("unknown option", ("--frobnicate",), ["frobnicate"], 1)):
+        args, out = job(extra=extra)
+        expect_fail(t, label, n, args, 2, names, out)
+    out = out_dir()
+    args = ["--input", good_glob, "--output", out]
+    expect_fail(t, "missing --model", 1, args, 2, [re.compile(r"\bmodel\b")], out)
+
+    # ---- NaN / Inf rows ----
+    nd = os.path.join(tmp, "nan")
+    clean = e.make_inputs(nd, [100], DIMS[0], names=["n0.h5"], seed=10)
+    x1 = rows(300)
+    bad_local = [0, 7, 63, 64, 150, 299]
+    x1[0, 3] = np.nan
+    x1[7, :] = np.inf
+    x1[63, 11] = -np.inf
+    x1[64, :] = np.nan
+    x1[150, 0] = np.inf
+    x1[299, 5] = np.nan
+    e.write_shard(os.path.join(nd, "n1.h5"), x1)
+    x = np.concatenate([clean[0][1], e.as_f32(x1)])
+    bad_global = [100 + i for i in bad_local]
+    good_rows = np.setdiff1d(np.arange(len(x)), bad_global)
+    ref = model.forward(np.where(np.isfinite(x), x, 0.0))
+    for n, tp in ((1, 1), (2, 2), (2, 1)):
+        label = f"NaN/Inf rows (np {n} tp {tp})"
+        out = out_dir()
+        res = e.run(n, e.job_args(model.path, os.path.join(nd, "*.h5"), out, tp=tp, unit_rows=64,
+                                  batch=16), timeout=180)
+        t.check(not e.crashed(res), f"{label}: no crash", res.describe())
+        if not t.check(res.rc == 4, f"{label}: exit status 4", res.describe()):
+            continue
+        try:
+            o = e.read_output(out)
+        except Exception as ex:  # noqa: BLE001
+            t.check(False, f"{label}: predictions.h5 written", repr(ex))
+            continue
+        p = o.predictions
+        t.check(p.shape == (400, DIMS[-1]) and bool(np.all(np.isnan(p[bad_global]))),
+                f"{label}: failed rows are all NaN", f"shape {p.shape}")
+        t.close(p[good_rows], ref[good_rows], 1e-5, f"{label}: other rows match the reference")
+        errs = o.errors or []
+        got_rows = [r.get("row") for r in errs]
+        t.check(sorted(got_rows) == bad_global and len(got_rows) == len(bad_global),
+                f"{label}: /errors lists exactly rows {bad_global}", f"got {got_rows}")
+        reasons = [str(r.get("reason", "")) for r in errs]
+        t.check(bool(reasons) and all(re.search(r"nan|inf", s, re.I) for s in reasons),
+                f"{label}: every /errors reason mentions NaN or Inf", f"reasons {reasons}")
+        t.check((o.report or {}).get("failed_rows") == len(bad_global),
+                f"{label}: report.json failed_rows = {len(bad_global)}", f"report {o.report}")
+        parts, _ = e.list_parts(out)
+        listed = []
+        for prt in parts.values():
+            with h5py.File(prt.path, "r") as f:
+                if "failed_rows" in f:
+                    base = 100 if prt.shard == "n1.h5" else 0
+                    listed += [base + prt.first + int(i) for i in np.asarray(f["failed_rows"]).ravel()]
+        t.check(sorted(listed) == bad_global,
+                f"{label}: part files list the failed rows in failed_rows (unit-relative)",
+                f"got {sorted(listed)}")
+
+
+if __name__ == "__main__":
+    e.main("bad_inputs", body)
