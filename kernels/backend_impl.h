@@ -36,6 +36,21 @@ typedef struct {
     void (*cast)(sl_backend_t *be, const sl_tensor_t *src, sl_tensor_t *dst);
     void (*standardize)(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *mean,
                         const sl_tensor_t *std, int64_t rows, int64_t cols);
+
+    /* transformer ops; shapes as documented in backend.h, already checked */
+    void (*add)(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *y, int64_t n);
+    void (*layernorm)(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *gamma,
+                      const sl_tensor_t *beta, float eps, sl_tensor_t *out, int64_t rows,
+                      int64_t n);
+    void (*embedding)(sl_backend_t *be, const sl_tensor_t *table, const sl_tensor_t *ids,
+                      sl_tensor_t *out, int64_t n, int64_t dim);
+    void (*attention)(sl_backend_t *be, const sl_tensor_t *q, const sl_tensor_t *k,
+                      const sl_tensor_t *v, const sl_tensor_t *lengths, float scale, int causal,
+                      sl_tensor_t *out, int64_t batch, int64_t seq, int64_t heads,
+                      int64_t kv_heads, int64_t head_dim);
+    void (*pool)(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *lengths,
+                 sl_pool_t mode, sl_tensor_t *out, int64_t batch, int64_t seq, int64_t dim);
+    void (*l2_normalize)(sl_backend_t *be, sl_tensor_t *x, int64_t rows, int64_t dim);
 } sl_backend_ops_t;
 
 /* Every backend struct starts with this header, so backend.c can reach the table. */

@@ -1,6 +1,8 @@
 /*
- * cuda_ops.cuh — the few elementwise and row kernels of the CUDA backend (bias add, scaling,
- * activation, softmax, cast, standardisation) and the error-check macros of the CUDA code.
+ * cuda_ops.cuh — the elementwise and row kernels of the CUDA backend (bias add, scaling,
+ * activation, softmax, cast, standardisation, and the transformer ops: residual add, layer norm,
+ * embedding gather, the masked softmax of attention, pooling, L2 normalisation) and the
+ * error-check macros of the CUDA code.
  *
  * Every launcher enqueues its kernel on the given stream and returns at once (no host
  * synchronisation); tensors are dense and row-major, addressed with 64-bit indices so that
@@ -60,5 +62,34 @@ void sl_cuda_cast(cudaStream_t s, const void *src, sl_dtype_t src_dt, void *dst,
 /* x[rows, cols] = (x - mean[cols]) / std[cols]; all f32. */
 void sl_cuda_standardize(cudaStream_t s, float *x, const float *mean, const float *std,
                          int64_t rows, int64_t cols);
+
+/* ---- transformer ops (f32 activations) ---- */
+
+/* x[n] += y[n]. */
+void sl_cuda_add(cudaStream_t s, float *x, const float *y, int64_t n);
+
+/* out[rows, n] = (x - mean) / sqrt(var + eps) * gamma[n] + beta[n] per row, biased variance,
+ * two shifted passes in f32 with block reductions. out may be x. */
+void sl_cuda_layernorm(cudaStream_t s, const float *x, const float *gamma, const float *beta,
+                       float eps, float *out, int64_t rows, int64_t n);
+
+/* out[n, dim] = table[ids[n], dim]; table: f32/f16/bf16 [V, dim]; ids: i32 in [0, V). */
+void sl_cuda_embedding(cudaStream_t s, const void *table, sl_dtype_t table_dt, const int32_t *ids,
+                       float *out, int64_t n, int64_t dim);
+
+/* The softmax step of attention for one head: p [nb, seq, seq] holds the scaled scores of batch
+ * rows 0..nb-1 (lengths: i32 [nb], device memory). Row (b, i) becomes the softmax over keys
+ * j < lengths[b] (and j <= i when causal), exactly 0 elsewhere; a query row i >= lengths[b]
+ * becomes all zeros, so the following P.V product writes zeros there. */
+void sl_cuda_attention_softmax(cudaStream_t s, float *p, const int32_t *lengths, int64_t nb,
+                               int64_t seq, int causal);
+
+/* out[batch, dim] from x[batch, seq, dim]: mean over the first lengths[b] positions (zeros for
+ * length 0), or position 0 (CLS). lengths: i32 [batch], device memory. */
+void sl_cuda_pool(cudaStream_t s, const float *x, const int32_t *lengths, sl_pool_t mode,
+                  float *out, int64_t batch, int64_t seq, int64_t dim);
+
+/* x[rows, dim]: each row divided by max(||row||_2, 1e-12). */
+void sl_cuda_l2_normalize(cudaStream_t s, float *x, int64_t rows, int64_t dim);
 
 #endif

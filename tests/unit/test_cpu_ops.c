@@ -1,7 +1,9 @@
 /*
  * test_cpu_ops.c — every CPU backend op against a naive double-precision reference written
  * here (not against another backend op), on odd sizes, plus exact checks of the f16/bf16
- * conversions on values whose encodings are known.
+ * conversions on values whose encodings are known. The transformer ops (residual add, layer
+ * norm, embedding, attention, pooling, L2 normalisation) are checked on their edge cases too:
+ * padded and empty sequences, grouped-query heads, large offsets, zero rows.
  */
 #include <math.h>
 #include <stdint.h>
@@ -68,7 +70,8 @@ static void test_matmul(sl_backend_t *be, sl_dtype_t dt, int ta, int tb, int wit
     sl_matmul(a, ta, b, tb, alpha, beta, with_bias ? bt : NULL, c);
     sl_copy_d2h(ch, c, sizeof(float) * m * n);
     double e = sl_test_rel_err(ch, ref, m * n);
-    CHECKF(e < 1e-5, "matmul %s ta=%d tb=%d bias=%d: rel err %g", sl_dtype_name(dt), ta, tb, with_bias, e);
+    CHECKF(e < 1e-5, "matmul %s ta=%d tb=%d bias=%d: rel err %g", sl_dtype_name(dt), ta, tb,
+           with_bias, e);
     free(ah), free(bh), free(ch), free(bias), free(ref);
     sl_tensor_free(a), sl_tensor_free(b), sl_tensor_free(c), sl_tensor_free(bt);
 }
@@ -152,9 +155,9 @@ static void test_conversions(sl_backend_t *be)
     CHECK(sl_f32_to_f16(1.0f) == 0x3c00);
     CHECK(sl_f32_to_f16(-2.0f) == 0xc000);
     CHECK(sl_f32_to_f16(65504.0f) == 0x7bff);
-    CHECK(sl_f32_to_f16(65520.0f) == 0x7c00);            /* rounds to +Inf */
-    CHECK(sl_f32_to_f16(5.9604645e-8f) == 0x0001);       /* smallest subnormal */
-    CHECK(sl_f32_to_f16(6.1035156e-5f) == 0x0400);       /* smallest normal */
+    CHECK(sl_f32_to_f16(65520.0f) == 0x7c00);              /* rounds to +Inf */
+    CHECK(sl_f32_to_f16(5.9604645e-8f) == 0x0001);         /* smallest subnormal */
+    CHECK(sl_f32_to_f16(6.1035156e-5f) == 0x0400);         /* smallest normal */
     CHECK(sl_f32_to_f16(1.0f + 1.0f / 2048.0f) == 0x3c00); /* tie rounds to even */
     CHECK(sl_f32_to_f16(1.0f + 3.0f / 2048.0f) == 0x3c02);
     CHECK((sl_f32_to_f16(NAN) & 0x7c00) == 0x7c00 && (sl_f32_to_f16(NAN) & 0x3ff) != 0);
@@ -199,6 +202,273 @@ static void test_conversions(sl_backend_t *be)
     free(h), free(back), free(half);
 }
 
+/* ---- transformer ops ------------------------------------------------------------------------ */
+
+static sl_tensor_t *f32_tensor(sl_backend_t *be, int ndim, const int64_t *shape, const float *host)
+{
+    sl_tensor_t *t = sl_tensor_new(be, SL_F32, ndim, shape);
+    sl_copy_h2d(t, host, sl_tensor_bytes(t));
+    return t;
+}
+
+static sl_tensor_t *i32_tensor(sl_backend_t *be, int64_t n, const int32_t *host)
+{
+    sl_tensor_t *t = sl_tensor_new1(be, SL_I32, n);
+    sl_copy_h2d(t, host, sizeof(int32_t) * n);
+    return t;
+}
+
+static void test_add(sl_backend_t *be)
+{
+    const int64_t shape[3] = {3, 7, 5}, n = 105;
+    float x[105], y[105], o[105];
+    double ref[105];
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = frand() * 10.0f;
+        y[i] = frand();
+        ref[i] = (double)x[i] + y[i];
+    }
+    sl_tensor_t *xt = f32_tensor(be, 3, shape, x), *yt = f32_tensor(be, 3, shape, y);
+    sl_add(xt, yt);
+    sl_copy_d2h(o, xt, sizeof o);
+    CHECKF(sl_test_rel_err(o, ref, n) < 1e-7, "add");
+    sl_tensor_free(xt), sl_tensor_free(yt);
+}
+
+/* Rows: plain random, offset 1000 with spread 1e-3 (catastrophic cancellation in a one-pass
+ * E[x^2] - E[x]^2), constant (variance 0: eps alone), and large values. Out of place and in
+ * place, eps 1e-12 (BERT-family checkpoints) and 1e-5 (torch default). */
+static void test_layernorm(sl_backend_t *be)
+{
+    enum { R = 5, N = 37 };
+    float x[R * N], g[N], b[N], o[R * N];
+    double ref[R * N];
+    for (int64_t j = 0; j < N; j++) {
+        g[j] = 0.5f + frand();
+        b[j] = frand();
+    }
+    const float eps_list[2] = {1e-12f, 1e-5f};
+    for (int e = 0; e < 2; e++)
+        for (int inplace = 0; inplace < 2; inplace++) {
+            for (int64_t j = 0; j < N; j++) {
+                x[0 * N + j] = frand();
+                x[1 * N + j] = 1000.0f + 1e-3f * frand();
+                x[2 * N + j] = -3.25f;
+                x[3 * N + j] = 1e4f * frand();
+                x[4 * N + j] = -1000.0f + 0.5f * frand();
+            }
+            const float eps = eps_list[e];
+            for (int64_t r = 0; r < R; r++) {
+                double mean = 0, var = 0;
+                for (int64_t j = 0; j < N; j++)
+                    mean += x[r * N + j];
+                mean /= N;
+                for (int64_t j = 0; j < N; j++)
+                    var += (x[r * N + j] - mean) * (x[r * N + j] - mean);
+                var /= N;
+                for (int64_t j = 0; j < N; j++)
+                    ref[r * N + j] = (x[r * N + j] - mean) / sqrt(var + eps) * g[j] + b[j];
+            }
+            int64_t xs[2] = {R, N}, vs[1] = {N};
+            sl_tensor_t *xt = f32_tensor(be, 2, xs, x), *gt = f32_tensor(be, 1, vs, g);
+            sl_tensor_t *bt = f32_tensor(be, 1, vs, b);
+            sl_tensor_t *ot = inplace ? xt : sl_tensor_new2(be, SL_F32, R, N);
+            sl_layernorm(xt, gt, bt, eps, ot);
+            sl_copy_d2h(o, ot, sizeof o);
+            for (int64_t r = 0; r < R; r++) {
+                double err = sl_test_rel_err(o + r * N, ref + r * N, N);
+                CHECKF(err < 1e-5, "layernorm eps %g %s row %lld: rel err %g", eps,
+                       inplace ? "in place" : "out of place", (long long)r, err);
+            }
+            if (!inplace)
+                sl_tensor_free(ot);
+            sl_tensor_free(xt), sl_tensor_free(gt), sl_tensor_free(bt);
+        }
+}
+
+/* Gathers are exact: the output is the decoded table entry, bit for bit. */
+static void test_embedding(sl_backend_t *be)
+{
+    enum { V = 11, D = 13, NI = 9 };
+    const int32_t ids[NI] = {0, 10, 3, 3, 7, 0, 1, 10, 5};
+    float host[V * D], o[NI * D];
+    for (int dt = SL_F32; dt <= SL_BF16; dt++) {
+        sl_tensor_t *table = rand_tensor(be, (sl_dtype_t)dt, V, D, host);
+        sl_tensor_t *it = i32_tensor(be, NI, ids), *ot = sl_tensor_new2(be, SL_F32, NI, D);
+        sl_embedding(table, it, ot);
+        sl_copy_d2h(o, ot, sizeof o);
+        int bad = 0;
+        for (int64_t i = 0; i < NI; i++)
+            for (int64_t j = 0; j < D; j++)
+                bad += o[i * D + j] != host[ids[i] * D + j];
+        CHECKF(bad == 0, "embedding %s: %d mismatches", sl_dtype_name((sl_dtype_t)dt), bad);
+        sl_tensor_free(table), sl_tensor_free(it), sl_tensor_free(ot);
+    }
+}
+
+/* softmax(scale q k^T + mask) v in double, straight from the definition. */
+static void ref_attention(const float *q, const float *k, const float *v, const int32_t *len,
+                          double scale, int causal, int64_t B, int64_t S, int64_t H, int64_t Hkv,
+                          int64_t Dh, double *out)
+{
+    double *p = malloc(sizeof(double) * S);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t g = h / (H / Hkv);
+            for (int64_t i = 0; i < S; i++) {
+                double *oi = out + ((b * S + i) * H + h) * Dh;
+                for (int64_t d = 0; d < Dh; d++)
+                    oi[d] = 0;
+                if (i >= len[b])
+                    continue;
+                const int64_t nj = causal ? i + 1 : len[b];
+                double mx = -INFINITY, sum = 0;
+                for (int64_t j = 0; j < nj; j++) {
+                    double s = 0;
+                    for (int64_t d = 0; d < Dh; d++)
+                        s += (double)q[((b * S + i) * H + h) * Dh + d] *
+                             k[((b * S + j) * Hkv + g) * Dh + d];
+                    p[j] = scale * s;
+                    mx = fmax(mx, p[j]);
+                }
+                for (int64_t j = 0; j < nj; j++) {
+                    p[j] = exp(p[j] - mx);
+                    sum += p[j];
+                }
+                for (int64_t j = 0; j < nj; j++)
+                    for (int64_t d = 0; d < Dh; d++)
+                        oi[d] += p[j] / sum * v[((b * S + j) * Hkv + g) * Dh + d];
+            }
+        }
+    free(p);
+}
+
+/* q arrives as a linear layer's [B*S, H*Dh] output and is viewed as [B, S, H, Dh]; out starts
+ * as NaN, so every element must be written (padded query rows as exact zeros). */
+static void attention_case(sl_backend_t *be, int64_t B, int64_t S, int64_t H, int64_t Hkv,
+                           int64_t Dh, const int32_t *len, int causal, float amp)
+{
+    const int64_t nq = B * S * H * Dh, nk = B * S * Hkv * Dh;
+    float *q = malloc(sizeof(float) * nq), *k = malloc(sizeof(float) * nk);
+    float *v = malloc(sizeof(float) * nk), *o = malloc(sizeof(float) * nq);
+    double *ref = malloc(sizeof(double) * nq);
+    for (int64_t i = 0; i < nq; i++)
+        q[i] = amp * frand();
+    for (int64_t i = 0; i < nk; i++) {
+        k[i] = amp * frand();
+        v[i] = frand();
+    }
+    const double scale = 1.0 / sqrt((double)Dh);
+    ref_attention(q, k, v, len, scale, causal, B, S, H, Hkv, Dh, ref);
+
+    const int64_t q2[2] = {B * S, H * Dh}, q4[4] = {B, S, H, Dh}, k4[4] = {B, S, Hkv, Dh};
+    sl_tensor_t *qt = f32_tensor(be, 2, q2, q), *kt = f32_tensor(be, 4, k4, k);
+    sl_tensor_t *vt = f32_tensor(be, 4, k4, v), *lt = i32_tensor(be, B, len);
+    sl_tensor_t *ot = sl_tensor_new(be, SL_F32, 4, q4);
+    sl_tensor_t qv = sl_tensor_reshape(qt, 4, q4);
+    for (int64_t i = 0; i < nq; i++)
+        o[i] = NAN;
+    sl_copy_h2d(ot, o, sizeof(float) * nq);
+    sl_attention(&qv, kt, vt, lt, (float)scale, causal, ot);
+    sl_copy_d2h(o, ot, sizeof(float) * nq);
+
+    double err = sl_test_rel_err(o, ref, nq);
+    int pad_nonzero = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t i = len[b]; i < S; i++)
+            for (int64_t c = 0; c < H * Dh; c++)
+                pad_nonzero += o[(b * S + i) * H * Dh + c] != 0.0f;
+    CHECKF(err < 1e-5 && pad_nonzero == 0,
+           "attention B %lld S %lld H %lld Hkv %lld Dh %lld causal %d: rel err %g, %d non-zero "
+           "padded outputs",
+           (long long)B, (long long)S, (long long)H, (long long)Hkv, (long long)Dh, causal, err,
+           pad_nonzero);
+    sl_tensor_free(qt), sl_tensor_free(kt), sl_tensor_free(vt), sl_tensor_free(lt);
+    sl_tensor_free(ot);
+    free(q), free(k), free(v), free(o), free(ref);
+}
+
+static void test_attention(sl_backend_t *be)
+{
+    const int32_t len[3] = {7, 1, 4};      /* full, a single token, padded */
+    const int64_t kv_heads[3] = {4, 2, 1}; /* multi-head, grouped-query, multi-query */
+    for (int c = 0; c < 2; c++)
+        for (int g = 0; g < 3; g++)
+            attention_case(be, 3, 7, 4, kv_heads[g], 8, len, c, 1.0f);
+    /* an empty row; large scores (exp overflows without the max subtraction) */
+    const int32_t len2[3] = {0, 5, 7};
+    attention_case(be, 3, 7, 4, 2, 8, len2, 0, 1.0f);
+    attention_case(be, 3, 7, 4, 2, 8, len2, 1, 12.0f);
+}
+
+static void test_pool(sl_backend_t *be)
+{
+    enum { B = 3, S = 5, D = 6 };
+    const int32_t len[B] = {5, 0, 2};
+    float x[B * S * D], o[B * D];
+    double ref[B * D];
+    for (int64_t i = 0; i < B * S * D; i++)
+        x[i] = frand();
+    const int64_t xs[3] = {B, S, D};
+    sl_tensor_t *xt = f32_tensor(be, 3, xs, x), *lt = i32_tensor(be, B, len);
+    sl_tensor_t *ot = sl_tensor_new2(be, SL_F32, B, D);
+    for (int mode = SL_POOL_MEAN; mode <= SL_POOL_CLS; mode++) {
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t j = 0; j < D; j++) {
+                double s = 0;
+                for (int64_t t = 0; t < len[b]; t++)
+                    s += x[(b * S + t) * D + j];
+                ref[b * D + j] =
+                    mode == SL_POOL_CLS ? x[b * S * D + j] : (len[b] ? s / len[b] : 0.0);
+            }
+        sl_pool(xt, lt, (sl_pool_t)mode, ot);
+        sl_copy_d2h(o, ot, sizeof o);
+        CHECKF(sl_test_rel_err(o, ref, B * D) < 1e-6, "pool %s", mode ? "cls" : "mean");
+        int zero = 1;
+        for (int64_t j = 0; j < D; j++)
+            zero &= o[D + j] == 0.0f;
+        if (mode == SL_POOL_MEAN)
+            CHECKF(zero, "pool mean of a length-0 row is not zero");
+    }
+    sl_tensor_free(xt), sl_tensor_free(lt), sl_tensor_free(ot);
+}
+
+/* Random rows, a zero row (stays zero: divided by 1e-12, not by 0) and a tiny row (norm below
+ * 1e-12: divided by 1e-12, not normalised to 1). */
+static void test_l2_normalize(sl_backend_t *be)
+{
+    enum { R = 4, D = 9 };
+    float x[R * D], o[R * D];
+    double ref[R * D];
+    for (int64_t j = 0; j < D; j++) {
+        x[0 * D + j] = frand();
+        x[1 * D + j] = 0.0f;
+        x[2 * D + j] = 1e-14f * frand();
+        x[3 * D + j] = 1e3f * frand();
+    }
+    for (int64_t r = 0; r < R; r++) {
+        double ss = 0;
+        for (int64_t j = 0; j < D; j++)
+            ss += (double)x[r * D + j] * x[r * D + j];
+        double nrm = fmax(sqrt(ss), 1e-12);
+        for (int64_t j = 0; j < D; j++)
+            ref[r * D + j] = x[r * D + j] / nrm;
+    }
+    const int64_t xs[2] = {R, D};
+    sl_tensor_t *xt = f32_tensor(be, 2, xs, x);
+    sl_l2_normalize(xt);
+    sl_copy_d2h(o, xt, sizeof o);
+    for (int64_t r = 0; r < R; r++) {
+        double err = sl_test_rel_err(o + r * D, ref + r * D, D);
+        CHECKF(err < 1e-6, "l2_normalize row %lld: rel err %g", (long long)r, err);
+    }
+    int zero = 1;
+    for (int64_t j = 0; j < D; j++)
+        zero &= o[D + j] == 0.0f;
+    CHECKF(zero, "l2_normalize of a zero row is not zero");
+    sl_tensor_free(xt);
+}
+
 int main(void)
 {
     sl_error_t err;
@@ -213,6 +483,12 @@ int main(void)
                     test_matmul(be, (sl_dtype_t)dt, ta, tb, bias);
     test_elementwise(be);
     test_conversions(be);
+    test_add(be);
+    test_layernorm(be);
+    test_embedding(be);
+    test_attention(be);
+    test_pool(be);
+    test_l2_normalize(be);
     /* a view of the first rows shares memory and shrinks dim 0 only */
     sl_tensor_t *t = sl_tensor_new2(be, SL_F32, 8, 3);
     sl_tensor_t v = sl_tensor_rows(t, 5);

@@ -6,7 +6,10 @@
  * normalised mean squared error, NMSE = sum (gpu - cpu)^2 / sum cpu^2, against a tolerance set by
  * the least precise dtype involved (f32 1e-9, f16 1e-5, bf16 1e-4: rounding-level differences
  * pass, a wrong index or transpose gives NMSE ~ 1). Casts must agree exactly (NMSE 0), copies
- * and zeroing bit for bit.
+ * and zeroing bit for bit, embedding gathers exactly. The transformer ops are run on the shapes
+ * that matter for them: padded, empty and single-token sequences, grouped-query heads, causal
+ * masks, rows with a large offset (layer norm), and an attention batch whose scores do not fit
+ * the backend's score buffer at once.
  * Sizes are odd (37 x 53 x 71 ...) so that no kernel relies on multiples of a block, plus a few
  * large ones (more rows than a launch has blocks, more elements than a launch has threads).
  * Set SL_TEST_HUGE=1 to also run an op over more than 2^31 elements (~17 GB of host memory,
@@ -479,6 +482,218 @@ static void test_standardize(void)
     }
 }
 
+/* ---- transformer ops ------------------------------------------------------------------------- */
+
+/* The same i32 values on both backends. */
+static pair_t pair_i32(const int32_t *vals, int64_t n)
+{
+    pair_t p;
+    p.cpu = sl_tensor_new1(g_cpu, SL_I32, n);
+    p.gpu = sl_tensor_new1(g_gpu, SL_I32, n);
+    sl_copy_h2d(p.cpu, vals, sizeof(int32_t) * (size_t)n);
+    sl_copy_h2d(p.gpu, vals, sizeof(int32_t) * (size_t)n);
+    return p;
+}
+
+static void test_add(void)
+{
+    const int64_t shape[3] = {3, 37, 53};
+    pair_t x = pair_new(SL_F32, 3, shape, -2.0f, 2.0f), y = pair_new(SL_F32, 3, shape, -1.0f, 1.0f);
+    sl_add(x.cpu, y.cpu);
+    sl_add(x.gpu, y.gpu);
+    report(pair_nmse(&x), tol_for(SL_F32), "sl_add f32 3x37x53");
+    pair_free(&x);
+    pair_free(&y);
+    const int64_t big = ((int64_t)1 << 24) + 12345; /* more than one launch's threads */
+    x = pair_new1(SL_F32, big, -2.0f, 2.0f);
+    y = pair_new1(SL_F32, big, -1.0f, 1.0f);
+    sl_add(x.cpu, y.cpu);
+    sl_add(x.gpu, y.gpu);
+    report(pair_nmse(&x), tol_for(SL_F32), "sl_add f32 %lld", (long long)big);
+    pair_free(&x);
+    pair_free(&y);
+}
+
+static void test_layernorm(void)
+{
+    /* BERT-sized rows, rows shorter than a warp, rows longer than a block, more rows than a
+     * launch has blocks, and rows with a large offset and a small spread (mean 1000, spread
+     * 2e-3: a plain f32 sum loses the variance). */
+    const struct {
+        int64_t rows, n;
+        float lo, hi;
+    } cases[] = {
+        {37, 53, -3.0f, 3.0f},   {129, 768, -3.0f, 3.0f},        {3, 5000, -3.0f, 3.0f},
+        {70001, 5, -3.0f, 3.0f}, {33, 768, 999.999f, 1000.001f}, {17, 1, -1.0f, 1.0f},
+    };
+    const float eps_list[2] = {1e-12f, 1e-5f};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int e = 0; e < 2; e++)
+            for (int inplace = 0; inplace < 2; inplace++) {
+                const int64_t rows = cases[c].rows, n = cases[c].n;
+                pair_t x = pair_new2(SL_F32, rows, n, cases[c].lo, cases[c].hi);
+                pair_t g = pair_new1(SL_F32, n, 0.5f, 1.5f), b = pair_new1(SL_F32, n, -1.0f, 1.0f);
+                pair_t o = inplace ? x : pair_new2(SL_F32, rows, n, -1.0f, 1.0f);
+                sl_layernorm(x.cpu, g.cpu, b.cpu, eps_list[e], o.cpu);
+                sl_layernorm(x.gpu, g.gpu, b.gpu, eps_list[e], o.gpu);
+                report(pair_nmse(&o), tol_for(SL_F32),
+                       "sl_layernorm %lldx%lld values in [%g, %g) eps %g %s", (long long)rows,
+                       (long long)n, cases[c].lo, cases[c].hi, eps_list[e],
+                       inplace ? "in place" : "out of place");
+                if (!inplace)
+                    pair_free(&o);
+                pair_free(&x);
+                pair_free(&g);
+                pair_free(&b);
+            }
+}
+
+static void test_embedding(void)
+{
+    const int64_t V = 1000, D = 77, n = 513;
+    int32_t *ids = malloc(sizeof(int32_t) * n);
+    if (!ids) {
+        fprintf(stderr, "out of host memory\n");
+        exit(1);
+    }
+    for (int64_t i = 0; i < n; i++)
+        ids[i] = (int32_t)(rng_next() % (uint64_t)V);
+    ids[0] = 0;
+    ids[n - 1] = (int32_t)(V - 1); /* both ends of the table */
+    pair_t id = pair_i32(ids, n);
+    for (int d = 0; d < 3; d++) {
+        sl_dtype_t dt = k_float_dtypes[d];
+        pair_t table = pair_new2(dt, V, D, -2.0f, 2.0f);
+        pair_t out = pair_new2(SL_F32, n, D, -1.0f, 1.0f);
+        sl_embedding(table.cpu, id.cpu, out.cpu);
+        sl_embedding(table.gpu, id.gpu, out.gpu);
+        /* a gather of exactly representable values: NMSE 0 */
+        report(pair_nmse(&out), 0.0, "sl_embedding %-4s table %lldx%lld, %lld ids",
+               sl_dtype_name(dt), (long long)V, (long long)D, (long long)n);
+        pair_free(&table);
+        pair_free(&out);
+    }
+    pair_free(&id);
+    free(ids);
+}
+
+/* out starts with random values on both sides, so every element must be written. */
+static void attention_case(int64_t B, int64_t S, int64_t H, int64_t Hkv, int64_t Dh,
+                           const int32_t *len, int causal, float amp)
+{
+    const int64_t q4[4] = {B, S, H, Dh}, k4[4] = {B, S, Hkv, Dh};
+    pair_t q = pair_new(SL_F32, 4, q4, -amp, amp), k = pair_new(SL_F32, 4, k4, -amp, amp);
+    pair_t v = pair_new(SL_F32, 4, k4, -1.0f, 1.0f), o = pair_new(SL_F32, 4, q4, -1.0f, 1.0f);
+    pair_t l = pair_i32(len, B);
+    const float scale = 1.0f / sqrtf((float)Dh);
+    sl_attention(q.cpu, k.cpu, v.cpu, l.cpu, scale, causal, o.cpu);
+    sl_attention(q.gpu, k.gpu, v.gpu, l.gpu, scale, causal, o.gpu);
+    char lens[64];
+    int off = 0;
+    for (int64_t b = 0; b < B && b < 4 && off < (int)sizeof lens; b++)
+        off += snprintf(lens + off, sizeof lens - (size_t)off, "%s%d", b ? "," : "", (int)len[b]);
+    if (B > 4 && off < (int)sizeof lens)
+        snprintf(lens + off, sizeof lens - (size_t)off, ",..");
+    report(pair_nmse(&o), tol_for(SL_F32),
+           "sl_attention B%lld S%lld H%lld Hkv%lld Dh%lld %s len {%s}", (long long)B, (long long)S,
+           (long long)H, (long long)Hkv, (long long)Dh, causal ? "causal" : "full", lens);
+    pair_free(&q);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&o);
+    pair_free(&l);
+}
+
+static void test_attention(void)
+{
+    /* the CPU test's small cases: MHA, GQA, MQA; a full row, a single token, a padded row */
+    const int32_t small[3] = {7, 1, 4}, small0[3] = {0, 5, 7};
+    const int64_t kv_heads[3] = {4, 2, 1};
+    for (int c = 0; c < 2; c++) {
+        for (int g = 0; g < 3; g++)
+            attention_case(3, 7, 4, kv_heads[g], 8, small, c, 1.0f);
+        attention_case(3, 7, 4, 2, 8, small0, c, 4.0f); /* an empty row, large scores */
+    }
+    /* BERT-base-like heads with padding; rows longer than a softmax block (300 > 256 threads)
+     * with grouped-query heads; random lengths. */
+    const int32_t bert[4] = {129, 1, 0, 77}, gqa[2] = {300, 213};
+    attention_case(4, 129, 12, 12, 64, bert, 0, 1.0f);
+    attention_case(4, 129, 12, 12, 64, bert, 1, 1.0f);
+    attention_case(2, 300, 8, 2, 64, gqa, 1, 1.0f);
+    attention_case(2, 300, 8, 2, 64, gqa, 0, 1.0f);
+    int32_t rnd_len[9];
+    for (int b = 0; b < 9; b++)
+        rnd_len[b] = (int32_t)(rng_next() % 34);
+    attention_case(9, 33, 6, 3, 16, rnd_len, 0, 2.0f);
+    attention_case(9, 33, 6, 1, 16, rnd_len, 1, 2.0f);
+    /* Scores of 5 x 4096 x 4096 floats exceed the backend's score buffer (64 Mi floats): the
+     * batch is processed in groups of rows. */
+    const int32_t longl[5] = {4096, 4000, 1, 0, 2500};
+    attention_case(5, 4096, 2, 1, 16, longl, 1, 1.0f);
+}
+
+static void test_pool(void)
+{
+    const struct {
+        int64_t b, s, d;
+    } cases[] = {{3, 7, 5}, {33, 129, 768}, {2, 1, 3}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int64_t shape[3] = {cases[c].b, cases[c].s, cases[c].d};
+        int32_t len[33];
+        for (int64_t b = 0; b < cases[c].b; b++)
+            len[b] = (int32_t)(rng_next() % (uint64_t)(cases[c].s + 1));
+        len[0] = (int32_t)cases[c].s; /* a full row */
+        if (cases[c].b > 1)
+            len[1] = 0; /* an empty row: zeros */
+        pair_t x = pair_new(SL_F32, 3, shape, -2.0f, 2.0f), l = pair_i32(len, cases[c].b);
+        for (int mode = SL_POOL_MEAN; mode <= SL_POOL_CLS; mode++) {
+            pair_t o = pair_new2(SL_F32, cases[c].b, cases[c].d, -1.0f, 1.0f);
+            sl_pool(x.cpu, l.cpu, (sl_pool_t)mode, o.cpu);
+            sl_pool(x.gpu, l.gpu, (sl_pool_t)mode, o.gpu);
+            report(pair_nmse(&o), tol_for(SL_F32), "sl_pool %-4s %lldx%lldx%lld",
+                   mode == SL_POOL_CLS ? "cls" : "mean", (long long)cases[c].b,
+                   (long long)cases[c].s, (long long)cases[c].d);
+            pair_free(&o);
+        }
+        pair_free(&x);
+        pair_free(&l);
+    }
+}
+
+static void test_l2_normalize(void)
+{
+    const int64_t shapes[3][2] = {{37, 53}, {1001, 768}, {70001, 3}};
+    for (int s = 0; s < 3; s++) {
+        pair_t x = pair_new2(SL_F32, shapes[s][0], shapes[s][1], -3.0f, 3.0f);
+        sl_l2_normalize(x.cpu);
+        sl_l2_normalize(x.gpu);
+        report(pair_nmse(&x), tol_for(SL_F32), "sl_l2_normalize %lldx%lld", (long long)shapes[s][0],
+               (long long)shapes[s][1]);
+        pair_free(&x);
+    }
+    /* a zero row, a tiny row (norm below 1e-12) and a normal one, compared bit for bit against
+     * the zero row's expectation too */
+    float h[3 * 40];
+    for (int j = 0; j < 40; j++) {
+        h[j] = 0.0f;
+        h[40 + j] = 1e-15f * (float)(j - 20);
+        h[80 + j] = rnd(-1.0f, 1.0f);
+    }
+    pair_t x = pair_new2(SL_F32, 3, 40, 0.0f, 1.0f);
+    sl_copy_h2d(x.cpu, h, sizeof h);
+    sl_copy_h2d(x.gpu, h, sizeof h);
+    sl_l2_normalize(x.cpu);
+    sl_l2_normalize(x.gpu);
+    report(pair_nmse(&x), tol_for(SL_F32), "sl_l2_normalize zero, tiny and normal rows");
+    float back[3 * 40];
+    sl_copy_d2h(back, x.gpu, sizeof back);
+    int zero = 1;
+    for (int j = 0; j < 40; j++)
+        zero &= back[j] == 0.0f;
+    report_exact(zero, "sl_l2_normalize of a zero row stays zero");
+    pair_free(&x);
+}
+
 /* SL_TEST_HUGE=1: ReLU over 2^31 + 1001 bf16 elements, compared bit for bit (an element left
  * untouched past index 2^31 would hardly move an NMSE). */
 static void test_huge(void)
@@ -548,6 +763,12 @@ int main(void)
     test_softmax();
     test_cast();
     test_standardize();
+    test_add();
+    test_layernorm();
+    test_embedding();
+    test_attention();
+    test_pool();
+    test_l2_normalize();
     const char *huge = getenv("SL_TEST_HUGE");
     if (huge && strcmp(huge, "1") == 0)
         test_huge();
