@@ -18,8 +18,9 @@ static int cmp_str(const void *a, const void *b)
 
 static int has_magic(const char *s) { return strpbrk(s, "*?[") != NULL; }
 
-/* Checks one shard's dataset; fills rows/cols. */
-static int check_shard(sl_shard_t *s, const char *dataset, int64_t *cols, sl_error_t *err)
+/* Checks one shard's dataset; fills rows/cols and, when want_tokens, the kind it holds. */
+static int check_shard(sl_shard_t *s, const char *dataset, int want_tokens, int *kind,
+                       int64_t *cols, sl_error_t *err)
 {
     struct stat st;
     if (stat(s->path, &st) != 0)
@@ -42,21 +43,40 @@ static int check_shard(sl_shard_t *s, const char *dataset, int64_t *cols, sl_err
     }
     sp = H5Dget_space(d);
     int nd = H5Sget_simple_extent_ndims(sp);
-    if (nd != 2) {
-        sl_errorf(err, "%s: dataset '%s' has %d dimensions; expected 2 [rows, features]", s->path,
-                  dataset, nd);
-        goto out;
-    }
-    hsize_t dims[2];
-    H5Sget_simple_extent_dims(sp, dims, NULL);
+    hsize_t dims[2] = {0, 0};
     t = H5Dget_type(d);
     H5T_class_t cls = H5Tget_class(t);
-    if (cls != H5T_FLOAT && cls != H5T_INTEGER) {
-        sl_errorf(err, "%s: dataset '%s' is not numeric (float or integer expected)", s->path, dataset);
+    if (want_tokens) {
+        if (nd == 1 && cls == H5T_STRING) {
+            *kind = SL_INPUT_TEXT;
+        } else if (nd == 2 && cls == H5T_INTEGER) {
+            *kind = SL_INPUT_TOKENS;
+        } else {
+            sl_errorf(err, "%s: dataset '%s' is neither text (1-D strings) nor token ids (2-D integers)",
+                      s->path, dataset);
+            goto out;
+        }
+    } else {
+        if (nd != 2) {
+            sl_errorf(err, "%s: dataset '%s' has %d dimensions; expected 2 [rows, features]",
+                      s->path, dataset, nd);
+            goto out;
+        }
+        if (cls != H5T_FLOAT && cls != H5T_INTEGER) {
+            sl_errorf(err, "%s: dataset '%s' is not numeric (float or integer expected)", s->path, dataset);
+            goto out;
+        }
+        *kind = SL_INPUT_FEATURES;
+    }
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    s->rows = (int64_t)dims[0];
+    *cols = nd == 2 ? (int64_t)dims[1] : 0;
+    if (*kind == SL_INPUT_TOKENS && H5Lexists(f, "lengths", H5P_DEFAULT) <= 0 &&
+        H5Lexists(f, "attention_mask", H5P_DEFAULT) <= 0) {
+        sl_errorf(err, "%s: token ids '%s' need a 'lengths' [rows] or 'attention_mask' [rows, %lld] dataset beside them",
+                  s->path, dataset, (long long)*cols);
         goto out;
     }
-    s->rows = (int64_t)dims[0];
-    *cols = (int64_t)dims[1];
     rc = 0;
 out:
     if (t >= 0)
@@ -70,7 +90,7 @@ out:
 }
 
 int sl_inputs_scan(sl_inputs_t *in, char *const *globs, int nglobs, const char *dataset,
-                   sl_error_t *err)
+                   int want_tokens, sl_error_t *err)
 {
     memset(in, 0, sizeof *in);
     in->dataset = sl_xstrdup(dataset);
@@ -111,15 +131,25 @@ int sl_inputs_scan(sl_inputs_t *in, char *const *globs, int nglobs, const char *
         sl_shard_t *s = &in->shards[in->n++];
         s->path = paths[i];
         int64_t cols = 0;
-        if (check_shard(s, dataset, &cols, err) != 0) {
+        int kind = SL_INPUT_FEATURES;
+        if (check_shard(s, dataset, want_tokens, &kind, &cols, err) != 0) {
             for (size_t j = i + 1; j < np; j++)
                 free(paths[j]);
             free(paths);
             return -1;
         }
-        if (in->n == 1)
+        if (in->n == 1) {
             in->cols = cols;
-        else if (cols != in->cols) {
+            in->kind = kind;
+        } else if (kind != in->kind) {
+            sl_errorf(err, "%s: dataset '%s' holds %s but %s holds %s", s->path, dataset,
+                      kind == SL_INPUT_TEXT ? "text" : "token ids", in->shards[0].path,
+                      in->kind == SL_INPUT_TEXT ? "text" : "token ids");
+            for (size_t j = i + 1; j < np; j++)
+                free(paths[j]);
+            free(paths);
+            return -1;
+        } else if (cols != in->cols && in->kind == SL_INPUT_FEATURES) {
             sl_errorf(err, "%s: dataset '%s' has %lld features but %s has %lld", s->path, dataset,
                       (long long)cols, in->shards[0].path, (long long)in->cols);
             for (size_t j = i + 1; j < np; j++)
@@ -143,8 +173,8 @@ void sl_inputs_bcast(sl_inputs_t *in, MPI_Comm comm, int root)
 {
     int rank;
     MPI_Comm_rank(comm, &rank);
-    int64_t head[3] = {in->n, in->total_rows, in->cols};
-    MPI_Bcast(head, 3, MPI_INT64_T, root, comm);
+    int64_t head[4] = {in->n, in->total_rows, in->cols, in->kind};
+    MPI_Bcast(head, 4, MPI_INT64_T, root, comm);
     /* Serialise: per shard rows, first_row, size, mtime, then all paths NUL-separated. */
     int64_t plen = 0;
     if (rank == root) {
@@ -174,6 +204,7 @@ void sl_inputs_bcast(sl_inputs_t *in, MPI_Comm comm, int root)
         in->n = (int)head[0];
         in->total_rows = head[1];
         in->cols = head[2];
+        in->kind = (int)head[3];
         in->shards = sl_xcalloc((size_t)in->n, sizeof *in->shards);
         const char *p = text;
         in->dataset = sl_xstrdup(p);
@@ -216,8 +247,8 @@ void sl_reader_close(sl_reader_t *r)
     sl_reader_init(r);
 }
 
-int sl_reader_read(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0, int64_t n,
-                   float *dst, sl_error_t *err)
+/* Makes shard the open one (a reader keeps one file open: units of a shard come in a row). */
+static int reader_open(sl_reader_t *r, const sl_inputs_t *in, int shard, sl_error_t *err)
 {
     const sl_shard_t *s = &in->shards[shard];
     if (r->shard != shard) {
@@ -232,16 +263,145 @@ int sl_reader_read(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row
         }
         r->shard = shard;
     }
-    hid_t fs = H5Dget_space(r->dset);
-    hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)n, (hsize_t)in->cols};
+    return 0;
+}
+
+/* Reads rows [row0, row0+n) of a dataset (1-D or 2-D) into dst as memtype. */
+static herr_t read_rows(hid_t d, hid_t memtype, int64_t row0, int64_t n, void *dst)
+{
+    hid_t fs = H5Dget_space(d);
+    int nd = H5Sget_simple_extent_ndims(fs);
+    hsize_t dims[2] = {0, 0};
+    H5Sget_simple_extent_dims(fs, dims, NULL);
+    hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)n, dims[1]};
     H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    hid_t ms = H5Screate_simple(2, count, NULL);
-    /* HDF5 converts float64/float16/integers to native float32 while reading. */
-    herr_t e = H5Dread(r->dset, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, dst);
+    hid_t ms = H5Screate_simple(nd, count, NULL);
+    herr_t e = H5Dread(d, memtype, ms, fs, H5P_DEFAULT, dst);
     H5Sclose(ms);
     H5Sclose(fs);
-    if (e < 0)
+    return e;
+}
+
+int sl_reader_read(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0, int64_t n,
+                   float *dst, sl_error_t *err)
+{
+    const sl_shard_t *s = &in->shards[shard];
+    if (reader_open(r, in, shard, err) != 0)
+        return -1;
+    /* HDF5 converts float64/float16/integers to native float32 while reading. */
+    if (read_rows(r->dset, H5T_NATIVE_FLOAT, row0, n, dst) < 0)
         return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld (corrupt or truncated file?)",
                          s->path, in->dataset, (long long)row0, (long long)(row0 + n));
+    return 0;
+}
+
+int sl_reader_read_text(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0, int64_t n,
+                        char **texts, sl_error_t *err)
+{
+    const sl_shard_t *s = &in->shards[shard];
+    if (reader_open(r, in, shard, err) != 0)
+        return -1;
+    hid_t ft = H5Dget_type(r->dset);
+    int rc = 0;
+    if (H5Tis_variable_str(ft) > 0) {
+        /* the memory type keeps the file's character set (ASCII or UTF-8): HDF5 does not
+         * convert between the two */
+        hid_t mt = sl_h5_vlen_str_type();
+        H5Tset_cset(mt, H5Tget_cset(ft));
+        char **tmp = sl_xcalloc((size_t)n + 1, sizeof *tmp);
+        if (read_rows(r->dset, mt, row0, n, tmp) < 0) {
+            rc = -1;
+        } else {
+            for (int64_t i = 0; i < n; i++)
+                texts[i] = tmp[i] ? sl_xstrdup(tmp[i]) : NULL;
+            /* the library allocated the strings: give them back to it */
+            hid_t fs = H5Dget_space(r->dset);
+            hsize_t start = (hsize_t)row0, count = (hsize_t)n;
+            H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL);
+            hid_t ms = H5Screate_simple(1, &count, NULL);
+            H5Dvlen_reclaim(mt, ms, H5P_DEFAULT, tmp);
+            H5Sclose(ms);
+            H5Sclose(fs);
+        }
+        free(tmp);
+        H5Tclose(mt);
+    } else {
+        size_t w = H5Tget_size(ft);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, w);
+        H5Tset_strpad(mt, H5T_STR_NULLPAD);
+        H5Tset_cset(mt, H5Tget_cset(ft));
+        char *buf = sl_xcalloc((size_t)n * w + 1, 1);
+        if (read_rows(r->dset, mt, row0, n, buf) < 0) {
+            rc = -1;
+        } else {
+            for (int64_t i = 0; i < n; i++) {
+                const char *p = buf + (size_t)i * w;
+                size_t len = strnlen(p, w);
+                texts[i] = sl_xmalloc(len + 1);
+                memcpy(texts[i], p, len);
+                texts[i][len] = '\0';
+            }
+        }
+        free(buf);
+        H5Tclose(mt);
+    }
+    H5Tclose(ft);
+    if (rc != 0)
+        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld (corrupt or truncated file?)",
+                         s->path, in->dataset, (long long)row0, (long long)(row0 + n));
+    return 0;
+}
+
+int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
+                          int64_t n, int32_t *ids, int32_t *lengths, int32_t *type_ids,
+                          sl_error_t *err)
+{
+    const sl_shard_t *s = &in->shards[shard];
+    if (reader_open(r, in, shard, err) != 0)
+        return -1;
+    int64_t L = in->cols;
+    if (read_rows(r->dset, H5T_NATIVE_INT32, row0, n, ids) < 0)
+        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld", s->path,
+                         in->dataset, (long long)row0, (long long)(row0 + n));
+    /* The companions live beside the ids in the same file. */
+    const char *what = NULL;
+    int rc = 0;
+    if (H5Lexists(r->file, "lengths", H5P_DEFAULT) > 0) {
+        hid_t d = H5Dopen2(r->file, "lengths", H5P_DEFAULT);
+        what = "lengths";
+        rc = d < 0 || read_rows(d, H5T_NATIVE_INT32, row0, n, lengths) < 0;
+        if (d >= 0)
+            H5Dclose(d);
+    } else {
+        hid_t d = H5Dopen2(r->file, "attention_mask", H5P_DEFAULT);
+        what = "attention_mask";
+        int32_t *mask = sl_xmalloc((size_t)(n * L + 1) * sizeof *mask);
+        rc = d < 0 || read_rows(d, H5T_NATIVE_INT32, row0, n, mask) < 0;
+        for (int64_t i = 0; !rc && i < n; i++) {
+            int32_t c = 0;
+            for (int64_t j = 0; j < L; j++)
+                c += mask[i * L + j] != 0;
+            lengths[i] = c;
+        }
+        free(mask);
+        if (d >= 0)
+            H5Dclose(d);
+    }
+    if (rc)
+        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld (must be [rows%s])",
+                         s->path, what, (long long)row0, (long long)(row0 + n),
+                         strcmp(what, "lengths") ? ", L" : "");
+    if (H5Lexists(r->file, "token_type_ids", H5P_DEFAULT) > 0) {
+        hid_t d = H5Dopen2(r->file, "token_type_ids", H5P_DEFAULT);
+        rc = d < 0 || read_rows(d, H5T_NATIVE_INT32, row0, n, type_ids) < 0;
+        if (d >= 0)
+            H5Dclose(d);
+        if (rc)
+            return sl_errorf(err, "%s: dataset 'token_type_ids': cannot read rows %lld..%lld (must be [rows, %lld])",
+                             s->path, (long long)row0, (long long)(row0 + n), (long long)L);
+    } else {
+        memset(type_ids, 0, (size_t)(n * L) * sizeof *type_ids);
+    }
     return 0;
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/sl_hash.h"
+#include "kernels/elementwise.h"
 #include "jobs/h5util.h"
 
 static int mkdir_p(const char *path, sl_error_t *err)
@@ -84,21 +85,36 @@ int sl_part_matches(const char *out_dir, const char *relpath, const sl_part_meta
     ok = ok && sl_h5_attr_read_str(f, "model_fingerprint", s, sizeof s) == 0 && !strcmp(s, want);
     hex64(want, m->job_hash);
     ok = ok && sl_h5_attr_read_str(f, "job_hash", s, sizeof s) == 0 && !strcmp(s, want);
-    if (ok) {
-        hid_t d = H5Dopen2(f, "predictions", H5P_DEFAULT);
+    for (int i = 0; ok && i < m->outs->n; i++) {
+        const sl_out_spec_t *o = &m->outs->spec[i];
+        hid_t d = H5Dopen2(f, o->name, H5P_DEFAULT);
         ok = d >= 0;
         if (ok) {
             hid_t sp = H5Dget_space(d);
             hsize_t dims[2] = {0, 0};
-            ok = H5Sget_simple_extent_ndims(sp) == 2;
+            int nd = H5Sget_simple_extent_ndims(sp);
             H5Sget_simple_extent_dims(sp, dims, NULL);
-            ok = ok && (int64_t)dims[0] == m->nrows && (int64_t)dims[1] == m->cols;
+            ok = nd == (o->cols > 0 ? 2 : 1) && (int64_t)dims[0] == m->nrows &&
+                 (o->cols == 0 || (int64_t)dims[1] == o->cols);
             H5Sclose(sp);
             H5Dclose(d);
         }
     }
     H5Fclose(f);
     return ok;
+}
+
+/* The file type of an output: IEEE f32, IEEE f16 (h5py reads it as float16), or i32. */
+static hid_t file_type(int dtype)
+{
+    if (dtype == SL_F16) {
+        hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+        H5Tset_fields(t, 15, 10, 5, 0, 10);
+        H5Tset_size(t, 2);
+        H5Tset_ebias(t, 15);
+        return t;
+    }
+    return H5Tcopy(dtype == SL_I32 ? H5T_STD_I32LE : H5T_IEEE_F32LE);
 }
 
 static hid_t write_dataset(hid_t f, const char *name, hid_t type, hid_t memtype, int nd,
@@ -120,7 +136,7 @@ static hid_t write_dataset(hid_t f, const char *name, hid_t type, hid_t memtype,
 }
 
 int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t *m,
-                  const float *pred, const sl_row_error_t *errs, int nerr, sl_error_t *err)
+                  float *const *bufs, const sl_row_error_t *errs, int nerr, sl_error_t *err)
 {
     char path[4096], tmp[4200], dir[4096];
     snprintf(path, sizeof path, "%s/%s", out_dir, relpath);
@@ -132,8 +148,26 @@ int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t
     if (f < 0)
         return sl_errorf(err, "%s: cannot create", tmp);
     int bad = 0;
-    hsize_t dims[2] = {(hsize_t)m->nrows, (hsize_t)m->cols};
-    bad |= write_dataset(f, "predictions", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, pred) != 0;
+    for (int i = 0; i < m->outs->n; i++) {
+        const sl_out_spec_t *o = &m->outs->spec[i];
+        hsize_t dims[2] = {(hsize_t)m->nrows, (hsize_t)o->cols};
+        hid_t ft = file_type(o->file_dtype);
+        int nd = o->cols > 0 ? 2 : 1;
+        if (o->file_dtype == SL_F16) {
+            /* Our own round-to-nearest-even: HDF5 1.10's soft f32 -> f16 conversion halves
+             * values that round up to a power of two (0.12499 -> 0.0625). */
+            size_t n = (size_t)m->nrows * (size_t)sl_out_width(o);
+            uint16_t *h = sl_xmalloc(n * sizeof *h + 1);
+            for (size_t k = 0; k < n; k++)
+                h[k] = sl_f32_to_f16(bufs[i][k]);
+            bad |= write_dataset(f, o->name, ft, ft, nd, dims, h) != 0;
+            free(h);
+        } else {
+            /* HDF5 converts the f32 values to the file type (f32, or i32 for labels). */
+            bad |= write_dataset(f, o->name, ft, H5T_NATIVE_FLOAT, nd, dims, bufs[i]) != 0;
+        }
+        H5Tclose(ft);
+    }
     hsize_t ne = (hsize_t)nerr;
     int64_t *rows = sl_xcalloc((size_t)nerr + 1, sizeof *rows);
     const char **reasons = sl_xcalloc((size_t)nerr + 1, sizeof *reasons);
@@ -236,7 +270,8 @@ static int collect_errors(const char *path, int64_t base, error_rec_t **recs, in
 }
 
 int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_unit_t *units,
-                         int64_t nunits, int64_t cols, int64_t *failed, sl_error_t *err)
+                         int64_t nunits, const sl_outputs_t *outs, int64_t *failed,
+                         sl_error_t *err)
 {
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/predictions.h5", out_dir);
@@ -248,41 +283,64 @@ int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_un
     error_rec_t *errs = NULL;
     int64_t nerr = 0;
 
-    /* /predictions: one mapping per unit, [global rows of the unit, all cols] <- the part. */
-    hsize_t vdims[2] = {(hsize_t)in->total_rows, (hsize_t)cols};
-    hid_t vspace = H5Screate_simple(2, vdims, NULL);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    float fill = NAN; /* rows without a part (never in a complete job) read as NaN */
-    H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &fill);
-    for (int64_t i = 0; i < nunits && !bad; i++) {
-        const sl_unit_t *u = &units[i];
-        const sl_shard_t *s = &in->shards[u->shard];
-        char *rel = sl_part_relpath(s, u->row0, u->nrows);
-        hsize_t start[2] = {(hsize_t)(s->first_row + u->row0), 0};
-        hsize_t count[2] = {(hsize_t)u->nrows, (hsize_t)cols};
-        H5Sselect_hyperslab(vspace, H5S_SELECT_SET, start, NULL, count, NULL);
-        hid_t src = H5Screate_simple(2, count, NULL);
-        /* Relative source names resolve against the directory of predictions.h5, so the
-         * output directory can be moved or read from anywhere as a whole. */
-        bad |= H5Pset_virtual(dcpl, vspace, rel, "predictions", src) < 0;
-        H5Sclose(src);
-        snprintf(path, sizeof path, "%s/%s", out_dir, rel);
-        if (!bad && collect_errors(path, s->first_row + u->row0, &errs, &nerr, err) != 0) {
+    /* One virtual dataset per output: one mapping per unit, [global rows of the unit, all
+     * cols] <- the part's dataset of the same name. */
+    for (int o = 0; o < outs->n && !bad; o++) {
+        const sl_out_spec_t *os = &outs->spec[o];
+        int nd = os->cols > 0 ? 2 : 1;
+        hsize_t vdims[2] = {(hsize_t)in->total_rows, (hsize_t)os->cols};
+        hid_t vspace = H5Screate_simple(nd, vdims, NULL);
+        hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        hid_t ft = file_type(os->file_dtype);
+        /* rows without a part (never in a complete job) read as NaN, or -1 for integers */
+        float ffill = NAN;
+        int ifill = -1;
+        if (os->file_dtype == SL_I32)
+            H5Pset_fill_value(dcpl, H5T_NATIVE_INT, &ifill);
+        else
+            H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &ffill);
+        for (int64_t i = 0; i < nunits && !bad; i++) {
+            const sl_unit_t *u = &units[i];
+            const sl_shard_t *s = &in->shards[u->shard];
+            char *rel = sl_part_relpath(s, u->row0, u->nrows);
+            hsize_t start[2] = {(hsize_t)(s->first_row + u->row0), 0};
+            hsize_t count[2] = {(hsize_t)u->nrows, (hsize_t)os->cols};
+            H5Sselect_hyperslab(vspace, H5S_SELECT_SET, start, NULL, count, NULL);
+            hid_t src = H5Screate_simple(nd, count, NULL);
+            /* Relative source names resolve against the directory of predictions.h5, so the
+             * output directory can be moved or read from anywhere as a whole. */
+            bad |= H5Pset_virtual(dcpl, vspace, rel, os->name, src) < 0;
+            H5Sclose(src);
+            if (o == 0) {
+                snprintf(path, sizeof path, "%s/%s", out_dir, rel);
+                if (!bad && collect_errors(path, s->first_row + u->row0, &errs, &nerr, err) != 0)
+                    bad = 2;
+            }
             free(rel);
-            bad = 2;
-            break;
         }
-        free(rel);
+        H5Sselect_all(vspace);
+        if (!bad) {
+            hid_t d = H5Dcreate2(f, os->name, ft, vspace, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+            bad |= d < 0;
+            if (d >= 0 && o == 0 && outs->labels) {
+                /* classification label names, in class order */
+                hid_t st = sl_h5_vlen_str_type();
+                hsize_t nl = (hsize_t)outs->n_labels;
+                hid_t as = H5Screate_simple(1, &nl, NULL);
+                hid_t a = H5Acreate2(d, "labels", st, as, H5P_DEFAULT, H5P_DEFAULT);
+                bad |= a < 0 || H5Awrite(a, st, outs->labels) < 0;
+                if (a >= 0)
+                    H5Aclose(a);
+                H5Sclose(as);
+                H5Tclose(st);
+            }
+            if (d >= 0)
+                H5Dclose(d);
+        }
+        H5Tclose(ft);
+        H5Pclose(dcpl);
+        H5Sclose(vspace);
     }
-    H5Sselect_all(vspace);
-    if (!bad) {
-        hid_t d = H5Dcreate2(f, "predictions", H5T_IEEE_F32LE, vspace, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-        bad |= d < 0;
-        if (d >= 0)
-            H5Dclose(d);
-    }
-    H5Pclose(dcpl);
-    H5Sclose(vspace);
 
     /* /shards: (path, first_row, rows). */
     if (!bad) {

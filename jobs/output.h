@@ -17,11 +17,34 @@
 
 #include "common/sl_error.h"
 #include "jobs/input.h"
+#include "kernels/backend.h"
 #include "partition/units.h"
+
+/* One output dataset of a job: `/name` [rows, cols] (cols 0: a 1-D dataset [rows]). Values
+ * are f32 in memory; `file_dtype` is how they are stored: SL_F32, SL_F16 or SL_I32. */
+typedef struct {
+    const char *name;
+    int64_t cols;
+    int file_dtype;
+} sl_out_spec_t;
+
+#define SL_MAX_OUTPUTS 4
+
+typedef struct {
+    int n;
+    sl_out_spec_t spec[SL_MAX_OUTPUTS];
+    /* attribute "labels" on the first output (classification label names), or NULL */
+    char **labels;
+    int n_labels;
+} sl_outputs_t;
+
+/* Elements per row of an output (cols, or 1 for a 1-D dataset). */
+static inline int64_t sl_out_width(const sl_out_spec_t *o) { return o->cols > 0 ? o->cols : 1; }
 
 typedef struct {
     const sl_shard_t *shard;
-    int64_t row0, nrows, cols;
+    int64_t row0, nrows;
+    const sl_outputs_t *outs;
     uint64_t model_fp, job_hash;
 } sl_part_meta_t;
 
@@ -36,12 +59,13 @@ int sl_output_prepare(const char *out_dir, sl_error_t *err);
 char *sl_part_relpath(const sl_shard_t *s, int64_t row0, int64_t nrows);
 /* 1 when the part file exists and was made from exactly this source, rows, model and job. */
 int sl_part_matches(const char *out_dir, const char *relpath, const sl_part_meta_t *m);
-/* Writes and commits a part file. pred: f32 [m->nrows, m->cols]. */
+/* Writes and commits a part file. bufs[i]: f32 [m->nrows, width of output i]. */
 int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t *m,
-                  const float *pred, const sl_row_error_t *errs, int nerr, sl_error_t *err);
+                  float *const *bufs, const sl_row_error_t *errs, int nerr, sl_error_t *err);
 /* Writes predictions.h5 over the committed parts of every unit. Returns the number of failed
  * rows found in the parts via *failed (and their global indices/reasons in /errors). */
 int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_unit_t *units,
-                         int64_t nunits, int64_t cols, int64_t *failed, sl_error_t *err);
+                         int64_t nunits, const sl_outputs_t *outs, int64_t *failed,
+                         sl_error_t *err);
 
 #endif

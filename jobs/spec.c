@@ -27,13 +27,17 @@ typedef struct {
 static const opt_t options[] = {
     {"model", K_STR, "DIR", NULL, "model directory (config.json + model.safetensors)", OFF(model), 0},
     {"input", K_LIST, "GLOB", NULL, "HDF5 input files; repeatable; sorted by path", OFF(inputs), 0},
-    {"input-dataset", K_STR, "NAME", "features", "2-D dataset [rows, features] in each input", OFF(input_dataset), 0},
+    {"input-dataset", K_STR, "NAME", NULL, "dataset in each input: features [rows, d0] for mlp; text [rows] or token ids [rows, L] for bert [default: features, or text]", OFF(input_dataset), 0},
     {"output", K_STR, "DIR", NULL, "output directory (created)", OFF(output), 0},
+    {"task", K_STR, "auto|predict|embed|classify", "auto", "what to compute: predict (mlp), embed or classify (bert); auto picks by model", OFF(task), 0},
     {"tp", K_INT, "N", "1", "tensor-parallel group size; must divide the number of ranks", OFF(tp), 1},
     {"unit-rows", K_I64, "N", "65536", "rows per unit of work (the commit granularity)", OFF(unit_rows), 1},
     {"batch-size", K_I64, "N", "1024", "rows per forward pass", OFF(batch_size), 1},
     {"device", K_STR, "auto|cpu|cuda", "auto", "auto: CUDA when a GPU is visible, else CPU", OFF(device), 0},
     {"precision", K_STR, "f32|f16|bf16", "f32", "weight and GEMM precision (f32 accumulation)", OFF(precision), 0},
+    {"max-length", K_INT, "N", "0", "bert: tokens per row incl. [CLS]/[SEP] (longer rows are truncated); 0: the model's", OFF(max_length), 0},
+    {"batch-tokens", K_I64, "N", "16384", "bert: padded tokens per forward pass (rows sorted by length)", OFF(batch_tokens), 1},
+    {"output-dtype", K_STR, "f32|f16", "f32", "storage type of float outputs", OFF(output_dtype), 0},
     {"prefetch", K_INT, "N", "2", "batches read ahead by the I/O thread", OFF(prefetch), 1},
     {"restart", K_BOOL, NULL, NULL, "ignore earlier outputs and start again", OFF(restart), 0},
     {"quiet", K_BOOL, NULL, NULL, "no progress lines", OFF(quiet), 0},
@@ -54,7 +58,7 @@ void sl_job_print_help(FILE *out)
         fprintf(out, "  %-30s %s", left, o->help);
         if (o->def)
             fprintf(out, " [default: %s]", o->def);
-        else if (o->kind != K_BOOL)
+        else if (o->kind != K_BOOL && strstr(o->help, "[default") == NULL)
             fprintf(out, " (required)");
         fputc('\n', out);
     }
@@ -255,6 +259,11 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
         rc = sl_errorf(err, "--device '%s': expected auto, cpu or cuda", job->device);
     else if (strcmp(job->precision, "f32") && strcmp(job->precision, "f16") && strcmp(job->precision, "bf16"))
         rc = sl_errorf(err, "--precision '%s': expected f32, f16 or bf16", job->precision);
+    else if (strcmp(job->task, "auto") && strcmp(job->task, "predict") && strcmp(job->task, "embed") &&
+             strcmp(job->task, "classify"))
+        rc = sl_errorf(err, "--task '%s': expected auto, predict, embed or classify", job->task);
+    else if (strcmp(job->output_dtype, "f32") && strcmp(job->output_dtype, "f16"))
+        rc = sl_errorf(err, "--output-dtype '%s': expected f32 or f16", job->output_dtype);
 done:
     free(which);
     free(vals);
@@ -272,5 +281,7 @@ void sl_job_free(sl_job_t *job)
     free(job->output);
     free(job->device);
     free(job->precision);
+    free(job->task);
+    free(job->output_dtype);
     memset(job, 0, sizeof *job);
 }

@@ -17,13 +17,17 @@ typedef struct {
     char *model;
     char **inputs; /* globs, in the order given */
     int n_inputs;
-    char *input_dataset;
+    char *input_dataset; /* NULL: the model family's default */
     char *output;
+    char *task;          /* auto | predict | embed | classify */
     int tp;
     int64_t unit_rows;
     int64_t batch_size;
     char *device;    /* auto | cpu | cuda */
     char *precision; /* f32 | f16 | bf16 */
+    int max_length;       /* bert: 0 = the model's */
+    int64_t batch_tokens; /* bert: padded tokens per forward pass */
+    char *output_dtype;   /* f32 | f16 */
     int prefetch;
     int restart;
     int quiet;

@@ -269,9 +269,9 @@ static int check_tensor(const sl_safetensors_t *st, const sl_mlp_config_t *cfg, 
                          fmt_shape(ws, sizeof ws, ndim, want),
                          fmt_shape(ds, sizeof ds, cfg->n_layers + 1, cfg->dims));
     }
-    if (!is_float(t->dtype))
+    if (!t->mapped || !is_float(t->dtype))
         return sl_errorf(err, "%s: tensor '%s' has dtype %s; expected F32, F16 or BF16", st->path,
-                         name, st_code(t->dtype));
+                         name, t->code);
     int same = t->ndim == ndim;
     for (int i = 0; same && i < ndim; i++)
         same = t->shape[i] == want[i];

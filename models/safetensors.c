@@ -29,24 +29,21 @@
 /* Largest integer a JSON number (a double in cJSON) holds exactly. */
 #define SL_ST_MAX_JSON_INT 9007199254740992.0 /* 2^53 */
 
+/* Every dtype of the safetensors format. The first five map to backend dtypes; the others
+ * are valid (real checkpoints carry I64 position ids, BOOL masks...) and open fine, but a
+ * loader that needs one of them refuses it by name. */
 static const struct {
     const char *code;
     sl_dtype_t dtype;
+    int mapped;
+    unsigned size;
 } st_dtypes[] = {
-    {"F32", SL_F32}, {"F16", SL_F16}, {"BF16", SL_BF16}, {"I32", SL_I32}, {"I8", SL_I8},
+    {"F32", SL_F32, 1, 4},  {"F16", SL_F16, 1, 2},  {"BF16", SL_BF16, 1, 2},
+    {"I32", SL_I32, 1, 4},  {"I8", SL_I8, 1, 1},    {"F64", SL_F32, 0, 8},
+    {"I64", SL_I32, 0, 8},  {"U64", SL_I32, 0, 8},  {"U32", SL_I32, 0, 4},
+    {"I16", SL_I32, 0, 2},  {"U16", SL_I32, 0, 2},  {"U8", SL_I8, 0, 1},
+    {"BOOL", SL_I8, 0, 1},  {"F8_E4M3", SL_I8, 0, 1}, {"F8_E5M2", SL_I8, 0, 1},
 };
-
-static size_t st_dtype_size(sl_dtype_t dt)
-{
-    switch (dt) {
-    case SL_F32:
-    case SL_I32: return 4;
-    case SL_F16:
-    case SL_BF16: return 2;
-    case SL_I8: return 1;
-    }
-    return 0;
-}
 
 /* A JSON number that is a non-negative integer exactly representable as uint64_t. */
 static int json_uint(const cJSON *v, uint64_t *out)
@@ -75,16 +72,19 @@ static int parse_entry(const sl_safetensors_t *st, const cJSON *entry, sl_st_ten
     if (!cJSON_IsString(dtype))
         return sl_errorf(err, "%s: tensor '%s': 'dtype' is not a string", path, name);
     int found = 0;
+    unsigned elem_size = 0;
     for (size_t i = 0; i < sizeof st_dtypes / sizeof st_dtypes[0]; i++) {
         if (strcmp(dtype->valuestring, st_dtypes[i].code) == 0) {
             t->dtype = st_dtypes[i].dtype;
+            t->mapped = st_dtypes[i].mapped;
+            elem_size = st_dtypes[i].size;
+            snprintf(t->code, sizeof t->code, "%s", st_dtypes[i].code);
             found = 1;
         }
     }
     if (!found)
         return sl_errorf(err,
-                         "%s: tensor '%s': dtype '%.32s' is not supported (F32, F16, BF16, I32 "
-                         "and I8 are)",
+                         "%s: tensor '%s': unknown dtype '%.32s' (not a safetensors dtype)",
                          path, name, dtype->valuestring);
 
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(entry, "shape");
@@ -137,7 +137,7 @@ static int parse_entry(const sl_safetensors_t *st, const cJSON *entry, sl_st_ten
                          st->buffer_len);
 
     uint64_t nbytes;
-    overflow |= __builtin_mul_overflow(numel, (uint64_t)st_dtype_size(t->dtype), &nbytes);
+    overflow |= __builtin_mul_overflow(numel, (uint64_t)elem_size, &nbytes);
     if (overflow)
         return sl_errorf(err,
                          "%s: tensor '%s': shape/byte count mismatch: the shape's byte count "

@@ -23,7 +23,10 @@
 
 typedef struct {
     char *name;
-    sl_dtype_t dtype; /* F32, F16, BF16, I32, I8 are mapped; other safetensors dtypes are refused */
+    sl_dtype_t dtype; /* for F32, F16, BF16, I32, I8 (mapped = 1) */
+    int mapped;       /* 0: a valid safetensors dtype shardline does not compute with (F64, I64,
+                         U8, BOOL, ...): the file opens, a loader that needs it refuses it */
+    char code[12];    /* the dtype as the file spells it ("F32", "I64", ...) */
     int ndim;
     int64_t shape[SL_ST_MAX_DIMS];
     uint64_t begin, end; /* byte range inside the data buffer */

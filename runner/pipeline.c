@@ -17,7 +17,7 @@ typedef struct req {
     int64_t row0, rows;
     char *relpath;
     sl_part_meta_t meta;
-    float *pred;
+    float *bufs[SL_MAX_OUTPUTS];
     sl_row_error_t *errs;
     int nerr;
     struct req *next;
@@ -26,6 +26,7 @@ typedef struct req {
 struct sl_io {
     const sl_inputs_t *in;
     const char *out_dir;
+    sl_task_t *task;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t has_work, slot_ready;
@@ -81,7 +82,7 @@ static void *io_main(void *arg)
         if (r->kind == REQ_READ) {
             sl_io_slot_t *s = &io->slots[r->slot];
             sl_error_t err;
-            int rc = sl_reader_read(&reader, io->in, r->shard, r->row0, r->rows, s->x, &err);
+            int rc = sl_task_read(io->task, &reader, io->in, r->shard, r->row0, r->rows, s->payload, &err);
             double dt = now() - t0;
             pthread_mutex_lock(&io->mu);
             io->read_s += dt;
@@ -93,7 +94,7 @@ static void *io_main(void *arg)
             pthread_mutex_unlock(&io->mu);
         } else {
             sl_error_t err;
-            int rc = sl_part_write(io->out_dir, r->relpath, &r->meta, r->pred, r->errs, r->nerr, &err);
+            int rc = sl_part_write(io->out_dir, r->relpath, &r->meta, r->bufs, r->errs, r->nerr, &err);
             double dt = now() - t0;
             pthread_mutex_lock(&io->mu);
             io->write_s += dt;
@@ -105,7 +106,8 @@ static void *io_main(void *arg)
             }
             pthread_mutex_unlock(&io->mu);
             free(r->relpath);
-            free(r->pred);
+            for (int i = 0; i < r->meta.outs->n; i++)
+                free(r->bufs[i]);
             free(r->errs);
         }
         free(r);
@@ -114,15 +116,17 @@ static void *io_main(void *arg)
     return NULL;
 }
 
-sl_io_t *sl_io_start(const sl_inputs_t *in, const char *out_dir, int nslots, int64_t batch_rows)
+sl_io_t *sl_io_start(const sl_inputs_t *in, const char *out_dir, int nslots, sl_task_t *task,
+                     int64_t read_rows)
 {
     sl_io_t *io = sl_xcalloc(1, sizeof *io);
     io->in = in;
     io->out_dir = out_dir;
+    io->task = task;
     io->nslots = nslots;
     io->slots = sl_xcalloc((size_t)nslots, sizeof *io->slots);
     for (int i = 0; i < nslots; i++)
-        io->slots[i].x = sl_xmalloc((size_t)batch_rows * (size_t)in->cols * sizeof(float));
+        io->slots[i].payload = sl_task_payload_new(task, in, read_rows);
     pthread_mutex_init(&io->mu, NULL);
     pthread_cond_init(&io->has_work, NULL);
     pthread_cond_init(&io->slot_ready, NULL);
@@ -156,14 +160,15 @@ sl_io_slot_t *sl_io_wait(sl_io_t *io, int i)
     return &io->slots[i];
 }
 
-void sl_io_commit(sl_io_t *io, char *relpath, const sl_part_meta_t *meta, float *pred,
+void sl_io_commit(sl_io_t *io, char *relpath, const sl_part_meta_t *meta, float **bufs,
                   sl_row_error_t *errs, int nerr)
 {
     req_t *r = sl_xcalloc(1, sizeof *r);
     r->kind = REQ_COMMIT;
     r->relpath = relpath;
     r->meta = *meta;
-    r->pred = pred;
+    for (int i = 0; i < meta->outs->n; i++)
+        r->bufs[i] = bufs[i];
     r->errs = errs;
     r->nerr = nerr;
     push(io, r);
@@ -199,7 +204,7 @@ void sl_io_finish(sl_io_t *io, double *read_seconds, double *write_seconds)
     if (write_seconds)
         *write_seconds = io->write_s;
     for (int i = 0; i < io->nslots; i++)
-        free(io->slots[i].x);
+        sl_task_payload_free(io->task, io->slots[i].payload);
     free(io->slots);
     pthread_mutex_destroy(&io->mu);
     pthread_cond_destroy(&io->has_work);

@@ -14,24 +14,28 @@
 
 #include "jobs/input.h"
 #include "jobs/output.h"
+#include "runner/task.h"
 
 typedef struct sl_io sl_io_t;
 
 typedef struct {
-    float *x;     /* f32 [rows, cols] */
+    void *payload; /* the task's prepared rows (sl_task_payload_new) */
     int64_t rows;
     int state;    /* 0 queued, 1 ready, -1 failed (err says why) */
     sl_error_t err;
 } sl_io_slot_t;
 
-sl_io_t *sl_io_start(const sl_inputs_t *in, const char *out_dir, int nslots, int64_t batch_rows);
+/* Slots hold up to read_rows rows each, prepared by sl_task_read on the I/O thread. */
+sl_io_t *sl_io_start(const sl_inputs_t *in, const char *out_dir, int nslots, sl_task_t *task,
+                     int64_t read_rows);
 int sl_io_nslots(const sl_io_t *io);
 /* Queues a read of rows [row0, row0+rows) of a shard into slot i. */
 void sl_io_read(sl_io_t *io, int i, int shard, int64_t row0, int64_t rows);
 /* Blocks until slot i is filled (or failed). */
 sl_io_slot_t *sl_io_wait(sl_io_t *io, int i);
-/* Queues a part file; takes ownership of relpath, pred and errs (freed after writing). */
-void sl_io_commit(sl_io_t *io, char *relpath, const sl_part_meta_t *meta, float *pred,
+/* Queues a part file; takes ownership of relpath, the output buffers bufs[0..meta->outs->n)
+ * and errs (all freed after writing). */
+void sl_io_commit(sl_io_t *io, char *relpath, const sl_part_meta_t *meta, float **bufs,
                   sl_row_error_t *errs, int nerr);
 /* Whether a commit failed (err filled with the first failure). */
 int sl_io_failed(sl_io_t *io, sl_error_t *err);

@@ -29,12 +29,12 @@
 #include "jobs/input.h"
 #include "jobs/output.h"
 #include "jobs/spec.h"
-#include "models/mlp.h"
 #include "partition/comm.h"
 #include "partition/grid.h"
 #include "partition/units.h"
 #include "runner/pipeline.h"
 #include "runner/signals.h"
+#include "runner/task.h"
 
 /* ---- agreement helpers --------------------------------------------------------------------- */
 
@@ -70,7 +70,7 @@ static _Noreturn void abort_input(const sl_error_t *err)
 
 typedef struct {
     sl_inputs_t in;
-    sl_mlp_config_t cfg;
+    sl_task_plan_t task;
     uint64_t model_fp, job_hash;
     sl_unit_t *units;
     int64_t nunits;
@@ -79,29 +79,37 @@ typedef struct {
     int64_t pending_rows;
 } plan_t;
 
-static uint64_t job_hash(uint64_t model_fp, const sl_job_t *job, int64_t cols)
+/* Everything that changes the values in a part file: a part made under another hash is
+ * computed again. (Batch size and rank count change only the rounding, not the values.) */
+static uint64_t job_hash(uint64_t model_fp, const sl_job_t *job, const sl_task_plan_t *t,
+                         int64_t cols)
 {
     uint64_t h = sl_hash_u64(SL_HASH_INIT, model_fp);
-    h = sl_hash_str(h, job->input_dataset);
+    h = sl_hash_str(h, t->dataset);
     h = sl_hash_str(h, job->precision);
+    h = sl_hash_str(h, sl_task_name(t->task));
+    h = sl_hash_u64(h, (uint64_t)t->max_length);
+    for (int i = 0; i < t->outs.n; i++) {
+        h = sl_hash_str(h, t->outs.spec[i].name);
+        h = sl_hash_u64(h, (uint64_t)t->outs.spec[i].file_dtype);
+    }
     return sl_hash_u64(h, (uint64_t)cols);
 }
 
 static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", job->model);
-    if (sl_mlp_config_load(&p->cfg, path, err) != 0)
+    if (sl_task_plan(job, &p->task, err) != 0)
         return -1;
-    if (sl_inputs_scan(&p->in, job->inputs, job->n_inputs, job->input_dataset, err) != 0)
+    const sl_task_plan_t *t = &p->task;
+    if (sl_inputs_scan(&p->in, job->inputs, job->n_inputs, t->dataset, t->want_tokens, err) != 0)
         return -1;
-    if (p->in.cols != p->cfg.dims[0])
+    if (!t->want_tokens && p->in.cols != t->d_in)
         return sl_errorf(err, "%s: dataset '%s' has %lld features but the model %s expects %lld",
-                         p->in.shards[0].path, job->input_dataset, (long long)p->in.cols,
-                         job->model, (long long)p->cfg.dims[0]);
-    if (sl_model_fingerprint(job->model, &p->model_fp, err) != 0)
+                         p->in.shards[0].path, t->dataset, (long long)p->in.cols, job->model,
+                         (long long)t->d_in);
+    if (sl_task_fingerprint(job->model, &p->model_fp, err) != 0)
         return -1;
-    p->job_hash = job_hash(p->model_fp, job, p->in.cols);
+    p->job_hash = job_hash(p->model_fp, job, t, p->in.cols);
     if (sl_output_prepare(job->output, err) != 0)
         return -1;
     int64_t *rows = sl_xcalloc((size_t)p->in.n + 1, sizeof *rows);
@@ -110,10 +118,9 @@ static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
     p->nunits = sl_units_plan(rows, p->in.n, job->unit_rows, &p->units);
     free(rows);
     p->pending = sl_xcalloc((size_t)p->nunits + 1, sizeof *p->pending);
-    int64_t out_cols = p->cfg.dims[p->cfg.n_layers];
     for (int64_t i = 0; i < p->nunits; i++) {
         const sl_unit_t *u = &p->units[i];
-        sl_part_meta_t m = {&p->in.shards[u->shard], u->row0, u->nrows, out_cols, p->model_fp,
+        sl_part_meta_t m = {&p->in.shards[u->shard], u->row0, u->nrows, &p->task.outs, p->model_fp,
                             p->job_hash};
         char *rel = sl_part_relpath(m.shard, u->row0, u->nrows);
         int keep = !job->restart && sl_part_matches(job->output, rel, &m);
@@ -149,7 +156,7 @@ static void plan_bcast(plan_t *p, const sl_grid_t *g)
 static void plan_free(plan_t *p)
 {
     sl_inputs_free(&p->in);
-    sl_mlp_config_free(&p->cfg);
+    sl_task_plan_free(&p->task);
     free(p->units);
     free(p->pending);
 }
@@ -158,7 +165,7 @@ static void plan_free(plan_t *p)
 
 typedef struct {
     double compute_s, wait_s, read_s, write_s, comm_s;
-    int64_t rows, failed, units;
+    int64_t rows, failed, units, truncated, tokens;
 } stats_t;
 
 /* One issued read: which pending unit (index into the claimed list) and which batch. */
@@ -173,10 +180,9 @@ typedef struct {
     const sl_grid_t *grid;
     sl_queue_t *queue;
     sl_io_t *io;
-    sl_mlp_t *model;
+    sl_task_t *task;
     sl_comm_t *comm;
-    sl_tensor_t *x, *y; /* [batch, d0], [batch, dn] on the backend */
-    int64_t out_cols;
+    int64_t read_rows; /* rows per I/O request: a batch, or a whole unit for token inputs */
     /* read cursor */
     int64_t read_seq, comp_seq;
     int64_t cur_unit; /* unit being read (-1: claim the next) */
@@ -184,8 +190,8 @@ typedef struct {
     int exhausted;
     int stop;
     issued_t *issued; /* [nslots] */
-    /* unit being computed */
-    float *pred;
+    /* unit being computed: one f32 buffer per output, [unit rows, width] */
+    float *bufs[SL_MAX_OUTPUTS];
     sl_row_error_t *errs;
     int nerr, cap_err;
     stats_t st;
@@ -195,7 +201,7 @@ typedef struct {
 
 static int64_t unit_batches(const loop_t *L, int64_t unit)
 {
-    int64_t n = L->plan->units[unit].nrows, b = L->job->batch_size;
+    int64_t n = L->plan->units[unit].nrows, b = L->read_rows;
     return (n + b - 1) / b;
 }
 
@@ -215,8 +221,8 @@ static void refill(loop_t *L)
             L->cur_batch = 0;
         }
         const sl_unit_t *u = &L->plan->units[L->cur_unit];
-        int64_t r0 = L->cur_batch * L->job->batch_size;
-        int64_t rows = u->nrows - r0 < L->job->batch_size ? u->nrows - r0 : L->job->batch_size;
+        int64_t r0 = L->cur_batch * L->read_rows;
+        int64_t rows = u->nrows - r0 < L->read_rows ? u->nrows - r0 : L->read_rows;
         int slot = (int)(L->read_seq % nslots);
         L->issued[slot] = (issued_t){L->cur_unit, L->cur_batch};
         sl_io_read(L->io, slot, u->shard, u->row0 + r0, rows);
@@ -226,71 +232,45 @@ static void refill(loop_t *L)
     }
 }
 
-static void add_row_error(loop_t *L, int64_t row, const char *fmt, long long a)
+/* sl_row_error_fn: a failed row of the unit being computed. */
+static void add_row_error(void *ctx, int64_t row, const char *reason)
 {
+    loop_t *L = ctx;
     if (L->nerr == L->cap_err) {
         L->cap_err = L->cap_err ? 2 * L->cap_err : 16;
         L->errs = sl_xrealloc(L->errs, (size_t)L->cap_err * sizeof *L->errs);
     }
     L->errs[L->nerr].row = row;
-    snprintf(L->errs[L->nerr].reason, sizeof L->errs[L->nerr].reason, fmt, a);
+    snprintf(L->errs[L->nerr].reason, sizeof L->errs[L->nerr].reason, "%s", reason);
     L->nerr++;
-}
-
-/* Rows holding NaN/Inf fail alone: recorded, zeroed for the forward pass, NaN on output. */
-static void screen_rows(loop_t *L, float *x, int64_t rows, int64_t row_base, unsigned char *bad)
-{
-    int64_t cols = L->plan->in.cols;
-    for (int64_t i = 0; i < rows; i++) {
-        bad[i] = 0;
-        float *r = x + i * cols;
-        for (int64_t j = 0; j < cols; j++)
-            if (!isfinite(r[j])) {
-                add_row_error(L, row_base + i, isnan(r[j]) ? "NaN in feature %lld" : "Inf in feature %lld",
-                              (long long)j);
-                bad[i] = 1;
-                memset(r, 0, (size_t)cols * sizeof *r);
-                break;
-            }
-    }
 }
 
 static double now(void) { return MPI_Wtime(); }
 
-static void compute_batch(loop_t *L, sl_io_slot_t *s, const issued_t *is, unsigned char *bad)
+static void compute_batch(loop_t *L, sl_io_slot_t *s, const issued_t *is)
 {
     const sl_unit_t *u = &L->plan->units[is->unit];
-    int64_t r0 = is->batch * L->job->batch_size, rows = s->rows;
+    const sl_outputs_t *outs = &L->plan->task.outs;
     if (is->batch == 0) {
-        L->pred = sl_xmalloc((size_t)u->nrows * (size_t)L->out_cols * sizeof(float));
+        for (int i = 0; i < outs->n; i++)
+            L->bufs[i] = sl_xmalloc((size_t)u->nrows * (size_t)sl_out_width(&outs->spec[i]) * sizeof(float));
         L->nerr = 0;
     }
-    screen_rows(L, s->x, rows, r0, bad);
     double t0 = now(), c0 = sl_comm_seconds(L->comm);
-    sl_tensor_t xv = sl_tensor_rows(L->x, rows), yv = sl_tensor_rows(L->y, rows);
-    sl_copy_h2d(&xv, s->x, (size_t)rows * (size_t)L->plan->in.cols * sizeof(float));
-    sl_mlp_forward(L->model, L->comm, &xv, &yv);
-    float *out = L->pred + r0 * L->out_cols;
-    sl_copy_d2h(out, &yv, (size_t)rows * (size_t)L->out_cols * sizeof(float));
+    sl_task_compute(L->task, L->comm, s->payload, s->rows, L->bufs, is->batch * L->read_rows,
+                    add_row_error, L);
     double comm = sl_comm_seconds(L->comm) - c0;
     L->st.compute_s += now() - t0 - comm;
     L->st.comm_s += comm;
-    for (int64_t i = 0; i < rows; i++) {
-        float *o = out + i * L->out_cols;
-        if (bad[i]) {
-            for (int64_t j = 0; j < L->out_cols; j++)
-                o[j] = NAN;
-            continue;
-        }
-        for (int64_t j = 0; j < L->out_cols; j++)
-            if (!isfinite(o[j])) {
-                add_row_error(L, r0 + i, "non-finite output %lld (NaN/Inf from the model)", (long long)j);
-                for (int64_t k = 0; k < L->out_cols; k++)
-                    o[k] = NAN;
-                break;
-            }
+    L->st.rows += s->rows;
+}
+
+static void free_bufs(loop_t *L)
+{
+    for (int i = 0; i < SL_MAX_OUTPUTS; i++) {
+        free(L->bufs[i]);
+        L->bufs[i] = NULL;
     }
-    L->st.rows += rows;
 }
 
 static void finish_unit(loop_t *L, int64_t unit)
@@ -300,18 +280,18 @@ static void finish_unit(loop_t *L, int64_t unit)
     L->st.failed += L->nerr;
     if (L->grid->tp_rank == 0) {
         /* Only the group leader writes: every TP rank holds the same full output. */
-        sl_part_meta_t m = {&L->plan->in.shards[u->shard], u->row0, u->nrows, L->out_cols,
+        sl_part_meta_t m = {&L->plan->in.shards[u->shard], u->row0, u->nrows, &L->plan->task.outs,
                             L->plan->model_fp, L->plan->job_hash};
         sl_row_error_t *errs = L->nerr ? sl_xmalloc((size_t)L->nerr * sizeof *errs) : NULL;
         if (L->nerr)
             memcpy(errs, L->errs, (size_t)L->nerr * sizeof *errs);
-        sl_io_commit(L->io, sl_part_relpath(m.shard, u->row0, u->nrows), &m, L->pred, errs, L->nerr);
+        sl_io_commit(L->io, sl_part_relpath(m.shard, u->row0, u->nrows), &m, L->bufs, errs, L->nerr);
         L->committed[L->ncommitted++] = unit;
         sl_queue_add_done(L->queue, u->nrows);
     } else {
-        free(L->pred);
+        free_bufs(L);
     }
-    L->pred = NULL;
+    memset(L->bufs, 0, sizeof L->bufs);
 }
 
 static void progress(loop_t *L, double t_start, double *t_last, int final)
@@ -353,7 +333,6 @@ static void compute_loop(loop_t *L)
     L->issued = sl_xcalloc((size_t)nslots, sizeof *L->issued);
     L->committed = sl_xcalloc((size_t)L->plan->npending + 1, sizeof *L->committed);
     L->cur_unit = -1;
-    unsigned char *bad = sl_xmalloc((size_t)L->job->batch_size);
     int posted = 0;
     double t_start = now(), t_last = t_start;
     refill(L);
@@ -365,7 +344,7 @@ static void compute_loop(loop_t *L)
         L->st.wait_s += now() - w0;
         if (s->state < 0)
             abort_input(&s->err);
-        compute_batch(L, s, &is, bad);
+        compute_batch(L, s, &is);
         L->comp_seq++;
         if (is.batch + 1 == unit_batches(L, is.unit))
             finish_unit(L, is.unit);
@@ -380,9 +359,7 @@ static void compute_loop(loop_t *L)
         refill(L);
     }
     /* A unit cut short by a stop is not committed: it is computed again on resume. */
-    free(L->pred);
-    L->pred = NULL;
-    free(bad);
+    free_bufs(L);
     free(L->issued);
     free(L->errs);
 }
@@ -420,12 +397,21 @@ static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned
     cJSON_AddStringToObject(model, "path", job->model);
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)p->model_fp);
     cJSON_AddStringToObject(model, "fingerprint", hex);
-    cJSON_AddStringToObject(model, "model_type", "mlp");
-    cJSON *dims = cJSON_AddArrayToObject(model, "dims");
-    for (int i = 0; i <= p->cfg.n_layers; i++)
-        cJSON_AddItemToArray(dims, cJSON_CreateNumber((double)p->cfg.dims[i]));
+    cJSON_AddStringToObject(model, "model_type", p->task.model == SL_MODEL_MLP ? "mlp" : "bert");
+    cJSON_AddStringToObject(model, "task", sl_task_name(p->task.task));
+    cJSON *outputs = cJSON_AddArrayToObject(model, "outputs");
+    for (int i = 0; i < p->task.outs.n; i++) {
+        const sl_out_spec_t *o = &p->task.outs.spec[i];
+        cJSON *oj = cJSON_CreateObject();
+        cJSON_AddStringToObject(oj, "name", o->name);
+        cJSON_AddNumberToObject(oj, "cols", (double)o->cols);
+        cJSON_AddStringToObject(oj, "dtype", sl_dtype_name((sl_dtype_t)o->file_dtype));
+        cJSON_AddItemToArray(outputs, oj);
+    }
     cJSON *opts = cJSON_AddObjectToObject(root, "options");
-    cJSON_AddStringToObject(opts, "input_dataset", job->input_dataset);
+    cJSON_AddStringToObject(opts, "input_dataset", p->task.dataset);
+    if (p->task.want_tokens)
+        cJSON_AddNumberToObject(opts, "max_length", p->task.max_length);
     cJSON_AddNumberToObject(opts, "unit_rows", (double)job->unit_rows);
     cJSON_AddNumberToObject(opts, "batch_size", (double)job->batch_size);
     cJSON_AddNumberToObject(opts, "tp", job->tp);
@@ -548,12 +534,8 @@ int sl_run_main(int argc, char **argv)
         status = SL_EXIT_INPUT;
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_plan;
-    if (rank != 0) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/config.json", job.model);
-        if (sl_mlp_config_load(&plan.cfg, path, &err) != 0)
-            status = SL_EXIT_INPUT;
-    }
+    if (rank != 0 && sl_task_plan(&job, &plan.task, &err) != 0)
+        status = SL_EXIT_INPUT;
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_plan;
     plan_bcast(&plan, &grid);
@@ -563,8 +545,7 @@ int sl_run_main(int argc, char **argv)
     status = be ? 0 : SL_EXIT_FAILURE;
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_backend;
-    sl_mlp_t *model = sl_mlp_load(job.model, be, grid.tp_size, grid.tp_rank,
-                                  (sl_dtype_t)sl_dtype_parse(job.precision), &err);
+    sl_task_t *model = sl_task_load(&job, &plan.task, be, &grid, &err);
     status = model ? 0 : SL_EXIT_INPUT;
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_model;
@@ -592,16 +573,16 @@ int sl_run_main(int argc, char **argv)
     L.job = &job;
     L.plan = &plan;
     L.grid = &grid;
-    L.model = model;
+    L.task = model;
     L.comm = comm;
-    L.out_cols = plan.cfg.dims[plan.cfg.n_layers];
-    L.x = sl_tensor_new2(be, SL_F32, job.batch_size, plan.in.cols);
-    L.y = sl_tensor_new2(be, SL_F32, job.batch_size, L.out_cols);
+    L.read_rows = sl_task_read_rows(model, &job);
     sl_queue_t queue;
     sl_queue_init(&queue, &grid, plan.npending);
     L.queue = &queue;
-    L.io = sl_io_start(&plan.in, job.output, job.prefetch < 1 ? 1 : job.prefetch, job.batch_size);
+    L.io = sl_io_start(&plan.in, job.output, job.prefetch < 1 ? 1 : job.prefetch, model, L.read_rows);
     compute_loop(&L);
+    L.st.truncated = sl_task_truncated(model);
+    L.st.tokens = sl_task_tokens(model);
     sl_io_finish(L.io, &L.st.read_s, &L.st.write_s);
     double t_end = t0;
     progress(&L, t0, &t_end, 1);
@@ -648,6 +629,8 @@ int sl_run_main(int argc, char **argv)
                 tot.rows += all[i].rows;
                 tot.failed += all[i].failed;
                 tot.units += all[i].units;
+                tot.truncated += all[i].truncated;
+                tot.tokens += all[i].tokens;
             }
             tot.read_s = fmax(tot.read_s, all[i].read_s);
             tot.wait_s = fmax(tot.wait_s, all[i].wait_s);
@@ -657,8 +640,8 @@ int sl_run_main(int argc, char **argv)
         }
         failed = tot.failed;
         if (complete && !any_stopped) {
-            if (sl_predictions_write(job.output, &plan.in, plan.units, plan.nunits, L.out_cols,
-                                     &failed, &err) != 0) {
+            if (sl_predictions_write(job.output, &plan.in, plan.units, plan.nunits,
+                                     &plan.task.outs, &failed, &err) != 0) {
                 fprintf(stderr, "shardline: error: %s\n", err.msg);
                 exit_status = SL_EXIT_FAILURE;
             }
@@ -682,6 +665,12 @@ int sl_run_main(int argc, char **argv)
         cJSON_AddNumberToObject(rep, "units_computed", (double)tot.units);
         cJSON_AddNumberToObject(rep, "seconds", secs);
         cJSON_AddNumberToObject(rep, "rows_per_second", secs > 0 ? (double)tot.rows / secs : 0.0);
+        if (plan.task.want_tokens) {
+            cJSON_AddNumberToObject(rep, "tokens", (double)tot.tokens);
+            cJSON_AddNumberToObject(rep, "tokens_per_second", secs > 0 ? (double)tot.tokens / secs : 0.0);
+            cJSON_AddNumberToObject(rep, "truncated_rows", (double)tot.truncated);
+        }
+        cJSON_AddStringToObject(rep, "task", sl_task_name(plan.task.task));
         add_times(rep, &tot);
         cJSON_AddNumberToObject(rep, "ranks", size);
         cJSON_AddNumberToObject(rep, "tp", grid.tp_size);
@@ -725,10 +714,8 @@ int sl_run_main(int argc, char **argv)
     free(done_units);
     free(L.committed);
     sl_queue_free(&queue);
-    sl_tensor_free(L.y);
-    sl_tensor_free(L.x);
     sl_comm_free(comm);
-    sl_mlp_free(model);
+    sl_task_free(model);
     sl_backend_free(be);
     plan_free(&plan);
     sl_grid_free(&grid);
@@ -736,7 +723,7 @@ int sl_run_main(int argc, char **argv)
     return exit_status;
 
 out_model:
-    sl_mlp_free(model);
+    sl_task_free(model);
 out_backend:
     sl_backend_free(be);
 out_plan:

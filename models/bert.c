@@ -1,0 +1,1139 @@
+/*
+ * bert.c — the BERT encoder family: config.json + sentence-transformers files, checking and
+ * loading this tensor-parallel rank's slice of the weights from (possibly sharded) safetensors,
+ * and the post-LN encoder forward with pooling, normalisation or the classification head.
+ *
+ * Forward, for a padded batch [B, S] (rows = B*S token positions, D = hidden, Dh = D / heads):
+ *   x = LN(word[ids] + pos[0..S) + type[type_ids])                       x: [rows, D]
+ *   per layer:
+ *     q, k, v = x Wq^T + bq, ...        column-parallel: this rank's heads  [rows, Hl*Dh]
+ *     ctx = attention(q, k, v, lengths) (padding keys masked)               [rows, Hl*Dh]
+ *     o = ctx Wo^T                      row-parallel: a partial sum         [rows, D]
+ *     o = allreduce(o) + bo; x = LN(x + o)
+ *     h = gelu(x Wi^T + bi)             column-parallel: this rank's FFN slice [rows, Il]
+ *     o = h Wo2^T -> allreduce + bo2; x = LN(x + o)
+ *   pool: mean over the real tokens, x[:, 0], or tanh(pooler(x[:, 0])); optional L2 norm;
+ *   classify: classifier(tanh(pooler(x[:, 0]))).
+ * Activations, biases and LayerNorm parameters are f32; linear weights and embedding tables are
+ * in the run's precision and GEMM inputs are cast to it, with f32 accumulation.
+ */
+#include "models/bert.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "kernels/elementwise.h"
+#include "models/safetensors.h"
+#include "partition/units.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "safetensors data is little-endian; this loader reads it in place"
+#endif
+
+#define SL_BERT_MAX_JSON (64u << 20) /* a config or index file larger than this is refused */
+#define SL_BERT_MAX_DIM 2147483647LL /* BLAS takes int dimensions */
+#define SL_BERT_MAX_SHARDS 4096
+
+/* ---- small helpers --------------------------------------------------------------------- */
+
+static char *join_path(const char *dir, const char *file)
+{
+    size_t n = strlen(dir) + strlen(file) + 2;
+    char *p = sl_xmalloc(n);
+    size_t dl = strlen(dir);
+    snprintf(p, n, "%s%s%s", dir, (dl && dir[dl - 1] == '/') ? "" : "/", file);
+    return p;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* Reads a whole (small) file into a NUL-terminated buffer. */
+static int read_small_file(const char *path, char **out, sl_error_t *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return sl_errorf(err, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 4096, n = 0;
+    char *buf = sl_xmalloc(cap);
+    for (;;) {
+        if (n + 1 >= cap) {
+            if (cap >= SL_BERT_MAX_JSON) {
+                fclose(f);
+                free(buf);
+                return sl_errorf(err, "%s: file larger than %u bytes", path, SL_BERT_MAX_JSON);
+            }
+            cap *= 2;
+            buf = sl_xrealloc(buf, cap);
+        }
+        size_t got = fread(buf + n, 1, cap - 1 - n, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return sl_errorf(err, "%s: read error", path);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    return 0;
+}
+
+/* Reads and parses a JSON file that must hold an object (or an array when want_array). */
+static cJSON *read_json(const char *path, int want_array, sl_error_t *err)
+{
+    char *text = NULL;
+    if (read_small_file(path, &text, err) != 0)
+        return NULL;
+    cJSON *root = cJSON_Parse(text);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        sl_errorf(err, "%s: not valid JSON (error near byte %lld)", path,
+                  at ? (long long)(at - text) : 0LL);
+    } else if (want_array ? !cJSON_IsArray(root) : !cJSON_IsObject(root)) {
+        sl_errorf(err, "%s: expected a JSON %s", path, want_array ? "array" : "object");
+        cJSON_Delete(root);
+        root = NULL;
+    }
+    free(text);
+    return root;
+}
+
+static const char *st_code(sl_dtype_t dt)
+{
+    switch (dt) {
+    case SL_F32: return "F32";
+    case SL_F16: return "F16";
+    case SL_BF16: return "BF16";
+    case SL_I32: return "I32";
+    case SL_I8: return "I8";
+    }
+    return "?";
+}
+
+static int is_float(sl_dtype_t dt) { return dt == SL_F32 || dt == SL_F16 || dt == SL_BF16; }
+
+/* "[4, 3]" */
+static const char *fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < cap)
+        snprintf(buf + n, cap - n, "]");
+    return buf;
+}
+
+/* Element i of a float tensor's raw (possibly unaligned) little-endian data, as f32. */
+static float raw_elem(const unsigned char *p, sl_dtype_t dt, int64_t i)
+{
+    if (dt == SL_F32) {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return dt == SL_F16 ? sl_f16_to_f32(h) : sl_bf16_to_f32(h);
+}
+
+/* ---- config ------------------------------------------------------------------------------ */
+
+/* An integer key in [lo, SL_BERT_MAX_DIM]; a missing key is an error when `required`,
+ * otherwise *out = def. */
+static int json_int(const cJSON *root, const char *key, int required, int64_t def, int64_t lo,
+                    const char *path, int64_t *out, sl_error_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required)
+            return sl_errorf(err, "%s: key '%s': missing (a BERT config needs it)", path, key);
+        *out = def;
+        return 0;
+    }
+    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!(d >= (double)lo) || d > (double)SL_BERT_MAX_DIM || d != floor(d))
+        return sl_errorf(err, "%s: key '%s': expected an integer >= %lld", path, key,
+                         (long long)lo);
+    *out = (int64_t)d;
+    return 0;
+}
+
+/* A string key that must equal `want` (default `want` when missing). */
+static int json_expect_str(const cJSON *root, const char *key, const char *want, int required,
+                           const char *what, const char *path, sl_error_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required)
+            return sl_errorf(err, "%s: key '%s': missing (expected \"%s\")", path, key, want);
+        return 0;
+    }
+    if (!cJSON_IsString(v))
+        return sl_errorf(err, "%s: key '%s': expected a string (\"%s\")", path, key, want);
+    if (strcmp(v->valuestring, want) != 0)
+        return sl_errorf(err, "%s: key '%s': %s \"%.64s\" is not supported (only \"%s\"%s)", path,
+                         key, what, v->valuestring, want,
+                         strcmp(key, "hidden_act") == 0 ? ", the exact erf GELU" : "");
+    return 0;
+}
+
+static int json_true(const cJSON *root, const char *key)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, key));
+}
+
+/* id2label {"0": "neg", "1": "pos"} -> names in id order; else num_labels -> "LABEL_i";
+ * else 2, as transformers' default. */
+static int parse_labels(const cJSON *root, const char *path, sl_bert_config_t *cfg, sl_error_t *err)
+{
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "id2label");
+    int64_t n = 2;
+    if (map && !cJSON_IsNull(map)) {
+        if (!cJSON_IsObject(map) || cJSON_GetArraySize(map) < 1)
+            return sl_errorf(err, "%s: key 'id2label': expected a non-empty object", path);
+        n = cJSON_GetArraySize(map);
+    } else if (json_int(root, "num_labels", 0, 2, 1, path, &n, err) != 0) {
+        return -1;
+    }
+    if (n > 1000000)
+        return sl_errorf(err, "%s: key 'id2label': %lld labels is too many", path, (long long)n);
+    cfg->n_labels = (int)n;
+    cfg->labels = sl_xcalloc((size_t)n, sizeof *cfg->labels);
+    if (map && !cJSON_IsNull(map)) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, map)
+        {
+            char *end;
+            errno = 0;
+            long id = strtol(e->string, &end, 10);
+            if (errno || end == e->string || *end || id < 0 || id >= n)
+                return sl_errorf(err,
+                                 "%s: key 'id2label': key \"%.32s\" is not a label id in 0..%lld",
+                                 path, e->string, (long long)n - 1);
+            if (!cJSON_IsString(e))
+                return sl_errorf(err, "%s: key 'id2label': label %ld is not a string", path, id);
+            if (cfg->labels[id])
+                return sl_errorf(err, "%s: key 'id2label': label id %ld appears twice", path, id);
+            cfg->labels[id] = sl_xstrdup(e->valuestring);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "LABEL_%lld", (long long)i);
+            cfg->labels[i] = sl_xstrdup(name);
+        }
+    }
+    return 0;
+}
+
+static int parse_model_config(const char *path, const cJSON *root, sl_bert_config_t *cfg,
+                              sl_error_t *err)
+{
+    if (json_expect_str(root, "model_type", "bert", 1, "model type", path, err) != 0)
+        return -1;
+
+    int classifier = 0;
+    const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
+    if (arch && !cJSON_IsNull(arch)) {
+        if (!cJSON_IsArray(arch))
+            return sl_errorf(err, "%s: key 'architectures': expected an array of names", path);
+        const cJSON *a;
+        cJSON_ArrayForEach(a, arch)
+        {
+            if (!cJSON_IsString(a))
+                return sl_errorf(err, "%s: key 'architectures': expected an array of names", path);
+            if (strcmp(a->valuestring, "BertForSequenceClassification") == 0)
+                classifier = 1;
+            else if (strcmp(a->valuestring, "BertModel") != 0)
+                return sl_errorf(err,
+                                 "%s: key 'architectures': \"%.64s\" is not supported (BertModel "
+                                 "and BertForSequenceClassification are)",
+                                 path, a->valuestring);
+        }
+    }
+
+    if (json_int(root, "hidden_size", 1, 0, 1, path, &cfg->hidden, err) != 0 ||
+        json_int(root, "num_hidden_layers", 1, 0, 1, path, &cfg->layers, err) != 0 ||
+        json_int(root, "num_attention_heads", 1, 0, 1, path, &cfg->heads, err) != 0 ||
+        json_int(root, "intermediate_size", 1, 0, 1, path, &cfg->intermediate, err) != 0 ||
+        json_int(root, "vocab_size", 1, 0, 1, path, &cfg->vocab, err) != 0 ||
+        json_int(root, "max_position_embeddings", 1, 0, 1, path, &cfg->max_positions, err) != 0 ||
+        json_int(root, "type_vocab_size", 0, 2, 1, path, &cfg->type_vocab, err) != 0)
+        return -1;
+    if (cfg->hidden % cfg->heads != 0)
+        return sl_errorf(err,
+                         "%s: key 'num_attention_heads': %lld does not divide key 'hidden_size' "
+                         "%lld",
+                         path, (long long)cfg->heads, (long long)cfg->hidden);
+
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_eps");
+    cfg->ln_eps = 1e-12f;
+    if (eps && !cJSON_IsNull(eps)) {
+        if (!cJSON_IsNumber(eps) || !(eps->valuedouble > 0.0) || eps->valuedouble > 1.0)
+            return sl_errorf(err, "%s: key 'layer_norm_eps': expected a number in (0, 1]", path);
+        cfg->ln_eps = (float)eps->valuedouble;
+    }
+
+    if (json_expect_str(root, "hidden_act", "gelu", 0, "activation", path, err) != 0 ||
+        json_expect_str(root, "position_embedding_type", "absolute", 0, "position embedding", path,
+                        err) != 0)
+        return -1;
+    if (json_true(root, "is_decoder"))
+        return sl_errorf(err, "%s: key 'is_decoder': a decoder BERT is not supported", path);
+    if (json_true(root, "add_cross_attention"))
+        return sl_errorf(err, "%s: key 'add_cross_attention': cross-attention is not supported",
+                         path);
+    return classifier ? parse_labels(root, path, cfg, err) : 0;
+}
+
+/* max_length: sentence_bert_config.json max_seq_length, else a sane tokenizer model_max_length,
+ * else max_positions; never above max_positions. */
+static int load_max_length(const char *dir, sl_bert_config_t *cfg, sl_error_t *err)
+{
+    int64_t len = 0;
+    char *p = join_path(dir, "sentence_bert_config.json");
+    if (file_exists(p)) {
+        cJSON *root = read_json(p, 0, err);
+        int rc = root ? json_int(root, "max_seq_length", 0, 0, 1, p, &len, err) : -1;
+        cJSON_Delete(root);
+        if (rc != 0) {
+            free(p);
+            return -1;
+        }
+    }
+    free(p);
+    if (len == 0) {
+        p = join_path(dir, "tokenizer_config.json");
+        if (file_exists(p)) {
+            cJSON *root = read_json(p, 0, err);
+            if (!root) {
+                free(p);
+                return -1;
+            }
+            /* transformers writes a huge sentinel (1e30) when the length is unknown. */
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "model_max_length");
+            if (cJSON_IsNumber(v) && v->valuedouble >= 1.0 &&
+                v->valuedouble <= (double)cfg->max_positions)
+                len = (int64_t)v->valuedouble;
+            cJSON_Delete(root);
+        }
+        free(p);
+    }
+    if (len == 0 || len > cfg->max_positions)
+        len = cfg->max_positions;
+    cfg->max_length = (int)len;
+    return 0;
+}
+
+/* The pooling module's config.json: exactly one of mean / cls. */
+static int parse_pooling(const char *path, sl_bert_config_t *cfg, sl_error_t *err)
+{
+    cJSON *root = read_json(path, 0, err);
+    if (!root)
+        return -1;
+    int rc = 0;
+    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(root, "pooling_mode");
+    if (cJSON_IsString(mode)) { /* newer sentence-transformers spell it as one string */
+        if (strcmp(mode->valuestring, "mean") == 0)
+            cfg->pooling = SL_BERT_POOL_MEAN;
+        else if (strcmp(mode->valuestring, "cls") == 0)
+            cfg->pooling = SL_BERT_POOL_CLS;
+        else
+            rc = sl_errorf(err,
+                           "%s: key 'pooling_mode': \"%.32s\" pooling is not supported (mean and "
+                           "cls are)",
+                           path, mode->valuestring);
+    } else {
+        static const char *unsupported[] = {
+            "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
+            "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken"};
+        for (size_t i = 0; rc == 0 && i < sizeof unsupported / sizeof unsupported[0]; i++)
+            if (json_true(root, unsupported[i]))
+                rc = sl_errorf(err,
+                               "%s: key '%s': this pooling mode is not supported (mean and "
+                               "cls are)",
+                               path, unsupported[i]);
+        int mean = json_true(root, "pooling_mode_mean_tokens");
+        int cls = json_true(root, "pooling_mode_cls_token");
+        if (rc == 0 && mean && cls)
+            rc = sl_errorf(err,
+                           "%s: keys 'pooling_mode_mean_tokens' and 'pooling_mode_cls_token' are "
+                           "both true (concatenated pooling is not supported)",
+                           path);
+        if (rc == 0)
+            cfg->pooling = cls ? SL_BERT_POOL_CLS : SL_BERT_POOL_MEAN;
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* modules.json: where the Pooling module lives, whether a Normalize follows; other modules
+ * (Dense, ...) would change the output, so they are refused. Without modules.json, a
+ * 1_Pooling/config.json is still honoured. */
+static int load_sentence_modules(const char *dir, sl_bert_config_t *cfg, sl_error_t *err)
+{
+    char *mpath = join_path(dir, "modules.json");
+    char *pool_dir = NULL;
+    int rc = 0;
+    if (file_exists(mpath)) {
+        cJSON *root = read_json(mpath, 1, err);
+        if (!root) {
+            free(mpath);
+            return -1;
+        }
+        const cJSON *mod;
+        cJSON_ArrayForEach(mod, root)
+        {
+            const cJSON *type = cJSON_GetObjectItemCaseSensitive(mod, "type");
+            const cJSON *path = cJSON_GetObjectItemCaseSensitive(mod, "path");
+            if (!cJSON_IsString(type)) {
+                rc = sl_errorf(err, "%s: a module has no 'type' string", mpath);
+                break;
+            }
+            const char *t = type->valuestring;
+            const char *dot = strrchr(t, '.');
+            const char *base = dot ? dot + 1 : t;
+            if (strcmp(base, "Transformer") == 0) {
+                continue;
+            } else if (strcmp(base, "Pooling") == 0) {
+                free(pool_dir);
+                pool_dir = sl_xstrdup(cJSON_IsString(path) ? path->valuestring : "1_Pooling");
+            } else if (strcmp(base, "Normalize") == 0) {
+                cfg->normalize = 1;
+            } else {
+                rc = sl_errorf(err,
+                               "%s: key 'type': module \"%.96s\" is not supported "
+                               "(Transformer, Pooling and Normalize are)",
+                               mpath, t);
+                break;
+            }
+        }
+        cJSON_Delete(root);
+    }
+    free(mpath);
+    if (rc != 0) {
+        free(pool_dir);
+        return -1;
+    }
+    char *sub = join_path(pool_dir ? pool_dir : "1_Pooling", "config.json");
+    char *ppath = join_path(dir, sub);
+    if (file_exists(ppath))
+        rc = parse_pooling(ppath, cfg, err);
+    free(sub);
+    free(ppath);
+    free(pool_dir);
+    return rc;
+}
+
+int sl_bert_config_load(const char *dir, sl_bert_config_t *cfg, sl_error_t *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->pooling = SL_BERT_POOL_MEAN;
+    char *path = join_path(dir, "config.json");
+    cJSON *root = read_json(path, 0, err);
+    int rc = root ? parse_model_config(path, root, cfg, err) : -1;
+    cJSON_Delete(root);
+    free(path);
+    if (rc == 0)
+        rc = load_max_length(dir, cfg, err);
+    if (rc == 0)
+        rc = load_sentence_modules(dir, cfg, err);
+    if (rc != 0)
+        sl_bert_config_free(cfg);
+    return rc;
+}
+
+void sl_bert_config_free(sl_bert_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    for (int i = 0; cfg->labels && i < cfg->n_labels; i++)
+        free(cfg->labels[i]);
+    free(cfg->labels);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+/* ---- the weight files -------------------------------------------------------------------- */
+
+/* model.safetensors, or every shard named in model.safetensors.index.json. */
+typedef struct {
+    sl_safetensors_t *files;
+    int n_files;
+    char *where; /* the file named in messages: model.safetensors or the index */
+} sl_bert_weights_t;
+
+static void weights_close(sl_bert_weights_t *w)
+{
+    for (int i = 0; i < w->n_files; i++)
+        sl_st_close(&w->files[i]);
+    free(w->files);
+    free(w->where);
+    memset(w, 0, sizeof *w);
+}
+
+static int weights_open(const char *dir, sl_bert_weights_t *w, sl_error_t *err)
+{
+    memset(w, 0, sizeof *w);
+    char *single = join_path(dir, "model.safetensors");
+    char *index = join_path(dir, "model.safetensors.index.json");
+    int rc = 0;
+    if (file_exists(single)) {
+        w->where = single;
+        single = NULL;
+        w->files = sl_xcalloc(1, sizeof *w->files);
+        w->n_files = 1;
+        rc = sl_st_open(&w->files[0], w->where, err);
+    } else if (file_exists(index)) {
+        w->where = index;
+        index = NULL;
+        cJSON *root = read_json(w->where, 0, err);
+        const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+        if (!root) {
+            rc = -1;
+        } else if (!cJSON_IsObject(map) || cJSON_GetArraySize(map) < 1) {
+            rc = sl_errorf(err, "%s: key 'weight_map': expected a non-empty object", w->where);
+        } else {
+            /* Distinct shard names, in first-seen order. */
+            const char **names = sl_xcalloc((size_t)cJSON_GetArraySize(map), sizeof *names);
+            int n = 0;
+            const cJSON *e;
+            cJSON_ArrayForEach(e, map)
+            {
+                if (!cJSON_IsString(e) || !e->valuestring[0] || strchr(e->valuestring, '/')) {
+                    rc = sl_errorf(err,
+                                   "%s: key 'weight_map': tensor '%.96s' does not map to a file "
+                                   "name in this directory",
+                                   w->where, e->string);
+                    break;
+                }
+                int seen = 0;
+                for (int i = 0; i < n && !seen; i++)
+                    seen = strcmp(names[i], e->valuestring) == 0;
+                if (!seen)
+                    names[n++] = e->valuestring;
+            }
+            if (rc == 0 && n > SL_BERT_MAX_SHARDS)
+                rc = sl_errorf(err, "%s: %d shards is too many", w->where, n);
+            if (rc == 0) {
+                w->files = sl_xcalloc((size_t)n, sizeof *w->files);
+                for (int i = 0; i < n && rc == 0; i++) {
+                    char *p = join_path(dir, names[i]);
+                    w->n_files = i + 1;
+                    rc = sl_st_open(&w->files[i], p, err);
+                    free(p);
+                }
+            }
+            free(names);
+        }
+        cJSON_Delete(root);
+    } else {
+        char *bin = join_path(dir, "pytorch_model.bin");
+        rc = sl_errorf(err, "%s: no model.safetensors or model.safetensors.index.json%s", dir,
+                       file_exists(bin) ? " (pytorch_model.bin is not read: convert it to "
+                                          "safetensors)"
+                                        : "");
+        free(bin);
+    }
+    free(single);
+    free(index);
+    if (rc != 0)
+        weights_close(w);
+    return rc;
+}
+
+/* `name` with the "bert." prefix, or without, in any file. */
+static const sl_st_tensor_t *weights_find(const sl_bert_weights_t *w, const char *name)
+{
+    char pre[256];
+    snprintf(pre, sizeof pre, "bert.%s", name);
+    for (int i = 0; i < w->n_files; i++) {
+        const sl_st_tensor_t *t = sl_st_find(&w->files[i], pre);
+        if (!t)
+            t = sl_st_find(&w->files[i], name);
+        if (t)
+            return t;
+    }
+    return NULL;
+}
+
+/* Finds `name` (or, for LayerNorm parameters, its old gamma/beta spelling `alt`) and checks it
+ * is float with the expected shape. A missing optional tensor gives *out = NULL and 0. */
+static int find_checked(const sl_bert_weights_t *w, const char *name, const char *alt, int ndim,
+                        int64_t d0, int64_t d1, int optional, const sl_st_tensor_t **out,
+                        sl_error_t *err)
+{
+    char ws[64], hs[160];
+    int64_t want[2] = {d0, d1};
+    const sl_st_tensor_t *t = weights_find(w, name);
+    if (!t && alt)
+        t = weights_find(w, alt);
+    *out = t;
+    if (!t) {
+        if (optional)
+            return 0;
+        return sl_errorf(err, "%s: tensor '%s'%s%s%s %s is missing", w->where, name,
+                         alt ? " (or '" : "", alt ? alt : "", alt ? "')" : "",
+                         fmt_shape(ws, sizeof ws, ndim, want));
+    }
+    if (!t->mapped || !is_float(t->dtype))
+        return sl_errorf(err, "%s: tensor '%s' has dtype %s; expected F32, F16 or BF16", w->where,
+                         t->name, t->code);
+    int same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++)
+        same = t->shape[i] == want[i];
+    if (!same)
+        return sl_errorf(err, "%s: tensor '%s' has shape %s; the config says %s", w->where, t->name,
+                         fmt_shape(hs, sizeof hs, t->ndim, t->shape),
+                         fmt_shape(ws, sizeof ws, ndim, want));
+    return 0;
+}
+
+/* Host copy of the block rows [r0, r0+nr) x cols [c0, c0+nc) of t's data viewed as [*, ld]
+ * row-major, converted to dt. malloc'd. */
+static void *host_block(const sl_st_tensor_t *t, int64_t ld, int64_t r0, int64_t nr, int64_t c0,
+                        int64_t nc, sl_dtype_t dt)
+{
+    size_t es = dt == SL_F32 ? 4 : 2;
+    unsigned char *buf = sl_xmalloc((size_t)(nr * nc) * es);
+    const unsigned char *src = t->data;
+    if (dt == t->dtype) { /* same format: copy row pieces, bits unchanged */
+        for (int64_t r = 0; r < nr; r++)
+            memcpy(buf + (size_t)(r * nc) * es, src + (size_t)((r0 + r) * ld + c0) * es,
+                   (size_t)nc * es);
+        return buf;
+    }
+    for (int64_t r = 0; r < nr; r++) {
+        for (int64_t c = 0; c < nc; c++) {
+            float v = raw_elem(src, t->dtype, (r0 + r) * ld + c0 + c);
+            size_t o = (size_t)(r * nc + c);
+            if (dt == SL_F32) {
+                memcpy(buf + 4 * o, &v, 4);
+            } else {
+                uint16_t h = dt == SL_F16 ? sl_f32_to_f16(v) : sl_f32_to_bf16(v);
+                memcpy(buf + 2 * o, &h, 2);
+            }
+        }
+    }
+    return buf;
+}
+
+/* Uploads the block of a checked tensor (see host_block) as a [nr, nc] tensor, or [nc] when
+ * nr == 0 (a vector slice). */
+static sl_tensor_t *upload_block(sl_backend_t *be, const sl_st_tensor_t *t, int64_t ld, int64_t r0,
+                                 int64_t nr, int64_t c0, int64_t nc, sl_dtype_t dt)
+{
+    void *h = host_block(t, ld, r0, nr ? nr : 1, c0, nc, dt);
+    sl_tensor_t *d = nr ? sl_tensor_new2(be, dt, nr, nc) : sl_tensor_new1(be, dt, nc);
+    sl_copy_h2d(d, h, sl_tensor_bytes(d));
+    free(h);
+    return d;
+}
+
+/* ---- the loaded model -------------------------------------------------------------------- */
+
+typedef struct {
+    sl_tensor_t *wq, *wk, *wv;  /* dtype [Hl*Dh, D]: rows of this rank's heads */
+    sl_tensor_t *bq, *bk, *bv;  /* f32 [Hl*Dh] */
+    sl_tensor_t *wo;            /* dtype [D, Hl*Dh]: columns of this rank's heads */
+    sl_tensor_t *bo;            /* f32 [D], added once after the all-reduce */
+    sl_tensor_t *ln1_g, *ln1_b; /* f32 [D] attention.output.LayerNorm */
+    sl_tensor_t *wi;            /* dtype [Il, D]: rows of this rank's FFN slice */
+    sl_tensor_t *bi;            /* f32 [Il] */
+    sl_tensor_t *wo2;           /* dtype [D, Il]: the matching columns */
+    sl_tensor_t *bo2;           /* f32 [D] */
+    sl_tensor_t *ln2_g, *ln2_b; /* f32 [D] output.LayerNorm */
+} sl_bert_layer_t;
+
+struct sl_bert {
+    sl_bert_config_t cfg;
+    sl_backend_t *be;
+    int tp_size, tp_rank;
+    sl_dtype_t dtype;    /* linear weights, embedding tables and GEMM inputs */
+    int64_t heads_local; /* Hl = heads / T */
+    int64_t head_dim;    /* Dh = D / heads */
+    int64_t inter_local; /* Il = intermediate / T */
+
+    sl_tensor_t *word;            /* dtype [vocab, D] */
+    sl_tensor_t *pos;             /* dtype [max_positions, D] */
+    sl_tensor_t *type;            /* dtype [type_vocab, D] */
+    sl_tensor_t *emb_g, *emb_b;   /* f32 [D] embeddings.LayerNorm */
+    sl_bert_layer_t *layers;      /* [layers] */
+    sl_tensor_t *pool_w, *pool_b; /* dtype [D, D], f32 [D]; NULL when the file has no pooler */
+    sl_tensor_t *cls_w, *cls_b;   /* dtype [n_labels, D], f32 [n_labels]; NULL without a head */
+
+    /* Scratch, flat and grown to the largest batch seen; used through shaped views. */
+    int64_t cap_rows, cap_b;
+    sl_tensor_t *x;               /* f32 [rows, D] hidden states */
+    sl_tensor_t *tmp;             /* f32 [rows, D] embedding addends, sublayer outputs */
+    sl_tensor_t *q, *k, *v, *ctx; /* f32 [rows, Hl*Dh] */
+    sl_tensor_t *ffn;             /* f32 [rows, Il] */
+    sl_tensor_t *cast;            /* dtype [rows, max(D, Il, Hl*Dh)]; only when dtype != f32 */
+    sl_tensor_t *ids, *pos_ids, *type_ids; /* i32 [rows] */
+    sl_tensor_t *lengths;                  /* i32 [B] */
+    sl_tensor_t *pooled, *pooled2;         /* f32 [B, D] */
+    sl_tensor_t *logits;                   /* f32 [B, n_labels] */
+    int32_t *h_pos, *h_type;               /* host i32 [rows]: position ids, zero type ids */
+};
+
+/* Loads the slice of encoder.layer.{i} that this TP rank holds. */
+static int load_layer(sl_bert_t *m, const sl_bert_weights_t *w, int i, sl_error_t *err)
+{
+    sl_bert_layer_t *L = &m->layers[i];
+    const sl_bert_config_t *c = &m->cfg;
+    int64_t D = c->hidden, I = c->intermediate, Dh = m->head_dim;
+    int64_t a0 = m->tp_rank * m->heads_local * Dh, an = m->heads_local * Dh; /* head rows */
+    int64_t i0 = m->tp_rank * m->inter_local, in = m->inter_local;           /* FFN slice */
+    char n1[128], n2[128];
+    const sl_st_tensor_t *t, *b;
+
+    static const char *qkv[3] = {"query", "key", "value"};
+    sl_tensor_t **dw[3] = {&L->wq, &L->wk, &L->wv}, **db[3] = {&L->bq, &L->bk, &L->bv};
+    for (int j = 0; j < 3; j++) {
+        snprintf(n1, sizeof n1, "encoder.layer.%d.attention.self.%s.weight", i, qkv[j]);
+        snprintf(n2, sizeof n2, "encoder.layer.%d.attention.self.%s.bias", i, qkv[j]);
+        if (find_checked(w, n1, NULL, 2, D, D, 0, &t, err) != 0 ||
+            find_checked(w, n2, NULL, 1, D, 0, 0, &b, err) != 0)
+            return -1;
+        *dw[j] = upload_block(m->be, t, D, a0, an, 0, D, m->dtype);
+        *db[j] = upload_block(m->be, b, D, 0, 0, a0, an, SL_F32);
+    }
+
+    snprintf(n1, sizeof n1, "encoder.layer.%d.attention.output.dense.weight", i);
+    snprintf(n2, sizeof n2, "encoder.layer.%d.attention.output.dense.bias", i);
+    if (find_checked(w, n1, NULL, 2, D, D, 0, &t, err) != 0 ||
+        find_checked(w, n2, NULL, 1, D, 0, 0, &b, err) != 0)
+        return -1;
+    L->wo = upload_block(m->be, t, D, 0, D, a0, an, m->dtype);
+    L->bo = upload_block(m->be, b, D, 0, 0, 0, D, SL_F32);
+
+    snprintf(n1, sizeof n1, "encoder.layer.%d.intermediate.dense.weight", i);
+    snprintf(n2, sizeof n2, "encoder.layer.%d.intermediate.dense.bias", i);
+    if (find_checked(w, n1, NULL, 2, I, D, 0, &t, err) != 0 ||
+        find_checked(w, n2, NULL, 1, I, 0, 0, &b, err) != 0)
+        return -1;
+    L->wi = upload_block(m->be, t, D, i0, in, 0, D, m->dtype);
+    L->bi = upload_block(m->be, b, I, 0, 0, i0, in, SL_F32);
+
+    snprintf(n1, sizeof n1, "encoder.layer.%d.output.dense.weight", i);
+    snprintf(n2, sizeof n2, "encoder.layer.%d.output.dense.bias", i);
+    if (find_checked(w, n1, NULL, 2, D, I, 0, &t, err) != 0 ||
+        find_checked(w, n2, NULL, 1, D, 0, 0, &b, err) != 0)
+        return -1;
+    L->wo2 = upload_block(m->be, t, I, 0, D, i0, in, m->dtype);
+    L->bo2 = upload_block(m->be, b, D, 0, 0, 0, D, SL_F32);
+
+    static const char *lns[2] = {"attention.output", "output"};
+    sl_tensor_t **g[2] = {&L->ln1_g, &L->ln2_g}, **be[2] = {&L->ln1_b, &L->ln2_b};
+    for (int j = 0; j < 2; j++) {
+        char a1[128], a2[128];
+        snprintf(n1, sizeof n1, "encoder.layer.%d.%s.LayerNorm.weight", i, lns[j]);
+        snprintf(a1, sizeof a1, "encoder.layer.%d.%s.LayerNorm.gamma", i, lns[j]);
+        snprintf(n2, sizeof n2, "encoder.layer.%d.%s.LayerNorm.bias", i, lns[j]);
+        snprintf(a2, sizeof a2, "encoder.layer.%d.%s.LayerNorm.beta", i, lns[j]);
+        if (find_checked(w, n1, a1, 1, D, 0, 0, &t, err) != 0 ||
+            find_checked(w, n2, a2, 1, D, 0, 0, &b, err) != 0)
+            return -1;
+        *g[j] = upload_block(m->be, t, D, 0, 0, 0, D, SL_F32);
+        *be[j] = upload_block(m->be, b, D, 0, 0, 0, D, SL_F32);
+    }
+    return 0;
+}
+
+static int load_embeddings(sl_bert_t *m, const sl_bert_weights_t *w, sl_error_t *err)
+{
+    const sl_bert_config_t *c = &m->cfg;
+    int64_t D = c->hidden;
+    const sl_st_tensor_t *word, *pos, *type, *g, *b;
+    if (find_checked(w, "embeddings.word_embeddings.weight", NULL, 2, c->vocab, D, 0, &word, err) !=
+            0 ||
+        find_checked(w, "embeddings.position_embeddings.weight", NULL, 2, c->max_positions, D, 0,
+                     &pos, err) != 0 ||
+        find_checked(w, "embeddings.token_type_embeddings.weight", NULL, 2, c->type_vocab, D, 0,
+                     &type, err) != 0 ||
+        find_checked(w, "embeddings.LayerNorm.weight", "embeddings.LayerNorm.gamma", 1, D, 0, 0, &g,
+                     err) != 0 ||
+        find_checked(w, "embeddings.LayerNorm.bias", "embeddings.LayerNorm.beta", 1, D, 0, 0, &b,
+                     err) != 0)
+        return -1;
+    m->word = upload_block(m->be, word, D, 0, c->vocab, 0, D, m->dtype);
+    m->pos = upload_block(m->be, pos, D, 0, c->max_positions, 0, D, m->dtype);
+    m->type = upload_block(m->be, type, D, 0, c->type_vocab, 0, D, m->dtype);
+    m->emb_g = upload_block(m->be, g, D, 0, 0, 0, D, SL_F32);
+    m->emb_b = upload_block(m->be, b, D, 0, 0, 0, D, SL_F32);
+    return 0;
+}
+
+/* The pooler (optional unless pooling is POOLER or there is a classifier) and the classifier.
+ * A classifier.weight the config did not announce still defines the head (labels LABEL_i). */
+static int load_heads(sl_bert_t *m, const sl_bert_weights_t *w, sl_error_t *err)
+{
+    sl_bert_config_t *c = &m->cfg;
+    int64_t D = c->hidden;
+    const sl_st_tensor_t *pw, *pb, *cw, *cb;
+    if (c->n_labels == 0 && (cw = weights_find(w, "classifier.weight")) != NULL && cw->ndim == 2 &&
+        cw->shape[0] >= 1 && cw->shape[0] <= 1000000) {
+        c->n_labels = (int)cw->shape[0];
+        c->labels = sl_xcalloc((size_t)c->n_labels, sizeof *c->labels);
+        for (int i = 0; i < c->n_labels; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "LABEL_%d", i);
+            c->labels[i] = sl_xstrdup(name);
+        }
+    }
+    int need_pooler = c->pooling == SL_BERT_POOL_POOLER || c->n_labels > 0;
+    if (find_checked(w, "pooler.dense.weight", NULL, 2, D, D, !need_pooler, &pw, err) != 0 ||
+        find_checked(w, "pooler.dense.bias", NULL, 1, D, 0, !need_pooler, &pb, err) != 0)
+        return -1;
+    if (!pw != !pb)
+        return sl_errorf(err, "%s: tensor '%s' is present without '%s'", w->where,
+                         pw ? "pooler.dense.weight" : "pooler.dense.bias",
+                         pw ? "pooler.dense.bias" : "pooler.dense.weight");
+    if (pw) {
+        m->pool_w = upload_block(m->be, pw, D, 0, D, 0, D, m->dtype);
+        m->pool_b = upload_block(m->be, pb, D, 0, 0, 0, D, SL_F32);
+    }
+    if (c->n_labels > 0) {
+        int64_t n = c->n_labels;
+        if (find_checked(w, "classifier.weight", NULL, 2, n, D, 0, &cw, err) != 0 ||
+            find_checked(w, "classifier.bias", NULL, 1, n, 0, 0, &cb, err) != 0)
+            return -1;
+        m->cls_w = upload_block(m->be, cw, D, 0, n, 0, D, m->dtype);
+        m->cls_b = upload_block(m->be, cb, n, 0, 0, 0, n, SL_F32);
+    }
+    return 0;
+}
+
+sl_bert_t *sl_bert_load(const char *dir, sl_backend_t *be, int tp_size, int tp_rank,
+                        sl_dtype_t dtype, sl_error_t *err)
+{
+    if (!is_float(dtype)) {
+        sl_errorf(err, "%s: weights can be loaded as f32, f16 or bf16, not %s", dir,
+                  st_code(dtype));
+        return NULL;
+    }
+    if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size) {
+        sl_errorf(err, "%s: bad tensor-parallel position (rank %d of %d)", dir, tp_rank, tp_size);
+        return NULL;
+    }
+    sl_bert_t *m = sl_xcalloc(1, sizeof *m);
+    sl_bert_weights_t w;
+    memset(&w, 0, sizeof w);
+    m->be = be;
+    m->tp_size = tp_size;
+    m->tp_rank = tp_rank;
+    m->dtype = dtype;
+    if (sl_bert_config_load(dir, &m->cfg, err) != 0)
+        goto fail;
+    const sl_bert_config_t *c = &m->cfg;
+
+    /* Megatron split: whole heads per rank, and an equal FFN slice. */
+    int64_t off;
+    if (c->heads % tp_size != 0) {
+        sl_errorf(err,
+                  "%s/config.json: key 'num_attention_heads' (%lld) is not divisible by --tp %d",
+                  dir, (long long)c->heads, tp_size);
+        goto fail;
+    }
+    if (c->intermediate % tp_size != 0) {
+        sl_errorf(err, "%s/config.json: key 'intermediate_size' (%lld) is not divisible by --tp %d",
+                  dir, (long long)c->intermediate, tp_size);
+        goto fail;
+    }
+    if (sl_split_even(c->heads, tp_size, tp_rank, &off, &m->heads_local, err) != 0 ||
+        sl_split_even(c->intermediate, tp_size, tp_rank, &off, &m->inter_local, err) != 0)
+        goto fail;
+    m->head_dim = c->hidden / c->heads;
+
+    if (weights_open(dir, &w, err) != 0 || load_embeddings(m, &w, err) != 0)
+        goto fail;
+    m->layers = sl_xcalloc((size_t)c->layers, sizeof *m->layers);
+    for (int i = 0; i < c->layers; i++)
+        if (load_layer(m, &w, i, err) != 0)
+            goto fail;
+    if (load_heads(m, &w, err) != 0)
+        goto fail;
+    weights_close(&w);
+    return m;
+
+fail:
+    weights_close(&w);
+    sl_bert_free(m);
+    return NULL;
+}
+
+static void free_scratch(sl_bert_t *m)
+{
+    sl_tensor_t **all[] = {&m->x,        &m->tmp,     &m->q,      &m->k,       &m->v,
+                           &m->ctx,      &m->ffn,     &m->cast,   &m->ids,     &m->pos_ids,
+                           &m->type_ids, &m->lengths, &m->pooled, &m->pooled2, &m->logits};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        sl_tensor_free(*all[i]);
+        *all[i] = NULL;
+    }
+    free(m->h_pos);
+    free(m->h_type);
+    m->h_pos = m->h_type = NULL;
+    m->cap_rows = m->cap_b = 0;
+}
+
+void sl_bert_free(sl_bert_t *m)
+{
+    if (!m)
+        return;
+    free_scratch(m);
+    for (int i = 0; m->layers && i < m->cfg.layers; i++) {
+        sl_bert_layer_t *L = &m->layers[i];
+        sl_tensor_t *all[] = {L->wq,    L->wk,    L->wv, L->bq, L->bk,  L->bv,  L->wo,    L->bo,
+                              L->ln1_g, L->ln1_b, L->wi, L->bi, L->wo2, L->bo2, L->ln2_g, L->ln2_b};
+        for (size_t j = 0; j < sizeof all / sizeof all[0]; j++)
+            sl_tensor_free(all[j]);
+    }
+    free(m->layers);
+    sl_tensor_t *rest[] = {m->word,   m->pos,    m->type,  m->emb_g, m->emb_b,
+                           m->pool_w, m->pool_b, m->cls_w, m->cls_b};
+    for (size_t j = 0; j < sizeof rest / sizeof rest[0]; j++)
+        sl_tensor_free(rest[j]);
+    sl_bert_config_free(&m->cfg);
+    free(m);
+}
+
+const sl_bert_config_t *sl_bert_config(const sl_bert_t *m) { return &m->cfg; }
+
+/* ---- forward ----------------------------------------------------------------------------- */
+
+/* A view of the first d0*d1 (*d2*d3) elements of a flat scratch tensor with the given shape. */
+static sl_tensor_t view(const sl_tensor_t *t, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                        int64_t d3)
+{
+    sl_tensor_t v = *t;
+    int64_t dims[4] = {d0, d1, d2, d3}, n = 1;
+    v.ndim = ndim;
+    for (int i = 0; i < ndim; i++) {
+        v.shape[i] = dims[i];
+        n *= dims[i];
+    }
+    if (n > sl_tensor_numel(t))
+        SL_FATAL("bert: scratch view of %lld elements in a tensor of %lld", (long long)n,
+                 (long long)sl_tensor_numel(t));
+    v.owns_data = 0;
+    return v;
+}
+
+static void grow(sl_backend_t *be, sl_tensor_t **t, sl_dtype_t dt, int64_t n)
+{
+    sl_tensor_free(*t);
+    *t = sl_tensor_new1(be, dt, n > 0 ? n : 1);
+}
+
+/* Scratch for B rows of S tokens. Grows, never shrinks. */
+static void ensure_scratch(sl_bert_t *m, int64_t B, int64_t S)
+{
+    const sl_bert_config_t *c = &m->cfg;
+    int64_t rows = B * S, D = c->hidden, A = m->heads_local * m->head_dim, Il = m->inter_local;
+    if (rows > m->cap_rows) {
+        grow(m->be, &m->x, SL_F32, rows * D);
+        grow(m->be, &m->tmp, SL_F32, rows * D);
+        grow(m->be, &m->q, SL_F32, rows * A);
+        grow(m->be, &m->k, SL_F32, rows * A);
+        grow(m->be, &m->v, SL_F32, rows * A);
+        grow(m->be, &m->ctx, SL_F32, rows * A);
+        grow(m->be, &m->ffn, SL_F32, rows * Il);
+        if (m->dtype != SL_F32) {
+            int64_t width = D > Il ? D : Il;
+            grow(m->be, &m->cast, m->dtype, rows * (width > A ? width : A));
+        }
+        grow(m->be, &m->ids, SL_I32, rows);
+        grow(m->be, &m->pos_ids, SL_I32, rows);
+        grow(m->be, &m->type_ids, SL_I32, rows);
+        free(m->h_pos);
+        free(m->h_type);
+        m->h_pos = sl_xmalloc((size_t)rows * sizeof *m->h_pos);
+        m->h_type = sl_xcalloc((size_t)rows, sizeof *m->h_type);
+        m->cap_rows = rows;
+    }
+    if (B > m->cap_b) {
+        grow(m->be, &m->lengths, SL_I32, B);
+        grow(m->be, &m->pooled, SL_F32, B * D);
+        grow(m->be, &m->pooled2, SL_F32, B * D);
+        if (c->n_labels > 0)
+            grow(m->be, &m->logits, SL_F32, B * c->n_labels);
+        if (m->dtype != SL_F32 && B * D > sl_tensor_numel(m->cast))
+            grow(m->be, &m->cast, m->dtype, B * D);
+        m->cap_b = B;
+    }
+}
+
+/* y [rows, N] = a [rows, K] @ w^T + bias, with a cast to the weights' dtype first when they
+ * are not f32 (both GEMM operands must share a dtype). */
+static void linear(sl_bert_t *m, const sl_tensor_t *a, const sl_tensor_t *w,
+                   const sl_tensor_t *bias, sl_tensor_t *y)
+{
+    if (m->dtype == SL_F32) {
+        sl_linear(a, w, bias, y);
+        return;
+    }
+    sl_tensor_t ac = view(m->cast, 2, a->shape[0], a->shape[1], 0, 0);
+    sl_cast(a, &ac);
+    sl_linear(&ac, w, bias, y);
+}
+
+/* out = a @ W^T for a row-parallel weight, summed over the TP group, + bias. */
+static void linear_row_parallel(sl_bert_t *m, sl_comm_t *comm, const sl_tensor_t *a,
+                                const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *out)
+{
+    if (m->tp_size == 1) {
+        linear(m, a, w, bias, out);
+        return;
+    }
+    /* Each rank holds only its heads' (or FFN slice's) input columns, so its product is a
+     * partial sum of the full [rows, D] output; the bias must be added once, after the sum. */
+    linear(m, a, w, NULL, out);
+    sl_comm_allreduce_sum(comm, out, (size_t)sl_tensor_numel(out));
+    sl_add_bias(out, bias);
+}
+
+static void check_inputs(const sl_bert_t *m, sl_comm_t *comm, const int32_t *ids,
+                         const int32_t *type_ids, const int32_t *lengths, int64_t B, int64_t S)
+{
+    const sl_bert_config_t *c = &m->cfg;
+    if (m->tp_size > 1 && (!comm || sl_comm_size(comm) != m->tp_size))
+        SL_FATAL("bert: the model is split over %d ranks but the communicator has %d", m->tp_size,
+                 comm ? sl_comm_size(comm) : 0);
+    if (B < 1 || S < 1 || S > c->max_positions || B * S > SL_BERT_MAX_DIM)
+        SL_FATAL("bert: batch [%lld, %lld] (sequence length must be 1..%lld)", (long long)B,
+                 (long long)S, (long long)c->max_positions);
+    for (int64_t b = 0; b < B; b++)
+        if (lengths[b] < 1 || lengths[b] > S)
+            SL_FATAL("bert: row %lld has length %d (must be 1..%lld)", (long long)b, lengths[b],
+                     (long long)S);
+    for (int64_t i = 0; i < B * S; i++) {
+        if (ids[i] < 0 || ids[i] >= c->vocab)
+            SL_FATAL("bert: token id %d at row %lld position %lld is outside the vocabulary "
+                     "(0..%lld)",
+                     ids[i], (long long)(i / S), (long long)(i % S), (long long)c->vocab - 1);
+        if (type_ids && (type_ids[i] < 0 || type_ids[i] >= c->type_vocab))
+            SL_FATAL("bert: token type %d at row %lld position %lld is outside 0..%lld",
+                     type_ids[i], (long long)(i / S), (long long)(i % S),
+                     (long long)c->type_vocab - 1);
+    }
+}
+
+/* Runs the encoder; leaves the hidden states in m->x [B*S, D] and lengths on the backend. */
+static void encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const int32_t *type_ids,
+                   const int32_t *lengths, int64_t B, int64_t S)
+{
+    check_inputs(m, comm, ids, type_ids, lengths, B, S);
+    ensure_scratch(m, B, S);
+    const sl_bert_config_t *c = &m->cfg;
+    int64_t rows = B * S, D = c->hidden, Hl = m->heads_local, Dh = m->head_dim;
+    int64_t A = Hl * Dh, Il = m->inter_local;
+
+    for (int64_t i = 0; i < rows; i++)
+        m->h_pos[i] = (int32_t)(i % S);
+    sl_tensor_t ids_v = view(m->ids, 1, rows, 0, 0, 0);
+    sl_tensor_t pos_v = view(m->pos_ids, 1, rows, 0, 0, 0);
+    sl_tensor_t typ_v = view(m->type_ids, 1, rows, 0, 0, 0);
+    sl_tensor_t len_v = view(m->lengths, 1, B, 0, 0, 0);
+    sl_copy_h2d(&ids_v, ids, (size_t)rows * sizeof *ids);
+    sl_copy_h2d(&pos_v, m->h_pos, (size_t)rows * sizeof *ids);
+    sl_copy_h2d(&typ_v, type_ids ? type_ids : m->h_type, (size_t)rows * sizeof *ids);
+    sl_copy_h2d(&len_v, lengths, (size_t)B * sizeof *lengths);
+
+    sl_tensor_t x = view(m->x, 2, rows, D, 0, 0);     /* f32 [rows, D] */
+    sl_tensor_t tmp = view(m->tmp, 2, rows, D, 0, 0); /* f32 [rows, D] */
+    sl_embedding(m->word, &ids_v, &x);
+    sl_embedding(m->pos, &pos_v, &tmp);
+    sl_add(&x, &tmp);
+    sl_embedding(m->type, &typ_v, &tmp);
+    sl_add(&x, &tmp);
+    sl_layernorm(&x, m->emb_g, m->emb_b, c->ln_eps, &x);
+
+    sl_tensor_t q = view(m->q, 2, rows, A, 0, 0), k = view(m->k, 2, rows, A, 0, 0);
+    sl_tensor_t v = view(m->v, 2, rows, A, 0, 0), ctx = view(m->ctx, 2, rows, A, 0, 0);
+    /* The same memory seen as [B, S, Hl, Dh] for attention. */
+    sl_tensor_t q4 = view(m->q, 4, B, S, Hl, Dh), k4 = view(m->k, 4, B, S, Hl, Dh);
+    sl_tensor_t v4 = view(m->v, 4, B, S, Hl, Dh), ctx4 = view(m->ctx, 4, B, S, Hl, Dh);
+    sl_tensor_t ffn = view(m->ffn, 2, rows, Il, 0, 0);
+    float scale = 1.0f / sqrtf((float)Dh);
+
+    for (int64_t l = 0; l < c->layers; l++) {
+        const sl_bert_layer_t *L = &m->layers[l];
+        /* Self-attention over this rank's heads: q, k, v [rows, Hl*Dh]. */
+        linear(m, &x, L->wq, L->bq, &q);
+        linear(m, &x, L->wk, L->bk, &k);
+        linear(m, &x, L->wv, L->bv, &v);
+        sl_attention(&q4, &k4, &v4, &len_v, scale, 0, &ctx4);
+        linear_row_parallel(m, comm, &ctx, L->wo, L->bo, &tmp); /* [rows, D] */
+        sl_add(&tmp, &x);
+        sl_layernorm(&tmp, L->ln1_g, L->ln1_b, c->ln_eps, &x);
+
+        /* FFN over this rank's slice: ffn [rows, Il]. */
+        linear(m, &x, L->wi, L->bi, &ffn);
+        sl_activation(&ffn, SL_ACT_GELU);
+        linear_row_parallel(m, comm, &ffn, L->wo2, L->bo2, &tmp); /* [rows, D] */
+        sl_add(&tmp, &x);
+        sl_layernorm(&tmp, L->ln2_g, L->ln2_b, c->ln_eps, &x);
+    }
+}
+
+/* pooled2 [B, D] = tanh(pooler(x[:, 0])). */
+static sl_tensor_t pooler_output(sl_bert_t *m, int64_t B, int64_t S)
+{
+    int64_t D = m->cfg.hidden;
+    sl_tensor_t x3 = view(m->x, 3, B, S, D, 0);
+    sl_tensor_t len_v = view(m->lengths, 1, B, 0, 0, 0);
+    sl_tensor_t cls = view(m->pooled, 2, B, D, 0, 0);
+    sl_tensor_t out = view(m->pooled2, 2, B, D, 0, 0);
+    sl_pool(&x3, &len_v, SL_POOL_CLS, &cls);
+    linear(m, &cls, m->pool_w, m->pool_b, &out);
+    sl_activation(&out, SL_ACT_TANH);
+    return out;
+}
+
+void sl_bert_embed(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const int32_t *type_ids,
+                   const int32_t *lengths, int64_t B, int64_t S, float *out)
+{
+    const sl_bert_config_t *c = &m->cfg;
+    if (c->pooling == SL_BERT_POOL_POOLER && !m->pool_w)
+        SL_FATAL("bert: pooler pooling, but the model has no pooler.dense weights");
+    encode(m, comm, ids, type_ids, lengths, B, S);
+    int64_t D = c->hidden;
+    sl_tensor_t pooled;
+    if (c->pooling == SL_BERT_POOL_POOLER) {
+        pooled = pooler_output(m, B, S);
+    } else {
+        sl_tensor_t x3 = view(m->x, 3, B, S, D, 0);
+        sl_tensor_t len_v = view(m->lengths, 1, B, 0, 0, 0);
+        pooled = view(m->pooled, 2, B, D, 0, 0);
+        sl_pool(&x3, &len_v, c->pooling == SL_BERT_POOL_CLS ? SL_POOL_CLS : SL_POOL_MEAN, &pooled);
+    }
+    if (c->normalize)
+        sl_l2_normalize(&pooled);
+    sl_copy_d2h(out, &pooled, (size_t)(B * D) * sizeof *out);
+}
+
+void sl_bert_classify(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const int32_t *type_ids,
+                      const int32_t *lengths, int64_t B, int64_t S, float *logits)
+{
+    const sl_bert_config_t *c = &m->cfg;
+    if (c->n_labels <= 0 || !m->cls_w)
+        SL_FATAL("bert: classify on a model without a classification head");
+    encode(m, comm, ids, type_ids, lengths, B, S);
+    /* BertForSequenceClassification: pooler output -> dropout (identity) -> classifier. */
+    sl_tensor_t pooled = pooler_output(m, B, S);
+    sl_tensor_t lg = view(m->logits, 2, B, c->n_labels, 0, 0);
+    linear(m, &pooled, m->cls_w, m->cls_b, &lg);
+    sl_copy_d2h(logits, &lg, (size_t)(B * c->n_labels) * sizeof *logits);
+}

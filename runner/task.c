@@ -1,0 +1,596 @@
+/*
+ * task.c — the model families behind the runner's generic loop (see task.h).
+ */
+#include "runner/task.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/sl_hash.h"
+#include "models/bert.h"
+#include "models/mlp.h"
+#include "models/tokenizer.h"
+
+/* ---- plan ------------------------------------------------------------------------------------ */
+
+const char *sl_task_name(sl_task_kind_t t)
+{
+    static const char *const names[] = {"predict", "embed", "classify"};
+    return names[t];
+}
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = sl_xmalloc((size_t)(n > 0 ? n : 0) + 1);
+    size_t got = fread(s, 1, (size_t)(n > 0 ? n : 0), f);
+    s[got] = '\0';
+    fclose(f);
+    return s;
+}
+
+/* model_type from config.json, into buf. */
+static int model_type(const char *dir, char *buf, size_t len, sl_error_t *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *text = read_text(path);
+    if (!text)
+        return sl_errorf(err, "%s: cannot read the model config (is --model a model directory?)", path);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!root)
+        return sl_errorf(err, "%s: not valid JSON", path);
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    int rc = 0;
+    if (!cJSON_IsString(mt))
+        rc = sl_errorf(err, "%s: key 'model_type': missing or not a string (mlp or bert expected)", path);
+    else
+        snprintf(buf, len, "%s", mt->valuestring);
+    cJSON_Delete(root);
+    return rc;
+}
+
+int sl_task_plan(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
+{
+    memset(p, 0, sizeof *p);
+    char mt[64], path[4096];
+    if (model_type(job->model, mt, sizeof mt, err) != 0)
+        return -1;
+    int out_f = !strcmp(job->output_dtype, "f16") ? SL_F16 : SL_F32;
+    if (!strcmp(mt, "mlp")) {
+        sl_mlp_config_t cfg;
+        snprintf(path, sizeof path, "%s/config.json", job->model);
+        if (sl_mlp_config_load(&cfg, path, err) != 0)
+            return -1;
+        p->model = SL_MODEL_MLP;
+        p->task = SL_TASK_PREDICT;
+        p->d_in = cfg.dims[0];
+        p->outs.n = 1;
+        p->outs.spec[0] = (sl_out_spec_t){"predictions", cfg.dims[cfg.n_layers], out_f};
+        sl_mlp_config_free(&cfg);
+        if (strcmp(job->task, "auto") && strcmp(job->task, "predict"))
+            return sl_errorf(err, "--task %s: an mlp model only does 'predict'", job->task);
+        p->dataset = job->input_dataset ? job->input_dataset : "features";
+        return 0;
+    }
+    if (!strcmp(mt, "bert")) {
+        sl_bert_config_t cfg;
+        if (sl_bert_config_load(job->model, &cfg, err) != 0)
+            return -1;
+        p->model = SL_MODEL_BERT;
+        p->want_tokens = 1;
+        p->vocab = cfg.vocab;
+        p->max_length = job->max_length > 0 ? job->max_length : cfg.max_length;
+        int rc = 0;
+        if (p->max_length > cfg.max_positions)
+            rc = sl_errorf(err, "--max-length %d: the model has only %lld positions", p->max_length,
+                           (long long)cfg.max_positions);
+        else if (p->max_length < 2)
+            rc = sl_errorf(err, "--max-length %d: at least 2 ([CLS] and [SEP])", p->max_length);
+        if (!strcmp(job->task, "classify") || (!strcmp(job->task, "auto") && cfg.n_labels > 0)) {
+            if (cfg.n_labels <= 0 && rc == 0)
+                rc = sl_errorf(err, "--task classify: %s/config.json has no classification head (id2label/num_labels)",
+                               job->model);
+            p->task = SL_TASK_CLASSIFY;
+            p->outs.n = 3;
+            p->outs.spec[0] = (sl_out_spec_t){"logits", cfg.n_labels, out_f};
+            p->outs.spec[1] = (sl_out_spec_t){"probs", cfg.n_labels, out_f};
+            p->outs.spec[2] = (sl_out_spec_t){"labels", 0, SL_I32};
+            p->outs.n_labels = cfg.n_labels;
+            p->outs.labels = sl_xcalloc((size_t)cfg.n_labels + 1, sizeof(char *));
+            for (int i = 0; i < cfg.n_labels; i++)
+                p->outs.labels[i] = sl_xstrdup(cfg.labels[i]);
+        } else if (!strcmp(job->task, "embed") || !strcmp(job->task, "auto")) {
+            p->task = SL_TASK_EMBED;
+            p->outs.n = 1;
+            p->outs.spec[0] = (sl_out_spec_t){"embeddings", cfg.hidden, out_f};
+        } else if (rc == 0) {
+            rc = sl_errorf(err, "--task %s: a bert model does 'embed' or 'classify'", job->task);
+        }
+        sl_bert_config_free(&cfg);
+        p->dataset = job->input_dataset ? job->input_dataset : "text";
+        return rc;
+    }
+    snprintf(path, sizeof path, "%s/config.json", job->model);
+    return sl_errorf(err, "%s: model_type '%s' is not supported (mlp, bert)", path, mt);
+}
+
+void sl_task_plan_free(sl_task_plan_t *p)
+{
+    for (int i = 0; i < p->outs.n_labels; i++)
+        free(p->outs.labels[i]);
+    free(p->outs.labels);
+    memset(p, 0, sizeof *p);
+}
+
+/* ---- fingerprint ----------------------------------------------------------------------------- */
+
+static int hash_file(uint64_t *h, const char *path, const char *name, sl_error_t *err)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return sl_errorf(err, "%s: cannot read", path);
+    struct stat st;
+    fstat(fd, &st);
+    *h = sl_hash_str(*h, name);
+    *h = sl_hash_u64(*h, (uint64_t)st.st_size);
+    if (st.st_size > 0) {
+        void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            close(fd);
+            return sl_errorf(err, "%s: cannot map", path);
+        }
+        *h = sl_hash_bytes(*h, map, (size_t)st.st_size);
+        munmap(map, (size_t)st.st_size);
+    }
+    close(fd);
+    return 0;
+}
+
+static int defines_model(const char *name)
+{
+    size_t n = strlen(name);
+    return (n > 5 && !strcmp(name + n - 5, ".json")) ||
+           (n > 12 && !strcmp(name + n - 12, ".safetensors"));
+}
+
+int sl_task_fingerprint(const char *dir, uint64_t *out, sl_error_t *err)
+{
+    struct dirent **ents = NULL;
+    int n = scandir(dir, &ents, NULL, alphasort); /* sorted: the same files give the same hash */
+    if (n < 0)
+        return sl_errorf(err, "%s: cannot list the model directory", dir);
+    uint64_t h = SL_HASH_INIT;
+    int rc = 0;
+    char path[4096], sub[4096];
+    for (int i = 0; i < n; i++) {
+        const char *name = ents[i]->d_name;
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (rc == 0 && name[0] != '.' && stat(path, &st) == 0) {
+            if (S_ISREG(st.st_mode) && defines_model(name)) {
+                rc = hash_file(&h, path, name, err);
+            } else if (S_ISDIR(st.st_mode)) {
+                /* sentence-transformers module folders (1_Pooling/config.json, ...) */
+                snprintf(sub, sizeof sub, "%s/config.json", path);
+                if (access(sub, R_OK) == 0)
+                    rc = hash_file(&h, sub, name, err);
+            }
+        }
+        free(ents[i]);
+    }
+    free(ents);
+    *out = h;
+    return rc;
+}
+
+/* ---- loading --------------------------------------------------------------------------------- */
+
+struct sl_task {
+    const sl_task_plan_t *plan;
+    const sl_job_t *job;
+    sl_mlp_t *mlp;
+    sl_bert_t *bert;
+    sl_tokenizer_t *tok;
+    sl_backend_t *be;
+    sl_tensor_t *x, *y; /* mlp: [batch, d0], [batch, dn] */
+    /* bert scratch: host batch buffers */
+    int32_t *ids, *types; /* [B, S] padded batch */
+    float *out;           /* [B, width] */
+    int64_t *order;
+    size_t cap_ids, cap_rows, cap_out;
+    int64_t truncated, tokens;
+};
+
+sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_backend_t *be,
+                        const sl_grid_t *g, sl_error_t *err)
+{
+    sl_task_t *t = sl_xcalloc(1, sizeof *t);
+    t->plan = plan;
+    t->job = job;
+    t->be = be;
+    sl_dtype_t dt = (sl_dtype_t)sl_dtype_parse(job->precision);
+    if (plan->model == SL_MODEL_MLP) {
+        t->mlp = sl_mlp_load(job->model, be, g->tp_size, g->tp_rank, dt, err);
+        if (!t->mlp)
+            goto fail;
+        t->x = sl_tensor_new2(be, SL_F32, job->batch_size, plan->d_in);
+        t->y = sl_tensor_new2(be, SL_F32, job->batch_size, plan->outs.spec[0].cols);
+        return t;
+    }
+    t->bert = sl_bert_load(job->model, be, g->tp_size, g->tp_rank, dt, err);
+    if (!t->bert)
+        goto fail;
+    if (sl_bert_config(t->bert)->vocab != plan->vocab) {
+        sl_errorf(err, "%s: vocab_size changed while loading", job->model);
+        goto fail;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", job->model);
+    if (access(path, R_OK) == 0) {
+        t->tok = sl_tokenizer_load(path, err);
+        if (!t->tok)
+            goto fail;
+    }
+    return t;
+fail:
+    sl_task_free(t);
+    return NULL;
+}
+
+void sl_task_free(sl_task_t *t)
+{
+    if (!t)
+        return;
+    sl_tensor_free(t->y);
+    sl_tensor_free(t->x);
+    sl_mlp_free(t->mlp);
+    sl_bert_free(t->bert);
+    sl_tokenizer_free(t->tok);
+    free(t->ids);
+    free(t->types);
+    free(t->out);
+    free(t->order);
+    free(t);
+}
+
+int64_t sl_task_read_rows(const sl_task_t *t, const sl_job_t *job)
+{
+    return t->plan->want_tokens ? job->unit_rows : job->batch_size;
+}
+
+int64_t sl_task_truncated(const sl_task_t *t) { return t->truncated; }
+int64_t sl_task_tokens(const sl_task_t *t) { return t->tokens; }
+
+/* ---- payloads (filled on the I/O thread) ----------------------------------------------------- */
+
+typedef struct {
+    float *x; /* features: f32 [rows, d0] */
+    /* tokens: row i is ids[off[i] .. off[i] + len[i]) */
+    int32_t *ids, *types, *len;
+    int64_t *off;
+    size_t cap;
+    char **fail; /* reason per row, NULL when fine */
+    int64_t rows;
+    int64_t truncated;
+} payload_t;
+
+void *sl_task_payload_new(sl_task_t *t, const sl_inputs_t *in, int64_t rows)
+{
+    payload_t *p = sl_xcalloc(1, sizeof *p);
+    if (!t->plan->want_tokens) {
+        p->x = sl_xmalloc((size_t)rows * (size_t)in->cols * sizeof(float));
+    } else {
+        p->len = sl_xcalloc((size_t)rows + 1, sizeof *p->len);
+        p->off = sl_xcalloc((size_t)rows + 1, sizeof *p->off);
+        p->fail = sl_xcalloc((size_t)rows + 1, sizeof *p->fail);
+    }
+    return p;
+}
+
+static void clear_fail(payload_t *p)
+{
+    if (!p->fail)
+        return;
+    for (int64_t i = 0; i < p->rows; i++) {
+        free(p->fail[i]);
+        p->fail[i] = NULL;
+    }
+}
+
+void sl_task_payload_free(sl_task_t *t, void *payload)
+{
+    payload_t *p = payload;
+    if (!p)
+        return;
+    clear_fail(p);
+    free(p->x);
+    free(p->ids);
+    free(p->types);
+    free(p->len);
+    free(p->off);
+    free(p->fail);
+    free(p);
+}
+
+static void reserve(payload_t *p, size_t n)
+{
+    if (n <= p->cap)
+        return;
+    size_t cap = p->cap ? p->cap : 4096;
+    while (cap < n)
+        cap *= 2;
+    p->ids = sl_xrealloc(p->ids, cap * sizeof *p->ids);
+    p->types = sl_xrealloc(p->types, cap * sizeof *p->types);
+    p->cap = cap;
+}
+
+static void fail_row(payload_t *p, int64_t i, const char *fmt, long long a, long long b)
+{
+    char buf[96];
+    snprintf(buf, sizeof buf, fmt, a, b);
+    p->fail[i] = sl_xstrdup(buf);
+    p->len[i] = 0;
+}
+
+static int read_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
+                          int64_t row0, int64_t rows, payload_t *p, sl_error_t *err)
+{
+    if (!t->tok)
+        return sl_errorf(err, "%s: no tokenizer.json: text input needs one (or give token ids)",
+                         t->job->model);
+    char **texts = sl_xcalloc((size_t)rows + 1, sizeof *texts);
+    if (sl_reader_read_text(r, in, shard, row0, rows, texts, err) != 0) {
+        free(texts);
+        return -1;
+    }
+    int max_len = t->plan->max_length;
+    int32_t *buf = sl_xmalloc((size_t)max_len * sizeof *buf);
+    size_t used = 0;
+    for (int64_t i = 0; i < rows; i++) {
+        p->off[i] = (int64_t)used;
+        int n = 0, trunc = 0;
+        sl_error_t rowerr;
+        const char *s = texts[i] ? texts[i] : "";
+        if (sl_tokenizer_encode(t->tok, s, strlen(s), max_len, buf, &n, &trunc, &rowerr) != 0) {
+            p->fail[i] = sl_xstrdup(rowerr.msg);
+            p->len[i] = 0;
+        } else {
+            reserve(p, used + (size_t)n);
+            memcpy(p->ids + used, buf, (size_t)n * sizeof *buf);
+            memset(p->types + used, 0, (size_t)n * sizeof *p->types);
+            p->len[i] = n;
+            used += (size_t)n;
+            p->truncated += trunc;
+        }
+        free(texts[i]);
+    }
+    free(buf);
+    free(texts);
+    return 0;
+}
+
+static int read_token_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
+                           int64_t row0, int64_t rows, payload_t *p, sl_error_t *err)
+{
+    int64_t L = in->cols;
+    int32_t *ids = sl_xmalloc((size_t)(rows * L + 1) * sizeof *ids);
+    int32_t *types = sl_xmalloc((size_t)(rows * L + 1) * sizeof *types);
+    int rc = sl_reader_read_tokens(r, in, shard, row0, rows, ids, p->len, types, err);
+    size_t used = 0;
+    for (int64_t i = 0; rc == 0 && i < rows; i++) {
+        p->off[i] = (int64_t)used;
+        int64_t n = p->len[i];
+        if (n < 1 || n > L) {
+            fail_row(p, i, "length %lld outside 1..%lld", (long long)n, (long long)L);
+            continue;
+        }
+        if (n > t->plan->max_length) {
+            fail_row(p, i, "%lld tokens exceed the maximum length %lld", (long long)n,
+                     (long long)t->plan->max_length);
+            continue;
+        }
+        const int32_t *row = ids + i * L;
+        int64_t bad = -1;
+        for (int64_t j = 0; j < n && bad < 0; j++)
+            if (row[j] < 0 || row[j] >= t->plan->vocab || types[i * L + j] < 0)
+                bad = j;
+        if (bad >= 0) {
+            fail_row(p, i, "token id %lld at position %lld is out of the vocabulary", (long long)row[bad],
+                     (long long)bad);
+            continue;
+        }
+        reserve(p, used + (size_t)n);
+        memcpy(p->ids + used, row, (size_t)n * sizeof *row);
+        memcpy(p->types + used, types + i * L, (size_t)n * sizeof *types);
+        used += (size_t)n;
+    }
+    free(ids);
+    free(types);
+    return rc;
+}
+
+int sl_task_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
+                 int64_t rows, void *payload, sl_error_t *err)
+{
+    payload_t *p = payload;
+    clear_fail(p);
+    p->rows = rows;
+    p->truncated = 0;
+    if (in->kind == SL_INPUT_FEATURES)
+        return sl_reader_read(r, in, shard, row0, rows, p->x, err);
+    if (in->kind == SL_INPUT_TEXT)
+        return read_text_rows(t, r, in, shard, row0, rows, p, err);
+    return read_token_rows(t, r, in, shard, row0, rows, p, err);
+}
+
+/* ---- compute --------------------------------------------------------------------------------- */
+
+static void fill_failed(const sl_task_plan_t *plan, float *const *outs, int64_t row)
+{
+    for (int o = 0; o < plan->outs.n; o++) {
+        const sl_out_spec_t *s = &plan->outs.spec[o];
+        float *dst = outs[o] + row * sl_out_width(s);
+        for (int64_t j = 0; j < sl_out_width(s); j++)
+            dst[j] = s->file_dtype == SL_I32 ? -1.0f : NAN;
+    }
+}
+
+static void compute_features(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_t rows,
+                             float *const *outs, int64_t r0, sl_row_error_fn on_error, void *ctx)
+{
+    int64_t cols = t->plan->d_in, out_cols = t->plan->outs.spec[0].cols;
+    unsigned char *bad = sl_xcalloc((size_t)rows + 1, 1);
+    /* Rows holding NaN/Inf fail alone: recorded, zeroed for the forward pass, NaN on output. */
+    for (int64_t i = 0; i < rows; i++) {
+        float *r = p->x + i * cols;
+        for (int64_t j = 0; j < cols; j++)
+            if (!isfinite(r[j])) {
+                char why[96];
+                snprintf(why, sizeof why, "%s in feature %lld", isnan(r[j]) ? "NaN" : "Inf", (long long)j);
+                on_error(ctx, r0 + i, why);
+                bad[i] = 1;
+                memset(r, 0, (size_t)cols * sizeof *r);
+                break;
+            }
+    }
+    sl_tensor_t xv = sl_tensor_rows(t->x, rows), yv = sl_tensor_rows(t->y, rows);
+    sl_copy_h2d(&xv, p->x, (size_t)rows * (size_t)cols * sizeof(float));
+    sl_mlp_forward(t->mlp, comm, &xv, &yv);
+    float *out = outs[0] + r0 * out_cols;
+    sl_copy_d2h(out, &yv, (size_t)rows * (size_t)out_cols * sizeof(float));
+    for (int64_t i = 0; i < rows; i++) {
+        float *o = out + i * out_cols;
+        int finite = 1;
+        for (int64_t j = 0; j < out_cols && finite; j++)
+            finite = isfinite(o[j]);
+        if (!bad[i] && !finite)
+            on_error(ctx, r0 + i, "non-finite output (NaN/Inf from the model)");
+        if (bad[i] || !finite)
+            fill_failed(t->plan, outs, r0 + i);
+    }
+    free(bad);
+}
+
+static const int32_t *g_sort_len; /* qsort has no context argument in C11 */
+static int by_length(const void *a, const void *b)
+{
+    int64_t i = *(const int64_t *)a, j = *(const int64_t *)b;
+    int32_t li = g_sort_len[i], lj = g_sort_len[j];
+    if (li != lj)
+        return li < lj ? -1 : 1;
+    return i < j ? -1 : (i > j); /* stable: equal lengths keep input order */
+}
+
+static void grow(void **buf, size_t *cap, size_t n, size_t elem)
+{
+    if (n > *cap) {
+        *buf = sl_xrealloc(*buf, n * elem);
+        *cap = n;
+    }
+}
+
+static void compute_tokens(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_t rows,
+                           float *const *outs, int64_t r0, sl_row_error_fn on_error, void *ctx)
+{
+    const sl_task_plan_t *plan = t->plan;
+    t->truncated += p->truncated;
+    /* Sort the good rows by length, so each batch pads only to its own longest row. */
+    grow((void **)&t->order, &t->cap_rows, (size_t)rows + 1, sizeof *t->order);
+    int64_t n = 0;
+    for (int64_t i = 0; i < rows; i++) {
+        if (p->fail[i]) {
+            on_error(ctx, r0 + i, p->fail[i]);
+            fill_failed(plan, outs, r0 + i);
+        } else {
+            t->order[n++] = i;
+        }
+    }
+    g_sort_len = p->len;
+    qsort(t->order, (size_t)n, sizeof *t->order, by_length);
+    int64_t width = plan->outs.spec[0].cols; /* embedding size, or the number of labels */
+    for (int64_t i = 0; i < n;) {
+        /* Grow the batch while its padded size stays within the token budget. */
+        int64_t j = i + 1;
+        while (j < n && j - i < t->job->batch_size &&
+               (j - i + 1) * (int64_t)p->len[t->order[j]] <= t->job->batch_tokens)
+            j++;
+        int64_t B = j - i, S = p->len[t->order[j - 1]];
+        if ((size_t)(B * S) > t->cap_ids) {
+            t->ids = sl_xrealloc(t->ids, (size_t)(B * S) * sizeof *t->ids);
+            t->types = sl_xrealloc(t->types, (size_t)(B * S) * sizeof *t->types);
+            t->cap_ids = (size_t)(B * S);
+        }
+        int32_t *lens = sl_xmalloc((size_t)B * sizeof *lens);
+        for (int64_t b = 0; b < B; b++) {
+            int64_t row = t->order[i + b];
+            int32_t L = p->len[row];
+            lens[b] = L;
+            memcpy(t->ids + b * S, p->ids + p->off[row], (size_t)L * sizeof(int32_t));
+            memcpy(t->types + b * S, p->types + p->off[row], (size_t)L * sizeof(int32_t));
+            for (int64_t s = L; s < S; s++)
+                t->ids[b * S + s] = t->types[b * S + s] = 0; /* padding: masked out */
+            t->tokens += L;
+        }
+        grow((void **)&t->out, &t->cap_out, (size_t)(B * width), sizeof *t->out);
+        if (plan->task == SL_TASK_CLASSIFY)
+            sl_bert_classify(t->bert, comm, t->ids, t->types, lens, B, S, t->out);
+        else
+            sl_bert_embed(t->bert, comm, t->ids, t->types, lens, B, S, t->out);
+        /* Back to input order. */
+        for (int64_t b = 0; b < B; b++) {
+            int64_t row = r0 + t->order[i + b];
+            const float *o = t->out + b * width;
+            int finite = 1;
+            for (int64_t k = 0; k < width && finite; k++)
+                finite = isfinite(o[k]);
+            if (!finite) {
+                on_error(ctx, row, "non-finite output (NaN/Inf from the model)");
+                fill_failed(plan, outs, row);
+                continue;
+            }
+            memcpy(outs[0] + row * width, o, (size_t)width * sizeof(float));
+            if (plan->task == SL_TASK_CLASSIFY) {
+                /* probs = softmax(logits) in double; label = argmax */
+                float *pr = outs[1] + row * width;
+                double mx = o[0], sum = 0;
+                int64_t arg = 0;
+                for (int64_t k = 1; k < width; k++)
+                    if (o[k] > mx) {
+                        mx = o[k];
+                        arg = k;
+                    }
+                for (int64_t k = 0; k < width; k++)
+                    sum += exp((double)o[k] - mx);
+                for (int64_t k = 0; k < width; k++)
+                    pr[k] = (float)(exp((double)o[k] - mx) / sum);
+                outs[2][row] = (float)arg;
+            }
+        }
+        free(lens);
+        i = j;
+    }
+}
+
+void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
+                     float *const *outs, int64_t out_row0, sl_row_error_fn on_error, void *ctx)
+{
+    if (t->plan->model == SL_MODEL_MLP)
+        compute_features(t, comm, payload, rows, outs, out_row0, on_error, ctx);
+    else
+        compute_tokens(t, comm, payload, rows, outs, out_row0, on_error, ctx);
+}

@@ -1,0 +1,74 @@
+/*
+ * task.h — what the runner computes, independent of the model family: the model family
+ * (mlp or bert) and the task (predict, embed, classify) decide the input kind, the output
+ * datasets, how the I/O thread prepares rows (read features; read text and tokenize; read
+ * token ids) and how the compute thread turns prepared rows into output rows.
+ *
+ * Features (mlp) are read and computed batch by batch. Token inputs (bert) are read a whole
+ * unit at a time, so that the unit's rows can be sorted by length and packed into batches
+ * under a token budget, each padded only to its longest row; outputs go back in input order.
+ */
+#ifndef SL_TASK_H
+#define SL_TASK_H
+
+#include <stdint.h>
+
+#include "jobs/input.h"
+#include "jobs/output.h"
+#include "jobs/spec.h"
+#include "partition/comm.h"
+#include "partition/grid.h"
+
+typedef enum { SL_MODEL_MLP = 0, SL_MODEL_BERT = 1 } sl_model_kind_t;
+typedef enum { SL_TASK_PREDICT = 0, SL_TASK_EMBED = 1, SL_TASK_CLASSIFY = 2 } sl_task_kind_t;
+
+/* What every rank knows before loading anything (from config files only). */
+typedef struct {
+    sl_model_kind_t model;
+    sl_task_kind_t task;
+    int want_tokens;       /* inputs are text or token ids */
+    const char *dataset;   /* the input dataset name to use */
+    int64_t d_in;          /* mlp: features */
+    int max_length;        /* bert: tokens per row incl. specials */
+    int64_t vocab;         /* bert: valid ids are [0, vocab) */
+    sl_outputs_t outs;
+} sl_task_plan_t;
+
+/* Reads the model directory's config; errors name the file and key. */
+int sl_task_plan(const sl_job_t *job, sl_task_plan_t *plan, sl_error_t *err);
+void sl_task_plan_free(sl_task_plan_t *plan);
+const char *sl_task_name(sl_task_kind_t t);
+/* Fingerprint of every file that defines the model (configs, weights, tokenizer). */
+int sl_task_fingerprint(const char *model_dir, uint64_t *out, sl_error_t *err);
+
+typedef struct sl_task sl_task_t;
+
+/* Loads this rank's slice of the model (and the tokenizer) onto the backend. */
+sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_backend_t *be,
+                        const sl_grid_t *g, sl_error_t *err);
+void sl_task_free(sl_task_t *t);
+
+/* Rows the I/O thread reads per request: a batch (features) or a whole unit (tokens). */
+int64_t sl_task_read_rows(const sl_task_t *t, const sl_job_t *job);
+
+/* Buffers for one I/O slot of up to `rows` rows. */
+void *sl_task_payload_new(sl_task_t *t, const sl_inputs_t *in, int64_t rows);
+void sl_task_payload_free(sl_task_t *t, void *payload);
+/* I/O thread: read (and tokenize) rows into a payload. Bad rows are recorded in the payload,
+ * not returned as errors; a failed read is. */
+int sl_task_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
+                 int64_t rows, void *payload, sl_error_t *err);
+
+/* Row failures found while preparing or computing: row index relative to out_row0's unit. */
+typedef void (*sl_row_error_fn)(void *ctx, int64_t row, const char *reason);
+
+/* Compute thread: runs the model over the payload's rows and writes output i's rows to
+ * outs[i] + out_row0 * width. Failed rows get NaN (or -1 for integer outputs). */
+void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
+                     float *const *outs, int64_t out_row0, sl_row_error_fn on_error, void *ctx);
+
+/* Counters for the report: rows truncated to max_length, real tokens computed. */
+int64_t sl_task_truncated(const sl_task_t *t);
+int64_t sl_task_tokens(const sl_task_t *t);
+
+#endif
