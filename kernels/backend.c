@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 size_t sl_dtype_size(sl_dtype_t dt)
 {
@@ -101,6 +102,12 @@ sl_backend_kind_t sl_backend_kind(const sl_backend_t *be) { return be->kind; }
 const char *sl_backend_describe(const sl_backend_t *be) { return be->ops->describe((sl_backend_t *)be); }
 void *sl_backend_stream(sl_backend_t *be) { return be->ops->stream(be); }
 void sl_backend_sync(sl_backend_t *be) { be->ops->sync(be); }
+
+void sl_backend_gemm_stats(const sl_backend_t *be, double *seconds, double *flops)
+{
+    *seconds = be->gemm_seconds;
+    *flops = be->gemm_flops;
+}
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
@@ -237,7 +244,17 @@ void sl_matmul(const sl_tensor_t *a, int trans_a, const sl_tensor_t *b, int tran
         SL_FATAL("sl_matmul: tensors live on different backends");
     if (m == 0 || n == 0)
         return;
-    c->be->ops->matmul(c->be, a, trans_a, b, trans_b, alpha, beta, bias, c, m, n, k);
+    sl_backend_t *be = c->be;
+    if (be->kind == SL_BACKEND_CPU) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        be->ops->matmul(be, a, trans_a, b, trans_b, alpha, beta, bias, c, m, n, k);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        be->gemm_seconds += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        be->gemm_flops += 2.0 * (double)m * (double)n * (double)k;
+        return;
+    }
+    be->ops->matmul(be, a, trans_a, b, trans_b, alpha, beta, bias, c, m, n, k);
 }
 
 void sl_linear(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *y)

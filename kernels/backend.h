@@ -82,6 +82,9 @@ const char *sl_backend_describe(const sl_backend_t *be);
 void *sl_backend_stream(sl_backend_t *be);
 /* Waits until every queued operation has finished. */
 void sl_backend_sync(sl_backend_t *be);
+/* Wall seconds spent in sl_matmul and the FLOPs it did (2 m n k each), on the CPU backend,
+ * where operations are synchronous; zeros on CUDA (timing would need a sync per GEMM). */
+void sl_backend_gemm_stats(const sl_backend_t *be, double *seconds, double *flops);
 
 /* ---- memory ------------------------------------------------------------------------------ */
 

@@ -57,6 +57,8 @@ typedef struct {
 struct sl_backend {
     const sl_backend_ops_t *ops;
     sl_backend_kind_t kind;
+    /* GEMM accounting, kept by backend.c on synchronous (CPU) backends */
+    double gemm_seconds, gemm_flops;
 };
 
 /* Constructors of the two implementations. */

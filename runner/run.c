@@ -164,7 +164,7 @@ static void plan_free(plan_t *p)
 /* ---- the compute loop ------------------------------------------------------------------------ */
 
 typedef struct {
-    double compute_s, wait_s, read_s, write_s, comm_s;
+    double compute_s, wait_s, read_s, write_s, comm_s, gemm_s, gemm_flops;
     int64_t rows, failed, units, truncated, tokens;
 } stats_t;
 
@@ -454,6 +454,10 @@ static void add_times(cJSON *o, const stats_t *s)
     cJSON_AddNumberToObject(o, "compute_seconds", s->compute_s);
     cJSON_AddNumberToObject(o, "comm_seconds", s->comm_s);
     cJSON_AddNumberToObject(o, "write_seconds", s->write_s);
+    if (s->gemm_flops > 0) { /* CPU backend only: see sl_backend_gemm_stats */
+        cJSON_AddNumberToObject(o, "gemm_seconds", s->gemm_s);
+        cJSON_AddNumberToObject(o, "gemm_gflop", s->gemm_flops * 1e-9);
+    }
 }
 
 /* ---- main ------------------------------------------------------------------------------------ */
@@ -581,6 +585,7 @@ int sl_run_main(int argc, char **argv)
     L.queue = &queue;
     L.io = sl_io_start(&plan.in, job.output, job.prefetch < 1 ? 1 : job.prefetch, model, L.read_rows);
     compute_loop(&L);
+    sl_backend_gemm_stats(be, &L.st.gemm_s, &L.st.gemm_flops);
     L.st.truncated = sl_task_truncated(model);
     L.st.tokens = sl_task_tokens(model);
     sl_io_finish(L.io, &L.st.read_s, &L.st.write_s);
@@ -637,6 +642,8 @@ int sl_run_main(int argc, char **argv)
             tot.compute_s = fmax(tot.compute_s, all[i].compute_s);
             tot.comm_s = fmax(tot.comm_s, all[i].comm_s);
             tot.write_s = fmax(tot.write_s, all[i].write_s);
+            tot.gemm_s = fmax(tot.gemm_s, all[i].gemm_s);
+            tot.gemm_flops += all[i].gemm_flops;
         }
         failed = tot.failed;
         if (complete && !any_stopped) {

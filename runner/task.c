@@ -524,11 +524,17 @@ static void compute_tokens(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_t 
     qsort(t->order, (size_t)n, sizeof *t->order, by_length);
     int64_t width = plan->outs.spec[0].cols; /* embedding size, or the number of labels */
     for (int64_t i = 0; i < n;) {
-        /* Grow the batch while its padded size stays within the token budget. */
-        int64_t j = i + 1;
-        while (j < n && j - i < t->job->batch_size &&
-               (j - i + 1) * (int64_t)p->len[t->order[j]] <= t->job->batch_tokens)
+        /* Grow the batch while its padded size stays within the token budget and padding
+         * stays under ~10% of the real tokens (past a small floor, so batches of short rows
+         * still give the GEMMs enough rows: GEMM size is B*S tokens, however it is split). */
+        int64_t j = i + 1, real = p->len[t->order[i]];
+        while (j < n && j - i < t->job->batch_size) {
+            int64_t next = p->len[t->order[j]], padded = (j - i + 1) * next;
+            if (padded > t->job->batch_tokens || (padded > 512 && 10 * padded > 11 * (real + next)))
+                break;
+            real += next;
             j++;
+        }
         int64_t B = j - i, S = p->len[t->order[j - 1]];
         if ((size_t)(B * S) > t->cap_ids) {
             t->ids = sl_xrealloc(t->ids, (size_t)(B * S) * sizeof *t->ids);
