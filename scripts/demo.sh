@@ -1,64 +1,90 @@
 #!/usr/bin/env bash
-# demo.sh — set-up + the main job: installs what is missing, builds into build/, generates 4
-# HDF5 shards of the example classification problem (examples/mlp/make_data.py: datasets
-# `features` float32 [rows, 16] and `labels` int32 [rows]), scores them with the example MLP
-# (examples/mlp) on 2 MPI ranks on the CPU, then prints where the predictions are, the first
-# predictions (class probabilities) beside their labels, and the accuracy.
+# demo.sh — set-up + the main job: installs what is missing, builds into build/, fetches the real
+# sentence-embedding model all-MiniLM-L6-v2 (scripts/install-models.sh), turns the fortune
+# cookies that Debian's fortunes-min package ships (/usr/share/games/fortunes) into two HDF5
+# shards of raw text, embeds every fortune on 2 MPI ranks on the CPU, then embeds a few queries
+# and prints the fortunes nearest to each, so you can see that the embeddings mean something.
 #
-# Run: scripts/demo.sh                 (from anywhere; output in demo-out/ at the repository root)
-#      DEMO_ROWS=100000 scripts/demo.sh   rows per shard (default 25000)
-# Rerunning reuses the generated data and the committed predictions (the job resumes, nothing
-# to do); delete demo-out/ to start again.
+# Run: scripts/demo.sh                          (from anywhere; output in demo-out/)
+#      scripts/demo.sh "a question about love"   your own query (any number of arguments)
+# Rerunning resumes: committed units are not computed again; delete demo-out/ to start over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROWS="${DEMO_ROWS:-25000}"
-SHARDS=4
-SEED=7
-
 scripts/install-deps.sh
+model="$(scripts/install-models.sh)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 
-if ! compgen -G "demo-out/data/*.h5" >/dev/null; then
-  echo "demo: generating $SHARDS shards x $ROWS rows in demo-out/data/"
-  mkdir -p demo-out/data
-  /usr/bin/python3 examples/mlp/make_data.py demo-out/data "$SHARDS" "$ROWS" "$SEED"
-fi
+queries=("$@")
+[ ${#queries[@]} -gt 0 ] || queries=("computers and programs that do not work"
+                                     "what is the meaning of life"
+                                     "a riddle about a river")
 
-echo "demo: mpirun -np 2 build/shardline run --model examples/mlp --input 'demo-out/data/*.h5'" \
-     "--input-dataset features --output demo-out/predictions --device cpu"
-mpirun -np 2 build/shardline run --model examples/mlp --input 'demo-out/data/*.h5' \
-       --input-dataset features --output demo-out/predictions --device cpu
+mkdir -p demo-out/corpus demo-out/query
+/usr/bin/python3 - "${queries[@]}" <<'PY'
+import glob, os, sys
+import h5py
+import numpy as np
+
+texts = []
+for path in sorted(glob.glob("/usr/share/games/fortunes/*")):
+    if path.endswith(".dat") or os.path.islink(path) or not os.path.isfile(path):
+        continue
+    with open(path, encoding="utf-8", errors="replace") as f:
+        texts += [t.strip() for t in f.read().split("\n%\n") if t.strip()]
+if not texts:
+    sys.exit("demo: no fortunes found in /usr/share/games/fortunes (apt-get install fortunes-min)")
+string = h5py.string_dtype("utf-8")
+half = len(texts) // 2
+for k, part in enumerate([texts[:half], texts[half:]]):
+    path = f"demo-out/corpus/fortunes-{k}.h5"
+    if not os.path.exists(path):
+        with h5py.File(path, "w") as f:
+            f.create_dataset("text", data=np.array(part, dtype=object), dtype=string)
+with h5py.File("demo-out/query/queries.h5", "w") as f:
+    f.create_dataset("text", data=np.array(sys.argv[1:], dtype=object), dtype=string)
+print(f"demo: {len(texts)} fortunes from /usr/share/games/fortunes in demo-out/corpus/ (2 shards)")
+PY
+
+echo "demo: mpirun -np 2 build/shardline run --task embed --model $model --input 'demo-out/corpus/*.h5' --output demo-out/embeddings --device cpu"
+mpirun -np 2 build/shardline run --task embed --model "$model" --input 'demo-out/corpus/*.h5' \
+       --output demo-out/embeddings --device cpu --unit-rows 256
+# The queries change with every call: --restart embeds them afresh.
+mpirun -np 1 build/shardline run --task embed --model "$model" --input demo-out/query/queries.h5 \
+       --output demo-out/query-embeddings --device cpu --restart --quiet
 
 /usr/bin/python3 - <<'PY'
 import json
 import h5py
 import numpy as np
 
-out = "demo-out/predictions"
-with h5py.File(f"{out}/predictions.h5", "r") as f:
-    pred = f["predictions"][()]
-    shards = [(p.decode() if isinstance(p, bytes) else str(p), int(a), int(n))
-              for p, a, n in f["shards"][()][["path", "first_row", "rows"]]]
-labels = np.zeros(len(pred), dtype=np.int64)
-for path, first, rows in shards:
-    with h5py.File(path, "r") as f:
-        labels[first:first + rows] = f["labels"][()]
-report = json.load(open(f"{out}/report.json"))
+def strings(ds):
+    return [s.decode("utf-8", "replace") if isinstance(s, bytes) else s for s in ds[()]]
 
-print(f"\npredictions: {out}/predictions.h5 (/predictions {pred.shape[0]} x {pred.shape[1]} float32),"
-      f" part files in {out}/parts/, report in {out}/report.json")
-print("\n  row  " + "  ".join(f"p(class {k})" for k in range(pred.shape[1])) + "  predicted  label")
-for i in range(8):
-    print(f"{i:5d}  " + "  ".join(f"{p:10.4f}" for p in pred[i])
-          + f"  {int(np.argmax(pred[i])):9d}  {labels[i]:5d}")
-ok = np.isfinite(pred).all(axis=1)
-acc = float(np.mean(np.argmax(pred[ok], axis=1) == labels[ok]))
-print(f"\naccuracy: {acc * 100:.2f}% of {int(ok.sum())} rows "
-      f"({report.get('rows_per_second', float('nan')):.0f} rows/s, "
-      f"{report.get('seconds', float('nan')):.2f} s)")
+with h5py.File("demo-out/embeddings/predictions.h5", "r") as f:
+    emb = f["embeddings"][()]
+    shards = f["shards"][()]
+texts = []
+for rec in shards:
+    path = rec["path"].decode() if isinstance(rec["path"], bytes) else rec["path"]
+    with h5py.File(path, "r") as g:
+        texts += strings(g["text"])
+with h5py.File("demo-out/query-embeddings/predictions.h5", "r") as f:
+    q = f["embeddings"][()]
+with h5py.File("demo-out/query/queries.h5", "r") as f:
+    queries = strings(f["text"])
+report = json.load(open("demo-out/embeddings/report.json"))
+print(f"\nembeddings: demo-out/embeddings/predictions.h5 (/embeddings {emb.shape[0]} x {emb.shape[1]} float32, "
+      f"L2-normalised), report in demo-out/embeddings/report.json "
+      f"({report['rows_computed']} rows computed, {report['seconds']:.1f} s)")
+sims = q @ emb.T  # cosine similarity: both sides are unit vectors
+for i, query in enumerate(queries):
+    print(f"\nquery: {query!r}")
+    for j in np.argsort(-sims[i])[:3]:
+        one_line = " ".join(texts[j].split())
+        print(f"  {sims[i, j]:.3f}  {one_line[:150]}{'...' if len(one_line) > 150 else ''}")
 PY
