@@ -38,6 +38,8 @@ static const opt_t options[] = {
     {"max-length", K_INT, "N", "0", "bert: tokens per row incl. [CLS]/[SEP] (longer rows are truncated); 0: the model's", OFF(max_length), 0},
     {"batch-tokens", K_I64, "N", "16384", "bert: padded tokens per forward pass (rows sorted by length)", OFF(batch_tokens), 1},
     {"output-dtype", K_STR, "f32|f16", "f32", "storage type of float outputs", OFF(output_dtype), 0},
+    {"array-task", K_INT, "N", NULL, "index of this task in a job array: it computes units i with i % tasks == N [default: from SLURM_ARRAY_TASK_ID, else 0]", OFF(array_task), 0},
+    {"array-tasks", K_INT, "N", NULL, "number of tasks in the job array [default: from SLURM_ARRAY_TASK_MIN/MAX/STEP, else 1]", OFF(array_tasks), 1},
     {"prefetch", K_INT, "N", "2", "batches read ahead by the I/O thread", OFF(prefetch), 1},
     {"restart", K_BOOL, NULL, NULL, "ignore earlier outputs and start again", OFF(restart), 0},
     {"quiet", K_BOOL, NULL, NULL, "no progress lines", OFF(quiet), 0},
@@ -172,10 +174,41 @@ static void set_defaults(sl_job_t *job)
             set_option(job, &options[i], options[i].def, "default", NULL);
 }
 
+/* A Slurm array's task index and count, from SLURM_ARRAY_TASK_{ID,MIN,MAX,STEP} (the index
+ * is the task's position in the array, so --array=3-9:2 gives tasks 0..3). */
+static int env_int(const char *name, long *out)
+{
+    const char *v = getenv(name);
+    char *end;
+    if (!v || !*v)
+        return 0;
+    *out = strtol(v, &end, 10);
+    return *end == '\0';
+}
+
+static int resolve_array(sl_job_t *job, sl_error_t *err)
+{
+    long id, mn, mx, step = 1;
+    int slurm = env_int("SLURM_ARRAY_TASK_ID", &id) && env_int("SLURM_ARRAY_TASK_MIN", &mn) &&
+                env_int("SLURM_ARRAY_TASK_MAX", &mx);
+    env_int("SLURM_ARRAY_TASK_STEP", &step);
+    if (step < 1)
+        step = 1;
+    if (job->array_tasks == 0)
+        job->array_tasks = slurm ? (int)((mx - mn) / step + 1) : 1;
+    if (job->array_task < 0)
+        job->array_task = slurm ? (int)((id - mn) / step) : 0;
+    if (job->array_task >= job->array_tasks)
+        return sl_errorf(err, "--array-task %d: must be below --array-tasks %d", job->array_task,
+                         job->array_tasks);
+    return 0;
+}
+
 int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
 {
     memset(job, 0, sizeof *job);
     set_defaults(job); /* then the job file, then the command line, each overriding */
+    job->array_task = -1; /* "not given": resolved from Slurm's environment below */
     struct option longopts[N_OPTIONS + 2];
     for (int i = 0; i < N_OPTIONS; i++) {
         longopts[i].name = options[i].name;
@@ -264,6 +297,8 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
         rc = sl_errorf(err, "--task '%s': expected auto, predict, embed or classify", job->task);
     else if (strcmp(job->output_dtype, "f32") && strcmp(job->output_dtype, "f16"))
         rc = sl_errorf(err, "--output-dtype '%s': expected f32 or f16", job->output_dtype);
+    else
+        rc = resolve_array(job, err);
 done:
     free(which);
     free(vals);

@@ -28,6 +28,8 @@ typedef struct {
     int max_length;       /* bert: 0 = the model's */
     int64_t batch_tokens; /* bert: padded tokens per forward pass */
     char *output_dtype;   /* f32 | f16 */
+    int array_task;  /* this task's index in a job array (-1: from SLURM_ARRAY_*, else 0) */
+    int array_tasks; /* tasks in the array (0: from SLURM_ARRAY_*, else 1) */
     int prefetch;
     int restart;
     int quiet;

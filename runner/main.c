@@ -9,6 +9,7 @@
 #include "common/sl_error.h"
 #include "kernels/backend.h"
 #include "runner/inspect.h"
+#include "runner/lifecycle.h"
 #include "runner/run.h"
 
 static void usage(FILE *out)
@@ -20,6 +21,8 @@ static void usage(FILE *out)
             "commands:\n"
             "  run [JOB.ini] [options]   run a job (see shardline run --help)\n"
             "  inspect MODEL_DIR|FILE.h5 show a model's architecture or an HDF5 file's datasets\n"
+            "  status OUTPUT_DIR         units committed/pending, rows, throughput (also while running)\n"
+            "  merge OUTPUT_DIR          write predictions.h5 once every unit is committed (job arrays)\n"
             "  --version                 print the version\n"
             "  --help                    this help\n\n"
             "example:\n"
@@ -47,6 +50,10 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "inspect"))
         return sl_inspect_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "status"))
+        return sl_status_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "merge"))
+        return sl_merge_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) {
         /* Only the main thread calls MPI; the I/O thread makes HDF5 calls only. */
         int provided = 0;

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/sl_hash.h"
@@ -74,7 +75,9 @@ typedef struct {
     uint64_t model_fp, job_hash;
     sl_unit_t *units;
     int64_t nunits;
-    int64_t *pending; /* unit indices still to compute */
+    unsigned char *done0; /* [nunits] committed before this run started (rank 0 only) */
+    int64_t nuncommitted; /* units of the whole job not committed at the start */
+    int64_t *pending;     /* unit indices this run computes: the uncommitted ones of its share */
     int64_t npending;
     int64_t pending_rows;
 } plan_t;
@@ -118,6 +121,7 @@ static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
     p->nunits = sl_units_plan(rows, p->in.n, job->unit_rows, &p->units);
     free(rows);
     p->pending = sl_xcalloc((size_t)p->nunits + 1, sizeof *p->pending);
+    p->done0 = sl_xcalloc((size_t)p->nunits + 1, 1);
     for (int64_t i = 0; i < p->nunits; i++) {
         const sl_unit_t *u = &p->units[i];
         sl_part_meta_t m = {&p->in.shards[u->shard], u->row0, u->nrows, &p->task.outs, p->model_fp,
@@ -125,7 +129,10 @@ static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
         char *rel = sl_part_relpath(m.shard, u->row0, u->nrows);
         int keep = !job->restart && sl_part_matches(job->output, rel, &m);
         free(rel);
-        if (!keep) {
+        p->done0[i] = (unsigned char)keep;
+        p->nuncommitted += !keep;
+        /* A job array shares the units out by index: deterministic and disjoint. */
+        if (!keep && i % job->array_tasks == job->array_task) {
             p->pending[p->npending++] = i;
             p->pending_rows += u->nrows;
         }
@@ -137,15 +144,16 @@ static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
 static void plan_bcast(plan_t *p, const sl_grid_t *g)
 {
     sl_inputs_bcast(&p->in, g->world, 0);
-    int64_t head[5] = {p->nunits, p->npending, p->pending_rows, (int64_t)p->model_fp,
-                       (int64_t)p->job_hash};
-    MPI_Bcast(head, 5, MPI_INT64_T, 0, g->world);
+    int64_t head[6] = {p->nunits, p->npending, p->pending_rows, (int64_t)p->model_fp,
+                       (int64_t)p->job_hash, p->nuncommitted};
+    MPI_Bcast(head, 6, MPI_INT64_T, 0, g->world);
     if (g->world_rank != 0) {
         p->nunits = head[0];
         p->npending = head[1];
         p->pending_rows = head[2];
         p->model_fp = (uint64_t)head[3];
         p->job_hash = (uint64_t)head[4];
+        p->nuncommitted = head[5];
         p->units = sl_xcalloc((size_t)p->nunits + 1, sizeof *p->units);
         p->pending = sl_xcalloc((size_t)p->npending + 1, sizeof *p->pending);
     }
@@ -159,6 +167,7 @@ static void plan_free(plan_t *p)
     sl_task_plan_free(&p->task);
     free(p->units);
     free(p->pending);
+    free(p->done0);
 }
 
 /* ---- the compute loop ------------------------------------------------------------------------ */
@@ -391,6 +400,7 @@ static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "shardline_version", SL_VERSION);
     cJSON_AddBoolToObject(root, "complete", complete);
+    cJSON_AddNumberToObject(root, "written_at", (double)time(NULL));
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)p->job_hash);
     cJSON_AddStringToObject(root, "job_hash", hex);
     cJSON *model = cJSON_AddObjectToObject(root, "model");
@@ -410,6 +420,13 @@ static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned
     }
     cJSON *opts = cJSON_AddObjectToObject(root, "options");
     cJSON_AddStringToObject(opts, "input_dataset", p->task.dataset);
+    cJSON_AddNumberToObject(opts, "array_task", job->array_task);
+    cJSON_AddNumberToObject(opts, "array_tasks", job->array_tasks);
+    if (p->task.outs.labels) {
+        cJSON *labels = cJSON_AddArrayToObject(model, "labels");
+        for (int i = 0; i < p->task.outs.n_labels; i++)
+            cJSON_AddItemToArray(labels, cJSON_CreateString(p->task.outs.labels[i]));
+    }
     if (p->task.want_tokens)
         cJSON_AddNumberToObject(opts, "max_length", p->task.max_length);
     cJSON_AddNumberToObject(opts, "unit_rows", (double)job->unit_rows);
@@ -424,10 +441,11 @@ static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned
         cJSON_AddNumberToObject(o, "first_row", (double)s->first_row);
         cJSON_AddNumberToObject(o, "rows", (double)s->rows);
         cJSON_AddNumberToObject(o, "size", (double)s->size);
-        /* Exact integer: nanoseconds since 1970 do not fit a double's 53 bits. */
+        /* A string: nanoseconds since 1970 do not fit a double's 53 bits, and readers (merge,
+         * status) must compare them exactly with the part files' attributes. */
         char ns[32];
         snprintf(ns, sizeof ns, "%lld", (long long)s->mtime_ns);
-        cJSON_AddRawToObject(o, "mtime_ns", ns);
+        cJSON_AddStringToObject(o, "mtime_ns", ns);
         cJSON_AddItemToArray(inputs, o);
     }
     cJSON *units = cJSON_AddArrayToObject(root, "units");
@@ -440,7 +458,7 @@ static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned
         char *rel = sl_part_relpath(&p->in.shards[u->shard], u->row0, u->nrows);
         cJSON_AddStringToObject(o, "part", rel);
         free(rel);
-        cJSON_AddStringToObject(o, "status", done[i] ? "committed" : "pending");
+        cJSON_AddStringToObject(o, "status", done && done[i] ? "committed" : "pending");
         cJSON_AddItemToArray(units, o);
     }
     return root;
@@ -561,15 +579,28 @@ int sl_run_main(int argc, char **argv)
 
     /* A job with work left must not leave an earlier, now stale predictions.h5 looking
      * complete: it reappears only when every unit is committed again. */
-    if (rank == 0 && plan.npending > 0) {
+    if (rank == 0 && plan.nuncommitted > 0) {
         char path[4096];
         snprintf(path, sizeof path, "%s/predictions.h5", job.output);
         unlink(path);
     }
-    if (rank == 0 && !job.quiet)
-        fprintf(stderr, "shardline: %lld rows in %d shard(s), %lld unit(s): %lld to compute, %lld already committed\n",
+    if (rank == 0) {
+        /* The manifest is there from the start, so `shardline status` and `shardline merge`
+         * can read the job while it runs (and after it was killed). */
+        cJSON *man = manifest_json(&job, &plan, plan.done0, 0);
+        if (write_json(job.output, "manifest.json", man, &err) != 0)
+            sl_fatal(__FILE__, __LINE__, "manifest", "%s", err.msg);
+        cJSON_Delete(man);
+    }
+    if (rank == 0 && !job.quiet) {
+        fprintf(stderr, "shardline: %lld rows in %d shard(s), %lld unit(s): %lld already committed, %lld to compute",
                 (long long)plan.in.total_rows, plan.in.n, (long long)plan.nunits,
-                (long long)plan.npending, (long long)(plan.nunits - plan.npending));
+                (long long)(plan.nunits - plan.nuncommitted), (long long)plan.npending);
+        if (job.array_tasks > 1)
+            fprintf(stderr, " (array task %d of %d: units i %% %d == %d)", job.array_task,
+                    job.array_tasks, job.array_tasks, job.array_task);
+        fputc('\n', stderr);
+    }
 
     /* 4. the work */
     loop_t L;
@@ -616,16 +647,25 @@ int sl_run_main(int argc, char **argv)
     int exit_status = any_stopped ? SL_EXIT_STOPPED : SL_EXIT_OK;
     if (rank == 0) {
         unsigned char *done = sl_xcalloc((size_t)plan.nunits + 1, 1);
-        for (int64_t i = 0; i < plan.nunits; i++)
-            done[i] = 1;
-        for (int64_t i = 0; i < plan.npending; i++)
-            done[plan.pending[i]] = 0;
+        memcpy(done, plan.done0, (size_t)plan.nunits);
         int64_t ndone_now = displs[size - 1] + counts[size - 1];
         for (int64_t i = 0; i < ndone_now; i++)
             done[done_units[i]] = 1;
+        /* Units outside this run's share may have been committed meanwhile by other tasks of a
+         * job array: look at their part files. The task that finds everything committed
+         * writes predictions.h5. */
         int complete = 1;
-        for (int64_t i = 0; i < plan.nunits; i++)
+        for (int64_t i = 0; i < plan.nunits; i++) {
+            if (!done[i] && job.array_tasks > 1) {
+                const sl_unit_t *u = &plan.units[i];
+                sl_part_meta_t m = {&plan.in.shards[u->shard], u->row0, u->nrows, &plan.task.outs,
+                                    plan.model_fp, plan.job_hash};
+                char *rel = sl_part_relpath(m.shard, u->row0, u->nrows);
+                done[i] = (unsigned char)sl_part_matches(job.output, rel, &m);
+                free(rel);
+            }
             complete &= done[i];
+        }
         int64_t failed = 0;
         stats_t tot = {0};
         for (int i = 0; i < size; i++) {
@@ -668,7 +708,7 @@ int sl_run_main(int argc, char **argv)
         cJSON_AddNumberToObject(rep, "rows_computed", (double)tot.rows);
         cJSON_AddNumberToObject(rep, "failed_rows", (double)failed);
         cJSON_AddNumberToObject(rep, "units_total", (double)plan.nunits);
-        cJSON_AddNumberToObject(rep, "units_skipped", (double)(plan.nunits - plan.npending));
+        cJSON_AddNumberToObject(rep, "units_skipped", (double)(plan.nunits - plan.nuncommitted));
         cJSON_AddNumberToObject(rep, "units_computed", (double)tot.units);
         cJSON_AddNumberToObject(rep, "seconds", secs);
         cJSON_AddNumberToObject(rep, "rows_per_second", secs > 0 ? (double)tot.rows / secs : 0.0);
@@ -706,7 +746,7 @@ int sl_run_main(int argc, char **argv)
                 fprintf(stderr, "shardline: stopped by %s after committing %lld of %lld units; "
                                 "rerun the same command to resume\n",
                         sl_signals_first_name() ? sl_signals_first_name() : "a signal on another rank",
-                        (long long)(plan.nunits - plan.npending + tot.units), (long long)plan.nunits);
+                        (long long)(plan.nunits - plan.nuncommitted + tot.units), (long long)plan.nunits);
             else if (complete)
                 fprintf(stderr, "shardline: done: %lld rows (%lld computed, %lld failed) in %.2fs -> %s/predictions.h5\n",
                         (long long)plan.in.total_rows, (long long)tot.rows, (long long)failed, secs,
