@@ -110,44 +110,6 @@ static cJSON *read_json(const char *path, int want_array, sl_error_t *err)
     return root;
 }
 
-static const char *st_code(sl_dtype_t dt)
-{
-    switch (dt) {
-    case SL_F32: return "F32";
-    case SL_F16: return "F16";
-    case SL_BF16: return "BF16";
-    case SL_I32: return "I32";
-    case SL_I8: return "I8";
-    }
-    return "?";
-}
-
-static int is_float(sl_dtype_t dt) { return dt == SL_F32 || dt == SL_F16 || dt == SL_BF16; }
-
-/* "[4, 3]" */
-static const char *fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
-{
-    size_t n = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < ndim && n < cap; i++)
-        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
-    if (n < cap)
-        snprintf(buf + n, cap - n, "]");
-    return buf;
-}
-
-/* Element i of a float tensor's raw (possibly unaligned) little-endian data, as f32. */
-static float raw_elem(const unsigned char *p, sl_dtype_t dt, int64_t i)
-{
-    if (dt == SL_F32) {
-        float f;
-        memcpy(&f, p + 4 * i, 4);
-        return f;
-    }
-    uint16_t h;
-    memcpy(&h, p + 2 * i, 2);
-    return dt == SL_F16 ? sl_f16_to_f32(h) : sl_bf16_to_f32(h);
-}
-
 /* ---- config ------------------------------------------------------------------------------ */
 
 /* An integer key in [lo, SL_BERT_MAX_DIM]; a missing key is an error when `required`,
@@ -585,9 +547,9 @@ static int find_checked(const sl_bert_weights_t *w, const char *name, const char
             return 0;
         return sl_errorf(err, "%s: tensor '%s'%s%s%s %s is missing", w->where, name,
                          alt ? " (or '" : "", alt ? alt : "", alt ? "')" : "",
-                         fmt_shape(ws, sizeof ws, ndim, want));
+                         sl_st_fmt_shape(ws, sizeof ws, ndim, want));
     }
-    if (!t->mapped || !is_float(t->dtype))
+    if (!t->mapped || !sl_st_is_float(t->dtype))
         return sl_errorf(err, "%s: tensor '%s' has dtype %s; expected F32, F16 or BF16", w->where,
                          t->name, t->code);
     int same = t->ndim == ndim;
@@ -595,8 +557,8 @@ static int find_checked(const sl_bert_weights_t *w, const char *name, const char
         same = t->shape[i] == want[i];
     if (!same)
         return sl_errorf(err, "%s: tensor '%s' has shape %s; the config says %s", w->where, t->name,
-                         fmt_shape(hs, sizeof hs, t->ndim, t->shape),
-                         fmt_shape(ws, sizeof ws, ndim, want));
+                         sl_st_fmt_shape(hs, sizeof hs, t->ndim, t->shape),
+                         sl_st_fmt_shape(ws, sizeof ws, ndim, want));
     return 0;
 }
 
@@ -616,7 +578,7 @@ static void *host_block(const sl_st_tensor_t *t, int64_t ld, int64_t r0, int64_t
     }
     for (int64_t r = 0; r < nr; r++) {
         for (int64_t c = 0; c < nc; c++) {
-            float v = raw_elem(src, t->dtype, (r0 + r) * ld + c0 + c);
+            float v = sl_st_raw_f32(src, t->dtype, (r0 + r) * ld + c0 + c);
             size_t o = (size_t)(r * nc + c);
             if (dt == SL_F32) {
                 memcpy(buf + 4 * o, &v, 4);
@@ -818,9 +780,9 @@ static int load_heads(sl_bert_t *m, const sl_bert_weights_t *w, sl_error_t *err)
 sl_bert_t *sl_bert_load(const char *dir, sl_backend_t *be, int tp_size, int tp_rank,
                         sl_dtype_t dtype, sl_error_t *err)
 {
-    if (!is_float(dtype)) {
+    if (!sl_st_is_float(dtype)) {
         sl_errorf(err, "%s: weights can be loaded as f32, f16 or bf16, not %s", dir,
-                  st_code(dtype));
+                  sl_st_code(dtype));
         return NULL;
     }
     if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size) {

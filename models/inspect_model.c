@@ -16,18 +16,6 @@
 #include "models/mlp.h"
 #include "models/safetensors.h"
 
-static const char *st_code(sl_dtype_t dt)
-{
-    switch (dt) {
-    case SL_F32: return "F32";
-    case SL_F16: return "F16";
-    case SL_BF16: return "BF16";
-    case SL_I32: return "I32";
-    case SL_I8: return "I8";
-    }
-    return "?";
-}
-
 static const char *split_name(sl_split_t s, int tp_size)
 {
     switch (s) {
@@ -134,7 +122,7 @@ int sl_inspect_model(const char *dir, int tp_size, FILE *out, sl_error_t *err)
 
         int act = i == n - 1 ? cfg.final_activation : cfg.activation;
         fprintf(out, "%5d  %8lld  %8lld  %-10s  %-15s  %-5s  %12" PRIu64 "\n", i, (long long)din,
-                (long long)dout, act_name(act), split_name(split, tp_size), st_code(w->dtype),
+                (long long)dout, act_name(act), split_name(split, tp_size), sl_st_code(w->dtype),
                 wn + bn);
     }
     const sl_st_tensor_t *mean = sl_st_find(&st, "input_mean");
@@ -145,7 +133,7 @@ int sl_inspect_model(const char *dir, int tp_size, FILE *out, sl_error_t *err)
         count(&rank, mean, d0, 0);
         count(&rank, std, d0, 0);
         fprintf(out, "input standardisation: input_mean, input_std [%llu] %s, on every rank\n",
-                (unsigned long long)d0, st_code(mean->dtype));
+                (unsigned long long)d0, sl_st_code(mean->dtype));
     } else {
         fprintf(out, "input standardisation: none\n");
     }

@@ -11,6 +11,8 @@
  */
 #include "models/safetensors.h"
 
+#include "kernels/elementwise.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -346,4 +348,40 @@ int64_t sl_st_numel(const sl_st_tensor_t *t)
     for (int i = 0; i < t->ndim; i++)
         n *= t->shape[i];
     return n;
+}
+
+const char *sl_st_code(sl_dtype_t dt)
+{
+    switch (dt) {
+    case SL_F32: return "F32";
+    case SL_F16: return "F16";
+    case SL_BF16: return "BF16";
+    case SL_I32: return "I32";
+    case SL_I8: return "I8";
+    }
+    return "?";
+}
+
+int sl_st_is_float(sl_dtype_t dt) { return dt == SL_F32 || dt == SL_F16 || dt == SL_BF16; }
+
+const char *sl_st_fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape)
+{
+    size_t n = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(buf + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < cap)
+        snprintf(buf + n, cap - n, "]");
+    return buf;
+}
+
+float sl_st_raw_f32(const unsigned char *p, sl_dtype_t dt, int64_t i)
+{
+    if (dt == SL_F32) {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return dt == SL_F16 ? sl_f16_to_f32(h) : sl_bf16_to_f32(h);
 }
