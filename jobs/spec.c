@@ -40,6 +40,7 @@ static const opt_t options[] = {
     {"output-dtype", K_STR, "f32|f16", "f32", "storage type of float outputs", OFF(output_dtype), 0},
     {"array-task", K_INT, "N", NULL, "index of this task in a job array: it computes units i with i % tasks == N [default: from SLURM_ARRAY_TASK_ID, else 0]", OFF(array_task), 0},
     {"array-tasks", K_INT, "N", NULL, "number of tasks in the job array [default: from SLURM_ARRAY_TASK_MIN/MAX/STEP, else 1]", OFF(array_tasks), 1},
+    {"schedule", K_STR, "auto|dynamic|static", "auto", "unit hand-out: dynamic (shared counter; one node) or static (fixed interleaved shares); auto: dynamic on one node", OFF(schedule), 0},
     {"prefetch", K_INT, "N", "2", "batches read ahead by the I/O thread", OFF(prefetch), 1},
     {"restart", K_BOOL, NULL, NULL, "ignore earlier outputs and start again", OFF(restart), 0},
     {"quiet", K_BOOL, NULL, NULL, "no progress lines", OFF(quiet), 0},
@@ -297,6 +298,8 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
         rc = sl_errorf(err, "--task '%s': expected auto, predict, embed or classify", job->task);
     else if (strcmp(job->output_dtype, "f32") && strcmp(job->output_dtype, "f16"))
         rc = sl_errorf(err, "--output-dtype '%s': expected f32 or f16", job->output_dtype);
+    else if (strcmp(job->schedule, "auto") && strcmp(job->schedule, "dynamic") && strcmp(job->schedule, "static"))
+        rc = sl_errorf(err, "--schedule '%s': expected auto, dynamic or static", job->schedule);
     else
         rc = resolve_array(job, err);
 done:
@@ -318,5 +321,6 @@ void sl_job_free(sl_job_t *job)
     free(job->precision);
     free(job->task);
     free(job->output_dtype);
+    free(job->schedule);
     memset(job, 0, sizeof *job);
 }

@@ -30,6 +30,7 @@ typedef struct {
     char *output_dtype;   /* f32 | f16 */
     int array_task;  /* this task's index in a job array (-1: from SLURM_ARRAY_*, else 0) */
     int array_tasks; /* tasks in the array (0: from SLURM_ARRAY_*, else 1) */
+    char *schedule;  /* auto | dynamic | static */
     int prefetch;
     int restart;
     int quiet;

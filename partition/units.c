@@ -4,6 +4,7 @@
 #include "partition/units.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 int64_t sl_units_plan(const int64_t *shard_rows, int nshards, int64_t unit_rows, sl_unit_t **out)
 {
@@ -38,10 +39,20 @@ int sl_split_even(int64_t n, int parts, int idx, int64_t *off, int64_t *len, sl_
  * [2] rows done (for the progress line). */
 enum { Q_NEXT = 0, Q_STOP = 1, Q_DONE = 2, Q_WORDS = 3 };
 
-void sl_queue_init(sl_queue_t *q, const sl_grid_t *g, int64_t count)
+void sl_queue_init(sl_queue_t *q, const sl_grid_t *g, int64_t count, int schedule)
 {
+    memset(q, 0, sizeof *q);
     q->grid = g;
     q->count = count;
+    /* Dynamic only inside one node, where the window lives in shared memory and a fetch never
+     * waits for rank 0. Across nodes a window needs an RMA transport that may be missing
+     * (Debian's Open MPI disables osc/pt2pt, so MPI_Win_allocate fails over TCP) or only
+     * progresses when rank 0 calls MPI: there every group takes a fixed interleaved share. */
+    int one_node = g->local_size == g->world_size, all_one = 0;
+    MPI_Allreduce(&one_node, &all_one, 1, MPI_INT, MPI_MIN, g->world);
+    q->dynamic = schedule == SL_SCHEDULE_DYNAMIC || (schedule == SL_SCHEDULE_AUTO && all_one);
+    if (!q->dynamic)
+        return;
     MPI_Aint bytes = g->world_rank == 0 ? Q_WORDS * (MPI_Aint)sizeof(int64_t) : 0;
     MPI_Win_allocate(bytes, sizeof(int64_t), MPI_INFO_NULL, g->world, &q->base, &q->win);
     if (g->world_rank == 0) {
@@ -68,7 +79,13 @@ int64_t sl_queue_next(sl_queue_t *q, int stop)
 {
     int64_t idx = -1;
     if (q->grid->tp_rank == 0 && !stop) {
-        idx = fetch_op(q, Q_NEXT, 1, MPI_SUM);
+        if (q->dynamic) {
+            idx = fetch_op(q, Q_NEXT, 1, MPI_SUM);
+        } else {
+            /* static: group d takes units d, d + D, d + 2D, ... */
+            idx = q->grid->dp_rank + q->taken * q->grid->dp_size;
+            q->taken++;
+        }
         if (idx >= q->count)
             idx = -1;
     }
@@ -77,16 +94,33 @@ int64_t sl_queue_next(sl_queue_t *q, int stop)
     return idx;
 }
 
-void sl_queue_post_stop(sl_queue_t *q) { fetch_op(q, Q_STOP, 1, MPI_REPLACE); }
+/* Static schedules have no shared window: a signal reaches every rank anyway (mpirun forwards
+ * it, Slurm signals every task), and progress is this group's rows scaled by the group count. */
+void sl_queue_post_stop(sl_queue_t *q)
+{
+    if (q->dynamic)
+        fetch_op(q, Q_STOP, 1, MPI_REPLACE);
+}
 
-int sl_queue_stop_posted(sl_queue_t *q) { return fetch_op(q, Q_STOP, 0, MPI_NO_OP) != 0; }
+int sl_queue_stop_posted(sl_queue_t *q) { return q->dynamic && fetch_op(q, Q_STOP, 0, MPI_NO_OP) != 0; }
 
-void sl_queue_add_done(sl_queue_t *q, int64_t rows) { fetch_op(q, Q_DONE, rows, MPI_SUM); }
+void sl_queue_add_done(sl_queue_t *q, int64_t rows)
+{
+    if (q->dynamic)
+        fetch_op(q, Q_DONE, rows, MPI_SUM);
+    else
+        q->done_local += rows;
+}
 
-int64_t sl_queue_done(sl_queue_t *q) { return fetch_op(q, Q_DONE, 0, MPI_NO_OP); }
+int64_t sl_queue_done(sl_queue_t *q)
+{
+    return q->dynamic ? fetch_op(q, Q_DONE, 0, MPI_NO_OP) : q->done_local * q->grid->dp_size;
+}
 
 void sl_queue_free(sl_queue_t *q)
 {
+    if (!q->dynamic)
+        return;
     MPI_Win_unlock_all(q->win);
     MPI_Win_free(&q->win);
 }

@@ -3,9 +3,10 @@
  *
  * A unit is (shard, first row, row count): a row range of at most unit_rows rows inside one
  * input shard. Every rank derives the same ordered list from the same shard table, so a unit is
- * named by its index alone. Units are handed out dynamically: the leader (tp_rank 0) of each DP
- * group takes the next index from a shared counter (an MPI RMA window on world rank 0,
- * MPI_Fetch_and_op) and broadcasts it to its TP group.
+ * named by its index alone. On one node units are handed out dynamically: the leader (tp_rank
+ * 0) of each DP group takes the next index from a shared counter (an MPI RMA window on world
+ * rank 0, MPI_Fetch_and_op) and broadcasts it to its TP group. Across nodes each DP group takes
+ * a fixed interleaved share (see sl_queue_init for why).
  */
 #ifndef SL_UNITS_H
 #define SL_UNITS_H
@@ -33,13 +34,18 @@ int sl_split_even(int64_t n, int parts, int idx, int64_t *off, int64_t *len, sl_
 /* The shared queue of unit indices [0, count). */
 typedef struct {
     MPI_Win win;
-    int64_t *base; /* the counter lives on world rank 0 */
+    int64_t *base; /* the counter lives on world rank 0 (dynamic schedule) */
     int64_t count;
     const sl_grid_t *grid;
+    int dynamic;        /* 1: shared counter; 0: fixed interleaved shares per DP group */
+    int64_t taken;      /* static: units taken by this group so far */
+    int64_t done_local; /* static: rows this group has done */
 } sl_queue_t;
 
-/* Collective over the world. */
-void sl_queue_init(sl_queue_t *q, const sl_grid_t *g, int64_t count);
+typedef enum { SL_SCHEDULE_AUTO = 0, SL_SCHEDULE_DYNAMIC = 1, SL_SCHEDULE_STATIC = 2 } sl_schedule_t;
+
+/* Collective over the world. AUTO: dynamic when every rank is on one node, else static. */
+void sl_queue_init(sl_queue_t *q, const sl_grid_t *g, int64_t count, int schedule);
 /* Collective over the TP group: every member gets the same next index, or -1 when the queue is
  * empty or `stop` (already agreed within the group) is set. */
 int64_t sl_queue_next(sl_queue_t *q, int stop);

@@ -612,7 +612,13 @@ int sl_run_main(int argc, char **argv)
     L.comm = comm;
     L.read_rows = sl_task_read_rows(model, &job);
     sl_queue_t queue;
-    sl_queue_init(&queue, &grid, plan.npending);
+    sl_queue_init(&queue, &grid, plan.npending,
+                  !strcmp(job.schedule, "dynamic") ? SL_SCHEDULE_DYNAMIC
+                  : !strcmp(job.schedule, "static") ? SL_SCHEDULE_STATIC : SL_SCHEDULE_AUTO);
+    if (rank == 0 && !job.quiet && grid.dp_size > 1)
+        fprintf(stderr, "shardline: units handed out %s\n",
+                queue.dynamic ? "dynamically (shared counter on rank 0)"
+                              : "statically (DP group d takes units d, d+D, d+2D, ...)");
     L.queue = &queue;
     L.io = sl_io_start(&plan.in, job.output, job.prefetch < 1 ? 1 : job.prefetch, model, L.read_rows);
     compute_loop(&L);
