@@ -10,6 +10,7 @@
 #include "kernels/backend.h"
 #include "runner/inspect.h"
 #include "runner/lifecycle.h"
+#include "runner/submit.h"
 #include "runner/run.h"
 
 static void usage(FILE *out)
@@ -21,6 +22,8 @@ static void usage(FILE *out)
             "commands:\n"
             "  run [JOB.ini] [options]   run a job (see shardline run --help)\n"
             "  inspect MODEL_DIR|FILE.h5 show a model's architecture or an HDF5 file's datasets\n"
+            "  submit JOB.ini [options]  write an sbatch script beside the job's output and submit it\n"
+            "                            (see shardline submit --help)\n"
             "  status OUTPUT_DIR         units committed/pending, rows, throughput (also while running)\n"
             "  merge OUTPUT_DIR          write predictions.h5 once every unit is committed (job arrays)\n"
             "  --version                 print the version\n"
@@ -50,6 +53,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "inspect"))
         return sl_inspect_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "submit"))
+        return sl_submit_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "status"))
         return sl_status_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "merge"))
