@@ -4,6 +4,7 @@
 #include "partition/grid.h"
 
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -40,6 +41,15 @@ int sl_grid_init(sl_grid_t *g, MPI_Comm world, int tp_size, sl_error_t *err)
     MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, g->world_rank, MPI_INFO_NULL, &g->node);
     MPI_Comm_rank(g->node, &g->local_rank);
     MPI_Comm_size(g->node, &g->local_size);
+    /* Cross-check with what the launcher says: a mismatch means ranks were placed in a way
+     * MPI does not see (e.g. a container hiding the node), and GPUs may be shared by mistake. */
+    const char *vars[] = {"SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK"};
+    for (int i = 0; i < 2; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v && atoi(v) != g->local_rank)
+            sl_log_warn("rank %d on %s: node-local rank %d from MPI, but %s=%s", g->world_rank,
+                        g->host, g->local_rank, vars[i], v);
+    }
     return 0;
 }
 

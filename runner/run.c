@@ -502,9 +502,12 @@ static sl_backend_t *make_backend(const sl_job_t *job, const sl_grid_t *g, sl_er
 static void print_placement(const sl_grid_t *g, sl_backend_t *be, const sl_comm_t *comm, int quiet)
 {
     char line[384];
-    snprintf(line, sizeof line, "rank %d/%d host %s local %d/%d tp %d/%d dp %d/%d device %s",
+    const char *cvd = getenv("CUDA_VISIBLE_DEVICES");
+    snprintf(line, sizeof line, "rank %d/%d host %s local %d/%d tp %d/%d dp %d/%d device %s%s%s",
              g->world_rank, g->world_size, g->host, g->local_rank, g->local_size, g->tp_rank,
-             g->tp_size, g->dp_rank, g->dp_size, sl_backend_describe(be));
+             g->tp_size, g->dp_rank, g->dp_size, sl_backend_describe(be),
+             cvd && sl_backend_kind(be) == SL_BACKEND_CUDA ? " CUDA_VISIBLE_DEVICES=" : "",
+             cvd && sl_backend_kind(be) == SL_BACKEND_CUDA ? cvd : "");
     char *all = g->world_rank == 0 ? sl_xcalloc((size_t)g->world_size, sizeof line) : NULL;
     MPI_Gather(line, sizeof line, MPI_CHAR, all, sizeof line, MPI_CHAR, 0, g->world);
     if (g->world_rank == 0 && !quiet) {
