@@ -19,6 +19,8 @@
  */
 #include "models/bert.h"
 
+#include "common/sl_fs.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -41,60 +43,17 @@
 
 /* ---- small helpers --------------------------------------------------------------------- */
 
-static char *join_path(const char *dir, const char *file)
-{
-    size_t n = strlen(dir) + strlen(file) + 2;
-    char *p = sl_xmalloc(n);
-    size_t dl = strlen(dir);
-    snprintf(p, n, "%s%s%s", dir, (dl && dir[dl - 1] == '/') ? "" : "/", file);
-    return p;
-}
-
 static int file_exists(const char *path)
 {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-/* Reads a whole (small) file into a NUL-terminated buffer. */
-static int read_small_file(const char *path, char **out, sl_error_t *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return sl_errorf(err, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 4096, n = 0;
-    char *buf = sl_xmalloc(cap);
-    for (;;) {
-        if (n + 1 >= cap) {
-            if (cap >= SL_BERT_MAX_JSON) {
-                fclose(f);
-                free(buf);
-                return sl_errorf(err, "%s: file larger than %u bytes", path, SL_BERT_MAX_JSON);
-            }
-            cap *= 2;
-            buf = sl_xrealloc(buf, cap);
-        }
-        size_t got = fread(buf + n, 1, cap - 1 - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return sl_errorf(err, "%s: read error", path);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    return 0;
-}
-
 /* Reads and parses a JSON file that must hold an object (or an array when want_array). */
 static cJSON *read_json(const char *path, int want_array, sl_error_t *err)
 {
     char *text = NULL;
-    if (read_small_file(path, &text, err) != 0)
+    if (sl_read_file(path, SL_BERT_MAX_JSON, &text, NULL, err) != 0)
         return NULL;
     cJSON *root = cJSON_Parse(text);
     if (!root) {
@@ -265,7 +224,7 @@ static int parse_model_config(const char *path, const cJSON *root, sl_bert_confi
 static int load_max_length(const char *dir, sl_bert_config_t *cfg, sl_error_t *err)
 {
     int64_t len = 0;
-    char *p = join_path(dir, "sentence_bert_config.json");
+    char *p = sl_path_join(dir, "sentence_bert_config.json");
     if (file_exists(p)) {
         cJSON *root = read_json(p, 0, err);
         int rc = root ? json_int(root, "max_seq_length", 0, 0, 1, p, &len, err) : -1;
@@ -277,7 +236,7 @@ static int load_max_length(const char *dir, sl_bert_config_t *cfg, sl_error_t *e
     }
     free(p);
     if (len == 0) {
-        p = join_path(dir, "tokenizer_config.json");
+        p = sl_path_join(dir, "tokenizer_config.json");
         if (file_exists(p)) {
             cJSON *root = read_json(p, 0, err);
             if (!root) {
@@ -346,7 +305,7 @@ static int parse_pooling(const char *path, sl_bert_config_t *cfg, sl_error_t *er
  * 1_Pooling/config.json is still honoured. */
 static int load_sentence_modules(const char *dir, sl_bert_config_t *cfg, sl_error_t *err)
 {
-    char *mpath = join_path(dir, "modules.json");
+    char *mpath = sl_path_join(dir, "modules.json");
     char *pool_dir = NULL;
     int rc = 0;
     if (file_exists(mpath)) {
@@ -389,8 +348,8 @@ static int load_sentence_modules(const char *dir, sl_bert_config_t *cfg, sl_erro
         free(pool_dir);
         return -1;
     }
-    char *sub = join_path(pool_dir ? pool_dir : "1_Pooling", "config.json");
-    char *ppath = join_path(dir, sub);
+    char *sub = sl_path_join(pool_dir ? pool_dir : "1_Pooling", "config.json");
+    char *ppath = sl_path_join(dir, sub);
     if (file_exists(ppath))
         rc = parse_pooling(ppath, cfg, err);
     free(sub);
@@ -403,7 +362,7 @@ int sl_bert_config_load(const char *dir, sl_bert_config_t *cfg, sl_error_t *err)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->pooling = SL_BERT_POOL_MEAN;
-    char *path = join_path(dir, "config.json");
+    char *path = sl_path_join(dir, "config.json");
     cJSON *root = read_json(path, 0, err);
     int rc = root ? parse_model_config(path, root, cfg, err) : -1;
     cJSON_Delete(root);
@@ -448,8 +407,8 @@ static void weights_close(sl_bert_weights_t *w)
 static int weights_open(const char *dir, sl_bert_weights_t *w, sl_error_t *err)
 {
     memset(w, 0, sizeof *w);
-    char *single = join_path(dir, "model.safetensors");
-    char *index = join_path(dir, "model.safetensors.index.json");
+    char *single = sl_path_join(dir, "model.safetensors");
+    char *index = sl_path_join(dir, "model.safetensors.index.json");
     int rc = 0;
     if (file_exists(single)) {
         w->where = single;
@@ -491,7 +450,7 @@ static int weights_open(const char *dir, sl_bert_weights_t *w, sl_error_t *err)
             if (rc == 0) {
                 w->files = sl_xcalloc((size_t)n, sizeof *w->files);
                 for (int i = 0; i < n && rc == 0; i++) {
-                    char *p = join_path(dir, names[i]);
+                    char *p = sl_path_join(dir, names[i]);
                     w->n_files = i + 1;
                     rc = sl_st_open(&w->files[i], p, err);
                     free(p);
@@ -501,7 +460,7 @@ static int weights_open(const char *dir, sl_bert_weights_t *w, sl_error_t *err)
         }
         cJSON_Delete(root);
     } else {
-        char *bin = join_path(dir, "pytorch_model.bin");
+        char *bin = sl_path_join(dir, "pytorch_model.bin");
         rc = sl_errorf(err, "%s: no model.safetensors or model.safetensors.index.json%s", dir,
                        file_exists(bin) ? " (pytorch_model.bin is not read: convert it to "
                                           "safetensors)"

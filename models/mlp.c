@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sl_fs.h"
 #include "common/sl_hash.h"
 #include "kernels/elementwise.h"
 #include "partition/units.h"
@@ -31,51 +32,6 @@
 #define SL_MLP_MAX_DIM 2147483647LL   /* BLAS takes int dimensions */
 
 /* ---- small helpers --------------------------------------------------------------------- */
-
-static char *join_path(const char *dir, const char *file)
-{
-    size_t n = strlen(dir) + strlen(file) + 2;
-    char *p = sl_xmalloc(n);
-    size_t dl = strlen(dir);
-    snprintf(p, n, "%s%s%s", dir, (dl && dir[dl - 1] == '/') ? "" : "/", file);
-    return p;
-}
-
-/* Reads a whole (small) file into a NUL-terminated buffer. */
-static int read_small_file(const char *path, char **out, size_t *len, sl_error_t *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return sl_errorf(err, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 4096, n = 0;
-    char *buf = sl_xmalloc(cap);
-    for (;;) {
-        if (n + 1 >= cap) {
-            if (cap >= SL_MLP_MAX_CONFIG) {
-                fclose(f);
-                free(buf);
-                return sl_errorf(err, "%s: file larger than %u bytes", path, SL_MLP_MAX_CONFIG);
-            }
-            cap *= 2;
-            buf = sl_xrealloc(buf, cap);
-        }
-        size_t got = fread(buf + n, 1, cap - 1 - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return sl_errorf(err, "%s: read error", path);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    if (len)
-        *len = n;
-    return 0;
-}
 
 /* ---- config ------------------------------------------------------------------------------ */
 
@@ -189,7 +145,7 @@ int sl_mlp_config_load(sl_mlp_config_t *cfg, const char *config_path, sl_error_t
 {
     memset(cfg, 0, sizeof *cfg);
     char *json;
-    if (read_small_file(config_path, &json, NULL, err) != 0)
+    if (sl_read_file(config_path, SL_MLP_MAX_CONFIG, &json, NULL, err) != 0)
         return -1;
     int rc = sl_mlp_config_parse(cfg, json, config_path, err);
     free(json);
@@ -422,8 +378,8 @@ sl_mlp_t *sl_mlp_load(const char *dir, sl_backend_t *be, int tp_size, int tp_ran
         sl_errorf(err, "%s: bad tensor-parallel position (rank %d of %d)", dir, tp_rank, tp_size);
         return NULL;
     }
-    char *cfg_path = join_path(dir, "config.json");
-    char *st_path = join_path(dir, "model.safetensors");
+    char *cfg_path = sl_path_join(dir, "config.json");
+    char *st_path = sl_path_join(dir, "model.safetensors");
     char *json = NULL;
     size_t json_len = 0;
     sl_safetensors_t st;
@@ -434,7 +390,7 @@ sl_mlp_t *sl_mlp_load(const char *dir, sl_backend_t *be, int tp_size, int tp_ran
     m->tp_rank = tp_rank;
     m->dtype = dtype;
 
-    if (read_small_file(cfg_path, &json, &json_len, err) != 0 ||
+    if (sl_read_file(cfg_path, SL_MLP_MAX_CONFIG, &json, &json_len, err) != 0 ||
         sl_mlp_config_parse(&m->cfg, json, cfg_path, err) != 0 ||
         sl_st_open(&st, st_path, err) != 0 || sl_mlp_check(dir, &m->cfg, &st, tp_size, err) != 0)
         goto fail;
@@ -573,11 +529,11 @@ void sl_mlp_forward(sl_mlp_t *m, sl_comm_t *comm, sl_tensor_t *x, sl_tensor_t *y
 
 int sl_model_fingerprint(const char *dir, uint64_t *out, sl_error_t *err)
 {
-    char *cfg_path = join_path(dir, "config.json");
-    char *st_path = join_path(dir, "model.safetensors");
+    char *cfg_path = sl_path_join(dir, "config.json");
+    char *st_path = sl_path_join(dir, "model.safetensors");
     char *json = NULL;
     size_t json_len = 0;
-    int rc = read_small_file(cfg_path, &json, &json_len, err);
+    int rc = sl_read_file(cfg_path, SL_MLP_MAX_CONFIG, &json, &json_len, err);
     FILE *f = NULL;
     if (rc == 0 && !(f = fopen(st_path, "rb")))
         rc = sl_errorf(err, "%s: cannot open: %s", st_path, strerror(errno));

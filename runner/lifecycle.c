@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "common/sl_fs.h"
 #include "jobs/h5util.h"
 #include "jobs/input.h"
 #include "jobs/output.h"
@@ -60,15 +61,9 @@ static int view_load(job_view_t *v, const char *out, sl_error_t *err)
     memset(v, 0, sizeof *v);
     char path[4096];
     snprintf(path, sizeof path, "%s/manifest.json", out);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return sl_errorf(err, "%s: %s (has a job run with --output %s?)", path, strerror(errno), out);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = sl_xmalloc((size_t)(n > 0 ? n : 0) + 1);
-    text[fread(text, 1, (size_t)(n > 0 ? n : 0), f)] = '\0';
-    fclose(f);
+    char *text = NULL;
+    if (sl_read_file(path, 1u << 30, &text, NULL, err) != 0)
+        return -1; /* "OUT/manifest.json: cannot open: ..." says it: no job ran there */
     cJSON *root = cJSON_Parse(text);
     free(text);
     if (!root)

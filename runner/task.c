@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/sl_fs.h"
 #include "common/sl_hash.h"
 #include "models/bert.h"
 #include "models/mlp.h"
@@ -27,29 +28,14 @@ const char *sl_task_name(sl_task_kind_t t)
     return names[t];
 }
 
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = sl_xmalloc((size_t)(n > 0 ? n : 0) + 1);
-    size_t got = fread(s, 1, (size_t)(n > 0 ? n : 0), f);
-    s[got] = '\0';
-    fclose(f);
-    return s;
-}
-
 /* model_type from config.json, into buf. */
 static int model_type(const char *dir, char *buf, size_t len, sl_error_t *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    char *text = read_text(path);
-    if (!text)
-        return sl_errorf(err, "%s: cannot read the model config (is --model a model directory?)", path);
+    char *text = NULL;
+    if (sl_read_file(path, 16u << 20, &text, NULL, err) != 0)
+        return sl_error_prefix(err, "--model %s", dir);
     cJSON *root = cJSON_Parse(text);
     free(text);
     if (!root)
