@@ -186,7 +186,7 @@ int sl_status_main(int argc, char **argv)
         view_free(&v);
         return SL_EXIT_INPUT;
     }
-    int64_t done = 0, rows_done = 0, failed = 0;
+    int64_t done = 0, rows_done = 0, failed = 0, first_rows = 0;
     double first = 0, last = 0;
     for (int64_t i = 0; i < v.nunits; i++) {
         double mt = 0;
@@ -194,7 +194,10 @@ int sl_status_main(int argc, char **argv)
             continue;
         done++;
         rows_done += v.units[i].nrows;
-        first = (first == 0 || mt < first) ? mt : first;
+        if (first == 0 || mt < first) {
+            first = mt;
+            first_rows = v.units[i].nrows; /* its rows were computed before the clock starts */
+        }
         last = mt > last ? mt : last;
         /* failed rows of this part */
         const sl_unit_t *u = &v.units[i];
@@ -228,7 +231,7 @@ int sl_status_main(int argc, char **argv)
            (long long)failed);
     if (done > 1 && last > first)
         printf("throughput  %.0f rows/s (between the first and the last commit)\n",
-               (double)(rows_done - v.units[0].nrows) / (last - first));
+               (double)(rows_done - first_rows) / (last - first));
     if (done > 0) {
         time_t t = (time_t)last;
         char when[64];
