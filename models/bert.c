@@ -521,41 +521,12 @@ static int find_checked(const sl_bert_weights_t *w, const char *name, const char
     return 0;
 }
 
-/* Host copy of the block rows [r0, r0+nr) x cols [c0, c0+nc) of t's data viewed as [*, ld]
- * row-major, converted to dt. malloc'd. */
-static void *host_block(const sl_st_tensor_t *t, int64_t ld, int64_t r0, int64_t nr, int64_t c0,
-                        int64_t nc, sl_dtype_t dt)
-{
-    size_t es = dt == SL_F32 ? 4 : 2;
-    unsigned char *buf = sl_xmalloc((size_t)(nr * nc) * es);
-    const unsigned char *src = t->data;
-    if (dt == t->dtype) { /* same format: copy row pieces, bits unchanged */
-        for (int64_t r = 0; r < nr; r++)
-            memcpy(buf + (size_t)(r * nc) * es, src + (size_t)((r0 + r) * ld + c0) * es,
-                   (size_t)nc * es);
-        return buf;
-    }
-    for (int64_t r = 0; r < nr; r++) {
-        for (int64_t c = 0; c < nc; c++) {
-            float v = sl_st_raw_f32(src, t->dtype, (r0 + r) * ld + c0 + c);
-            size_t o = (size_t)(r * nc + c);
-            if (dt == SL_F32) {
-                memcpy(buf + 4 * o, &v, 4);
-            } else {
-                uint16_t h = dt == SL_F16 ? sl_f32_to_f16(v) : sl_f32_to_bf16(v);
-                memcpy(buf + 2 * o, &h, 2);
-            }
-        }
-    }
-    return buf;
-}
-
 /* Uploads the block of a checked tensor (see host_block) as a [nr, nc] tensor, or [nc] when
  * nr == 0 (a vector slice). */
 static sl_tensor_t *upload_block(sl_backend_t *be, const sl_st_tensor_t *t, int64_t ld, int64_t r0,
                                  int64_t nr, int64_t c0, int64_t nc, sl_dtype_t dt)
 {
-    void *h = host_block(t, ld, r0, nr ? nr : 1, c0, nc, dt);
+    void *h = sl_st_host_block(t, ld, r0, nr ? nr : 1, c0, nc, dt);
     sl_tensor_t *d = nr ? sl_tensor_new2(be, dt, nr, nc) : sl_tensor_new1(be, dt, nc);
     sl_copy_h2d(d, h, sl_tensor_bytes(d));
     free(h);

@@ -264,35 +264,6 @@ static uint64_t fp_config(const void *cfg, size_t n)
     return sl_hash_u64(sl_hash_bytes(SL_HASH_INIT, cfg, n), n);
 }
 
-/* Host copy of the block rows [r0, r0+nr) x cols [c0, c0+nc) of t's data viewed as
- * [*, ld] row-major, converted to dt. malloc'd; nr * nc * size(dt) bytes. */
-static void *host_block(const sl_st_tensor_t *t, int64_t ld, int64_t r0, int64_t nr, int64_t c0,
-                        int64_t nc, sl_dtype_t dt)
-{
-    size_t es = dt == SL_F32 ? 4 : 2;
-    unsigned char *buf = sl_xmalloc((size_t)(nr * nc) * es);
-    const unsigned char *src = t->data;
-    if (dt == t->dtype) { /* same format: copy row pieces, bits unchanged */
-        for (int64_t r = 0; r < nr; r++)
-            memcpy(buf + (size_t)(r * nc) * es, src + (size_t)((r0 + r) * ld + c0) * es,
-                   (size_t)nc * es);
-        return buf;
-    }
-    for (int64_t r = 0; r < nr; r++) {
-        for (int64_t c = 0; c < nc; c++) {
-            float v = sl_st_raw_f32(src, t->dtype, (r0 + r) * ld + c0 + c);
-            size_t o = (size_t)(r * nc + c);
-            if (dt == SL_F32) {
-                memcpy(buf + 4 * o, &v, 4);
-            } else {
-                uint16_t h = dt == SL_F16 ? sl_f32_to_f16(v) : sl_f32_to_bf16(v);
-                memcpy(buf + 2 * o, &h, 2);
-            }
-        }
-    }
-    return buf;
-}
-
 static sl_tensor_t *upload(sl_backend_t *be, sl_dtype_t dt, int64_t d0, int64_t d1,
                            const void *host)
 {
@@ -324,14 +295,14 @@ static int load_layer(sl_mlp_t *m, const sl_safetensors_t *st, int i, sl_error_t
             return sl_error_prefix(err, "layer %d (row-parallel)", i);
     }
 
-    void *hw = host_block(w, L->in, row0, L->out_local, col0, L->in_local, m->dtype);
+    void *hw = sl_st_host_block(w, L->in, row0, L->out_local, col0, L->in_local, m->dtype);
     L->w = upload(m->be, m->dtype, L->out_local, L->in_local, hw);
     free(hw);
     /* The bias is added once to the full output: sliced with the rows for a column layer,
      * whole for a row layer (added after the all-reduce). */
     int64_t b0 = L->split == SL_SPLIT_COLUMN ? row0 : 0;
     int64_t bn_len = L->split == SL_SPLIT_COLUMN ? L->out_local : L->out;
-    void *hb = host_block(b, bn_len, 0, 1, b0, bn_len, SL_F32);
+    void *hb = sl_st_host_block(b, bn_len, 0, 1, b0, bn_len, SL_F32);
     L->b = upload(m->be, SL_F32, bn_len, 0, hb);
     free(hb);
     return 0;
@@ -343,8 +314,8 @@ static int load_stats(sl_mlp_t *m, const sl_safetensors_t *st, sl_error_t *err)
     if (!mean)
         return 0;
     int64_t d0 = m->cfg.dims[0];
-    float *hm = host_block(mean, d0, 0, 1, 0, d0, SL_F32);
-    float *hs = host_block(std, d0, 0, 1, 0, d0, SL_F32);
+    float *hm = sl_st_host_block(mean, d0, 0, 1, 0, d0, SL_F32);
+    float *hs = sl_st_host_block(std, d0, 0, 1, 0, d0, SL_F32);
     int rc = 0;
     /* A zero or non-finite std would turn every row into NaN/Inf: refuse the model instead. */
     for (int64_t j = 0; j < d0 && rc == 0; j++) {

@@ -385,3 +385,30 @@ float sl_st_raw_f32(const unsigned char *p, sl_dtype_t dt, int64_t i)
     memcpy(&h, p + 2 * i, 2);
     return dt == SL_F16 ? sl_f16_to_f32(h) : sl_bf16_to_f32(h);
 }
+
+void *sl_st_host_block(const sl_st_tensor_t *t, int64_t ld, int64_t r0, int64_t nr, int64_t c0,
+                       int64_t nc, sl_dtype_t dt)
+{
+    size_t es = dt == SL_F32 ? 4 : 2;
+    unsigned char *buf = sl_xmalloc((size_t)(nr * nc) * es);
+    const unsigned char *src = t->data;
+    if (dt == t->dtype) { /* same format: copy row pieces, bits unchanged */
+        for (int64_t r = 0; r < nr; r++)
+            memcpy(buf + (size_t)(r * nc) * es, src + (size_t)((r0 + r) * ld + c0) * es,
+                   (size_t)nc * es);
+        return buf;
+    }
+    for (int64_t r = 0; r < nr; r++) {
+        for (int64_t c = 0; c < nc; c++) {
+            float v = sl_st_raw_f32(src, t->dtype, (r0 + r) * ld + c0 + c);
+            size_t o = (size_t)(r * nc + c);
+            if (dt == SL_F32) {
+                memcpy(buf + 4 * o, &v, 4);
+            } else {
+                uint16_t h = dt == SL_F16 ? sl_f32_to_f16(v) : sl_f32_to_bf16(v);
+                memcpy(buf + 2 * o, &h, 2);
+            }
+        }
+    }
+    return buf;
+}

@@ -57,5 +57,10 @@ int sl_st_is_float(sl_dtype_t dt);      /* F32, F16 or BF16 */
 const char *sl_st_fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape);
 /* Element i of float data (F32/F16/BF16, little-endian, possibly unaligned), as f32. */
 float sl_st_raw_f32(const unsigned char *p, sl_dtype_t dt, int64_t i);
+/* Host copy of the block rows [r0, r0+nr) x cols [c0, c0+nc) of a float tensor's data viewed
+ * as [*, ld] row-major, converted to dt (f32, f16 or bf16): how a TP rank takes its slice.
+ * malloc'd; nr * nc * size(dt) bytes. */
+void *sl_st_host_block(const sl_st_tensor_t *t, int64_t ld, int64_t r0, int64_t nr, int64_t c0,
+                       int64_t nc, sl_dtype_t dt);
 
 #endif

@@ -161,31 +161,34 @@ static int unit_done(const char *out, const job_view_t *v, int64_t i, double *mt
     return ok;
 }
 
-static int one_dir_arg(int argc, char **argv, const char *cmd, const char *what)
+/* The shared start of status and merge: one OUTPUT_DIR argument (or --help), then its
+ * manifest. Returns -1 to go on with *v loaded, else the exit status. */
+static int open_view(int argc, char **argv, const char *cmd, const char *what, job_view_t *v)
 {
-    if (argc == 2 && strcmp(argv[1], "--help") && strcmp(argv[1], "-h"))
-        return 0;
-    FILE *o = argc == 2 ? stdout : stderr;
-    fprintf(o, "usage: shardline %s OUTPUT_DIR\n\n%s\n", cmd, what);
-    return argc == 2 ? 1 : -1;
+    if (argc != 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        fprintf(argc == 2 ? stdout : stderr, "usage: shardline %s OUTPUT_DIR\n\n%s\n", cmd, what);
+        return argc == 2 ? SL_EXIT_OK : SL_EXIT_USAGE;
+    }
+    sl_error_t err;
+    sl_h5_quiet();
+    if (view_load(v, argv[1], &err) != 0) {
+        fprintf(stderr, "shardline: error: %s\n", err.msg);
+        view_free(v);
+        return SL_EXIT_INPUT;
+    }
+    return -1;
 }
 
 int sl_status_main(int argc, char **argv)
 {
-    int a = one_dir_arg(argc, argv, "status",
-                        "Prints a job's units committed and pending, rows, failed rows, throughput\n"
-                        "and last update, from its output directory (also while it runs).");
-    if (a)
-        return a > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
-    const char *out = argv[1];
-    sl_error_t err;
     job_view_t v;
-    sl_h5_quiet();
-    if (view_load(&v, out, &err) != 0) {
-        fprintf(stderr, "shardline: error: %s\n", err.msg);
-        view_free(&v);
-        return SL_EXIT_INPUT;
-    }
+    int rc = open_view(argc, argv, "status",
+                        "Prints a job's units committed and pending, rows, failed rows, throughput\n"
+                        "and last update, from its output directory (also while it runs).",
+                       &v);
+    if (rc >= 0)
+        return rc;
+    const char *out = argv[1];
     int64_t done = 0, rows_done = 0, failed = 0, first_rows = 0;
     double first = 0, last = 0;
     for (int64_t i = 0; i < v.nunits; i++) {
@@ -247,20 +250,15 @@ int sl_status_main(int argc, char **argv)
 
 int sl_merge_main(int argc, char **argv)
 {
-    int a = one_dir_arg(argc, argv, "merge",
+    job_view_t v;
+    int rc = open_view(argc, argv, "merge",
                         "Writes OUTPUT_DIR/predictions.h5 over the committed part files once every\n"
-                        "unit of the job is committed (exit 3 and the count of pending units if not).");
-    if (a)
-        return a > 0 ? SL_EXIT_OK : SL_EXIT_USAGE;
+                        "unit of the job is committed (exit 3 and the count of pending units if not).",
+                       &v);
+    if (rc >= 0)
+        return rc;
     const char *out = argv[1];
     sl_error_t err;
-    job_view_t v;
-    sl_h5_quiet();
-    if (view_load(&v, out, &err) != 0) {
-        fprintf(stderr, "shardline: error: %s\n", err.msg);
-        view_free(&v);
-        return SL_EXIT_INPUT;
-    }
     int64_t pending = 0;
     for (int64_t i = 0; i < v.nunits; i++)
         pending += !unit_done(out, &v, i, NULL);
