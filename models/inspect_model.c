@@ -8,6 +8,7 @@
  * the weight columns and the whole bias, replicated layers everything.
  */
 #include "models/inspect_model.h"
+#include "models/fingerprint.h"
 
 #include <inttypes.h>
 #include <stdlib.h>

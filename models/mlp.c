@@ -257,13 +257,6 @@ struct sl_mlp {
     int64_t scratch_rows;
 };
 
-/* Fingerprint of the two files' bytes. Each length follows its bytes, so the boundary between
- * the files is part of the hash. */
-static uint64_t fp_config(const void *cfg, size_t n)
-{
-    return sl_hash_u64(sl_hash_bytes(SL_HASH_INIT, cfg, n), n);
-}
-
 static sl_tensor_t *upload(sl_backend_t *be, sl_dtype_t dt, int64_t d0, int64_t d1,
                            const void *host)
 {
@@ -494,36 +487,4 @@ void sl_mlp_forward(sl_mlp_t *m, sl_comm_t *comm, sl_tensor_t *x, sl_tensor_t *y
             sl_activation(out, (sl_act_t)act);
         in = out;
     }
-}
-
-/* ---- fingerprint without loading ---------------------------------------------------------- */
-
-int sl_model_fingerprint(const char *dir, uint64_t *out, sl_error_t *err)
-{
-    char *cfg_path = sl_path_join(dir, "config.json");
-    char *st_path = sl_path_join(dir, "model.safetensors");
-    char *json = NULL;
-    size_t json_len = 0;
-    int rc = sl_read_file(cfg_path, SL_MLP_MAX_CONFIG, &json, &json_len, err);
-    FILE *f = NULL;
-    if (rc == 0 && !(f = fopen(st_path, "rb")))
-        rc = sl_errorf(err, "%s: cannot open: %s", st_path, strerror(errno));
-    if (rc == 0) {
-        uint64_t h = fp_config(json, json_len);
-        size_t total = 0, got;
-        unsigned char *chunk = sl_xmalloc(1u << 20);
-        while ((got = fread(chunk, 1, 1u << 20, f)) > 0) {
-            h = sl_hash_bytes(h, chunk, got);
-            total += got;
-        }
-        if (ferror(f))
-            rc = sl_errorf(err, "%s: read error", st_path);
-        free(chunk);
-        fclose(f);
-        *out = sl_hash_u64(h, total);
-    }
-    free(json);
-    free(cfg_path);
-    free(st_path);
-    return rc;
 }

@@ -65,7 +65,5 @@ const sl_mlp_config_t *sl_mlp_config(const sl_mlp_t *m);
  * y: f32 [rows, dn]. All ranks of the TP group call this together with the same x. */
 void sl_mlp_forward(sl_mlp_t *m, sl_comm_t *comm, sl_tensor_t *x, sl_tensor_t *y);
 
-/* Fingerprint of a model directory without loading it (config.json + model.safetensors bytes). */
-int sl_model_fingerprint(const char *dir, uint64_t *out, sl_error_t *err);
 
 #endif

@@ -30,6 +30,7 @@
 #include "jobs/input.h"
 #include "jobs/output.h"
 #include "jobs/spec.h"
+#include "models/fingerprint.h"
 #include "partition/comm.h"
 #include "partition/grid.h"
 #include "partition/units.h"
@@ -110,7 +111,7 @@ static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
         return sl_errorf(err, "%s: dataset '%s' has %lld features but the model %s expects %lld",
                          p->in.shards[0].path, t->dataset, (long long)p->in.cols, job->model,
                          (long long)t->d_in);
-    if (sl_task_fingerprint(job->model, &p->model_fp, err) != 0)
+    if (sl_model_fingerprint(job->model, &p->model_fp, err) != 0)
         return -1;
     p->job_hash = job_hash(p->model_fp, job, t, p->in.cols);
     if (sl_output_prepare(job->output, err) != 0)

@@ -4,18 +4,13 @@
 #include "runner/task.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/sl_fs.h"
-#include "common/sl_hash.h"
 #include "models/bert.h"
 #include "models/mlp.h"
 #include "models/tokenizer.h"
@@ -121,67 +116,6 @@ void sl_task_plan_free(sl_task_plan_t *p)
         free(p->outs.labels[i]);
     free(p->outs.labels);
     memset(p, 0, sizeof *p);
-}
-
-/* ---- fingerprint ----------------------------------------------------------------------------- */
-
-static int hash_file(uint64_t *h, const char *path, const char *name, sl_error_t *err)
-{
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return sl_errorf(err, "%s: cannot read", path);
-    struct stat st;
-    fstat(fd, &st);
-    *h = sl_hash_str(*h, name);
-    *h = sl_hash_u64(*h, (uint64_t)st.st_size);
-    if (st.st_size > 0) {
-        void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            close(fd);
-            return sl_errorf(err, "%s: cannot map", path);
-        }
-        *h = sl_hash_bytes(*h, map, (size_t)st.st_size);
-        munmap(map, (size_t)st.st_size);
-    }
-    close(fd);
-    return 0;
-}
-
-static int defines_model(const char *name)
-{
-    size_t n = strlen(name);
-    return (n > 5 && !strcmp(name + n - 5, ".json")) ||
-           (n > 12 && !strcmp(name + n - 12, ".safetensors"));
-}
-
-int sl_task_fingerprint(const char *dir, uint64_t *out, sl_error_t *err)
-{
-    struct dirent **ents = NULL;
-    int n = scandir(dir, &ents, NULL, alphasort); /* sorted: the same files give the same hash */
-    if (n < 0)
-        return sl_errorf(err, "%s: cannot list the model directory", dir);
-    uint64_t h = SL_HASH_INIT;
-    int rc = 0;
-    char path[4096], sub[4096];
-    for (int i = 0; i < n; i++) {
-        const char *name = ents[i]->d_name;
-        struct stat st;
-        snprintf(path, sizeof path, "%s/%s", dir, name);
-        if (rc == 0 && name[0] != '.' && stat(path, &st) == 0) {
-            if (S_ISREG(st.st_mode) && defines_model(name)) {
-                rc = hash_file(&h, path, name, err);
-            } else if (S_ISDIR(st.st_mode)) {
-                /* sentence-transformers module folders (1_Pooling/config.json, ...) */
-                snprintf(sub, sizeof sub, "%s/config.json", path);
-                if (access(sub, R_OK) == 0)
-                    rc = hash_file(&h, sub, name, err);
-            }
-        }
-        free(ents[i]);
-    }
-    free(ents);
-    *out = h;
-    return rc;
 }
 
 /* ---- loading --------------------------------------------------------------------------------- */

@@ -38,8 +38,6 @@ typedef struct {
 int sl_task_plan(const sl_job_t *job, sl_task_plan_t *plan, sl_error_t *err);
 void sl_task_plan_free(sl_task_plan_t *plan);
 const char *sl_task_name(sl_task_kind_t t);
-/* Fingerprint of every file that defines the model (configs, weights, tokenizer). */
-int sl_task_fingerprint(const char *model_dir, uint64_t *out, sl_error_t *err);
 
 typedef struct sl_task sl_task_t;
 

@@ -22,6 +22,7 @@
 #include "kernels/elementwise.h"
 #include "models/inspect_model.h"
 #include "models/mlp.h"
+#include "models/fingerprint.h"
 #include "sl_test.h"
 
 /* ---- config ------------------------------------------------------------------------------ */
