@@ -160,6 +160,77 @@ void sl_pool(const sl_tensor_t *x, const sl_tensor_t *lengths, sl_pool_t mode, s
 /* x[r, :] /= max(||x[r, :]||_2, 1e-12), as torch.nn.functional.normalize. x: f32 [rows, D]. */
 void sl_l2_normalize(sl_tensor_t *x);
 
+
+/* ---- packed-token ops (decoders, and encoders without padding) ------------------------------
+ * A batch of rows is packed: its T tokens are consecutive rows of [T, ...] tensors, and small i32
+ * tensors say which row (KV-cache slot) and position each token has. Nothing is padded, so
+ * GEMMs see exactly the real tokens. All activations f32; index tensors i32 on the backend; index
+ * values are validated by the caller (model code), not here. */
+
+/* out[r, :] = x[r, :] / sqrt(mean_j x[r, j]^2 + eps) * weight, as HF LlamaRMSNorm (f32 math).
+ * x, out: f32 [rows, n] (out may be x); weight: f32 [n]. */
+void sl_rmsnorm(const sl_tensor_t *x, const sl_tensor_t *weight, float eps, sl_tensor_t *out);
+
+/* Rotary position embedding in place, with the Hugging Face "rotate_half" pairing (dimension i
+ * with i + Dh/2). For token t, head h, i < Dh/2, ang = (float)positions[t] * inv_freq[i]:
+ *   x[t,h,i]        = a cos(ang) - b sin(ang)      (a = x[t,h,i], b = x[t,h,i+Dh/2])
+ *   x[t,h,i+Dh/2]   = b cos(ang) + a sin(ang)
+ * x: f32 [T, H, Dh], Dh even; positions: i32 [T]; inv_freq: f32 [Dh/2] (theta and any frequency
+ * scaling already folded in by the caller). */
+void sl_rope(sl_tensor_t *x, const sl_tensor_t *positions, const sl_tensor_t *inv_freq);
+
+/* SwiGLU on a fused gate/up projection: out[r, j] = silu(gu[r, j]) * gu[r, F + j].
+ * gate_up: f32 [rows, 2F] (gate columns first, then up); out: f32 [rows, F]. */
+void sl_swiglu(const sl_tensor_t *gate_up, sl_tensor_t *out);
+
+/* KV-cache write: cache[slot[t], pos[t], :, :] = src[t, :, :].
+ * cache: f32 [S, C, Hkv, Dh]; src: f32 [T, Hkv, Dh]; slot, pos: i32 [T] (slot < S, pos < C). */
+void sl_kv_write(sl_tensor_t *cache, const sl_tensor_t *src, const sl_tensor_t *slot,
+                 const sl_tensor_t *pos);
+
+/*
+ * Attention of packed query tokens against a KV cache.
+ *   q:      f32 [T, H, Dh]
+ *   kc, vc: f32 [S, C, Hkv, Dh]   Hkv divides H (head h reads kv head h / (H / Hkv))
+ *   slot, pos: i32 [T]           token t belongs to cache slot slot[t], at position pos[t]
+ *   kv_len: i32 [S]              slot s holds kv_len[s] valid keys (positions 0 .. kv_len[s]-1)
+ *   causal: token t also ignores keys j > pos[t]
+ *   out:    f32 [T, H, Dh] = softmax(scale * q k^T over the allowed keys) v
+ * A token with no allowed key gets zeros. Decoders: causal, after sl_kv_write of the same tokens
+ * (prefill and decode steps alike); encoders: not causal, kv_len = row lengths.
+ */
+void sl_attention_kv(const sl_tensor_t *q, const sl_tensor_t *kc, const sl_tensor_t *vc,
+                     const sl_tensor_t *slot, const sl_tensor_t *pos, const sl_tensor_t *kv_len,
+                     float scale, int causal, sl_tensor_t *out);
+
+/* out[i, :] = src[idx[i], :]. src: f32 [N, D]; idx: i32 [M] (in [0, N)); out: f32 [M, D]. */
+void sl_gather_rows(const sl_tensor_t *src, const sl_tensor_t *idx, sl_tensor_t *out);
+
+/* Pooling over packed rows: x: f32 [T, D]; offsets: i32 [B + 1] (row b is tokens
+ * offsets[b] .. offsets[b+1]-1); out: f32 [B, D]. MEAN averages the row's tokens (an empty row
+ * gives zeros); CLS takes its first token. */
+void sl_pool_packed(const sl_tensor_t *x, const sl_tensor_t *offsets, sl_pool_t mode,
+                    sl_tensor_t *out);
+
+/* Log-sum-exp pieces of each row of a (vocabulary shard of) logits, so that TP ranks can form
+ * log-softmax without gathering the logits: rowmax[t] = max_j logits[t, j],
+ * sumexp[t] = sum_j exp(logits[t, j] - rowmax[t]). logits: f32 [T, V]; rowmax, sumexp: f32 [T]. */
+void sl_logsumexp_parts(const sl_tensor_t *logits, sl_tensor_t *rowmax, sl_tensor_t *sumexp);
+
+/* out[t] = logits[t, target[t] - v0] when v0 <= target[t] < v0 + V, else 0 (the rank holding
+ * vocabulary ids [v0, v0 + V) contributes, the others add zero). logits: f32 [T, V];
+ * target: i32 [T]; out: f32 [T]. */
+void sl_pick_logits(const sl_tensor_t *logits, const sl_tensor_t *target, int64_t v0,
+                    sl_tensor_t *out);
+
+/* The k largest logits of each row, in descending order (ties: the lower index first).
+ * logits: f32 [T, V]; vals: f32 [T, k]; idx: i32 [T, k] (column indices); 1 <= k <= min(V, 256). */
+void sl_topk_rows(const sl_tensor_t *logits, int k, sl_tensor_t *vals, sl_tensor_t *idx);
+
+/* Bytes new tensors may still take on this backend: MemAvailable (/proc/meminfo) on the CPU,
+ * cudaMemGetInfo's free bytes on CUDA. Used to size KV caches. */
+size_t sl_backend_free_bytes(sl_backend_t *be);
+
 #ifdef __cplusplus
 }
 #endif
