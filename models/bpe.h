@@ -53,6 +53,10 @@ sl_bpe_t *sl_bpe_from_vocab(const char *const *tokens, const size_t *tok_len, in
                             const char *const *merges, const size_t *merge_len, int n_merges,
                             const int32_t *token_type, const char *pre, int32_t bos_id,
                             int32_t eos_id, int add_bos, const char *source, sl_error_t *err);
+/* From an open GGUF file's tokenizer.ggml.* metadata (model "gpt2"), via sl_bpe_from_vocab;
+ * errors name the file and key. */
+struct sl_gguf;
+sl_bpe_t *sl_bpe_load_gguf(const struct sl_gguf *g, sl_error_t *err);
 void sl_bpe_free(sl_bpe_t *t); /* NULL is fine */
 
 /* Encodes text[0..len) into at most cap ids (BOS first when add_special and the tokenizer adds
