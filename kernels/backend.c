@@ -5,6 +5,7 @@
  */
 #include "kernels/backend_impl.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -424,3 +425,234 @@ void sl_l2_normalize(sl_tensor_t *x)
     if (x->shape[0] > 0)
         x->be->ops->l2_normalize(x->be, x, x->shape[0], x->shape[1]);
 }
+
+/* ---- packed-token ops ----------------------------------------------------------------------- */
+
+/* "[2,3,4]" */
+static const char *shape_str(const sl_tensor_t *t, char *buf, size_t len)
+{
+    int off = snprintf(buf, len, "[");
+    for (int i = 0; i < t->ndim && off > 0 && (size_t)off < len; i++)
+        off += snprintf(buf + off, len - (size_t)off, "%s%lld", i ? "," : "",
+                        (long long)t->shape[i]);
+    if (off > 0 && (size_t)off < len)
+        snprintf(buf + off, len - (size_t)off, "]");
+    return buf;
+}
+
+/* An i32 index tensor [n] (n < 0: any length). */
+static void need_i32(const char *op, const char *name, const sl_tensor_t *t, int64_t n)
+{
+    char b[64];
+    if (t->dtype != SL_I32 || t->ndim != 1 || (n >= 0 && t->shape[0] != n))
+        SL_FATAL("%s: %s must be i32 [%lld], is %s %s", op, name, (long long)n,
+                 sl_dtype_name(t->dtype), shape_str(t, b, sizeof b));
+}
+
+static void need_same_be(const char *op, const sl_tensor_t *a, const sl_tensor_t *b)
+{
+    if (a->be != b->be)
+        SL_FATAL("%s: tensors live on different backends", op);
+}
+
+void sl_rmsnorm(const sl_tensor_t *x, const sl_tensor_t *weight, float eps, sl_tensor_t *out)
+{
+    need_f32("sl_rmsnorm", "x", x, 2);
+    need_f32("sl_rmsnorm", "weight", weight, 1);
+    need_f32("sl_rmsnorm", "out", out, 2);
+    int64_t rows = x->shape[0], n = x->shape[1];
+    if (out->shape[0] != rows || out->shape[1] != n || weight->shape[0] != n) {
+        char b1[64], b2[64], b3[64];
+        SL_FATAL("sl_rmsnorm: x %s, weight %s, out %s disagree", shape_str(x, b1, sizeof b1),
+                 shape_str(weight, b2, sizeof b2), shape_str(out, b3, sizeof b3));
+    }
+    need_same_be("sl_rmsnorm", x, out);
+    need_same_be("sl_rmsnorm", weight, out);
+    if (rows > 0 && n > 0)
+        out->be->ops->rmsnorm(out->be, x, weight, eps, out, rows, n);
+}
+
+void sl_rope(sl_tensor_t *x, const sl_tensor_t *positions, const sl_tensor_t *inv_freq)
+{
+    need_f32("sl_rope", "x", x, 3);
+    need_f32("sl_rope", "inv_freq", inv_freq, 1);
+    int64_t t = x->shape[0], h = x->shape[1], d = x->shape[2];
+    need_i32("sl_rope", "positions", positions, t);
+    if (d % 2 != 0 || inv_freq->shape[0] != d / 2) {
+        char b1[64], b2[64];
+        SL_FATAL("sl_rope: x %s needs an even head dim and inv_freq [%lld], inv_freq is %s",
+                 shape_str(x, b1, sizeof b1), (long long)(d / 2), shape_str(inv_freq, b2, sizeof b2));
+    }
+    need_same_be("sl_rope", x, positions);
+    need_same_be("sl_rope", x, inv_freq);
+    if (t > 0 && h > 0 && d > 0)
+        x->be->ops->rope(x->be, x, positions, inv_freq, t, h, d);
+}
+
+void sl_swiglu(const sl_tensor_t *gate_up, sl_tensor_t *out)
+{
+    need_f32("sl_swiglu", "gate_up", gate_up, 2);
+    need_f32("sl_swiglu", "out", out, 2);
+    int64_t rows = out->shape[0], f = out->shape[1];
+    if (gate_up->shape[0] != rows || gate_up->shape[1] != 2 * f) {
+        char b1[64], b2[64];
+        SL_FATAL("sl_swiglu: gate_up %s must be [rows, 2F] for out %s [rows, F]",
+                 shape_str(gate_up, b1, sizeof b1), shape_str(out, b2, sizeof b2));
+    }
+    need_same_be("sl_swiglu", gate_up, out);
+    if (rows > 0 && f > 0)
+        out->be->ops->swiglu(out->be, gate_up, out, rows, f);
+}
+
+void sl_kv_write(sl_tensor_t *cache, const sl_tensor_t *src, const sl_tensor_t *slot,
+                 const sl_tensor_t *pos)
+{
+    need_f32("sl_kv_write", "cache", cache, 4);
+    need_f32("sl_kv_write", "src", src, 3);
+    int64_t t = src->shape[0];
+    need_i32("sl_kv_write", "slot", slot, t);
+    need_i32("sl_kv_write", "pos", pos, t);
+    if (src->shape[1] != cache->shape[2] || src->shape[2] != cache->shape[3]) {
+        char b1[64], b2[64];
+        SL_FATAL("sl_kv_write: src %s must be [T, Hkv, Dh] of cache %s [S, C, Hkv, Dh]",
+                 shape_str(src, b1, sizeof b1), shape_str(cache, b2, sizeof b2));
+    }
+    need_same_be("sl_kv_write", cache, src);
+    need_same_be("sl_kv_write", cache, slot);
+    need_same_be("sl_kv_write", cache, pos);
+    int64_t row = cache->shape[2] * cache->shape[3];
+    if (t > 0 && row > 0)
+        cache->be->ops->kv_write(cache->be, cache, src, slot, pos, t, cache->shape[1], row);
+}
+
+void sl_attention_kv(const sl_tensor_t *q, const sl_tensor_t *kc, const sl_tensor_t *vc,
+                     const sl_tensor_t *slot, const sl_tensor_t *pos, const sl_tensor_t *kv_len,
+                     float scale, int causal, sl_tensor_t *out)
+{
+    need_f32("sl_attention_kv", "q", q, 3);
+    need_f32("sl_attention_kv", "kc", kc, 4);
+    need_f32("sl_attention_kv", "vc", vc, 4);
+    need_f32("sl_attention_kv", "out", out, 3);
+    int64_t t = q->shape[0], h = q->shape[1], d = q->shape[2];
+    int64_t s = kc->shape[0], c = kc->shape[1], hkv = kc->shape[2];
+    int ok = hkv > 0 && h % hkv == 0 && kc->shape[3] == d;
+    for (int i = 0; i < 4; i++)
+        ok = ok && vc->shape[i] == kc->shape[i];
+    for (int i = 0; i < 3; i++)
+        ok = ok && out->shape[i] == q->shape[i];
+    if (!ok) {
+        char b1[64], b2[64], b3[64], b4[64];
+        SL_FATAL("sl_attention_kv: q %s, kc %s, vc %s, out %s disagree (q [T,H,Dh], caches "
+                 "[S,C,Hkv,Dh] with Hkv dividing H, out like q)",
+                 shape_str(q, b1, sizeof b1), shape_str(kc, b2, sizeof b2),
+                 shape_str(vc, b3, sizeof b3), shape_str(out, b4, sizeof b4));
+    }
+    need_i32("sl_attention_kv", "slot", slot, t);
+    need_i32("sl_attention_kv", "pos", pos, t);
+    need_i32("sl_attention_kv", "kv_len", kv_len, s);
+    need_same_be("sl_attention_kv", q, out);
+    need_same_be("sl_attention_kv", kc, out);
+    need_same_be("sl_attention_kv", vc, out);
+    need_same_be("sl_attention_kv", slot, out);
+    need_same_be("sl_attention_kv", pos, out);
+    need_same_be("sl_attention_kv", kv_len, out);
+    if (t > 0 && h > 0 && d > 0)
+        out->be->ops->attention_kv(out->be, q, kc, vc, slot, pos, kv_len, scale, causal, out, t,
+                                   s, c, h, hkv, d);
+}
+
+void sl_gather_rows(const sl_tensor_t *src, const sl_tensor_t *idx, sl_tensor_t *out)
+{
+    need_f32("sl_gather_rows", "src", src, 2);
+    need_f32("sl_gather_rows", "out", out, 2);
+    int64_t m = out->shape[0], d = out->shape[1];
+    need_i32("sl_gather_rows", "idx", idx, m);
+    if (src->shape[1] != d) {
+        char b1[64], b2[64];
+        SL_FATAL("sl_gather_rows: src %s and out %s have different row lengths",
+                 shape_str(src, b1, sizeof b1), shape_str(out, b2, sizeof b2));
+    }
+    need_same_be("sl_gather_rows", src, out);
+    need_same_be("sl_gather_rows", idx, out);
+    if (m > 0 && d > 0)
+        out->be->ops->gather_rows(out->be, src, idx, out, m, d);
+}
+
+void sl_pool_packed(const sl_tensor_t *x, const sl_tensor_t *offsets, sl_pool_t mode,
+                    sl_tensor_t *out)
+{
+    need_f32("sl_pool_packed", "x", x, 2);
+    need_f32("sl_pool_packed", "out", out, 2);
+    int64_t b = out->shape[0], d = out->shape[1];
+    need_i32("sl_pool_packed", "offsets", offsets, b + 1);
+    if (x->shape[1] != d) {
+        char b1[64], b2[64];
+        SL_FATAL("sl_pool_packed: x %s and out %s have different row lengths",
+                 shape_str(x, b1, sizeof b1), shape_str(out, b2, sizeof b2));
+    }
+    if (mode != SL_POOL_MEAN && mode != SL_POOL_CLS)
+        SL_FATAL("sl_pool_packed: unknown mode %d", (int)mode);
+    need_same_be("sl_pool_packed", x, out);
+    need_same_be("sl_pool_packed", offsets, out);
+    if (b > 0 && d > 0)
+        out->be->ops->pool_packed(out->be, x, offsets, mode, out, b, d);
+}
+
+void sl_logsumexp_parts(const sl_tensor_t *logits, sl_tensor_t *rowmax, sl_tensor_t *sumexp)
+{
+    need_f32("sl_logsumexp_parts", "logits", logits, 2);
+    need_f32("sl_logsumexp_parts", "rowmax", rowmax, 1);
+    need_f32("sl_logsumexp_parts", "sumexp", sumexp, 1);
+    int64_t t = logits->shape[0];
+    if (rowmax->shape[0] != t || sumexp->shape[0] != t) {
+        char b1[64], b2[64], b3[64];
+        SL_FATAL("sl_logsumexp_parts: logits %s, rowmax %s, sumexp %s disagree",
+                 shape_str(logits, b1, sizeof b1), shape_str(rowmax, b2, sizeof b2),
+                 shape_str(sumexp, b3, sizeof b3));
+    }
+    need_same_be("sl_logsumexp_parts", logits, rowmax);
+    need_same_be("sl_logsumexp_parts", logits, sumexp);
+    if (t > 0)
+        logits->be->ops->logsumexp_parts(logits->be, logits, rowmax, sumexp, t, logits->shape[1]);
+}
+
+void sl_pick_logits(const sl_tensor_t *logits, const sl_tensor_t *target, int64_t v0,
+                    sl_tensor_t *out)
+{
+    need_f32("sl_pick_logits", "logits", logits, 2);
+    need_f32("sl_pick_logits", "out", out, 1);
+    int64_t t = logits->shape[0];
+    need_i32("sl_pick_logits", "target", target, t);
+    if (out->shape[0] != t) {
+        char b1[64], b2[64];
+        SL_FATAL("sl_pick_logits: logits %s, out %s disagree", shape_str(logits, b1, sizeof b1),
+                 shape_str(out, b2, sizeof b2));
+    }
+    need_same_be("sl_pick_logits", logits, out);
+    need_same_be("sl_pick_logits", target, out);
+    if (t > 0)
+        out->be->ops->pick_logits(out->be, logits, target, v0, out, t, logits->shape[1]);
+}
+
+void sl_topk_rows(const sl_tensor_t *logits, int k, sl_tensor_t *vals, sl_tensor_t *idx)
+{
+    need_f32("sl_topk_rows", "logits", logits, 2);
+    need_f32("sl_topk_rows", "vals", vals, 2);
+    int64_t t = logits->shape[0], v = logits->shape[1];
+    if (idx->dtype != SL_I32 || idx->ndim != 2)
+        SL_FATAL("sl_topk_rows: idx must be i32 2-D, is %s %d-D", sl_dtype_name(idx->dtype),
+                 idx->ndim);
+    if (k < 1 || k > 256 || k > v || vals->shape[0] != t || vals->shape[1] != k ||
+        idx->shape[0] != t || idx->shape[1] != k) {
+        char b1[64], b2[64], b3[64];
+        SL_FATAL("sl_topk_rows: k %d (1..min(V, 256)) with logits %s, vals %s, idx %s", k,
+                 shape_str(logits, b1, sizeof b1), shape_str(vals, b2, sizeof b2),
+                 shape_str(idx, b3, sizeof b3));
+    }
+    need_same_be("sl_topk_rows", logits, vals);
+    need_same_be("sl_topk_rows", logits, idx);
+    if (t > 0)
+        logits->be->ops->topk_rows(logits->be, logits, k, vals, idx, t, v);
+}
+
+size_t sl_backend_free_bytes(sl_backend_t *be) { return be->ops->free_bytes(be); }

@@ -208,13 +208,14 @@ void sl_gather_rows(const sl_tensor_t *src, const sl_tensor_t *idx, sl_tensor_t 
 
 /* Pooling over packed rows: x: f32 [T, D]; offsets: i32 [B + 1] (row b is tokens
  * offsets[b] .. offsets[b+1]-1); out: f32 [B, D]. MEAN averages the row's tokens (an empty row
- * gives zeros); CLS takes its first token. */
+ * gives zeros); CLS takes its first token (an empty row gives zeros). */
 void sl_pool_packed(const sl_tensor_t *x, const sl_tensor_t *offsets, sl_pool_t mode,
                     sl_tensor_t *out);
 
 /* Log-sum-exp pieces of each row of a (vocabulary shard of) logits, so that TP ranks can form
  * log-softmax without gathering the logits: rowmax[t] = max_j logits[t, j],
- * sumexp[t] = sum_j exp(logits[t, j] - rowmax[t]). logits: f32 [T, V]; rowmax, sumexp: f32 [T]. */
+ * sumexp[t] = sum_j exp(logits[t, j] - rowmax[t]). logits: f32 [T, V]; rowmax, sumexp: f32 [T].
+ * A row of -Inf only gives rowmax -Inf and sumexp 0 (it then adds nothing when combined). */
 void sl_logsumexp_parts(const sl_tensor_t *logits, sl_tensor_t *rowmax, sl_tensor_t *sumexp);
 
 /* out[t] = logits[t, target[t] - v0] when v0 <= target[t] < v0 + V, else 0 (the rank holding
@@ -223,12 +224,14 @@ void sl_logsumexp_parts(const sl_tensor_t *logits, sl_tensor_t *rowmax, sl_tenso
 void sl_pick_logits(const sl_tensor_t *logits, const sl_tensor_t *target, int64_t v0,
                     sl_tensor_t *out);
 
-/* The k largest logits of each row, in descending order (ties: the lower index first).
+/* The k largest logits of each row, in descending order (ties: the lower index first; -0 and +0
+ * are equal values, a NaN counts as larger than +Inf, as in torch.topk).
  * logits: f32 [T, V]; vals: f32 [T, k]; idx: i32 [T, k] (column indices); 1 <= k <= min(V, 256). */
 void sl_topk_rows(const sl_tensor_t *logits, int k, sl_tensor_t *vals, sl_tensor_t *idx);
 
-/* Bytes new tensors may still take on this backend: MemAvailable (/proc/meminfo) on the CPU,
- * cudaMemGetInfo's free bytes on CUDA. Used to size KV caches. */
+/* Bytes new tensors may still take on this backend: MemAvailable (/proc/meminfo) on the CPU, or
+ * less when the cgroup limit (/sys/fs/cgroup/memory.max) minus its usage (memory.current) is
+ * lower; cudaMemGetInfo's free bytes on CUDA. Used to size KV caches. */
 size_t sl_backend_free_bytes(sl_backend_t *be);
 
 #ifdef __cplusplus

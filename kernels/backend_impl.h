@@ -51,6 +51,38 @@ typedef struct {
     void (*pool)(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *lengths,
                  sl_pool_t mode, sl_tensor_t *out, int64_t batch, int64_t seq, int64_t dim);
     void (*l2_normalize)(sl_backend_t *be, sl_tensor_t *x, int64_t rows, int64_t dim);
+
+    /* packed-token ops; shapes as documented in backend.h, already checked; every count > 0
+     * except where noted */
+    void (*rmsnorm)(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *weight, float eps,
+                    sl_tensor_t *out, int64_t rows, int64_t n);
+    void (*rope)(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *positions,
+                 const sl_tensor_t *inv_freq, int64_t tokens, int64_t heads, int64_t head_dim);
+    void (*swiglu)(sl_backend_t *be, const sl_tensor_t *gate_up, sl_tensor_t *out, int64_t rows,
+                   int64_t f);
+    /* row = Hkv * Dh floats per (slot, position) */
+    void (*kv_write)(sl_backend_t *be, sl_tensor_t *cache, const sl_tensor_t *src,
+                     const sl_tensor_t *slot, const sl_tensor_t *pos, int64_t tokens,
+                     int64_t cache_len, int64_t row);
+    void (*attention_kv)(sl_backend_t *be, const sl_tensor_t *q, const sl_tensor_t *kc,
+                         const sl_tensor_t *vc, const sl_tensor_t *slot, const sl_tensor_t *pos,
+                         const sl_tensor_t *kv_len, float scale, int causal, sl_tensor_t *out,
+                         int64_t tokens, int64_t slots, int64_t cache_len, int64_t heads,
+                         int64_t kv_heads, int64_t head_dim);
+    void (*gather_rows)(sl_backend_t *be, const sl_tensor_t *src, const sl_tensor_t *idx,
+                        sl_tensor_t *out, int64_t m, int64_t dim);
+    /* dim > 0; batch > 0; tokens may be 0 */
+    void (*pool_packed)(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *offsets,
+                        sl_pool_t mode, sl_tensor_t *out, int64_t batch, int64_t dim);
+    /* rows > 0; v may be 0 (rowmax -inf, sumexp 0) */
+    void (*logsumexp_parts)(sl_backend_t *be, const sl_tensor_t *logits, sl_tensor_t *rowmax,
+                            sl_tensor_t *sumexp, int64_t rows, int64_t v);
+    /* rows > 0; v may be 0 (every out 0) */
+    void (*pick_logits)(sl_backend_t *be, const sl_tensor_t *logits, const sl_tensor_t *target,
+                        int64_t v0, sl_tensor_t *out, int64_t rows, int64_t v);
+    void (*topk_rows)(sl_backend_t *be, const sl_tensor_t *logits, int k, sl_tensor_t *vals,
+                      sl_tensor_t *idx, int64_t rows, int64_t v);
+    size_t (*free_bytes)(sl_backend_t *be);
 } sl_backend_ops_t;
 
 /* Every backend struct starts with this header, so backend.c can reach the table. */

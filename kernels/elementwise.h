@@ -35,6 +35,19 @@ SL_HD float sl_apply_act(int act, float x)
     }
 }
 
+/* The order of sl_topk_rows as an unsigned key: a larger value has a larger key; -0 and +0 get
+ * the same key (they are equal values), every NaN the largest key (above +Inf, as torch.topk). */
+SL_HD uint32_t sl_order_key(float v)
+{
+    if (v != v)
+        return 0xffffffffu;
+    if (v == 0.0f)
+        v = 0.0f; /* -0 -> +0 */
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
 /* IEEE half <-> float, round to nearest even; handles subnormals, Inf and NaN. */
 SL_HD float sl_f16_to_f32(uint16_t h)
 {

@@ -1,9 +1,12 @@
 /*
- * cpu_backend.c — the CPU implementation of the backend interface: host memory, OpenBLAS
- * sgemm for GEMMs and OpenMP loops for the elementwise, normalisation, pooling and attention
- * ops, using the per-element math shared with the CUDA backend (kernels/elementwise.h).
- * f16/bf16 operands are widened to f32 scratch buffers before the sgemm, so accumulation is
- * always f32, as on the GPU.
+ * cpu_backend.c — the CPU implementation of the backend interface: host memory, CBLAS
+ * sgemm for GEMMs (BLIS or OpenBLAS, chosen at build time: CMake's SL_BLAS) and OpenMP loops
+ * for the elementwise, normalisation, pooling and attention ops, using the per-element math
+ * shared with the CUDA backend (kernels/elementwise.h). f16/bf16 operands are widened to f32
+ * scratch buffers before the sgemm, so accumulation is always f32, as on the GPU.
+ *
+ * Threads: BLIS's OpenMP build runs its GEMMs on the same OpenMP thread pool as the loops here
+ * (sl_cpu_backend_create sets both to the same count), so the two never run side by side.
  *
  * This backend is also the reference the CUDA ops are tested against.
  */
@@ -11,11 +14,15 @@
 #include "kernels/elementwise.h"
 
 #include <cblas.h>
+#ifdef SL_BLAS_BLIS
+#include <blis.h>
+#endif
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     struct sl_backend base;
@@ -405,6 +412,475 @@ static void cpu_l2_normalize(sl_backend_t *be, sl_tensor_t *x, int64_t rows, int
     }
 }
 
+/* ---- packed-token ops ----------------------------------------------------------------------- */
+
+/* HF LlamaRMSNorm in f32: x * rsqrt(mean(x^2) + eps), then times the weight. */
+static void cpu_rmsnorm(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *weight,
+                        float eps, sl_tensor_t *out, int64_t rows, int64_t n)
+{
+    const float *w = weight->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = (const float *)x->data + r * n; /* [n] */
+        float *yr = (float *)out->data + r * n;           /* [n], may be xr */
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int64_t j = 0; j < n; j++)
+            ss += xr[j] * xr[j];
+        const float rs = 1.0f / sqrtf(ss / (float)n + eps);
+        for (int64_t j = 0; j < n; j++)
+            yr[j] = w[j] * (xr[j] * rs);
+    }
+}
+
+/* cos and sin of a token's angles once, then every head of it. */
+static void cpu_rope(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *positions,
+                     const sl_tensor_t *inv_freq, int64_t tokens, int64_t heads, int64_t head_dim)
+{
+    const int64_t half = head_dim / 2;
+    const int32_t *p = positions->data;
+    const float *f = inv_freq->data;
+#pragma omp parallel
+    {
+        float *cs = sl_xmalloc((size_t)(2 * half) * sizeof(float)); /* cos [half], sin [half] */
+        float *sn = cs + half;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tokens; t++) {
+            const float pf = (float)p[t];
+            for (int64_t i = 0; i < half; i++) {
+                const float ang = pf * f[i];
+                cs[i] = cosf(ang);
+                sn[i] = sinf(ang);
+            }
+            for (int64_t h = 0; h < heads; h++) {
+                float *a = (float *)x->data + (t * heads + h) * head_dim, *b = a + half;
+                for (int64_t i = 0; i < half; i++) {
+                    const float ai = a[i], bi = b[i];
+                    a[i] = ai * cs[i] - bi * sn[i];
+                    b[i] = bi * cs[i] + ai * sn[i];
+                }
+            }
+        }
+        free(cs);
+    }
+}
+
+static void cpu_swiglu(sl_backend_t *be, const sl_tensor_t *gate_up, sl_tensor_t *out,
+                       int64_t rows, int64_t f)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = (const float *)gate_up->data + r * 2 * f, *u = g + f;
+        float *o = (float *)out->data + r * f;
+        for (int64_t j = 0; j < f; j++)
+            o[j] = sl_silu(g[j]) * u[j];
+    }
+}
+
+static void cpu_kv_write(sl_backend_t *be, sl_tensor_t *cache, const sl_tensor_t *src,
+                         const sl_tensor_t *slot, const sl_tensor_t *pos, int64_t tokens,
+                         int64_t cache_len, int64_t row)
+{
+    const int32_t *sl = slot->data, *ps = pos->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < tokens; t++)
+        memcpy((float *)cache->data + ((int64_t)sl[t] * cache_len + ps[t]) * row,
+               (const float *)src->data + t * row, (size_t)row * sizeof(float));
+}
+
+/* exp(x) for x <= 0 (x = -Inf included) within a few ulp, in plain arithmetic that the compiler
+ * vectorises (a libm call would not be): x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in a
+ * 16-bit head, so n * head is exact, and a tail), e^r by its Taylor series to degree 7
+ * (truncation below 1e-8 relative), 2^n through the exponent bits. Below -87 it returns 0. */
+static inline float exp_nonpos(float x)
+{
+    const float xc = x < -87.0f ? -87.0f : x;
+    const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x/ln2) */
+    const float r = (xc - n * 0.693145751953125f) - n * 1.4286068202862268e-6f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) << 23; /* n in [-126, 0]: a normal 2^n */
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return x < -87.0f ? 0.0f : p * two_n;
+}
+
+/* Keys per block of the tiled attention: one block of K is transposed into kt [Dh, KV_BLOCK]
+ * and serves every query row of the tile; a tile of fewer than KV_DOT_ROWS rows (a decode step)
+ * reads the keys in place with dot products instead, as a transposition would cost more than
+ * the few rows that use it. */
+enum { KV_BLOCK = 64, KV_TILE_ROWS = 64, KV_DOT_ROWS = 8 };
+
+/* x86-64 builds target the baseline ISA; the attention tile kernel, where the time goes, is
+ * also compiled for AVX2 and AVX-512 and picked at load time. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define SL_VEC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SL_VEC_CLONES
+#endif
+
+/*
+ * One tile of attention: R query rows (tokens of one slot times the query heads of one kv head)
+ * against the keys of that slot and kv head, flash style: key blocks of KV_BLOCK with an online
+ * softmax (running max m, running sum l, unnormalised accumulator acc per row), so the scores
+ * never exceed one block. Row r sees keys 0 .. nk[r]-1 (0 keys: zeros).
+ *   qrow[r], orow[r]: [Dh] rows of q and out;  kb, vb: key / value j at kb + j * kld
+ * Scratch: qs, acc [R, Dh]; m, l [R]; kt [Dh, KV_BLOCK]; s [KV_BLOCK].
+ * The inner loops run over a contiguous index: in axpy form (s over keys for the scores, acc over
+ * Dh for the values), or as OpenMP simd reductions (dot products of few-row tiles, block max
+ * and sum), which allow the compiler to reassociate the sum into vector lanes.
+ */
+SL_VEC_CLONES static void attn_kv_tile(int64_t R, const float *const *qrow, float *const *orow,
+                                       const int32_t *nk, const float *kb, const float *vb,
+                                       int64_t kld, int64_t Dh, float scale, float *restrict qs,
+                                       float *restrict acc, float *restrict m, float *restrict l,
+                                       float *restrict kt, float *restrict s)
+{
+    const int dots = R < KV_DOT_ROWS;
+    int32_t nkmax = 0;
+    for (int64_t r = 0; r < R; r++) {
+        nkmax = nk[r] > nkmax ? nk[r] : nkmax;
+        for (int64_t d = 0; d < Dh; d++) {
+            qs[r * Dh + d] = qrow[r][d] * scale;
+            acc[r * Dh + d] = 0.0f;
+        }
+        m[r] = -INFINITY;
+        l[r] = 0.0f;
+    }
+    for (int64_t j0 = 0; j0 < nkmax; j0 += KV_BLOCK) {
+        const int64_t nb = nkmax - j0 < KV_BLOCK ? nkmax - j0 : KV_BLOCK;
+        if (!dots)
+            for (int64_t jj = 0; jj < nb; jj++) {
+                const float *kj = kb + (j0 + jj) * kld;
+                for (int64_t d = 0; d < Dh; d++)
+                    kt[d * KV_BLOCK + jj] = kj[d];
+            }
+        for (int64_t r = 0; r < R; r++) {
+            const int64_t nbr = nk[r] - j0 < nb ? nk[r] - j0 : nb; /* this row's keys here */
+            if (nbr <= 0)
+                continue;
+            const float *qr = qs + r * Dh;
+            if (dots) {
+                for (int64_t jj = 0; jj < nbr; jj++) {
+                    const float *kj = kb + (j0 + jj) * kld;
+                    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+                    for (int64_t d = 0; d < Dh; d++)
+                        dot += qr[d] * kj[d];
+                    s[jj] = dot;
+                }
+            } else {
+                for (int64_t jj = 0; jj < nbr; jj++)
+                    s[jj] = 0.0f;
+                for (int64_t d = 0; d < Dh; d++) {
+                    const float qd = qr[d];
+                    const float *ktd = kt + d * KV_BLOCK;
+                    for (int64_t jj = 0; jj < nbr; jj++)
+                        s[jj] += qd * ktd[jj];
+                }
+            }
+            float mb = m[r];
+#pragma omp simd reduction(max : mb)
+            for (int64_t jj = 0; jj < nbr; jj++)
+                mb = s[jj] > mb ? s[jj] : mb;
+            const float corr = exp_nonpos(m[r] - mb); /* 0 for the first block (m = -Inf) */
+            for (int64_t jj = 0; jj < nbr; jj++)
+                s[jj] = exp_nonpos(s[jj] - mb);
+            float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+            for (int64_t jj = 0; jj < nbr; jj++)
+                sum += s[jj];
+            l[r] = l[r] * corr + sum;
+            m[r] = mb;
+            float *ar = acc + r * Dh;
+            if (corr != 1.0f)
+                for (int64_t d = 0; d < Dh; d++)
+                    ar[d] *= corr;
+            for (int64_t jj = 0; jj < nbr; jj++) {
+                const float pj = s[jj];
+                const float *vj = vb + (j0 + jj) * kld;
+                for (int64_t d = 0; d < Dh; d++)
+                    ar[d] += pj * vj[d];
+            }
+        }
+    }
+    for (int64_t r = 0; r < R; r++) {
+        const float inv = nk[r] > 0 ? 1.0f / l[r] : 0.0f;
+        for (int64_t d = 0; d < Dh; d++)
+            orow[r][d] = acc[r * Dh + d] * inv;
+    }
+}
+
+/*
+ * Attention against the KV cache. The tokens are grouped by slot (a counting sort of the packing
+ * order) and each slot's tokens cut into tiles of up to KV_TILE_ROWS / rep tokens; one OpenMP
+ * work item is a (tile, kv head) pair, whose rep query heads and tokens share every key and value
+ * row they read: a prefill tile reuses each transposed K block for up to 64 query rows, a decode
+ * step (one token per slot) is one item per (slot, kv head).
+ */
+static void cpu_attention_kv(sl_backend_t *be, const sl_tensor_t *q, const sl_tensor_t *kc,
+                             const sl_tensor_t *vc, const sl_tensor_t *slot, const sl_tensor_t *pos,
+                             const sl_tensor_t *kv_len, float scale, int causal, sl_tensor_t *out,
+                             int64_t tokens, int64_t slots, int64_t cache_len, int64_t heads,
+                             int64_t kv_heads, int64_t head_dim)
+{
+    const int32_t *sl = slot->data, *ps = pos->data, *kl = kv_len->data;
+    const int64_t rep = heads / kv_heads, kld = kv_heads * head_dim, Dh = head_dim;
+    const int64_t tile_tok = rep < KV_TILE_ROWS ? KV_TILE_ROWS / rep : 1;
+    const int64_t R = tile_tok * rep; /* query rows of a full tile */
+    /* tokens by slot: first[s] .. first[s+1]-1 index order[] */
+    int64_t *first = sl_xcalloc((size_t)slots + 1, sizeof *first);
+    int64_t *order = sl_xmalloc((size_t)tokens * sizeof *order);
+    int64_t *tiles = sl_xmalloc((size_t)tokens * 2 * sizeof *tiles); /* (start, count) */
+    for (int64_t t = 0; t < tokens; t++)
+        first[sl[t] + 1]++;
+    for (int64_t s = 0; s < slots; s++)
+        first[s + 1] += first[s];
+    int64_t *fill = sl_xmalloc((size_t)slots * sizeof *fill);
+    memcpy(fill, first, (size_t)slots * sizeof *fill);
+    for (int64_t t = 0; t < tokens; t++)
+        order[fill[sl[t]]++] = t;
+    free(fill);
+    int64_t ntiles = 0;
+    for (int64_t s = 0; s < slots; s++)
+        for (int64_t i = first[s]; i < first[s + 1]; i += tile_tok) {
+            tiles[2 * ntiles] = i;
+            tiles[2 * ntiles + 1] = first[s + 1] - i < tile_tok ? first[s + 1] - i : tile_tok;
+            ntiles++;
+        }
+#pragma omp parallel
+    {
+        const float **qrow = sl_xmalloc((size_t)R * sizeof *qrow);
+        float **orow = sl_xmalloc((size_t)R * sizeof *orow);
+        int32_t *nk = sl_xmalloc((size_t)R * sizeof *nk);
+        float *buf = sl_xmalloc((size_t)(2 * R * Dh + 2 * R + Dh * KV_BLOCK + KV_BLOCK) *
+                                sizeof(float));
+        float *qs = buf, *acc = qs + R * Dh, *m = acc + R * Dh, *l = m + R;
+        float *kt = l + R, *s = kt + Dh * KV_BLOCK;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < ntiles * kv_heads; it++) {
+            const int64_t ti = it / kv_heads, g = it % kv_heads;
+            const int64_t start = tiles[2 * ti], count = tiles[2 * ti + 1];
+            const int64_t sidx = sl[order[start]];
+            const int64_t len = kl[sidx] < 0 ? 0 : (kl[sidx] > cache_len ? cache_len : kl[sidx]);
+            int64_t r = 0;
+            for (int64_t i = 0; i < count; i++) {
+                const int64_t t = order[start + i];
+                int64_t n = len;
+                if (causal && (int64_t)ps[t] + 1 < n)
+                    n = ps[t] < 0 ? 0 : (int64_t)ps[t] + 1;
+                for (int64_t hr = 0; hr < rep; hr++, r++) {
+                    const int64_t h = g * rep + hr;
+                    qrow[r] = (const float *)q->data + (t * heads + h) * Dh;
+                    orow[r] = (float *)out->data + (t * heads + h) * Dh;
+                    nk[r] = (int32_t)n;
+                }
+            }
+            const int64_t base = sidx * cache_len * kld + g * Dh;
+            attn_kv_tile(r, qrow, orow, nk, (const float *)kc->data + base,
+                         (const float *)vc->data + base, kld, Dh, scale, qs, acc, m, l, kt, s);
+        }
+        free(buf);
+        free(nk);
+        free(orow);
+        free(qrow);
+    }
+    free(tiles);
+    free(order);
+    free(first);
+}
+
+static void cpu_gather_rows(sl_backend_t *be, const sl_tensor_t *src, const sl_tensor_t *idx,
+                            sl_tensor_t *out, int64_t m, int64_t dim)
+{
+    const int32_t *ix = idx->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < m; i++)
+        memcpy((float *)out->data + i * dim, (const float *)src->data + (int64_t)ix[i] * dim,
+               (size_t)dim * sizeof(float));
+}
+
+/* f32 sums in token order, then a division, as the CUDA kernel (the same bits). */
+static void cpu_pool_packed(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *offsets,
+                            sl_pool_t mode, sl_tensor_t *out, int64_t batch, int64_t dim)
+{
+    const int32_t *off = offsets->data;
+    const float *xp = x->data; /* [T, dim] */
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        const int64_t t0 = off[b], n = off[b + 1] - off[b];
+        float *o = (float *)out->data + b * dim;
+        if (mode == SL_POOL_CLS) {
+            if (n > 0)
+                memcpy(o, xp + t0 * dim, (size_t)dim * sizeof(float));
+            else
+                memset(o, 0, (size_t)dim * sizeof(float));
+            continue;
+        }
+        for (int64_t j = 0; j < dim; j++)
+            o[j] = 0.0f;
+        for (int64_t t = t0; t < t0 + n; t++)
+            for (int64_t j = 0; j < dim; j++)
+                o[j] += xp[t * dim + j];
+        if (n > 0)
+            for (int64_t j = 0; j < dim; j++)
+                o[j] /= (float)n;
+    }
+}
+
+static void cpu_logsumexp_parts(sl_backend_t *be, const sl_tensor_t *logits, sl_tensor_t *rowmax,
+                                sl_tensor_t *sumexp, int64_t rows, int64_t v)
+{
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *x = (const float *)logits->data + r * v;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < v; j++)
+            mx = x[j] > mx ? x[j] : mx;
+        float sum = 0.0f;
+        if (mx != -INFINITY) /* a row of -Inf only (or no columns) sums to 0 */
+            for (int64_t j = 0; j < v; j++)
+                sum += expf(x[j] - mx);
+        ((float *)rowmax->data)[r] = mx;
+        ((float *)sumexp->data)[r] = sum;
+    }
+}
+
+static void cpu_pick_logits(sl_backend_t *be, const sl_tensor_t *logits, const sl_tensor_t *target,
+                            int64_t v0, sl_tensor_t *out, int64_t rows, int64_t v)
+{
+    const int32_t *tg = target->data;
+    const float *x = logits->data;
+    float *o = out->data;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t c = (int64_t)tg[r] - v0;
+        o[r] = c >= 0 && c < v ? x[r * v + c] : 0.0f;
+    }
+}
+
+typedef struct {
+    uint32_t key; /* sl_order_key of the value */
+    int32_t idx;
+} topk_ent_t;
+
+/* a comes before b in the output: a larger value, or an equal one at a lower index */
+static inline int topk_before(topk_ent_t a, topk_ent_t b)
+{
+    return a.key > b.key || (a.key == b.key && a.idx < b.idx);
+}
+
+/* Restores the heap below node i: each node comes after (is worse than) its children, so the
+ * root is the worst of the k kept. */
+static void topk_sift(topk_ent_t *hp, int n, int i)
+{
+    for (;;) {
+        int w = i;
+        const int c1 = 2 * i + 1, c2 = 2 * i + 2;
+        if (c1 < n && topk_before(hp[w], hp[c1]))
+            w = c1;
+        if (c2 < n && topk_before(hp[w], hp[c2]))
+            w = c2;
+        if (w == i)
+            return;
+        const topk_ent_t tmp = hp[i];
+        hp[i] = hp[w];
+        hp[w] = tmp;
+        i = w;
+    }
+}
+
+/* Per row: a heap of the k best so far, scanned in index order, so a later column replaces the
+ * worst kept only with a strictly larger key (equal keys keep the lower index); then a heap sort
+ * into output order. */
+static void cpu_topk_rows(sl_backend_t *be, const sl_tensor_t *logits, int k, sl_tensor_t *vals,
+                          sl_tensor_t *idx, int64_t rows, int64_t v)
+{
+#pragma omp parallel
+    {
+        topk_ent_t *hp = sl_xmalloc((size_t)k * sizeof *hp);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; r++) {
+            const float *x = (const float *)logits->data + r * v;
+            for (int i = 0; i < k; i++) {
+                hp[i].key = sl_order_key(x[i]);
+                hp[i].idx = i;
+            }
+            for (int i = k / 2 - 1; i >= 0; i--)
+                topk_sift(hp, k, i);
+            for (int64_t j = k; j < v; j++) {
+                const uint32_t key = sl_order_key(x[j]);
+                if (key > hp[0].key) {
+                    hp[0].key = key;
+                    hp[0].idx = (int32_t)j;
+                    topk_sift(hp, k, 0);
+                }
+            }
+            float *ov = (float *)vals->data + r * k;
+            int32_t *oi = (int32_t *)idx->data + r * k;
+            for (int n = k; n > 0; n--) { /* the worst left goes last */
+                oi[n - 1] = hp[0].idx;
+                ov[n - 1] = x[hp[0].idx];
+                hp[0] = hp[n - 1];
+                topk_sift(hp, n - 1, 0);
+            }
+        }
+        free(hp);
+    }
+}
+
+/* "Key: <n> kB" from /proc/meminfo, in bytes; 0 when absent. */
+static size_t meminfo_bytes(const char *key)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    size_t klen = strlen(key), bytes = 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, klen) && line[klen] == ':') {
+            bytes = (size_t)strtoull(line + klen + 1, NULL, 10) * 1024;
+            break;
+        }
+    fclose(f);
+    return bytes;
+}
+
+/* A cgroup v2 memory file holding a byte count; 0 when absent or "max". */
+static size_t cgroup_bytes(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char buf[64] = {0};
+    size_t n = 0;
+    if (fgets(buf, sizeof buf, f) && buf[0] >= '0' && buf[0] <= '9')
+        n = (size_t)strtoull(buf, NULL, 10);
+    fclose(f);
+    return n;
+}
+
+/* MemAvailable, or less when this process's cgroup has a memory limit closer to its usage. */
+static size_t cpu_free_bytes(sl_backend_t *be)
+{
+    size_t avail = meminfo_bytes("MemAvailable");
+    if (avail == 0) /* no /proc: the free pages */
+        avail = (size_t)sysconf(_SC_AVPHYS_PAGES) * (size_t)sysconf(_SC_PAGESIZE);
+    const size_t limit = cgroup_bytes("/sys/fs/cgroup/memory.max");
+    if (limit > 0) {
+        const size_t used = cgroup_bytes("/sys/fs/cgroup/memory.current");
+        const size_t left = used < limit ? limit - used : 0;
+        avail = left < avail ? left : avail;
+    }
+    return avail;
+}
+
 static const sl_backend_ops_t cpu_ops = {
     .name = "cpu",
     .destroy = cpu_destroy,
@@ -428,6 +904,17 @@ static const sl_backend_ops_t cpu_ops = {
     .attention = cpu_attention,
     .pool = cpu_pool,
     .l2_normalize = cpu_l2_normalize,
+    .rmsnorm = cpu_rmsnorm,
+    .rope = cpu_rope,
+    .swiglu = cpu_swiglu,
+    .kv_write = cpu_kv_write,
+    .attention_kv = cpu_attention_kv,
+    .gather_rows = cpu_gather_rows,
+    .pool_packed = cpu_pool_packed,
+    .logsumexp_parts = cpu_logsumexp_parts,
+    .pick_logits = cpu_pick_logits,
+    .topk_rows = cpu_topk_rows,
+    .free_bytes = cpu_free_bytes,
 };
 
 sl_backend_t *sl_cpu_backend_create(int threads, sl_error_t *err)
@@ -435,12 +922,23 @@ sl_backend_t *sl_cpu_backend_create(int threads, sl_error_t *err)
     cpu_backend_t *b = sl_xcalloc(1, sizeof *b);
     b->base.ops = &cpu_ops;
     b->base.kind = SL_BACKEND_CPU;
-    if (threads > 0) {
-        openblas_set_num_threads(threads);
+    if (threads > 0)
         omp_set_num_threads(threads);
-    }
     b->threads = threads > 0 ? threads : omp_get_max_threads();
+#ifdef SL_BLAS_BLIS
+    /* BLIS alone would run single-threaded unless BLIS_NUM_THREADS or OMP_NUM_THREADS is set;
+     * it gets the same count as the OpenMP loops (BLIS_NUM_THREADS still wins when threads <= 0). */
+    if (threads > 0 || !getenv("BLIS_NUM_THREADS"))
+        bli_thread_set_num_threads(b->threads);
+    snprintf(b->desc, sizeof b->desc, "cpu (%d thread%s, BLIS %s %s%s)", b->threads,
+             b->threads == 1 ? "" : "s", bli_info_get_version_str(),
+             bli_arch_string(bli_arch_query_id()),
+             bli_info_get_enable_openmp() ? " OpenMP" : " (not the OpenMP build)");
+#else
+    if (threads > 0)
+        openblas_set_num_threads(threads);
     snprintf(b->desc, sizeof b->desc, "cpu (%d thread%s, %s)", b->threads,
              b->threads == 1 ? "" : "s", openblas_get_config());
+#endif
     return &b->base;
 }

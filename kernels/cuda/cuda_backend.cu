@@ -316,6 +316,85 @@ static void cuda_l2_normalize(sl_backend_t *be, sl_tensor_t *x, int64_t rows, in
     sl_cuda_l2_normalize(stream_of(be), (float *)x->data, rows, dim);
 }
 
+/* ---- packed-token ops ------------------------------------------------------------------------ */
+
+static void cuda_packed_missing(const char *op)
+{
+    sl_fatal(__FILE__, __LINE__, op, "not yet available on the CUDA backend");
+}
+
+static void cuda_rmsnorm(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *weight,
+                         float eps, sl_tensor_t *out, int64_t rows, int64_t n)
+{
+    cuda_packed_missing("sl_rmsnorm");
+}
+
+static void cuda_rope(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *positions,
+                      const sl_tensor_t *inv_freq, int64_t tokens, int64_t heads, int64_t head_dim)
+{
+    cuda_packed_missing("sl_rope");
+}
+
+static void cuda_swiglu(sl_backend_t *be, const sl_tensor_t *gate_up, sl_tensor_t *out,
+                        int64_t rows, int64_t f)
+{
+    cuda_packed_missing("sl_swiglu");
+}
+
+static void cuda_kv_write(sl_backend_t *be, sl_tensor_t *cache, const sl_tensor_t *src,
+                          const sl_tensor_t *slot, const sl_tensor_t *pos, int64_t tokens,
+                          int64_t cache_len, int64_t row)
+{
+    cuda_packed_missing("sl_kv_write");
+}
+
+static void cuda_attention_kv(sl_backend_t *be, const sl_tensor_t *q, const sl_tensor_t *kc,
+                              const sl_tensor_t *vc, const sl_tensor_t *slot,
+                              const sl_tensor_t *pos, const sl_tensor_t *kv_len, float scale,
+                              int causal, sl_tensor_t *out, int64_t tokens, int64_t slots,
+                              int64_t cache_len, int64_t heads, int64_t kv_heads, int64_t head_dim)
+{
+    cuda_packed_missing("sl_attention_kv");
+}
+
+static void cuda_gather_rows(sl_backend_t *be, const sl_tensor_t *src, const sl_tensor_t *idx,
+                             sl_tensor_t *out, int64_t m, int64_t dim)
+{
+    cuda_packed_missing("sl_gather_rows");
+}
+
+static void cuda_pool_packed(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *offsets,
+                             sl_pool_t mode, sl_tensor_t *out, int64_t batch, int64_t dim)
+{
+    cuda_packed_missing("sl_pool_packed");
+}
+
+static void cuda_logsumexp_parts(sl_backend_t *be, const sl_tensor_t *logits, sl_tensor_t *rowmax,
+                                 sl_tensor_t *sumexp, int64_t rows, int64_t v)
+{
+    cuda_packed_missing("sl_logsumexp_parts");
+}
+
+static void cuda_pick_logits(sl_backend_t *be, const sl_tensor_t *logits,
+                             const sl_tensor_t *target, int64_t v0, sl_tensor_t *out, int64_t rows,
+                             int64_t v)
+{
+    cuda_packed_missing("sl_pick_logits");
+}
+
+static void cuda_topk_rows(sl_backend_t *be, const sl_tensor_t *logits, int k, sl_tensor_t *vals,
+                           sl_tensor_t *idx, int64_t rows, int64_t v)
+{
+    cuda_packed_missing("sl_topk_rows");
+}
+
+static size_t cuda_free_bytes(sl_backend_t *be)
+{
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    return free_b;
+}
+
 /* Positional initialisation (C++17 has no designated initialisers); this assert stops the build
  * if backend_impl.h reorders its entries, and -Wextra flags a new entry left out. */
 #define SL_BEFORE(a, b) (offsetof(sl_backend_ops_t, a) < offsetof(sl_backend_ops_t, b))
@@ -329,11 +408,17 @@ static_assert(SL_BEFORE(name, destroy) && SL_BEFORE(destroy, describe) &&
                   SL_BEFORE(cast, standardize) && SL_BEFORE(standardize, add) &&
                   SL_BEFORE(add, layernorm) && SL_BEFORE(layernorm, embedding) &&
                   SL_BEFORE(embedding, attention) && SL_BEFORE(attention, pool) &&
-                  SL_BEFORE(pool, l2_normalize),
+                  SL_BEFORE(pool, l2_normalize) && SL_BEFORE(l2_normalize, rmsnorm) &&
+                  SL_BEFORE(rmsnorm, rope) && SL_BEFORE(rope, swiglu) &&
+                  SL_BEFORE(swiglu, kv_write) && SL_BEFORE(kv_write, attention_kv) &&
+                  SL_BEFORE(attention_kv, gather_rows) && SL_BEFORE(gather_rows, pool_packed) &&
+                  SL_BEFORE(pool_packed, logsumexp_parts) &&
+                  SL_BEFORE(logsumexp_parts, pick_logits) && SL_BEFORE(pick_logits, topk_rows) &&
+                  SL_BEFORE(topk_rows, free_bytes),
               "sl_backend_ops_t changed order: update cuda_ops below");
-/* l2_normalize is the last entry: an entry appended after it must be added below as well. */
+/* free_bytes is the last entry: an entry appended after it must be added below as well. */
 static_assert(sizeof(sl_backend_ops_t) ==
-                  offsetof(sl_backend_ops_t, l2_normalize) + sizeof(void (*)(void)),
+                  offsetof(sl_backend_ops_t, free_bytes) + sizeof(void (*)(void)),
               "sl_backend_ops_t grew: update cuda_ops below");
 #undef SL_BEFORE
 
@@ -360,6 +445,17 @@ static const sl_backend_ops_t cuda_ops = {
     /* .attention = */ cuda_attention,
     /* .pool = */ cuda_pool,
     /* .l2_normalize = */ cuda_l2_normalize,
+    /* .rmsnorm = */ cuda_rmsnorm,
+    /* .rope = */ cuda_rope,
+    /* .swiglu = */ cuda_swiglu,
+    /* .kv_write = */ cuda_kv_write,
+    /* .attention_kv = */ cuda_attention_kv,
+    /* .gather_rows = */ cuda_gather_rows,
+    /* .pool_packed = */ cuda_pool_packed,
+    /* .logsumexp_parts = */ cuda_logsumexp_parts,
+    /* .pick_logits = */ cuda_pick_logits,
+    /* .topk_rows = */ cuda_topk_rows,
+    /* .free_bytes = */ cuda_free_bytes,
 };
 
 /* ---- creation -------------------------------------------------------------------------------- */
