@@ -104,9 +104,35 @@ int sl_part_matches(const char *out_dir, const char *relpath, const sl_part_meta
     return ok;
 }
 
-/* The file type of an output: IEEE f32, IEEE f16 (h5py reads it as float16), or i32. */
-static hid_t file_type(int dtype)
+const char *sl_out_dtype_name(int file_dtype)
 {
+    return file_dtype == SL_OUT_TEXT ? "text" : sl_dtype_name((sl_dtype_t)file_dtype);
+}
+
+int sl_out_dtype_parse(const char *s)
+{
+    if (!strcmp(s, "text"))
+        return SL_OUT_TEXT;
+    int d = sl_dtype_parse(s);
+    return !strcmp(s, "i32") ? SL_I32 : d == SL_F16 ? SL_F16 : SL_F32;
+}
+
+/* Fixed-length NUL-padded UTF-8 strings of `bytes` bytes. */
+static hid_t text_type(int64_t bytes)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, (size_t)bytes);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    return t;
+}
+
+/* The file type of an output: IEEE f32, IEEE f16 (h5py reads it as float16), i32, or text. */
+static hid_t file_type(const sl_out_spec_t *o)
+{
+    int dtype = o->file_dtype;
+    if (dtype == SL_OUT_TEXT)
+        return text_type(o->cols);
     if (dtype == SL_F16) {
         hid_t t = H5Tcopy(H5T_IEEE_F32LE);
         H5Tset_fields(t, 15, 10, 5, 0, 10);
@@ -151,9 +177,11 @@ int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t
     for (int i = 0; i < m->outs->n; i++) {
         const sl_out_spec_t *o = &m->outs->spec[i];
         hsize_t dims[2] = {(hsize_t)m->nrows, (hsize_t)o->cols};
-        hid_t ft = file_type(o->file_dtype);
-        int nd = o->cols > 0 ? 2 : 1;
-        if (o->file_dtype == SL_F16) {
+        hid_t ft = file_type(o);
+        int nd = o->cols > 0 && o->file_dtype != SL_OUT_TEXT ? 2 : 1;
+        if (o->file_dtype == SL_OUT_TEXT) {
+            bad |= write_dataset(f, o->name, ft, ft, nd, dims, bufs[i]) != 0;
+        } else if (o->file_dtype == SL_F16) {
             /* Our own round-to-nearest-even: HDF5 1.10's soft f32 -> f16 conversion halves
              * values that round up to a power of two (0.12499 -> 0.0625). */
             size_t n = (size_t)m->nrows * (size_t)sl_out_width(o);
@@ -287,17 +315,19 @@ int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_un
      * cols] <- the part's dataset of the same name. */
     for (int o = 0; o < outs->n && !bad; o++) {
         const sl_out_spec_t *os = &outs->spec[o];
-        int nd = os->cols > 0 ? 2 : 1;
+        int text = os->file_dtype == SL_OUT_TEXT;
+        int nd = os->cols > 0 && !text ? 2 : 1;
         hsize_t vdims[2] = {(hsize_t)in->total_rows, (hsize_t)os->cols};
         hid_t vspace = H5Screate_simple(nd, vdims, NULL);
         hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-        hid_t ft = file_type(os->file_dtype);
-        /* rows without a part (never in a complete job) read as NaN, or -1 for integers */
+        hid_t ft = file_type(os);
+        /* rows without a part (never in a complete job) read as NaN, -1 for integers, or an
+         * empty string */
         float ffill = NAN;
         int ifill = -1;
         if (os->file_dtype == SL_I32)
             H5Pset_fill_value(dcpl, H5T_NATIVE_INT, &ifill);
-        else
+        else if (!text) /* text keeps the default fill value: all NUL bytes */
             H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &ffill);
         for (int64_t i = 0; i < nunits && !bad; i++) {
             const sl_unit_t *u = &units[i];

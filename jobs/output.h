@@ -21,14 +21,18 @@
 #include "partition/units.h"
 
 /* One output dataset of a job: `/name` [rows, cols] (cols 0: a 1-D dataset [rows]). Values
- * are f32 in memory; `file_dtype` is how they are stored: SL_F32, SL_F16 or SL_I32. */
+ * are f32 in memory; `file_dtype` is how they are stored: SL_F32, SL_F16 or SL_I32 (exact for
+ * integers below 2^24: token ids, counts). SL_OUT_TEXT: a 1-D dataset of fixed-length UTF-8
+ * strings of `cols` bytes (a multiple of 4; NUL-padded), held in memory as cols/4 floats' worth
+ * of bytes per row. */
+#define SL_OUT_TEXT 100
 typedef struct {
     const char *name;
     int64_t cols;
     int file_dtype;
 } sl_out_spec_t;
 
-#define SL_MAX_OUTPUTS 4
+#define SL_MAX_OUTPUTS 8
 
 typedef struct {
     int n;
@@ -39,7 +43,15 @@ typedef struct {
 } sl_outputs_t;
 
 /* Elements per row of an output (cols, or 1 for a 1-D dataset). */
-static inline int64_t sl_out_width(const sl_out_spec_t *o) { return o->cols > 0 ? o->cols : 1; }
+static inline int64_t sl_out_width(const sl_out_spec_t *o)
+{
+    if (o->file_dtype == SL_OUT_TEXT)
+        return o->cols / 4;
+    return o->cols > 0 ? o->cols : 1;
+}
+/* "f32", "f16", "i32" or "text": how manifest.json names an output's storage. */
+const char *sl_out_dtype_name(int file_dtype);
+int sl_out_dtype_parse(const char *s); /* the inverse; SL_F32 for anything unknown */
 
 typedef struct {
     const sl_shard_t *shard;

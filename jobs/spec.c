@@ -11,7 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-typedef enum { K_STR, K_INT, K_I64, K_BOOL, K_LIST } kind_t;
+typedef enum { K_STR, K_INT, K_I64, K_BOOL, K_LIST, K_F64 } kind_t;
 
 typedef struct {
     const char *name;
@@ -25,18 +25,27 @@ typedef struct {
 
 #define OFF(f) offsetof(sl_job_t, f)
 static const opt_t options[] = {
-    {"model", K_STR, "DIR", NULL, "model directory (config.json + model.safetensors)", OFF(model), 0},
+    {"model", K_STR, "DIR|FILE.gguf", NULL, "model directory (config.json + model.safetensors) or a GGUF file (LLaMA family)", OFF(model), 0},
     {"input", K_LIST, "GLOB", NULL, "HDF5 input files; repeatable; sorted by path", OFF(inputs), 0},
-    {"input-dataset", K_STR, "NAME", NULL, "dataset in each input: features [rows, d0] for mlp; text [rows] or token ids [rows, L] for bert [default: features, or text]", OFF(input_dataset), 0},
+    {"input-dataset", K_STR, "NAME", NULL, "dataset in each input: features [rows, d0] for mlp; text [rows] or token ids [rows, L] for bert and decoders (the prompts for generate) [default: features, or text]", OFF(input_dataset), 0},
+    {"prompt-dataset", K_STR, "NAME", NULL, "score: a text dataset of prompts; only the continuation (the input dataset) is scored [default: none, the whole text is scored]", OFF(prompt_dataset), 0},
     {"output", K_STR, "DIR", NULL, "output directory (created)", OFF(output), 0},
-    {"task", K_STR, "auto|predict|embed|classify", "auto", "what to compute: predict (mlp), embed or classify (bert); auto picks by model", OFF(task), 0},
+    {"task", K_STR, "auto|predict|embed|classify|score|generate", "auto", "what to compute: predict (mlp), embed or classify (bert), score or generate (decoders); auto picks by model (decoders: score)", OFF(task), 0},
     {"tp", K_INT, "N", "1", "tensor-parallel group size; must divide the number of ranks", OFF(tp), 1},
     {"unit-rows", K_I64, "N", "65536", "rows per unit of work (the commit granularity)", OFF(unit_rows), 1},
     {"batch-size", K_I64, "N", "1024", "rows per forward pass", OFF(batch_size), 1},
     {"device", K_STR, "auto|cpu|cuda", "auto", "auto: CUDA when a GPU is visible, else CPU", OFF(device), 0},
     {"precision", K_STR, "f32|f16|bf16", "f32", "weight and GEMM precision (f32 accumulation)", OFF(precision), 0},
-    {"max-length", K_INT, "N", "0", "bert: tokens per row incl. [CLS]/[SEP] (longer rows are truncated); 0: the model's", OFF(max_length), 0},
-    {"batch-tokens", K_I64, "N", "16384", "bert: padded tokens per forward pass (rows sorted by length)", OFF(batch_tokens), 1},
+    {"max-length", K_INT, "N", "0", "bert: tokens per row incl. [CLS]/[SEP]; score: tokens per row; generate: prompt + new tokens (longer rows are truncated when scoring or embedding, refused as row errors when generating); 0: the model's", OFF(max_length), 0},
+    {"batch-tokens", K_I64, "N", "16384", "bert, decoders: tokens per forward pass (rows sorted by length)", OFF(batch_tokens), 1},
+    {"token-logprobs", K_BOOL, NULL, NULL, "score: also write /token_logprobs [rows, max-length] (NaN-padded)", OFF(token_logprobs), 0},
+    {"max-new-tokens", K_INT, "N", "64", "generate: tokens to generate per row at most", OFF(max_new_tokens), 1},
+    {"temperature", K_F64, "X", "0", "generate: sampling temperature; 0 is greedy", OFF(temperature), 0},
+    {"top-k", K_INT, "N", "0", "generate: sample among the N most likely tokens; 0: all", OFF(top_k), 0},
+    {"top-p", K_F64, "X", "1", "generate: sample from the smallest set of tokens whose probability reaches X", OFF(top_p), 0},
+    {"seed", K_I64, "N", "0", "generate: row r samples with its own generator seeded by N and r (results do not depend on batching or ranks)", OFF(seed), 0},
+    {"stop", K_LIST, "STRING", NULL, "generate: stop when the generated text contains STRING (repeatable; the text ends before it) [default: none]", OFF(stops), 0},
+    {"text-bytes", K_I64, "N", "0", "generate: bytes per row of /text (UTF-8; longer texts are cut at a character boundary, /tokens holds them whole); 0: 8 x max-new-tokens + 64", OFF(text_bytes), 0},
     {"output-dtype", K_STR, "f32|f16", "f32", "storage type of float outputs", OFF(output_dtype), 0},
     {"array-task", K_INT, "N", NULL, "index of this task in a job array: it computes units i with i % tasks == N [default: from SLURM_ARRAY_TASK_ID, else 0]", OFF(array_task), 0},
     {"array-tasks", K_INT, "N", NULL, "number of tasks in the job array [default: from SLURM_ARRAY_TASK_MIN/MAX/STEP, else 1]", OFF(array_tasks), 1},
@@ -101,10 +110,23 @@ static int set_option(sl_job_t *job, const opt_t *o, const char *value, const ch
         free(*(char **)field);
         *(char **)field = sl_xstrdup(value);
         return 0;
-    case K_LIST:
-        job->inputs = sl_xrealloc(job->inputs, (size_t)(job->n_inputs + 1) * sizeof(char *));
-        job->inputs[job->n_inputs++] = sl_xstrdup(value);
+    case K_LIST: {
+        char ***list = (char ***)field;
+        int *n = o->offset == OFF(inputs) ? &job->n_inputs : &job->n_stops;
+        *list = sl_xrealloc(*list, (size_t)(*n + 1) * sizeof(char *));
+        (*list)[(*n)++] = sl_xstrdup(value);
         return 0;
+    }
+    case K_F64: {
+        char *end = NULL;
+        errno = 0;
+        double v = strtod(value, &end);
+        if (errno || end == value || *end != '\0' || !(v >= (double)o->min) || v > 1e9)
+            return sl_errorf(err, "%s: --%s: '%s' is not a number >= %lld", where, o->name, value,
+                             (long long)o->min);
+        *(double *)field = v;
+        return 0;
+    }
     case K_BOOL: {
         int b;
         if (parse_bool(value, &b) != 0)
@@ -270,13 +292,17 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
             goto done;
         }
     }
-    int cli_inputs = 0;
+    int cli_inputs = 0, cli_stops = 0;
     for (int i = 0; i < n; i++) {
         const opt_t *o = &options[which[i]];
-        if (o->kind == K_LIST && !cli_inputs++) { /* the command line's inputs replace the file's */
-            for (int j = 0; j < job->n_inputs; j++)
-                free(job->inputs[j]);
-            job->n_inputs = 0;
+        /* a list given on the command line replaces the job file's */
+        int is_inputs = o->offset == OFF(inputs);
+        if (o->kind == K_LIST && !(is_inputs ? cli_inputs++ : cli_stops++)) {
+            char **list = is_inputs ? job->inputs : job->stops;
+            int *cnt = is_inputs ? &job->n_inputs : &job->n_stops;
+            for (int j = 0; j < *cnt; j++)
+                free(list[j]);
+            *cnt = 0;
         }
         if (set_option(job, o, vals[i], "command line", err) != 0) {
             rc = -1;
@@ -294,8 +320,11 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
     else if (strcmp(job->precision, "f32") && strcmp(job->precision, "f16") && strcmp(job->precision, "bf16"))
         rc = sl_errorf(err, "--precision '%s': expected f32, f16 or bf16", job->precision);
     else if (strcmp(job->task, "auto") && strcmp(job->task, "predict") && strcmp(job->task, "embed") &&
-             strcmp(job->task, "classify"))
-        rc = sl_errorf(err, "--task '%s': expected auto, predict, embed or classify", job->task);
+             strcmp(job->task, "classify") && strcmp(job->task, "score") && strcmp(job->task, "generate"))
+        rc = sl_errorf(err, "--task '%s': expected auto, predict, embed, classify, score or generate",
+                       job->task);
+    else if (!(job->top_p > 0 && job->top_p <= 1))
+        rc = sl_errorf(err, "--top-p %g: expected a number in (0, 1]", job->top_p);
     else if (strcmp(job->output_dtype, "f32") && strcmp(job->output_dtype, "f16"))
         rc = sl_errorf(err, "--output-dtype '%s': expected f32 or f16", job->output_dtype);
     else if (strcmp(job->schedule, "auto") && strcmp(job->schedule, "dynamic") && strcmp(job->schedule, "static"))
@@ -316,6 +345,10 @@ void sl_job_free(sl_job_t *job)
         free(job->inputs[i]);
     free(job->inputs);
     free(job->input_dataset);
+    free(job->prompt_dataset);
+    for (int i = 0; i < job->n_stops; i++)
+        free(job->stops[i]);
+    free(job->stops);
     free(job->output);
     free(job->device);
     free(job->precision);

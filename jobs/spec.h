@@ -19,14 +19,24 @@ typedef struct {
     int n_inputs;
     char *input_dataset; /* NULL: the model family's default */
     char *output;
-    char *task;          /* auto | predict | embed | classify */
+    char *task;          /* auto | predict | embed | classify | score | generate */
     int tp;
     int64_t unit_rows;
     int64_t batch_size;
     char *device;    /* auto | cpu | cuda */
     char *precision; /* f32 | f16 | bf16 */
-    int max_length;       /* bert: 0 = the model's */
-    int64_t batch_tokens; /* bert: padded tokens per forward pass */
+    int max_length;       /* bert, decoders: 0 = the model's */
+    int64_t batch_tokens; /* bert, decoders: tokens per forward pass */
+    char *prompt_dataset; /* score: prompts whose continuation (the input dataset) is scored */
+    int token_logprobs;   /* score: also write per-token log-probabilities */
+    int max_new_tokens;   /* generate */
+    double temperature;   /* generate: 0 = greedy */
+    int top_k;            /* generate: 0 = off */
+    double top_p;         /* generate: 1 = off */
+    int64_t seed;         /* generate: row r samples with seed + r */
+    char **stops;         /* generate: stop strings */
+    int n_stops;
+    int64_t text_bytes;   /* generate: bytes of the fixed-length /text output; 0 = automatic */
     char *output_dtype;   /* f32 | f16 */
     int array_task;  /* this task's index in a job array (-1: from SLURM_ARRAY_*, else 0) */
     int array_tasks; /* tasks in the array (0: from SLURM_ARRAY_*, else 1) */

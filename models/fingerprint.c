@@ -46,6 +46,12 @@ static int defines_model(const char *name)
 
 int sl_model_fingerprint(const char *dir, uint64_t *out, sl_error_t *err)
 {
+    struct stat fst;
+    if (stat(dir, &fst) == 0 && S_ISREG(fst.st_mode)) { /* a single-file model (GGUF) */
+        const char *base = strrchr(dir, '/');
+        *out = SL_HASH_INIT;
+        return hash_file(out, dir, base ? base + 1 : dir, err);
+    }
     char cfg[4096];
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     if (access(cfg, R_OK) != 0)

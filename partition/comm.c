@@ -176,3 +176,5 @@ void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems)
     }
     c->seconds += MPI_Wtime() - t0;
 }
+
+MPI_Comm sl_comm_mpi(const sl_comm_t *c) { return c ? c->group : MPI_COMM_SELF; }

@@ -28,6 +28,9 @@ int sl_comm_size(const sl_comm_t *c);
 
 /* In-place sum over the group of `count_elems` elements of `dtype` at the start of t->data. */
 void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems);
+/* The group's MPI communicator, for small host-side collectives (log-sum-exp pieces, gathered
+ * logits rows); MPI_COMM_SELF when c is NULL (a group of one). */
+MPI_Comm sl_comm_mpi(const sl_comm_t *c);
 /* Seconds spent inside collectives so far (wall clock, includes waiting for peers). */
 double sl_comm_seconds(const sl_comm_t *c);
 

@@ -125,7 +125,7 @@ static int view_load(job_view_t *v, const char *out, sl_error_t *err)
         sl_out_spec_t *o = &v->outs.spec[v->outs.n++];
         o->name = sl_xstrdup(nm->valuestring);
         o->cols = (int64_t)cols->valuedouble;
-        o->file_dtype = !strcmp(dt->valuestring, "f16") ? SL_F16 : !strcmp(dt->valuestring, "i32") ? SL_I32 : SL_F32;
+        o->file_dtype = sl_out_dtype_parse(dt->valuestring);
     }
     const cJSON *labels = cJSON_GetObjectItemCaseSensitive(model, "labels");
     if (cJSON_IsArray(labels)) {

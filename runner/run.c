@@ -93,6 +93,7 @@ static uint64_t job_hash(uint64_t model_fp, const sl_job_t *job, const sl_task_p
     h = sl_hash_str(h, job->precision);
     h = sl_hash_str(h, sl_task_name(t->task));
     h = sl_hash_u64(h, (uint64_t)t->max_length);
+    h = sl_hash_str(h, t->params);
     for (int i = 0; i < t->outs.n; i++) {
         h = sl_hash_str(h, t->outs.spec[i].name);
         h = sl_hash_u64(h, (uint64_t)t->outs.spec[i].file_dtype);
@@ -111,6 +112,26 @@ static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
         return sl_errorf(err, "%s: dataset '%s' has %lld features but the model %s expects %lld",
                          p->in.shards[0].path, t->dataset, (long long)p->in.cols, job->model,
                          (long long)t->d_in);
+    if (t->prompt_dataset) {
+        /* The prompts: a text dataset beside the continuations, row for row, in every file. */
+        sl_inputs_t pin;
+        memset(&pin, 0, sizeof pin);
+        int rc = sl_inputs_scan(&pin, job->inputs, job->n_inputs, t->prompt_dataset, 1, err);
+        if (rc == 0 && pin.kind != SL_INPUT_TEXT)
+            rc = sl_errorf(err, "%s: --prompt-dataset '%s' must hold text", pin.shards[0].path,
+                           t->prompt_dataset);
+        if (rc == 0 && p->in.kind != SL_INPUT_TEXT)
+            rc = sl_errorf(err, "%s: --prompt-dataset needs text in '%s' too",
+                           p->in.shards[0].path, t->dataset);
+        for (int i = 0; rc == 0 && i < pin.n; i++)
+            if (pin.shards[i].rows != p->in.shards[i].rows)
+                rc = sl_errorf(err, "%s: dataset '%s' has %lld rows but '%s' has %lld",
+                               pin.shards[i].path, t->prompt_dataset, (long long)pin.shards[i].rows,
+                               t->dataset, (long long)p->in.shards[i].rows);
+        sl_inputs_free(&pin);
+        if (rc != 0)
+            return -1;
+    }
     if (sl_model_fingerprint(job->model, &p->model_fp, err) != 0)
         return -1;
     p->job_hash = job_hash(p->model_fp, job, t, p->in.cols);
@@ -408,7 +429,7 @@ static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned
     cJSON_AddStringToObject(model, "path", job->model);
     snprintf(hex, sizeof hex, "%016llx", (unsigned long long)p->model_fp);
     cJSON_AddStringToObject(model, "fingerprint", hex);
-    cJSON_AddStringToObject(model, "model_type", p->task.model == SL_MODEL_MLP ? "mlp" : "bert");
+    cJSON_AddStringToObject(model, "model_type", sl_task_model_name(p->task.model));
     cJSON_AddStringToObject(model, "task", sl_task_name(p->task.task));
     cJSON *outputs = cJSON_AddArrayToObject(model, "outputs");
     for (int i = 0; i < p->task.outs.n; i++) {
@@ -416,7 +437,7 @@ static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned
         cJSON *oj = cJSON_CreateObject();
         cJSON_AddStringToObject(oj, "name", o->name);
         cJSON_AddNumberToObject(oj, "cols", (double)o->cols);
-        cJSON_AddStringToObject(oj, "dtype", sl_dtype_name((sl_dtype_t)o->file_dtype));
+        cJSON_AddStringToObject(oj, "dtype", sl_out_dtype_name(o->file_dtype));
         cJSON_AddItemToArray(outputs, oj);
     }
     cJSON *opts = cJSON_AddObjectToObject(root, "options");

@@ -12,15 +12,76 @@
 
 #include "common/sl_fs.h"
 #include "models/bert.h"
+#include "models/bpe.h"
+#include "models/llama.h"
 #include "models/mlp.h"
 #include "models/tokenizer.h"
+#include "runner/decoder.h"
 
 /* ---- plan ------------------------------------------------------------------------------------ */
 
 const char *sl_task_name(sl_task_kind_t t)
 {
-    static const char *const names[] = {"predict", "embed", "classify"};
+    static const char *const names[] = {"predict", "embed", "classify", "score", "generate"};
     return names[t];
+}
+
+const char *sl_task_model_name(sl_model_kind_t m)
+{
+    static const char *const names[] = {"mlp", "bert", "llama"};
+    return names[m];
+}
+
+/* A LLaMA-family decoder: score (the default) or generate. */
+static int plan_decoder(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
+{
+    sl_llama_config_t cfg;
+    if (sl_llama_config_load(job->model, &cfg, err) != 0)
+        return -1;
+    p->model = SL_MODEL_LLAMA;
+    p->want_tokens = 1;
+    p->vocab = cfg.vocab;
+    int generate = !strcmp(job->task, "generate");
+    if (!generate && strcmp(job->task, "auto") && strcmp(job->task, "score"))
+        return sl_errorf(err, "--task %s: a %s decoder does 'score' or 'generate'", job->task,
+                         cfg.arch);
+    p->task = generate ? SL_TASK_GENERATE : SL_TASK_SCORE;
+    int64_t ctx = cfg.max_positions;
+    p->max_length = job->max_length > 0 ? job->max_length : (int)(ctx < 2048 ? ctx : 2048);
+    if (p->max_length > ctx)
+        return sl_errorf(err, "--max-length %d: the model has a context of %lld tokens",
+                         p->max_length, (long long)ctx);
+    if (p->max_length < 2)
+        return sl_errorf(err, "--max-length %d: at least 2", p->max_length);
+    if (job->prompt_dataset && generate)
+        return sl_errorf(err, "--prompt-dataset: only for --task score (generate reads its "
+                              "prompts from --input-dataset)");
+    if (generate && job->max_new_tokens >= p->max_length)
+        return sl_errorf(err, "--max-new-tokens %d: must be below the context (--max-length %d)",
+                         job->max_new_tokens, p->max_length);
+    p->prompt_dataset = job->prompt_dataset;
+    sl_decoder_outputs(job, generate, p->max_length, &p->outs);
+    if (generate) {
+        int n = snprintf(p->params, sizeof p->params, "gen new=%d t=%.17g k=%d p=%.17g seed=%lld "
+                                                      "text=%lld stops=%d",
+                         job->max_new_tokens, job->temperature, job->top_k, job->top_p,
+                         (long long)job->seed, (long long)sl_decoder_text_bytes(job), job->n_stops);
+        /* the stop strings themselves, hashed: a long list does not fit the text */
+        uint64_t h = 1469598103934665603ull;
+        for (int i = 0; i < job->n_stops; i++)
+            for (const char *c = job->stops[i]; ; c++) {
+                h = (h ^ (unsigned char)*c) * 1099511628211ull;
+                if (!*c)
+                    break;
+            }
+        snprintf(p->params + n, sizeof p->params - (size_t)n, " stophash=%016llx",
+                 (unsigned long long)h);
+    } else {
+        snprintf(p->params, sizeof p->params, "score prompt=%s tokens=%d",
+                 job->prompt_dataset ? job->prompt_dataset : "", job->token_logprobs);
+    }
+    p->dataset = job->input_dataset ? job->input_dataset : "text";
+    return 0;
 }
 
 /* model_type from config.json, into buf. */
@@ -49,6 +110,8 @@ int sl_task_plan(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
 {
     memset(p, 0, sizeof *p);
     char mt[64], path[4096];
+    if (sl_llama_detect(job->model))
+        return plan_decoder(job, p, err);
     if (model_type(job->model, mt, sizeof mt, err) != 0)
         return -1;
     int out_f = !strcmp(job->output_dtype, "f16") ? SL_F16 : SL_F32;
@@ -107,7 +170,8 @@ int sl_task_plan(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
         return rc;
     }
     snprintf(path, sizeof path, "%s/config.json", job->model);
-    return sl_errorf(err, "%s: model_type '%s' is not supported (mlp, bert)", path, mt);
+    return sl_errorf(err, "%s: model_type '%s' is not supported (mlp, bert, llama, mistral, qwen2)",
+                     path, mt);
 }
 
 void sl_task_plan_free(sl_task_plan_t *p)
@@ -126,6 +190,9 @@ struct sl_task {
     sl_mlp_t *mlp;
     sl_bert_t *bert;
     sl_tokenizer_t *tok;
+    sl_llama_t *llama;
+    sl_decoder_t *dec;
+    sl_reader_t prompt_reader; /* I/O thread: the --prompt-dataset of the same shard */
     sl_backend_t *be;
     sl_tensor_t *x, *y; /* mlp: [batch, d0], [batch, dn] */
     /* bert scratch: host batch buffers */
@@ -150,6 +217,18 @@ sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_back
             goto fail;
         t->x = sl_tensor_new2(be, SL_F32, job->batch_size, plan->d_in);
         t->y = sl_tensor_new2(be, SL_F32, job->batch_size, plan->outs.spec[0].cols);
+        return t;
+    }
+    sl_reader_init(&t->prompt_reader);
+    if (plan->model == SL_MODEL_LLAMA) {
+        t->llama = sl_llama_load(job->model, be, g->tp_size, g->tp_rank, dt, err);
+        if (!t->llama)
+            goto fail;
+        if (sl_llama_config(t->llama)->vocab != plan->vocab) {
+            sl_errorf(err, "%s: vocab_size changed while loading", job->model);
+            goto fail;
+        }
+        t->dec = sl_decoder_new(t->llama, job, plan->max_length);
         return t;
     }
     t->bert = sl_bert_load(job->model, be, g->tp_size, g->tp_rank, dt, err);
@@ -181,6 +260,10 @@ void sl_task_free(sl_task_t *t)
     sl_mlp_free(t->mlp);
     sl_bert_free(t->bert);
     sl_tokenizer_free(t->tok);
+    sl_decoder_free(t->dec);
+    sl_llama_free(t->llama);
+    if (t->plan && t->plan->model == SL_MODEL_LLAMA)
+        sl_reader_close(&t->prompt_reader);
     free(t->ids);
     free(t->types);
     free(t->out);
@@ -202,7 +285,9 @@ typedef struct {
     float *x; /* features: f32 [rows, d0] */
     /* tokens: row i is ids[off[i] .. off[i] + len[i]) */
     int32_t *ids, *types, *len;
+    int32_t *plen; /* decoders: leading prompt tokens of each row (not scored) */
     int64_t *off;
+    int64_t global_row0;
     size_t cap;
     char **fail; /* reason per row, NULL when fine */
     int64_t rows;
@@ -216,6 +301,7 @@ void *sl_task_payload_new(sl_task_t *t, const sl_inputs_t *in, int64_t rows)
         p->x = sl_xmalloc((size_t)rows * (size_t)in->cols * sizeof(float));
     } else {
         p->len = sl_xcalloc((size_t)rows + 1, sizeof *p->len);
+        p->plen = sl_xcalloc((size_t)rows + 1, sizeof *p->plen);
         p->off = sl_xcalloc((size_t)rows + 1, sizeof *p->off);
         p->fail = sl_xcalloc((size_t)rows + 1, sizeof *p->fail);
     }
@@ -242,6 +328,7 @@ void sl_task_payload_free(sl_task_t *t, void *payload)
     free(p->ids);
     free(p->types);
     free(p->len);
+    free(p->plen);
     free(p->off);
     free(p->fail);
     free(p);
@@ -304,6 +391,110 @@ static int read_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, i
     return 0;
 }
 
+/* Encodes text with the decoder's tokenizer into *buf (grown as needed); n tokens or a negative
+ * SL_BPE_* status with err filled. */
+static int bpe_encode_grow(const sl_bpe_t *tok, const char *s, int add_special, int32_t **buf,
+                           int *cap, sl_error_t *err)
+{
+    int n = 0;
+    for (;;) {
+        int rc = sl_bpe_encode(tok, s, strlen(s), add_special, *buf, *cap, &n, err);
+        if (rc == SL_BPE_OK)
+            return n;
+        if (rc != SL_BPE_ERROR || n <= *cap)
+            return rc;
+        *cap = n + 64;
+        *buf = sl_xrealloc(*buf, (size_t)*cap * sizeof **buf);
+    }
+}
+
+/* Decoder text rows: the text (score, generate), or a prompt + continuation pair (score with
+ * --prompt-dataset: the prompt with the tokenizer's special tokens, then the continuation without
+ * them; only the continuation is scored). Scoring keeps the first max_length tokens (counted as
+ * truncated); generation hands long prompts to the decoder, which refuses them as row errors. */
+static int read_decoder_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
+                                  int64_t row0, int64_t rows, payload_t *p, sl_error_t *err)
+{
+    const sl_bpe_t *tok = sl_llama_tokenizer(t->llama);
+    if (!tok)
+        return sl_errorf(err, "%s: no tokenizer (tokenizer.json): text input needs one (or give "
+                              "token ids)",
+                         t->job->model);
+    char **texts = sl_xcalloc((size_t)rows + 1, sizeof *texts);
+    char **prompts = NULL;
+    int rc = sl_reader_read_text(r, in, shard, row0, rows, texts, err);
+    if (rc == 0 && t->plan->prompt_dataset) {
+        sl_inputs_t pin = *in; /* the same shards, the prompt dataset */
+        pin.dataset = (char *)t->plan->prompt_dataset;
+        prompts = sl_xcalloc((size_t)rows + 1, sizeof *prompts);
+        rc = sl_reader_read_text(&t->prompt_reader, &pin, shard, row0, rows, prompts, err);
+    }
+    int cap = 1024, pcap = 256;
+    int32_t *buf = sl_xmalloc((size_t)cap * sizeof *buf), *pbuf = sl_xmalloc((size_t)pcap * sizeof *pbuf);
+    int score = t->plan->task == SL_TASK_SCORE, max_len = t->plan->max_length;
+    size_t used = 0;
+    for (int64_t i = 0; rc == 0 && i < rows; i++) {
+        p->off[i] = (int64_t)used;
+        sl_error_t rowerr;
+        const char *s = texts[i] ? texts[i] : "";
+        int np = 0, n;
+        if (prompts) {
+            const char *ps = prompts[i] ? prompts[i] : "";
+            if (*ps) {
+                np = bpe_encode_grow(tok, ps, 1, &pbuf, &pcap, &rowerr);
+            } else if (sl_bpe_bos_id(tok) >= 0) { /* an empty prompt: the specials alone */
+                np = 0;
+                if (bpe_encode_grow(tok, "x", 1, &pbuf, &pcap, &rowerr) > 1 &&
+                    pbuf[0] == sl_bpe_bos_id(tok))
+                    np = 1;
+            }
+            if (np < 0) {
+                char why[160];
+                snprintf(why, sizeof why, "prompt: %s", rowerr.msg);
+                p->fail[i] = sl_xstrdup(why);
+                p->len[i] = 0;
+                goto next;
+            }
+        }
+        n = bpe_encode_grow(tok, s, prompts ? 0 : 1, &buf, &cap, &rowerr);
+        if (n < 0) {
+            p->fail[i] = sl_xstrdup(rowerr.msg);
+            p->len[i] = 0;
+            goto next;
+        }
+        int total = np + n;
+        if (score && total > max_len) {
+            p->truncated++;
+            total = max_len;
+        }
+        reserve(p, used + (size_t)total);
+        memcpy(p->ids + used, pbuf, (size_t)(np < total ? np : total) * sizeof *pbuf);
+        if (total > np)
+            memcpy(p->ids + used + np, buf, (size_t)(total - np) * sizeof *buf);
+        memset(p->types + used, 0, (size_t)total * sizeof *p->types);
+        p->len[i] = total;
+        p->plen[i] = np < total ? np : total;
+        used += (size_t)total;
+    next:
+        free(texts[i]);
+        texts[i] = NULL;
+        if (prompts) {
+            free(prompts[i]);
+            prompts[i] = NULL;
+        }
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        free(texts[i]);
+        if (prompts)
+            free(prompts[i]);
+    }
+    free(buf);
+    free(pbuf);
+    free(texts);
+    free(prompts);
+    return rc;
+}
+
 static int read_token_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
                            int64_t row0, int64_t rows, payload_t *p, sl_error_t *err)
 {
@@ -351,8 +542,13 @@ int sl_task_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
     clear_fail(p);
     p->rows = rows;
     p->truncated = 0;
+    p->global_row0 = in->shards[shard].first_row + row0;
+    if (p->plen)
+        memset(p->plen, 0, (size_t)rows * sizeof *p->plen);
     if (in->kind == SL_INPUT_FEATURES)
         return sl_reader_read(r, in, shard, row0, rows, p->x, err);
+    if (in->kind == SL_INPUT_TEXT && t->llama)
+        return read_decoder_text_rows(t, r, in, shard, row0, rows, p, err);
     if (in->kind == SL_INPUT_TEXT)
         return read_text_rows(t, r, in, shard, row0, rows, p, err);
     return read_token_rows(t, r, in, shard, row0, rows, p, err);
@@ -515,8 +711,19 @@ static void compute_tokens(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_t 
 void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
                      float *const *outs, int64_t out_row0, sl_row_error_fn on_error, void *ctx)
 {
-    if (t->plan->model == SL_MODEL_MLP)
+    payload_t *p = payload;
+    if (t->plan->model == SL_MODEL_MLP) {
         compute_features(t, comm, payload, rows, outs, out_row0, on_error, ctx);
-    else
+    } else if (t->plan->model == SL_MODEL_LLAMA) {
+        t->truncated += p->truncated;
+        sl_decoder_rows_t dr = {rows, p->ids, p->off, p->len, p->plen, p->fail, p->global_row0};
+        if (t->plan->task == SL_TASK_GENERATE)
+            t->tokens += sl_decoder_generate(t->dec, comm, &dr, &t->plan->outs, outs, out_row0,
+                                             on_error, ctx);
+        else
+            t->tokens += sl_decoder_score(t->dec, comm, &dr, &t->plan->outs, outs, out_row0,
+                                          on_error, ctx);
+    } else {
         compute_tokens(t, comm, payload, rows, outs, out_row0, on_error, ctx);
+    }
 }

@@ -4,9 +4,9 @@
  * datasets, how the I/O thread prepares rows (read features; read text and tokenize; read
  * token ids) and how the compute thread turns prepared rows into output rows.
  *
- * Features (mlp) are read and computed batch by batch. Token inputs (bert) are read a whole
- * unit at a time, so that the unit's rows can be sorted by length and packed into batches
- * under a token budget, each padded only to its longest row; outputs go back in input order.
+ * Features (mlp) are read and computed batch by batch. Token inputs (bert, decoders) are read a
+ * whole unit at a time, so that the unit's rows can be sorted by length and packed into batches
+ * under a token budget; outputs go back in input order. Decoder tasks live in decoder.c.
  */
 #ifndef SL_TASK_H
 #define SL_TASK_H
@@ -19,8 +19,14 @@
 #include "partition/comm.h"
 #include "partition/grid.h"
 
-typedef enum { SL_MODEL_MLP = 0, SL_MODEL_BERT = 1 } sl_model_kind_t;
-typedef enum { SL_TASK_PREDICT = 0, SL_TASK_EMBED = 1, SL_TASK_CLASSIFY = 2 } sl_task_kind_t;
+typedef enum { SL_MODEL_MLP = 0, SL_MODEL_BERT = 1, SL_MODEL_LLAMA = 2 } sl_model_kind_t;
+typedef enum {
+    SL_TASK_PREDICT = 0,
+    SL_TASK_EMBED = 1,
+    SL_TASK_CLASSIFY = 2,
+    SL_TASK_SCORE = 3,
+    SL_TASK_GENERATE = 4,
+} sl_task_kind_t;
 
 /* What every rank knows before loading anything (from config files only). */
 typedef struct {
@@ -29,8 +35,10 @@ typedef struct {
     int want_tokens;       /* inputs are text or token ids */
     const char *dataset;   /* the input dataset name to use */
     int64_t d_in;          /* mlp: features */
-    int max_length;        /* bert: tokens per row incl. specials */
-    int64_t vocab;         /* bert: valid ids are [0, vocab) */
+    int max_length;        /* bert, decoders: tokens per row incl. specials */
+    int64_t vocab;         /* bert, decoders: valid ids are [0, vocab) */
+    const char *prompt_dataset; /* score: prompts of the continuations, or NULL */
+    char params[512];      /* task settings that change results (hashed into the job hash) */
     sl_outputs_t outs;
 } sl_task_plan_t;
 
@@ -38,6 +46,7 @@ typedef struct {
 int sl_task_plan(const sl_job_t *job, sl_task_plan_t *plan, sl_error_t *err);
 void sl_task_plan_free(sl_task_plan_t *plan);
 const char *sl_task_name(sl_task_kind_t t);
+const char *sl_task_model_name(sl_model_kind_t m); /* "mlp", "bert", "llama" */
 
 typedef struct sl_task sl_task_t;
 

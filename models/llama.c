@@ -1,0 +1,1024 @@
+/*
+ * llama.c — LLaMA-family decoders: configuration (config.json or GGUF metadata), loading this TP
+ * rank's slice of the weights, and the pre-norm decoder forward over packed tokens with a KV
+ * cache; the vocabulary-parallel LM head gives log-probabilities or gathered logits.
+ *
+ * Forward of one step (T packed tokens, D = hidden, Hl/KVl = this rank's query/KV heads,
+ * Dh = head_dim, Il = this rank's FFN slice):
+ *   x = embed[ids]                                                   x: [T, D]
+ *   per layer:
+ *     h = rmsnorm(x)                                                 [T, D]
+ *     q = h Wq^T (+bq), k = h Wk^T (+bk), v = h Wv^T (+bv)           [T, Hl*Dh], [T, KVl*Dh]
+ *     rope(q), rope(k) at the tokens' positions
+ *     cache[slot, pos] = k, v; ctx = causal attention over the slot   [T, Hl*Dh]
+ *     x += allreduce(ctx Wo^T) (+bo)                                  row-parallel
+ *     h = rmsnorm(x); gu = h [Wgate; Wup]^T; x += allreduce(swiglu(gu) Wdown^T)
+ *   hs = rmsnorm(x[sel])                                             [n_sel, D]
+ *   LM head: logits = hs Wlm[v0 : v0+Vl]^T                           [n_sel, Vl] per rank
+ * Activations and norm weights are f32; linear weights and the embedding table are in the run's
+ * precision and GEMM inputs are cast to it, with f32 accumulation.
+ */
+#include "models/llama.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/sl_fs.h"
+#include "models/weights.h"
+#include "partition/units.h"
+
+#define SL_LLAMA_MAX_JSON (16u << 20)
+#define SL_LLAMA_MAX_DIM 2147483647LL
+#define SL_LLAMA_LM_CHUNK_BYTES (64u << 20) /* logits scratch per LM-head chunk */
+
+/* ---- configuration ----------------------------------------------------------------------- */
+
+static cJSON *read_json_object(const char *path, sl_error_t *err)
+{
+    char *text = NULL;
+    if (sl_read_file(path, SL_LLAMA_MAX_JSON, &text, NULL, err) != 0)
+        return NULL;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        sl_errorf(err, "%s: not a JSON object", path);
+        return NULL;
+    }
+    return root;
+}
+
+/* A number key in [lo, hi]; integer when `integer`. Missing: error when required, else def. */
+static int json_num(const cJSON *o, const char *key, int required, double def, double lo, double hi,
+                    int integer, const char *path, double *out, sl_error_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required)
+            return sl_errorf(err, "%s: key '%s': missing (a LLaMA-family config needs it)", path,
+                             key);
+        *out = def;
+        return 0;
+    }
+    double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!(d >= lo && d <= hi) || (integer && d != floor(d)))
+        return sl_errorf(err, "%s: key '%s': expected %s in [%g, %g]", path, key,
+                         integer ? "an integer" : "a number", lo, hi);
+    *out = d;
+    return 0;
+}
+
+static int json_i64(const cJSON *o, const char *key, int required, int64_t def, int64_t lo,
+                    const char *path, int64_t *out, sl_error_t *err)
+{
+    double d = 0;
+    if (json_num(o, key, required, (double)def, (double)lo, (double)SL_LLAMA_MAX_DIM, 1, path, &d,
+                 err) != 0)
+        return -1;
+    *out = (int64_t)d;
+    return 0;
+}
+
+/* The rope settings of an object holding rope_type (or type), factor, low/high_freq_factor,
+ * original_max_position_embeddings (rope_scaling, or rope_parameters). */
+static int parse_rope_scaling(const cJSON *rs, const char *key, const char *path,
+                              sl_llama_config_t *c, sl_error_t *err)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!t)
+        t = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    const char *type = cJSON_IsString(t) ? t->valuestring : "default";
+    if (strcmp(type, "default") == 0) {
+        snprintf(c->rope_type, sizeof c->rope_type, "default");
+        return 0;
+    }
+    if (strcmp(type, "linear") != 0 && strcmp(type, "llama3") != 0)
+        return sl_errorf(err, "%s: key '%s': rope type \"%.32s\" is not supported (default, linear, "
+                              "llama3)",
+                         path, key, type);
+    snprintf(c->rope_type, sizeof c->rope_type, "%s", type);
+    if (json_num(rs, "factor", 1, 1, 1e-6, 1e6, 0, path, &c->rope_factor, err) != 0)
+        return -1;
+    if (strcmp(type, "llama3") == 0) {
+        if (json_num(rs, "low_freq_factor", 1, 1, 1e-6, 1e6, 0, path, &c->rope_low_freq, err) != 0 ||
+            json_num(rs, "high_freq_factor", 1, 4, 1e-6, 1e6, 0, path, &c->rope_high_freq, err) !=
+                0 ||
+            json_num(rs, "original_max_position_embeddings", 1, 8192, 1, 1e9, 1, path,
+                     &c->rope_orig_ctx, err) != 0)
+            return -1;
+        if (c->rope_high_freq <= c->rope_low_freq)
+            return sl_errorf(err, "%s: key '%s': high_freq_factor must exceed low_freq_factor",
+                             path, key);
+    }
+    return 0;
+}
+
+static int config_from_json(const char *dir, sl_llama_config_t *c, sl_error_t *err)
+{
+    char *path = sl_path_join(dir, "config.json");
+    cJSON *root = read_json_object(path, err);
+    int rc = -1;
+    if (!root)
+        goto out;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    const char *type = cJSON_IsString(mt) ? mt->valuestring : "";
+    if (strcmp(type, "llama") != 0 && strcmp(type, "mistral") != 0 && strcmp(type, "qwen2") != 0) {
+        sl_errorf(err, "%s: key 'model_type': \"%.32s\" is not a supported decoder (llama, mistral, "
+                       "qwen2)",
+                  path, type);
+        goto out;
+    }
+    snprintf(c->arch, sizeof c->arch, "%s", type);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (act && !(cJSON_IsString(act) && strcmp(act->valuestring, "silu") == 0)) {
+        sl_errorf(err, "%s: key 'hidden_act': only \"silu\" (SwiGLU) is supported", path);
+        goto out;
+    }
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "mlp_bias"))) {
+        sl_errorf(err, "%s: key 'mlp_bias': MLP biases are not supported", path);
+        goto out;
+    }
+    double eps = 0, theta = 0;
+    if (json_i64(root, "hidden_size", 1, 0, 1, path, &c->hidden, err) != 0 ||
+        json_i64(root, "num_hidden_layers", 1, 0, 1, path, &c->layers, err) != 0 ||
+        json_i64(root, "num_attention_heads", 1, 0, 1, path, &c->heads, err) != 0 ||
+        json_i64(root, "num_key_value_heads", 0, c->heads, 1, path, &c->kv_heads, err) != 0 ||
+        json_i64(root, "intermediate_size", 1, 0, 1, path, &c->intermediate, err) != 0 ||
+        json_i64(root, "vocab_size", 1, 0, 1, path, &c->vocab, err) != 0 ||
+        json_i64(root, "max_position_embeddings", 0, 2048, 1, path, &c->max_positions, err) != 0 ||
+        json_num(root, "rms_norm_eps", 0, 1e-6, 0, 1, 0, path, &eps, err) != 0)
+        goto out;
+    if (c->hidden % c->heads != 0 &&
+        !cJSON_GetObjectItemCaseSensitive(root, "head_dim")) {
+        sl_errorf(err, "%s: hidden_size %lld is not a multiple of num_attention_heads %lld", path,
+                  (long long)c->hidden, (long long)c->heads);
+        goto out;
+    }
+    if (json_i64(root, "head_dim", 0, c->hidden / c->heads, 2, path, &c->head_dim, err) != 0)
+        goto out;
+    c->rms_eps = (float)eps;
+    c->tied = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings"));
+    c->qkv_bias = strcmp(type, "qwen2") == 0 ||
+                  cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "attention_bias"));
+
+    /* RoPE: the newer single object rope_parameters, or rope_theta + rope_scaling. */
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    snprintf(c->rope_type, sizeof c->rope_type, "default");
+    if (cJSON_IsObject(rp)) {
+        if (json_num(rp, "rope_theta", 0, 10000, 1e-6, 1e12, 0, path, &theta, err) != 0 ||
+            parse_rope_scaling(rp, "rope_parameters", path, c, err) != 0)
+            goto out;
+    } else {
+        if (json_num(root, "rope_theta", 0, 10000, 1e-6, 1e12, 0, path, &theta, err) != 0)
+            goto out;
+        const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+        if (cJSON_IsObject(rs) && parse_rope_scaling(rs, "rope_scaling", path, c, err) != 0)
+            goto out;
+    }
+    c->rope_theta = theta;
+
+    /* Sliding-window attention equals full attention while rows stay within the window. */
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+    int use_sw = strcmp(type, "qwen2") != 0 ||
+                 cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "use_sliding_window"));
+    if (use_sw && cJSON_IsNumber(sw) && sw->valuedouble >= 1 &&
+        sw->valuedouble < (double)c->max_positions) {
+        sl_log_info("%s: sliding_window %g: rows are limited to that many tokens", path,
+                    sw->valuedouble);
+        c->max_positions = (int64_t)sw->valuedouble;
+    }
+    double bos = -1, eos = -1;
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
+    if (cJSON_IsArray(e))
+        e = cJSON_GetArrayItem(e, 0);
+    if (cJSON_IsNumber(e))
+        eos = e->valuedouble;
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, "bos_token_id");
+    if (cJSON_IsNumber(b))
+        bos = b->valuedouble;
+    c->bos_id = (int64_t)bos;
+    c->eos_id = (int64_t)eos;
+    rc = 0;
+out:
+    cJSON_Delete(root);
+    free(path);
+    return rc;
+}
+
+static int gguf_int(const sl_gguf_t *g, const char *arch, const char *key, int required,
+                    int64_t def, int64_t *out, sl_error_t *err)
+{
+    char full[128];
+    snprintf(full, sizeof full, "%s.%s", arch, key);
+    if (!sl_gguf_find(g, full)) {
+        if (required)
+            return sl_errorf(err, "%s: key '%s' is missing", sl_gguf_path(g), full);
+        *out = def;
+        return 0;
+    }
+    if (sl_gguf_get_int(g, full, out, err) != 0)
+        return -1;
+    if (*out < 1 || *out > SL_LLAMA_MAX_DIM)
+        return sl_errorf(err, "%s: key '%s': %lld is out of range", sl_gguf_path(g), full,
+                         (long long)*out);
+    return 0;
+}
+
+static int gguf_float(const sl_gguf_t *g, const char *arch, const char *key, double def,
+                      double *out, sl_error_t *err)
+{
+    char full[128];
+    snprintf(full, sizeof full, "%s.%s", arch, key);
+    if (!sl_gguf_find(g, full)) {
+        *out = def;
+        return 0;
+    }
+    return sl_gguf_get_float(g, full, out, err);
+}
+
+static int config_from_gguf(const sl_gguf_t *g, sl_llama_config_t *c, sl_error_t *err)
+{
+    const char *path = sl_gguf_path(g);
+    const char *s;
+    size_t n;
+    if (sl_gguf_get_str(g, "general.architecture", &s, &n, err) != 0)
+        return -1;
+    if (!((n == 5 && memcmp(s, "llama", 5) == 0) || (n == 5 && memcmp(s, "qwen2", 5) == 0)))
+        return sl_errorf(err, "%s: key 'general.architecture': \"%.*s\" is not a supported decoder "
+                              "(llama, qwen2)",
+                         path, (int)(n < 32 ? n : 32), s);
+    snprintf(c->arch, sizeof c->arch, "%.*s", (int)n, s);
+    const char *a = c->arch;
+    double eps = 0, theta = 0;
+    if (gguf_int(g, a, "embedding_length", 1, 0, &c->hidden, err) != 0 ||
+        gguf_int(g, a, "block_count", 1, 0, &c->layers, err) != 0 ||
+        gguf_int(g, a, "attention.head_count", 1, 0, &c->heads, err) != 0 ||
+        gguf_int(g, a, "attention.head_count_kv", 0, c->heads, &c->kv_heads, err) != 0 ||
+        gguf_int(g, a, "feed_forward_length", 1, 0, &c->intermediate, err) != 0 ||
+        gguf_int(g, a, "context_length", 0, 2048, &c->max_positions, err) != 0 ||
+        gguf_int(g, a, "attention.key_length", 0, c->hidden / c->heads, &c->head_dim, err) != 0 ||
+        gguf_float(g, a, "attention.layer_norm_rms_epsilon", 1e-5, &eps, err) != 0 ||
+        gguf_float(g, a, "rope.freq_base", 10000, &theta, err) != 0)
+        return -1;
+    c->rms_eps = (float)eps;
+    c->rope_theta = theta;
+    snprintf(c->rope_type, sizeof c->rope_type, "default");
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", a);
+    if (sl_gguf_find(g, key)) {
+        if (sl_gguf_get_str(g, key, &s, &n, err) != 0)
+            return -1;
+        if (n == 6 && memcmp(s, "linear", 6) == 0) {
+            snprintf(c->rope_type, sizeof c->rope_type, "linear");
+            if (gguf_float(g, a, "rope.scaling.factor", 1, &c->rope_factor, err) != 0)
+                return -1;
+            if (!(c->rope_factor > 0))
+                return sl_errorf(err, "%s: key '%s.rope.scaling.factor' must be > 0", path, a);
+        } else if (!(n == 4 && memcmp(s, "none", 4) == 0)) {
+            return sl_errorf(err, "%s: key '%s': rope scaling \"%.*s\" is not supported", path,
+                             key, (int)(n < 32 ? n : 32), s);
+        }
+    }
+    const sl_gguf_tensor_t *emb = sl_gguf_tensor_find(g, "token_embd.weight");
+    if (!emb || emb->ndim != 2)
+        return sl_errorf(err, "%s: tensor 'token_embd.weight' (2-D) is missing", path);
+    c->vocab = emb->ne[1];
+    c->tied = sl_gguf_tensor_find(g, "output.weight") == NULL;
+    c->qkv_bias = sl_gguf_tensor_find(g, "blk.0.attn_q.bias") != NULL;
+    int64_t v;
+    c->bos_id = c->eos_id = -1;
+    if (sl_gguf_find(g, "tokenizer.ggml.bos_token_id") &&
+        sl_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &v, NULL) == 0)
+        c->bos_id = v;
+    if (sl_gguf_find(g, "tokenizer.ggml.eos_token_id") &&
+        sl_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &v, NULL) == 0)
+        c->eos_id = v;
+    return 0;
+}
+
+int sl_llama_detect(const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return 0;
+    if (S_ISREG(sb.st_mode)) {
+        FILE *f = fopen(path, "rb");
+        char magic[4] = {0};
+        int ok = f && fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
+        if (f)
+            fclose(f);
+        return ok;
+    }
+    char *cfg = sl_path_join(path, "config.json");
+    cJSON *root = read_json_object(cfg, NULL);
+    free(cfg);
+    const cJSON *mt = root ? cJSON_GetObjectItemCaseSensitive(root, "model_type") : NULL;
+    int ok = cJSON_IsString(mt) &&
+             (strcmp(mt->valuestring, "llama") == 0 || strcmp(mt->valuestring, "mistral") == 0 ||
+              strcmp(mt->valuestring, "qwen2") == 0);
+    cJSON_Delete(root);
+    return ok;
+}
+
+int sl_llama_config_load(const char *path, sl_llama_config_t *cfg, sl_error_t *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        sl_gguf_t *g = sl_gguf_open(path, err);
+        if (!g)
+            return -1;
+        int rc = config_from_gguf(g, cfg, err);
+        sl_gguf_close(g);
+        return rc;
+    }
+    return config_from_json(path, cfg, err);
+}
+
+/* ---- the loaded model -------------------------------------------------------------------- */
+
+typedef struct {
+    sl_tensor_t *attn_norm, *ffn_norm; /* f32 [D] */
+    sl_tensor_t *wq, *wk, *wv;         /* dtype [Hl*Dh, D], [KVl*Dh, D], [KVl*Dh, D] */
+    sl_tensor_t *bq, *bk, *bv;         /* f32 [Hl*Dh], [KVl*Dh] (NULL without biases) */
+    sl_tensor_t *wo;                   /* dtype [D, Hl*Dh]: columns of this rank's heads */
+    sl_tensor_t *bo;                   /* f32 [D] or NULL; added once, after the all-reduce */
+    sl_tensor_t *wgu;                  /* dtype [2*Il, D]: gate rows, then up rows */
+    sl_tensor_t *wd;                   /* dtype [D, Il] */
+} sl_llama_layer_t;
+
+struct sl_llama {
+    sl_llama_config_t cfg;
+    sl_backend_t *be;
+    int tp_size, tp_rank;
+    sl_dtype_t dtype;
+    int64_t hl, kvl, il;   /* this rank's query heads, KV heads, FFN slice */
+    int64_t v0, vl;        /* this rank's vocabulary rows of the LM head */
+    sl_bpe_t *tok;
+
+    sl_tensor_t *embed;    /* dtype [V, D] (replicated) */
+    sl_tensor_t *lm_own;   /* dtype [Vl, D] when not tied */
+    sl_tensor_t lm;        /* the LM head shard: lm_own, or a view of embed's rows */
+    sl_tensor_t *out_norm; /* f32 [D] */
+    sl_tensor_t *inv_freq; /* f32 [Dh/2] */
+    sl_llama_layer_t *layers;
+
+    /* Scratch, grown to the largest step seen, used through shaped views. */
+    int64_t cap_t, cap_sel, cap_s;
+    sl_tensor_t *x, *h, *o;          /* f32 [T, D] */
+    sl_tensor_t *q, *ctx;            /* f32 [T, Hl*Dh] */
+    sl_tensor_t *k, *v;              /* f32 [T, KVl*Dh] */
+    sl_tensor_t *gu;                 /* f32 [T, 2*Il] */
+    sl_tensor_t *act;                /* f32 [T, Il] */
+    sl_tensor_t *cast;               /* dtype [T, max(D, Hl*Dh, Il)] when dtype != f32 */
+    sl_tensor_t *ids, *slot, *pos;   /* i32 [T] */
+    sl_tensor_t *kv_len;             /* i32 [S] */
+    sl_tensor_t *sel;                /* i32 [n_sel] */
+    sl_tensor_t *hsel;               /* f32 [n_sel, D] */
+    int64_t n_sel;                   /* selected tokens of the last forward */
+    int64_t lm_chunk;                /* rows per LM-head chunk */
+    sl_tensor_t *logits;             /* f32 [lm_chunk, Vl] */
+    sl_tensor_t *rowmax, *sumexp, *picked; /* f32 [lm_chunk] */
+    sl_tensor_t *target;             /* i32 [lm_chunk] */
+};
+
+struct sl_llama_cache {
+    int64_t slots, ctx, n;           /* n buffers (1 when shared by the layers) */
+    sl_tensor_t **k, **v;            /* f32 [slots, ctx, KVl, Dh] each */
+};
+
+const sl_llama_config_t *sl_llama_config(const sl_llama_t *m) { return &m->cfg; }
+const sl_bpe_t *sl_llama_tokenizer(const sl_llama_t *m) { return m->tok; }
+
+/* Tensor names of both sources. */
+typedef enum { W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_ATTN_NORM, W_FFN_NORM, W_QB, W_KB, W_VB,
+               W_OB } wname_t;
+
+static void layer_name(const sl_weights_t *w, int layer, wname_t which, char *buf, size_t cap)
+{
+    static const char *hf[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                               "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+                               "mlp.gate_proj.weight",    "mlp.up_proj.weight",
+                               "mlp.down_proj.weight",    "input_layernorm.weight",
+                               "post_attention_layernorm.weight", "self_attn.q_proj.bias",
+                               "self_attn.k_proj.bias",   "self_attn.v_proj.bias",
+                               "self_attn.o_proj.bias"};
+    static const char *gg[] = {"attn_q.weight",   "attn_k.weight",   "attn_v.weight",
+                               "attn_output.weight", "ffn_gate.weight", "ffn_up.weight",
+                               "ffn_down.weight", "attn_norm.weight", "ffn_norm.weight",
+                               "attn_q.bias",     "attn_k.bias",     "attn_v.bias",
+                               "attn_output.bias"};
+    if (sl_weights_gguf(w))
+        snprintf(buf, cap, "blk.%d.%s", layer, gg[which]);
+    else
+        snprintf(buf, cap, "model.layers.%d.%s", layer, hf[which]);
+}
+
+/* GGUF (LLaMA) stores q/k rows of each head interleaved for llama.cpp's RoPE pairing: HF row
+ * (head h, half j, index i) is GGUF row h*Dh + 2i + j. Undo it for `heads` whole heads of rows
+ * (each `cols` wide; a bias has cols = 1). */
+static void unpermute_heads(float *rows, int64_t heads, int64_t dh, int64_t cols)
+{
+    int64_t half = dh / 2;
+    float *tmp = sl_xmalloc((size_t)(dh * cols) * sizeof *tmp);
+    for (int64_t h = 0; h < heads; h++) {
+        float *blk = rows + h * dh * cols;
+        for (int64_t j = 0; j < 2; j++)
+            for (int64_t i = 0; i < half; i++)
+                memcpy(tmp + (j * half + i) * cols, blk + (2 * i + j) * cols,
+                       (size_t)cols * sizeof *tmp);
+        memcpy(blk, tmp, (size_t)(dh * cols) * sizeof *tmp);
+    }
+    free(tmp);
+}
+
+/* Uploads a host f32 block as a backend tensor [nr, nc] (or [nc] when nr == 0) in dt. */
+static sl_tensor_t *upload(sl_backend_t *be, const float *h, int64_t nr, int64_t nc, sl_dtype_t dt)
+{
+    sl_tensor_t *d = nr ? sl_tensor_new2(be, dt, nr, nc) : sl_tensor_new1(be, dt, nc);
+    if (dt == SL_F32) {
+        sl_copy_h2d(d, h, sl_tensor_bytes(d));
+        return d;
+    }
+    /* Convert on the backend: upload f32, cast. */
+    sl_tensor_t *f = nr ? sl_tensor_new2(be, SL_F32, nr, nc) : sl_tensor_new1(be, SL_F32, nc);
+    sl_copy_h2d(f, h, sl_tensor_bytes(f));
+    sl_cast(f, d);
+    sl_backend_sync(be);
+    sl_tensor_free(f);
+    return d;
+}
+
+/* Checks a tensor of full shape [d0, d1] (d1 = 0: a vector) and uploads the block
+ * rows [r0, r0+nr) x cols [c0, c0+nc); `qk_heads` > 0 un-permutes that many heads of rows (GGUF
+ * LLaMA q/k). *out stays NULL for a missing optional tensor. */
+static int load_block(sl_llama_t *m, const sl_weights_t *w, const char *name, int64_t d0,
+                      int64_t d1, int64_t r0, int64_t nr, int64_t c0, int64_t nc, int optional,
+                      int64_t qk_heads, sl_dtype_t dt, sl_tensor_t **out, sl_error_t *err)
+{
+    *out = NULL;
+    if (optional && !sl_weights_has(w, name))
+        return 0;
+    if (sl_weights_check(w, name, d0, d1, err) != 0)
+        return -1;
+    float *h;
+    if (d1 == 0) { /* a vector: its elements are the "rows" being sliced */
+        h = sl_weights_block(w, name, 0, 1, r0, nr, err);
+        if (h && qk_heads)
+            unpermute_heads(h, qk_heads, m->cfg.head_dim, 1);
+        if (h)
+            *out = upload(m->be, h, 0, nr, dt);
+    } else {
+        h = sl_weights_block(w, name, r0, nr, c0, nc, err);
+        if (h && qk_heads)
+            unpermute_heads(h, qk_heads, m->cfg.head_dim, nc);
+        if (h)
+            *out = upload(m->be, h, nr, nc, dt);
+    }
+    free(h);
+    return h ? 0 : -1;
+}
+
+/* Gate and up rows of this rank, stacked into one [2*Il, D] weight. */
+static int load_gate_up(sl_llama_t *m, const sl_weights_t *w, int i, sl_error_t *err)
+{
+    int64_t D = m->cfg.hidden, I = m->cfg.intermediate, i0 = m->tp_rank * m->il;
+    char ng[128], nu[128];
+    layer_name(w, i, W_GATE, ng, sizeof ng);
+    layer_name(w, i, W_UP, nu, sizeof nu);
+    if (sl_weights_check(w, ng, I, D, err) != 0 || sl_weights_check(w, nu, I, D, err) != 0)
+        return -1;
+    float *both = sl_xmalloc((size_t)(2 * m->il * D) * sizeof *both);
+    float *g = sl_weights_block(w, ng, i0, m->il, 0, D, err);
+    float *u = g ? sl_weights_block(w, nu, i0, m->il, 0, D, err) : NULL;
+    if (u) {
+        memcpy(both, g, (size_t)(m->il * D) * sizeof *both);
+        memcpy(both + m->il * D, u, (size_t)(m->il * D) * sizeof *both);
+        m->layers[i].wgu = upload(m->be, both, 2 * m->il, D, m->dtype);
+    }
+    free(g);
+    free(u);
+    free(both);
+    return u ? 0 : -1;
+}
+
+static int load_layer(sl_llama_t *m, const sl_weights_t *w, int i, sl_error_t *err)
+{
+    const sl_llama_config_t *c = &m->cfg;
+    sl_llama_layer_t *L = &m->layers[i];
+    int64_t D = c->hidden, Dh = c->head_dim, H = c->heads, KV = c->kv_heads, I = c->intermediate;
+    int64_t q0 = m->tp_rank * m->hl * Dh, qn = m->hl * Dh;
+    /* The KV heads this rank reads: its block, or the one head its query heads share. */
+    int64_t kvh0 = KV % m->tp_size == 0 ? m->tp_rank * m->kvl
+                                        : (m->tp_rank * m->hl) / (H / KV);
+    int64_t k0 = kvh0 * Dh, kn = m->kvl * Dh;
+    int permuted = sl_weights_gguf(w) && strcmp(c->arch, "llama") == 0;
+    char n[128];
+#define LB(which, d0, d1, r0, nr, c0, nc, opt, heads, dt, dst)                                     \
+    (layer_name(w, i, which, n, sizeof n),                                                         \
+     load_block(m, w, n, d0, d1, r0, nr, c0, nc, opt, heads, dt, dst, err))
+    if (LB(W_ATTN_NORM, D, 0, 0, D, 0, 0, 0, 0, SL_F32, &L->attn_norm) != 0 ||
+        LB(W_FFN_NORM, D, 0, 0, D, 0, 0, 0, 0, SL_F32, &L->ffn_norm) != 0 ||
+        LB(W_Q, H * Dh, D, q0, qn, 0, D, 0, permuted ? m->hl : 0, m->dtype, &L->wq) != 0 ||
+        LB(W_K, KV * Dh, D, k0, kn, 0, D, 0, permuted ? m->kvl : 0, m->dtype, &L->wk) != 0 ||
+        LB(W_V, KV * Dh, D, k0, kn, 0, D, 0, 0, m->dtype, &L->wv) != 0 ||
+        LB(W_O, D, H * Dh, 0, D, q0, qn, 0, 0, m->dtype, &L->wo) != 0 ||
+        LB(W_DOWN, D, I, 0, D, m->tp_rank * m->il, m->il, 0, 0, m->dtype, &L->wd) != 0)
+        return -1;
+    if (c->qkv_bias &&
+        (LB(W_QB, H * Dh, 0, q0, qn, 0, 0, 0, permuted ? m->hl : 0, SL_F32, &L->bq) != 0 ||
+         LB(W_KB, KV * Dh, 0, k0, kn, 0, 0, 0, permuted ? m->kvl : 0, SL_F32, &L->bk) != 0 ||
+         LB(W_VB, KV * Dh, 0, k0, kn, 0, 0, 0, 0, SL_F32, &L->bv) != 0 ||
+         LB(W_OB, D, 0, 0, D, 0, 0, 1, 0, SL_F32, &L->bo) != 0))
+        return -1;
+#undef LB
+    return load_gate_up(m, w, i, err);
+}
+
+/* RoPE inverse frequencies as transformers computes them (f32), with linear or LLaMA-3
+ * scaling, or GGUF's rope_freqs factors. */
+static int make_inv_freq(sl_llama_t *m, const sl_weights_t *w, sl_error_t *err)
+{
+    const sl_llama_config_t *c = &m->cfg;
+    int64_t half = c->head_dim / 2;
+    float *f = sl_xmalloc((size_t)half * sizeof *f);
+    for (int64_t i = 0; i < half; i++)
+        f[i] = (float)(1.0 / pow(c->rope_theta, (double)((float)(2 * i) / (float)c->head_dim)));
+    if (strcmp(c->rope_type, "linear") == 0) {
+        for (int64_t i = 0; i < half; i++)
+            f[i] = f[i] / (float)c->rope_factor;
+    } else if (strcmp(c->rope_type, "llama3") == 0) {
+        float factor = (float)c->rope_factor, lo = (float)c->rope_low_freq,
+              hi = (float)c->rope_high_freq, old = (float)c->rope_orig_ctx;
+        float lo_wl = old / lo, hi_wl = old / hi;
+        for (int64_t i = 0; i < half; i++) {
+            float wl = 2.0f * (float)M_PI / f[i];
+            float scaled = wl > lo_wl ? f[i] / factor : f[i];
+            if (!(wl < hi_wl) && !(wl > lo_wl)) { /* medium frequencies: interpolate */
+                float s = (old / wl - lo) / (hi - lo);
+                scaled = (1 - s) * scaled / factor + s * scaled;
+            }
+            f[i] = scaled;
+        }
+    }
+    if (sl_weights_gguf(w) && sl_weights_has(w, "rope_freqs.weight")) {
+        float *ff = NULL;
+        if (sl_weights_check(w, "rope_freqs.weight", half, 0, err) != 0 ||
+            !(ff = sl_weights_block(w, "rope_freqs.weight", 0, 1, 0, half, err))) {
+            free(f);
+            return -1;
+        }
+        for (int64_t i = 0; i < half; i++)
+            f[i] /= ff[i];
+        free(ff);
+    }
+    m->inv_freq = upload(m->be, f, 0, half, SL_F32);
+    free(f);
+    return 0;
+}
+
+/* How this rank's heads and slices follow from the config and the TP size. */
+static int plan_split(sl_llama_t *m, const char *where, sl_error_t *err)
+{
+    const sl_llama_config_t *c = &m->cfg;
+    int T = m->tp_size;
+    if (c->head_dim % 2 != 0)
+        return sl_errorf(err, "%s: head_dim %lld is odd; RoPE needs an even head size", where,
+                         (long long)c->head_dim);
+    if (c->heads % c->kv_heads != 0)
+        return sl_errorf(err, "%s: %lld attention heads are not a multiple of %lld KV heads",
+                         where, (long long)c->heads, (long long)c->kv_heads);
+    if (c->heads % T != 0)
+        return sl_errorf(err, "%s: %lld attention heads do not split over --tp %d (choose a TP "
+                              "size that divides %lld)",
+                         where, (long long)c->heads, T, (long long)c->heads);
+    m->hl = c->heads / T;
+    if (c->kv_heads % T == 0) {
+        m->kvl = c->kv_heads / T;
+    } else if (T % c->kv_heads == 0 && (c->heads / c->kv_heads) % m->hl == 0) {
+        m->kvl = 1; /* fewer KV heads than ranks: each rank holds the one its queries read */
+    } else {
+        return sl_errorf(err, "%s: %lld KV heads (%lld query heads) do not split over --tp %d: "
+                              "the TP size must divide the KV heads, or be a multiple of them "
+                              "that divides the query heads",
+                         where, (long long)c->kv_heads, (long long)c->heads, T);
+    }
+    if (c->intermediate % T != 0)
+        return sl_errorf(err, "%s: intermediate_size %lld does not split over --tp %d", where,
+                         (long long)c->intermediate, T);
+    m->il = c->intermediate / T;
+    return sl_split_even(c->vocab, T, m->tp_rank, &m->v0, &m->vl, err);
+}
+
+sl_llama_t *sl_llama_load(const char *path, sl_backend_t *be, int tp_size, int tp_rank,
+                          sl_dtype_t dtype, sl_error_t *err)
+{
+    sl_weights_t *w = sl_weights_open(path, err);
+    if (!w)
+        return NULL;
+    sl_llama_t *m = sl_xcalloc(1, sizeof *m);
+    m->be = be;
+    m->tp_size = tp_size;
+    m->tp_rank = tp_rank;
+    m->dtype = dtype;
+    const sl_gguf_t *g = sl_weights_gguf(w);
+    const sl_llama_config_t *c = &m->cfg;
+    int rc = g ? config_from_gguf(g, &m->cfg, err) : config_from_json(path, &m->cfg, err);
+    if (rc == 0)
+        rc = plan_split(m, sl_weights_where(w), err);
+
+    /* Tokenizer: GGUF metadata, or the directory's tokenizer.json when there is one. */
+    if (rc == 0 && g) {
+        m->tok = sl_bpe_load_gguf(g, err);
+        rc = m->tok ? 0 : -1;
+    } else if (rc == 0) {
+        char *tj = sl_path_join(path, "tokenizer.json");
+        struct stat sb;
+        if (stat(tj, &sb) == 0) {
+            m->tok = sl_bpe_load_json(tj, err);
+            rc = m->tok ? 0 : -1;
+        }
+        free(tj);
+    }
+    if (rc == 0 && m->tok) {
+        if (sl_bpe_vocab_size(m->tok) > c->vocab)
+            rc = sl_errorf(err, "%s: the tokenizer has %d tokens but the model only %lld", path,
+                           sl_bpe_vocab_size(m->tok), (long long)c->vocab);
+        if (sl_bpe_bos_id(m->tok) >= 0)
+            m->cfg.bos_id = sl_bpe_bos_id(m->tok);
+        if (sl_bpe_eos_id(m->tok) >= 0)
+            m->cfg.eos_id = sl_bpe_eos_id(m->tok);
+    }
+
+    int64_t D = c->hidden, V = c->vocab;
+    const char *emb = g ? "token_embd.weight" : "model.embed_tokens.weight";
+    const char *norm = g ? "output_norm.weight" : "model.norm.weight";
+    const char *head = g ? "output.weight" : "lm_head.weight";
+    if (rc == 0)
+        rc = load_block(m, w, emb, V, D, 0, V, 0, D, 0, 0, dtype, &m->embed, err);
+    if (rc == 0)
+        rc = load_block(m, w, norm, D, 0, 0, D, 0, 0, 0, 0, SL_F32, &m->out_norm, err);
+    /* An untied checkpoint must carry its LM head; a tied one may still ship a copy. */
+    if (rc == 0 && !c->tied)
+        rc = load_block(m, w, head, V, D, m->v0, m->vl, 0, D, 0, 0, dtype, &m->lm_own, err);
+    if (rc == 0) {
+        if (m->lm_own) {
+            m->lm = *m->lm_own;
+        } else { /* a view of the embedding rows [v0, v0 + Vl) */
+            m->lm = *m->embed;
+            m->lm.owns_data = 0;
+            m->lm.shape[0] = m->vl;
+            m->lm.data = (char *)m->embed->data + (size_t)(m->v0 * D) * sl_dtype_size(dtype);
+        }
+        rc = make_inv_freq(m, w, err);
+    }
+    if (rc == 0) {
+        m->layers = sl_xcalloc((size_t)c->layers, sizeof *m->layers);
+        for (int i = 0; i < c->layers && rc == 0; i++)
+            rc = load_layer(m, w, i, err);
+    }
+    sl_weights_close(w);
+    if (rc != 0) {
+        sl_llama_free(m);
+        return NULL;
+    }
+    m->lm_chunk = (int64_t)(SL_LLAMA_LM_CHUNK_BYTES / ((size_t)m->vl * sizeof(float)));
+    if (m->lm_chunk < 1)
+        m->lm_chunk = 1;
+    return m;
+}
+
+static void free_scratch(sl_llama_t *m)
+{
+    sl_tensor_t **all[] = {&m->x,   &m->h,    &m->o,   &m->q,      &m->ctx,  &m->k,
+                           &m->v,   &m->gu,   &m->act, &m->cast,   &m->ids,  &m->slot,
+                           &m->pos, &m->kv_len, &m->sel, &m->hsel, &m->logits, &m->rowmax,
+                           &m->sumexp, &m->picked, &m->target};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        sl_tensor_free(*all[i]);
+        *all[i] = NULL;
+    }
+}
+
+void sl_llama_free(sl_llama_t *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; m->layers && i < m->cfg.layers; i++) {
+        sl_llama_layer_t *L = &m->layers[i];
+        sl_tensor_t *all[] = {L->attn_norm, L->ffn_norm, L->wq, L->wk, L->wv, L->bq, L->bk,
+                              L->bv,        L->wo,       L->bo, L->wgu, L->wd};
+        for (size_t j = 0; j < sizeof all / sizeof *all; j++)
+            sl_tensor_free(all[j]);
+    }
+    free(m->layers);
+    sl_tensor_free(m->embed);
+    sl_tensor_free(m->lm_own);
+    sl_tensor_free(m->out_norm);
+    sl_tensor_free(m->inv_freq);
+    free_scratch(m);
+    sl_bpe_free(m->tok);
+    free(m);
+}
+
+/* ---- KV cache ---------------------------------------------------------------------------- */
+
+size_t sl_llama_free_bytes(const sl_llama_t *m) { return sl_backend_free_bytes(m->be); }
+
+size_t sl_llama_cache_slot_bytes(const sl_llama_t *m, int64_t ctx)
+{
+    return (size_t)ctx * (size_t)(m->kvl * m->cfg.head_dim) * sizeof(float) * 2 *
+           (size_t)m->cfg.layers;
+}
+
+sl_llama_cache_t *sl_llama_cache_new(sl_llama_t *m, int64_t slots, int64_t ctx, int shared_layers,
+                                     sl_error_t *err)
+{
+    int64_t n = shared_layers ? 1 : m->cfg.layers;
+    size_t need = sl_llama_cache_slot_bytes(m, ctx) / (size_t)m->cfg.layers * (size_t)n *
+                  (size_t)slots;
+    size_t have = sl_backend_free_bytes(m->be);
+    if (need > have / 10 * 9) {
+        sl_errorf(err, "a KV cache of %lld slots x %lld positions needs %.1f MiB; only %.1f MiB "
+                       "are free",
+                  (long long)slots, (long long)ctx, need / 1048576.0, have / 1048576.0);
+        return NULL;
+    }
+    sl_llama_cache_t *c = sl_xcalloc(1, sizeof *c);
+    c->slots = slots;
+    c->ctx = ctx;
+    c->n = n;
+    c->k = sl_xcalloc((size_t)n, sizeof *c->k);
+    c->v = sl_xcalloc((size_t)n, sizeof *c->v);
+    int64_t shape[4] = {slots, ctx, m->kvl, m->cfg.head_dim};
+    for (int64_t i = 0; i < n; i++) {
+        c->k[i] = sl_tensor_new(m->be, SL_F32, 4, shape);
+        c->v[i] = sl_tensor_new(m->be, SL_F32, 4, shape);
+    }
+    return c;
+}
+
+void sl_llama_cache_free(sl_llama_cache_t *c)
+{
+    if (!c)
+        return;
+    for (int64_t i = 0; i < c->n; i++) {
+        sl_tensor_free(c->k[i]);
+        sl_tensor_free(c->v[i]);
+    }
+    free(c->k);
+    free(c->v);
+    free(c);
+}
+
+/* ---- forward ----------------------------------------------------------------------------- */
+
+static void grow(sl_tensor_t **t, sl_backend_t *be, sl_dtype_t dt, int64_t rows, int64_t cols)
+{
+    sl_tensor_free(*t);
+    *t = cols ? sl_tensor_new2(be, dt, rows, cols) : sl_tensor_new1(be, dt, rows);
+}
+
+static void ensure_scratch(sl_llama_t *m, int64_t T, int64_t n_sel, int64_t S)
+{
+    const sl_llama_config_t *c = &m->cfg;
+    int64_t D = c->hidden, Dh = c->head_dim;
+    if (T > m->cap_t) {
+        int64_t cap = T > 2 * m->cap_t ? T : 2 * m->cap_t;
+        grow(&m->x, m->be, SL_F32, cap, D);
+        grow(&m->h, m->be, SL_F32, cap, D);
+        grow(&m->o, m->be, SL_F32, cap, D);
+        grow(&m->q, m->be, SL_F32, cap, m->hl * Dh);
+        grow(&m->ctx, m->be, SL_F32, cap, m->hl * Dh);
+        grow(&m->k, m->be, SL_F32, cap, m->kvl * Dh);
+        grow(&m->v, m->be, SL_F32, cap, m->kvl * Dh);
+        grow(&m->gu, m->be, SL_F32, cap, 2 * m->il);
+        grow(&m->act, m->be, SL_F32, cap, m->il);
+        if (m->dtype != SL_F32) {
+            int64_t w = D > m->hl * Dh ? D : m->hl * Dh;
+            grow(&m->cast, m->be, m->dtype, cap, w > m->il ? w : m->il);
+        }
+        grow(&m->ids, m->be, SL_I32, cap, 0);
+        grow(&m->slot, m->be, SL_I32, cap, 0);
+        grow(&m->pos, m->be, SL_I32, cap, 0);
+        m->cap_t = cap;
+    }
+    if (n_sel > m->cap_sel) {
+        int64_t cap = n_sel > 2 * m->cap_sel ? n_sel : 2 * m->cap_sel;
+        grow(&m->sel, m->be, SL_I32, cap, 0);
+        grow(&m->hsel, m->be, SL_F32, cap, D);
+        m->cap_sel = cap;
+    }
+    if (S > m->cap_s) {
+        grow(&m->kv_len, m->be, SL_I32, S, 0);
+        m->cap_s = S;
+    }
+    if (!m->logits) {
+        grow(&m->logits, m->be, SL_F32, m->lm_chunk, m->vl);
+        grow(&m->rowmax, m->be, SL_F32, m->lm_chunk, 0);
+        grow(&m->sumexp, m->be, SL_F32, m->lm_chunk, 0);
+        grow(&m->picked, m->be, SL_F32, m->lm_chunk, 0);
+        grow(&m->target, m->be, SL_I32, m->lm_chunk, 0);
+    }
+}
+
+/* A [rows, cols] view of the start of a flat scratch tensor. */
+static sl_tensor_t view2(const sl_tensor_t *t, int64_t rows, int64_t cols)
+{
+    sl_tensor_t out = *t;
+    out.owns_data = 0;
+    out.ndim = 2;
+    out.shape[0] = rows;
+    out.shape[1] = cols;
+    return out;
+}
+
+static sl_tensor_t view3(const sl_tensor_t *t, int64_t a, int64_t b, int64_t c)
+{
+    sl_tensor_t out = *t;
+    out.owns_data = 0;
+    out.ndim = 3;
+    out.shape[0] = a;
+    out.shape[1] = b;
+    out.shape[2] = c;
+    return out;
+}
+
+static sl_tensor_t view1(const sl_tensor_t *t, int64_t n)
+{
+    sl_tensor_t out = *t;
+    out.owns_data = 0;
+    out.ndim = 1;
+    out.shape[0] = n;
+    return out;
+}
+
+/* y = x w^T (+ bias), casting x to the weights' dtype first when that is not f32. */
+static void linear(sl_llama_t *m, const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *b,
+                   sl_tensor_t *y)
+{
+    if (w->dtype == SL_F32) {
+        sl_linear(x, w, b, y);
+        return;
+    }
+    sl_tensor_t xc = view2(m->cast, x->shape[0], x->shape[1]);
+    sl_cast(x, &xc);
+    sl_linear(&xc, w, b, y);
+}
+
+void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
+                      const sl_llama_step_t *st)
+{
+    const sl_llama_config_t *c = &m->cfg;
+    int64_t T = st->T, D = c->hidden, Dh = c->head_dim;
+    ensure_scratch(m, T, st->n_sel, cache->slots);
+    sl_tensor_t ids = view1(m->ids, T), slot = view1(m->slot, T), pos = view1(m->pos, T);
+    sl_tensor_t kv_len = view1(m->kv_len, cache->slots);
+    sl_copy_h2d(&ids, st->ids, (size_t)T * sizeof(int32_t));
+    sl_copy_h2d(&slot, st->slot, (size_t)T * sizeof(int32_t));
+    sl_copy_h2d(&pos, st->pos, (size_t)T * sizeof(int32_t));
+    sl_copy_h2d(&kv_len, st->kv_len, (size_t)cache->slots * sizeof(int32_t));
+
+    sl_tensor_t x = view2(m->x, T, D), h = view2(m->h, T, D), o = view2(m->o, T, D);
+    sl_tensor_t q = view2(m->q, T, m->hl * Dh), ctx = view2(m->ctx, T, m->hl * Dh);
+    sl_tensor_t k = view2(m->k, T, m->kvl * Dh), v = view2(m->v, T, m->kvl * Dh);
+    sl_tensor_t q3 = view3(m->q, T, m->hl, Dh), ctx3 = view3(m->ctx, T, m->hl, Dh);
+    sl_tensor_t k3 = view3(m->k, T, m->kvl, Dh), v3 = view3(m->v, T, m->kvl, Dh);
+    sl_tensor_t gu = view2(m->gu, T, 2 * m->il), act = view2(m->act, T, m->il);
+    float scale = 1.0f / sqrtf((float)Dh);
+
+    sl_embedding(m->embed, &ids, &x);
+    for (int64_t l = 0; l < c->layers; l++) {
+        const sl_llama_layer_t *L = &m->layers[l];
+        sl_tensor_t *kc = cache->k[l % cache->n], *vc = cache->v[l % cache->n];
+        sl_rmsnorm(&x, L->attn_norm, c->rms_eps, &h);
+        linear(m, &h, L->wq, L->bq, &q);
+        linear(m, &h, L->wk, L->bk, &k);
+        linear(m, &h, L->wv, L->bv, &v);
+        sl_rope(&q3, &pos, m->inv_freq);
+        sl_rope(&k3, &pos, m->inv_freq);
+        /* The step's keys go into the cache before attention reads it: a token attends to
+         * itself and to the earlier tokens of its row written in this same step. */
+        sl_kv_write(kc, &k3, &slot, &pos);
+        sl_kv_write(vc, &v3, &slot, &pos);
+        sl_attention_kv(&q3, kc, vc, &slot, &pos, &kv_len, scale, 1, &ctx3);
+        linear(m, &ctx, L->wo, NULL, &o);
+        if (comm)
+            sl_comm_allreduce_sum(comm, &o, (size_t)(T * D));
+        if (L->bo)
+            sl_add_bias(&o, L->bo);
+        sl_add(&x, &o);
+
+        sl_rmsnorm(&x, L->ffn_norm, c->rms_eps, &h);
+        linear(m, &h, L->wgu, NULL, &gu);
+        sl_swiglu(&gu, &act);
+        linear(m, &act, L->wd, NULL, &o);
+        if (comm)
+            sl_comm_allreduce_sum(comm, &o, (size_t)(T * D));
+        sl_add(&x, &o);
+    }
+    m->n_sel = st->n_sel;
+    if (st->n_sel > 0) {
+        sl_tensor_t sel = view1(m->sel, st->n_sel), hs = view2(m->hsel, st->n_sel, D);
+        sl_copy_h2d(&sel, st->sel, (size_t)st->n_sel * sizeof(int32_t));
+        sl_gather_rows(&x, &sel, &hs);
+        sl_rmsnorm(&hs, m->out_norm, c->rms_eps, &hs);
+    }
+}
+
+/* Logits of selected rows [r0, r0 + n) for this rank's vocabulary shard, into m->logits. */
+static sl_tensor_t lm_chunk(sl_llama_t *m, int64_t r0, int64_t n)
+{
+    int64_t D = m->cfg.hidden;
+    sl_tensor_t hs = *m->hsel;
+    hs.owns_data = 0;
+    hs.ndim = 2;
+    hs.shape[0] = n;
+    hs.shape[1] = D;
+    hs.data = (char *)m->hsel->data + (size_t)(r0 * D) * sizeof(float);
+    sl_tensor_t lg = view2(m->logits, n, m->vl);
+    linear(m, &hs, &m->lm, NULL, &lg);
+    return lg;
+}
+
+void sl_llama_logprobs(sl_llama_t *m, sl_comm_t *comm, const int32_t *target, float *logp)
+{
+    int64_t n = m->n_sel;
+    if (n == 0)
+        return;
+    float *mx = sl_xmalloc((size_t)n * sizeof *mx), *se = sl_xmalloc((size_t)n * sizeof *se);
+    for (int64_t r0 = 0; r0 < n; r0 += m->lm_chunk) {
+        int64_t k = n - r0 < m->lm_chunk ? n - r0 : m->lm_chunk;
+        sl_tensor_t lg = lm_chunk(m, r0, k);
+        sl_tensor_t rm = view1(m->rowmax, k), sx = view1(m->sumexp, k), pk = view1(m->picked, k);
+        sl_tensor_t tg = view1(m->target, k);
+        sl_copy_h2d(&tg, target + r0, (size_t)k * sizeof(int32_t));
+        sl_logsumexp_parts(&lg, &rm, &sx);
+        sl_pick_logits(&lg, &tg, m->v0, &pk);
+        sl_copy_d2h(mx + r0, &rm, (size_t)k * sizeof(float));
+        sl_copy_d2h(se + r0, &sx, (size_t)k * sizeof(float));
+        sl_copy_d2h(logp + r0, &pk, (size_t)k * sizeof(float));
+    }
+    if (m->tp_size > 1) {
+        /* log sum_v exp(l_v) over all shards = M + log sum_r s_r exp(m_r - M), M the global max;
+         * the target's logit lives on exactly one rank, the others contribute 0. */
+        MPI_Comm g = sl_comm_mpi(comm);
+        float *gmax = sl_xmalloc((size_t)n * sizeof *gmax);
+        MPI_Allreduce(mx, gmax, (int)n, MPI_FLOAT, MPI_MAX, g);
+        for (int64_t i = 0; i < n; i++)
+            se[i] *= expf(mx[i] - gmax[i]);
+        MPI_Allreduce(MPI_IN_PLACE, se, (int)n, MPI_FLOAT, MPI_SUM, g);
+        MPI_Allreduce(MPI_IN_PLACE, logp, (int)n, MPI_FLOAT, MPI_SUM, g);
+        memcpy(mx, gmax, (size_t)n * sizeof *mx);
+        free(gmax);
+    }
+    for (int64_t i = 0; i < n; i++)
+        logp[i] = logp[i] - mx[i] - logf(se[i]);
+    free(mx);
+    free(se);
+}
+
+void sl_llama_logits(sl_llama_t *m, sl_comm_t *comm, float *logits)
+{
+    int64_t n = m->n_sel, V = m->cfg.vocab;
+    if (n == 0)
+        return;
+    int T = m->tp_size;
+    int *counts = sl_xcalloc((size_t)T, sizeof *counts), *displs = sl_xcalloc((size_t)T, sizeof *displs);
+    int64_t *voff = sl_xcalloc((size_t)T, sizeof *voff), *vlen = sl_xcalloc((size_t)T, sizeof *vlen);
+    for (int r = 0; r < T; r++)
+        sl_split_even(V, T, r, &voff[r], &vlen[r], NULL);
+    float *mine = sl_xmalloc((size_t)(m->lm_chunk * m->vl) * sizeof *mine);
+    float *all = T > 1 ? sl_xmalloc((size_t)(m->lm_chunk * V) * sizeof *all) : NULL;
+    for (int64_t r0 = 0; r0 < n; r0 += m->lm_chunk) {
+        int64_t k = n - r0 < m->lm_chunk ? n - r0 : m->lm_chunk;
+        sl_tensor_t lg = lm_chunk(m, r0, k);
+        if (T == 1) {
+            sl_copy_d2h(logits + r0 * V, &lg, (size_t)(k * V) * sizeof(float));
+            continue;
+        }
+        sl_copy_d2h(mine, &lg, (size_t)(k * m->vl) * sizeof(float));
+        for (int r = 0; r < T; r++) {
+            counts[r] = (int)(k * vlen[r]);
+            displs[r] = (int)(k * voff[r]);
+        }
+        /* Gathered rank by rank ([rank][row][its columns]); then rows are reassembled. */
+        MPI_Allgatherv(mine, (int)(k * m->vl), MPI_FLOAT, all, counts, displs, MPI_FLOAT,
+                       sl_comm_mpi(comm));
+        for (int r = 0; r < T; r++)
+            for (int64_t i = 0; i < k; i++)
+                memcpy(logits + (r0 + i) * V + voff[r], all + k * voff[r] + i * vlen[r],
+                       (size_t)vlen[r] * sizeof(float));
+    }
+    free(mine);
+    free(all);
+    free(counts);
+    free(displs);
+    free(voff);
+    free(vlen);
+}

@@ -1,0 +1,238 @@
+/*
+ * weights.c — tensors of a Hugging Face safetensors directory (single file or sharded index) or
+ * of a GGUF file, behind one lookup / shape check / f32 block read (see weights.h).
+ */
+#include "models/weights.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/sl_fs.h"
+#include "models/safetensors.h"
+
+#define SL_WEIGHTS_MAX_JSON (64u << 20) /* an index larger than this is refused */
+#define SL_WEIGHTS_MAX_SHARDS 4096
+
+struct sl_weights {
+    sl_safetensors_t *files; /* safetensors: one or the index's shards */
+    int n_files;
+    sl_gguf_t *gguf; /* or a GGUF file */
+    char *where;
+};
+
+static int is_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static int is_dir(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* The distinct shard file names of index.json's weight_map, in first-seen order. */
+static int open_index(sl_weights_t *w, const char *dir, sl_error_t *err)
+{
+    char *text = NULL;
+    if (sl_read_file(w->where, SL_WEIGHTS_MAX_JSON, &text, NULL, err) != 0)
+        return -1;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+    int rc = 0;
+    if (!root) {
+        rc = sl_errorf(err, "%s: not valid JSON", w->where);
+    } else if (!cJSON_IsObject(map) || cJSON_GetArraySize(map) < 1) {
+        rc = sl_errorf(err, "%s: key 'weight_map': expected a non-empty object", w->where);
+    } else {
+        const char **names = sl_xcalloc((size_t)cJSON_GetArraySize(map), sizeof *names);
+        int n = 0;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, map)
+        {
+            if (!cJSON_IsString(e) || !e->valuestring[0] || strchr(e->valuestring, '/')) {
+                rc = sl_errorf(err,
+                               "%s: key 'weight_map': tensor '%.96s' does not map to a file name "
+                               "in this directory",
+                               w->where, e->string);
+                break;
+            }
+            int seen = 0;
+            for (int i = 0; i < n && !seen; i++)
+                seen = strcmp(names[i], e->valuestring) == 0;
+            if (!seen)
+                names[n++] = e->valuestring;
+        }
+        if (rc == 0 && n > SL_WEIGHTS_MAX_SHARDS)
+            rc = sl_errorf(err, "%s: %d shards is too many", w->where, n);
+        if (rc == 0) {
+            w->files = sl_xcalloc((size_t)n, sizeof *w->files);
+            for (int i = 0; i < n && rc == 0; i++) {
+                char *p = sl_path_join(dir, names[i]);
+                w->n_files = i + 1;
+                rc = sl_st_open(&w->files[i], p, err);
+                free(p);
+            }
+        }
+        free(names);
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+sl_weights_t *sl_weights_open(const char *path, sl_error_t *err)
+{
+    sl_weights_t *w = sl_xcalloc(1, sizeof *w);
+    int rc = 0;
+    if (is_file(path)) {
+        w->where = sl_xstrdup(path);
+        w->gguf = sl_gguf_open(path, err);
+        rc = w->gguf ? 0 : -1;
+    } else if (is_dir(path)) {
+        char *single = sl_path_join(path, "model.safetensors");
+        char *index = sl_path_join(path, "model.safetensors.index.json");
+        if (is_file(single)) {
+            w->where = single;
+            single = NULL;
+            w->files = sl_xcalloc(1, sizeof *w->files);
+            w->n_files = 1;
+            rc = sl_st_open(&w->files[0], w->where, err);
+        } else if (is_file(index)) {
+            w->where = index;
+            index = NULL;
+            rc = open_index(w, path, err);
+        } else {
+            char *bin = sl_path_join(path, "pytorch_model.bin");
+            rc = sl_errorf(err, "%s: no model.safetensors or model.safetensors.index.json%s", path,
+                           is_file(bin) ? " (pytorch_model.bin is not read: convert it to "
+                                          "safetensors)"
+                                        : "");
+            free(bin);
+        }
+        free(single);
+        free(index);
+    } else {
+        rc = sl_errorf(err, "%s: no such model file or directory", path);
+    }
+    if (rc != 0) {
+        sl_weights_close(w);
+        return NULL;
+    }
+    return w;
+}
+
+void sl_weights_close(sl_weights_t *w)
+{
+    if (!w)
+        return;
+    for (int i = 0; i < w->n_files; i++)
+        sl_st_close(&w->files[i]);
+    free(w->files);
+    sl_gguf_close(w->gguf);
+    free(w->where);
+    free(w);
+}
+
+const char *sl_weights_where(const sl_weights_t *w) { return w->where; }
+const sl_gguf_t *sl_weights_gguf(const sl_weights_t *w) { return w->gguf; }
+
+static const sl_st_tensor_t *st_find(const sl_weights_t *w, const char *name)
+{
+    for (int i = 0; i < w->n_files; i++) {
+        const sl_st_tensor_t *t = sl_st_find(&w->files[i], name);
+        if (t)
+            return t;
+    }
+    return NULL;
+}
+
+int sl_weights_has(const sl_weights_t *w, const char *name)
+{
+    return w->gguf ? sl_gguf_tensor_find(w->gguf, name) != NULL : st_find(w, name) != NULL;
+}
+
+/* Row-major shape of a tensor: safetensors as stored, GGUF reversed. */
+static int tensor_shape(const sl_weights_t *w, const char *name, int *ndim, int64_t *shape,
+                        const char **type)
+{
+    if (w->gguf) {
+        const sl_gguf_tensor_t *t = sl_gguf_tensor_find(w->gguf, name);
+        if (!t)
+            return -1;
+        *ndim = t->ndim;
+        for (int i = 0; i < t->ndim; i++)
+            shape[i] = t->ne[t->ndim - 1 - i];
+        *type = t->supported ? NULL : sl_ggml_type_name(t->type);
+        return 0;
+    }
+    const sl_st_tensor_t *t = st_find(w, name);
+    if (!t)
+        return -1;
+    *ndim = t->ndim;
+    for (int i = 0; i < t->ndim; i++)
+        shape[i] = t->shape[i];
+    *type = t->mapped && sl_st_is_float(t->dtype) ? NULL : t->code;
+    return 0;
+}
+
+int sl_weights_check(const sl_weights_t *w, const char *name, int64_t d0, int64_t d1,
+                     sl_error_t *err)
+{
+    int ndim = 0;
+    int64_t shape[SL_ST_MAX_DIMS > SL_GGUF_MAX_DIMS ? SL_ST_MAX_DIMS : SL_GGUF_MAX_DIMS];
+    int64_t want[2] = {d0, d1};
+    int want_ndim = d1 ? 2 : 1;
+    const char *bad_type = NULL;
+    char ws[64], hs[160];
+    if (tensor_shape(w, name, &ndim, shape, &bad_type) != 0)
+        return sl_errorf(err, "%s: tensor '%s' %s is missing", w->where, name,
+                         sl_st_fmt_shape(ws, sizeof ws, want_ndim, want));
+    if (bad_type)
+        return sl_errorf(err, "%s: tensor '%s' has type %s; expected %s", w->where, name, bad_type,
+                         w->gguf ? "F32, F16, BF16, Q8_0, Q4_0 or Q4_1" : "F32, F16 or BF16");
+    int same = ndim == want_ndim;
+    for (int i = 0; same && i < ndim; i++)
+        same = shape[i] == want[i];
+    if (!same)
+        return sl_errorf(err, "%s: tensor '%s' has shape %s; the config says %s", w->where, name,
+                         sl_st_fmt_shape(hs, sizeof hs, ndim, shape),
+                         sl_st_fmt_shape(ws, sizeof ws, want_ndim, want));
+    return 0;
+}
+
+float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr,
+                        int64_t c0, int64_t nc, sl_error_t *err)
+{
+    if (!w->gguf) {
+        const sl_st_tensor_t *t = st_find(w, name);
+        if (!t) {
+            sl_errorf(err, "%s: tensor '%s' is missing", w->where, name);
+            return NULL;
+        }
+        int64_t ld = t->shape[t->ndim - 1];
+        return sl_st_host_block(t, ld, r0, nr, c0, nc, SL_F32);
+    }
+    const sl_gguf_tensor_t *t = sl_gguf_tensor_find(w->gguf, name);
+    if (!t) {
+        sl_errorf(err, "%s: tensor '%s' is missing", w->where, name);
+        return NULL;
+    }
+    int64_t ld = t->ne[0];
+    float *rows = sl_xmalloc((size_t)(nr * ld) * sizeof *rows);
+    if (sl_gguf_dequant_rows(t, r0, nr, rows, err) != 0) {
+        free(rows);
+        return NULL;
+    }
+    if (c0 == 0 && nc == ld)
+        return rows;
+    float *out = sl_xmalloc((size_t)(nr * nc) * sizeof *out);
+    for (int64_t r = 0; r < nr; r++)
+        memcpy(out + r * nc, rows + r * ld + c0, (size_t)nc * sizeof *out);
+    free(rows);
+    return out;
+}

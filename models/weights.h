@@ -1,0 +1,41 @@
+/*
+ * weights.h — one read-only view of a model's tensors, whichever files hold them:
+ *   - a Hugging Face directory: model.safetensors, or the shards that
+ *     model.safetensors.index.json lists ("weight_map");
+ *   - a GGUF file.
+ * Tensors are seen as row-major arrays ([rows, cols] for a matrix; GGUF's innermost-first
+ * dimensions are reversed here) and read as f32 blocks: a TP rank asks for the rows or columns
+ * of its slice, and only those pages of the mapped files are touched (for quantised GGUF
+ * tensors, only those rows are dequantised).
+ */
+#ifndef SL_WEIGHTS_H
+#define SL_WEIGHTS_H
+
+#include <stdint.h>
+
+#include "common/sl_error.h"
+#include "models/gguf.h"
+
+typedef struct sl_weights sl_weights_t;
+
+/* A directory (safetensors) or a .gguf file. NULL and a message naming the file on failure. */
+sl_weights_t *sl_weights_open(const char *path, sl_error_t *err);
+void sl_weights_close(sl_weights_t *w); /* NULL is fine */
+/* The file messages should name: model.safetensors, the index, or the .gguf file. */
+const char *sl_weights_where(const sl_weights_t *w);
+/* The open GGUF file, or NULL for a safetensors directory. */
+const sl_gguf_t *sl_weights_gguf(const sl_weights_t *w);
+
+/* Whether tensor `name` exists. */
+int sl_weights_has(const sl_weights_t *w, const char *name);
+/* Checks that `name` exists, is a float type shardline reads (F32/F16/BF16, or for GGUF also
+ * Q8_0/Q4_0/Q4_1) and has the row-major shape [d0] (d1 = 0) or [d0, d1]; the error names the
+ * file, the tensor and both shapes. */
+int sl_weights_check(const sl_weights_t *w, const char *name, int64_t d0, int64_t d1,
+                     sl_error_t *err);
+/* Rows [r0, r0+nr) x columns [c0, c0+nc) of a checked tensor as f32, row-major, malloc'd (a 1-D
+ * tensor is one row). NULL with err naming the tensor when it cannot be read. */
+float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr,
+                        int64_t c0, int64_t nc, sl_error_t *err);
+
+#endif
