@@ -6,6 +6,10 @@
  * model that inspects cleanly also loads. Per-rank sizes follow the split sl_mlp_load uses:
  * column-parallel layers hold 1/T of the weight rows and of the bias, row-parallel layers 1/T of
  * the weight columns and the whole bias, replicated layers everything.
+ *
+ * A GGUF file (sl_inspect_gguf) is summarised from its metadata and tensor infos alone: the
+ * architecture and its hyperparameters, the tokenizer, tensor counts by type, and the first and
+ * last tensors.
  */
 #include "models/inspect_model.h"
 #include "models/fingerprint.h"
@@ -14,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/gguf.h"
 #include "models/mlp.h"
 #include "models/safetensors.h"
 
@@ -155,5 +160,125 @@ int sl_inspect_model(const char *dir, int tp_size, FILE *out, sl_error_t *err)
 
     sl_st_close(&st);
     sl_mlp_config_free(&cfg);
+    return 0;
+}
+
+/* ---- GGUF -------------------------------------------------------------------------------- */
+
+int sl_inspect_is_gguf(const char *path)
+{
+    unsigned char magic[4] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t n = fread(magic, 1, 4, f);
+    fclose(f);
+    return n == 4 && memcmp(magic, "GGUF", 4) == 0;
+}
+
+/* A scalar value as text; arrays as "[N type values]". */
+static const char *fmt_kv(const sl_gguf_kv_t *kv, char *buf, size_t cap)
+{
+    static const char *vnames[] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
+                                   "bool", "string", "array", "u64", "i64", "f64"};
+    const char *s;
+    size_t len;
+    if (kv->type == SL_GGUF_ARRAY)
+        snprintf(buf, cap, "[%" PRIu64 " %s values]", kv->n, vnames[kv->elem]);
+    else if (sl_gguf_arr_str(kv, 0, &s, &len) == 0)
+        snprintf(buf, cap, "%.*s%s", len > 60 ? 60 : (int)len, s, len > 60 ? "..." : "");
+    else if (kv->type == SL_GGUF_BOOL)
+        snprintf(buf, cap, "%s", sl_gguf_arr_int(kv, 0) ? "true" : "false");
+    else if (kv->type == SL_GGUF_F32 || kv->type == SL_GGUF_F64)
+        snprintf(buf, cap, "%g", sl_gguf_arr_float(kv, 0));
+    else if (kv->type == SL_GGUF_U64)
+        snprintf(buf, cap, "%.0f", sl_gguf_arr_float(kv, 0)); /* beyond int64 too */
+    else
+        snprintf(buf, cap, "%" PRId64, sl_gguf_arr_int(kv, 0));
+    return buf;
+}
+
+static void print_tensor(FILE *out, const char *label, const sl_gguf_tensor_t *t)
+{
+    fprintf(out, "%-12s %s  %s  ne [", label, t->name, sl_ggml_type_name(t->type));
+    for (int d = 0; d < (t->ndim ? t->ndim : 1); d++)
+        fprintf(out, "%s%lld", d ? ", " : "", (long long)t->ne[d]);
+    fprintf(out, "]\n");
+}
+
+int sl_inspect_gguf(const char *path, FILE *out, sl_error_t *err)
+{
+    sl_gguf_t *g = sl_gguf_open(path, err);
+    if (!g)
+        return -1;
+    char b1[128];
+    const char *arch = "?", *s;
+    size_t arch_len = 1, len;
+    sl_error_t ignore;
+    if (sl_gguf_get_str(g, "general.architecture", &s, &len, &ignore) == 0) {
+        arch = s;
+        arch_len = len;
+    }
+    fprintf(out, "model        %s\n", path);
+    fprintf(out, "format       GGUF version %u, %d metadata keys, %d tensors\n", sl_gguf_version(g),
+            sl_gguf_kv_count(g), sl_gguf_tensor_count(g));
+    fprintf(out, "architecture %.*s", (int)arch_len, arch);
+    if (sl_gguf_get_str(g, "general.name", &s, &len, &ignore) == 0)
+        fprintf(out, " (%.*s)", (int)len, s);
+    fprintf(out, "\n");
+
+    /* every scalar <arch>.* key: the hyperparameters a loader reads */
+    for (int i = 0; i < sl_gguf_kv_count(g); i++) {
+        const sl_gguf_kv_t *kv = sl_gguf_kv_at(g, i);
+        if (strncmp(kv->key, arch, arch_len) == 0 && kv->key[arch_len] == '.')
+            fprintf(out, "  %-40s %s\n", kv->key, fmt_kv(kv, b1, sizeof b1));
+    }
+
+    const sl_gguf_kv_t *tokens = sl_gguf_find(g, "tokenizer.ggml.tokens");
+    const sl_gguf_kv_t *merges = sl_gguf_find(g, "tokenizer.ggml.merges");
+    const char *tm = "?";
+    size_t tm_len = 1;
+    if (sl_gguf_get_str(g, "tokenizer.ggml.model", &s, &len, &ignore) == 0) {
+        tm = s;
+        tm_len = len;
+    }
+    if (tokens || tm_len != 1 || *tm != '?') {
+        fprintf(out, "tokenizer    %.*s", (int)tm_len, tm);
+        if (sl_gguf_get_str(g, "tokenizer.ggml.pre", &s, &len, &ignore) == 0)
+            fprintf(out, " (pre-tokenizer %.*s)", (int)len, s);
+        fprintf(out, ", %" PRIu64 " tokens", tokens ? tokens->n : 0);
+        if (merges)
+            fprintf(out, ", %" PRIu64 " merges", merges->n);
+        fprintf(out, "\n");
+    } else {
+        fprintf(out, "tokenizer    none\n");
+    }
+
+    /* tensor count by type, in order of first appearance */
+    int n = sl_gguf_tensor_count(g), ntypes = 0;
+    int types[64], counts[64];
+    uint64_t params = 0;
+    for (int i = 0; i < n; i++) {
+        const sl_gguf_tensor_t *t = sl_gguf_tensor_at(g, i);
+        params += (uint64_t)(t->ne[0] * sl_gguf_rows(t));
+        int k = 0;
+        while (k < ntypes && types[k] != t->type)
+            k++;
+        if (k == ntypes && ntypes < 64) {
+            types[ntypes] = t->type;
+            counts[ntypes++] = 0;
+        }
+        if (k < ntypes)
+            counts[k]++;
+    }
+    fprintf(out, "tensors      %d (", n);
+    for (int k = 0; k < ntypes; k++)
+        fprintf(out, "%s%d %s", k ? ", " : "", counts[k], sl_ggml_type_name(types[k]));
+    fprintf(out, "), %" PRIu64 " parameters\n", params);
+    if (n > 0)
+        print_tensor(out, "first", sl_gguf_tensor_at(g, 0));
+    if (n > 1)
+        print_tensor(out, "last", sl_gguf_tensor_at(g, n - 1));
+    sl_gguf_close(g);
     return 0;
 }

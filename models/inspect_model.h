@@ -14,4 +14,10 @@
  * -1 with a message naming the file, tensor or key at fault (nothing useful is printed then). */
 int sl_inspect_model(const char *dir, int tp_size, FILE *out, sl_error_t *err);
 
+/* 1 if path starts with the GGUF magic. */
+int sl_inspect_is_gguf(const char *path);
+/* Prints a summary of a GGUF file (architecture, hyperparameters, tokenizer, tensors by type;
+ * ne are GGUF's dimensions, innermost first). 0, or -1 with a message naming the file. */
+int sl_inspect_gguf(const char *path, FILE *out, sl_error_t *err);
+
 #endif

@@ -1,6 +1,7 @@
 /*
  * inspect.c — `shardline inspect`: a model directory (architecture, parameters, memory per TP
- * rank) or an HDF5 file (every dataset with its shape and type; virtual datasets say so).
+ * rank), a GGUF file (recognised by its magic; see sl_inspect_gguf) or an HDF5 file (every
+ * dataset with its shape and type; virtual datasets say so).
  */
 #include "runner/inspect.h"
 
@@ -17,9 +18,10 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: shardline inspect [--tp N] MODEL_DIR | FILE.h5\n\n"
+    fprintf(out, "usage: shardline inspect [--tp N] MODEL_DIR | FILE.gguf | FILE.h5\n\n"
                  "  MODEL_DIR   prints the architecture, parameter count and weight memory per\n"
                  "              tensor-parallel rank for --tp N (default 1)\n"
+                 "  FILE.gguf   prints the architecture, hyperparameters, tokenizer and tensors\n"
                  "  FILE.h5     prints every dataset with its shape and type\n");
 }
 
@@ -129,6 +131,14 @@ int sl_inspect_main(int argc, char **argv)
     if (S_ISDIR(st.st_mode)) {
         sl_error_t err;
         if (sl_inspect_model(path, tp, stdout, &err) != 0) {
+            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            return SL_EXIT_INPUT;
+        }
+        return SL_EXIT_OK;
+    }
+    if (sl_inspect_is_gguf(path)) {
+        sl_error_t err;
+        if (sl_inspect_gguf(path, stdout, &err) != 0) {
             fprintf(stderr, "shardline: error: %s\n", err.msg);
             return SL_EXIT_INPUT;
         }
