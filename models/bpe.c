@@ -1,0 +1,1639 @@
+/*
+ * bpe.c — byte-level BPE tokenization (see bpe.h), id for id with Hugging Face `tokenizers`.
+ *
+ * The pipeline per row mirrors the library, because the model only behaves as the reference
+ * when its ids are identical:
+ *   1. validate UTF-8 (a bad byte is a row error);
+ *   2. split off added tokens found verbatim in the raw text (leftmost, then longest);
+ *   3. run each remaining segment through the pre-tokenizer steps in order: Split(regex,
+ *      Isolated), Digits, and finally ByteLevel (optional " " prefix, optional GPT-2 regex).
+ *      Every step splits every piece the previous one produced; a regex sees one piece as its
+ *      whole subject, so look-aheads such as \s+(?!\S) stop at the piece's end as in the library;
+ *   4. map each piece's bytes to the byte-level alphabet and merge adjacent symbols, always the
+ *      pair of lowest rank, leftmost among equals (the library's order);
+ *   5. the post-processor's special tokens around the sequence (BOS, ...).
+ * Merges are looked up in an open-addressing table keyed by the pair of ids; the vocabulary in
+ * one keyed by the byte-level string (FNV-1a). Short pieces merge by a linear scan of cached
+ * pair ranks, long ones through a binary heap; both give the same order. Text repeats its words,
+ * so the ids of short pieces are remembered in a direct-mapped cache per thread (entries tagged
+ * with the tokenizer's serial number): the tokenizer itself stays read-only and shareable.
+ *
+ * Regexes: PCRE2 with UTF and UCP (and JIT when the library has it). The library's regex engine
+ * (Oniguruma) takes \s as the Unicode White_Space property; PCRE2's \s also matches U+180E
+ * (Mongolian vowel separator, a space before Unicode 6.3), which changes the pieces of a text
+ * holding it, so \s and \S are rewritten to the explicit White_Space set before compiling.
+ *
+ * Decoding follows the ByteLevel decoder: a token whose characters are all in the byte-level
+ * alphabet turns into those bytes, any other token (an added token with other characters) into
+ * its own UTF-8; the bytes of all tokens then become text with every maximal invalid
+ * subsequence replaced by U+FFFD (Rust's String::from_utf8_lossy).
+ */
+#include "models/bpe.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "models/gguf.h"
+
+#define MAX_SPECIAL 8 /* post-processor tokens before / after the sequence */
+#define MAX_STEPS 8   /* pre-tokenizer steps */
+#define LINEAR_MAX 48 /* pieces up to this many symbols merge by linear scan */
+
+/* ---- the regexes of the pre-tokenizers (data, as the model families publish them) ------------ */
+
+/* GPT-2's ByteLevel(use_regex=true); also what transformers builds for SmolLM2 from GGUF. */
+static const char RE_GPT2[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+/* LLaMA-3 (llama.cpp "llama-bpe"). */
+static const char RE_LLAMA3[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/* Qwen2: LLaMA-3's with single digits. */
+static const char RE_QWEN2[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+                               "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/* Unicode White_Space, as a character-class body. */
+static const char WS_CLASS[] = "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}"
+                               "\\x{2029}\\x{202F}\\x{205F}\\x{3000}";
+
+/* ---- types ----------------------------------------------------------------------------------- */
+
+enum { STEP_SPLIT, STEP_DIGITS, STEP_BYTELEVEL };
+
+typedef struct {
+    int kind;
+    pcre2_code *re;       /* SPLIT, or BYTELEVEL with use_regex */
+    int individual;       /* DIGITS: each digit alone (else runs of digits) */
+    int add_prefix_space; /* BYTELEVEL */
+} step_t;
+
+typedef struct {
+    const char *s; /* content (points into tok[]) */
+    int len;
+    int32_t id;
+} added_t;
+
+typedef struct {
+    uint64_t key; /* (a << 32) | b; UINT64_MAX = empty */
+    int32_t rank, id;
+} pair_slot_t; /* one slot per 16 bytes: a lookup touches one cache line */
+
+typedef struct {
+    pair_slot_t *slot;
+    uint32_t mask;
+} pair_table_t;
+
+struct sl_bpe {
+    char *source;
+    uint32_t serial; /* tags this tokenizer's entries in the per-thread piece cache */
+    int n_vocab;     /* largest id + 1 */
+    char **tok;      /* [n_vocab] NUL-terminated byte-level strings, NULL for holes */
+    int *tok_len;    /* [n_vocab] */
+    uint8_t *type;   /* [n_vocab] SL_BPE_* */
+    /* model vocabulary: byte-level string -> id */
+    int32_t *vslot;
+    uint32_t *vhash, vmask;
+    pair_table_t pairs;
+    int32_t byte_id[256]; /* id of the one-byte symbol of each byte, -1 if absent */
+    int32_t unk_id;       /* -1 if none */
+    int fuse_unk, ignore_merges;
+    /* pre-tokenizer */
+    step_t steps[MAX_STEPS];
+    int n_steps;
+    /* added tokens, sorted by first byte; first[b] .. first[b + 1] index them */
+    added_t *added;
+    int n_added;
+    int first[257];
+    /* post-processor */
+    int32_t pre[MAX_SPECIAL], post[MAX_SPECIAL];
+    int n_pre, n_post;
+    int32_t bos_id, eos_id;
+};
+
+/* ---- the byte-level alphabet ----------------------------------------------------------------- */
+
+static int32_t byte_to_cp[256];
+static int16_t cp_to_byte[324]; /* code points < 0x144, -1 outside the alphabet */
+
+static void init_alphabet(void)
+{
+    /* Printable Latin-1 bytes stand for themselves; the others (controls, space, 0x7f-0xa0,
+     * 0xad) take 256, 257, ... in byte order. Idempotent, so no lock is needed. */
+    int next = 256;
+    for (int b = 0; b < 256; b++) {
+        int keep = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+        byte_to_cp[b] = keep ? b : next++;
+    }
+    for (int c = 0; c < 324; c++)
+        cp_to_byte[c] = -1;
+    for (int b = 0; b < 256; b++)
+        cp_to_byte[byte_to_cp[b]] = (int16_t)b;
+}
+
+static int put_cp(char *o, int32_t c) /* c < 0x800 */
+{
+    if (c < 0x80) {
+        o[0] = (char)c;
+        return 1;
+    }
+    o[0] = (char)(0xC0 | (c >> 6));
+    o[1] = (char)(0x80 | (c & 0x3F));
+    return 2;
+}
+
+/* Strict UTF-8 (no overlongs, surrogates or values past U+10FFFF). Returns the offset of the
+ * first bad byte, or -1 when s[0..n) is valid. */
+static long utf8_invalid_at(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int need;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF)
+            need = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            if (c == 0xF4)
+                hi = 0x8F;
+        } else
+            return (long)i;
+        if (i + (size_t)need >= n)
+            return (long)i;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return (long)i;
+        for (int k = 2; k <= need; k++)
+            if ((s[i + (size_t)k] & 0xC0) != 0x80)
+                return (long)i;
+        i += (size_t)need + 1;
+    }
+    return -1;
+}
+
+/* ---- hash tables ----------------------------------------------------------------------------- */
+
+static uint32_t fnv1a(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static uint32_t table_cap(int n)
+{
+    uint32_t cap = 16;
+    while (cap < (uint32_t)n * 2u)
+        cap *= 2;
+    return cap;
+}
+
+/* Inserts id under its string; a string given twice maps to the later id (as a Python dict
+ * built from the token list does). */
+static void vocab_insert(sl_bpe_t *t, int32_t id)
+{
+    uint32_t h = fnv1a(t->tok[id], (size_t)t->tok_len[id]);
+    uint32_t i = h & t->vmask;
+    for (; t->vslot[i] >= 0; i = (i + 1) & t->vmask) {
+        int32_t o = t->vslot[i];
+        if (t->vhash[i] == h && t->tok_len[o] == t->tok_len[id] &&
+            memcmp(t->tok[o], t->tok[id], (size_t)t->tok_len[id]) == 0) {
+            t->vslot[i] = id;
+            return;
+        }
+    }
+    t->vslot[i] = id;
+    t->vhash[i] = h;
+}
+
+static int32_t vocab_find(const sl_bpe_t *t, const char *s, size_t n)
+{
+    uint32_t h = fnv1a(s, n);
+    for (uint32_t i = h & t->vmask;; i = (i + 1) & t->vmask) {
+        int32_t id = t->vslot[i];
+        if (id < 0)
+            return -1;
+        if (t->vhash[i] == h && (size_t)t->tok_len[id] == n && memcmp(t->tok[id], s, n) == 0)
+            return id;
+    }
+}
+
+static inline uint32_t pair_hash(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    return (uint32_t)k;
+}
+
+static void pairs_init(pair_table_t *p, int n)
+{
+    uint32_t cap = table_cap(n);
+    p->slot = sl_xmalloc(cap * sizeof(pair_slot_t));
+    for (uint32_t i = 0; i < cap; i++)
+        p->slot[i] = (pair_slot_t){UINT64_MAX, 0, 0};
+    p->mask = cap - 1;
+}
+
+/* A pair given twice keeps the later rank (the library collects merges into a hash map). */
+static void pairs_insert(pair_table_t *p, int32_t a, int32_t b, int32_t rank, int32_t id)
+{
+    uint64_t k = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    uint32_t i = pair_hash(k) & p->mask;
+    while (p->slot[i].key != UINT64_MAX && p->slot[i].key != k)
+        i = (i + 1) & p->mask;
+    p->slot[i] = (pair_slot_t){k, rank, id};
+}
+
+/* Rank of merging (a, b), or INT32_MAX; *id receives the merged token. */
+static inline int32_t pair_rank(const pair_table_t *p, int32_t a, int32_t b, int32_t *id)
+{
+    uint64_t k = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    for (uint32_t i = pair_hash(k) & p->mask;; i = (i + 1) & p->mask) {
+        const pair_slot_t *e = &p->slot[i];
+        if (e->key == k) {
+            *id = e->id;
+            return e->rank;
+        }
+        if (e->key == UINT64_MAX)
+            return INT32_MAX;
+    }
+}
+
+/* ---- building -------------------------------------------------------------------------------- */
+
+static sl_bpe_t *bpe_new(const char *source, int n_vocab)
+{
+    static int alphabet_ready;
+    if (!alphabet_ready) {
+        init_alphabet();
+        alphabet_ready = 1;
+    }
+    static atomic_uint next_serial = 1;
+    sl_bpe_t *t = sl_xcalloc(1, sizeof(*t));
+    t->serial = atomic_fetch_add(&next_serial, 1);
+    if (t->serial == 0) /* 0 marks an empty cache entry */
+        t->serial = atomic_fetch_add(&next_serial, 1);
+    t->source = sl_xstrdup(source ? source : "tokenizer");
+    t->n_vocab = n_vocab;
+    t->tok = sl_xcalloc((size_t)n_vocab, sizeof(char *));
+    t->tok_len = sl_xcalloc((size_t)n_vocab, sizeof(int));
+    t->type = sl_xcalloc((size_t)n_vocab, 1);
+    t->unk_id = t->bos_id = t->eos_id = -1;
+    return t;
+}
+
+static void set_token(sl_bpe_t *t, int32_t id, const char *s, size_t n)
+{
+    free(t->tok[id]);
+    t->tok[id] = sl_xmalloc(n + 1);
+    memcpy(t->tok[id], s, n);
+    t->tok[id][n] = 0;
+    t->tok_len[id] = (int)n;
+}
+
+/* The vocabulary table over the model's tokens (in_model[id] set), and the one-byte symbols. */
+static void build_vocab_table(sl_bpe_t *t, const uint8_t *in_model)
+{
+    uint32_t cap = table_cap(t->n_vocab);
+    t->vslot = sl_xmalloc(cap * sizeof(int32_t));
+    t->vhash = sl_xcalloc(cap, sizeof(uint32_t));
+    for (uint32_t i = 0; i < cap; i++)
+        t->vslot[i] = -1;
+    t->vmask = cap - 1;
+    for (int32_t id = 0; id < t->n_vocab; id++)
+        if (t->tok[id] && in_model[id])
+            vocab_insert(t, id);
+    for (int b = 0; b < 256; b++) {
+        char u[2];
+        int n = put_cp(u, byte_to_cp[b]);
+        t->byte_id[b] = vocab_find(t, u, (size_t)n);
+    }
+}
+
+/* Splits "a b" (exactly one space, as the library demands) and adds the merge of rank `rank`.
+ * 0, or -1 with a message naming `where`. */
+static int add_merge(sl_bpe_t *t, const char *a, size_t na, const char *b, size_t nb, int32_t rank,
+                     const char *where, sl_error_t *err)
+{
+    int32_t ia = vocab_find(t, a, na), ib = vocab_find(t, b, nb);
+    if (ia < 0 || ib < 0)
+        return sl_errorf(err, "%s: %s: \"%.*s\" is not in the vocabulary", t->source, where,
+                         (int)(ia < 0 ? na : nb), ia < 0 ? a : b);
+    char stack[256];
+    char *ab = na + nb <= sizeof stack ? stack : sl_xmalloc(na + nb);
+    memcpy(ab, a, na);
+    memcpy(ab + na, b, nb);
+    int32_t id = vocab_find(t, ab, na + nb);
+    if (id < 0) {
+        sl_errorf(err, "%s: %s: the merged token \"%.*s\" is not in the vocabulary", t->source,
+                  where, (int)(na + nb), ab);
+        if (ab != stack)
+            free(ab);
+        return -1;
+    }
+    if (ab != stack)
+        free(ab);
+    pairs_insert(&t->pairs, ia, ib, rank, id);
+    return 0;
+}
+
+static int add_merge_str(sl_bpe_t *t, const char *m, size_t n, int32_t rank, const char *where,
+                         sl_error_t *err)
+{
+    const char *sp = memchr(m, ' ', n);
+    if (!sp || sp == m || sp == m + n - 1 || memchr(sp + 1, ' ', (size_t)(m + n - sp - 1)))
+        return sl_errorf(err, "%s: %s: \"%.*s\" is not two tokens separated by one space",
+                         t->source, where, (int)n, m);
+    return add_merge(t, m, (size_t)(sp - m), sp + 1, (size_t)(m + n - sp - 1), rank, where, err);
+}
+
+static int cmp_added(const void *x, const void *y)
+{
+    const added_t *a = x, *b = y;
+    int fa = (unsigned char)a->s[0], fb = (unsigned char)b->s[0];
+    if (fa != fb)
+        return fa - fb;
+    return a->id - b->id;
+}
+
+/* Added tokens: every id of type CONTROL or USER_DEFINED with a non-empty string. */
+static int build_added(sl_bpe_t *t, sl_error_t *err)
+{
+    int n = 0;
+    for (int32_t id = 0; id < t->n_vocab; id++)
+        if (t->tok[id] && t->tok_len[id] > 0 &&
+            (t->type[id] == SL_BPE_CONTROL || t->type[id] == SL_BPE_USER_DEFINED))
+            n++;
+    t->added = sl_xcalloc((size_t)(n > 0 ? n : 1), sizeof(added_t));
+    for (int32_t id = 0; id < t->n_vocab; id++) {
+        if (!(t->tok[id] && t->tok_len[id] > 0 &&
+              (t->type[id] == SL_BPE_CONTROL || t->type[id] == SL_BPE_USER_DEFINED)))
+            continue;
+        long bad = utf8_invalid_at((const unsigned char *)t->tok[id], (size_t)t->tok_len[id]);
+        if (bad >= 0)
+            return sl_errorf(err, "%s: added token %d is not valid UTF-8 (byte %ld)", t->source, id,
+                             bad);
+        t->added[t->n_added++] = (added_t){t->tok[id], t->tok_len[id], id};
+    }
+    qsort(t->added, (size_t)t->n_added, sizeof(added_t), cmp_added);
+    int k = 0;
+    for (int b = 0; b <= 256; b++) {
+        while (k < t->n_added && (unsigned char)t->added[k].s[0] < b)
+            k++;
+        t->first[b] = k;
+    }
+    return 0;
+}
+
+/* \s and \S as Unicode White_Space (see the top of the file); everything else verbatim. */
+static char *rewrite_regex(const char *re)
+{
+    size_t n = strlen(re), cap = n * 8 + sizeof WS_CLASS * 8 + 16, o = 0;
+    char *out = sl_xmalloc(cap);
+    int in_class = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (o + sizeof WS_CLASS + 8 > cap) {
+            cap *= 2;
+            out = sl_xrealloc(out, cap);
+        }
+        char c = re[i];
+        if (c == '\\' && i + 1 < n) {
+            char d = re[i + 1];
+            if (d == 's' || (d == 'S' && !in_class)) {
+                if (!in_class)
+                    o += (size_t)sprintf(out + o, "[%s%s]", d == 'S' ? "^" : "", WS_CLASS);
+                else
+                    o += (size_t)sprintf(out + o, "%s", WS_CLASS);
+                i++;
+                continue;
+            }
+            out[o++] = c;
+            out[o++] = d;
+            i++;
+            continue;
+        }
+        if (c == '[' && !in_class) {
+            in_class = 1;
+            out[o++] = c;
+            /* a ']' right after '[' or '[^' is a literal */
+            if (i + 1 < n && re[i + 1] == '^')
+                out[o++] = re[++i];
+            if (i + 1 < n && re[i + 1] == ']')
+                out[o++] = re[++i];
+            continue;
+        }
+        if (c == ']' && in_class)
+            in_class = 0;
+        out[o++] = c;
+    }
+    out[o] = 0;
+    return out;
+}
+
+static pcre2_code *compile_regex(const char *re, int literal, const char *source, const char *where,
+                                 sl_error_t *err)
+{
+    char *pat = literal ? sl_xstrdup(re) : rewrite_regex(re);
+    int code;
+    PCRE2_SIZE off;
+    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    pcre2_code *c = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, opts, &code, &off, NULL);
+    free(pat);
+    if (!c) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(code, msg, sizeof msg);
+        sl_errorf(err, "%s: %s: regex does not compile: %s", source, where, (const char *)msg);
+        return NULL;
+    }
+    pcre2_jit_compile(c, PCRE2_JIT_COMPLETE); /* falls back on the interpreter without JIT */
+    return c;
+}
+
+/* The steps of a named pre-tokenizer (llama.cpp's tokenizer.ggml.pre values). */
+static int set_named_pretok(sl_bpe_t *t, const char *pre, sl_error_t *err)
+{
+    const char *re = NULL;
+    int split = 0;
+    /* "smollm": transformers (the reference) builds ByteLevel with the GPT-2 regex for a GGUF
+     * of a llama-architecture model with a gpt2 tokenizer. SmolLM2's own tokenizer.json splits
+     * digits first; its merges contain no digit pairs, so the two agree. */
+    if (strcmp(pre, "gpt2") == 0 || strcmp(pre, "smollm") == 0) {
+        re = RE_GPT2;
+    } else if (strcmp(pre, "llama-bpe") == 0 || strcmp(pre, "llama3") == 0) {
+        re = RE_LLAMA3;
+        split = 1;
+        t->ignore_merges = 1; /* as LLaMA-3's tokenizer.json says (and llama.cpp does) */
+    } else if (strcmp(pre, "qwen2") == 0) {
+        re = RE_QWEN2;
+        split = 1;
+    } else {
+        return sl_errorf(err,
+                         "%s: tokenizer.ggml.pre \"%s\" is not supported (gpt2, smollm, "
+                         "llama-bpe, qwen2)",
+                         t->source, pre);
+    }
+    pcre2_code *c = compile_regex(re, 0, t->source, "tokenizer.ggml.pre", err);
+    if (!c)
+        return -1;
+    if (split) {
+        t->steps[t->n_steps++] = (step_t){STEP_SPLIT, c, 0, 0};
+        t->steps[t->n_steps++] = (step_t){STEP_BYTELEVEL, NULL, 0, 0};
+    } else {
+        t->steps[t->n_steps++] = (step_t){STEP_BYTELEVEL, c, 0, 0};
+    }
+    return 0;
+}
+
+/* sl_bpe_from_vocab; `key` prefixes the names of the arrays in messages ("tokenizer.ggml."). */
+static sl_bpe_t *from_vocab(const char *const *tokens, const size_t *tok_len, int n_tokens,
+                            const char *const *merges, const size_t *merge_len, int n_merges,
+                            const int32_t *token_type, const char *pre, int32_t bos_id,
+                            int32_t eos_id, int add_bos, const char *source, const char *key,
+                            sl_error_t *err)
+{
+    if (!source)
+        source = "tokenizer";
+    if (!tokens || !tok_len || n_tokens <= 0 || n_merges < 0 || (n_merges > 0 && !merges) || !pre) {
+        sl_errorf(err, "%s: empty vocabulary or missing arguments", source);
+        return NULL;
+    }
+    if (bos_id >= n_tokens || eos_id >= n_tokens || bos_id < -1 || eos_id < -1) {
+        sl_errorf(err, "%s: BOS/EOS id (%d, %d) outside the vocabulary of %d", source, bos_id,
+                  eos_id, n_tokens);
+        return NULL;
+    }
+    if (add_bos && bos_id < 0) {
+        sl_errorf(err, "%s: adds BOS but has no BOS id", source);
+        return NULL;
+    }
+    sl_bpe_t *t = bpe_new(source, n_tokens);
+    uint8_t *in_model = sl_xmalloc((size_t)n_tokens);
+    for (int i = 0; i < n_tokens; i++) {
+        if (!tokens[i]) {
+            sl_errorf(err, "%s: %stokens[%d] is missing", source, key, i);
+            goto fail;
+        }
+        set_token(t, i, tokens[i], tok_len[i]);
+        int ty = token_type ? token_type[i] : SL_BPE_NORMAL;
+        if (ty < SL_BPE_NORMAL || ty > SL_BPE_BYTE) {
+            sl_errorf(err, "%s: %stoken_type[%d] = %d is not a known type", source, key, i, ty);
+            goto fail;
+        }
+        t->type[i] = (uint8_t)ty;
+        in_model[i] = 1; /* the converter puts every token in the model's vocabulary */
+    }
+    build_vocab_table(t, in_model);
+    pairs_init(&t->pairs, n_merges);
+    for (int j = 0; j < n_merges; j++) {
+        char where[64];
+        snprintf(where, sizeof where, "%smerges[%d]", key, j);
+        if (!merges[j] || add_merge_str(t, merges[j], merge_len[j], j, where, err))
+            goto fail;
+    }
+    if (build_added(t, err) || set_named_pretok(t, pre, err))
+        goto fail;
+    t->bos_id = bos_id;
+    t->eos_id = eos_id;
+    if (add_bos)
+        t->pre[t->n_pre++] = bos_id;
+    free(in_model);
+    return t;
+fail:
+    free(in_model);
+    sl_bpe_free(t);
+    return NULL;
+}
+
+sl_bpe_t *sl_bpe_from_vocab(const char *const *tokens, const size_t *tok_len, int n_tokens,
+                            const char *const *merges, const size_t *merge_len, int n_merges,
+                            const int32_t *token_type, const char *pre, int32_t bos_id,
+                            int32_t eos_id, int add_bos, const char *source, sl_error_t *err)
+{
+    return from_vocab(tokens, tok_len, n_tokens, merges, merge_len, n_merges, token_type, pre,
+                      bos_id, eos_id, add_bos, source, "", err);
+}
+
+/* ---- GGUF ------------------------------------------------------------------------------------ */
+
+sl_bpe_t *sl_bpe_load_gguf(const struct sl_gguf *g, sl_error_t *err)
+{
+    const char *path = sl_gguf_path(g);
+    const char *s;
+    size_t n;
+    if (sl_gguf_get_str(g, "tokenizer.ggml.model", &s, &n, err))
+        return NULL;
+    if (n != 4 || memcmp(s, "gpt2", 4) != 0) {
+        sl_errorf(err,
+                  "%s: tokenizer.ggml.model is \"%.*s\"; only gpt2 (byte-level BPE) is "
+                  "supported",
+                  path, (int)n, s);
+        return NULL;
+    }
+    const sl_gguf_kv_t *tk = sl_gguf_find(g, "tokenizer.ggml.tokens");
+    const sl_gguf_kv_t *mg = sl_gguf_find(g, "tokenizer.ggml.merges");
+    const sl_gguf_kv_t *ty = sl_gguf_find(g, "tokenizer.ggml.token_type");
+    if (!tk || tk->type != SL_GGUF_ARRAY || tk->elem != SL_GGUF_STRING || tk->n == 0 ||
+        tk->n > INT32_MAX) {
+        sl_errorf(err, "%s: tokenizer.ggml.tokens is %s", path,
+                  tk ? "not a non-empty array of strings" : "missing");
+        return NULL;
+    }
+    if (!mg || mg->type != SL_GGUF_ARRAY || mg->elem != SL_GGUF_STRING || mg->n > INT32_MAX) {
+        sl_errorf(err, "%s: tokenizer.ggml.merges is %s", path,
+                  mg ? "not an array of strings" : "missing");
+        return NULL;
+    }
+    if (ty && (ty->type != SL_GGUF_ARRAY || ty->elem == SL_GGUF_STRING ||
+               ty->elem == SL_GGUF_ARRAY || ty->n != tk->n)) {
+        sl_errorf(err, "%s: tokenizer.ggml.token_type is not an integer array of %llu entries",
+                  path, (unsigned long long)tk->n);
+        return NULL;
+    }
+    char pre[64] = "";
+    if (!sl_gguf_find(g, "tokenizer.ggml.pre")) {
+        sl_errorf(err, "%s: tokenizer.ggml.pre is missing (the pre-tokenizer is unknown)", path);
+        return NULL;
+    }
+    if (sl_gguf_get_str(g, "tokenizer.ggml.pre", &s, &n, err))
+        return NULL;
+    snprintf(pre, sizeof pre, "%.*s", (int)(n < 63 ? n : 63), s);
+    int64_t bos = -1, eos = -1;
+    int add_bos = 0;
+    if ((sl_gguf_find(g, "tokenizer.ggml.bos_token_id") &&
+         sl_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &bos, err)) ||
+        (sl_gguf_find(g, "tokenizer.ggml.eos_token_id") &&
+         sl_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &eos, err)) ||
+        (sl_gguf_find(g, "tokenizer.ggml.add_bos_token") &&
+         sl_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos, err)))
+        return NULL;
+    int nt = (int)tk->n, nm = (int)mg->n;
+    if (bos < -1 || bos >= nt || eos < -1 || eos >= nt) {
+        sl_errorf(err, "%s: tokenizer.ggml.%s_token_id %lld is outside the vocabulary of %d", path,
+                  (bos < -1 || bos >= nt) ? "bos" : "eos",
+                  (long long)((bos < -1 || bos >= nt) ? bos : eos), nt);
+        return NULL;
+    }
+    const char **toks = sl_xmalloc((size_t)nt * sizeof(char *));
+    size_t *tlen = sl_xmalloc((size_t)nt * sizeof(size_t));
+    const char **mgs = sl_xmalloc((size_t)(nm > 0 ? nm : 1) * sizeof(char *));
+    size_t *mlen = sl_xmalloc((size_t)(nm > 0 ? nm : 1) * sizeof(size_t));
+    int32_t *types = ty ? sl_xmalloc((size_t)nt * sizeof(int32_t)) : NULL;
+    sl_bpe_t *t = NULL;
+    for (int i = 0; i < nt; i++)
+        if (sl_gguf_arr_str(tk, (uint64_t)i, &toks[i], &tlen[i])) {
+            sl_errorf(err, "%s: tokenizer.ggml.tokens[%d] cannot be read", path, i);
+            goto done;
+        }
+    for (int i = 0; i < nm; i++)
+        if (sl_gguf_arr_str(mg, (uint64_t)i, &mgs[i], &mlen[i])) {
+            sl_errorf(err, "%s: tokenizer.ggml.merges[%d] cannot be read", path, i);
+            goto done;
+        }
+    for (int i = 0; ty && i < nt; i++) {
+        int64_t v = sl_gguf_arr_int(ty, (uint64_t)i);
+        types[i] = (v < SL_BPE_NORMAL || v > SL_BPE_BYTE) ? 0 : (int32_t)v;
+        if (!types[i]) {
+            sl_errorf(err, "%s: tokenizer.ggml.token_type[%d] = %lld is not a known type", path, i,
+                      (long long)v);
+            goto done;
+        }
+    }
+    t = from_vocab(toks, tlen, nt, mgs, mlen, nm, types, pre, (int32_t)bos, (int32_t)eos, add_bos,
+                   path, "tokenizer.ggml.", err);
+done:
+    free(toks);
+    free(tlen);
+    free(mgs);
+    free(mlen);
+    free(types);
+    return t;
+}
+
+/* ---- tokenizer.json -------------------------------------------------------------------------- */
+
+static char *read_file(const char *path, size_t *len, sl_error_t *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        sl_errorf(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 20, n = 0, r;
+    char *buf = sl_xmalloc(cap);
+    while ((r = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += r;
+        if (n == cap) {
+            cap *= 2;
+            buf = sl_xrealloc(buf, cap);
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        sl_errorf(err, "%s: read error", path);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* Optional boolean: absent or null -> dflt; otherwise must be a boolean. */
+static int get_bool(const cJSON *o, const char *key, int dflt, int *out, const char *path,
+                    const char *where, sl_error_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = dflt;
+        return 0;
+    }
+    if (!cJSON_IsBool(v))
+        return sl_errorf(err, "%s: %s.%s is not a boolean", path, where, key);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static const char *type_of(const cJSON *o)
+{
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(o, "type");
+    return cJSON_IsString(ty) ? ty->valuestring : "(missing)";
+}
+
+static int load_step(sl_bpe_t *t, const cJSON *p, const char *where, int last, sl_error_t *err)
+{
+    const char *path = t->source, *ty = type_of(p);
+    if (t->n_steps == MAX_STEPS)
+        return sl_errorf(err, "%s: %s: more than %d pre-tokenizers", path, where, MAX_STEPS);
+    step_t *s = &t->steps[t->n_steps];
+    memset(s, 0, sizeof *s);
+    if (strcmp(ty, "ByteLevel") == 0) {
+        int use_regex = 1;
+        if (get_bool(p, "add_prefix_space", 1, &s->add_prefix_space, path, where, err) ||
+            get_bool(p, "use_regex", 1, &use_regex, path, where, err))
+            return -1;
+        if (!last) /* the pieces are byte-level text after it: nothing may split them further */
+            return sl_errorf(err, "%s: %s: ByteLevel must be the last pre-tokenizer", path, where);
+        s->kind = STEP_BYTELEVEL;
+        if (use_regex && !(s->re = compile_regex(RE_GPT2, 0, path, where, err)))
+            return -1;
+    } else if (strcmp(ty, "Split") == 0) {
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "pattern");
+        const cJSON *rx = pat ? cJSON_GetObjectItemCaseSensitive(pat, "Regex") : NULL;
+        const cJSON *str = pat ? cJSON_GetObjectItemCaseSensitive(pat, "String") : NULL;
+        const cJSON *beh = cJSON_GetObjectItemCaseSensitive(p, "behavior");
+        int invert = 0;
+        if (get_bool(p, "invert", 0, &invert, path, where, err))
+            return -1;
+        if (!cJSON_IsString(rx) && !cJSON_IsString(str))
+            return sl_errorf(err,
+                             "%s: %s.pattern is neither {\"Regex\": ...} nor {\"String\": "
+                             "...}",
+                             path, where);
+        if (!cJSON_IsString(beh) || strcmp(beh->valuestring, "Isolated") != 0 || invert)
+            return sl_errorf(err,
+                             "%s: %s: only behavior \"Isolated\" with invert false is supported "
+                             "(behavior \"%s\")",
+                             path, where, cJSON_IsString(beh) ? beh->valuestring : "(missing)");
+        s->kind = STEP_SPLIT;
+        s->re = compile_regex(cJSON_IsString(rx) ? rx->valuestring : str->valuestring,
+                              !cJSON_IsString(rx), path, where, err);
+        if (!s->re)
+            return -1;
+    } else if (strcmp(ty, "Digits") == 0) {
+        s->kind = STEP_DIGITS;
+        if (get_bool(p, "individual_digits", 0, &s->individual, path, where, err))
+            return -1;
+    } else {
+        return sl_errorf(err,
+                         "%s: %s.type \"%s\" is not supported (ByteLevel, Split, Digits, "
+                         "Sequence)",
+                         path, where, ty);
+    }
+    t->n_steps++;
+    return 0;
+}
+
+static int load_pretok(sl_bpe_t *t, const cJSON *pre, sl_error_t *err)
+{
+    if (!pre || cJSON_IsNull(pre))
+        return sl_errorf(err, "%s: pre_tokenizer is null; byte-level BPE needs ByteLevel",
+                         t->source);
+    if (strcmp(type_of(pre), "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(pre, "pretokenizers");
+        if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0)
+            return sl_errorf(err, "%s: pre_tokenizer.pretokenizers is not a non-empty array",
+                             t->source);
+        int n = cJSON_GetArraySize(list), i = 0;
+        const cJSON *p;
+        cJSON_ArrayForEach(p, list)
+        {
+            char where[64];
+            snprintf(where, sizeof where, "pre_tokenizer.pretokenizers[%d]", i);
+            if (load_step(t, p, where, i == n - 1, err))
+                return -1;
+            i++;
+        }
+    } else if (load_step(t, pre, "pre_tokenizer", 1, err)) {
+        return -1;
+    }
+    if (t->steps[t->n_steps - 1].kind != STEP_BYTELEVEL)
+        return sl_errorf(err, "%s: pre_tokenizer: no ByteLevel step (byte-level BPE needs one)",
+                         t->source);
+    return 0;
+}
+
+static int template_special(sl_bpe_t *t, const cJSON *specials, const char *name, int32_t *ids,
+                            int *n, sl_error_t *err)
+{
+    const cJSON *st = specials ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL;
+    const cJSON *arr = st ? cJSON_GetObjectItemCaseSensitive(st, "ids") : NULL;
+    int32_t one[1];
+    int n_one = 0;
+    if (!cJSON_IsArray(arr)) {
+        one[0] = sl_bpe_token_to_id(t, name, strlen(name));
+        if (one[0] < 0)
+            return sl_errorf(err,
+                             "%s: post_processor: special token \"%s\" is not in the "
+                             "vocabulary",
+                             t->source, name);
+        n_one = 1;
+    }
+    const cJSON *e = cJSON_IsArray(arr) ? arr->child : NULL;
+    for (int k = 0; e || k < n_one; k++) {
+        int32_t id;
+        if (e) {
+            if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= t->n_vocab)
+                return sl_errorf(err, "%s: post_processor.special_tokens[\"%s\"].ids: bad id",
+                                 t->source, name);
+            id = (int32_t)e->valuedouble;
+            e = e->next;
+        } else {
+            id = one[k];
+        }
+        if (*n >= MAX_SPECIAL)
+            return sl_errorf(err, "%s: post_processor: more than %d special tokens", t->source,
+                             MAX_SPECIAL);
+        ids[(*n)++] = id;
+        if (!e && k + 1 >= n_one)
+            break;
+    }
+    return 0;
+}
+
+static int load_post(sl_bpe_t *t, const cJSON *pp, const char *where, sl_error_t *err)
+{
+    if (!pp || cJSON_IsNull(pp))
+        return 0;
+    const char *ty = type_of(pp);
+    if (strcmp(ty, "ByteLevel") == 0) /* offsets only */
+        return 0;
+    if (strcmp(ty, "Sequence") == 0) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(pp, "processors");
+        const cJSON *p;
+        int i = 0;
+        cJSON_ArrayForEach(p, list)
+        {
+            char w[80];
+            snprintf(w, sizeof w, "%s.processors[%d]", where, i++);
+            if (load_post(t, p, w, err))
+                return -1;
+        }
+        return 0;
+    }
+    if (strcmp(ty, "TemplateProcessing") != 0)
+        return sl_errorf(err,
+                         "%s: %s.type \"%s\" is not supported (TemplateProcessing, ByteLevel, "
+                         "Sequence or null)",
+                         t->source, where, ty);
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(pp, "single");
+    const cJSON *specials = cJSON_GetObjectItemCaseSensitive(pp, "special_tokens");
+    if (!cJSON_IsArray(single))
+        return sl_errorf(err, "%s: %s.single is not an array", t->source, where);
+    int seen_seq = 0;
+    const cJSON *piece;
+    cJSON_ArrayForEach(piece, single)
+    {
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(piece, "SpecialToken");
+        if (cJSON_GetObjectItemCaseSensitive(piece, "Sequence")) {
+            if (seen_seq)
+                return sl_errorf(err, "%s: %s.single: two sequences", t->source, where);
+            seen_seq = 1;
+        } else if (sp) {
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(sp, "id");
+            if (!cJSON_IsString(id))
+                return sl_errorf(err, "%s: %s.single: SpecialToken without id", t->source, where);
+            if (seen_seq ? template_special(t, specials, id->valuestring, t->post, &t->n_post, err)
+                         : template_special(t, specials, id->valuestring, t->pre, &t->n_pre, err))
+                return -1;
+        } else {
+            return sl_errorf(err, "%s: %s.single: unknown piece", t->source, where);
+        }
+    }
+    if (!seen_seq)
+        return sl_errorf(err, "%s: %s.single has no Sequence", t->source, where);
+    return 0;
+}
+
+static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_error_t *err)
+{
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (!cJSON_IsObject(model))
+        return sl_errorf(err, "%s: no \"model\" object", path);
+    const char *mt = type_of(model);
+    if (strcmp(mt, "BPE") != 0)
+        return sl_errorf(err, "%s: model.type is \"%s\"; only BPE is supported", path, mt);
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    if (!cJSON_IsObject(vocab) || !vocab->child)
+        return sl_errorf(err, "%s: model.vocab is not a non-empty object", path);
+    if (!cJSON_IsArray(merges))
+        return sl_errorf(err, "%s: model.merges is not an array", path);
+    int byte_fallback = 0, v = 0;
+    if (get_bool(model, "byte_fallback", 0, &byte_fallback, path, "model", err))
+        return -1;
+    if (byte_fallback)
+        return sl_errorf(err, "%s: model.byte_fallback=true is not supported", path);
+    static const char *nulls[] = {"continuing_subword_prefix", "end_of_word_suffix"};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(model, nulls[k]);
+        if (x && !cJSON_IsNull(x) && !(cJSON_IsString(x) && !*x->valuestring))
+            return sl_errorf(err, "%s: model.%s is not supported", path, nulls[k]);
+    }
+    const cJSON *drop = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+    if (drop && !cJSON_IsNull(drop) && !(cJSON_IsNumber(drop) && drop->valuedouble == 0))
+        return sl_errorf(err, "%s: model.dropout is not supported", path);
+    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
+    if (norm && !cJSON_IsNull(norm)) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
+        if (strcmp(type_of(norm), "Sequence") != 0 || cJSON_GetArraySize(list) != 0)
+            return sl_errorf(err,
+                             "%s: normalizer.type \"%s\" is not supported (null or an empty "
+                             "Sequence)",
+                             path, type_of(norm));
+    }
+    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
+    if (!dec || strcmp(type_of(dec), "ByteLevel") != 0)
+        return sl_errorf(err, "%s: decoder.type \"%s\" is not supported (ByteLevel)", path,
+                         dec && !cJSON_IsNull(dec) ? type_of(dec) : "null");
+
+    /* ids: the vocabulary's and the added tokens' */
+    int max_id = -1;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, vocab)
+    {
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 1e8 ||
+            e->valuedouble != (double)(int32_t)e->valuedouble)
+            return sl_errorf(err, "%s: model.vocab[\"%s\"] is not a valid id", path, e->string);
+        if ((int)e->valuedouble > max_id)
+            max_id = (int)e->valuedouble;
+    }
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added))
+        return sl_errorf(err, "%s: added_tokens is not an array", path);
+    int ai = 0;
+    cJSON_ArrayForEach(e, added)
+    {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
+        if (!cJSON_IsNumber(id) || !cJSON_IsString(content) || !*content->valuestring ||
+            id->valuedouble < 0 || id->valuedouble > 1e8)
+            return sl_errorf(err, "%s: added_tokens[%d]: needs \"id\" and non-empty \"content\"",
+                             path, ai);
+        static const char *flags[] = {"single_word", "lstrip", "rstrip", "normalized"};
+        for (int f = 0; f < 4; f++) {
+            if (get_bool(e, flags[f], 0, &v, path, "added_tokens[]", err))
+                return -1;
+            if (v)
+                return sl_errorf(err, "%s: added_tokens[%d] (\"%s\"): %s=true is not supported",
+                                 path, ai, content->valuestring, flags[f]);
+        }
+        if ((int)id->valuedouble > max_id)
+            max_id = (int)id->valuedouble;
+        ai++;
+    }
+    sl_bpe_t *t = *out = bpe_new(path, max_id + 1);
+    uint8_t *in_model = sl_xcalloc((size_t)t->n_vocab, 1);
+    cJSON_ArrayForEach(e, vocab)
+    {
+        int id = (int)e->valuedouble;
+        if (t->tok[id]) {
+            free(in_model);
+            return sl_errorf(err, "%s: model.vocab: id %d is given twice (\"%s\", \"%s\")", path,
+                             id, t->tok[id], e->string);
+        }
+        set_token(t, id, e->string, strlen(e->string));
+        t->type[id] = SL_BPE_NORMAL;
+        in_model[id] = 1;
+    }
+    cJSON_ArrayForEach(e, added)
+    {
+        int id = (int)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
+        const char *content = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
+        int special = 0;
+        if (get_bool(e, "special", 0, &special, path, "added_tokens[]", err)) {
+            free(in_model);
+            return -1;
+        }
+        if (t->tok[id] && strcmp(t->tok[id], content) != 0 && !in_model[id]) {
+            free(in_model);
+            return sl_errorf(err, "%s: added_tokens: id %d is given twice", path, id);
+        }
+        set_token(t, id, content, strlen(content));
+        t->type[id] = special ? SL_BPE_CONTROL : SL_BPE_USER_DEFINED;
+    }
+    build_vocab_table(t, in_model);
+    free(in_model);
+
+    int rc;
+    if (get_bool(model, "fuse_unk", 0, &t->fuse_unk, path, "model", err) ||
+        get_bool(model, "ignore_merges", 0, &t->ignore_merges, path, "model", err))
+        return -1;
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+    if (cJSON_IsString(unk)) {
+        t->unk_id = sl_bpe_token_to_id(t, unk->valuestring, strlen(unk->valuestring));
+        if (t->unk_id < 0)
+            return sl_errorf(err, "%s: model.unk_token \"%s\" is not in the vocabulary", path,
+                             unk->valuestring);
+    }
+    pairs_init(&t->pairs, cJSON_GetArraySize(merges));
+    int j = 0;
+    cJSON_ArrayForEach(e, merges)
+    {
+        char where[64];
+        snprintf(where, sizeof where, "model.merges[%d]", j);
+        if (cJSON_IsString(e)) {
+            rc = add_merge_str(t, e->valuestring, strlen(e->valuestring), j, where, err);
+        } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(e->child) &&
+                   cJSON_IsString(e->child->next)) {
+            const char *a = e->child->valuestring, *b = e->child->next->valuestring;
+            rc = add_merge(t, a, strlen(a), b, strlen(b), j, where, err);
+        } else {
+            rc = sl_errorf(err, "%s: %s is neither \"a b\" nor [\"a\", \"b\"]", path, where);
+        }
+        if (rc)
+            return -1;
+        j++;
+    }
+    if (build_added(t, err) ||
+        load_pretok(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), err) ||
+        load_post(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), "post_processor",
+                  err))
+        return -1;
+    /* BOS: the template's first token before the sequence; EOS: its first one after */
+    t->bos_id = t->n_pre ? t->pre[0] : -1;
+    t->eos_id = t->n_post ? t->post[0] : -1;
+    return 0;
+}
+
+sl_bpe_t *sl_bpe_load_json(const char *path, sl_error_t *err)
+{
+    size_t len;
+    char *buf = read_file(path, &len, err);
+    if (!buf)
+        return NULL;
+    cJSON *root = cJSON_ParseWithLength(buf, len);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        long off = (at && at >= buf && at <= buf + len) ? (long)(at - buf) : -1;
+        free(buf);
+        sl_errorf(err, "%s: not valid JSON (near byte %ld)", path, off);
+        return NULL;
+    }
+    free(buf);
+    sl_bpe_t *t = NULL;
+    int rc = load_json(&t, root, path, err);
+    cJSON_Delete(root);
+    if (rc) {
+        sl_bpe_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void sl_bpe_free(sl_bpe_t *t)
+{
+    if (!t)
+        return;
+    for (int i = 0; t->tok && i < t->n_vocab; i++)
+        free(t->tok[i]);
+    free(t->tok);
+    free(t->tok_len);
+    free(t->type);
+    free(t->vslot);
+    free(t->vhash);
+    free(t->pairs.slot);
+    for (int i = 0; i < t->n_steps; i++)
+        pcre2_code_free(t->steps[i].re);
+    free(t->added);
+    free(t->source);
+    free(t);
+}
+
+int sl_bpe_vocab_size(const sl_bpe_t *t) { return t->n_vocab; }
+int32_t sl_bpe_bos_id(const sl_bpe_t *t) { return t->bos_id; }
+int32_t sl_bpe_eos_id(const sl_bpe_t *t) { return t->eos_id; }
+
+const char *sl_bpe_id_to_token(const sl_bpe_t *t, int32_t id)
+{
+    return (id >= 0 && id < t->n_vocab) ? t->tok[id] : NULL;
+}
+
+int32_t sl_bpe_token_to_id(const sl_bpe_t *t, const char *token, size_t len)
+{
+    /* added tokens first, as the library looks them up */
+    if (len > 0 && t->added)
+        for (int k = t->first[(unsigned char)token[0]]; k < t->first[(unsigned char)token[0] + 1];
+             k++)
+            if ((size_t)t->added[k].len == len && memcmp(t->added[k].s, token, len) == 0)
+                return t->added[k].id;
+    return t->vslot ? vocab_find(t, token, len) : -1;
+}
+
+/* ---- encoding -------------------------------------------------------------------------------- */
+
+typedef struct {
+    const sl_bpe_t *t;
+    int32_t *ids;
+    int cap, count;
+    pcre2_match_data *md;
+    char *scratch; /* a piece with its " " prefix; a byte-level word */
+    size_t scratch_cap;
+    /* merge work, sized for the longest piece so far */
+    int32_t *sym, *rank;
+    int *prev, *next;
+    uint64_t *heap;
+    int work_cap;
+    struct cache_entry *cache;
+} enc_t;
+
+static inline void emit(enc_t *e, int32_t id)
+{
+    if (e->count < e->cap)
+        e->ids[e->count] = id;
+    e->count++;
+}
+
+static void reserve_scratch(enc_t *e, size_t n)
+{
+    if (n > e->scratch_cap) {
+        e->scratch_cap = n * 2;
+        e->scratch = sl_xrealloc(e->scratch, e->scratch_cap);
+    }
+}
+
+static void reserve_work(enc_t *e, int n)
+{
+    if (n <= e->work_cap)
+        return;
+    int cap = n * 2;
+    e->sym = sl_xrealloc(e->sym, (size_t)cap * sizeof(int32_t));
+    e->rank = sl_xrealloc(e->rank, (size_t)cap * sizeof(int32_t));
+    e->prev = sl_xrealloc(e->prev, (size_t)cap * sizeof(int));
+    e->next = sl_xrealloc(e->next, (size_t)cap * sizeof(int));
+    e->heap = sl_xrealloc(e->heap, (size_t)cap * 3 * sizeof(uint64_t));
+    e->work_cap = cap;
+}
+
+static void heap_push(uint64_t *h, int *n, uint64_t v)
+{
+    int i = (*n)++;
+    while (i > 0) {
+        int p = (i - 1) / 2;
+        if (h[p] <= v)
+            break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = v;
+}
+
+static uint64_t heap_pop(uint64_t *h, int *n)
+{
+    uint64_t top = h[0], v = h[--(*n)];
+    int i = 0;
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && h[c + 1] < h[c])
+            c++;
+        if (v <= h[c])
+            break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = v;
+    return top;
+}
+
+/* ---- the per-thread piece cache -------------------------------------------------------------- */
+
+#define CACHE_BITS 12
+#define CACHE_KEY 22 /* longest piece cached, bytes */
+#define CACHE_IDS 8  /* most ids of a cached piece */
+
+typedef struct cache_entry {
+    uint32_t serial, hash;
+    uint8_t len, n_ids;
+    char key[CACHE_KEY];
+    int32_t ids[CACHE_IDS];
+} cache_entry_t; /* 64 bytes */
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_make_key(void)
+{
+    if (pthread_key_create(&cache_key, free)) /* freed when its thread exits */
+        SL_FATAL("pthread_key_create failed");
+}
+
+static cache_entry_t *thread_cache(void)
+{
+    pthread_once(&cache_once, cache_make_key);
+    cache_entry_t *c = pthread_getspecific(cache_key);
+    if (!c) {
+        c = sl_xcalloc((size_t)1 << CACHE_BITS, sizeof(cache_entry_t));
+        if (pthread_setspecific(cache_key, c))
+            SL_FATAL("pthread_setspecific failed");
+    }
+    return c;
+}
+
+static void merge_piece(enc_t *e, const unsigned char *b, int n);
+
+/* BPE on one piece of raw bytes: byte-level symbols, merged by rank, emitted. */
+static void bpe_piece(enc_t *e, const unsigned char *b, int n)
+{
+    const sl_bpe_t *t = e->t;
+    if (n == 1 && t->byte_id[b[0]] >= 0) {
+        emit(e, t->byte_id[b[0]]);
+        return;
+    }
+    if (n > CACHE_KEY) {
+        merge_piece(e, b, n);
+        return;
+    }
+    uint32_t h = fnv1a((const char *)b, (size_t)n);
+    cache_entry_t *c = &e->cache[(h ^ (t->serial * 0x9E3779B1u)) & ((1u << CACHE_BITS) - 1)];
+    if (c->serial == t->serial && c->hash == h && c->len == n &&
+        memcmp(c->key, b, (size_t)n) == 0) {
+        for (int i = 0; i < c->n_ids; i++)
+            emit(e, c->ids[i]);
+        return;
+    }
+    int before = e->count;
+    merge_piece(e, b, n);
+    int k = e->count - before;
+    if (k <= CACHE_IDS && e->count <= e->cap) { /* all of them were stored */
+        c->serial = t->serial;
+        c->hash = h;
+        c->len = (uint8_t)n;
+        c->n_ids = (uint8_t)k;
+        memcpy(c->key, b, (size_t)n);
+        memcpy(c->ids, e->ids + before, (size_t)k * sizeof(int32_t));
+    }
+}
+
+static void merge_piece(enc_t *e, const unsigned char *b, int n)
+{
+    const sl_bpe_t *t = e->t;
+    if (t->ignore_merges) {
+        reserve_scratch(e, (size_t)n * 2);
+        int m = 0;
+        for (int i = 0; i < n; i++)
+            m += put_cp(e->scratch + m, byte_to_cp[b[i]]);
+        int32_t id = vocab_find(t, e->scratch, (size_t)m);
+        if (id >= 0) {
+            emit(e, id);
+            return;
+        }
+    }
+    reserve_work(e, n + 1);
+    int32_t *s = e->sym;
+    int m = 0, last_unk = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t id = t->byte_id[b[i]];
+        if (id < 0) { /* a byte missing from the vocabulary: unk (fused) or nothing */
+            if (t->unk_id < 0)
+                continue;
+            if (t->fuse_unk && last_unk)
+                continue;
+            id = t->unk_id;
+            last_unk = 1;
+        } else {
+            last_unk = 0;
+        }
+        s[m++] = id;
+    }
+    if (m <= LINEAR_MAX) {
+        /* rank[i] is the rank of (s[i], s[i + 1]) */
+        int32_t *r = e->rank, nid[LINEAR_MAX];
+        for (int i = 0; i + 1 < m; i++)
+            r[i] = pair_rank(&t->pairs, s[i], s[i + 1], &nid[i]);
+        while (m > 1) {
+            int best = 0;
+            for (int i = 1; i + 1 < m; i++)
+                if (r[i] < r[best])
+                    best = i;
+            if (r[best] == INT32_MAX)
+                break;
+            s[best] = nid[best];
+            m--;
+            memmove(s + best + 1, s + best + 2, (size_t)(m - best - 1) * sizeof(int32_t));
+            memmove(r + best + 1, r + best + 2,
+                    (size_t)(m > best + 2 ? m - best - 2 : 0) * sizeof(int32_t));
+            memmove(nid + best + 1, nid + best + 2,
+                    (size_t)(m > best + 2 ? m - best - 2 : 0) * sizeof(int32_t));
+            if (best > 0)
+                r[best - 1] = pair_rank(&t->pairs, s[best - 1], s[best], &nid[best - 1]);
+            if (best + 1 < m)
+                r[best] = pair_rank(&t->pairs, s[best], s[best + 1], &nid[best]);
+        }
+        for (int i = 0; i < m; i++)
+            emit(e, s[i]);
+        return;
+    }
+    /* long piece: linked symbols and a heap of (rank, position); stale entries are skipped */
+    int *prv = e->prev, *nxt = e->next, hn = 0;
+    uint64_t *h = e->heap;
+    int32_t id;
+    for (int i = 0; i < m; i++) {
+        prv[i] = i - 1;
+        nxt[i] = i + 1 < m ? i + 1 : -1;
+    }
+    for (int i = 0; i + 1 < m; i++) {
+        int32_t rk = pair_rank(&t->pairs, s[i], s[i + 1], &id);
+        if (rk != INT32_MAX)
+            heap_push(h, &hn, ((uint64_t)(uint32_t)rk << 32) | (uint32_t)i);
+    }
+    while (hn > 0) {
+        uint64_t top = heap_pop(h, &hn);
+        int pos = (int)(uint32_t)top, rk = (int)(top >> 32);
+        if (s[pos] < 0 || nxt[pos] < 0)
+            continue;
+        int q = nxt[pos];
+        if (pair_rank(&t->pairs, s[pos], s[q], &id) != rk)
+            continue;
+        s[pos] = id;
+        s[q] = -1;
+        nxt[pos] = nxt[q];
+        if (nxt[q] >= 0)
+            prv[nxt[q]] = pos;
+        int32_t id2;
+        if (prv[pos] >= 0) {
+            int32_t r2 = pair_rank(&t->pairs, s[prv[pos]], s[pos], &id2);
+            if (r2 != INT32_MAX)
+                heap_push(h, &hn, ((uint64_t)(uint32_t)r2 << 32) | (uint32_t)prv[pos]);
+        }
+        if (nxt[pos] >= 0) {
+            int32_t r2 = pair_rank(&t->pairs, s[pos], s[nxt[pos]], &id2);
+            if (r2 != INT32_MAX)
+                heap_push(h, &hn, ((uint64_t)(uint32_t)r2 << 32) | (uint32_t)pos);
+        }
+    }
+    for (int i = 0; i >= 0; i = nxt[i])
+        emit(e, s[i]);
+}
+
+static int is_numeric_at(const unsigned char *s, size_t n, size_t i, int *len)
+{
+    if (s[i] < 0x80) {
+        *len = 1;
+        return s[i] >= '0' && s[i] <= '9';
+    }
+    utf8proc_int32_t c;
+    utf8proc_ssize_t r = utf8proc_iterate(s + i, (utf8proc_ssize_t)(n - i), &c);
+    *len = r > 0 ? (int)r : 1;
+    int k = utf8proc_category(c);
+    return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
+}
+
+static void pretok(enc_t *e, int step, const char *s, size_t n);
+
+/* Isolated split by a regex: every match and every gap between matches is a piece. */
+static void split_regex(enc_t *e, const pcre2_code *re, int step, const char *s, size_t n, int bpe)
+{
+    size_t at = 0, gap = 0;
+    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
+    while (at < n) {
+        int rc = pcre2_match(re, (PCRE2_SPTR)s, n, at, PCRE2_NO_UTF_CHECK, e->md, NULL);
+        if (rc < 0)
+            break;
+        size_t ms = ov[0], me = ov[1];
+        if (me == ms) { /* an empty match splits nothing: step over one character */
+            at = ms + 1;
+            while (at < n && ((unsigned char)s[at] & 0xC0) == 0x80)
+                at++;
+            continue;
+        }
+        if (ms > gap)
+            bpe ? bpe_piece(e, (const unsigned char *)s + gap, (int)(ms - gap))
+                : pretok(e, step + 1, s + gap, ms - gap);
+        bpe ? bpe_piece(e, (const unsigned char *)s + ms, (int)(me - ms))
+            : pretok(e, step + 1, s + ms, me - ms);
+        gap = at = me;
+    }
+    if (n > gap)
+        bpe ? bpe_piece(e, (const unsigned char *)s + gap, (int)(n - gap))
+            : pretok(e, step + 1, s + gap, n - gap);
+}
+
+/* Runs pre-tokenizer step `step` (and those after it) over the piece s[0..n). */
+static void pretok(enc_t *e, int step, const char *s, size_t n)
+{
+    const step_t *st = &e->t->steps[step];
+    if (n == 0)
+        return;
+    switch (st->kind) {
+    case STEP_SPLIT: split_regex(e, st->re, step, s, n, 0); return;
+    case STEP_DIGITS: {
+        const unsigned char *u = (const unsigned char *)s;
+        size_t piece = 0, i = 0;
+        int in_digits = 0;
+        while (i < n) {
+            int len, d = is_numeric_at(u, n, i, &len);
+            /* a piece ends where digits start or stop, and between single digits */
+            if (i > piece && (d != in_digits || (d && st->individual))) {
+                pretok(e, step + 1, s + piece, i - piece);
+                piece = i;
+            }
+            in_digits = d;
+            i += (size_t)len;
+        }
+        pretok(e, step + 1, s + piece, n - piece);
+        return;
+    }
+    default: /* STEP_BYTELEVEL */
+        if (st->add_prefix_space && s[0] != ' ') {
+            /* a copy with the space in front: the regex must see it as part of its subject */
+            char *p = sl_xmalloc(n + 1);
+            p[0] = ' ';
+            memcpy(p + 1, s, n);
+            if (st->re)
+                split_regex(e, st->re, step, p, n + 1, 1);
+            else
+                bpe_piece(e, (const unsigned char *)p, (int)n + 1);
+            free(p);
+            return;
+        }
+        if (st->re)
+            split_regex(e, st->re, step, s, n, 1);
+        else
+            bpe_piece(e, (const unsigned char *)s, (int)n);
+        return;
+    }
+}
+
+/* The longest added token starting at text[i], or -1. */
+static int match_added(const sl_bpe_t *t, const char *text, size_t len, size_t i)
+{
+    unsigned char b = (unsigned char)text[i];
+    int best = -1, best_len = 0;
+    for (int k = t->first[b]; k < t->first[b + 1]; k++) {
+        const added_t *a = &t->added[k];
+        if (a->len > best_len && (size_t)a->len <= len - i &&
+            memcmp(a->s, text + i, (size_t)a->len) == 0) {
+            best = k;
+            best_len = a->len;
+        }
+    }
+    return best;
+}
+
+int sl_bpe_encode(const sl_bpe_t *t, const char *text, size_t len, int add_special, int32_t *ids,
+                  int cap, int *n_ids, sl_error_t *err)
+{
+    if (n_ids)
+        *n_ids = 0;
+    if (!t || !n_ids || cap < 0 || (cap > 0 && !ids) || (len > 0 && !text)) {
+        sl_errorf(err, "bpe: bad arguments");
+        return SL_BPE_ERROR;
+    }
+    if (len == 0) {
+        sl_errorf(err, "empty text");
+        return SL_BPE_EMPTY;
+    }
+    if (len > (size_t)1 << 30) {
+        sl_errorf(err, "text of %zu bytes is too long", len);
+        return SL_BPE_ERROR;
+    }
+    long bad = utf8_invalid_at((const unsigned char *)text, len);
+    if (bad >= 0) {
+        sl_errorf(err, "invalid UTF-8 at byte %ld (0x%02x)", bad, (unsigned char)text[bad]);
+        return SL_BPE_BAD_UTF8;
+    }
+    enc_t e = {0};
+    e.t = t;
+    e.ids = ids;
+    e.cap = cap;
+    e.cache = thread_cache();
+    e.md = pcre2_match_data_create(1, NULL);
+    if (!e.md)
+        SL_FATAL("pcre2_match_data_create: out of memory");
+    if (add_special)
+        for (int i = 0; i < t->n_pre; i++)
+            emit(&e, t->pre[i]);
+    size_t seg = 0;
+    if (t->n_added > 0) {
+        for (size_t i = 0; i < len;) {
+            int k = t->first[(unsigned char)text[i]] < t->first[(unsigned char)text[i] + 1]
+                        ? match_added(t, text, len, i)
+                        : -1;
+            if (k < 0) {
+                i++;
+                continue;
+            }
+            pretok(&e, 0, text + seg, i - seg);
+            emit(&e, t->added[k].id);
+            i += (size_t)t->added[k].len;
+            seg = i;
+        }
+    }
+    pretok(&e, 0, text + seg, len - seg);
+    if (add_special)
+        for (int i = 0; i < t->n_post; i++)
+            emit(&e, t->post[i]);
+    pcre2_match_data_free(e.md);
+    free(e.scratch);
+    free(e.sym);
+    free(e.rank);
+    free(e.prev);
+    free(e.next);
+    free(e.heap);
+    *n_ids = e.count;
+    if (e.count > cap) {
+        sl_errorf(err, "bpe: %d ids do not fit in %d", e.count, cap);
+        return SL_BPE_ERROR;
+    }
+    return SL_BPE_OK;
+}
+
+/* ---- decoding -------------------------------------------------------------------------------- */
+
+/* Appends bytes to buf within cap (keeping room for the NUL); returns the new full length. */
+static size_t put(char *buf, size_t cap, size_t at, const char *s, size_t n)
+{
+    if (cap > 0 && at < cap - 1) {
+        size_t k = n < cap - 1 - at ? n : cap - 1 - at;
+        memcpy(buf + at, s, k);
+    }
+    return at + n;
+}
+
+size_t sl_bpe_decode(const sl_bpe_t *t, const int32_t *ids, int n, int skip_special, char *buf,
+                     size_t cap)
+{
+    /* 1. token bytes */
+    size_t nb = 0, bcap = 256;
+    unsigned char *bytes = sl_xmalloc(bcap);
+    for (int i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        if (id < 0 || id >= t->n_vocab || !t->tok[id])
+            continue;
+        if (skip_special && t->type[id] == SL_BPE_CONTROL)
+            continue;
+        const unsigned char *s = (const unsigned char *)t->tok[id];
+        size_t len = (size_t)t->tok_len[id];
+        if (nb + len + 1 > bcap) {
+            while (nb + len + 1 > bcap)
+                bcap *= 2;
+            bytes = sl_xrealloc(bytes, bcap);
+        }
+        /* all characters in the alphabet -> their bytes; otherwise the token's own UTF-8 */
+        size_t o = nb, j = 0;
+        int mapped = 1;
+        while (j < len) {
+            int32_t c;
+            if (s[j] < 0x80) {
+                c = s[j++];
+            } else if ((s[j] & 0xE0) == 0xC0 && j + 1 < len && (s[j + 1] & 0xC0) == 0x80) {
+                c = ((s[j] & 0x1F) << 6) | (s[j + 1] & 0x3F);
+                j += 2;
+            } else {
+                mapped = 0;
+                break;
+            }
+            if (c >= 324 || cp_to_byte[c] < 0) {
+                mapped = 0;
+                break;
+            }
+            bytes[o++] = (unsigned char)cp_to_byte[c];
+        }
+        if (mapped) {
+            nb = o;
+        } else {
+            memcpy(bytes + nb, s, len);
+            nb += len;
+        }
+    }
+    /* 2. lossy UTF-8: each maximal invalid subsequence becomes one U+FFFD */
+    static const char fffd[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
+    size_t out = 0, i = 0;
+    while (i < nb) {
+        unsigned c = bytes[i];
+        if (c < 0x80) {
+            size_t j = i;
+            while (j < nb && bytes[j] < 0x80)
+                j++;
+            out = put(buf, cap, out, (const char *)bytes + i, j - i);
+            i = j;
+            continue;
+        }
+        int need = 0;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF)
+            need = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            lo = c == 0xE0 ? 0xA0 : 0x80;
+            hi = c == 0xED ? 0x9F : 0xBF;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            lo = c == 0xF0 ? 0x90 : 0x80;
+            hi = c == 0xF4 ? 0x8F : 0xBF;
+        }
+        size_t k = 1; /* bytes of a valid prefix consumed */
+        int ok = need > 0;
+        for (int q = 1; ok && q <= need; q++) {
+            unsigned lo_q = q == 1 ? lo : 0x80, hi_q = q == 1 ? hi : 0xBF;
+            if (i + (size_t)q >= nb || bytes[i + (size_t)q] < lo_q || bytes[i + (size_t)q] > hi_q)
+                ok = 0;
+            else
+                k++;
+        }
+        if (ok)
+            out = put(buf, cap, out, (const char *)bytes + i, k);
+        else
+            out = put(buf, cap, out, fffd, 3);
+        i += k;
+    }
+    if (cap > 0)
+        buf[out < cap - 1 ? out : cap - 1] = 0;
+    free(bytes);
+    return out;
+}
