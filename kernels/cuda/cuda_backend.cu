@@ -7,7 +7,8 @@
  * products go to cuBLAS (f32 accumulation for every dtype, as the CPU backend); bias add,
  * activations, softmax, casts, standardisation and the row kernels of the transformer ops are
  * in cuda_ops.cu. Attention is two strided-batched cuBLAS products around a masked-softmax
- * kernel, with a score buffer owned by the backend.
+ * kernel, with a score buffer owned by the backend; the packed-token ops (attention against the
+ * KV cache included) are single kernels in cuda_ops.cu.
  *
  * A backend and its tensors are meant to be used from the thread that created it: the device is
  * made current in sl_cuda_backend_create() and the process uses that one device (one GPU per
@@ -318,34 +319,34 @@ static void cuda_l2_normalize(sl_backend_t *be, sl_tensor_t *x, int64_t rows, in
 
 /* ---- packed-token ops ------------------------------------------------------------------------ */
 
-static void cuda_packed_missing(const char *op)
-{
-    sl_fatal(__FILE__, __LINE__, op, "not yet available on the CUDA backend");
-}
+static const int32_t *i32_of(const sl_tensor_t *t) { return (const int32_t *)t->data; }
 
 static void cuda_rmsnorm(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *weight,
                          float eps, sl_tensor_t *out, int64_t rows, int64_t n)
 {
-    cuda_packed_missing("sl_rmsnorm");
+    sl_cuda_rmsnorm(stream_of(be), (const float *)x->data, (const float *)weight->data, eps,
+                    (float *)out->data, rows, n);
 }
 
 static void cuda_rope(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *positions,
                       const sl_tensor_t *inv_freq, int64_t tokens, int64_t heads, int64_t head_dim)
 {
-    cuda_packed_missing("sl_rope");
+    sl_cuda_rope(stream_of(be), (float *)x->data, i32_of(positions), (const float *)inv_freq->data,
+                 tokens, heads, head_dim);
 }
 
 static void cuda_swiglu(sl_backend_t *be, const sl_tensor_t *gate_up, sl_tensor_t *out,
                         int64_t rows, int64_t f)
 {
-    cuda_packed_missing("sl_swiglu");
+    sl_cuda_swiglu(stream_of(be), (const float *)gate_up->data, (float *)out->data, rows, f);
 }
 
 static void cuda_kv_write(sl_backend_t *be, sl_tensor_t *cache, const sl_tensor_t *src,
                           const sl_tensor_t *slot, const sl_tensor_t *pos, int64_t tokens,
                           int64_t cache_len, int64_t row)
 {
-    cuda_packed_missing("sl_kv_write");
+    sl_cuda_kv_write(stream_of(be), (float *)cache->data, (const float *)src->data, i32_of(slot),
+                     i32_of(pos), tokens, cache_len, row);
 }
 
 static void cuda_attention_kv(sl_backend_t *be, const sl_tensor_t *q, const sl_tensor_t *kc,
@@ -354,40 +355,48 @@ static void cuda_attention_kv(sl_backend_t *be, const sl_tensor_t *q, const sl_t
                               int causal, sl_tensor_t *out, int64_t tokens, int64_t slots,
                               int64_t cache_len, int64_t heads, int64_t kv_heads, int64_t head_dim)
 {
-    cuda_packed_missing("sl_attention_kv");
+    sl_cuda_attention_kv(stream_of(be), (const float *)q->data, (const float *)kc->data,
+                         (const float *)vc->data, i32_of(slot), i32_of(pos), i32_of(kv_len), scale,
+                         causal, (float *)out->data, tokens, cache_len, heads, kv_heads, head_dim);
 }
 
 static void cuda_gather_rows(sl_backend_t *be, const sl_tensor_t *src, const sl_tensor_t *idx,
                              sl_tensor_t *out, int64_t m, int64_t dim)
 {
-    cuda_packed_missing("sl_gather_rows");
+    sl_cuda_gather_rows(stream_of(be), (const float *)src->data, i32_of(idx), (float *)out->data,
+                        m, dim);
 }
 
 static void cuda_pool_packed(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *offsets,
                              sl_pool_t mode, sl_tensor_t *out, int64_t batch, int64_t dim)
 {
-    cuda_packed_missing("sl_pool_packed");
+    sl_cuda_pool_packed(stream_of(be), (const float *)x->data, i32_of(offsets), mode,
+                        (float *)out->data, batch, dim);
 }
 
 static void cuda_logsumexp_parts(sl_backend_t *be, const sl_tensor_t *logits, sl_tensor_t *rowmax,
                                  sl_tensor_t *sumexp, int64_t rows, int64_t v)
 {
-    cuda_packed_missing("sl_logsumexp_parts");
+    sl_cuda_logsumexp_parts(stream_of(be), (const float *)logits->data, (float *)rowmax->data,
+                            (float *)sumexp->data, rows, v);
 }
 
 static void cuda_pick_logits(sl_backend_t *be, const sl_tensor_t *logits,
                              const sl_tensor_t *target, int64_t v0, sl_tensor_t *out, int64_t rows,
                              int64_t v)
 {
-    cuda_packed_missing("sl_pick_logits");
+    sl_cuda_pick_logits(stream_of(be), (const float *)logits->data, i32_of(target), v0,
+                        (float *)out->data, rows, v);
 }
 
 static void cuda_topk_rows(sl_backend_t *be, const sl_tensor_t *logits, int k, sl_tensor_t *vals,
                            sl_tensor_t *idx, int64_t rows, int64_t v)
 {
-    cuda_packed_missing("sl_topk_rows");
+    sl_cuda_topk_rows(stream_of(be), (const float *)logits->data, k, (float *)vals->data,
+                      (int32_t *)idx->data, rows, v);
 }
 
+/* The device's free memory; other processes on the same GPU take from it too. */
 static size_t cuda_free_bytes(sl_backend_t *be)
 {
     size_t free_b = 0, total_b = 0;

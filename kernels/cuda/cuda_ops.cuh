@@ -1,8 +1,9 @@
 /*
  * cuda_ops.cuh — the elementwise and row kernels of the CUDA backend (bias add, scaling,
  * activation, softmax, cast, standardisation, and the transformer ops: residual add, layer norm,
- * embedding gather, the masked softmax of attention, pooling, L2 normalisation) and the
- * error-check macros of the CUDA code.
+ * embedding gather, the masked softmax of attention, pooling, L2 normalisation), the
+ * packed-token ops (RMSNorm, RoPE, SwiGLU, KV-cache write and attention, row gather, packed
+ * pooling, log-sum-exp pieces, logit pick, top-k) and the error-check macros of the CUDA code.
  *
  * Every launcher enqueues its kernel on the given stream and returns at once (no host
  * synchronisation); tensors are dense and row-major, addressed with 64-bit indices so that
@@ -91,5 +92,56 @@ void sl_cuda_pool(cudaStream_t s, const float *x, const int32_t *lengths, sl_poo
 
 /* x[rows, dim]: each row divided by max(||row||_2, 1e-12). */
 void sl_cuda_l2_normalize(cudaStream_t s, float *x, int64_t rows, int64_t dim);
+
+/* ---- packed-token ops (f32 activations, i32 indices in device memory) ---- */
+
+/* out[rows, n] = w[n] * (x * rsqrt(mean(x^2) + eps)) per row (HF LlamaRMSNorm). out may be x. */
+void sl_cuda_rmsnorm(cudaStream_t s, const float *x, const float *w, float eps, float *out,
+                     int64_t rows, int64_t n);
+
+/* Rotary embedding in place on x[tokens, heads, head_dim] (pairs i, i + head_dim/2), angle
+ * (float)pos[t] * inv_freq[i]. */
+void sl_cuda_rope(cudaStream_t s, float *x, const int32_t *pos, const float *inv_freq,
+                  int64_t tokens, int64_t heads, int64_t head_dim);
+
+/* out[rows, f] = silu(gate_up[:, j]) * gate_up[:, f + j]. */
+void sl_cuda_swiglu(cudaStream_t s, const float *gate_up, float *out, int64_t rows, int64_t f);
+
+/* cache[slot[t], pos[t], :] = src[t, :] with `row` floats per (slot, position). */
+void sl_cuda_kv_write(cudaStream_t s, float *cache, const float *src, const int32_t *slot,
+                      const int32_t *pos, int64_t tokens, int64_t cache_len, int64_t row);
+
+/* Largest head_dim sl_cuda_attention_kv takes (8 values per lane of a warp). */
+#define SL_CUDA_ATTN_KV_MAX_HEAD_DIM 256
+
+/* Attention of q[tokens, heads, head_dim] against the caches kc, vc [slots, cache_len, kv_heads,
+ * head_dim] as sl_attention_kv documents; one block per (token, head), online softmax. */
+void sl_cuda_attention_kv(cudaStream_t s, const float *q, const float *kc, const float *vc,
+                          const int32_t *slot, const int32_t *pos, const int32_t *kv_len,
+                          float scale, int causal, float *out, int64_t tokens, int64_t cache_len,
+                          int64_t heads, int64_t kv_heads, int64_t head_dim);
+
+/* out[m, dim] = src[idx[m], dim]. */
+void sl_cuda_gather_rows(cudaStream_t s, const float *src, const int32_t *idx, float *out,
+                         int64_t m, int64_t dim);
+
+/* out[batch, dim] from packed x: mean of tokens offsets[b] .. offsets[b+1]-1 (f32 sum in token
+ * order, then a division), or the first of them (CLS); an empty row gives zeros. */
+void sl_cuda_pool_packed(cudaStream_t s, const float *x, const int32_t *offsets, sl_pool_t mode,
+                         float *out, int64_t batch, int64_t dim);
+
+/* rowmax[r] = max of logits[r, :], sumexp[r] = sum exp(logits[r, :] - rowmax[r]) (0 for a row of
+ * -Inf only). */
+void sl_cuda_logsumexp_parts(cudaStream_t s, const float *logits, float *rowmax, float *sumexp,
+                             int64_t rows, int64_t v);
+
+/* out[r] = logits[r, target[r] - v0] when that column is in [0, v), else 0. */
+void sl_cuda_pick_logits(cudaStream_t s, const float *logits, const int32_t *target, int64_t v0,
+                         float *out, int64_t rows, int64_t v);
+
+/* The k (<= 256) largest of each row in descending order, ties by lower index (sl_order_key
+ * order): vals[rows, k], idx[rows, k]. */
+void sl_cuda_topk_rows(cudaStream_t s, const float *logits, int k, float *vals, int32_t *idx,
+                       int64_t rows, int64_t v);
 
 #endif

@@ -9,7 +9,8 @@
  * and zeroing bit for bit, embedding gathers exactly. The transformer ops are run on the shapes
  * that matter for them: padded, empty and single-token sequences, grouped-query heads, causal
  * masks, rows with a large offset (layer norm), and an attention batch whose scores do not fit
- * the backend's score buffer at once.
+ * the backend's score buffer at once. The packed-token ops likewise: slots interleaved, a slot
+ * without keys, decode steps, head dims up to 256, top-k with many ties (indices bit for bit).
  * Sizes are odd (37 x 53 x 71 ...) so that no kernel relies on multiples of a block, plus a few
  * large ones (more rows than a launch has blocks, more elements than a launch has threads).
  * Set SL_TEST_HUGE=1 to also run an op over more than 2^31 elements (~17 GB of host memory,
@@ -694,6 +695,307 @@ static void test_l2_normalize(void)
     pair_free(&x);
 }
 
+/* ---- packed-token ops ------------------------------------------------------------------------ */
+
+static void test_rmsnorm(void)
+{
+    const int64_t cases[4][2] = {{37, 53}, {129, 576}, {3, 5000}, {70001, 5}};
+    for (int c = 0; c < 4; c++)
+        for (int inplace = 0; inplace < 2; inplace++) {
+            const int64_t rows = cases[c][0], n = cases[c][1];
+            pair_t x = pair_new2(SL_F32, rows, n, -3.0f, 3.0f), w = pair_new1(SL_F32, n, 0.5f, 1.5f);
+            pair_t o = inplace ? x : pair_new2(SL_F32, rows, n, -1.0f, 1.0f);
+            sl_rmsnorm(x.cpu, w.cpu, 1e-5f, o.cpu);
+            sl_rmsnorm(x.gpu, w.gpu, 1e-5f, o.gpu);
+            report(pair_nmse(&o), tol_for(SL_F32), "sl_rmsnorm %lldx%lld %s", (long long)rows,
+                   (long long)n, inplace ? "in place" : "out of place");
+            if (!inplace)
+                pair_free(&o);
+            pair_free(&x);
+            pair_free(&w);
+        }
+}
+
+static void test_rope(void)
+{
+    const struct {
+        int64_t t, h, dh;
+        float theta;
+    } cases[] = {{5, 3, 10, 1e4f}, {37, 9, 64, 1e5f}, {300, 3, 64, 1e5f}, {7, 2, 128, 5e5f}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int64_t T = cases[c].t, H = cases[c].h, Dh = cases[c].dh;
+        const int64_t xs[3] = {T, H, Dh};
+        int32_t *pos = malloc(sizeof(int32_t) * (size_t)T);
+        float inv[64];
+        for (int64_t t = 0; t < T; t++)
+            pos[t] = (int32_t)(rng_next() % 4097); /* up to 4096 */
+        pos[0] = 4096;
+        for (int64_t i = 0; i < Dh / 2; i++)
+            inv[i] = 1.0f / powf(cases[c].theta, (float)(2 * i) / (float)Dh);
+        pair_t x = pair_new(SL_F32, 3, xs, -2.0f, 2.0f), p = pair_i32(pos, T);
+        pair_t f = pair_new1(SL_F32, Dh / 2, 0.0f, 1.0f);
+        sl_copy_h2d(f.cpu, inv, sizeof(float) * (size_t)(Dh / 2));
+        sl_copy_h2d(f.gpu, inv, sizeof(float) * (size_t)(Dh / 2));
+        sl_rope(x.cpu, p.cpu, f.cpu);
+        sl_rope(x.gpu, p.gpu, f.gpu);
+        report(pair_nmse(&x), tol_for(SL_F32), "sl_rope T%lld H%lld Dh%lld theta %g, positions to 4096",
+               (long long)T, (long long)H, (long long)Dh, cases[c].theta);
+        pair_free(&x);
+        pair_free(&p);
+        pair_free(&f);
+        free(pos);
+    }
+}
+
+static void test_swiglu(void)
+{
+    const int64_t cases[2][2] = {{37, 53}, {1001, 1536}};
+    for (int c = 0; c < 2; c++) {
+        pair_t gu = pair_new2(SL_F32, cases[c][0], 2 * cases[c][1], -6.0f, 6.0f);
+        pair_t o = pair_new2(SL_F32, cases[c][0], cases[c][1], -1.0f, 1.0f);
+        sl_swiglu(gu.cpu, o.cpu);
+        sl_swiglu(gu.gpu, o.gpu);
+        report(pair_nmse(&o), tol_for(SL_F32), "sl_swiglu %lldx%lld", (long long)cases[c][0],
+               (long long)cases[c][1]);
+        pair_free(&gu);
+        pair_free(&o);
+    }
+}
+
+static void test_kv_write(void)
+{
+    const int64_t S = 5, C = 37, Hkv = 3, Dh = 16, T = 41;
+    int32_t slot[41], pos[41];
+    for (int64_t t = 0; t < T; t++) { /* distinct (slot, position) pairs */
+        slot[t] = (int32_t)(t % S);
+        pos[t] = (int32_t)((t * 7 + 3) % C);
+    }
+    const int64_t cs[4] = {S, C, Hkv, Dh}, ss[3] = {T, Hkv, Dh};
+    pair_t cache = pair_new(SL_F32, 4, cs, -1.0f, 1.0f), src = pair_new(SL_F32, 3, ss, 2.0f, 3.0f);
+    pair_t st = pair_i32(slot, T), pt = pair_i32(pos, T);
+    sl_kv_write(cache.cpu, src.cpu, st.cpu, pt.cpu);
+    sl_kv_write(cache.gpu, src.gpu, st.gpu, pt.gpu);
+    report(pair_nmse(&cache), 0.0, "sl_kv_write %lld tokens into [%lld,%lld,%lld,%lld]",
+           (long long)T, (long long)S, (long long)C, (long long)Hkv, (long long)Dh);
+    pair_free(&cache);
+    pair_free(&src);
+    pair_free(&st);
+    pair_free(&pt);
+}
+
+/* Tokens of several slots, interleaved: n[s] tokens of slot s at positions p0[s] .. */
+static void attention_kv_case(const char *what, int64_t S, int64_t C, int64_t H, int64_t Hkv,
+                              int64_t Dh, const int32_t *n, const int32_t *p0,
+                              const int32_t *kv_len, int causal, float amp)
+{
+    int64_t T = 0;
+    for (int64_t s = 0; s < S; s++)
+        T += n[s];
+    int32_t *slot = malloc(sizeof(int32_t) * (size_t)(T + 1));
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)(T + 1));
+    int32_t *left = malloc(sizeof(int32_t) * (size_t)S);
+    memcpy(left, n, sizeof(int32_t) * (size_t)S);
+    for (int64_t t = 0; t < T;) /* round-robin over the slots with tokens left */
+        for (int64_t s = 0; s < S; s++)
+            if (left[s] > 0) {
+                slot[t] = (int32_t)s;
+                pos[t] = p0[s] + (n[s] - left[s]);
+                left[s]--;
+                t++;
+            }
+    const int64_t qs[3] = {T, H, Dh}, cs[4] = {S, C, Hkv, Dh};
+    pair_t q = pair_new(SL_F32, 3, qs, -amp, amp), o = pair_new(SL_F32, 3, qs, -1.0f, 1.0f);
+    pair_t k = pair_new(SL_F32, 4, cs, -amp, amp), v = pair_new(SL_F32, 4, cs, -1.0f, 1.0f);
+    pair_t st = pair_i32(slot, T), pt = pair_i32(pos, T), lt = pair_i32(kv_len, S);
+    const float scale = 1.0f / sqrtf((float)Dh);
+    sl_attention_kv(q.cpu, k.cpu, v.cpu, st.cpu, pt.cpu, lt.cpu, scale, causal, o.cpu);
+    sl_attention_kv(q.gpu, k.gpu, v.gpu, st.gpu, pt.gpu, lt.gpu, scale, causal, o.gpu);
+    report(pair_nmse(&o), tol_for(SL_F32), "sl_attention_kv %s T%lld H%lld Hkv%lld Dh%lld %s", what,
+           (long long)T, (long long)H, (long long)Hkv, (long long)Dh, causal ? "causal" : "full");
+    pair_free(&q);
+    pair_free(&o);
+    pair_free(&k);
+    pair_free(&v);
+    pair_free(&st);
+    pair_free(&pt);
+    pair_free(&lt);
+    free(slot);
+    free(pos);
+    free(left);
+}
+
+static void test_attention_kv(void)
+{
+    /* mixed: a chunk at 40.., a prefill from 0, an empty slot, a decode token */
+    const int32_t n1[4] = {30, 100, 2, 1}, p1[4] = {40, 0, 0, 137}, l1[4] = {70, 100, 0, 138};
+    for (int c = 0; c < 2; c++) {
+        attention_kv_case("mixed", 4, 150, 9, 3, 64, n1, p1, l1, c, 1.0f);
+        attention_kv_case("mixed", 4, 150, 6, 2, 7, n1, p1, l1, c, 3.0f);
+        attention_kv_case("mixed", 4, 150, 4, 1, 256, n1, p1, l1, c, 1.0f);
+        attention_kv_case("mixed", 4, 150, 8, 8, 130, n1, p1, l1, c, 1.0f);
+    }
+    /* decode: 32 slots, one token each at the end of up to 1024 cached keys */
+    int32_t n2[32], p2[32], l2[32];
+    for (int s = 0; s < 32; s++) {
+        n2[s] = 1;
+        l2[s] = s == 5 ? 0 : 1 + (int32_t)(rng_next() % 1024);
+        p2[s] = l2[s] > 0 ? l2[s] - 1 : 0;
+    }
+    l2[0] = 1024;
+    p2[0] = 1023;
+    attention_kv_case("decode", 32, 1024, 9, 3, 64, n2, p2, l2, 1, 1.0f);
+    /* prefill: 3 rows of 300 tokens; encoder rows: not causal, kv_len = lengths */
+    const int32_t n3[3] = {300, 213, 1}, p3[3] = {0, 0, 0}, l3[3] = {300, 213, 1};
+    attention_kv_case("prefill", 3, 320, 9, 3, 64, n3, p3, l3, 1, 1.0f);
+    attention_kv_case("encoder", 3, 320, 12, 12, 64, n3, p3, l3, 0, 1.0f);
+    /* more (token, head) pairs than a launch has blocks */
+    const int32_t n4[2] = {4000, 3500}, p4[2] = {0, 10}, l4[2] = {4000, 3510};
+    attention_kv_case("long", 2, 4096, 12, 4, 16, n4, p4, l4, 1, 1.0f);
+}
+
+static void test_gather_rows(void)
+{
+    const int64_t N = 1000, D = 77, M = 513;
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)M);
+    for (int64_t i = 0; i < M; i++)
+        idx[i] = (int32_t)(rng_next() % (uint64_t)N);
+    idx[0] = 0;
+    idx[M - 1] = (int32_t)(N - 1);
+    pair_t src = pair_new2(SL_F32, N, D, -2.0f, 2.0f), id = pair_i32(idx, M);
+    pair_t o = pair_new2(SL_F32, M, D, -1.0f, 1.0f);
+    sl_gather_rows(src.cpu, id.cpu, o.cpu);
+    sl_gather_rows(src.gpu, id.gpu, o.gpu);
+    report(pair_nmse(&o), 0.0, "sl_gather_rows %lld of %lldx%lld", (long long)M, (long long)N,
+           (long long)D);
+    pair_free(&src);
+    pair_free(&id);
+    pair_free(&o);
+    free(idx);
+}
+
+static void test_pool_packed(void)
+{
+    enum { B = 33 };
+    int32_t off[B + 1];
+    off[0] = 0;
+    for (int b = 0; b < B; b++)
+        off[b + 1] = off[b] + (b == 1 ? 0 : (int32_t)(rng_next() % 130));
+    const int64_t T = off[B], D = 768;
+    pair_t x = pair_new2(SL_F32, T, D, -2.0f, 2.0f), of = pair_i32(off, B + 1);
+    for (int mode = SL_POOL_MEAN; mode <= SL_POOL_CLS; mode++) {
+        pair_t o = pair_new2(SL_F32, B, D, -1.0f, 1.0f);
+        sl_pool_packed(x.cpu, of.cpu, (sl_pool_t)mode, o.cpu);
+        sl_pool_packed(x.gpu, of.gpu, (sl_pool_t)mode, o.gpu);
+        report(pair_nmse(&o), tol_for(SL_F32), "sl_pool_packed %-4s %d rows, %lld tokens, D %lld",
+               mode == SL_POOL_CLS ? "cls" : "mean", B, (long long)T, (long long)D);
+        pair_free(&o);
+    }
+    pair_free(&x);
+    pair_free(&of);
+}
+
+static void test_logsumexp_pick(void)
+{
+    const int64_t cases[3][2] = {{5, 49152}, {37, 1000}, {70001, 3}};
+    for (int c = 0; c < 3; c++) {
+        const int64_t T = cases[c][0], V = cases[c][1];
+        pair_t x = pair_new2(SL_F32, T, V, -20.0f, 30.0f);
+        if (c == 1) { /* a row of -Inf only */
+            float *ninf = malloc(sizeof(float) * (size_t)V);
+            for (int64_t j = 0; j < V; j++)
+                ninf[j] = -INFINITY;
+            sl_copy_h2d(x.cpu, ninf, sizeof(float) * (size_t)V);
+            sl_copy_h2d(x.gpu, ninf, sizeof(float) * (size_t)V);
+            free(ninf);
+        }
+        pair_t m = pair_new1(SL_F32, T, 0.0f, 1.0f), e = pair_new1(SL_F32, T, 0.0f, 1.0f);
+        pair_t p = pair_new1(SL_F32, T, 0.0f, 1.0f);
+        int32_t *tg = malloc(sizeof(int32_t) * (size_t)T);
+        const int64_t v0 = 1000;
+        for (int64_t t = 0; t < T; t++) /* inside the shard [v0, v0 + V) or outside it */
+            tg[t] = (int32_t)(v0 - 3 + (int64_t)(rng_next() % (uint64_t)(V + 6)));
+        if (c == 1)
+            tg[0] = (int32_t)(v0 - 1); /* the -Inf row: outside the shard, so 0 */
+        pair_t tt = pair_i32(tg, T);
+        sl_logsumexp_parts(x.cpu, m.cpu, e.cpu);
+        sl_logsumexp_parts(x.gpu, m.gpu, e.gpu);
+        sl_pick_logits(x.cpu, tt.cpu, v0, p.cpu);
+        sl_pick_logits(x.gpu, tt.gpu, v0, p.gpu);
+        if (c == 1) { /* -Inf rowmax: compare row 0 apart, then the rest */
+            float mg, eg;
+            sl_copy_d2h(&mg, m.gpu, sizeof mg);
+            sl_copy_d2h(&eg, e.gpu, sizeof eg);
+            report_exact(mg == -INFINITY && eg == 0.0f, "sl_logsumexp_parts row of -Inf");
+            sl_tensor_t mc = *m.cpu, mgv = *m.gpu;
+            mc.data = (float *)mc.data + 1, mgv.data = (float *)mgv.data + 1;
+            mc.shape[0] = mgv.shape[0] = T - 1;
+            pair_t rest = {&mc, &mgv};
+            report(pair_nmse(&rest), 0.0, "sl_logsumexp_parts rowmax %lldx%lld", (long long)T,
+                   (long long)V);
+        } else {
+            report(pair_nmse(&m), 0.0, "sl_logsumexp_parts rowmax %lldx%lld", (long long)T,
+                   (long long)V);
+        }
+        report(pair_nmse(&e), tol_for(SL_F32), "sl_logsumexp_parts sumexp %lldx%lld", (long long)T,
+               (long long)V);
+        report(pair_nmse(&p), 0.0, "sl_pick_logits %lldx%lld", (long long)T, (long long)V);
+        pair_free(&x);
+        pair_free(&m);
+        pair_free(&e);
+        pair_free(&p);
+        pair_free(&tt);
+        free(tg);
+    }
+}
+
+/* Indices and values must agree exactly (ties: the lower index first on both). */
+static void topk_case(int64_t T, int64_t V, int k, int levels)
+{
+    pair_t x = pair_new2(SL_F32, T, V, -5.0f, 5.0f);
+    if (levels) { /* few distinct values: many ties, -0 and +0 among them */
+        float *h = malloc(sizeof(float) * (size_t)(T * V));
+        for (int64_t i = 0; i < T * V; i++)
+            h[i] = (float)((int64_t)(rng_next() % (uint64_t)levels) - levels / 2);
+        h[0] = -0.0f;
+        sl_copy_h2d(x.cpu, h, sizeof(float) * (size_t)(T * V));
+        sl_copy_h2d(x.gpu, h, sizeof(float) * (size_t)(T * V));
+        free(h);
+    }
+    pair_t vals = pair_new2(SL_F32, T, k, 0.0f, 1.0f);
+    sl_tensor_t *ic = sl_tensor_new2(g_cpu, SL_I32, T, k), *ig = sl_tensor_new2(g_gpu, SL_I32, T, k);
+    sl_topk_rows(x.cpu, k, vals.cpu, ic);
+    sl_topk_rows(x.gpu, k, vals.gpu, ig);
+    const size_t nb = sizeof(int32_t) * (size_t)(T * k);
+    int32_t *hc = malloc(nb), *hg = malloc(nb);
+    float *vc = malloc(nb), *vg = malloc(nb);
+    sl_copy_d2h(hc, ic, nb);
+    sl_copy_d2h(hg, ig, nb);
+    sl_copy_d2h(vc, vals.cpu, nb);
+    sl_copy_d2h(vg, vals.gpu, nb);
+    report_exact(memcmp(hc, hg, nb) == 0 && memcmp(vc, vg, nb) == 0,
+                 "sl_topk_rows %lldx%lld k %d%s", (long long)T, (long long)V, k,
+                 levels ? " (many ties)" : "");
+    free(hc);
+    free(hg);
+    free(vc);
+    free(vg);
+    sl_tensor_free(ic);
+    sl_tensor_free(ig);
+    pair_free(&x);
+    pair_free(&vals);
+}
+
+static void test_topk(void)
+{
+    topk_case(7, 49152, 1, 0);
+    topk_case(7, 49152, 50, 0);
+    topk_case(3, 49152, 256, 0);
+    topk_case(5, 300, 256, 7);
+    topk_case(4, 256, 256, 3); /* k = V */
+    topk_case(70001, 5, 3, 4); /* more rows than a launch has blocks */
+    topk_case(2, 100000, 40, 5);
+}
+
 /* SL_TEST_HUGE=1: ReLU over 2^31 + 1001 bf16 elements, compared bit for bit (an element left
  * untouched past index 2^31 would hardly move an NMSE). */
 static void test_huge(void)
@@ -769,6 +1071,17 @@ int main(void)
     test_attention();
     test_pool();
     test_l2_normalize();
+    test_rmsnorm();
+    test_rope();
+    test_swiglu();
+    test_kv_write();
+    test_attention_kv();
+    test_gather_rows();
+    test_pool_packed();
+    test_logsumexp_pick();
+    test_topk();
+    CHECKF(sl_backend_free_bytes(g_gpu) > ((size_t)1 << 20), "GPU free bytes %zu",
+           sl_backend_free_bytes(g_gpu));
     const char *huge = getenv("SL_TEST_HUGE");
     if (huge && strcmp(huge, "1") == 0)
         test_huge();
