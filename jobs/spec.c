@@ -38,6 +38,7 @@ static const opt_t options[] = {
     {"precision", K_STR, "f32|f16|bf16", "f32", "weight and GEMM precision (f32 accumulation)", OFF(precision), 0},
     {"max-length", K_INT, "N", "0", "bert: tokens per row incl. [CLS]/[SEP]; score: tokens per row; generate: prompt + new tokens (longer rows are truncated when scoring or embedding, refused as row errors when generating); 0: the model's", OFF(max_length), 0},
     {"batch-tokens", K_I64, "N", "16384", "bert, decoders: tokens per forward pass (rows sorted by length)", OFF(batch_tokens), 1},
+    {"bos", K_STR, "auto|always|never", "auto", "decoders: prepend the BOS token to each row's text: as the tokenizer file says (auto), always, or never", OFF(bos), 0},
     {"token-logprobs", K_BOOL, NULL, NULL, "score: also write /token_logprobs [rows, max-length] (NaN-padded)", OFF(token_logprobs), 0},
     {"max-new-tokens", K_INT, "N", "64", "generate: tokens to generate per row at most", OFF(max_new_tokens), 1},
     {"temperature", K_F64, "X", "0", "generate: sampling temperature; 0 is greedy", OFF(temperature), 0},
@@ -323,6 +324,8 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
              strcmp(job->task, "classify") && strcmp(job->task, "score") && strcmp(job->task, "generate"))
         rc = sl_errorf(err, "--task '%s': expected auto, predict, embed, classify, score or generate",
                        job->task);
+    else if (strcmp(job->bos, "auto") && strcmp(job->bos, "always") && strcmp(job->bos, "never"))
+        rc = sl_errorf(err, "--bos '%s': expected auto, always or never", job->bos);
     else if (!(job->top_p > 0 && job->top_p <= 1))
         rc = sl_errorf(err, "--top-p %g: expected a number in (0, 1]", job->top_p);
     else if (strcmp(job->output_dtype, "f32") && strcmp(job->output_dtype, "f16"))
@@ -346,6 +349,7 @@ void sl_job_free(sl_job_t *job)
     free(job->inputs);
     free(job->input_dataset);
     free(job->prompt_dataset);
+    free(job->bos);
     for (int i = 0; i < job->n_stops; i++)
         free(job->stops[i]);
     free(job->stops);

@@ -29,6 +29,7 @@ typedef struct {
     int64_t batch_tokens; /* bert, decoders: tokens per forward pass */
     char *prompt_dataset; /* score: prompts whose continuation (the input dataset) is scored */
     int token_logprobs;   /* score: also write per-token log-probabilities */
+    char *bos;            /* decoders: auto | always | never (prepend the BOS token) */
     int max_new_tokens;   /* generate */
     double temperature;   /* generate: 0 = greedy */
     int top_k;            /* generate: 0 = off */

@@ -63,9 +63,10 @@ static int plan_decoder(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
     sl_decoder_outputs(job, generate, p->max_length, &p->outs);
     if (generate) {
         int n = snprintf(p->params, sizeof p->params, "gen new=%d t=%.17g k=%d p=%.17g seed=%lld "
-                                                      "text=%lld stops=%d",
+                                                      "text=%lld stops=%d bos=%s",
                          job->max_new_tokens, job->temperature, job->top_k, job->top_p,
-                         (long long)job->seed, (long long)sl_decoder_text_bytes(job), job->n_stops);
+                         (long long)job->seed, (long long)sl_decoder_text_bytes(job), job->n_stops,
+                         job->bos);
         /* the stop strings themselves, hashed: a long list does not fit the text */
         uint64_t h = 1469598103934665603ull;
         for (int i = 0; i < job->n_stops; i++)
@@ -77,8 +78,8 @@ static int plan_decoder(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
         snprintf(p->params + n, sizeof p->params - (size_t)n, " stophash=%016llx",
                  (unsigned long long)h);
     } else {
-        snprintf(p->params, sizeof p->params, "score prompt=%s tokens=%d",
-                 job->prompt_dataset ? job->prompt_dataset : "", job->token_logprobs);
+        snprintf(p->params, sizeof p->params, "score prompt=%s tokens=%d bos=%s",
+                 job->prompt_dataset ? job->prompt_dataset : "", job->token_logprobs, job->bos);
     }
     p->dataset = job->input_dataset ? job->input_dataset : "text";
     return 0;
@@ -392,20 +393,29 @@ static int read_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, i
 }
 
 /* Encodes text with the decoder's tokenizer into *buf (grown as needed); n tokens or a negative
- * SL_BPE_* status with err filled. */
-static int bpe_encode_grow(const sl_bpe_t *tok, const char *s, int add_special, int32_t **buf,
-                           int *cap, sl_error_t *err)
+ * SL_BPE_* status with err filled. bos: 'a'uto (the tokenizer's own special tokens), 'y' (a BOS
+ * first, whatever the tokenizer says), 'n' (no special tokens). */
+static int bpe_encode_grow(const sl_bpe_t *tok, const char *s, char bos, int32_t **buf, int *cap,
+                           sl_error_t *err)
 {
     int n = 0;
     for (;;) {
-        int rc = sl_bpe_encode(tok, s, strlen(s), add_special, *buf, *cap, &n, err);
+        /* one spare slot for a BOS to prepend */
+        int rc = sl_bpe_encode(tok, s, strlen(s), bos != 'n', *buf, *cap - 1, &n, err);
         if (rc == SL_BPE_OK)
-            return n;
-        if (rc != SL_BPE_ERROR || n <= *cap)
+            break;
+        if (rc != SL_BPE_ERROR || n < *cap - 1)
             return rc;
         *cap = n + 64;
         *buf = sl_xrealloc(*buf, (size_t)*cap * sizeof **buf);
     }
+    int32_t b = sl_bpe_bos_id(tok);
+    if (bos == 'y' && b >= 0 && (n == 0 || (*buf)[0] != b)) {
+        memmove(*buf + 1, *buf, (size_t)n * sizeof **buf);
+        (*buf)[0] = b;
+        n++;
+    }
+    return n;
 }
 
 /* Decoder text rows: the text (score, generate), or a prompt + continuation pair (score with
@@ -432,6 +442,7 @@ static int read_decoder_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_
     int cap = 1024, pcap = 256;
     int32_t *buf = sl_xmalloc((size_t)cap * sizeof *buf), *pbuf = sl_xmalloc((size_t)pcap * sizeof *pbuf);
     int score = t->plan->task == SL_TASK_SCORE, max_len = t->plan->max_length;
+    char bos = !strcmp(t->job->bos, "always") ? 'y' : !strcmp(t->job->bos, "never") ? 'n' : 'a';
     size_t used = 0;
     for (int64_t i = 0; rc == 0 && i < rows; i++) {
         p->off[i] = (int64_t)used;
@@ -441,10 +452,11 @@ static int read_decoder_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_
         if (prompts) {
             const char *ps = prompts[i] ? prompts[i] : "";
             if (*ps) {
-                np = bpe_encode_grow(tok, ps, 1, &pbuf, &pcap, &rowerr);
-            } else if (sl_bpe_bos_id(tok) >= 0) { /* an empty prompt: the specials alone */
+                np = bpe_encode_grow(tok, ps, bos, &pbuf, &pcap, &rowerr);
+            } else if (bos != 'n' && sl_bpe_bos_id(tok) >= 0) {
+                /* an empty prompt: the BOS alone, when this row's text would start with one */
                 np = 0;
-                if (bpe_encode_grow(tok, "x", 1, &pbuf, &pcap, &rowerr) > 1 &&
+                if (bpe_encode_grow(tok, "x", bos, &pbuf, &pcap, &rowerr) > 1 &&
                     pbuf[0] == sl_bpe_bos_id(tok))
                     np = 1;
             }
@@ -456,7 +468,7 @@ static int read_decoder_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_
                 goto next;
             }
         }
-        n = bpe_encode_grow(tok, s, prompts ? 0 : 1, &buf, &cap, &rowerr);
+        n = bpe_encode_grow(tok, s, prompts ? 'n' : bos, &buf, &cap, &rowerr);
         if (n < 0) {
             p->fail[i] = sl_xstrdup(rowerr.msg);
             p->len[i] = 0;
