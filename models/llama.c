@@ -615,6 +615,42 @@ static int plan_split(sl_llama_t *m, const char *where, sl_error_t *err)
     return sl_split_even(c->vocab, T, m->tp_rank, &m->v0, &m->vl, err);
 }
 
+int sl_llama_describe(const char *path, int tp_size, FILE *out, sl_error_t *err)
+{
+    sl_llama_t m;
+    memset(&m, 0, sizeof m);
+    m.tp_size = tp_size;
+    if (sl_llama_config_load(path, &m.cfg, err) != 0 || plan_split(&m, path, err) != 0)
+        return -1;
+    const sl_llama_config_t *c = &m.cfg;
+    int64_t D = c->hidden, Dh = c->head_dim;
+    fprintf(out, "model        %s\n", path);
+    fprintf(out, "decoder      %s: %lld layers, hidden %lld, %lld query / %lld KV heads of %lld, "
+                 "SwiGLU %lld, vocab %lld, context %lld\n",
+            c->arch, (long long)c->layers, (long long)D, (long long)c->heads,
+            (long long)c->kv_heads, (long long)Dh, (long long)c->intermediate, (long long)c->vocab,
+            (long long)c->max_positions);
+    fprintf(out, "             RMSNorm eps %g, RoPE theta %g (%s", c->rms_eps, c->rope_theta,
+            c->rope_type);
+    if (strcmp(c->rope_type, "default") != 0)
+        fprintf(out, ", factor %g", c->rope_factor);
+    fprintf(out, "), %s embeddings%s\n", c->tied ? "tied" : "separate",
+            c->qkv_bias ? ", q/k/v biases" : "");
+    /* per rank: attention, FFN, norms, the replicated embedding, the LM head shard */
+    int64_t layer = (m.hl * Dh) * D * 2 + (m.kvl * Dh) * D * 2 + 3 * m.il * D + 2 * D +
+                    (c->qkv_bias ? (m.hl + 2 * m.kvl) * Dh : 0);
+    int64_t params = layer * c->layers + c->vocab * D + D + (c->tied ? 0 : m.vl * D);
+    fprintf(out, "per TP rank  (--tp %d) %lld query / %lld KV heads, FFN %lld, vocabulary rows "
+                 "%lld..%lld\n",
+            tp_size, (long long)m.hl, (long long)m.kvl, (long long)m.il, (long long)m.v0,
+            (long long)(m.v0 + m.vl));
+    fprintf(out, "             %lld parameters = %.1f MiB in f32 (%.1f MiB in bf16); KV cache "
+                 "%.1f KiB per token\n",
+            (long long)params, params * 4.0 / 1048576.0, params * 2.0 / 1048576.0,
+            sl_llama_cache_slot_bytes(&m, 1) / 1024.0);
+    return 0;
+}
+
 sl_llama_t *sl_llama_load(const char *path, sl_backend_t *be, int tp_size, int tp_rank,
                           sl_dtype_t dtype, sl_error_t *err)
 {

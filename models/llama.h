@@ -31,6 +31,7 @@
 #define SL_LLAMA_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
@@ -52,6 +53,10 @@ typedef struct {
 
 /* Reads the configuration only (config.json, or the GGUF metadata); errors name file and key. */
 int sl_llama_config_load(const char *path, sl_llama_config_t *cfg, sl_error_t *err);
+
+/* Prints the configuration and, for tp_size ranks, what one rank holds (parameters, f32 bytes,
+ * KV cache per token), or fails naming why the model does not split over tp_size. */
+int sl_llama_describe(const char *path, int tp_size, FILE *out, sl_error_t *err);
 
 typedef struct sl_llama sl_llama_t;
 

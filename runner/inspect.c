@@ -15,6 +15,7 @@
 #include "common/sl_error.h"
 #include "jobs/h5util.h"
 #include "models/inspect_model.h"
+#include "models/llama.h"
 
 static void usage(FILE *out)
 {
@@ -128,6 +129,17 @@ int sl_inspect_main(int argc, char **argv)
         return SL_EXIT_INPUT;
     }
     sl_h5_quiet();
+    if (sl_llama_detect(path)) { /* a decoder directory or GGUF file */
+        sl_error_t err;
+        int rc = S_ISDIR(st.st_mode) ? 0 : sl_inspect_gguf(path, stdout, &err);
+        if (rc == 0)
+            rc = sl_llama_describe(path, tp, stdout, &err);
+        if (rc != 0) {
+            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            return SL_EXIT_INPUT;
+        }
+        return SL_EXIT_OK;
+    }
     if (S_ISDIR(st.st_mode)) {
         sl_error_t err;
         if (sl_inspect_model(path, tp, stdout, &err) != 0) {
