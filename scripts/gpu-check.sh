@@ -6,7 +6,9 @@
 #   3. the end-to-end TP test on the GPU: tests/mpi/test_tp_equivalence.py with
 #      SL_DEVICE=cuda (every run gets --device cuda) and SL_MAX_TP = the number of GPUs
 #      (NCCL refuses two ranks of one communicator on the same GPU);
-#   4. the benchmark on the GPU (bench/bench_mlp.py --device cuda, a smaller dataset).
+#   4. test_llama with SL_DEVICE=cuda: the decoder forward (packed prefill, cached decode, the
+#      vocabulary-parallel LM head) on the GPU against transformers' logits;
+#   5. the benchmark on the GPU (bench/bench_mlp.py --device cuda, a smaller dataset).
 # Everything runs under one deadline of GPU_CHECK_SECONDS (default 480) seconds; a summary
 # table (step, status, seconds) is printed at the end, and the exit status is 0 only when
 # every step passed.
@@ -56,6 +58,7 @@ NGPU=$(gpus)
 [ "$NGPU" -ge 1 ] || NGPU=1
 
 scripts/install-deps.sh || echo "gpu-check: install-deps failed (offline?); trying the build anyway" >&2
+scripts/install-models.sh >/dev/null || echo "gpu-check: install-models failed (offline? carry build/models)" >&2
 if step "configure (ENABLE_CUDA=ON)" cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DENABLE_CUDA=ON &&
    step "build" cmake --build build -j"$(nproc)"; then
   # exit 77 means "skipped: no GPU": a failure here
@@ -65,6 +68,8 @@ if step "configure (ENABLE_CUDA=ON)" cmake -S . -B build -DCMAKE_BUILD_TYPE=Rele
   step "e2e TP test --device cuda (SL_MAX_TP=$NGPU)" env SL_DEVICE=cuda SL_MAX_TP="$NGPU" \
        SHARDLINE="$PWD/build/shardline" SL_SOURCE_DIR="$PWD" MPIEXEC="$(command -v mpirun)" \
        "$PY" tests/mpi/test_tp_equivalence.py
+  step "test_llama on CUDA (decoders vs transformers)" env SL_DEVICE=cuda SL_SOURCE_DIR="$PWD" \
+       SL_MODELS_DIR="$PWD/build/models" build/tests/test_llama
   step "benchmark --device cuda" "$PY" bench/bench_mlp.py --device cuda --rows 16384 \
        --configs 1:1 --reps 3
 fi

@@ -13,7 +13,7 @@
  *      together into one step;
  *   3. load errors that name the file and the key or tensor: a missing tensor, a wrong shape, an
  *      unsupported rope type, heads that do not split over the TP size.
- * Run: ctest -R test_llama (SL_SOURCE_DIR, SL_MODELS_DIR).
+ * Run: ctest -R test_llama (SL_SOURCE_DIR, SL_MODELS_DIR; SL_DEVICE=cuda: on the GPU).
  */
 #include <hdf5.h>
 #include <math.h>
@@ -335,7 +335,10 @@ int main(void)
     const char *src = getenv("SL_SOURCE_DIR");
     snprintf(g_src, sizeof g_src, "%s", src ? src : ".");
     sl_error_t err;
-    sl_backend_t *be = sl_backend_create(SL_BACKEND_CPU, 0, 0, &err);
+    /* SL_DEVICE=cuda runs the same checks on the CUDA backend (scripts/gpu-check.sh) */
+    const char *dev = getenv("SL_DEVICE");
+    int cuda = dev && !strcmp(dev, "cuda");
+    sl_backend_t *be = sl_backend_create(cuda ? SL_BACKEND_CUDA : SL_BACKEND_CPU, 0, 0, &err);
     if (!be) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
