@@ -3,17 +3,20 @@
  * loading this tensor-parallel rank's slice of the weights from (possibly sharded) safetensors,
  * and the post-LN encoder forward with pooling, normalisation or the classification head.
  *
- * Forward, for a padded batch [B, S] (rows = B*S token positions, D = hidden, Dh = D / heads):
- *   x = LN(word[ids] + pos[0..S) + type[type_ids])                       x: [rows, D]
+ * Forward, on packed tokens: the caller's padded batch [B, S] is packed on the host into its
+ * T = sum(lengths) real tokens (row b's tokens are rows offsets[b] .. offsets[b+1]-1; D = hidden,
+ * Dh = D / heads), so no GEMM or elementwise op ever sees a padding position:
+ *   x = LN(word[ids] + pos[position in row] + type[type_ids])             x: [T, D]
  *   per layer:
- *     q, k, v = x Wq^T + bq, ...        column-parallel: this rank's heads  [rows, Hl*Dh]
- *     ctx = attention(q, k, v, lengths) (padding keys masked)               [rows, Hl*Dh]
- *     o = ctx Wo^T                      row-parallel: a partial sum         [rows, D]
+ *     q, k, v = x Wq^T + bq, ...        column-parallel: this rank's heads  [T, Hl*Dh]
+ *     k, v -> per-row caches [B, S, Hl, Dh] (sl_kv_write: slot = row, pos = position)
+ *     ctx = attention_kv(q, caches, kv_len = lengths), not causal          [T, Hl*Dh]
+ *     o = ctx Wo^T                      row-parallel: a partial sum         [T, D]
  *     o = allreduce(o) + bo; x = LN(x + o)
- *     h = gelu(x Wi^T + bi)             column-parallel: this rank's FFN slice [rows, Il]
+ *     h = gelu(x Wi^T + bi)             column-parallel: this rank's FFN slice [T, Il]
  *     o = h Wo2^T -> allreduce + bo2; x = LN(x + o)
- *   pool: mean over the real tokens, x[:, 0], or tanh(pooler(x[:, 0])); optional L2 norm;
- *   classify: classifier(tanh(pooler(x[:, 0]))).
+ *   pool (over each row's tokens): mean, the first token, or tanh(pooler(first token));
+ *   optional L2 norm; classify: classifier(tanh(pooler(first token))).
  * Activations, biases and LayerNorm parameters are f32; linear weights and embedding tables are
  * in the run's precision and GEMM inputs are cast to it, with f32 accumulation.
  */
@@ -565,18 +568,22 @@ struct sl_bert {
     sl_tensor_t *pool_w, *pool_b; /* dtype [D, D], f32 [D]; NULL when the file has no pooler */
     sl_tensor_t *cls_w, *cls_b;   /* dtype [n_labels, D], f32 [n_labels]; NULL without a head */
 
-    /* Scratch, flat and grown to the largest batch seen; used through shaped views. */
-    int64_t cap_rows, cap_b;
-    sl_tensor_t *x;               /* f32 [rows, D] hidden states */
-    sl_tensor_t *tmp;             /* f32 [rows, D] embedding addends, sublayer outputs */
-    sl_tensor_t *q, *k, *v, *ctx; /* f32 [rows, Hl*Dh] */
-    sl_tensor_t *ffn;             /* f32 [rows, Il] */
-    sl_tensor_t *cast;            /* dtype [rows, max(D, Il, Hl*Dh)]; only when dtype != f32 */
-    sl_tensor_t *ids, *pos_ids, *type_ids; /* i32 [rows] */
+    /* Scratch, flat and grown to the largest batch seen; used through shaped views. Token
+     * tensors hold the batch's T real tokens (rows), packed. */
+    int64_t cap_rows, cap_b, cap_kv;
+    sl_tensor_t *x;               /* f32 [T, D] hidden states */
+    sl_tensor_t *tmp;             /* f32 [T, D] embedding addends, sublayer outputs */
+    sl_tensor_t *q, *k, *v, *ctx; /* f32 [T, Hl*Dh] */
+    sl_tensor_t *ffn;             /* f32 [T, Il] */
+    sl_tensor_t *cast;            /* dtype [T, max(D, Il, Hl*Dh)]; only when dtype != f32 */
+    sl_tensor_t *ids, *pos_ids, *type_ids, *slot; /* i32 [T]; slot = the token's row */
+    sl_tensor_t *kc, *vc;                  /* f32 [B, S, Hl, Dh]: each row's keys and values */
     sl_tensor_t *lengths;                  /* i32 [B] */
+    sl_tensor_t *offsets;                  /* i32 [B + 1]: row b is tokens offsets[b] .. */
     sl_tensor_t *pooled, *pooled2;         /* f32 [B, D] */
     sl_tensor_t *logits;                   /* f32 [B, n_labels] */
-    int32_t *h_pos, *h_type;               /* host i32 [rows]: position ids, zero type ids */
+    int32_t *h_ids, *h_pos, *h_type, *h_slot; /* host i32 [T]: the packed inputs */
+    int32_t *h_off;                           /* host i32 [B + 1] */
 };
 
 /* Loads the slice of encoder.layer.{i} that this TP rank holds. */
@@ -767,17 +774,20 @@ fail:
 
 static void free_scratch(sl_bert_t *m)
 {
-    sl_tensor_t **all[] = {&m->x,        &m->tmp,     &m->q,      &m->k,       &m->v,
-                           &m->ctx,      &m->ffn,     &m->cast,   &m->ids,     &m->pos_ids,
-                           &m->type_ids, &m->lengths, &m->pooled, &m->pooled2, &m->logits};
+    sl_tensor_t **all[] = {&m->x,       &m->tmp,     &m->q,      &m->k,        &m->v,
+                           &m->ctx,     &m->ffn,     &m->cast,   &m->ids,      &m->pos_ids,
+                           &m->type_ids, &m->slot,   &m->kc,     &m->vc,       &m->lengths,
+                           &m->offsets, &m->pooled,  &m->pooled2, &m->logits};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         sl_tensor_free(*all[i]);
         *all[i] = NULL;
     }
-    free(m->h_pos);
-    free(m->h_type);
-    m->h_pos = m->h_type = NULL;
-    m->cap_rows = m->cap_b = 0;
+    int32_t **host[] = {&m->h_ids, &m->h_pos, &m->h_type, &m->h_slot, &m->h_off};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) {
+        free(*host[i]);
+        *host[i] = NULL;
+    }
+    m->cap_rows = m->cap_b = m->cap_kv = 0;
 }
 
 void sl_bert_free(sl_bert_t *m)
@@ -829,11 +839,11 @@ static void grow(sl_backend_t *be, sl_tensor_t **t, sl_dtype_t dt, int64_t n)
     *t = sl_tensor_new1(be, dt, n > 0 ? n : 1);
 }
 
-/* Scratch for B rows of S tokens. Grows, never shrinks. */
-static void ensure_scratch(sl_bert_t *m, int64_t B, int64_t S)
+/* Scratch for B rows of at most S tokens, T tokens in all. Grows, never shrinks. */
+static void ensure_scratch(sl_bert_t *m, int64_t B, int64_t S, int64_t T)
 {
     const sl_bert_config_t *c = &m->cfg;
-    int64_t rows = B * S, D = c->hidden, A = m->heads_local * m->head_dim, Il = m->inter_local;
+    int64_t rows = T, D = c->hidden, A = m->heads_local * m->head_dim, Il = m->inter_local;
     if (rows > m->cap_rows) {
         grow(m->be, &m->x, SL_F32, rows * D);
         grow(m->be, &m->tmp, SL_F32, rows * D);
@@ -849,14 +859,24 @@ static void ensure_scratch(sl_bert_t *m, int64_t B, int64_t S)
         grow(m->be, &m->ids, SL_I32, rows);
         grow(m->be, &m->pos_ids, SL_I32, rows);
         grow(m->be, &m->type_ids, SL_I32, rows);
-        free(m->h_pos);
-        free(m->h_type);
-        m->h_pos = sl_xmalloc((size_t)rows * sizeof *m->h_pos);
-        m->h_type = sl_xcalloc((size_t)rows, sizeof *m->h_type);
+        grow(m->be, &m->slot, SL_I32, rows);
+        int32_t **host[] = {&m->h_ids, &m->h_pos, &m->h_type, &m->h_slot};
+        for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) {
+            free(*host[i]);
+            *host[i] = sl_xmalloc((size_t)rows * sizeof **host[i]);
+        }
         m->cap_rows = rows;
+    }
+    if (B * S > m->cap_kv) {
+        grow(m->be, &m->kc, SL_F32, B * S * A);
+        grow(m->be, &m->vc, SL_F32, B * S * A);
+        m->cap_kv = B * S;
     }
     if (B > m->cap_b) {
         grow(m->be, &m->lengths, SL_I32, B);
+        grow(m->be, &m->offsets, SL_I32, B + 1);
+        free(m->h_off);
+        m->h_off = sl_xmalloc((size_t)(B + 1) * sizeof *m->h_off);
         grow(m->be, &m->pooled, SL_F32, B * D);
         grow(m->be, &m->pooled2, SL_F32, B * D);
         if (c->n_labels > 0)
@@ -922,29 +942,47 @@ static void check_inputs(const sl_bert_t *m, sl_comm_t *comm, const int32_t *ids
     }
 }
 
-/* Runs the encoder; leaves the hidden states in m->x [B*S, D] and lengths on the backend. */
-static void encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const int32_t *type_ids,
-                   const int32_t *lengths, int64_t B, int64_t S)
+/* Runs the encoder over the batch's real tokens, packed; leaves the hidden states in m->x
+ * [T, D] and the row offsets on the backend. Returns T. */
+static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const int32_t *type_ids,
+                      const int32_t *lengths, int64_t B, int64_t S)
 {
     check_inputs(m, comm, ids, type_ids, lengths, B, S);
-    ensure_scratch(m, B, S);
+    int64_t T = 0;
+    for (int64_t b = 0; b < B; b++)
+        T += lengths[b];
+    ensure_scratch(m, B, S, T);
     const sl_bert_config_t *c = &m->cfg;
-    int64_t rows = B * S, D = c->hidden, Hl = m->heads_local, Dh = m->head_dim;
+    int64_t D = c->hidden, Hl = m->heads_local, Dh = m->head_dim;
     int64_t A = Hl * Dh, Il = m->inter_local;
 
-    for (int64_t i = 0; i < rows; i++)
-        m->h_pos[i] = (int32_t)(i % S);
-    sl_tensor_t ids_v = view(m->ids, 1, rows, 0, 0, 0);
-    sl_tensor_t pos_v = view(m->pos_ids, 1, rows, 0, 0, 0);
-    sl_tensor_t typ_v = view(m->type_ids, 1, rows, 0, 0, 0);
+    /* Pack on the host: token t of the batch is (row slot[t], position pos[t]). */
+    int64_t t = 0;
+    for (int64_t b = 0; b < B; b++) {
+        m->h_off[b] = (int32_t)t;
+        for (int64_t j = 0; j < lengths[b]; j++, t++) {
+            m->h_ids[t] = ids[b * S + j];
+            m->h_type[t] = type_ids ? type_ids[b * S + j] : 0;
+            m->h_pos[t] = (int32_t)j;
+            m->h_slot[t] = (int32_t)b;
+        }
+    }
+    m->h_off[B] = (int32_t)T;
+    sl_tensor_t ids_v = view(m->ids, 1, T, 0, 0, 0);
+    sl_tensor_t pos_v = view(m->pos_ids, 1, T, 0, 0, 0);
+    sl_tensor_t typ_v = view(m->type_ids, 1, T, 0, 0, 0);
+    sl_tensor_t slot_v = view(m->slot, 1, T, 0, 0, 0);
     sl_tensor_t len_v = view(m->lengths, 1, B, 0, 0, 0);
-    sl_copy_h2d(&ids_v, ids, (size_t)rows * sizeof *ids);
-    sl_copy_h2d(&pos_v, m->h_pos, (size_t)rows * sizeof *ids);
-    sl_copy_h2d(&typ_v, type_ids ? type_ids : m->h_type, (size_t)rows * sizeof *ids);
+    sl_tensor_t off_v = view(m->offsets, 1, B + 1, 0, 0, 0);
+    sl_copy_h2d(&ids_v, m->h_ids, (size_t)T * sizeof *ids);
+    sl_copy_h2d(&pos_v, m->h_pos, (size_t)T * sizeof *ids);
+    sl_copy_h2d(&typ_v, m->h_type, (size_t)T * sizeof *ids);
+    sl_copy_h2d(&slot_v, m->h_slot, (size_t)T * sizeof *ids);
     sl_copy_h2d(&len_v, lengths, (size_t)B * sizeof *lengths);
+    sl_copy_h2d(&off_v, m->h_off, (size_t)(B + 1) * sizeof *lengths);
 
-    sl_tensor_t x = view(m->x, 2, rows, D, 0, 0);     /* f32 [rows, D] */
-    sl_tensor_t tmp = view(m->tmp, 2, rows, D, 0, 0); /* f32 [rows, D] */
+    sl_tensor_t x = view(m->x, 2, T, D, 0, 0);     /* f32 [T, D] */
+    sl_tensor_t tmp = view(m->tmp, 2, T, D, 0, 0); /* f32 [T, D] */
     sl_embedding(m->word, &ids_v, &x);
     sl_embedding(m->pos, &pos_v, &tmp);
     sl_add(&x, &tmp);
@@ -952,43 +990,48 @@ static void encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const int3
     sl_add(&x, &tmp);
     sl_layernorm(&x, m->emb_g, m->emb_b, c->ln_eps, &x);
 
-    sl_tensor_t q = view(m->q, 2, rows, A, 0, 0), k = view(m->k, 2, rows, A, 0, 0);
-    sl_tensor_t v = view(m->v, 2, rows, A, 0, 0), ctx = view(m->ctx, 2, rows, A, 0, 0);
-    /* The same memory seen as [B, S, Hl, Dh] for attention. */
-    sl_tensor_t q4 = view(m->q, 4, B, S, Hl, Dh), k4 = view(m->k, 4, B, S, Hl, Dh);
-    sl_tensor_t v4 = view(m->v, 4, B, S, Hl, Dh), ctx4 = view(m->ctx, 4, B, S, Hl, Dh);
-    sl_tensor_t ffn = view(m->ffn, 2, rows, Il, 0, 0);
+    sl_tensor_t q = view(m->q, 2, T, A, 0, 0), k = view(m->k, 2, T, A, 0, 0);
+    sl_tensor_t v = view(m->v, 2, T, A, 0, 0), ctx = view(m->ctx, 2, T, A, 0, 0);
+    /* The same memory seen as [T, Hl, Dh] for the attention ops; caches [B, S, Hl, Dh]. */
+    sl_tensor_t q3 = view(m->q, 3, T, Hl, Dh, 0), k3 = view(m->k, 3, T, Hl, Dh, 0);
+    sl_tensor_t v3 = view(m->v, 3, T, Hl, Dh, 0), ctx3 = view(m->ctx, 3, T, Hl, Dh, 0);
+    sl_tensor_t kc = view(m->kc, 4, B, S, Hl, Dh), vc = view(m->vc, 4, B, S, Hl, Dh);
+    sl_tensor_t ffn = view(m->ffn, 2, T, Il, 0, 0);
     float scale = 1.0f / sqrtf((float)Dh);
 
     for (int64_t l = 0; l < c->layers; l++) {
         const sl_bert_layer_t *L = &m->layers[l];
-        /* Self-attention over this rank's heads: q, k, v [rows, Hl*Dh]. */
+        /* Self-attention over this rank's heads: q, k, v [T, Hl*Dh]; each row attends to its
+         * own lengths[b] keys. */
         linear(m, &x, L->wq, L->bq, &q);
         linear(m, &x, L->wk, L->bk, &k);
         linear(m, &x, L->wv, L->bv, &v);
-        sl_attention(&q4, &k4, &v4, &len_v, scale, 0, &ctx4);
-        linear_row_parallel(m, comm, &ctx, L->wo, L->bo, &tmp); /* [rows, D] */
+        sl_kv_write(&kc, &k3, &slot_v, &pos_v);
+        sl_kv_write(&vc, &v3, &slot_v, &pos_v);
+        sl_attention_kv(&q3, &kc, &vc, &slot_v, &pos_v, &len_v, scale, 0, &ctx3);
+        linear_row_parallel(m, comm, &ctx, L->wo, L->bo, &tmp); /* [T, D] */
         sl_add(&tmp, &x);
         sl_layernorm(&tmp, L->ln1_g, L->ln1_b, c->ln_eps, &x);
 
-        /* FFN over this rank's slice: ffn [rows, Il]. */
+        /* FFN over this rank's slice: ffn [T, Il]. */
         linear(m, &x, L->wi, L->bi, &ffn);
         sl_activation(&ffn, SL_ACT_GELU);
-        linear_row_parallel(m, comm, &ffn, L->wo2, L->bo2, &tmp); /* [rows, D] */
+        linear_row_parallel(m, comm, &ffn, L->wo2, L->bo2, &tmp); /* [T, D] */
         sl_add(&tmp, &x);
         sl_layernorm(&tmp, L->ln2_g, L->ln2_b, c->ln_eps, &x);
     }
+    return T;
 }
 
-/* pooled2 [B, D] = tanh(pooler(x[:, 0])). */
-static sl_tensor_t pooler_output(sl_bert_t *m, int64_t B, int64_t S)
+/* pooled2 [B, D] = tanh(pooler(first token of each row)), after encode. */
+static sl_tensor_t pooler_output(sl_bert_t *m, int64_t B, int64_t T)
 {
     int64_t D = m->cfg.hidden;
-    sl_tensor_t x3 = view(m->x, 3, B, S, D, 0);
-    sl_tensor_t len_v = view(m->lengths, 1, B, 0, 0, 0);
+    sl_tensor_t x = view(m->x, 2, T, D, 0, 0);
+    sl_tensor_t off_v = view(m->offsets, 1, B + 1, 0, 0, 0);
     sl_tensor_t cls = view(m->pooled, 2, B, D, 0, 0);
     sl_tensor_t out = view(m->pooled2, 2, B, D, 0, 0);
-    sl_pool(&x3, &len_v, SL_POOL_CLS, &cls);
+    sl_pool_packed(&x, &off_v, SL_POOL_CLS, &cls);
     linear(m, &cls, m->pool_w, m->pool_b, &out);
     sl_activation(&out, SL_ACT_TANH);
     return out;
@@ -1000,16 +1043,17 @@ void sl_bert_embed(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const int3
     const sl_bert_config_t *c = &m->cfg;
     if (c->pooling == SL_BERT_POOL_POOLER && !m->pool_w)
         SL_FATAL("bert: pooler pooling, but the model has no pooler.dense weights");
-    encode(m, comm, ids, type_ids, lengths, B, S);
+    int64_t T = encode(m, comm, ids, type_ids, lengths, B, S);
     int64_t D = c->hidden;
     sl_tensor_t pooled;
     if (c->pooling == SL_BERT_POOL_POOLER) {
-        pooled = pooler_output(m, B, S);
+        pooled = pooler_output(m, B, T);
     } else {
-        sl_tensor_t x3 = view(m->x, 3, B, S, D, 0);
-        sl_tensor_t len_v = view(m->lengths, 1, B, 0, 0, 0);
+        sl_tensor_t x = view(m->x, 2, T, D, 0, 0);
+        sl_tensor_t off_v = view(m->offsets, 1, B + 1, 0, 0, 0);
         pooled = view(m->pooled, 2, B, D, 0, 0);
-        sl_pool(&x3, &len_v, c->pooling == SL_BERT_POOL_CLS ? SL_POOL_CLS : SL_POOL_MEAN, &pooled);
+        sl_pool_packed(&x, &off_v, c->pooling == SL_BERT_POOL_CLS ? SL_POOL_CLS : SL_POOL_MEAN,
+                       &pooled);
     }
     if (c->normalize)
         sl_l2_normalize(&pooled);
@@ -1022,9 +1066,9 @@ void sl_bert_classify(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
     const sl_bert_config_t *c = &m->cfg;
     if (c->n_labels <= 0 || !m->cls_w)
         SL_FATAL("bert: classify on a model without a classification head");
-    encode(m, comm, ids, type_ids, lengths, B, S);
+    int64_t T = encode(m, comm, ids, type_ids, lengths, B, S);
     /* BertForSequenceClassification: pooler output -> dropout (identity) -> classifier. */
-    sl_tensor_t pooled = pooler_output(m, B, S);
+    sl_tensor_t pooled = pooler_output(m, B, T);
     sl_tensor_t lg = view(m->logits, 2, B, c->n_labels, 0, 0);
     linear(m, &pooled, m->cls_w, m->cls_b, &lg);
     sl_copy_d2h(logits, &lg, (size_t)(B * c->n_labels) * sizeof *logits);
