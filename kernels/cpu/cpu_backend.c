@@ -761,12 +761,15 @@ static void cpu_logsumexp_parts(sl_backend_t *be, const sl_tensor_t *logits, sl_
         float mx = -INFINITY;
         for (int64_t j = 0; j < v; j++)
             mx = x[j] > mx ? x[j] : mx;
-        float sum = 0.0f;
+        /* Summed in double: over a vocabulary of ~10^5 terms, a float accumulator drops the
+         * many tiny terms (each below half an ulp of the running sum) and biases the sum low
+         * by ~1e-4, which shows directly in log-probabilities. */
+        double sum = 0.0;
         if (mx != -INFINITY) /* a row of -Inf only (or no columns) sums to 0 */
             for (int64_t j = 0; j < v; j++)
-                sum += expf(x[j] - mx);
+                sum += (double)expf(x[j] - mx);
         ((float *)rowmax->data)[r] = mx;
-        ((float *)sumexp->data)[r] = sum;
+        ((float *)sumexp->data)[r] = (float)sum;
     }
 }
 
