@@ -394,14 +394,14 @@ static int read_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, i
 
 /* Encodes text with the decoder's tokenizer into *buf (grown as needed); n tokens or a negative
  * SL_BPE_* status with err filled. bos: 'a'uto (the tokenizer's own special tokens), 'y' (a BOS
- * first, whatever the tokenizer says), 'n' (no special tokens). */
+ * first and no other added special token), 'n' (no special tokens). */
 static int bpe_encode_grow(const sl_bpe_t *tok, const char *s, char bos, int32_t **buf, int *cap,
                            sl_error_t *err)
 {
     int n = 0;
     for (;;) {
         /* one spare slot for a BOS to prepend */
-        int rc = sl_bpe_encode(tok, s, strlen(s), bos != 'n', *buf, *cap - 1, &n, err);
+        int rc = sl_bpe_encode(tok, s, strlen(s), bos == 'a', *buf, *cap - 1, &n, err);
         if (rc == SL_BPE_OK)
             break;
         if (rc != SL_BPE_ERROR || n < *cap - 1)
@@ -409,8 +409,10 @@ static int bpe_encode_grow(const sl_bpe_t *tok, const char *s, char bos, int32_t
         *cap = n + 64;
         *buf = sl_xrealloc(*buf, (size_t)*cap * sizeof **buf);
     }
+    /* 'y': the BOS first, unconditionally, as transformers does (even before a text that
+     * itself starts with the BOS token, as a chat template's <|im_start|> does) */
     int32_t b = sl_bpe_bos_id(tok);
-    if (bos == 'y' && b >= 0 && (n == 0 || (*buf)[0] != b)) {
+    if (bos == 'y' && b >= 0) {
         memmove(*buf + 1, *buf, (size_t)n * sizeof **buf);
         (*buf)[0] = b;
         n++;
