@@ -246,6 +246,56 @@ static void smollm2(sl_backend_t *be)
     printf("SmolLM2: %lld prompts, %lld tokens in one packed step, worst rel err %.2e\n",
            (long long)P, (long long)T, worst);
     sl_llama_cache_free(cache);
+
+    /* Cached decode of a long row, teacher-forced with transformers' greedy tokens: at every
+     * step the logits equal a full prefill of the same prefix (the KV-cache path, across key
+     * blocks, against the packed-prefill path), and the argmax is transformers' token. */
+    int32_t *gids = read_ds(g, "greedy_ids", H5T_NATIVE_INT32, 4, sh, &nd);
+    int64_t G = (int64_t)sh[1], row = 4 < P ? 4 : 0, n0 = len[row];
+    int64_t N = n0 + G;
+    int32_t *seq = malloc((size_t)N * 4), *all_pos = malloc((size_t)N * 4);
+    int32_t *zero = calloc((size_t)N, 4);
+    for (int64_t i = 0; i < n0; i++)
+        seq[i] = ids[row * L + i];
+    for (int64_t i = 0; i < G; i++)
+        seq[n0 + i] = gids[row * G + i];
+    for (int64_t i = 0; i < N; i++)
+        all_pos[i] = (int32_t)i;
+    /* full prefill of the whole sequence: logits at every position */
+    float *full = malloc((size_t)(N * V) * sizeof *full), *one = malloc((size_t)V * sizeof *one);
+    int32_t *allsel = malloc((size_t)N * 4), nn = (int32_t)N;
+    for (int64_t i = 0; i < N; i++)
+        allsel[i] = (int32_t)i;
+    cache = sl_llama_cache_new(m, 1, N, 0, &err);
+    sl_llama_step_t pre = {N, seq, zero, all_pos, &nn, N, allsel};
+    sl_llama_forward(m, NULL, cache, &pre);
+    sl_llama_logits(m, NULL, full);
+    sl_llama_cache_free(cache);
+    /* prefill of the prompt, then one token per step */
+    cache = sl_llama_cache_new(m, 1, N, 0, &err);
+    int32_t last = (int32_t)(n0 - 1), kvn = (int32_t)n0;
+    sl_llama_step_t p0 = {n0, seq, zero, all_pos, &kvn, 1, &last};
+    sl_llama_forward(m, NULL, cache, &p0);
+    sl_llama_logits(m, NULL, one);
+    double worst_dec = rel_err(one, full + (n0 - 1) * V, V);
+    int argmax_ok = 1;
+    for (int64_t i = n0; i < N - 1; i++) {
+        int32_t z = 0, ps = (int32_t)i, k = (int32_t)(i + 1);
+        sl_llama_step_t d1 = {1, seq + i, &z, &ps, &k, 1, &z};
+        sl_llama_forward(m, NULL, cache, &d1);
+        sl_llama_logits(m, NULL, one);
+        worst_dec = fmax(worst_dec, rel_err(one, full + i * V, V));
+        int64_t a = 0;
+        for (int64_t v = 1; v < V; v++)
+            a = one[v] > one[a] ? v : a;
+        argmax_ok &= a == seq[i + 1];
+    }
+    CHECKF(worst_dec <= 1e-4, "SmolLM2: cached decode of %lld tokens after a %lld-token prompt "
+           "equals full prefill, rel err %.2e", (long long)G, (long long)n0, worst_dec);
+    CHECKF(argmax_ok, "SmolLM2: teacher-forced decode picks transformers' greedy tokens");
+    sl_llama_cache_free(cache);
+    free(seq), free(all_pos), free(zero), free(full), free(one), free(allsel), free(gids);
+
     free(tid), free(slot), free(pos), free(sel), free(kv), free(got);
     free(ids), free(len), free(ref);
     H5Fclose(g);
