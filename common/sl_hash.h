@@ -1,6 +1,7 @@
 /*
- * sl_hash.h — a 64-bit FNV-1a hash, used for model fingerprints, job hashes and part-file names.
- * Not cryptographic: it detects changed inputs and models, it does not authenticate them.
+ * sl_hash.h — FNV-1a hashes: the 64-bit one for model fingerprints, job hashes and part-file
+ * names, the 32-bit one for the tokenizers' vocabulary tables. Not cryptographic: they detect
+ * changed inputs and models and spread keys over buckets, they do not authenticate anything.
  */
 #ifndef SL_HASH_H
 #define SL_HASH_H
@@ -29,6 +30,17 @@ static inline uint64_t sl_hash_str(uint64_t h, const char *s)
         h *= 0x100000001b3ULL;
     }
     return sl_hash_u64(h, 0xff); /* terminator, so ("ab","c") != ("a","bc") */
+}
+
+/* 32-bit FNV-1a of s[0..n): the key hash of the tokenizers' open-addressing tables. */
+static inline uint32_t sl_hash32(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 16777619u;
+    }
+    return h;
 }
 
 #endif

@@ -42,7 +42,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "common/sl_hash.h"
 #include "models/gguf.h"
+#include "models/tokenizer_json.h"
 
 #define MAX_SPECIAL 8 /* post-processor tokens before / after the sequence */
 #define MAX_STEPS 8   /* pre-tokenizer steps */
@@ -193,16 +195,6 @@ static long utf8_invalid_at(const unsigned char *s, size_t n)
 
 /* ---- hash tables ----------------------------------------------------------------------------- */
 
-static uint32_t fnv1a(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
 static uint32_t table_cap(int n)
 {
     uint32_t cap = 16;
@@ -215,7 +207,7 @@ static uint32_t table_cap(int n)
  * built from the token list does). */
 static void vocab_insert(sl_bpe_t *t, int32_t id)
 {
-    uint32_t h = fnv1a(t->tok[id], (size_t)t->tok_len[id]);
+    uint32_t h = sl_hash32(t->tok[id], (size_t)t->tok_len[id]);
     uint32_t i = h & t->vmask;
     for (; t->vslot[i] >= 0; i = (i + 1) & t->vmask) {
         int32_t o = t->vslot[i];
@@ -231,7 +223,7 @@ static void vocab_insert(sl_bpe_t *t, int32_t id)
 
 static int32_t vocab_find(const sl_bpe_t *t, const char *s, size_t n)
 {
-    uint32_t h = fnv1a(s, n);
+    uint32_t h = sl_hash32(s, n);
     for (uint32_t i = h & t->vmask;; i = (i + 1) & t->vmask) {
         int32_t id = t->vslot[i];
         if (id < 0)
@@ -675,48 +667,6 @@ done:
 
 /* ---- tokenizer.json -------------------------------------------------------------------------- */
 
-static char *read_file(const char *path, size_t *len, sl_error_t *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        sl_errorf(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 20, n = 0, r;
-    char *buf = sl_xmalloc(cap);
-    while ((r = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            cap *= 2;
-            buf = sl_xrealloc(buf, cap);
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        sl_errorf(err, "%s: read error", path);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
-/* Optional boolean: absent or null -> dflt; otherwise must be a boolean. */
-static int get_bool(const cJSON *o, const char *key, int dflt, int *out, const char *path,
-                    const char *where, sl_error_t *err)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) {
-        *out = dflt;
-        return 0;
-    }
-    if (!cJSON_IsBool(v))
-        return sl_errorf(err, "%s: %s.%s is not a boolean", path, where, key);
-    *out = cJSON_IsTrue(v);
-    return 0;
-}
-
 static const char *type_of(const cJSON *o)
 {
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(o, "type");
@@ -732,8 +682,8 @@ static int load_step(sl_bpe_t *t, const cJSON *p, const char *where, int last, s
     memset(s, 0, sizeof *s);
     if (strcmp(ty, "ByteLevel") == 0) {
         int use_regex = 1;
-        if (get_bool(p, "add_prefix_space", 1, &s->add_prefix_space, path, where, err) ||
-            get_bool(p, "use_regex", 1, &use_regex, path, where, err))
+        if (sl_tokjson_get_bool(p, "add_prefix_space", 1, &s->add_prefix_space, path, where, err) ||
+            sl_tokjson_get_bool(p, "use_regex", 1, &use_regex, path, where, err))
             return -1;
         if (!last) /* the pieces are byte-level text after it: nothing may split them further */
             return sl_errorf(err, "%s: %s: ByteLevel must be the last pre-tokenizer", path, where);
@@ -746,7 +696,7 @@ static int load_step(sl_bpe_t *t, const cJSON *p, const char *where, int last, s
         const cJSON *str = pat ? cJSON_GetObjectItemCaseSensitive(pat, "String") : NULL;
         const cJSON *beh = cJSON_GetObjectItemCaseSensitive(p, "behavior");
         int invert = 0;
-        if (get_bool(p, "invert", 0, &invert, path, where, err))
+        if (sl_tokjson_get_bool(p, "invert", 0, &invert, path, where, err))
             return -1;
         if (!cJSON_IsString(rx) && !cJSON_IsString(str))
             return sl_errorf(err,
@@ -765,7 +715,7 @@ static int load_step(sl_bpe_t *t, const cJSON *p, const char *where, int last, s
             return -1;
     } else if (strcmp(ty, "Digits") == 0) {
         s->kind = STEP_DIGITS;
-        if (get_bool(p, "individual_digits", 0, &s->individual, path, where, err))
+        if (sl_tokjson_get_bool(p, "individual_digits", 0, &s->individual, path, where, err))
             return -1;
     } else {
         return sl_errorf(err,
@@ -806,9 +756,14 @@ static int load_pretok(sl_bpe_t *t, const cJSON *pre, sl_error_t *err)
     return 0;
 }
 
-static int template_special(sl_bpe_t *t, const cJSON *specials, const char *name, int32_t *ids,
-                            int *n, sl_error_t *err)
+/* sl_tokjson_special_fn: the ids of special token `name` from special_tokens[name].ids, else
+ * the vocabulary, appended before (after = 0) or after the sequence. */
+static int template_special(void *ctx, const cJSON *specials, const char *name, int after,
+                            sl_error_t *err)
 {
+    sl_bpe_t *t = ctx;
+    int32_t *ids = after ? t->post : t->pre;
+    int *n = after ? &t->n_post : &t->n_pre;
     const cJSON *st = specials ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL;
     const cJSON *arr = st ? cJSON_GetObjectItemCaseSensitive(st, "ids") : NULL;
     int32_t one[1];
@@ -869,33 +824,7 @@ static int load_post(sl_bpe_t *t, const cJSON *pp, const char *where, sl_error_t
                          "%s: %s.type \"%s\" is not supported (TemplateProcessing, ByteLevel, "
                          "Sequence or null)",
                          t->source, where, ty);
-    const cJSON *single = cJSON_GetObjectItemCaseSensitive(pp, "single");
-    const cJSON *specials = cJSON_GetObjectItemCaseSensitive(pp, "special_tokens");
-    if (!cJSON_IsArray(single))
-        return sl_errorf(err, "%s: %s.single is not an array", t->source, where);
-    int seen_seq = 0;
-    const cJSON *piece;
-    cJSON_ArrayForEach(piece, single)
-    {
-        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(piece, "SpecialToken");
-        if (cJSON_GetObjectItemCaseSensitive(piece, "Sequence")) {
-            if (seen_seq)
-                return sl_errorf(err, "%s: %s.single: two sequences", t->source, where);
-            seen_seq = 1;
-        } else if (sp) {
-            const cJSON *id = cJSON_GetObjectItemCaseSensitive(sp, "id");
-            if (!cJSON_IsString(id))
-                return sl_errorf(err, "%s: %s.single: SpecialToken without id", t->source, where);
-            if (seen_seq ? template_special(t, specials, id->valuestring, t->post, &t->n_post, err)
-                         : template_special(t, specials, id->valuestring, t->pre, &t->n_pre, err))
-                return -1;
-        } else {
-            return sl_errorf(err, "%s: %s.single: unknown piece", t->source, where);
-        }
-    }
-    if (!seen_seq)
-        return sl_errorf(err, "%s: %s.single has no Sequence", t->source, where);
-    return 0;
+    return sl_tokjson_template(pp, t->source, where, template_special, t, err);
 }
 
 static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_error_t *err)
@@ -912,8 +841,8 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
         return sl_errorf(err, "%s: model.vocab is not a non-empty object", path);
     if (!cJSON_IsArray(merges))
         return sl_errorf(err, "%s: model.merges is not an array", path);
-    int byte_fallback = 0, v = 0;
-    if (get_bool(model, "byte_fallback", 0, &byte_fallback, path, "model", err))
+    int byte_fallback = 0;
+    if (sl_tokjson_get_bool(model, "byte_fallback", 0, &byte_fallback, path, "model", err))
         return -1;
     if (byte_fallback)
         return sl_errorf(err, "%s: model.byte_fallback=true is not supported", path);
@@ -941,16 +870,10 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
                          dec && !cJSON_IsNull(dec) ? type_of(dec) : "null");
 
     /* ids: the vocabulary's and the added tokens' */
-    int max_id = -1;
+    int max_id;
+    if (sl_tokjson_vocab_max_id(vocab, path, &max_id, err))
+        return -1;
     const cJSON *e;
-    cJSON_ArrayForEach(e, vocab)
-    {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 1e8 ||
-            e->valuedouble != (double)(int32_t)e->valuedouble)
-            return sl_errorf(err, "%s: model.vocab[\"%s\"] is not a valid id", path, e->string);
-        if ((int)e->valuedouble > max_id)
-            max_id = (int)e->valuedouble;
-    }
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added))
         return sl_errorf(err, "%s: added_tokens is not an array", path);
@@ -963,14 +886,8 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
             id->valuedouble < 0 || id->valuedouble > 1e8)
             return sl_errorf(err, "%s: added_tokens[%d]: needs \"id\" and non-empty \"content\"",
                              path, ai);
-        static const char *flags[] = {"single_word", "lstrip", "rstrip", "normalized"};
-        for (int f = 0; f < 4; f++) {
-            if (get_bool(e, flags[f], 0, &v, path, "added_tokens[]", err))
-                return -1;
-            if (v)
-                return sl_errorf(err, "%s: added_tokens[%d] (\"%s\"): %s=true is not supported",
-                                 path, ai, content->valuestring, flags[f]);
-        }
+        if (sl_tokjson_added_flags(e, ai, content->valuestring, path, err))
+            return -1;
         if ((int)id->valuedouble > max_id)
             max_id = (int)id->valuedouble;
         ai++;
@@ -994,7 +911,7 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
         int id = (int)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
         const char *content = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
         int special = 0;
-        if (get_bool(e, "special", 0, &special, path, "added_tokens[]", err)) {
+        if (sl_tokjson_get_bool(e, "special", 0, &special, path, "added_tokens[]", err)) {
             free(in_model);
             return -1;
         }
@@ -1009,8 +926,8 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
     free(in_model);
 
     int rc;
-    if (get_bool(model, "fuse_unk", 0, &t->fuse_unk, path, "model", err) ||
-        get_bool(model, "ignore_merges", 0, &t->ignore_merges, path, "model", err))
+    if (sl_tokjson_get_bool(model, "fuse_unk", 0, &t->fuse_unk, path, "model", err) ||
+        sl_tokjson_get_bool(model, "ignore_merges", 0, &t->ignore_merges, path, "model", err))
         return -1;
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     if (cJSON_IsString(unk)) {
@@ -1051,19 +968,9 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
 
 sl_bpe_t *sl_bpe_load_json(const char *path, sl_error_t *err)
 {
-    size_t len;
-    char *buf = read_file(path, &len, err);
-    if (!buf)
+    cJSON *root = sl_tokjson_load(path, err);
+    if (!root)
         return NULL;
-    cJSON *root = cJSON_ParseWithLength(buf, len);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        long off = (at && at >= buf && at <= buf + len) ? (long)(at - buf) : -1;
-        free(buf);
-        sl_errorf(err, "%s: not valid JSON (near byte %ld)", path, off);
-        return NULL;
-    }
-    free(buf);
     sl_bpe_t *t = NULL;
     int rc = load_json(&t, root, path, err);
     cJSON_Delete(root);
@@ -1238,7 +1145,7 @@ static void bpe_piece(enc_t *e, const unsigned char *b, int n)
         merge_piece(e, b, n);
         return;
     }
-    uint32_t h = fnv1a((const char *)b, (size_t)n);
+    uint32_t h = sl_hash32((const char *)b, (size_t)n);
     cache_entry_t *c = &e->cache[(h ^ (t->serial * 0x9E3779B1u)) & ((1u << CACHE_BITS) - 1)];
     if (c->serial == t->serial && c->hash == h && c->len == n &&
         memcmp(c->key, b, (size_t)n) == 0) {

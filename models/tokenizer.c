@@ -27,6 +27,9 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "common/sl_hash.h"
+#include "models/tokenizer_json.h"
+
 #define MAX_SPECIAL 8 /* special tokens before / after the sequence */
 
 typedef struct {
@@ -229,16 +232,6 @@ static inline void cp_push(cpbuf_t *b, int32_t c)
 
 /* ---- hash tables ----------------------------------------------------------------------------- */
 
-static uint32_t fnv1a(const char *s, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
 static void table_init(tok_table_t *t, int n, int key_off)
 {
     uint32_t cap = 16;
@@ -256,7 +249,7 @@ static void table_insert(tok_table_t *t, const sl_tokenizer_t *tk, int32_t id)
 {
     const char *k = tk->tokens[id] + t->key_off;
     size_t n = (size_t)tk->token_len[id] - (size_t)t->key_off;
-    uint32_t h = fnv1a(k, n);
+    uint32_t h = sl_hash32(k, n);
     uint32_t i = h & t->mask;
     while (t->slot[i] >= 0)
         i = (i + 1) & t->mask;
@@ -266,7 +259,7 @@ static void table_insert(tok_table_t *t, const sl_tokenizer_t *tk, int32_t id)
 
 static int32_t table_find(const tok_table_t *t, const sl_tokenizer_t *tk, const char *k, size_t n)
 {
-    uint32_t h = fnv1a(k, n);
+    uint32_t h = sl_hash32(k, n);
     for (uint32_t i = h & t->mask;; i = (i + 1) & t->mask) {
         int32_t id = t->slot[i];
         if (id < 0)
@@ -284,49 +277,6 @@ static void table_free(tok_table_t *t)
 }
 
 /* ---- loading --------------------------------------------------------------------------------- */
-
-static char *read_file(const char *path, size_t *len, sl_error_t *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        sl_errorf(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 20, n = 0;
-    char *buf = sl_xmalloc(cap);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            cap *= 2;
-            buf = sl_xrealloc(buf, cap);
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        sl_errorf(err, "%s: read error", path);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
-/* Optional boolean: absent or null -> dflt; otherwise must be a boolean. */
-static int get_bool(const cJSON *o, const char *key, int dflt, int *out, const char *path,
-                    const char *where, sl_error_t *err)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v || cJSON_IsNull(v)) {
-        *out = dflt;
-        return 0;
-    }
-    if (!cJSON_IsBool(v))
-        return sl_errorf(err, "%s: %s.%s is not a boolean", path, where, key);
-    *out = cJSON_IsTrue(v);
-    return 0;
-}
 
 static int utf8_to_cps(const char *s, int32_t **out, int *n)
 {
@@ -349,9 +299,14 @@ static int utf8_to_cps(const char *s, int32_t **out, int *n)
     return 0;
 }
 
-static int32_t lookup_special(const sl_tokenizer_t *t, const cJSON *specials, const char *name,
-                              int32_t *ids, int *n, const char *path, sl_error_t *err)
+/* sl_tokjson_special_fn: appends special token `name` before (after = 0) or after the sequence. */
+static int lookup_special(void *ctx, const cJSON *specials, const char *name, int after,
+                          sl_error_t *err)
 {
+    sl_tokenizer_t *t = ctx;
+    const char *path = t->path;
+    int32_t *ids = after ? t->post : t->pre;
+    int *n = after ? &t->n_post : &t->n_pre;
     /* TemplateProcessing: special_tokens[name].ids; fall back on the vocabulary. */
     const cJSON *st = specials ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL;
     const cJSON *arr = st ? cJSON_GetObjectItemCaseSensitive(st, "ids") : NULL;
@@ -406,37 +361,7 @@ static int load_post_processor(sl_tokenizer_t *t, const cJSON *pp, const char *p
                          "%s: post_processor.type \"%s\" is not supported (TemplateProcessing, "
                          "BertProcessing or null)",
                          path, type->valuestring);
-    const cJSON *single = cJSON_GetObjectItemCaseSensitive(pp, "single");
-    const cJSON *specials = cJSON_GetObjectItemCaseSensitive(pp, "special_tokens");
-    if (!cJSON_IsArray(single))
-        return sl_errorf(err, "%s: post_processor.single is not an array", path);
-    int seen_seq = 0;
-    const cJSON *piece;
-    cJSON_ArrayForEach(piece, single)
-    {
-        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(piece, "SpecialToken");
-        const cJSON *sq = cJSON_GetObjectItemCaseSensitive(piece, "Sequence");
-        if (sq) {
-            if (seen_seq)
-                return sl_errorf(err, "%s: post_processor.single: two sequences", path);
-            seen_seq = 1;
-        } else if (sp) {
-            const cJSON *id = cJSON_GetObjectItemCaseSensitive(sp, "id");
-            if (!cJSON_IsString(id))
-                return sl_errorf(err, "%s: post_processor.single: SpecialToken without id", path);
-            int rc =
-                seen_seq
-                    ? lookup_special(t, specials, id->valuestring, t->post, &t->n_post, path, err)
-                    : lookup_special(t, specials, id->valuestring, t->pre, &t->n_pre, path, err);
-            if (rc)
-                return rc;
-        } else {
-            return sl_errorf(err, "%s: post_processor.single: unknown piece", path);
-        }
-    }
-    if (!seen_seq)
-        return sl_errorf(err, "%s: post_processor.single has no Sequence", path);
-    return 0;
+    return sl_tokjson_template(pp, path, "post_processor", lookup_special, t, err);
 }
 
 static int load_added(sl_tokenizer_t *t, const cJSON *added, const char *path, sl_error_t *err)
@@ -458,15 +383,8 @@ static int load_added(sl_tokenizer_t *t, const cJSON *added, const char *path, s
                              "%s: added_tokens[%d]: needs \"id\" (in the vocabulary) and "
                              "\"content\"",
                              path, t->n_added);
-        static const char *flags[] = {"single_word", "lstrip", "rstrip", "normalized"};
-        for (int f = 0; f < 4; f++) {
-            int v = 0;
-            if (get_bool(a, flags[f], 0, &v, path, "added_tokens[]", err))
-                return -1;
-            if (v)
-                return sl_errorf(err, "%s: added_tokens[%d] (\"%s\"): %s=true is not supported",
-                                 path, t->n_added, content->valuestring, flags[f]);
-        }
+        if (sl_tokjson_added_flags(a, t->n_added, content->valuestring, path, err))
+            return -1;
         added_token_t *x = &t->added[t->n_added];
         if (utf8_to_cps(content->valuestring, &x->cps, &x->n) || x->n == 0)
             return sl_errorf(err, "%s: added_tokens[%d]: bad content", path, t->n_added);
@@ -497,17 +415,11 @@ static int load_json(sl_tokenizer_t *t, const cJSON *root, const char *path, sl_
     if (!cJSON_IsObject(vocab) || !vocab->child)
         return sl_errorf(err, "%s: model.vocab is not a non-empty object", path);
 
-    int n = 0, max_id = -1;
+    int max_id;
+    if (sl_tokjson_vocab_max_id(vocab, path, &max_id, err))
+        return -1;
+    int n = cJSON_GetArraySize(vocab);
     const cJSON *e;
-    cJSON_ArrayForEach(e, vocab)
-    {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 1e8 ||
-            e->valuedouble != (double)(int32_t)e->valuedouble)
-            return sl_errorf(err, "%s: model.vocab[\"%s\"] is not a valid id", path, e->string);
-        if ((int)e->valuedouble > max_id)
-            max_id = (int)e->valuedouble;
-        n++;
-    }
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     cJSON_ArrayForEach(e, added)
     {
@@ -587,10 +499,10 @@ static int load_json(sl_tokenizer_t *t, const cJSON *root, const char *path, sl_
                              path, cJSON_IsString(nt) ? nt->valuestring : "(missing)");
         t->has_normalizer = 1;
         int sa = -1;
-        if (get_bool(norm, "clean_text", 1, &t->clean_text, path, "normalizer", err) ||
-            get_bool(norm, "handle_chinese_chars", 1, &t->chinese, path, "normalizer", err) ||
-            get_bool(norm, "lowercase", 1, &t->lowercase, path, "normalizer", err) ||
-            get_bool(norm, "strip_accents", -1, &sa, path, "normalizer", err))
+        if (sl_tokjson_get_bool(norm, "clean_text", 1, &t->clean_text, path, "normalizer", err) ||
+            sl_tokjson_get_bool(norm, "handle_chinese_chars", 1, &t->chinese, path, "normalizer", err) ||
+            sl_tokjson_get_bool(norm, "lowercase", 1, &t->lowercase, path, "normalizer", err) ||
+            sl_tokjson_get_bool(norm, "strip_accents", -1, &sa, path, "normalizer", err))
             return -1;
         t->strip_accents = sa < 0 ? t->lowercase : sa; /* null follows lowercase */
     }
@@ -634,19 +546,9 @@ static int load_json(sl_tokenizer_t *t, const cJSON *root, const char *path, sl_
 
 sl_tokenizer_t *sl_tokenizer_load(const char *path, sl_error_t *err)
 {
-    size_t len;
-    char *buf = read_file(path, &len, err);
-    if (!buf)
+    cJSON *root = sl_tokjson_load(path, err);
+    if (!root)
         return NULL;
-    cJSON *root = cJSON_ParseWithLength(buf, len);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        long off = (at && at >= buf && at <= buf + len) ? (long)(at - buf) : -1;
-        free(buf);
-        sl_errorf(err, "%s: not valid JSON (near byte %ld)", path, off);
-        return NULL;
-    }
-    free(buf);
     sl_tokenizer_t *t = sl_xcalloc(1, sizeof(*t));
     t->path = sl_xstrdup(path);
     int rc = load_json(t, root, path, err);
