@@ -1,12 +1,16 @@
 /*
- * sl_fs.c — path joining and whole-file reads (see sl_fs.h).
+ * sl_fs.c — path joining, whole-file reads and read-only file mappings (see sl_fs.h).
  */
 #include "common/sl_fs.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 char *sl_path_join(const char *dir, const char *file)
 {
@@ -49,4 +53,45 @@ int sl_read_file(const char *path, size_t max_bytes, char **out, size_t *len, sl
     if (len)
         *len = n;
     return 0;
+}
+
+int sl_map_file(const char *path, size_t min_bytes, const char *what, void **map, size_t *size,
+                sl_error_t *err)
+{
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return sl_errorf(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        sl_errorf(err, "%s: cannot stat: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        sl_errorf(err, "%s: not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if ((unsigned long long)sb.st_size < (unsigned long long)min_bytes) {
+        sl_errorf(err, "%s: file is %lld bytes, shorter than the %zu-byte %s", path,
+                  (long long)sb.st_size, min_bytes, what);
+        close(fd);
+        return -1;
+    }
+    size_t n = (size_t)sb.st_size;
+    void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd); /* the mapping keeps the file referenced */
+    if (m == MAP_FAILED)
+        return sl_errorf(err, "%s: cannot mmap %zu bytes: %s", path, n, strerror(errno));
+    *map = m;
+    *size = n;
+    return 0;
+}
+
+void sl_unmap_file(void *map, size_t size)
+{
+    if (map)
+        munmap(map, size);
 }

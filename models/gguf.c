@@ -18,18 +18,14 @@
  */
 #include "models/gguf.h"
 
+#include "common/sl_fs.h"
 #include "kernels/elementwise.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define GGUF_HEADER_BYTES 24 /* magic, version, tensor count, metadata count */
 #define GGUF_DEFAULT_ALIGNMENT 32
@@ -513,35 +509,9 @@ sl_gguf_t *sl_gguf_open(const char *path, sl_error_t *err)
     sl_gguf_t *g = sl_xcalloc(1, sizeof *g);
     g->path = sl_xstrdup(path);
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        sl_errorf(err, "%s: cannot open: %s", path, strerror(errno));
+    void *map;
+    if (sl_map_file(path, GGUF_HEADER_BYTES, "GGUF header", &map, &g->size, err) != 0)
         goto fail;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        sl_errorf(err, "%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        goto fail;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        sl_errorf(err, "%s: not a regular file", path);
-        close(fd);
-        goto fail;
-    }
-    if (sb.st_size < GGUF_HEADER_BYTES) {
-        sl_errorf(err, "%s: file is %lld bytes, shorter than the %d-byte GGUF header", path,
-                  (long long)sb.st_size, GGUF_HEADER_BYTES);
-        close(fd);
-        goto fail;
-    }
-    g->size = (size_t)sb.st_size;
-    void *map = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd); /* the mapping keeps the file referenced */
-    if (map == MAP_FAILED) {
-        sl_errorf(err, "%s: cannot mmap %zu bytes: %s", path, g->size, strerror(errno));
-        goto fail;
-    }
     g->map = map;
     if (parse(g, err) != 0)
         goto fail;
@@ -556,8 +526,7 @@ void sl_gguf_close(sl_gguf_t *g)
 {
     if (!g)
         return;
-    if (g->map)
-        munmap(g->map, g->size);
+    sl_unmap_file(g->map, g->size);
     for (int i = 0; i < g->n_kv; i++) {
         free((char *)g->kv[i].pub.key);
         free(g->kv[i].str_off);

@@ -11,18 +11,14 @@
  */
 #include "models/safetensors.h"
 
+#include "common/sl_fs.h"
 #include "kernels/elementwise.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* A header larger than this is refused: real headers are kilobytes, and the length field of a
  * corrupt or hostile file must not make us parse gigabytes of JSON. */
@@ -262,35 +258,9 @@ int sl_st_open(sl_safetensors_t *st, const char *path, sl_error_t *err)
     st->fd = -1;
     st->path = sl_xstrdup(path);
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        sl_errorf(err, "%s: cannot open: %s", path, strerror(errno));
+    void *map;
+    if (sl_map_file(path, 8, "header length", &map, &st->size, err) != 0)
         goto fail;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        sl_errorf(err, "%s: cannot stat: %s", path, strerror(errno));
-        close(fd);
-        goto fail;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        sl_errorf(err, "%s: not a regular file", path);
-        close(fd);
-        goto fail;
-    }
-    if (sb.st_size < 8) {
-        sl_errorf(err, "%s: file is %lld bytes, shorter than the 8-byte header length", path,
-                  (long long)sb.st_size);
-        close(fd);
-        goto fail;
-    }
-    st->size = (size_t)sb.st_size;
-    void *map = mmap(NULL, st->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd); /* the mapping keeps the file referenced */
-    if (map == MAP_FAILED) {
-        sl_errorf(err, "%s: cannot mmap %zu bytes: %s", path, st->size, strerror(errno));
-        goto fail;
-    }
     st->map = map;
 
     const unsigned char *p = map;
@@ -323,8 +293,7 @@ void sl_st_close(sl_safetensors_t *st)
 {
     if (!st)
         return;
-    if (st->map)
-        munmap(st->map, st->size);
+    sl_unmap_file(st->map, st->size);
     for (int i = 0; i < st->n_tensors; i++)
         free(st->tensors[i].name);
     free(st->tensors);
