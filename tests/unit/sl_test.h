@@ -1,11 +1,15 @@
 /*
  * sl_test.h — a minimal test harness for the C unit tests: CHECK macros that count failures
  * and print the file:line of each, and sl_test_finish() which prints "N passed, N failed" and
- * returns the exit status (non-zero on any failure).
+ * returns the exit status (non-zero on any failure). Also the chores several tests share:
+ * where the sources and the installed models are, a wall clock, a fresh temporary directory,
+ * writing a file, and reading a whole HDF5 dataset of the reference goldens.
  */
 #ifndef SL_TEST_H
 #define SL_TEST_H
 
+#include <hdf5.h>
+#include <stddef.h>
 #include <stdio.h>
 
 extern int sl_test_passed, sl_test_failed;
@@ -36,5 +40,25 @@ extern int sl_test_passed, sl_test_failed;
 int sl_test_finish(const char *name);
 /* Relative error max|a-b| / max(max|b|, tiny) over n floats. */
 double sl_test_rel_err(const float *a, const double *b, long n);
+
+
+/* The source tree: $SL_SOURCE_DIR (ctest sets it), else ".". */
+const char *sl_test_source_dir(void);
+/* The first line of <name>.path, written by scripts/install-models.sh, into out: from
+ * $SL_MODELS_DIR, else <source>/build/models. When it is missing, says on stderr that `what`
+ * is not installed and returns -1. */
+int sl_test_model_path(const char *name, const char *what, char *out, size_t cap);
+/* Wall-clock seconds (CLOCK_MONOTONIC), for the printed rates. */
+double sl_test_now_s(void);
+/* A fresh directory $TMPDIR/<prefix>.XXXXXX (TMPDIR defaults to /tmp) into out; -1 (reason on
+ * stderr) when it cannot be made. */
+int sl_test_tmpdir(char *out, size_t cap, const char *prefix);
+/* Writes len bytes of buf to path; exits the test (status 1) when it cannot. */
+void sl_test_write_file(const char *path, const void *buf, size_t len);
+/* Reads all of dataset `name` of f as `type` (elements of es bytes) into a malloc'd buffer, or
+ * NULL when it is absent or unreadable. Optional outputs: *n elements, *ndim, and the first two
+ * dimensions in dims (1 where the dataset has fewer). */
+void *sl_test_h5_read(hid_t f, const char *name, hid_t type, size_t es, size_t *n, int *ndim,
+                      hsize_t dims[2]);
 
 #endif

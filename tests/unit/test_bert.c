@@ -47,13 +47,7 @@ static void write_text(const char *dir, const char *file, const char *text)
 {
     char p[8192];
     path_join(p, sizeof p, dir, file);
-    FILE *f = fopen(p, "wb");
-    if (!f) {
-        perror(p);
-        exit(1);
-    }
-    fputs(text, f);
-    fclose(f);
+    sl_test_write_file(p, text, strlen(text));
 }
 
 static void make_dir(char *out, size_t cap, const char *name)
@@ -66,13 +60,6 @@ static int exists(const char *p)
 {
     struct stat sb;
     return stat(p, &sb) == 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ---- 1. config --------------------------------------------------------------------------- */
@@ -658,28 +645,6 @@ static void test_tiny(sl_backend_t *be)
 
 /* ---- 3, 4. goldens from transformers ----------------------------------------------------- */
 
-/* Reads a whole dataset of `type` (native int or float); dims into d[0..1]. malloc'd. */
-static void *read_ds(hid_t f, const char *name, hid_t type, size_t es, int *ndim, hsize_t *d)
-{
-    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
-    if (ds < 0)
-        return NULL;
-    hid_t sp = H5Dget_space(ds);
-    *ndim = H5Sget_simple_extent_ndims(sp);
-    d[0] = d[1] = 1;
-    H5Sget_simple_extent_dims(sp, d, NULL);
-    size_t n = (size_t)d[0] * (*ndim > 1 ? (size_t)d[1] : 1);
-    void *buf = malloc(n * es + 1);
-    herr_t rc = H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
-    H5Sclose(sp);
-    H5Dclose(ds);
-    if (rc < 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
 typedef struct {
     int n, L;         /* rows, padded width */
     int32_t *ids;     /* [n, L] */
@@ -703,9 +668,9 @@ static int load_golden(const char *path, const char *out_name, golden_t *g)
     }
     int nd1, nd2, nd3;
     hsize_t d1[2], d2[2], d3[2];
-    g->ids = read_ds(f, "input_ids", H5T_NATIVE_INT32, 4, &nd1, d1);
-    g->lengths = read_ds(f, "lengths", H5T_NATIVE_INT32, 4, &nd2, d2);
-    g->out = read_ds(f, out_name, H5T_NATIVE_FLOAT, 4, &nd3, d3);
+    g->ids = sl_test_h5_read(f, "input_ids", H5T_NATIVE_INT32, 4, NULL, &nd1, d1);
+    g->lengths = sl_test_h5_read(f, "lengths", H5T_NATIVE_INT32, 4, NULL, &nd2, d2);
+    g->out = sl_test_h5_read(f, out_name, H5T_NATIVE_FLOAT, 4, NULL, &nd3, d3);
     H5Fclose(f);
     if (!g->ids || !g->lengths || !g->out || nd1 != 2 || nd2 != 1 || nd3 != 2 || d2[0] != d1[0] ||
         d3[0] != d1[0]) {
@@ -747,7 +712,7 @@ static double run_batches(sl_bert_t *m, const golden_t *g, int bs, int classify,
     int32_t *ids = malloc((size_t)bs * (size_t)g->L * sizeof *ids);
     int32_t *lens = malloc((size_t)bs * sizeof *lens);
     float *o = malloc((size_t)bs * (size_t)g->width * sizeof *o);
-    double t0 = now_s();
+    double t0 = sl_test_now_s();
     *tokens = 0;
     for (int r0 = 0; r0 < g->n; r0 += bs) {
         int B = g->n - r0 < bs ? g->n - r0 : bs, S = 1;
@@ -767,7 +732,7 @@ static double run_batches(sl_bert_t *m, const golden_t *g, int bs, int classify,
             memcpy(out + (size_t)order[r0 + b] * g->width, o + (size_t)b * g->width,
                    (size_t)g->width * sizeof *o);
     }
-    double dt = now_s() - t0;
+    double dt = sl_test_now_s() - t0;
     free(order);
     free(ids);
     free(lens);
@@ -934,14 +899,9 @@ static void test_tiny_cls(sl_backend_t *be, const char *src, const char *goldens
 
 int main(void)
 {
-    snprintf(g_root, sizeof g_root, "/tmp/sl_test_bert_XXXXXX");
-    if (!mkdtemp(g_root)) {
-        perror("mkdtemp");
+    if (sl_test_tmpdir(g_root, sizeof g_root, "sl_test_bert") != 0)
         return 1;
-    }
-    const char *src = getenv("SL_SOURCE_DIR");
-    if (!src || !*src)
-        src = ".";
+    const char *src = sl_test_source_dir();
     char goldens[4200];
     const char *genv = getenv("SL_GOLDENS_DIR");
     if (genv && *genv)

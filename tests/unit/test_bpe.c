@@ -36,12 +36,6 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static const char *src_dir(void)
-{
-    const char *s = getenv("SL_SOURCE_DIR");
-    return s && *s ? s : ".";
-}
-
 /* ---- HDF5 helpers ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -50,28 +44,12 @@ typedef struct {
     long *off;
 } seqs_t;
 
-static int32_t *read_i32(hid_t f, const char *name, long *n)
-{
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    if (d < 0)
-        return NULL;
-    hid_t s = H5Dget_space(d);
-    hssize_t k = H5Sget_simple_extent_npoints(s);
-    int32_t *v = malloc(sizeof(int32_t) * (size_t)(k > 0 ? k : 1));
-    if (k > 0)
-        H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
-    H5Sclose(s);
-    H5Dclose(d);
-    *n = (long)k;
-    return v;
-}
-
 static int read_seqs(hid_t f, const char *ids, const char *lens, seqs_t *q)
 {
-    long nf = 0, nl = 0;
+    size_t nf = 0, nl = 0;
     memset(q, 0, sizeof *q);
-    q->flat = read_i32(f, ids, &nf);
-    q->len = read_i32(f, lens, &nl);
+    q->flat = sl_test_h5_read(f, ids, H5T_NATIVE_INT32, 4, &nf, NULL, NULL);
+    q->len = sl_test_h5_read(f, lens, H5T_NATIVE_INT32, 4, &nl, NULL, NULL);
     if (!q->flat || !q->len) {
         fprintf(stderr, "FAIL: cannot read %s / %s\n", ids, lens);
         return -1;
@@ -79,9 +57,9 @@ static int read_seqs(hid_t f, const char *ids, const char *lens, seqs_t *q)
     q->n = (int)nl;
     q->off = malloc(sizeof(long) * (size_t)(nl + 1));
     q->off[0] = 0;
-    for (long i = 0; i < nl; i++)
+    for (size_t i = 0; i < nl; i++)
         q->off[i + 1] = q->off[i] + q->len[i];
-    if (q->off[nl] != nf) {
+    if (q->off[nl] != (long)nf) {
         fprintf(stderr, "FAIL: %s: lengths do not add up\n", ids);
         return -1;
     }
@@ -193,29 +171,6 @@ static int compare_decode(const sl_bpe_t *t, const char *label, const seqs_t *q,
 
 /* ---- SmolLM2 --------------------------------------------------------------------------------- */
 
-static int smollm2_path(char *out, size_t cap)
-{
-    const char *models = getenv("SL_MODELS_DIR");
-    char pathfile[4096];
-    if (models && *models)
-        snprintf(pathfile, sizeof pathfile, "%s/smollm2.path", models);
-    else
-        snprintf(pathfile, sizeof pathfile, "%s/build/models/smollm2.path", src_dir());
-    FILE *f = fopen(pathfile, "r");
-    if (!f || !fgets(out, (int)cap, f)) {
-        if (f)
-            fclose(f);
-        fprintf(stderr,
-                "FAIL: SmolLM2 is not installed (%s missing): run "
-                "scripts/install-models.sh (SL_MODELS_DIR picks the folder)\n",
-                pathfile);
-        return -1;
-    }
-    fclose(f);
-    out[strcspn(out, "\r\n")] = 0;
-    return 0;
-}
-
 /* The GGUF vocabulary rebuilt through sl_bpe_from_vocab with BOS added. */
 static sl_bpe_t *smollm2_with_bos(const sl_gguf_t *g, sl_error_t *err)
 {
@@ -278,7 +233,7 @@ static int g_n_text;
 static void test_smollm2(void)
 {
     char path[4096], gpath[4096];
-    if (smollm2_path(path, sizeof path)) {
+    if (sl_test_model_path("smollm2", "SmolLM2", path, sizeof path)) {
         sl_test_failed++;
         return;
     }
@@ -302,7 +257,7 @@ static void test_smollm2(void)
     CHECK(sl_bpe_id_to_token(t, 2) && strcmp(sl_bpe_id_to_token(t, 2), "<|im_end|>") == 0);
     CHECK(sl_bpe_id_to_token(t, 49152) == NULL && sl_bpe_id_to_token(t, -1) == NULL);
 
-    snprintf(gpath, sizeof gpath, "%s/tests/reference/goldens/smollm2_tokens.h5", src_dir());
+    snprintf(gpath, sizeof gpath, "%s/tests/reference/goldens/smollm2_tokens.h5", sl_test_source_dir());
     hid_t f = H5Fopen(gpath, H5F_ACC_RDONLY, H5P_DEFAULT);
     CHECKF(f >= 0, "cannot open %s", gpath);
     if (f < 0)
@@ -375,14 +330,14 @@ static void test_tiny(void)
 {
     static const char *styles[] = {"gpt2", "llama3", "qwen2", "smollm"};
     char path[4096];
-    snprintf(path, sizeof path, "%s/tests/reference/bpe_tiny/goldens.h5", src_dir());
+    snprintf(path, sizeof path, "%s/tests/reference/bpe_tiny/goldens.h5", sl_test_source_dir());
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     CHECKF(f >= 0, "cannot open %s", path);
     if (f < 0 || !g_text)
         return;
     for (int s = 0; s < 4; s++) {
         char tpath[4096], name[128];
-        snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/%s/tokenizer.json", src_dir(),
+        snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/%s/tokenizer.json", sl_test_source_dir(),
                  styles[s]);
         sl_error_t err = {{0}};
         sl_bpe_t *t = sl_bpe_load_json(tpath, &err);
@@ -410,7 +365,7 @@ static void test_tiny(void)
                styles[s], ids.n, n0, bad0, bad1, nd, badd);
         CHECK(ids.n == g_n_text && bad0 == 0 && bad1 == 0 && badd == 0 && nd > 0);
         /* the same vocabulary as GGUF, pre-tokenizer by name */
-        snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/%s/tokenizer.gguf", src_dir(),
+        snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/%s/tokenizer.gguf", sl_test_source_dir(),
                  styles[s]);
         if (strcmp(styles[s], "smollm") != 0) {
             sl_gguf_t *g = sl_gguf_open(tpath, &err);
@@ -443,9 +398,7 @@ static char *write_tmp(const char *body)
     static int k;
     char *p = malloc(256);
     snprintf(p, 256, "/tmp/test_bpe_%d_%d.json", (int)getpid(), k++);
-    FILE *f = fopen(p, "w");
-    fputs(body, f);
-    fclose(f);
+    sl_test_write_file(p, body, strlen(body));
     return p;
 }
 
@@ -470,7 +423,7 @@ static void expect_load_error(const char *body, const char *key)
 static void test_cases(void)
 {
     char tpath[4096];
-    snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/gpt2/tokenizer.json", src_dir());
+    snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/gpt2/tokenizer.json", sl_test_source_dir());
     sl_error_t err = {{0}};
     sl_bpe_t *t = sl_bpe_load_json(tpath, &err);
     CHECKF(t != NULL, "%s", err.msg);
@@ -542,7 +495,7 @@ static void test_cases(void)
                                         {"bad_pre.gguf", "tokenizer.ggml.pre"}};
     for (int i = 0; i < 3; i++) {
         char gp[4096];
-        snprintf(gp, sizeof gp, "%s/tests/reference/bpe_tiny/bad/%s", src_dir(), bad_gguf[i][0]);
+        snprintf(gp, sizeof gp, "%s/tests/reference/bpe_tiny/bad/%s", sl_test_source_dir(), bad_gguf[i][0]);
         err.msg[0] = 0;
         sl_gguf_t *g = sl_gguf_open(gp, &err);
         CHECKF(g != NULL, "%s", err.msg);

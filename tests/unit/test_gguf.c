@@ -18,6 +18,7 @@
  * 5. `shardline inspect FILE.gguf` (sl_inspect_gguf) on the mixed file.
  * Fails (exit 1) when the SmolLM2 model is not installed: run scripts/install-models.sh.
  */
+#include "common/sl_fs.h"
 #include "models/gguf.h"
 #include "models/inspect_model.h"
 
@@ -36,30 +37,6 @@ static char src_dir[4096];
 static char mixed_path[4200];
 
 /* ---- helpers ----------------------------------------------------------------------------- */
-
-static unsigned char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)n + 1);
-    *len = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    return buf;
-}
-
-static void write_file(const char *path, const void *buf, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(buf, 1, len, f) != len) {
-        fprintf(stderr, "cannot write %s\n", path);
-        exit(1);
-    }
-    fclose(f);
-}
 
 static int str_is(const char *s, size_t len, const char *want)
 {
@@ -333,27 +310,6 @@ static const struct {
 };
 #define N_TENSORS ((int)(sizeof expected_tensors / sizeof expected_tensors[0]))
 
-/* Reads /tensors/<name> of the expected file; NULL if absent. */
-static float *read_expected(hid_t f, const char *name, size_t *n)
-{
-    char path[256];
-    snprintf(path, sizeof path, "/tensors/%s", name);
-    hid_t ds = H5Dopen2(f, path, H5P_DEFAULT);
-    if (ds < 0)
-        return NULL;
-    hid_t sp = H5Dget_space(ds);
-    *n = (size_t)H5Sget_simple_extent_npoints(sp);
-    float *buf = malloc(*n * sizeof *buf + 1);
-    herr_t rc = H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
-    H5Sclose(sp);
-    H5Dclose(ds);
-    if (rc < 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
 static void test_mixed_tensors(const sl_gguf_t *g)
 {
     char h5path[4300];
@@ -385,7 +341,9 @@ static void test_mixed_tensors(const sl_gguf_t *g)
             continue;
         }
         size_t n = 0;
-        float *want = read_expected(f, name, &n);
+        char dsname[256];
+        snprintf(dsname, sizeof dsname, "/tensors/%s", name);
+        float *want = sl_test_h5_read(f, dsname, H5T_NATIVE_FLOAT, 4, &n, NULL, NULL);
         CHECKF(want && n == (size_t)(ne0 * rows), "%s: expected values missing", name);
         int rc = sl_gguf_dequant_rows(t, 0, rows, got, &err);
         CHECKF(rc == 0, "%s: %s", name, err.msg);
@@ -428,53 +386,10 @@ static void test_mixed_tensors(const sl_gguf_t *g)
 
 /* ---- 3. the real SmolLM2 file ------------------------------------------------------------ */
 
-static int smollm2_path(char *out, size_t cap)
-{
-    const char *models = getenv("SL_MODELS_DIR");
-    char pathfile[4200];
-    if (models && *models)
-        snprintf(pathfile, sizeof pathfile, "%s/smollm2.path", models);
-    else
-        snprintf(pathfile, sizeof pathfile, "%s/build/models/smollm2.path", src_dir);
-    FILE *f = fopen(pathfile, "r");
-    if (!f || !fgets(out, (int)cap, f)) {
-        if (f)
-            fclose(f);
-        fprintf(stderr,
-                "FAIL: %s not found: the SmolLM2 GGUF is not installed; run "
-                "scripts/install-models.sh (SL_MODELS_DIR picks the folder)\n",
-                pathfile);
-        return -1;
-    }
-    fclose(f);
-    out[strcspn(out, "\r\n")] = 0;
-    return 0;
-}
-
-static void *read_all(hid_t f, const char *name, hid_t type, size_t es, hsize_t *n0)
-{
-    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
-    if (ds < 0)
-        return NULL;
-    hid_t sp = H5Dget_space(ds);
-    hsize_t d[2] = {1, 1};
-    H5Sget_simple_extent_dims(sp, d, NULL);
-    *n0 = d[0];
-    void *buf = malloc((size_t)H5Sget_simple_extent_npoints(sp) * es + 1);
-    herr_t rc = H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
-    H5Sclose(sp);
-    H5Dclose(ds);
-    if (rc < 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
 static void test_smollm2(void)
 {
     char gpath[4096], h5path[4300];
-    if (smollm2_path(gpath, sizeof gpath) != 0) {
+    if (sl_test_model_path("smollm2", "the SmolLM2 GGUF", gpath, sizeof gpath) != 0) {
         sl_test_failed++;
         return;
     }
@@ -491,13 +406,14 @@ static void test_smollm2(void)
         return;
     }
 
-    hsize_t n = 0, n1 = 0;
-    int32_t *types = read_all(f, "type", H5T_NATIVE_INT32, 4, &n);
-    int64_t *ne = read_all(f, "ne", H5T_NATIVE_INT64, 8, &n1);
-    double *sums = read_all(f, "sum", H5T_NATIVE_DOUBLE, 8, &n1);
-    double *sumsq = read_all(f, "sumsq", H5T_NATIVE_DOUBLE, 8, &n1);
-    float *first = read_all(f, "first_row", H5T_NATIVE_FLOAT, 4, &n1);
-    float *last = read_all(f, "last_row", H5T_NATIVE_FLOAT, 4, &n1);
+    hsize_t d[2] = {0, 0};
+    int32_t *types = sl_test_h5_read(f, "type", H5T_NATIVE_INT32, 4, NULL, NULL, d);
+    int64_t *ne = sl_test_h5_read(f, "ne", H5T_NATIVE_INT64, 8, NULL, NULL, NULL);
+    double *sums = sl_test_h5_read(f, "sum", H5T_NATIVE_DOUBLE, 8, NULL, NULL, NULL);
+    double *sumsq = sl_test_h5_read(f, "sumsq", H5T_NATIVE_DOUBLE, 8, NULL, NULL, NULL);
+    float *first = sl_test_h5_read(f, "first_row", H5T_NATIVE_FLOAT, 4, NULL, NULL, NULL);
+    float *last = sl_test_h5_read(f, "last_row", H5T_NATIVE_FLOAT, 4, NULL, NULL, NULL);
+    hsize_t n = d[0];
     hid_t ds = H5Dopen2(f, "name", H5P_DEFAULT);
     hid_t st = H5Tcopy(H5T_C_S1);
     H5Tset_size(st, H5T_VARIABLE);
@@ -603,7 +519,7 @@ static char bad_path[64];
  * given substrings (NULL-terminated list). */
 static void expect_fail(const char *label, const unsigned char *buf, size_t len, ...)
 {
-    write_file(bad_path, buf, len);
+    sl_test_write_file(bad_path, buf, len);
     sl_error_t err;
     memset(&err, 0, sizeof err);
     sl_gguf_t *g = sl_gguf_open(bad_path, &err);
@@ -687,8 +603,11 @@ static void add_str(bytes_t *o, const char *s)
 static void test_corrupt(void)
 {
     size_t len = 0;
-    unsigned char *orig = read_file(mixed_path, &len);
-    CHECK(orig && len > 1000);
+    char *text = NULL;
+    sl_error_t rerr = {{0}};
+    CHECKF(sl_read_file(mixed_path, 1u << 20, &text, &len, &rerr) == 0 && len > 1000, "%s",
+           rerr.msg);
+    unsigned char *orig = (unsigned char *)text;
     if (!orig)
         return;
     snprintf(bad_path, sizeof bad_path, "/tmp/sl_test_gguf_%d.gguf", (int)getpid());
@@ -714,7 +633,7 @@ static void test_corrupt(void)
     int trunc_fail = 0, trunc_named = 0, trunc_ok = 0;
     char first_msg[1024] = "", data_msg[1024] = "";
     for (size_t cut = 0; cut < len; cut++) {
-        write_file(bad_path, orig, cut);
+        sl_test_write_file(bad_path, orig, cut);
         sl_gguf_t *g = sl_gguf_open(bad_path, &err);
         if (g) {
             trunc_ok++;
@@ -840,7 +759,7 @@ static void test_corrupt(void)
     tensor_info(orig, len, "tensor.vec", &type_at, &off_at);
     RESET();
     put_u32(b + type_at, 200);
-    write_file(bad_path, b, len);
+    sl_test_write_file(bad_path, b, len);
     sl_gguf_t *g = sl_gguf_open(bad_path, &err);
     CHECKF(g != NULL, "unknown tensor type: %s", err.msg);
     if (g) {
@@ -890,7 +809,7 @@ static void test_corrupt(void)
     add_str(&o, "after");
     add_u32(&o, SL_GGUF_STRING);
     add_str(&o, "ok");
-    write_file(bad_path, o.b, o.n);
+    sl_test_write_file(bad_path, o.b, o.n);
     g = sl_gguf_open(bad_path, &err);
     CHECKF(g != NULL, "nested 3 deep, version 2: %s", err.msg);
     if (g) {
@@ -914,7 +833,7 @@ static void test_corrupt(void)
             b[at] = it % 3 == 0 ? (unsigned char)(seed >> 16)
                                 : b[at] ^ (unsigned char)(1u << ((seed >> 16) % 8));
         }
-        write_file(bad_path, b, len);
+        sl_test_write_file(bad_path, b, len);
         g = sl_gguf_open(bad_path, &err);
         if (g) {
             opened++;
@@ -961,8 +880,7 @@ static void test_inspect(void)
 
 int main(void)
 {
-    const char *src = getenv("SL_SOURCE_DIR");
-    snprintf(src_dir, sizeof src_dir, "%s", src && *src ? src : ".");
+    snprintf(src_dir, sizeof src_dir, "%s", sl_test_source_dir());
     snprintf(mixed_path, sizeof mixed_path, "%s/tests/reference/goldens/mixed_types.gguf", src_dir);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 

@@ -305,12 +305,8 @@ static void test_corrupt(void)
 
 int main(void)
 {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/test_safetensors.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
+    if (sl_test_tmpdir(g_dir, sizeof g_dir, "test_safetensors") != 0)
         return 1;
-    }
     test_valid();
     test_corrupt();
     for (int i = 0; i < g_npaths; i++)

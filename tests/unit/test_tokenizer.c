@@ -24,38 +24,6 @@
 
 #define MAX_LEN 256
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* The MiniLM directory: $SL_MODELS_DIR/minilm.path, else <source>/build/models/minilm.path. */
-static int find_model_dir(char *out, size_t cap)
-{
-    const char *models = getenv("SL_MODELS_DIR");
-    const char *src = getenv("SL_SOURCE_DIR");
-    char pathfile[4096];
-    if (models && *models)
-        snprintf(pathfile, sizeof pathfile, "%s/minilm.path", models);
-    else
-        snprintf(pathfile, sizeof pathfile, "%s/build/models/minilm.path", src ? src : ".");
-    FILE *f = fopen(pathfile, "r");
-    if (!f || !fgets(out, (int)cap, f)) {
-        if (f)
-            fclose(f);
-        fprintf(stderr,
-                "FAIL: the all-MiniLM-L6-v2 model is not installed (%s missing): run "
-                "scripts/install-models.sh (SL_MODELS_DIR picks the folder)\n",
-                pathfile);
-        return -1;
-    }
-    fclose(f);
-    out[strcspn(out, "\r\n")] = 0;
-    return 0;
-}
-
 static void print_ids(const char *label, const int32_t *ids, int n)
 {
     fprintf(stderr, "  %s (%d):", label, n);
@@ -180,7 +148,7 @@ static void test_goldens(const sl_tokenizer_t *t, const char *gpath)
     CHECK(truncated_rows > 0);
 
     /* speed over the golden set (mixed lengths, some beyond 256 tokens) */
-    double t0 = now_s();
+    double t0 = sl_test_now_s();
     long toks = 0;
     int reps = 20;
     for (int r = 0; r < reps; r++)
@@ -189,7 +157,7 @@ static void test_goldens(const sl_tokenizer_t *t, const char *gpath)
             sl_tokenizer_encode(t, g.text[i], strlen(g.text[i]), MAX_LEN, ids, &n, &trunc, NULL);
             toks += n;
         }
-    double dt = now_s() - t0;
+    double dt = sl_test_now_s() - t0;
     printf("speed, golden set: %.0f sentences/s, %.2f M tokens/s\n", reps * g.n / dt,
            (double)toks / dt / 1e6);
     free_goldens(&g);
@@ -330,13 +298,13 @@ static void test_speed(const sl_tokenizer_t *t)
     int32_t ids[MAX_LEN];
     int n, trunc;
     long iters = 200000;
-    double t0 = now_s();
+    double t0 = sl_test_now_s();
     long toks = 0;
     for (long k = 0; k < iters; k++) {
         sl_tokenizer_encode(t, s[k % ns], lens[k % ns], MAX_LEN, ids, &n, &trunc, NULL);
         toks += n;
     }
-    double dt = now_s() - t0;
+    double dt = sl_test_now_s() - t0;
     printf("speed, short sentences: %.0f sentences/s, %.2f M tokens/s (one core)\n", iters / dt,
            (double)toks / dt / 1e6);
 }
@@ -344,22 +312,22 @@ static void test_speed(const sl_tokenizer_t *t)
 int main(void)
 {
     char dir[4096], tpath[4200], gpath[4200];
-    const char *src = getenv("SL_SOURCE_DIR");
-    snprintf(gpath, sizeof gpath, "%s/tests/reference/goldens/minilm_goldens.h5", src ? src : ".");
+    snprintf(gpath, sizeof gpath, "%s/tests/reference/goldens/minilm_goldens.h5",
+             sl_test_source_dir());
 
     test_unsupported();
-    if (find_model_dir(dir, sizeof dir)) {
+    if (sl_test_model_path("minilm", "the all-MiniLM-L6-v2 model", dir, sizeof dir)) {
         sl_test_failed++;
         return sl_test_finish("test_tokenizer");
     }
     snprintf(tpath, sizeof tpath, "%s/tokenizer.json", dir);
     sl_error_t err = {{0}};
-    double t0 = now_s();
+    double t0 = sl_test_now_s();
     sl_tokenizer_t *t = sl_tokenizer_load(tpath, &err);
     CHECKF(t != NULL, "%s", err.msg);
     if (!t)
         return sl_test_finish("test_tokenizer");
-    printf("loaded %s in %.1f ms\n", tpath, 1e3 * (now_s() - t0));
+    printf("loaded %s in %.1f ms\n", tpath, 1e3 * (sl_test_now_s() - t0));
 
     test_cases(t);
     test_goldens(t, gpath);
