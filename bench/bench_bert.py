@@ -74,6 +74,9 @@ HIDDEN, FFN, LAYERS = 384, 1536, 6
 # GEMM FLOP per real token in the encoder (Q, K, V, attention output, FFN up, FFN down).
 GEMM_FLOP_PER_TOKEN = 2 * LAYERS * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN)
 
+sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+import corpus  # noqa: E402  (tests/reference/corpus.py: the sentence corpus)
+
 
 def sh(cmd, env=None, check=True):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -84,25 +87,8 @@ def sh(cmd, env=None, check=True):
 
 # ---- sentences ------------------------------------------------------------------------------
 
-_ESC = re.compile(r"\\(t|n|r|\\|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})")
-
-
-def unescape(s):
-    def rep(m):
-        e = m.group(1)
-        return {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}.get(e) or chr(int(e[1:], 16))
-    return _ESC.sub(rep, s)
-
-
 def load_sentences():
-    texts = []
-    with open(os.path.join(ROOT, "tests", "reference", "sentences.txt"), encoding="utf-8",
-              newline="\n") as f:
-        for line in f:
-            line = line[:-1] if line.endswith("\n") else line
-            if line.startswith("# ") or line == "":
-                continue
-            texts.append(unescape(line))
+    texts = corpus.load_sentences()
     nref = len(texts)
     for name in ("fortunes", "literature", "riddles"):
         path = os.path.join(FORTUNES, name)

@@ -53,6 +53,8 @@ import tokenizers
 import transformers
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertForSequenceClassification
 
+from corpus import load_sentences
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 N_SMALL = 8          # sentences whose token embeddings are stored
 N_CLS = 40           # sentences for the classification goldens
@@ -66,27 +68,6 @@ def find_model_dir(root):
         if "config.json" in files and "tokenizer.json" in files:
             return dirpath
     sys.exit(f"no directory with config.json and tokenizer.json under {root}")
-
-
-_ESC = re.compile(r"\\(t|n|r|\\|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})")
-
-
-def unescape(s):
-    def rep(m):
-        e = m.group(1)
-        return {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}.get(e) or chr(int(e[1:], 16))
-    return _ESC.sub(rep, s)
-
-
-def load_sentences(path):
-    out = []
-    with open(path, encoding="utf-8", newline="\n") as f:
-        for line in f:
-            line = line[:-1] if line.endswith("\n") else line
-            if line.startswith("# ") or line == "":
-                continue
-            out.append(unescape(line))
-    return out
 
 
 def generated_texts(base):

@@ -50,35 +50,15 @@ import argparse
 import json
 import os
 import random
-import re
 import sys
 
 import h5py
 import numpy as np
 
+from corpus import load_sentences
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-
-_ESC = re.compile(r"\\(t|n|r|\\|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})")
-
-
-def unescape(s):
-    def rep(m):
-        e = m.group(1)
-        return {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}.get(e) or chr(int(e[1:], 16))
-    return _ESC.sub(rep, s)
-
-
-def load_sentences(path):
-    out = []
-    with open(path, encoding="utf-8", newline="\n") as f:
-        for line in f:
-            line = line[:-1] if line.endswith("\n") else line
-            if line.startswith("# ") or line == "":
-                continue
-            out.append(unescape(line))
-    return out
-
 
 HAND = [
     # accents, scripts
