@@ -500,7 +500,8 @@ static int load_json(sl_tokenizer_t *t, const cJSON *root, const char *path, sl_
         t->has_normalizer = 1;
         int sa = -1;
         if (sl_tokjson_get_bool(norm, "clean_text", 1, &t->clean_text, path, "normalizer", err) ||
-            sl_tokjson_get_bool(norm, "handle_chinese_chars", 1, &t->chinese, path, "normalizer", err) ||
+            sl_tokjson_get_bool(norm, "handle_chinese_chars", 1, &t->chinese, path, "normalizer",
+                                err) ||
             sl_tokjson_get_bool(norm, "lowercase", 1, &t->lowercase, path, "normalizer", err) ||
             sl_tokjson_get_bool(norm, "strip_accents", -1, &sa, path, "normalizer", err))
             return -1;

@@ -32,8 +32,8 @@ int sl_tokjson_added_flags(const cJSON *a, int index, const char *content, const
 
 /* Appends the ids of the special token `name` to the tokens before (after = 0) or after
  * (after = 1) the sequence; ctx is the loader's tokenizer. */
-typedef int (*sl_tokjson_special_fn)(void *ctx, const cJSON *specials, const char *name,
-                                     int after, sl_error_t *err);
+typedef int (*sl_tokjson_special_fn)(void *ctx, const cJSON *specials, const char *name, int after,
+                                     sl_error_t *err);
 
 /* The "single" template of the TemplateProcessing object pp (at key `where`): exactly one
  * Sequence, and SpecialToken pieces before and after it, each handed to `special` with pp's
