@@ -114,3 +114,43 @@ void *sl_test_h5_read(hid_t f, const char *name, hid_t type, size_t es, size_t *
     }
     return buf;
 }
+
+char **sl_test_h5_strings(hid_t f, const char *name, int *n)
+{
+    *n = 0;
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    if (d < 0)
+        return NULL;
+    hid_t ty = H5Tcopy(H5T_C_S1);
+    H5Tset_size(ty, H5T_VARIABLE);
+    H5Tset_cset(ty, H5T_CSET_UTF8);
+    hid_t s = H5Dget_space(d);
+    int k = (int)H5Sget_simple_extent_npoints(s);
+    char **raw = calloc((size_t)k + 1, sizeof(char *));
+    char **out = calloc((size_t)k + 1, sizeof(char *));
+    if (H5Dread(d, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) >= 0) {
+        for (int i = 0; i < k; i++)
+            out[i] = strdup(raw[i] ? raw[i] : "");
+#if H5_VERSION_GE(1, 12, 0)
+        H5Treclaim(ty, s, H5P_DEFAULT, raw);
+#else
+        H5Dvlen_reclaim(ty, s, H5P_DEFAULT, raw);
+#endif
+        *n = k;
+    } else {
+        free(out);
+        out = NULL;
+    }
+    free(raw);
+    H5Sclose(s);
+    H5Tclose(ty);
+    H5Dclose(d);
+    return out;
+}
+
+void sl_test_free_strings(char **v, int n)
+{
+    for (int i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}

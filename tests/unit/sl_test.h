@@ -3,7 +3,7 @@
  * and print the file:line of each, and sl_test_finish() which prints "N passed, N failed" and
  * returns the exit status (non-zero on any failure). Also the chores several tests share:
  * where the sources and the installed models are, a wall clock, a fresh temporary directory,
- * writing a file, and reading a whole HDF5 dataset of the reference goldens.
+ * writing a file, and reading whole HDF5 datasets (numbers, strings) of the reference goldens.
  */
 #ifndef SL_TEST_H
 #define SL_TEST_H
@@ -60,5 +60,10 @@ void sl_test_write_file(const char *path, const void *buf, size_t len);
  * dimensions in dims (1 where the dataset has fewer). */
 void *sl_test_h5_read(hid_t f, const char *name, hid_t type, size_t es, size_t *n, int *ndim,
                       hsize_t dims[2]);
+/* A dataset of variable-length UTF-8 strings, copied (so HDF5's buffers are released): *n
+ * malloc'd strings, "" for a null one, in a malloc'd array; NULL when absent or unreadable. */
+char **sl_test_h5_strings(hid_t f, const char *name, int *n);
+/* Frees what sl_test_h5_strings returned (NULL is fine). */
+void sl_test_free_strings(char **v, int n);
 
 #endif

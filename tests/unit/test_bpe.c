@@ -73,42 +73,6 @@ static void free_seqs(seqs_t *q)
     free(q->off);
 }
 
-/* Variable-length UTF-8 strings, copied (so the HDF5 buffers can be released). */
-static char **read_strings(hid_t f, const char *name, int *n)
-{
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    if (d < 0)
-        return NULL;
-    hid_t ty = H5Tcopy(H5T_C_S1);
-    H5Tset_size(ty, H5T_VARIABLE);
-    H5Tset_cset(ty, H5T_CSET_UTF8);
-    hid_t s = H5Dget_space(d);
-    int k = (int)H5Sget_simple_extent_npoints(s);
-    char **raw = calloc((size_t)k + 1, sizeof(char *));
-    char **out = calloc((size_t)k + 1, sizeof(char *));
-    if (H5Dread(d, ty, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) >= 0)
-        for (int i = 0; i < k; i++)
-            out[i] = strdup(raw[i] ? raw[i] : "");
-#if H5_VERSION_GE(1, 12, 0)
-    H5Treclaim(ty, s, H5P_DEFAULT, raw);
-#else
-    H5Dvlen_reclaim(ty, s, H5P_DEFAULT, raw);
-#endif
-    free(raw);
-    H5Sclose(s);
-    H5Tclose(ty);
-    H5Dclose(d);
-    *n = k;
-    return out;
-}
-
-static void free_strings(char **v, int n)
-{
-    for (int i = 0; v && i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 static void print_ids(const char *label, const int32_t *ids, int n)
 {
     fprintf(stderr, "  %s (%d):", label, n);
@@ -257,15 +221,16 @@ static void test_smollm2(void)
     CHECK(sl_bpe_id_to_token(t, 2) && strcmp(sl_bpe_id_to_token(t, 2), "<|im_end|>") == 0);
     CHECK(sl_bpe_id_to_token(t, 49152) == NULL && sl_bpe_id_to_token(t, -1) == NULL);
 
-    snprintf(gpath, sizeof gpath, "%s/tests/reference/goldens/smollm2_tokens.h5", sl_test_source_dir());
+    snprintf(gpath, sizeof gpath, "%s/tests/reference/goldens/smollm2_tokens.h5",
+             sl_test_source_dir());
     hid_t f = H5Fopen(gpath, H5F_ACC_RDONLY, H5P_DEFAULT);
     CHECKF(f >= 0, "cannot open %s", gpath);
     if (f < 0)
         goto out;
     int nd = 0, nds = 0;
-    g_text = read_strings(f, "text", &g_n_text);
-    char **dec = read_strings(f, "decoded", &nd);
-    char **dec_skip = read_strings(f, "decoded_skip", &nds);
+    g_text = sl_test_h5_strings(f, "text", &g_n_text);
+    char **dec = sl_test_h5_strings(f, "decoded", &nd);
+    char **dec_skip = sl_test_h5_strings(f, "decoded_skip", &nds);
     seqs_t ids, ids_sp, dids;
     if (!g_text || !dec || !dec_skip || read_seqs(f, "ids", "lengths", &ids) ||
         read_seqs(f, "ids_special", "lengths_special", &ids_sp) ||
@@ -316,8 +281,8 @@ static void test_smollm2(void)
     free_seqs(&ids);
     free_seqs(&ids_sp);
     free_seqs(&dids);
-    free_strings(dec, nd);
-    free_strings(dec_skip, nds);
+    sl_test_free_strings(dec, nd);
+    sl_test_free_strings(dec_skip, nds);
 out:
     sl_bpe_free(t);
     sl_bpe_free(tb);
@@ -337,15 +302,15 @@ static void test_tiny(void)
         return;
     for (int s = 0; s < 4; s++) {
         char tpath[4096], name[128];
-        snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/%s/tokenizer.json", sl_test_source_dir(),
-                 styles[s]);
+        snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/%s/tokenizer.json",
+                 sl_test_source_dir(), styles[s]);
         sl_error_t err = {{0}};
         sl_bpe_t *t = sl_bpe_load_json(tpath, &err);
         CHECKF(t != NULL, "%s", err.msg);
         seqs_t ids, ids_sp;
         int nd = 0;
         snprintf(name, sizeof name, "%s/decoded", styles[s]);
-        char **dec = read_strings(f, name, &nd);
+        char **dec = sl_test_h5_strings(f, name, &nd);
         char ni[128], nl[128], nis[128], nls[128];
         snprintf(ni, sizeof ni, "%s/ids", styles[s]);
         snprintf(nl, sizeof nl, "%s/lengths", styles[s]);
@@ -365,8 +330,8 @@ static void test_tiny(void)
                styles[s], ids.n, n0, bad0, bad1, nd, badd);
         CHECK(ids.n == g_n_text && bad0 == 0 && bad1 == 0 && badd == 0 && nd > 0);
         /* the same vocabulary as GGUF, pre-tokenizer by name */
-        snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/%s/tokenizer.gguf", sl_test_source_dir(),
-                 styles[s]);
+        snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/%s/tokenizer.gguf",
+                 sl_test_source_dir(), styles[s]);
         if (strcmp(styles[s], "smollm") != 0) {
             sl_gguf_t *g = sl_gguf_open(tpath, &err);
             sl_bpe_t *tg = g ? sl_bpe_load_gguf(g, &err) : NULL;
@@ -385,7 +350,7 @@ static void test_tiny(void)
         }
         free_seqs(&ids);
         free_seqs(&ids_sp);
-        free_strings(dec, nd);
+        sl_test_free_strings(dec, nd);
         sl_bpe_free(t);
     }
     H5Fclose(f);
@@ -423,7 +388,8 @@ static void expect_load_error(const char *body, const char *key)
 static void test_cases(void)
 {
     char tpath[4096];
-    snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/gpt2/tokenizer.json", sl_test_source_dir());
+    snprintf(tpath, sizeof tpath, "%s/tests/reference/bpe_tiny/gpt2/tokenizer.json",
+             sl_test_source_dir());
     sl_error_t err = {{0}};
     sl_bpe_t *t = sl_bpe_load_json(tpath, &err);
     CHECKF(t != NULL, "%s", err.msg);
@@ -495,7 +461,8 @@ static void test_cases(void)
                                         {"bad_pre.gguf", "tokenizer.ggml.pre"}};
     for (int i = 0; i < 3; i++) {
         char gp[4096];
-        snprintf(gp, sizeof gp, "%s/tests/reference/bpe_tiny/bad/%s", sl_test_source_dir(), bad_gguf[i][0]);
+        snprintf(gp, sizeof gp, "%s/tests/reference/bpe_tiny/bad/%s", sl_test_source_dir(),
+                 bad_gguf[i][0]);
         err.msg[0] = 0;
         sl_gguf_t *g = sl_gguf_open(gp, &err);
         CHECKF(g != NULL, "%s", err.msg);
@@ -535,6 +502,6 @@ int main(void)
     test_smollm2();
     test_tiny();
     test_cases();
-    free_strings(g_text, g_n_text);
+    sl_test_free_strings(g_text, g_n_text);
     return sl_test_finish("test_bpe");
 }

@@ -414,14 +414,9 @@ static void test_smollm2(void)
     float *first = sl_test_h5_read(f, "first_row", H5T_NATIVE_FLOAT, 4, NULL, NULL, NULL);
     float *last = sl_test_h5_read(f, "last_row", H5T_NATIVE_FLOAT, 4, NULL, NULL, NULL);
     hsize_t n = d[0];
-    hid_t ds = H5Dopen2(f, "name", H5P_DEFAULT);
-    hid_t st = H5Tcopy(H5T_C_S1);
-    H5Tset_size(st, H5T_VARIABLE);
-    H5Tset_cset(st, H5T_CSET_UTF8);
-    hid_t sp = H5Dget_space(ds);
-    char **names = calloc((size_t)n + 1, sizeof *names);
-    herr_t hrc = H5Dread(ds, st, H5S_ALL, H5S_ALL, H5P_DEFAULT, names);
-    CHECK(hrc >= 0 && types && ne && sums && sumsq && first && last);
+    int n_names = 0;
+    char **names = sl_test_h5_strings(f, "name", &n_names);
+    CHECK(names && n_names == (int)n && types && ne && sums && sumsq && first && last);
     CHECKF((int)n == sl_gguf_tensor_count(g), "%d tensors in the file, %d in the goldens",
            sl_gguf_tensor_count(g), (int)n);
 
@@ -429,7 +424,8 @@ static void test_smollm2(void)
     int bad_rows = 0, bad_meta = 0;
     float *buf = NULL;
     size_t cap = 0;
-    for (int i = 0; hrc >= 0 && types && i < (int)n && i < sl_gguf_tensor_count(g); i++) {
+    for (int i = 0; names && types && i < n_names && i < (int)n && i < sl_gguf_tensor_count(g);
+         i++) {
         const sl_gguf_tensor_t *t = sl_gguf_tensor_at(g, i);
         if (strcmp(t->name, names[i]) != 0 || t->type != types[i] ||
             memcmp(t->ne, ne + 4 * i, sizeof t->ne) != 0 || !t->supported) {
@@ -492,15 +488,7 @@ static void test_smollm2(void)
           memchr(s, ' ', len));
 
     free(buf);
-#if H5_VERSION_GE(1, 12, 0)
-    H5Treclaim(st, sp, H5P_DEFAULT, names);
-#else
-    H5Dvlen_reclaim(st, sp, H5P_DEFAULT, names);
-#endif
-    free(names);
-    H5Sclose(sp);
-    H5Tclose(st);
-    H5Dclose(ds);
+    sl_test_free_strings(names, n_names);
     free(types);
     free(ne);
     free(sums);

@@ -44,10 +44,11 @@ static void print_tokens(const sl_tokenizer_t *t, const char *label, const int32
 
 typedef struct {
     int n, L;
-    char **text;
+    char **text; /* [n_text] */
+    int n_text;
     int32_t *ids;  /* [n, L] */
     int32_t *lens; /* [n] */
-    hid_t file, text_type, text_space;
+    hid_t file;
 } goldens_t;
 
 static int read_goldens(const char *path, goldens_t *g)
@@ -74,15 +75,8 @@ static int read_goldens(const char *path, goldens_t *g)
     H5Dread(d, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, g->lens);
     H5Dclose(d);
 
-    d = H5Dopen2(g->file, "text", H5P_DEFAULT);
-    g->text_type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(g->text_type, H5T_VARIABLE);
-    H5Tset_cset(g->text_type, H5T_CSET_UTF8);
-    g->text_space = H5Dget_space(d);
-    g->text = calloc((size_t)g->n, sizeof(char *));
-    herr_t rc = H5Dread(d, g->text_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, g->text);
-    H5Dclose(d);
-    if (rc < 0) {
+    g->text = sl_test_h5_strings(g->file, "text", &g->n_text);
+    if (!g->text || g->n_text != g->n) {
         fprintf(stderr, "FAIL: %s: cannot read /text\n", path);
         return -1;
     }
@@ -91,20 +85,9 @@ static int read_goldens(const char *path, goldens_t *g)
 
 static void free_goldens(goldens_t *g)
 {
-    if (g->text) {
-#if H5_VERSION_GE(1, 12, 0)
-        H5Treclaim(g->text_type, g->text_space, H5P_DEFAULT, g->text);
-#else
-        H5Dvlen_reclaim(g->text_type, g->text_space, H5P_DEFAULT, g->text);
-#endif
-    }
-    if (g->text_space > 0)
-        H5Sclose(g->text_space);
-    if (g->text_type > 0)
-        H5Tclose(g->text_type);
     if (g->file > 0)
         H5Fclose(g->file);
-    free(g->text);
+    sl_test_free_strings(g->text, g->n_text);
     free(g->ids);
     free(g->lens);
 }
