@@ -5,8 +5,9 @@
  * shared with the CUDA backend (kernels/elementwise.h). f16/bf16 operands are widened to f32
  * scratch buffers before the sgemm, so accumulation is always f32, as on the GPU.
  *
- * Threads: BLIS's OpenMP build runs its GEMMs on the same OpenMP thread pool as the loops here
- * (sl_cpu_backend_create sets both to the same count), so the two never run side by side.
+ * Threads: with BLIS, each BLIS call is single-threaded and sgemm_blocks spreads a GEMM's row
+ * blocks over this backend's OpenMP threads, the same pool as the loops here, so BLAS threads and
+ * OpenMP threads never run side by side.
  *
  * This backend is also the reference the CUDA ops are tested against.
  */
@@ -128,6 +129,42 @@ static void prepare_c(float *c, int64_t m, int64_t n, float beta, const sl_tenso
     }
 }
 
+#ifdef SL_BLAS_BLIS
+/*
+ * BLIS runs single-threaded here (sl_cpu_backend_create sets its threads to 1): a GEMM with
+ * enough rows is cut into blocks of rows of op(A) and C, which the OpenMP threads take one at a
+ * time (dynamic schedule), each block one BLIS call over the whole K.
+ * why: BLIS's own threads meet at spin barriers inside every GEMM; on a machine shared with other
+ * work, a thread that loses its core leaves the others spinning for whole scheduler time slices
+ * (2-thread sgemm measured at 4-16 GFLOP/s instead of ~60 under load; these blocks kept 34-58).
+ * Here a descheduled thread delays only its own block while the others take the rest. The blocks
+ * depend only on m and the thread count, so results do not change from run to run.
+ */
+static void sgemm_blocks(int threads, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+                         float alpha, const float *a, const float *b, float beta, float *c)
+{
+    const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
+    const enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
+    const enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+    /* about four blocks per thread, whole multiples of 16 rows, at least 64 rows each */
+    int64_t rows = (m + 4 * threads - 1) / (4 * threads);
+    rows = rows < 64 ? 64 : (rows + 15) / 16 * 16;
+    const int64_t nblk = (m + rows - 1) / rows;
+    if (threads <= 1 || nblk < 2) {
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, alpha, a, (int)lda, b,
+                    (int)ldb, beta, c, (int)n);
+        return;
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t i = 0; i < nblk; i++) {
+        const int64_t r0 = i * rows, mr = m - r0 < rows ? m - r0 : rows;
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)mr, (int)n, (int)k, alpha,
+                    trans_a ? a + r0 : a + r0 * lda, (int)lda, b, (int)ldb, beta, c + r0 * n,
+                    (int)n);
+    }
+}
+#endif
+
 static void cpu_matmul(sl_backend_t *be, const sl_tensor_t *a, int trans_a, const sl_tensor_t *b,
                        int trans_b, float alpha, float beta, const sl_tensor_t *bias,
                        sl_tensor_t *c, int64_t m, int64_t n, int64_t k)
@@ -160,10 +197,14 @@ static void cpu_matmul(sl_backend_t *be, const sl_tensor_t *a, int trans_a, cons
         if (!bias)
             prepare_c(cf, m, n, beta, NULL);
     } else {
+#ifdef SL_BLAS_BLIS
+        sgemm_blocks(cb->threads, trans_a, trans_b, m, n, k, alpha, af, bf, gemm_beta, cf);
+#else
         cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                     trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha, af,
                     trans_a ? (int)m : (int)k, bf, trans_b ? (int)k : (int)n, gemm_beta, cf,
                     (int)n);
+#endif
     }
     if (c->dtype != SL_F32)
         from_f32(c->data, c->dtype, cf, m * n);
@@ -947,10 +988,9 @@ sl_backend_t *sl_cpu_backend_create(int threads, sl_error_t *err)
         omp_set_num_threads(threads);
     b->threads = threads > 0 ? threads : omp_get_max_threads();
 #ifdef SL_BLAS_BLIS
-    /* BLIS alone would run single-threaded unless BLIS_NUM_THREADS or OMP_NUM_THREADS is set;
-     * it gets the same count as the OpenMP loops (BLIS_NUM_THREADS still wins when threads <= 0). */
-    if (threads > 0 || !getenv("BLIS_NUM_THREADS"))
-        bli_thread_set_num_threads(b->threads);
+    /* One thread per BLIS call: sgemm_blocks spreads a GEMM's row blocks over the OpenMP
+     * threads itself, so BLIS's threads never run beside (or inside) shardline's. */
+    bli_thread_set_num_threads(1);
     snprintf(b->desc, sizeof b->desc, "cpu (%d thread%s, BLIS %s %s%s)", b->threads,
              b->threads == 1 ? "" : "s", bli_info_get_version_str(),
              bli_arch_string(bli_arch_query_id()),
