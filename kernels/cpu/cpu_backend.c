@@ -33,6 +33,11 @@ typedef struct {
     size_t scratch_len[3];
 } cpu_backend_t;
 
+/* Loops over fewer elements than this run on the calling thread: a parallel region costs a
+ * fork and a barrier, and a decode step (one token per row) issues hundreds of small ops, whose
+ * barriers cost more than their work, most of all on a machine shared with other jobs. */
+#define SL_PAR_MIN 32768
+
 static cpu_backend_t *cpu(sl_backend_t *be) { return (cpu_backend_t *)be; }
 
 static float *scratch(cpu_backend_t *b, int slot, size_t n)
@@ -71,14 +76,14 @@ static void to_f32(float *dst, const void *src, sl_dtype_t dt, int64_t n)
         memcpy(dst, src, (size_t)n * sizeof(float));
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         dst[i] = load_f(src, dt, i);
 }
 
 static void from_f32(void *dst, sl_dtype_t dt, const float *src, int64_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         store_f(dst, dt, i, src[i]);
 }
@@ -119,7 +124,7 @@ static void cpu_memzero(sl_backend_t *be, void *ptr, size_t bytes) { memset(ptr,
  * accumulates with beta = 1). With beta == 0 the old C is ignored, even if it held NaN. */
 static void prepare_c(float *c, int64_t m, int64_t n, float beta, const sl_tensor_t *bias)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(m * n >= SL_PAR_MIN)
     for (int64_t i = 0; i < m; i++) {
         float *row = c + i * n;
         for (int64_t j = 0; j < n; j++) {
@@ -150,6 +155,20 @@ static void sgemm_blocks(int threads, int trans_a, int trans_b, int64_t m, int64
     int64_t rows = (m + 4 * threads - 1) / (4 * threads);
     rows = rows < 64 ? 64 : (rows + 15) / 16 * 16;
     const int64_t nblk = (m + rows - 1) / rows;
+    if (threads > 1 && nblk < 2 && n >= 128 * threads) {
+        /* Few rows (a decode step: one per sequence): blocks of columns of C instead, i.e. of
+         * rows of an nn.Linear weight, so that every thread streams its share of the weights. */
+        int64_t cols = (n + 4 * threads - 1) / (4 * threads);
+        cols = (cols + 15) / 16 * 16;
+        const int64_t ncb = (n + cols - 1) / cols;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+        for (int64_t i = 0; i < ncb; i++) {
+            const int64_t c0 = i * cols, nc = n - c0 < cols ? n - c0 : cols;
+            cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)nc, (int)k, alpha, a, (int)lda,
+                        trans_b ? b + c0 * ldb : b + c0, (int)ldb, beta, c + c0, (int)n);
+        }
+        return;
+    }
     if (threads <= 1 || nblk < 2) {
         cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, alpha, a, (int)lda, b,
                     (int)ldb, beta, c, (int)n);
@@ -213,7 +232,7 @@ static void cpu_matmul(sl_backend_t *be, const sl_tensor_t *a, int trans_a, cons
 static void cpu_add_bias(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bias, int64_t rows,
                          int64_t cols)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(rows * cols >= SL_PAR_MIN)
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++)
             store_f(x->data, x->dtype, i * cols + j,
@@ -225,19 +244,19 @@ static void cpu_activation(sl_backend_t *be, sl_tensor_t *x, sl_act_t act)
     int64_t n = sl_tensor_numel(x);
     if (x->dtype == SL_F32) {
         float *p = x->data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
         for (int64_t i = 0; i < n; i++)
             p[i] = sl_apply_act((int)act, p[i]);
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         store_f(x->data, x->dtype, i, sl_apply_act((int)act, load_f(x->data, x->dtype, i)));
 }
 
 static void cpu_softmax(sl_backend_t *be, sl_tensor_t *x, int64_t rows, int64_t cols)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(rows * cols >= SL_PAR_MIN)
     for (int64_t i = 0; i < rows; i++) {
         int64_t o = i * cols;
         float mx = load_f(x->data, x->dtype, o);
@@ -261,7 +280,7 @@ static void cpu_cast(sl_backend_t *be, const sl_tensor_t *src, sl_tensor_t *dst)
         cpu_copy(be, dst->data, src->data, sl_tensor_bytes(src));
         return;
     }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         store_f(dst->data, dst->dtype, i, load_f(src->data, src->dtype, i));
 }
@@ -271,7 +290,7 @@ static void cpu_standardize(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t 
 {
     float *p = x->data;
     const float *mu = mean->data, *sd = std->data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(rows * cols >= SL_PAR_MIN)
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++)
             p[i * cols + j] = (p[i * cols + j] - mu[j]) / sd[j];
@@ -283,7 +302,7 @@ static void cpu_add(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *y, int6
 {
     float *xp = x->data;
     const float *yp = y->data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         xp[i] += yp[i];
 }
@@ -295,7 +314,7 @@ static void cpu_layernorm(sl_backend_t *be, const sl_tensor_t *x, const sl_tenso
                           int64_t n)
 {
     const float *g = gamma->data, *bt = beta->data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(rows * n >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = (const float *)x->data + r * n; /* [n] */
         float *yr = (float *)out->data + r * n;           /* [n], may be xr */
@@ -320,7 +339,7 @@ static void cpu_embedding(sl_backend_t *be, const sl_tensor_t *table, const sl_t
 {
     const int32_t *id = ids->data;
     float *o = out->data; /* [n, dim] */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(n * dim >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         const int64_t base = (int64_t)id[i] * dim;
         if (table->dtype == SL_F32) {
@@ -421,7 +440,7 @@ static void cpu_pool(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *
     const int32_t *len = lengths->data;
     const float *xp = x->data; /* [batch, seq, dim] */
     float *o = out->data;      /* [batch, dim] */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(batch * seq * dim >= SL_PAR_MIN)
     for (int64_t b = 0; b < batch; b++) {
         const float *xb = xp + b * seq * dim;
         if (mode == SL_POOL_CLS) {
@@ -441,7 +460,7 @@ static void cpu_pool(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *
 
 static void cpu_l2_normalize(sl_backend_t *be, sl_tensor_t *x, int64_t rows, int64_t dim)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(rows * dim >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         float *xr = (float *)x->data + r * dim;
         double ss = 0.0;
@@ -460,7 +479,7 @@ static void cpu_rmsnorm(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_
                         float eps, sl_tensor_t *out, int64_t rows, int64_t n)
 {
     const float *w = weight->data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(rows * n >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = (const float *)x->data + r * n; /* [n] */
         float *yr = (float *)out->data + r * n;           /* [n], may be xr */
@@ -481,7 +500,7 @@ static void cpu_rope(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *positi
     const int64_t half = head_dim / 2;
     const int32_t *p = positions->data;
     const float *f = inv_freq->data;
-#pragma omp parallel
+#pragma omp parallel if (tokens * heads * head_dim >= SL_PAR_MIN)
     {
         float *cs = sl_xmalloc((size_t)(2 * half) * sizeof(float)); /* cos [half], sin [half] */
         float *sn = cs + half;
@@ -509,7 +528,7 @@ static void cpu_rope(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *positi
 static void cpu_swiglu(sl_backend_t *be, const sl_tensor_t *gate_up, sl_tensor_t *out,
                        int64_t rows, int64_t f)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(rows * f >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *g = (const float *)gate_up->data + r * 2 * f, *u = g + f;
         float *o = (float *)out->data + r * f;
@@ -523,7 +542,7 @@ static void cpu_kv_write(sl_backend_t *be, sl_tensor_t *cache, const sl_tensor_t
                          int64_t cache_len, int64_t row)
 {
     const int32_t *sl = slot->data, *ps = pos->data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(tokens * row >= SL_PAR_MIN)
     for (int64_t t = 0; t < tokens; t++)
         memcpy((float *)cache->data + ((int64_t)sl[t] * cache_len + ps[t]) * row,
                (const float *)src->data + t * row, (size_t)row * sizeof(float));
@@ -759,7 +778,7 @@ static void cpu_gather_rows(sl_backend_t *be, const sl_tensor_t *src, const sl_t
                             sl_tensor_t *out, int64_t m, int64_t dim)
 {
     const int32_t *ix = idx->data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(m * dim >= SL_PAR_MIN)
     for (int64_t i = 0; i < m; i++)
         memcpy((float *)out->data + i * dim, (const float *)src->data + (int64_t)ix[i] * dim,
                (size_t)dim * sizeof(float));
@@ -771,7 +790,7 @@ static void cpu_pool_packed(sl_backend_t *be, const sl_tensor_t *x, const sl_ten
 {
     const int32_t *off = offsets->data;
     const float *xp = x->data; /* [T, dim] */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(batch * dim * 8 >= SL_PAR_MIN)
     for (int64_t b = 0; b < batch; b++) {
         const int64_t t0 = off[b], n = off[b + 1] - off[b];
         float *o = (float *)out->data + b * dim;
@@ -796,7 +815,7 @@ static void cpu_pool_packed(sl_backend_t *be, const sl_tensor_t *x, const sl_ten
 static void cpu_logsumexp_parts(sl_backend_t *be, const sl_tensor_t *logits, sl_tensor_t *rowmax,
                                 sl_tensor_t *sumexp, int64_t rows, int64_t v)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(rows * v >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *x = (const float *)logits->data + r * v;
         float mx = -INFINITY;
@@ -820,7 +839,7 @@ static void cpu_pick_logits(sl_backend_t *be, const sl_tensor_t *logits, const s
     const int32_t *tg = target->data;
     const float *x = logits->data;
     float *o = out->data;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(rows * 64 >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t c = (int64_t)tg[r] - v0;
         o[r] = c >= 0 && c < v ? x[r * v + c] : 0.0f;
