@@ -654,13 +654,14 @@ static void compute_tokens(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_t 
     qsort(t->order, (size_t)n, sizeof *t->order, by_length);
     int64_t width = plan->outs.spec[0].cols; /* embedding size, or the number of labels */
     for (int64_t i = 0; i < n;) {
-        /* Grow the batch while its padded size stays within the token budget and padding
-         * stays under ~10% of the real tokens (past a small floor, so batches of short rows
-         * still give the GEMMs enough rows: GEMM size is B*S tokens, however it is split). */
+        /* Grow the batch while its real tokens stay within the token budget: the encoder runs
+         * over the packed real tokens only (padding costs no GEMM work), so sorted rows of any
+         * length mix share one batch and the GEMMs get as many rows as the budget allows. The
+         * padded size still bounds the attention's per-row key buffers (4x the budget). */
         int64_t j = i + 1, real = p->len[t->order[i]];
         while (j < n && j - i < t->job->batch_size) {
-            int64_t next = p->len[t->order[j]], padded = (j - i + 1) * next;
-            if (padded > t->job->batch_tokens || (padded > 512 && 10 * padded > 11 * (real + next)))
+            int64_t next = p->len[t->order[j]];
+            if (real + next > t->job->batch_tokens || (j - i + 1) * next > 4 * t->job->batch_tokens)
                 break;
             real += next;
             j++;
