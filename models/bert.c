@@ -34,6 +34,7 @@
 
 #include "kernels/elementwise.h"
 #include "models/safetensors.h"
+#include "models/weights.h"
 #include "partition/units.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -391,149 +392,49 @@ void sl_bert_config_free(sl_bert_config_t *cfg)
 
 /* ---- the weight files -------------------------------------------------------------------- */
 
-/* model.safetensors, or every shard named in model.safetensors.index.json. */
-typedef struct {
-    sl_safetensors_t *files;
-    int n_files;
-    char *where; /* the file named in messages: model.safetensors or the index */
-} sl_bert_weights_t;
-
-static void weights_close(sl_bert_weights_t *w)
+/* The name a tensor has in the files: `name` with the "bert." prefix or without, or, for
+ * LayerNorm parameters, their old gamma/beta spelling `alt` likewise; into buf. 0 if absent. */
+static int resolve(const sl_weights_t *w, const char *name, const char *alt, char *buf, size_t cap)
 {
-    for (int i = 0; i < w->n_files; i++)
-        sl_st_close(&w->files[i]);
-    free(w->files);
-    free(w->where);
-    memset(w, 0, sizeof *w);
-}
-
-static int weights_open(const char *dir, sl_bert_weights_t *w, sl_error_t *err)
-{
-    memset(w, 0, sizeof *w);
-    char *single = sl_path_join(dir, "model.safetensors");
-    char *index = sl_path_join(dir, "model.safetensors.index.json");
-    int rc = 0;
-    if (file_exists(single)) {
-        w->where = single;
-        single = NULL;
-        w->files = sl_xcalloc(1, sizeof *w->files);
-        w->n_files = 1;
-        rc = sl_st_open(&w->files[0], w->where, err);
-    } else if (file_exists(index)) {
-        w->where = index;
-        index = NULL;
-        cJSON *root = read_json(w->where, 0, err);
-        const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
-        if (!root) {
-            rc = -1;
-        } else if (!cJSON_IsObject(map) || cJSON_GetArraySize(map) < 1) {
-            rc = sl_errorf(err, "%s: key 'weight_map': expected a non-empty object", w->where);
-        } else {
-            /* Distinct shard names, in first-seen order. */
-            const char **names = sl_xcalloc((size_t)cJSON_GetArraySize(map), sizeof *names);
-            int n = 0;
-            const cJSON *e;
-            cJSON_ArrayForEach(e, map)
-            {
-                if (!cJSON_IsString(e) || !e->valuestring[0] || strchr(e->valuestring, '/')) {
-                    rc = sl_errorf(err,
-                                   "%s: key 'weight_map': tensor '%.96s' does not map to a file "
-                                   "name in this directory",
-                                   w->where, e->string);
-                    break;
-                }
-                int seen = 0;
-                for (int i = 0; i < n && !seen; i++)
-                    seen = strcmp(names[i], e->valuestring) == 0;
-                if (!seen)
-                    names[n++] = e->valuestring;
-            }
-            if (rc == 0 && n > SL_BERT_MAX_SHARDS)
-                rc = sl_errorf(err, "%s: %d shards is too many", w->where, n);
-            if (rc == 0) {
-                w->files = sl_xcalloc((size_t)n, sizeof *w->files);
-                for (int i = 0; i < n && rc == 0; i++) {
-                    char *p = sl_path_join(dir, names[i]);
-                    w->n_files = i + 1;
-                    rc = sl_st_open(&w->files[i], p, err);
-                    free(p);
-                }
-            }
-            free(names);
-        }
-        cJSON_Delete(root);
-    } else {
-        char *bin = sl_path_join(dir, "pytorch_model.bin");
-        rc = sl_errorf(err, "%s: no model.safetensors or model.safetensors.index.json%s", dir,
-                       file_exists(bin) ? " (pytorch_model.bin is not read: convert it to "
-                                          "safetensors)"
-                                        : "");
-        free(bin);
+    const char *base[4] = {name, name, alt, alt};
+    for (int i = 0; i < 4; i++) {
+        if (!base[i])
+            continue;
+        snprintf(buf, cap, i % 2 == 0 ? "bert.%s" : "%s", base[i]);
+        if (sl_weights_has(w, buf))
+            return 1;
     }
-    free(single);
-    free(index);
-    if (rc != 0)
-        weights_close(w);
-    return rc;
-}
-
-/* `name` with the "bert." prefix, or without, in any file. */
-static const sl_st_tensor_t *weights_find(const sl_bert_weights_t *w, const char *name)
-{
-    char pre[256];
-    snprintf(pre, sizeof pre, "bert.%s", name);
-    for (int i = 0; i < w->n_files; i++) {
-        const sl_st_tensor_t *t = sl_st_find(&w->files[i], pre);
-        if (!t)
-            t = sl_st_find(&w->files[i], name);
-        if (t)
-            return t;
-    }
-    return NULL;
-}
-
-/* Finds `name` (or, for LayerNorm parameters, its old gamma/beta spelling `alt`) and checks it
- * is float with the expected shape. A missing optional tensor gives *out = NULL and 0. */
-static int find_checked(const sl_bert_weights_t *w, const char *name, const char *alt, int ndim,
-                        int64_t d0, int64_t d1, int optional, const sl_st_tensor_t **out,
-                        sl_error_t *err)
-{
-    char ws[64], hs[160];
-    int64_t want[2] = {d0, d1};
-    const sl_st_tensor_t *t = weights_find(w, name);
-    if (!t && alt)
-        t = weights_find(w, alt);
-    *out = t;
-    if (!t) {
-        if (optional)
-            return 0;
-        return sl_errorf(err, "%s: tensor '%s'%s%s%s %s is missing", w->where, name,
-                         alt ? " (or '" : "", alt ? alt : "", alt ? "')" : "",
-                         sl_st_fmt_shape(ws, sizeof ws, ndim, want));
-    }
-    if (!t->mapped || !sl_st_is_float(t->dtype))
-        return sl_errorf(err, "%s: tensor '%s' has dtype %s; expected F32, F16 or BF16", w->where,
-                         t->name, t->code);
-    int same = t->ndim == ndim;
-    for (int i = 0; same && i < ndim; i++)
-        same = t->shape[i] == want[i];
-    if (!same)
-        return sl_errorf(err, "%s: tensor '%s' has shape %s; the config says %s", w->where, t->name,
-                         sl_st_fmt_shape(hs, sizeof hs, t->ndim, t->shape),
-                         sl_st_fmt_shape(ws, sizeof ws, ndim, want));
     return 0;
 }
 
-/* Uploads the block of a checked tensor (see host_block) as a [nr, nc] tensor, or [nc] when
- * nr == 0 (a vector slice). */
-static sl_tensor_t *upload_block(sl_backend_t *be, const sl_st_tensor_t *t, int64_t ld, int64_t r0,
-                                 int64_t nr, int64_t c0, int64_t nc, sl_dtype_t dt)
+/* Finds `name` (or `alt`), checks it is float with the expected shape ([d0] when ndim is 1) and
+ * leaves its name in the files in `found`; a missing optional tensor leaves found empty. */
+static int find_checked(const sl_weights_t *w, const char *name, const char *alt, int ndim,
+                        int64_t d0, int64_t d1, int optional, char found[160], sl_error_t *err)
 {
-    void *h = sl_st_host_block(t, ld, r0, nr ? nr : 1, c0, nc, dt);
-    sl_tensor_t *d = nr ? sl_tensor_new2(be, dt, nr, nc) : sl_tensor_new1(be, dt, nc);
-    sl_copy_h2d(d, h, sl_tensor_bytes(d));
-    free(h);
-    return d;
+    char ws[64];
+    int64_t want[2] = {d0, d1};
+    if (!resolve(w, name, alt, found, 160)) {
+        found[0] = '\0';
+        if (optional)
+            return 0;
+        return sl_errorf(err, "%s: tensor '%s'%s%s%s %s is missing", sl_weights_where(w), name,
+                         alt ? " (or '" : "", alt ? alt : "", alt ? "')" : "",
+                         sl_st_fmt_shape(ws, sizeof ws, ndim, want));
+    }
+    return sl_weights_check(w, found, d0, ndim == 2 ? d1 : 0, err);
+}
+
+/* Uploads rows [r0, r0+nr) x cols [c0, c0+nc) of a checked matrix as [nr, nc] in dt, or the
+ * [c0, c0+nc) slice of a vector when nr == 0. Aborts if a checked tensor cannot be read. */
+static sl_tensor_t *upload_block(sl_backend_t *be, const sl_weights_t *w, const char *name,
+                                 int64_t r0, int64_t nr, int64_t c0, int64_t nc, sl_dtype_t dt)
+{
+    sl_error_t err;
+    sl_tensor_t *t = sl_weights_upload(w, be, name, r0, nr, c0, nc, nr == 0, dt, NULL, NULL, &err);
+    if (!t)
+        SL_FATAL("%s", err.msg);
+    return t;
 }
 
 /* ---- the loaded model -------------------------------------------------------------------- */
@@ -587,7 +488,7 @@ struct sl_bert {
 };
 
 /* Loads the slice of encoder.layer.{i} that this TP rank holds. */
-static int load_layer(sl_bert_t *m, const sl_bert_weights_t *w, int i, sl_error_t *err)
+static int load_layer(sl_bert_t *m, const sl_weights_t *w, int i, sl_error_t *err)
 {
     sl_bert_layer_t *L = &m->layers[i];
     const sl_bert_config_t *c = &m->cfg;
@@ -595,43 +496,43 @@ static int load_layer(sl_bert_t *m, const sl_bert_weights_t *w, int i, sl_error_
     int64_t a0 = m->tp_rank * m->heads_local * Dh, an = m->heads_local * Dh; /* head rows */
     int64_t i0 = m->tp_rank * m->inter_local, in = m->inter_local;           /* FFN slice */
     char n1[128], n2[128];
-    const sl_st_tensor_t *t, *b;
+    char t[160], b[160];
 
     static const char *qkv[3] = {"query", "key", "value"};
     sl_tensor_t **dw[3] = {&L->wq, &L->wk, &L->wv}, **db[3] = {&L->bq, &L->bk, &L->bv};
     for (int j = 0; j < 3; j++) {
         snprintf(n1, sizeof n1, "encoder.layer.%d.attention.self.%s.weight", i, qkv[j]);
         snprintf(n2, sizeof n2, "encoder.layer.%d.attention.self.%s.bias", i, qkv[j]);
-        if (find_checked(w, n1, NULL, 2, D, D, 0, &t, err) != 0 ||
-            find_checked(w, n2, NULL, 1, D, 0, 0, &b, err) != 0)
+        if (find_checked(w, n1, NULL, 2, D, D, 0, t, err) != 0 ||
+            find_checked(w, n2, NULL, 1, D, 0, 0, b, err) != 0)
             return -1;
-        *dw[j] = upload_block(m->be, t, D, a0, an, 0, D, m->dtype);
-        *db[j] = upload_block(m->be, b, D, 0, 0, a0, an, SL_F32);
+        *dw[j] = upload_block(m->be, w, t, a0, an, 0, D, m->dtype);
+        *db[j] = upload_block(m->be, w, b, 0, 0, a0, an, SL_F32);
     }
 
     snprintf(n1, sizeof n1, "encoder.layer.%d.attention.output.dense.weight", i);
     snprintf(n2, sizeof n2, "encoder.layer.%d.attention.output.dense.bias", i);
-    if (find_checked(w, n1, NULL, 2, D, D, 0, &t, err) != 0 ||
-        find_checked(w, n2, NULL, 1, D, 0, 0, &b, err) != 0)
+    if (find_checked(w, n1, NULL, 2, D, D, 0, t, err) != 0 ||
+        find_checked(w, n2, NULL, 1, D, 0, 0, b, err) != 0)
         return -1;
-    L->wo = upload_block(m->be, t, D, 0, D, a0, an, m->dtype);
-    L->bo = upload_block(m->be, b, D, 0, 0, 0, D, SL_F32);
+    L->wo = upload_block(m->be, w, t, 0, D, a0, an, m->dtype);
+    L->bo = upload_block(m->be, w, b, 0, 0, 0, D, SL_F32);
 
     snprintf(n1, sizeof n1, "encoder.layer.%d.intermediate.dense.weight", i);
     snprintf(n2, sizeof n2, "encoder.layer.%d.intermediate.dense.bias", i);
-    if (find_checked(w, n1, NULL, 2, I, D, 0, &t, err) != 0 ||
-        find_checked(w, n2, NULL, 1, I, 0, 0, &b, err) != 0)
+    if (find_checked(w, n1, NULL, 2, I, D, 0, t, err) != 0 ||
+        find_checked(w, n2, NULL, 1, I, 0, 0, b, err) != 0)
         return -1;
-    L->wi = upload_block(m->be, t, D, i0, in, 0, D, m->dtype);
-    L->bi = upload_block(m->be, b, I, 0, 0, i0, in, SL_F32);
+    L->wi = upload_block(m->be, w, t, i0, in, 0, D, m->dtype);
+    L->bi = upload_block(m->be, w, b, 0, 0, i0, in, SL_F32);
 
     snprintf(n1, sizeof n1, "encoder.layer.%d.output.dense.weight", i);
     snprintf(n2, sizeof n2, "encoder.layer.%d.output.dense.bias", i);
-    if (find_checked(w, n1, NULL, 2, D, I, 0, &t, err) != 0 ||
-        find_checked(w, n2, NULL, 1, D, 0, 0, &b, err) != 0)
+    if (find_checked(w, n1, NULL, 2, D, I, 0, t, err) != 0 ||
+        find_checked(w, n2, NULL, 1, D, 0, 0, b, err) != 0)
         return -1;
-    L->wo2 = upload_block(m->be, t, I, 0, D, i0, in, m->dtype);
-    L->bo2 = upload_block(m->be, b, D, 0, 0, 0, D, SL_F32);
+    L->wo2 = upload_block(m->be, w, t, 0, D, i0, in, m->dtype);
+    L->bo2 = upload_block(m->be, w, b, 0, 0, 0, D, SL_F32);
 
     static const char *lns[2] = {"attention.output", "output"};
     sl_tensor_t **g[2] = {&L->ln1_g, &L->ln2_g}, **be[2] = {&L->ln1_b, &L->ln2_b};
@@ -641,49 +542,52 @@ static int load_layer(sl_bert_t *m, const sl_bert_weights_t *w, int i, sl_error_
         snprintf(a1, sizeof a1, "encoder.layer.%d.%s.LayerNorm.gamma", i, lns[j]);
         snprintf(n2, sizeof n2, "encoder.layer.%d.%s.LayerNorm.bias", i, lns[j]);
         snprintf(a2, sizeof a2, "encoder.layer.%d.%s.LayerNorm.beta", i, lns[j]);
-        if (find_checked(w, n1, a1, 1, D, 0, 0, &t, err) != 0 ||
-            find_checked(w, n2, a2, 1, D, 0, 0, &b, err) != 0)
+        if (find_checked(w, n1, a1, 1, D, 0, 0, t, err) != 0 ||
+            find_checked(w, n2, a2, 1, D, 0, 0, b, err) != 0)
             return -1;
-        *g[j] = upload_block(m->be, t, D, 0, 0, 0, D, SL_F32);
-        *be[j] = upload_block(m->be, b, D, 0, 0, 0, D, SL_F32);
+        *g[j] = upload_block(m->be, w, t, 0, 0, 0, D, SL_F32);
+        *be[j] = upload_block(m->be, w, b, 0, 0, 0, D, SL_F32);
     }
     return 0;
 }
 
-static int load_embeddings(sl_bert_t *m, const sl_bert_weights_t *w, sl_error_t *err)
+static int load_embeddings(sl_bert_t *m, const sl_weights_t *w, sl_error_t *err)
 {
     const sl_bert_config_t *c = &m->cfg;
     int64_t D = c->hidden;
-    const sl_st_tensor_t *word, *pos, *type, *g, *b;
-    if (find_checked(w, "embeddings.word_embeddings.weight", NULL, 2, c->vocab, D, 0, &word, err) !=
+    char word[160], pos[160], type[160], g[160], b[160];
+    if (find_checked(w, "embeddings.word_embeddings.weight", NULL, 2, c->vocab, D, 0, word, err) !=
             0 ||
         find_checked(w, "embeddings.position_embeddings.weight", NULL, 2, c->max_positions, D, 0,
-                     &pos, err) != 0 ||
+                     pos, err) != 0 ||
         find_checked(w, "embeddings.token_type_embeddings.weight", NULL, 2, c->type_vocab, D, 0,
-                     &type, err) != 0 ||
-        find_checked(w, "embeddings.LayerNorm.weight", "embeddings.LayerNorm.gamma", 1, D, 0, 0, &g,
+                     type, err) != 0 ||
+        find_checked(w, "embeddings.LayerNorm.weight", "embeddings.LayerNorm.gamma", 1, D, 0, 0, g,
                      err) != 0 ||
-        find_checked(w, "embeddings.LayerNorm.bias", "embeddings.LayerNorm.beta", 1, D, 0, 0, &b,
+        find_checked(w, "embeddings.LayerNorm.bias", "embeddings.LayerNorm.beta", 1, D, 0, 0, b,
                      err) != 0)
         return -1;
-    m->word = upload_block(m->be, word, D, 0, c->vocab, 0, D, m->dtype);
-    m->pos = upload_block(m->be, pos, D, 0, c->max_positions, 0, D, m->dtype);
-    m->type = upload_block(m->be, type, D, 0, c->type_vocab, 0, D, m->dtype);
-    m->emb_g = upload_block(m->be, g, D, 0, 0, 0, D, SL_F32);
-    m->emb_b = upload_block(m->be, b, D, 0, 0, 0, D, SL_F32);
+    m->word = upload_block(m->be, w, word, 0, c->vocab, 0, D, m->dtype);
+    m->pos = upload_block(m->be, w, pos, 0, c->max_positions, 0, D, m->dtype);
+    m->type = upload_block(m->be, w, type, 0, c->type_vocab, 0, D, m->dtype);
+    m->emb_g = upload_block(m->be, w, g, 0, 0, 0, D, SL_F32);
+    m->emb_b = upload_block(m->be, w, b, 0, 0, 0, D, SL_F32);
     return 0;
 }
 
 /* The pooler (optional unless pooling is POOLER or there is a classifier) and the classifier.
  * A classifier.weight the config did not announce still defines the head (labels LABEL_i). */
-static int load_heads(sl_bert_t *m, const sl_bert_weights_t *w, sl_error_t *err)
+static int load_heads(sl_bert_t *m, const sl_weights_t *w, sl_error_t *err)
 {
     sl_bert_config_t *c = &m->cfg;
     int64_t D = c->hidden;
-    const sl_st_tensor_t *pw, *pb, *cw, *cb;
-    if (c->n_labels == 0 && (cw = weights_find(w, "classifier.weight")) != NULL && cw->ndim == 2 &&
-        cw->shape[0] >= 1 && cw->shape[0] <= 1000000) {
-        c->n_labels = (int)cw->shape[0];
+    char pw[160], pb[160], cw[160], cb[160];
+    int cnd = 0, readable = 0;
+    int64_t cshape[8];
+    if (c->n_labels == 0 && resolve(w, "classifier.weight", NULL, cw, sizeof cw) &&
+        sl_weights_shape(w, cw, &cnd, cshape, &readable) == 0 && cnd == 2 && cshape[0] >= 1 &&
+        cshape[0] <= 1000000) {
+        c->n_labels = (int)cshape[0];
         c->labels = sl_xcalloc((size_t)c->n_labels, sizeof *c->labels);
         for (int i = 0; i < c->n_labels; i++) {
             char name[32];
@@ -692,24 +596,24 @@ static int load_heads(sl_bert_t *m, const sl_bert_weights_t *w, sl_error_t *err)
         }
     }
     int need_pooler = c->pooling == SL_BERT_POOL_POOLER || c->n_labels > 0;
-    if (find_checked(w, "pooler.dense.weight", NULL, 2, D, D, !need_pooler, &pw, err) != 0 ||
-        find_checked(w, "pooler.dense.bias", NULL, 1, D, 0, !need_pooler, &pb, err) != 0)
+    if (find_checked(w, "pooler.dense.weight", NULL, 2, D, D, !need_pooler, pw, err) != 0 ||
+        find_checked(w, "pooler.dense.bias", NULL, 1, D, 0, !need_pooler, pb, err) != 0)
         return -1;
-    if (!pw != !pb)
-        return sl_errorf(err, "%s: tensor '%s' is present without '%s'", w->where,
-                         pw ? "pooler.dense.weight" : "pooler.dense.bias",
-                         pw ? "pooler.dense.bias" : "pooler.dense.weight");
-    if (pw) {
-        m->pool_w = upload_block(m->be, pw, D, 0, D, 0, D, m->dtype);
-        m->pool_b = upload_block(m->be, pb, D, 0, 0, 0, D, SL_F32);
+    if (!pw[0] != !pb[0])
+        return sl_errorf(err, "%s: tensor '%s' is present without '%s'", sl_weights_where(w),
+                         pw[0] ? "pooler.dense.weight" : "pooler.dense.bias",
+                         pw[0] ? "pooler.dense.bias" : "pooler.dense.weight");
+    if (pw[0]) {
+        m->pool_w = upload_block(m->be, w, pw, 0, D, 0, D, m->dtype);
+        m->pool_b = upload_block(m->be, w, pb, 0, 0, 0, D, SL_F32);
     }
     if (c->n_labels > 0) {
         int64_t n = c->n_labels;
-        if (find_checked(w, "classifier.weight", NULL, 2, n, D, 0, &cw, err) != 0 ||
-            find_checked(w, "classifier.bias", NULL, 1, n, 0, 0, &cb, err) != 0)
+        if (find_checked(w, "classifier.weight", NULL, 2, n, D, 0, cw, err) != 0 ||
+            find_checked(w, "classifier.bias", NULL, 1, n, 0, 0, cb, err) != 0)
             return -1;
-        m->cls_w = upload_block(m->be, cw, D, 0, n, 0, D, m->dtype);
-        m->cls_b = upload_block(m->be, cb, n, 0, 0, 0, n, SL_F32);
+        m->cls_w = upload_block(m->be, w, cw, 0, n, 0, D, m->dtype);
+        m->cls_b = upload_block(m->be, w, cb, 0, 0, 0, n, SL_F32);
     }
     return 0;
 }
@@ -727,8 +631,7 @@ sl_bert_t *sl_bert_load(const char *dir, sl_backend_t *be, int tp_size, int tp_r
         return NULL;
     }
     sl_bert_t *m = sl_xcalloc(1, sizeof *m);
-    sl_bert_weights_t w;
-    memset(&w, 0, sizeof w);
+    sl_weights_t *w = NULL;
     m->be = be;
     m->tp_size = tp_size;
     m->tp_rank = tp_rank;
@@ -755,19 +658,19 @@ sl_bert_t *sl_bert_load(const char *dir, sl_backend_t *be, int tp_size, int tp_r
         goto fail;
     m->head_dim = c->hidden / c->heads;
 
-    if (weights_open(dir, &w, err) != 0 || load_embeddings(m, &w, err) != 0)
+    if (!(w = sl_weights_open(dir, err)) || load_embeddings(m, w, err) != 0)
         goto fail;
     m->layers = sl_xcalloc((size_t)c->layers, sizeof *m->layers);
     for (int i = 0; i < c->layers; i++)
-        if (load_layer(m, &w, i, err) != 0)
+        if (load_layer(m, w, i, err) != 0)
             goto fail;
-    if (load_heads(m, &w, err) != 0)
+    if (load_heads(m, w, err) != 0)
         goto fail;
-    weights_close(&w);
+    sl_weights_close(w);
     return m;
 
 fail:
-    weights_close(&w);
+    sl_weights_close(w);
     sl_bert_free(m);
     return NULL;
 }

@@ -437,26 +437,15 @@ static void unpermute_heads(float *rows, int64_t heads, int64_t dh, int64_t cols
     free(tmp);
 }
 
-/* Uploads a host f32 block as a backend tensor [nr, nc] (or [nc] when nr == 0) in dt. */
-static sl_tensor_t *upload(sl_backend_t *be, const float *h, int64_t nr, int64_t nc, sl_dtype_t dt)
-{
-    sl_tensor_t *d = nr ? sl_tensor_new2(be, dt, nr, nc) : sl_tensor_new1(be, dt, nc);
-    if (dt == SL_F32) {
-        sl_copy_h2d(d, h, sl_tensor_bytes(d));
-        return d;
-    }
-    /* Convert on the backend: upload f32, cast. */
-    sl_tensor_t *f = nr ? sl_tensor_new2(be, SL_F32, nr, nc) : sl_tensor_new1(be, SL_F32, nc);
-    sl_copy_h2d(f, h, sl_tensor_bytes(f));
-    sl_cast(f, d);
-    sl_backend_sync(be);
-    sl_tensor_free(f);
-    return d;
-}
-
 /* Checks a tensor of full shape [d0, d1] (d1 = 0: a vector) and uploads the block
  * rows [r0, r0+nr) x cols [c0, c0+nc); `qk_heads` > 0 un-permutes that many heads of rows (GGUF
  * LLaMA q/k). *out stays NULL for a missing optional tensor. */
+static void unpermute_rows(float *rows, int64_t n, int64_t cols, void *ctx)
+{
+    const int64_t *heads_dh = ctx;
+    unpermute_heads(rows, heads_dh[0], heads_dh[1], cols);
+}
+
 static int load_block(sl_llama_t *m, const sl_weights_t *w, const char *name, int64_t d0,
                       int64_t d1, int64_t r0, int64_t nr, int64_t c0, int64_t nc, int optional,
                       int64_t qk_heads, sl_dtype_t dt, sl_tensor_t **out, sl_error_t *err)
@@ -466,22 +455,13 @@ static int load_block(sl_llama_t *m, const sl_weights_t *w, const char *name, in
         return 0;
     if (sl_weights_check(w, name, d0, d1, err) != 0)
         return -1;
-    float *h;
-    if (d1 == 0) { /* a vector: its elements are the "rows" being sliced */
-        h = sl_weights_block(w, name, 0, 1, r0, nr, err);
-        if (h && qk_heads)
-            unpermute_heads(h, qk_heads, m->cfg.head_dim, 1);
-        if (h)
-            *out = upload(m->be, h, 0, nr, dt);
-    } else {
-        h = sl_weights_block(w, name, r0, nr, c0, nc, err);
-        if (h && qk_heads)
-            unpermute_heads(h, qk_heads, m->cfg.head_dim, nc);
-        if (h)
-            *out = upload(m->be, h, nr, nc, dt);
-    }
-    free(h);
-    return h ? 0 : -1;
+    int64_t heads_dh[2] = {qk_heads, m->cfg.head_dim};
+    /* a vector's slice is given as rows [r0, r0 + nr) of its elements */
+    *out = d1 == 0 ? sl_weights_upload(w, m->be, name, 0, 0, r0, nr, 1, dt,
+                                       qk_heads ? unpermute_rows : NULL, heads_dh, err)
+                   : sl_weights_upload(w, m->be, name, r0, nr, c0, nc, 0, dt,
+                                       qk_heads ? unpermute_rows : NULL, heads_dh, err);
+    return *out ? 0 : -1;
 }
 
 /* Gate and up rows of this rank, stacked into one [2*Il, D] weight. */
@@ -499,7 +479,7 @@ static int load_gate_up(sl_llama_t *m, const sl_weights_t *w, int i, sl_error_t 
     if (u) {
         memcpy(both, g, (size_t)(m->il * D) * sizeof *both);
         memcpy(both + m->il * D, u, (size_t)(m->il * D) * sizeof *both);
-        m->layers[i].wgu = upload(m->be, both, 2 * m->il, D, m->dtype);
+        m->layers[i].wgu = sl_upload_f32(m->be, both, 2 * m->il, D, m->dtype);
     }
     free(g);
     free(u);
@@ -577,7 +557,7 @@ static int make_inv_freq(sl_llama_t *m, const sl_weights_t *w, sl_error_t *err)
             f[i] /= ff[i];
         free(ff);
     }
-    m->inv_freq = upload(m->be, f, 0, half, SL_F32);
+    m->inv_freq = sl_upload_f32(m->be, f, 0, half, SL_F32);
     free(f);
     return 0;
 }

@@ -180,6 +180,16 @@ static int tensor_shape(const sl_weights_t *w, const char *name, int *ndim, int6
     return 0;
 }
 
+int sl_weights_shape(const sl_weights_t *w, const char *name, int *ndim, int64_t *shape,
+                     int *readable)
+{
+    const char *bad = NULL;
+    int rc = tensor_shape(w, name, ndim, shape, &bad);
+    if (readable)
+        *readable = bad == NULL;
+    return rc;
+}
+
 int sl_weights_check(const sl_weights_t *w, const char *name, int64_t d0, int64_t d1,
                      sl_error_t *err)
 {
@@ -235,4 +245,36 @@ float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int
         memcpy(out + r * nc, rows + r * ld + c0, (size_t)nc * sizeof *out);
     free(rows);
     return out;
+}
+
+sl_tensor_t *sl_upload_f32(sl_backend_t *be, const float *h, int64_t nr, int64_t nc, sl_dtype_t dt)
+{
+    sl_tensor_t *d = nr ? sl_tensor_new2(be, dt, nr, nc) : sl_tensor_new1(be, dt, nc);
+    if (dt == SL_F32) {
+        sl_copy_h2d(d, h, sl_tensor_bytes(d));
+        return d;
+    }
+    sl_tensor_t *f = nr ? sl_tensor_new2(be, SL_F32, nr, nc) : sl_tensor_new1(be, SL_F32, nc);
+    sl_copy_h2d(f, h, sl_tensor_bytes(f));
+    sl_cast(f, d);
+    sl_backend_sync(be);
+    sl_tensor_free(f);
+    return d;
+}
+
+sl_tensor_t *sl_weights_upload(const sl_weights_t *w, sl_backend_t *be, const char *name,
+                               int64_t r0, int64_t nr, int64_t c0, int64_t nc, int vector,
+                               sl_dtype_t dt, void (*rows_fn)(float *, int64_t, int64_t, void *),
+                               void *ctx, sl_error_t *err)
+{
+    float *h = vector ? sl_weights_block(w, name, 0, 1, c0, nc, err)
+                      : sl_weights_block(w, name, r0, nr, c0, nc, err);
+    if (!h)
+        return NULL;
+    int64_t rows = vector ? nc : nr, cols = vector ? 1 : nc;
+    if (rows_fn)
+        rows_fn(h, rows, cols, ctx);
+    sl_tensor_t *d = sl_upload_f32(be, h, vector ? 0 : nr, nc, dt);
+    free(h);
+    return d;
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "common/sl_error.h"
+#include "kernels/backend.h"
 #include "models/gguf.h"
 
 typedef struct sl_weights sl_weights_t;
@@ -28,6 +29,9 @@ const sl_gguf_t *sl_weights_gguf(const sl_weights_t *w);
 
 /* Whether tensor `name` exists. */
 int sl_weights_has(const sl_weights_t *w, const char *name);
+/* Its row-major shape (up to 8 dimensions) and whether shardline reads its type; -1 if absent. */
+int sl_weights_shape(const sl_weights_t *w, const char *name, int *ndim, int64_t *shape,
+                     int *readable);
 /* Checks that `name` exists, is a float type shardline reads (F32/F16/BF16, or for GGUF also
  * Q8_0/Q4_0/Q4_1) and has the row-major shape [d0] (d1 = 0) or [d0, d1]; the error names the
  * file, the tensor and both shapes. */
@@ -37,5 +41,18 @@ int sl_weights_check(const sl_weights_t *w, const char *name, int64_t d0, int64_
  * tensor is one row). NULL with err naming the tensor when it cannot be read. */
 float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr,
                         int64_t c0, int64_t nc, sl_error_t *err);
+
+/* A host f32 block uploaded as a backend tensor [nr, nc] (or [nc] when nr == 0) in dtype dt
+ * (converted on the backend, rounding to nearest even). */
+sl_tensor_t *sl_upload_f32(sl_backend_t *be, const float *h, int64_t nr, int64_t nc, sl_dtype_t dt);
+
+/* A checked tensor's block (as sl_weights_block) uploaded to the backend in dtype dt: a
+ * [nr, nc] matrix, or, when vector is set, the [nc] slice of a 1-D tensor (nr ignored).
+ * rows_fn, when not NULL, rewrites the f32 block in place first (e.g. un-permuting rows).
+ * NULL with err when the tensor cannot be read. */
+sl_tensor_t *sl_weights_upload(const sl_weights_t *w, sl_backend_t *be, const char *name,
+                               int64_t r0, int64_t nr, int64_t c0, int64_t nc, int vector,
+                               sl_dtype_t dt, void (*rows_fn)(float *, int64_t, int64_t, void *),
+                               void *ctx, sl_error_t *err);
 
 #endif
