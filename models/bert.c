@@ -621,15 +621,8 @@ static int load_heads(sl_bert_t *m, const sl_weights_t *w, sl_error_t *err)
 sl_bert_t *sl_bert_load(const char *dir, sl_backend_t *be, int tp_size, int tp_rank,
                         sl_dtype_t dtype, sl_error_t *err)
 {
-    if (!sl_st_is_float(dtype)) {
-        sl_errorf(err, "%s: weights can be loaded as f32, f16 or bf16, not %s", dir,
-                  sl_st_code(dtype));
+    if (sl_weights_load_args(dir, dtype, tp_size, tp_rank, err) != 0)
         return NULL;
-    }
-    if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size) {
-        sl_errorf(err, "%s: bad tensor-parallel position (rank %d of %d)", dir, tp_rank, tp_size);
-        return NULL;
-    }
     sl_bert_t *m = sl_xcalloc(1, sizeof *m);
     sl_weights_t *w = NULL;
     m->be = be;

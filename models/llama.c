@@ -634,6 +634,8 @@ int sl_llama_describe(const char *path, int tp_size, FILE *out, sl_error_t *err)
 sl_llama_t *sl_llama_load(const char *path, sl_backend_t *be, int tp_size, int tp_rank,
                           sl_dtype_t dtype, sl_error_t *err)
 {
+    if (sl_weights_load_args(path, dtype, tp_size, tp_rank, err) != 0)
+        return NULL;
     sl_weights_t *w = sl_weights_open(path, err);
     if (!w)
         return NULL;

@@ -22,6 +22,7 @@
 #include "common/sl_fs.h"
 #include "common/sl_hash.h"
 #include "kernels/elementwise.h"
+#include "models/weights.h"
 #include "partition/units.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -333,15 +334,8 @@ static int load_stats(sl_mlp_t *m, const sl_safetensors_t *st, sl_error_t *err)
 sl_mlp_t *sl_mlp_load(const char *dir, sl_backend_t *be, int tp_size, int tp_rank, sl_dtype_t dtype,
                       sl_error_t *err)
 {
-    if (!sl_st_is_float(dtype)) {
-        sl_errorf(err, "%s: weights can be loaded as f32, f16 or bf16, not %s", dir,
-                  sl_st_code(dtype));
+    if (sl_weights_load_args(dir, dtype, tp_size, tp_rank, err) != 0)
         return NULL;
-    }
-    if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size) {
-        sl_errorf(err, "%s: bad tensor-parallel position (rank %d of %d)", dir, tp_rank, tp_size);
-        return NULL;
-    }
     char *cfg_path = sl_path_join(dir, "config.json");
     char *st_path = sl_path_join(dir, "model.safetensors");
     char *json = NULL;

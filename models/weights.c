@@ -247,6 +247,18 @@ float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int
     return out;
 }
 
+int sl_weights_load_args(const char *path, sl_dtype_t dtype, int tp_size, int tp_rank,
+                         sl_error_t *err)
+{
+    if (!sl_st_is_float(dtype))
+        return sl_errorf(err, "%s: weights can be loaded as f32, f16 or bf16, not %s", path,
+                         sl_st_code(dtype));
+    if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size)
+        return sl_errorf(err, "%s: bad tensor-parallel position (rank %d of %d)", path, tp_rank,
+                         tp_size);
+    return 0;
+}
+
 sl_tensor_t *sl_upload_f32(sl_backend_t *be, const float *h, int64_t nr, int64_t nc, sl_dtype_t dt)
 {
     sl_tensor_t *d = nr ? sl_tensor_new2(be, dt, nr, nc) : sl_tensor_new1(be, dt, nc);

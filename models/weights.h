@@ -42,6 +42,11 @@ int sl_weights_check(const sl_weights_t *w, const char *name, int64_t d0, int64_
 float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr,
                         int64_t c0, int64_t nc, sl_error_t *err);
 
+/* The arguments every loader checks first: a float weight dtype (f32, f16, bf16) and a TP
+ * position 0 <= tp_rank < tp_size; the message names the model path. */
+int sl_weights_load_args(const char *path, sl_dtype_t dtype, int tp_size, int tp_rank,
+                         sl_error_t *err);
+
 /* A host f32 block uploaded as a backend tensor [nr, nc] (or [nc] when nr == 0) in dtype dt
  * (converted on the backend, rounding to nearest even). */
 sl_tensor_t *sl_upload_f32(sl_backend_t *be, const float *h, int64_t nr, int64_t nc, sl_dtype_t dt);
