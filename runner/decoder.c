@@ -121,9 +121,16 @@ static int ensure_cache(sl_decoder_t *d, int64_t slots, int64_t ctx, int shared,
         return 0;
     sl_llama_cache_free(d->cache);
     d->cache = NULL;
-    if (d->cache_shared == shared) { /* grow geometrically so that batches rarely reallocate */
-        slots = slots > d->cache_slots ? slots : d->cache_slots;
-        ctx = ctx > d->cache_ctx ? ctx : d->cache_ctx;
+    if (d->cache_shared == shared) {
+        /* Keep the larger of each dimension, so that batches rarely reallocate, unless that
+         * would more than double what this batch needs (many short rows after a few long
+         * ones would otherwise multiply into a cache far larger than either). */
+        int64_t s2 = slots > d->cache_slots ? slots : d->cache_slots;
+        int64_t c2 = ctx > d->cache_ctx ? ctx : d->cache_ctx;
+        if (s2 * c2 <= 2 * slots * ctx) {
+            slots = s2;
+            ctx = c2;
+        }
     }
     d->cache = sl_llama_cache_new(d->m, slots, ctx, shared, err);
     if (!d->cache)
@@ -438,21 +445,35 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
     /* Slots: --batch-size, the rows, and memory (half of what is free, so activations fit). */
     unsigned long long free_b = (unsigned long long)sl_llama_free_bytes(d->m);
     MPI_Allreduce(MPI_IN_PLACE, &free_b, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, sl_comm_mpi(comm));
+    size_t per_pos = sl_llama_cache_slot_bytes(d->m, 1);
+    int64_t max_ctx = (int64_t)(free_b / 2 / (per_pos ? per_pos : 1));
+    if (ctx_need > max_ctx) {
+        /* Rows whose own context does not fit even alone are row errors; the rest go on. */
+        char why[96];
+        int64_t kept = 0;
+        ctx_need = 0;
+        for (int64_t q = 0; q < nq; q++) {
+            int64_t i = queue[q];
+            int64_t need = r->len[i] + maxnew < d->max_length ? r->len[i] + maxnew : d->max_length;
+            if (need > max_ctx) {
+                snprintf(why, sizeof why, "needs a KV cache of %lld positions; memory holds %lld",
+                         (long long)need, (long long)max_ctx);
+                on_error(ctx, out_row0 + i, why);
+                fail_row(outs, bufs, out_row0 + i);
+            } else {
+                queue[kept++] = i;
+                ctx_need = need > ctx_need ? need : ctx_need;
+            }
+        }
+        nq = kept;
+        if (nq == 0) {
+            free(queue);
+            return 0;
+        }
+    }
     size_t per_slot = sl_llama_cache_slot_bytes(d->m, ctx_need);
     int64_t S = job->batch_size < nq ? job->batch_size : nq;
     int64_t fit = (int64_t)(free_b / 2 / (per_slot ? per_slot : 1));
-    if (fit < 1) {
-        /* Not even one row of this context fits: each row is an error, the job goes on. */
-        char why[96];
-        snprintf(why, sizeof why, "KV cache of %lld positions (%.0f MiB) does not fit in memory",
-                 (long long)ctx_need, per_slot / 1048576.0);
-        for (int64_t q = 0; q < nq; q++) {
-            on_error(ctx, out_row0 + queue[q], why);
-            fail_row(outs, bufs, out_row0 + queue[q]);
-        }
-        free(queue);
-        return 0;
-    }
     S = S < fit ? S : fit;
     sl_error_t err;
     if (ensure_cache(d, S, ctx_need, 0, &err) != 0)
