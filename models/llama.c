@@ -385,6 +385,7 @@ struct sl_llama {
     sl_tensor_t *logits;             /* f32 [lm_chunk, Vl] */
     sl_tensor_t *rowmax, *sumexp, *picked; /* f32 [lm_chunk] */
     sl_tensor_t *target;             /* i32 [lm_chunk] */
+    sl_tensor_t *topv, *topi;        /* f32 / i32 [lm_chunk, k] (k <= 256), made on first use */
 };
 
 struct sl_llama_cache {
@@ -716,7 +717,7 @@ static void free_scratch(sl_llama_t *m)
     sl_tensor_t **all[] = {&m->x,   &m->h,    &m->o,   &m->q,      &m->ctx,  &m->k,
                            &m->v,   &m->gu,   &m->act, &m->cast,   &m->ids,  &m->slot,
                            &m->pos, &m->kv_len, &m->sel, &m->hsel, &m->logits, &m->rowmax,
-                           &m->sumexp, &m->picked, &m->target};
+                           &m->sumexp, &m->picked, &m->target, &m->topv, &m->topi};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
         sl_tensor_free(*all[i]);
         *all[i] = NULL;
@@ -1039,4 +1040,74 @@ void sl_llama_logits(sl_llama_t *m, sl_comm_t *comm, float *logits)
     free(displs);
     free(voff);
     free(vlen);
+}
+
+/* Orders candidates: larger value first, then the lower id. */
+typedef struct {
+    float v;
+    int32_t id;
+} cand_t;
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const cand_t *x = a, *y = b;
+    if (x->v != y->v)
+        return x->v > y->v ? -1 : 1;
+    return x->id < y->id ? -1 : (x->id > y->id);
+}
+
+void sl_llama_topk(sl_llama_t *m, sl_comm_t *comm, int k, float *vals, int32_t *ids)
+{
+    int64_t n = m->n_sel;
+    if (n == 0)
+        return;
+    if (k < 1 || k > 256 || k > m->vl)
+        SL_FATAL("sl_llama_topk: k = %d outside 1..min(256, %lld)", k, (long long)m->vl);
+    if (!m->topv) {
+        m->topv = sl_tensor_new2(m->be, SL_F32, m->lm_chunk, 256);
+        m->topi = sl_tensor_new2(m->be, SL_I32, m->lm_chunk, 256);
+    }
+    /* This rank's candidates, with global ids. */
+    float *mv = sl_xmalloc((size_t)(n * k) * sizeof *mv);
+    int32_t *mi = sl_xmalloc((size_t)(n * k) * sizeof *mi);
+    for (int64_t r0 = 0; r0 < n; r0 += m->lm_chunk) {
+        int64_t c = n - r0 < m->lm_chunk ? n - r0 : m->lm_chunk;
+        sl_tensor_t lg = lm_chunk(m, r0, c);
+        sl_tensor_t tv = view2(m->topv, c, k), ti = view2(m->topi, c, k);
+        sl_topk_rows(&lg, k, &tv, &ti);
+        sl_copy_d2h(mv + r0 * k, &tv, (size_t)(c * k) * sizeof(float));
+        sl_copy_d2h(mi + r0 * k, &ti, (size_t)(c * k) * sizeof(int32_t));
+    }
+    for (int64_t i = 0; i < n * k; i++)
+        mi[i] += (int32_t)m->v0;
+    int T = m->tp_size;
+    if (T == 1) {
+        memcpy(vals, mv, (size_t)(n * k) * sizeof *vals);
+        memcpy(ids, mi, (size_t)(n * k) * sizeof *ids);
+    } else {
+        /* Every rank's k candidates per row, merged: the global top k is among them. */
+        float *av = sl_xmalloc((size_t)(T * n * k) * sizeof *av);
+        int32_t *ai = sl_xmalloc((size_t)(T * n * k) * sizeof *ai);
+        MPI_Allgather(mv, (int)(n * k), MPI_FLOAT, av, (int)(n * k), MPI_FLOAT, sl_comm_mpi(comm));
+        MPI_Allgather(mi, (int)(n * k), MPI_INT32_T, ai, (int)(n * k), MPI_INT32_T,
+                      sl_comm_mpi(comm));
+        cand_t *cs = sl_xmalloc((size_t)(T * k) * sizeof *cs);
+        for (int64_t r = 0; r < n; r++) {
+            for (int t = 0; t < T; t++)
+                for (int j = 0; j < k; j++) {
+                    cs[t * k + j].v = av[(t * n + r) * k + j];
+                    cs[t * k + j].id = ai[(t * n + r) * k + j];
+                }
+            qsort(cs, (size_t)(T * k), sizeof *cs, cand_cmp);
+            for (int j = 0; j < k; j++) {
+                vals[r * k + j] = cs[j].v;
+                ids[r * k + j] = cs[j].id;
+            }
+        }
+        free(cs);
+        free(av);
+        free(ai);
+    }
+    free(mv);
+    free(mi);
 }

@@ -106,5 +106,10 @@ void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
 void sl_llama_logprobs(sl_llama_t *m, sl_comm_t *comm, const int32_t *target, float *logp);
 /* After a forward: the full logits of the selected tokens, gathered: host f32 [n_sel, vocab]. */
 void sl_llama_logits(sl_llama_t *m, sl_comm_t *comm, float *logits);
+/* After a forward: the k (1 <= k <= 256) largest logits of each selected token over the whole
+ * vocabulary, descending, ties by the lower id: host vals f32 [n_sel, k], ids i32 [n_sel, k].
+ * Each rank selects on the backend within its vocabulary shard; only k candidates per row and
+ * rank cross the TP group. */
+void sl_llama_topk(sl_llama_t *m, sl_comm_t *comm, int k, float *vals, int32_t *ids);
 
 #endif

@@ -9,8 +9,10 @@
  * each step packs the prompts of newly admitted rows (prefill) and the last token of every
  * running row (decode) into one forward pass; a row that finishes (EOS, a stop string,
  * --max-new-tokens, or the end of its context) frees its slot for the next waiting row.
- * Logits of the rows' last tokens are gathered to every rank, which all sample the same token
- * (same logits, same counter-based random numbers), so no token broadcast is needed.
+ * Greedy and top-k sampling take each row's k best candidates, selected on the backend within
+ * each rank's vocabulary shard and merged over the TP group; other sampling gathers the full
+ * logits. Every rank then samples the same token (same candidates, same counter-based random
+ * numbers), so no token broadcast is needed.
  */
 #include "runner/decoder.h"
 
@@ -487,7 +489,15 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
     }
     reserve_slots(d, S);
     int64_t *sel_slot = sl_xmalloc((size_t)S * sizeof *sel_slot);
-    float *logits = sl_xmalloc((size_t)(S * V) * sizeof *logits);
+    /* Greedy and top-k sampling need only each row's best candidates, selected on the backend
+     * per vocabulary shard (sl_llama_topk); other sampling gathers the full logits. */
+    int tp = comm ? sl_comm_size(comm) : 1;
+    int cand_k = job->temperature <= 0 ? 1 : job->top_k;
+    if (cand_k > 256 || cand_k > V / tp)
+        cand_k = 0;
+    float *logits = cand_k > 0 ? NULL : sl_xmalloc((size_t)(S * V) * sizeof *logits);
+    float *cvals = sl_xmalloc((size_t)(S * (cand_k > 0 ? cand_k : 1)) * sizeof *cvals);
+    int32_t *cids = sl_xmalloc((size_t)(S * (cand_k > 0 ? cand_k : 1)) * sizeof *cids);
     void *scratch = sl_xmalloc((size_t)V * 2 * sizeof(float) + 16);
     size_t text_cap = (size_t)(maxnew * 64 + 256);
     char *text = sl_xmalloc(text_cap);
@@ -536,14 +546,23 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
         }
         sl_llama_step_t st = {t, d->ids, d->slot, d->pos, d->kv_len, ns, d->sel};
         sl_llama_forward(d->m, comm, d->cache, &st);
-        sl_llama_logits(d->m, comm, logits);
+        if (cand_k > 0)
+            sl_llama_topk(d->m, comm, cand_k, cvals, cids);
+        else
+            sl_llama_logits(d->m, comm, logits);
         tokens += t;
         for (int64_t i = 0; i < ns; i++) {
             gslot_t *g = &slots[sel_slot[i]];
             double u = sl_sample_uniform((uint64_t)job->seed,
                                          (uint64_t)(r->global_row0 + g->row), (uint64_t)g->ngen);
-            int32_t tok = sl_sample_token(logits + i * V, V, job->temperature, job->top_k,
-                                          job->top_p, u, scratch);
+            /* The candidates come sorted as sl_sample_token orders them (value, then id), so
+             * sampling among them picks exactly what sampling the full logits would. */
+            int32_t tok = cand_k > 0
+                              ? cids[i * cand_k + sl_sample_token(cvals + i * cand_k, cand_k,
+                                                                  job->temperature, 0, job->top_p,
+                                                                  u, scratch)]
+                              : sl_sample_token(logits + i * V, V, job->temperature, job->top_k,
+                                                job->top_p, u, scratch);
             g->gen[g->ngen++] = tok;
             g->last = tok;
             finish_t why = FIN_NONE;
@@ -565,6 +584,8 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
     free(slots);
     free(sel_slot);
     free(logits);
+    free(cvals);
+    free(cids);
     free(scratch);
     free(text);
     free(queue);
