@@ -178,6 +178,25 @@ sl_tensor_t sl_tensor_rows(const sl_tensor_t *t, int64_t rows)
     return v;
 }
 
+sl_tensor_t sl_tensor_view(const sl_tensor_t *t, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                           int64_t d3)
+{
+    sl_tensor_t v = *t;
+    int64_t dims[SL_MAX_DIMS] = {d0, d1, d2, d3}, n = 1;
+    if (ndim < 1 || ndim > SL_MAX_DIMS)
+        SL_FATAL("sl_tensor_view: %d dimensions", ndim);
+    v.ndim = ndim;
+    for (int i = 0; i < ndim; i++) {
+        v.shape[i] = dims[i];
+        n *= dims[i];
+    }
+    if (n < 0 || n > sl_tensor_numel(t))
+        SL_FATAL("sl_tensor_view: a view of %lld elements in a tensor of %lld", (long long)n,
+                 (long long)sl_tensor_numel(t));
+    v.owns_data = 0;
+    return v;
+}
+
 static void check_bytes(const char *op, const sl_tensor_t *t, size_t bytes)
 {
     if (bytes > sl_tensor_bytes(t))
@@ -261,6 +280,19 @@ void sl_matmul(const sl_tensor_t *a, int trans_a, const sl_tensor_t *b, int tran
 void sl_linear(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *y)
 {
     sl_matmul(x, 0, w, 1, 1.0f, 0.0f, bias, y);
+}
+
+void sl_linear_cast(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias,
+                    sl_tensor_t *y, sl_tensor_t *scratch)
+{
+    if (w->dtype == x->dtype) {
+        sl_linear(x, w, bias, y);
+        return;
+    }
+    sl_tensor_t xc = sl_tensor_view(scratch, 2, x->shape[0], x->shape[1], 0, 0);
+    xc.dtype = scratch->dtype;
+    sl_cast(x, &xc);
+    sl_linear(&xc, w, bias, y);
 }
 
 void sl_add_bias(sl_tensor_t *x, const sl_tensor_t *bias)

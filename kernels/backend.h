@@ -97,6 +97,11 @@ int64_t sl_tensor_numel(const sl_tensor_t *t);
 size_t sl_tensor_bytes(const sl_tensor_t *t);
 /* A view of the first `rows` rows of a tensor (no copy; dim 0 shrinks). Not to be freed. */
 sl_tensor_t sl_tensor_rows(const sl_tensor_t *t, int64_t rows);
+/* A view of the first d0*d1*... elements of t with the shape [d0, .., d(ndim-1)] (unused dims
+ * 0): how flat scratch buffers, allocated for the largest batch, serve each batch. No copy; not to
+ * be freed; aborts when the view is larger than t. */
+sl_tensor_t sl_tensor_view(const sl_tensor_t *t, int ndim, int64_t d0, int64_t d1, int64_t d2,
+                           int64_t d3);
 
 /* Host <-> backend copies of `bytes` bytes from the start of the tensor (synchronous). */
 void sl_copy_h2d(sl_tensor_t *dst, const void *src, size_t bytes);
@@ -117,6 +122,11 @@ void sl_matmul(const sl_tensor_t *a, int trans_a, const sl_tensor_t *b, int tran
                float beta, const sl_tensor_t *bias, sl_tensor_t *c);
 /* y = x @ w^T + bias: the nn.Linear form of sl_matmul. x [M,K], w [N,K], bias [N] or NULL. */
 void sl_linear(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *y);
+/* sl_linear for f32 activations x and weights w in any dtype: when w is not f32, x is first cast
+ * into a view of `scratch` (w's dtype, at least as many elements as x), since both GEMM operands
+ * must share a dtype. */
+void sl_linear_cast(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias,
+                    sl_tensor_t *y, sl_tensor_t *scratch);
 /* x[m, n] += bias[n] (bias dtype = x dtype or f32). */
 void sl_add_bias(sl_tensor_t *x, const sl_tensor_t *bias);
 /* In-place elementwise activation. */

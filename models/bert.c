@@ -23,6 +23,7 @@
 #include "models/bert.h"
 
 #include "common/sl_fs.h"
+#include "common/sl_json.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -51,26 +52,6 @@ static int file_exists(const char *path)
 {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-/* Reads and parses a JSON file that must hold an object (or an array when want_array). */
-static cJSON *read_json(const char *path, int want_array, sl_error_t *err)
-{
-    char *text = NULL;
-    if (sl_read_file(path, SL_BERT_MAX_JSON, &text, NULL, err) != 0)
-        return NULL;
-    cJSON *root = cJSON_Parse(text);
-    if (!root) {
-        const char *at = cJSON_GetErrorPtr();
-        sl_errorf(err, "%s: not valid JSON (error near byte %lld)", path,
-                  at ? (long long)(at - text) : 0LL);
-    } else if (want_array ? !cJSON_IsArray(root) : !cJSON_IsObject(root)) {
-        sl_errorf(err, "%s: expected a JSON %s", path, want_array ? "array" : "object");
-        cJSON_Delete(root);
-        root = NULL;
-    }
-    free(text);
-    return root;
 }
 
 /* ---- config ------------------------------------------------------------------------------ */
@@ -230,7 +211,7 @@ static int load_max_length(const char *dir, sl_bert_config_t *cfg, sl_error_t *e
     int64_t len = 0;
     char *p = sl_path_join(dir, "sentence_bert_config.json");
     if (file_exists(p)) {
-        cJSON *root = read_json(p, 0, err);
+        cJSON *root = sl_json_read(p, SL_BERT_MAX_JSON, 0, err);
         int rc = root ? json_int(root, "max_seq_length", 0, 0, 1, p, &len, err) : -1;
         cJSON_Delete(root);
         if (rc != 0) {
@@ -242,7 +223,7 @@ static int load_max_length(const char *dir, sl_bert_config_t *cfg, sl_error_t *e
     if (len == 0) {
         p = sl_path_join(dir, "tokenizer_config.json");
         if (file_exists(p)) {
-            cJSON *root = read_json(p, 0, err);
+            cJSON *root = sl_json_read(p, SL_BERT_MAX_JSON, 0, err);
             if (!root) {
                 free(p);
                 return -1;
@@ -265,7 +246,7 @@ static int load_max_length(const char *dir, sl_bert_config_t *cfg, sl_error_t *e
 /* The pooling module's config.json: exactly one of mean / cls. */
 static int parse_pooling(const char *path, sl_bert_config_t *cfg, sl_error_t *err)
 {
-    cJSON *root = read_json(path, 0, err);
+    cJSON *root = sl_json_read(path, SL_BERT_MAX_JSON, 0, err);
     if (!root)
         return -1;
     int rc = 0;
@@ -313,7 +294,7 @@ static int load_sentence_modules(const char *dir, sl_bert_config_t *cfg, sl_erro
     char *pool_dir = NULL;
     int rc = 0;
     if (file_exists(mpath)) {
-        cJSON *root = read_json(mpath, 1, err);
+        cJSON *root = sl_json_read(mpath, SL_BERT_MAX_JSON, 1, err);
         if (!root) {
             free(mpath);
             return -1;
@@ -367,7 +348,7 @@ int sl_bert_config_load(const char *dir, sl_bert_config_t *cfg, sl_error_t *err)
     memset(cfg, 0, sizeof *cfg);
     cfg->pooling = SL_BERT_POOL_MEAN;
     char *path = sl_path_join(dir, "config.json");
-    cJSON *root = read_json(path, 0, err);
+    cJSON *root = sl_json_read(path, SL_BERT_MAX_JSON, 0, err);
     int rc = root ? parse_model_config(path, root, cfg, err) : -1;
     cJSON_Delete(root);
     free(path);
@@ -711,24 +692,6 @@ const sl_bert_config_t *sl_bert_config(const sl_bert_t *m) { return &m->cfg; }
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
-/* A view of the first d0*d1 (*d2*d3) elements of a flat scratch tensor with the given shape. */
-static sl_tensor_t view(const sl_tensor_t *t, int ndim, int64_t d0, int64_t d1, int64_t d2,
-                        int64_t d3)
-{
-    sl_tensor_t v = *t;
-    int64_t dims[4] = {d0, d1, d2, d3}, n = 1;
-    v.ndim = ndim;
-    for (int i = 0; i < ndim; i++) {
-        v.shape[i] = dims[i];
-        n *= dims[i];
-    }
-    if (n > sl_tensor_numel(t))
-        SL_FATAL("bert: scratch view of %lld elements in a tensor of %lld", (long long)n,
-                 (long long)sl_tensor_numel(t));
-    v.owns_data = 0;
-    return v;
-}
-
 static void grow(sl_backend_t *be, sl_tensor_t **t, sl_dtype_t dt, int64_t n)
 {
     sl_tensor_free(*t);
@@ -783,31 +746,17 @@ static void ensure_scratch(sl_bert_t *m, int64_t B, int64_t S, int64_t T)
     }
 }
 
-/* y [rows, N] = a [rows, K] @ w^T + bias, with a cast to the weights' dtype first when they
- * are not f32 (both GEMM operands must share a dtype). */
-static void linear(sl_bert_t *m, const sl_tensor_t *a, const sl_tensor_t *w,
-                   const sl_tensor_t *bias, sl_tensor_t *y)
-{
-    if (m->dtype == SL_F32) {
-        sl_linear(a, w, bias, y);
-        return;
-    }
-    sl_tensor_t ac = view(m->cast, 2, a->shape[0], a->shape[1], 0, 0);
-    sl_cast(a, &ac);
-    sl_linear(&ac, w, bias, y);
-}
-
 /* out = a @ W^T for a row-parallel weight, summed over the TP group, + bias. */
 static void linear_row_parallel(sl_bert_t *m, sl_comm_t *comm, const sl_tensor_t *a,
                                 const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *out)
 {
     if (m->tp_size == 1) {
-        linear(m, a, w, bias, out);
+        sl_linear_cast(a, w, bias, out, m->cast);
         return;
     }
     /* Each rank holds only its heads' (or FFN slice's) input columns, so its product is a
      * partial sum of the full [rows, D] output; the bias must be added once, after the sum. */
-    linear(m, a, w, NULL, out);
+    sl_linear_cast(a, w, NULL, out, m->cast);
     sl_comm_allreduce_sum(comm, out, (size_t)sl_tensor_numel(out));
     sl_add_bias(out, bias);
 }
@@ -864,12 +813,12 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
         }
     }
     m->h_off[B] = (int32_t)T;
-    sl_tensor_t ids_v = view(m->ids, 1, T, 0, 0, 0);
-    sl_tensor_t pos_v = view(m->pos_ids, 1, T, 0, 0, 0);
-    sl_tensor_t typ_v = view(m->type_ids, 1, T, 0, 0, 0);
-    sl_tensor_t slot_v = view(m->slot, 1, T, 0, 0, 0);
-    sl_tensor_t len_v = view(m->lengths, 1, B, 0, 0, 0);
-    sl_tensor_t off_v = view(m->offsets, 1, B + 1, 0, 0, 0);
+    sl_tensor_t ids_v = sl_tensor_view(m->ids, 1, T, 0, 0, 0);
+    sl_tensor_t pos_v = sl_tensor_view(m->pos_ids, 1, T, 0, 0, 0);
+    sl_tensor_t typ_v = sl_tensor_view(m->type_ids, 1, T, 0, 0, 0);
+    sl_tensor_t slot_v = sl_tensor_view(m->slot, 1, T, 0, 0, 0);
+    sl_tensor_t len_v = sl_tensor_view(m->lengths, 1, B, 0, 0, 0);
+    sl_tensor_t off_v = sl_tensor_view(m->offsets, 1, B + 1, 0, 0, 0);
     sl_copy_h2d(&ids_v, m->h_ids, (size_t)T * sizeof *ids);
     sl_copy_h2d(&pos_v, m->h_pos, (size_t)T * sizeof *ids);
     sl_copy_h2d(&typ_v, m->h_type, (size_t)T * sizeof *ids);
@@ -877,8 +826,8 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
     sl_copy_h2d(&len_v, lengths, (size_t)B * sizeof *lengths);
     sl_copy_h2d(&off_v, m->h_off, (size_t)(B + 1) * sizeof *lengths);
 
-    sl_tensor_t x = view(m->x, 2, T, D, 0, 0);     /* f32 [T, D] */
-    sl_tensor_t tmp = view(m->tmp, 2, T, D, 0, 0); /* f32 [T, D] */
+    sl_tensor_t x = sl_tensor_view(m->x, 2, T, D, 0, 0);     /* f32 [T, D] */
+    sl_tensor_t tmp = sl_tensor_view(m->tmp, 2, T, D, 0, 0); /* f32 [T, D] */
     sl_embedding(m->word, &ids_v, &x);
     sl_embedding(m->pos, &pos_v, &tmp);
     sl_add(&x, &tmp);
@@ -886,22 +835,22 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
     sl_add(&x, &tmp);
     sl_layernorm(&x, m->emb_g, m->emb_b, c->ln_eps, &x);
 
-    sl_tensor_t q = view(m->q, 2, T, A, 0, 0), k = view(m->k, 2, T, A, 0, 0);
-    sl_tensor_t v = view(m->v, 2, T, A, 0, 0), ctx = view(m->ctx, 2, T, A, 0, 0);
+    sl_tensor_t q = sl_tensor_view(m->q, 2, T, A, 0, 0), k = sl_tensor_view(m->k, 2, T, A, 0, 0);
+    sl_tensor_t v = sl_tensor_view(m->v, 2, T, A, 0, 0), ctx = sl_tensor_view(m->ctx, 2, T, A, 0, 0);
     /* The same memory seen as [T, Hl, Dh] for the attention ops; caches [B, S, Hl, Dh]. */
-    sl_tensor_t q3 = view(m->q, 3, T, Hl, Dh, 0), k3 = view(m->k, 3, T, Hl, Dh, 0);
-    sl_tensor_t v3 = view(m->v, 3, T, Hl, Dh, 0), ctx3 = view(m->ctx, 3, T, Hl, Dh, 0);
-    sl_tensor_t kc = view(m->kc, 4, B, S, Hl, Dh), vc = view(m->vc, 4, B, S, Hl, Dh);
-    sl_tensor_t ffn = view(m->ffn, 2, T, Il, 0, 0);
+    sl_tensor_t q3 = sl_tensor_view(m->q, 3, T, Hl, Dh, 0), k3 = sl_tensor_view(m->k, 3, T, Hl, Dh, 0);
+    sl_tensor_t v3 = sl_tensor_view(m->v, 3, T, Hl, Dh, 0), ctx3 = sl_tensor_view(m->ctx, 3, T, Hl, Dh, 0);
+    sl_tensor_t kc = sl_tensor_view(m->kc, 4, B, S, Hl, Dh), vc = sl_tensor_view(m->vc, 4, B, S, Hl, Dh);
+    sl_tensor_t ffn = sl_tensor_view(m->ffn, 2, T, Il, 0, 0);
     float scale = 1.0f / sqrtf((float)Dh);
 
     for (int64_t l = 0; l < c->layers; l++) {
         const sl_bert_layer_t *L = &m->layers[l];
         /* Self-attention over this rank's heads: q, k, v [T, Hl*Dh]; each row attends to its
          * own lengths[b] keys. */
-        linear(m, &x, L->wq, L->bq, &q);
-        linear(m, &x, L->wk, L->bk, &k);
-        linear(m, &x, L->wv, L->bv, &v);
+        sl_linear_cast(&x, L->wq, L->bq, &q, m->cast);
+        sl_linear_cast(&x, L->wk, L->bk, &k, m->cast);
+        sl_linear_cast(&x, L->wv, L->bv, &v, m->cast);
         sl_kv_write(&kc, &k3, &slot_v, &pos_v);
         sl_kv_write(&vc, &v3, &slot_v, &pos_v);
         sl_attention_kv(&q3, &kc, &vc, &slot_v, &pos_v, &len_v, scale, 0, &ctx3);
@@ -910,7 +859,7 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
         sl_layernorm(&tmp, L->ln1_g, L->ln1_b, c->ln_eps, &x);
 
         /* FFN over this rank's slice: ffn [T, Il]. */
-        linear(m, &x, L->wi, L->bi, &ffn);
+        sl_linear_cast(&x, L->wi, L->bi, &ffn, m->cast);
         sl_activation(&ffn, SL_ACT_GELU);
         linear_row_parallel(m, comm, &ffn, L->wo2, L->bo2, &tmp); /* [T, D] */
         sl_add(&tmp, &x);
@@ -923,12 +872,12 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
 static sl_tensor_t pooler_output(sl_bert_t *m, int64_t B, int64_t T)
 {
     int64_t D = m->cfg.hidden;
-    sl_tensor_t x = view(m->x, 2, T, D, 0, 0);
-    sl_tensor_t off_v = view(m->offsets, 1, B + 1, 0, 0, 0);
-    sl_tensor_t cls = view(m->pooled, 2, B, D, 0, 0);
-    sl_tensor_t out = view(m->pooled2, 2, B, D, 0, 0);
+    sl_tensor_t x = sl_tensor_view(m->x, 2, T, D, 0, 0);
+    sl_tensor_t off_v = sl_tensor_view(m->offsets, 1, B + 1, 0, 0, 0);
+    sl_tensor_t cls = sl_tensor_view(m->pooled, 2, B, D, 0, 0);
+    sl_tensor_t out = sl_tensor_view(m->pooled2, 2, B, D, 0, 0);
     sl_pool_packed(&x, &off_v, SL_POOL_CLS, &cls);
-    linear(m, &cls, m->pool_w, m->pool_b, &out);
+    sl_linear_cast(&cls, m->pool_w, m->pool_b, &out, m->cast);
     sl_activation(&out, SL_ACT_TANH);
     return out;
 }
@@ -945,9 +894,9 @@ void sl_bert_embed(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const int3
     if (c->pooling == SL_BERT_POOL_POOLER) {
         pooled = pooler_output(m, B, T);
     } else {
-        sl_tensor_t x = view(m->x, 2, T, D, 0, 0);
-        sl_tensor_t off_v = view(m->offsets, 1, B + 1, 0, 0, 0);
-        pooled = view(m->pooled, 2, B, D, 0, 0);
+        sl_tensor_t x = sl_tensor_view(m->x, 2, T, D, 0, 0);
+        sl_tensor_t off_v = sl_tensor_view(m->offsets, 1, B + 1, 0, 0, 0);
+        pooled = sl_tensor_view(m->pooled, 2, B, D, 0, 0);
         sl_pool_packed(&x, &off_v, c->pooling == SL_BERT_POOL_CLS ? SL_POOL_CLS : SL_POOL_MEAN,
                        &pooled);
     }
@@ -965,7 +914,7 @@ void sl_bert_classify(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
     int64_t T = encode(m, comm, ids, type_ids, lengths, B, S);
     /* BertForSequenceClassification: pooler output -> dropout (identity) -> classifier. */
     sl_tensor_t pooled = pooler_output(m, B, T);
-    sl_tensor_t lg = view(m->logits, 2, B, c->n_labels, 0, 0);
-    linear(m, &pooled, m->cls_w, m->cls_b, &lg);
+    sl_tensor_t lg = sl_tensor_view(m->logits, 2, B, c->n_labels, 0, 0);
+    sl_linear_cast(&pooled, m->cls_w, m->cls_b, &lg, m->cast);
     sl_copy_d2h(logits, &lg, (size_t)(B * c->n_labels) * sizeof *logits);
 }

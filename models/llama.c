@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 
 #include "common/sl_fs.h"
+#include "common/sl_json.h"
 #include "models/weights.h"
 #include "partition/units.h"
 
@@ -37,21 +38,6 @@
 #define SL_LLAMA_LM_CHUNK_BYTES (64u << 20) /* logits scratch per LM-head chunk */
 
 /* ---- configuration ----------------------------------------------------------------------- */
-
-static cJSON *read_json_object(const char *path, sl_error_t *err)
-{
-    char *text = NULL;
-    if (sl_read_file(path, SL_LLAMA_MAX_JSON, &text, NULL, err) != 0)
-        return NULL;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    if (!root || !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        sl_errorf(err, "%s: not a JSON object", path);
-        return NULL;
-    }
-    return root;
-}
 
 /* A number key in [lo, hi]; integer when `integer`. Missing: error when required, else def. */
 static int json_num(const cJSON *o, const char *key, int required, double def, double lo, double hi,
@@ -121,7 +107,7 @@ static int parse_rope_scaling(const cJSON *rs, const char *key, const char *path
 static int config_from_json(const char *dir, sl_llama_config_t *c, sl_error_t *err)
 {
     char *path = sl_path_join(dir, "config.json");
-    cJSON *root = read_json_object(path, err);
+    cJSON *root = sl_json_read(path, SL_LLAMA_MAX_JSON, 0, err);
     int rc = -1;
     if (!root)
         goto out;
@@ -315,7 +301,7 @@ int sl_llama_detect(const char *path)
         return ok;
     }
     char *cfg = sl_path_join(path, "config.json");
-    cJSON *root = read_json_object(cfg, NULL);
+    cJSON *root = sl_json_read(cfg, SL_LLAMA_MAX_JSON, 0, NULL);
     free(cfg);
     const cJSON *mt = root ? cJSON_GetObjectItemCaseSensitive(root, "model_type") : NULL;
     int ok = cJSON_IsString(mt) &&
@@ -846,69 +832,33 @@ static void ensure_scratch(sl_llama_t *m, int64_t T, int64_t n_sel, int64_t S)
     }
 }
 
-/* A [rows, cols] view of the start of a flat scratch tensor. */
-static sl_tensor_t view2(const sl_tensor_t *t, int64_t rows, int64_t cols)
-{
-    sl_tensor_t out = *t;
-    out.owns_data = 0;
-    out.ndim = 2;
-    out.shape[0] = rows;
-    out.shape[1] = cols;
-    return out;
-}
-
-static sl_tensor_t view3(const sl_tensor_t *t, int64_t a, int64_t b, int64_t c)
-{
-    sl_tensor_t out = *t;
-    out.owns_data = 0;
-    out.ndim = 3;
-    out.shape[0] = a;
-    out.shape[1] = b;
-    out.shape[2] = c;
-    return out;
-}
-
-static sl_tensor_t view1(const sl_tensor_t *t, int64_t n)
-{
-    sl_tensor_t out = *t;
-    out.owns_data = 0;
-    out.ndim = 1;
-    out.shape[0] = n;
-    return out;
-}
-
-/* y = x w^T (+ bias), casting x to the weights' dtype first when that is not f32. */
-static void linear(sl_llama_t *m, const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *b,
-                   sl_tensor_t *y)
-{
-    if (w->dtype == SL_F32) {
-        sl_linear(x, w, b, y);
-        return;
-    }
-    sl_tensor_t xc = view2(m->cast, x->shape[0], x->shape[1]);
-    sl_cast(x, &xc);
-    sl_linear(&xc, w, b, y);
-}
-
 void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
                       const sl_llama_step_t *st)
 {
     const sl_llama_config_t *c = &m->cfg;
     int64_t T = st->T, D = c->hidden, Dh = c->head_dim;
     ensure_scratch(m, T, st->n_sel, cache->slots);
-    sl_tensor_t ids = view1(m->ids, T), slot = view1(m->slot, T), pos = view1(m->pos, T);
-    sl_tensor_t kv_len = view1(m->kv_len, cache->slots);
+    sl_tensor_t ids = sl_tensor_view(m->ids, 1, T, 0, 0, 0),
+                slot = sl_tensor_view(m->slot, 1, T, 0, 0, 0),
+                pos = sl_tensor_view(m->pos, 1, T, 0, 0, 0);
+    sl_tensor_t kv_len = sl_tensor_view(m->kv_len, 1, cache->slots, 0, 0, 0);
     sl_copy_h2d(&ids, st->ids, (size_t)T * sizeof(int32_t));
     sl_copy_h2d(&slot, st->slot, (size_t)T * sizeof(int32_t));
     sl_copy_h2d(&pos, st->pos, (size_t)T * sizeof(int32_t));
     sl_copy_h2d(&kv_len, st->kv_len, (size_t)cache->slots * sizeof(int32_t));
 
-    sl_tensor_t x = view2(m->x, T, D), h = view2(m->h, T, D), o = view2(m->o, T, D);
-    sl_tensor_t q = view2(m->q, T, m->hl * Dh), ctx = view2(m->ctx, T, m->hl * Dh);
-    sl_tensor_t k = view2(m->k, T, m->kvl * Dh), v = view2(m->v, T, m->kvl * Dh);
-    sl_tensor_t q3 = view3(m->q, T, m->hl, Dh), ctx3 = view3(m->ctx, T, m->hl, Dh);
-    sl_tensor_t k3 = view3(m->k, T, m->kvl, Dh), v3 = view3(m->v, T, m->kvl, Dh);
-    sl_tensor_t gu = view2(m->gu, T, 2 * m->il), act = view2(m->act, T, m->il);
+    sl_tensor_t x = sl_tensor_view(m->x, 2, T, D, 0, 0), h = sl_tensor_view(m->h, 2, T, D, 0, 0),
+                o = sl_tensor_view(m->o, 2, T, D, 0, 0);
+    sl_tensor_t q = sl_tensor_view(m->q, 2, T, m->hl * Dh, 0, 0),
+                ctx = sl_tensor_view(m->ctx, 2, T, m->hl * Dh, 0, 0);
+    sl_tensor_t k = sl_tensor_view(m->k, 2, T, m->kvl * Dh, 0, 0),
+                v = sl_tensor_view(m->v, 2, T, m->kvl * Dh, 0, 0);
+    sl_tensor_t q3 = sl_tensor_view(m->q, 3, T, m->hl, Dh, 0),
+                ctx3 = sl_tensor_view(m->ctx, 3, T, m->hl, Dh, 0);
+    sl_tensor_t k3 = sl_tensor_view(m->k, 3, T, m->kvl, Dh, 0),
+                v3 = sl_tensor_view(m->v, 3, T, m->kvl, Dh, 0);
+    sl_tensor_t gu = sl_tensor_view(m->gu, 2, T, 2 * m->il, 0, 0),
+                act = sl_tensor_view(m->act, 2, T, m->il, 0, 0);
     float scale = 1.0f / sqrtf((float)Dh);
 
     sl_embedding(m->embed, &ids, &x);
@@ -916,9 +866,9 @@ void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
         const sl_llama_layer_t *L = &m->layers[l];
         sl_tensor_t *kc = cache->k[l % cache->n], *vc = cache->v[l % cache->n];
         sl_rmsnorm(&x, L->attn_norm, c->rms_eps, &h);
-        linear(m, &h, L->wq, L->bq, &q);
-        linear(m, &h, L->wk, L->bk, &k);
-        linear(m, &h, L->wv, L->bv, &v);
+        sl_linear_cast(&h, L->wq, L->bq, &q, m->cast);
+        sl_linear_cast(&h, L->wk, L->bk, &k, m->cast);
+        sl_linear_cast(&h, L->wv, L->bv, &v, m->cast);
         sl_rope(&q3, &pos, m->inv_freq);
         sl_rope(&k3, &pos, m->inv_freq);
         /* The step's keys go into the cache before attention reads it: a token attends to
@@ -926,7 +876,7 @@ void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
         sl_kv_write(kc, &k3, &slot, &pos);
         sl_kv_write(vc, &v3, &slot, &pos);
         sl_attention_kv(&q3, kc, vc, &slot, &pos, &kv_len, scale, 1, &ctx3);
-        linear(m, &ctx, L->wo, NULL, &o);
+        sl_linear_cast(&ctx, L->wo, NULL, &o, m->cast);
         if (comm)
             sl_comm_allreduce_sum(comm, &o, (size_t)(T * D));
         if (L->bo)
@@ -934,16 +884,17 @@ void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
         sl_add(&x, &o);
 
         sl_rmsnorm(&x, L->ffn_norm, c->rms_eps, &h);
-        linear(m, &h, L->wgu, NULL, &gu);
+        sl_linear_cast(&h, L->wgu, NULL, &gu, m->cast);
         sl_swiglu(&gu, &act);
-        linear(m, &act, L->wd, NULL, &o);
+        sl_linear_cast(&act, L->wd, NULL, &o, m->cast);
         if (comm)
             sl_comm_allreduce_sum(comm, &o, (size_t)(T * D));
         sl_add(&x, &o);
     }
     m->n_sel = st->n_sel;
     if (st->n_sel > 0) {
-        sl_tensor_t sel = view1(m->sel, st->n_sel), hs = view2(m->hsel, st->n_sel, D);
+        sl_tensor_t sel = sl_tensor_view(m->sel, 1, st->n_sel, 0, 0, 0),
+                    hs = sl_tensor_view(m->hsel, 2, st->n_sel, D, 0, 0);
         sl_copy_h2d(&sel, st->sel, (size_t)st->n_sel * sizeof(int32_t));
         sl_gather_rows(&x, &sel, &hs);
         sl_rmsnorm(&hs, m->out_norm, c->rms_eps, &hs);
@@ -960,8 +911,8 @@ static sl_tensor_t lm_chunk(sl_llama_t *m, int64_t r0, int64_t n)
     hs.shape[0] = n;
     hs.shape[1] = D;
     hs.data = (char *)m->hsel->data + (size_t)(r0 * D) * sizeof(float);
-    sl_tensor_t lg = view2(m->logits, n, m->vl);
-    linear(m, &hs, &m->lm, NULL, &lg);
+    sl_tensor_t lg = sl_tensor_view(m->logits, 2, n, m->vl, 0, 0);
+    sl_linear_cast(&hs, &m->lm, NULL, &lg, m->cast);
     return lg;
 }
 
@@ -974,8 +925,10 @@ void sl_llama_logprobs(sl_llama_t *m, sl_comm_t *comm, const int32_t *target, fl
     for (int64_t r0 = 0; r0 < n; r0 += m->lm_chunk) {
         int64_t k = n - r0 < m->lm_chunk ? n - r0 : m->lm_chunk;
         sl_tensor_t lg = lm_chunk(m, r0, k);
-        sl_tensor_t rm = view1(m->rowmax, k), sx = view1(m->sumexp, k), pk = view1(m->picked, k);
-        sl_tensor_t tg = view1(m->target, k);
+        sl_tensor_t rm = sl_tensor_view(m->rowmax, 1, k, 0, 0, 0),
+                    sx = sl_tensor_view(m->sumexp, 1, k, 0, 0, 0),
+                    pk = sl_tensor_view(m->picked, 1, k, 0, 0, 0);
+        sl_tensor_t tg = sl_tensor_view(m->target, 1, k, 0, 0, 0);
         sl_copy_h2d(&tg, target + r0, (size_t)k * sizeof(int32_t));
         sl_logsumexp_parts(&lg, &rm, &sx);
         sl_pick_logits(&lg, &tg, m->v0, &pk);
@@ -1073,7 +1026,8 @@ void sl_llama_topk(sl_llama_t *m, sl_comm_t *comm, int k, float *vals, int32_t *
     for (int64_t r0 = 0; r0 < n; r0 += m->lm_chunk) {
         int64_t c = n - r0 < m->lm_chunk ? n - r0 : m->lm_chunk;
         sl_tensor_t lg = lm_chunk(m, r0, c);
-        sl_tensor_t tv = view2(m->topv, c, k), ti = view2(m->topi, c, k);
+        sl_tensor_t tv = sl_tensor_view(m->topv, 2, c, k, 0, 0),
+                    ti = sl_tensor_view(m->topi, 2, c, k, 0, 0);
         sl_topk_rows(&lg, k, &tv, &ti);
         sl_copy_d2h(mv + r0 * k, &tv, (size_t)(c * k) * sizeof(float));
         sl_copy_d2h(mi + r0 * k, &ti, (size_t)(c * k) * sizeof(int32_t));

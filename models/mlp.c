@@ -450,28 +450,21 @@ void sl_mlp_forward(sl_mlp_t *m, sl_comm_t *comm, sl_tensor_t *x, sl_tensor_t *y
     const sl_tensor_t *in = x; /* f32 [rows, in_local] */
     for (int i = 0; i < n; i++) {
         sl_mlp_layer_t *L = &m->layers[i];
-        sl_tensor_t cast_view;
         sl_tensor_t *out = y; /* f32 [rows, out_local (COLUMN) or out] */
         if (i < n - 1) {
             views[i % 2] = sl_tensor_rows(L->out_buf, rows);
             out = &views[i % 2];
         }
-        const sl_tensor_t *a = in;
-        if (m->dtype != SL_F32) { /* both GEMM operands must share the weights' dtype */
-            cast_view = sl_tensor_rows(L->cast_buf, rows);
-            sl_cast(in, &cast_view);
-            a = &cast_view;
-        }
-
+        /* GEMM inputs in the weights' dtype: cast through L->cast_buf unless f32 */
         if (L->split == SL_SPLIT_ROW) {
-            /* out = a [rows, in_local] @ W^T [in_local, out]: a partial sum. The bias must be
+            /* out = in [rows, in_local] @ W^T [in_local, out]: a partial sum. The bias must be
              * added once and the activation is nonlinear, so both wait for the all-reduce. */
-            sl_matmul(a, 0, L->w, 1, 1.0f, 0.0f, NULL, out);
+            sl_linear_cast(in, L->w, NULL, out, L->cast_buf);
             sl_comm_allreduce_sum(comm, out, (size_t)(rows * L->out));
             sl_add_bias(out, L->b);
         } else {
-            /* out = a [rows, in] @ W^T [in, out_local] + b [out_local] */
-            sl_matmul(a, 0, L->w, 1, 1.0f, 0.0f, L->b, out);
+            /* out = in [rows, in] @ W^T [in, out_local] + b [out_local] */
+            sl_linear_cast(in, L->w, L->b, out, L->cast_buf);
         }
 
         int act = i == n - 1 ? c->final_activation : c->activation;

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "common/sl_fs.h"
+#include "common/sl_json.h"
 #include "models/safetensors.h"
 
 #define SL_WEIGHTS_MAX_JSON (64u << 20) /* an index larger than this is refused */
@@ -38,16 +39,12 @@ static int is_dir(const char *path)
 /* The distinct shard file names of index.json's weight_map, in first-seen order. */
 static int open_index(sl_weights_t *w, const char *dir, sl_error_t *err)
 {
-    char *text = NULL;
-    if (sl_read_file(w->where, SL_WEIGHTS_MAX_JSON, &text, NULL, err) != 0)
+    cJSON *root = sl_json_read(w->where, SL_WEIGHTS_MAX_JSON, 0, err);
+    if (!root)
         return -1;
-    cJSON *root = cJSON_Parse(text);
-    free(text);
-    const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     int rc = 0;
-    if (!root) {
-        rc = sl_errorf(err, "%s: not valid JSON", w->where);
-    } else if (!cJSON_IsObject(map) || cJSON_GetArraySize(map) < 1) {
+    if (!cJSON_IsObject(map) || cJSON_GetArraySize(map) < 1) {
         rc = sl_errorf(err, "%s: key 'weight_map': expected a non-empty object", w->where);
     } else {
         const char **names = sl_xcalloc((size_t)cJSON_GetArraySize(map), sizeof *names);
