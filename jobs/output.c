@@ -104,6 +104,20 @@ int sl_part_matches(const char *out_dir, const char *relpath, const sl_part_meta
     return ok;
 }
 
+void sl_out_fill_failed(const sl_outputs_t *outs, float *const *bufs, int64_t row)
+{
+    for (int o = 0; o < outs->n; o++) {
+        const sl_out_spec_t *s = &outs->spec[o];
+        float *dst = bufs[o] + row * sl_out_width(s);
+        if (s->file_dtype == SL_OUT_TEXT) {
+            memset(dst, 0, (size_t)s->cols);
+            continue;
+        }
+        for (int64_t j = 0; j < sl_out_width(s); j++)
+            dst[j] = s->file_dtype == SL_I32 ? -1.0f : NAN;
+    }
+}
+
 const char *sl_out_dtype_name(int file_dtype)
 {
     return file_dtype == SL_OUT_TEXT ? "text" : sl_dtype_name((sl_dtype_t)file_dtype);

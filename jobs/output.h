@@ -49,6 +49,9 @@ static inline int64_t sl_out_width(const sl_out_spec_t *o)
         return o->cols / 4;
     return o->cols > 0 ? o->cols : 1;
 }
+/* Fills row `row` of every output buffer as a failed row: NaN, -1 for integer outputs, an empty
+ * string for text. bufs[i]: output i's buffer, [rows, sl_out_width]. */
+void sl_out_fill_failed(const sl_outputs_t *outs, float *const *bufs, int64_t row);
 /* "f32", "f16", "i32" or "text": how manifest.json names an output's storage. */
 const char *sl_out_dtype_name(int file_dtype);
 int sl_out_dtype_parse(const char *s); /* the inverse; SL_F32 for anything unknown */

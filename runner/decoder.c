@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "common/sl_error.h"
+#include "runner/task.h"
 
 #define SL_TEXT_FINISH_BYTES 8
 
@@ -145,29 +146,6 @@ static int ensure_cache(sl_decoder_t *d, int64_t slots, int64_t ctx, int shared,
 
 /* ---- score ------------------------------------------------------------------------------- */
 
-static const int32_t *g_len; /* qsort has no context argument in C11 */
-static int by_len(const void *a, const void *b)
-{
-    int64_t i = *(const int64_t *)a, j = *(const int64_t *)b;
-    if (g_len[i] != g_len[j])
-        return g_len[i] < g_len[j] ? -1 : 1;
-    return i < j ? -1 : (i > j);
-}
-
-static void fail_row(const sl_outputs_t *outs, float *const *bufs, int64_t row)
-{
-    for (int o = 0; o < outs->n; o++) {
-        const sl_out_spec_t *s = &outs->spec[o];
-        float *dst = bufs[o] + row * sl_out_width(s);
-        if (s->file_dtype == SL_OUT_TEXT) {
-            memset(dst, 0, (size_t)s->cols);
-            continue;
-        }
-        for (int64_t j = 0; j < sl_out_width(s); j++)
-            dst[j] = s->file_dtype == SL_I32 ? -1.0f : NAN;
-    }
-}
-
 /* The first scored position of a row: after its prompt, and never position 0 (nothing
  * predicts the first token). */
 static int64_t first_scored(const sl_decoder_rows_t *r, int64_t i)
@@ -184,18 +162,17 @@ int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows
     for (int64_t i = 0; i < r->rows; i++) {
         if (r->fail[i]) {
             on_error(ctx, out_row0 + i, r->fail[i]);
-            fail_row(outs, bufs, out_row0 + i);
+            sl_out_fill_failed(outs, bufs, out_row0 + i);
         } else if (r->len[i] - first_scored(r, i) < 1) {
             on_error(ctx, out_row0 + i,
                      r->plen[i] > 0 ? "empty continuation: no token to score"
                                     : "a single token: nothing to score");
-            fail_row(outs, bufs, out_row0 + i);
+            sl_out_fill_failed(outs, bufs, out_row0 + i);
         } else {
             order[n++] = i;
         }
     }
-    g_len = r->len;
-    qsort(order, (size_t)n, sizeof *order, by_len);
+    sl_order_by_length(order, n, r->len);
     int64_t budget = d->job->batch_tokens, max_rows = d->job->batch_size;
     for (int64_t i = 0; i < n;) {
         /* A batch: rows in length order while the tokens fit the budget (one row at least). */
@@ -241,7 +218,7 @@ int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows
                 sum += d->logp[k + q];
             if (!isfinite(sum)) {
                 on_error(ctx, out, "non-finite log-probability (NaN/Inf from the model)");
-                fail_row(outs, bufs, out);
+                sl_out_fill_failed(outs, bufs, out);
                 k += cnt;
                 continue;
             }
@@ -425,14 +402,14 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
         char why[96];
         if (r->fail[i]) {
             on_error(ctx, out, r->fail[i]);
-            fail_row(outs, bufs, out);
+            sl_out_fill_failed(outs, bufs, out);
             continue;
         }
         if (r->len[i] + 1 > d->max_length) {
             snprintf(why, sizeof why, "prompt of %d tokens leaves no room to generate within %d",
                      r->len[i], d->max_length);
             on_error(ctx, out, why);
-            fail_row(outs, bufs, out);
+            sl_out_fill_failed(outs, bufs, out);
             continue;
         }
         int64_t need = r->len[i] + maxnew < d->max_length ? r->len[i] + maxnew : d->max_length;
@@ -461,7 +438,7 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
                 snprintf(why, sizeof why, "needs a KV cache of %lld positions; memory holds %lld",
                          (long long)need, (long long)max_ctx);
                 on_error(ctx, out_row0 + i, why);
-                fail_row(outs, bufs, out_row0 + i);
+                sl_out_fill_failed(outs, bufs, out_row0 + i);
             } else {
                 queue[kept++] = i;
                 ctx_need = need > ctx_need ? need : ctx_need;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/sl_fs.h"
+#include "common/sl_hash.h"
 #include "models/bert.h"
 #include "models/bpe.h"
 #include "models/llama.h"
@@ -68,13 +69,9 @@ static int plan_decoder(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
                          (long long)job->seed, (long long)sl_decoder_text_bytes(job), job->n_stops,
                          job->bos);
         /* the stop strings themselves, hashed: a long list does not fit the text */
-        uint64_t h = 1469598103934665603ull;
+        uint64_t h = SL_HASH_INIT;
         for (int i = 0; i < job->n_stops; i++)
-            for (const char *c = job->stops[i]; ; c++) {
-                h = (h ^ (unsigned char)*c) * 1099511628211ull;
-                if (!*c)
-                    break;
-            }
+            h = sl_hash_str(h, job->stops[i]);
         snprintf(p->params + n, sizeof p->params - (size_t)n, " stophash=%016llx",
                  (unsigned long long)h);
     } else {
@@ -570,16 +567,6 @@ int sl_task_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
 
 /* ---- compute --------------------------------------------------------------------------------- */
 
-static void fill_failed(const sl_task_plan_t *plan, float *const *outs, int64_t row)
-{
-    for (int o = 0; o < plan->outs.n; o++) {
-        const sl_out_spec_t *s = &plan->outs.spec[o];
-        float *dst = outs[o] + row * sl_out_width(s);
-        for (int64_t j = 0; j < sl_out_width(s); j++)
-            dst[j] = s->file_dtype == SL_I32 ? -1.0f : NAN;
-    }
-}
-
 static void compute_features(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_t rows,
                              float *const *outs, int64_t r0, sl_row_error_fn on_error, void *ctx)
 {
@@ -611,7 +598,7 @@ static void compute_features(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_
         if (!bad[i] && !finite)
             on_error(ctx, r0 + i, "non-finite output (NaN/Inf from the model)");
         if (bad[i] || !finite)
-            fill_failed(t->plan, outs, r0 + i);
+            sl_out_fill_failed(&t->plan->outs, outs, r0 + i);
     }
     free(bad);
 }
@@ -624,6 +611,12 @@ static int by_length(const void *a, const void *b)
     if (li != lj)
         return li < lj ? -1 : 1;
     return i < j ? -1 : (i > j); /* stable: equal lengths keep input order */
+}
+
+void sl_order_by_length(int64_t *order, int64_t n, const int32_t *len)
+{
+    g_sort_len = len;
+    qsort(order, (size_t)n, sizeof *order, by_length);
 }
 
 static void grow(void **buf, size_t *cap, size_t n, size_t elem)
@@ -645,13 +638,12 @@ static void compute_tokens(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_t 
     for (int64_t i = 0; i < rows; i++) {
         if (p->fail[i]) {
             on_error(ctx, r0 + i, p->fail[i]);
-            fill_failed(plan, outs, r0 + i);
+            sl_out_fill_failed(&plan->outs, outs, r0 + i);
         } else {
             t->order[n++] = i;
         }
     }
-    g_sort_len = p->len;
-    qsort(t->order, (size_t)n, sizeof *t->order, by_length);
+    sl_order_by_length(t->order, n, p->len);
     int64_t width = plan->outs.spec[0].cols; /* embedding size, or the number of labels */
     for (int64_t i = 0; i < n;) {
         /* Grow the batch while its real tokens stay within the token budget: the encoder runs
@@ -697,7 +689,7 @@ static void compute_tokens(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_t 
                 finite = isfinite(o[k]);
             if (!finite) {
                 on_error(ctx, row, "non-finite output (NaN/Inf from the model)");
-                fill_failed(plan, outs, row);
+                sl_out_fill_failed(&plan->outs, outs, row);
                 continue;
             }
             memcpy(outs[0] + row * width, o, (size_t)width * sizeof(float));

@@ -74,6 +74,10 @@ typedef void (*sl_row_error_fn)(void *ctx, int64_t row, const char *reason);
 void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
                      float *const *outs, int64_t out_row0, sl_row_error_fn on_error, void *ctx);
 
+/* Sorts order[0..n) (row indices) by len[row], shortest first, equal lengths in input order:
+ * how token rows are batched (encoder and decoder tasks). Not thread-safe (one compute thread). */
+void sl_order_by_length(int64_t *order, int64_t n, const int32_t *len);
+
 /* Counters for the report: rows truncated to max_length, real tokens computed. */
 int64_t sl_task_truncated(const sl_task_t *t);
 int64_t sl_task_tokens(const sl_task_t *t);
