@@ -4,6 +4,7 @@
  */
 #include "jobs/output.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -50,6 +51,72 @@ int sl_output_prepare(const char *out_dir, sl_error_t *err)
     return 0;
 }
 
+/* What shardline itself leaves in an output directory: parts/, the job's files, sbatch
+ * scripts and logs from `shardline submit`, temporary files and hidden files (locks). */
+static int own_entry(const char *name)
+{
+    static const char *const names[] = {"parts", "manifest.json", "report.json",
+                                        "predictions.h5", "shardline.sbatch"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(name, names[i]))
+            return 1;
+    size_t n = strlen(name);
+    return name[0] == '.' || strstr(name, ".tmp.") ||
+           (!strncmp(name, "slurm-", 6) && n > 10 && !strcmp(name + n - 4, ".out"));
+}
+
+int sl_output_check(const char *out_dir, int *exists, char *foreign, size_t len, sl_error_t *err)
+{
+    struct stat st;
+    *exists = 0;
+    if (foreign && len)
+        foreign[0] = '\0';
+    if (stat(out_dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            return sl_errorf(err, "--output %s: exists and is not a directory", out_dir);
+        if (access(out_dir, W_OK | X_OK) != 0)
+            return sl_errorf(err, "--output %s: not writable", out_dir);
+        *exists = 1;
+        DIR *d = opendir(out_dir);
+        if (!d)
+            return sl_errorf(err, "--output %s: cannot list: %s", out_dir, strerror(errno));
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (!own_entry(e->d_name)) {
+                if (foreign && len)
+                    snprintf(foreign, len, "%s", e->d_name);
+                break;
+            }
+        }
+        closedir(d);
+        return 0;
+    }
+    /* Not there yet: the nearest existing ancestor must let us create it. */
+    char *p = sl_xstrdup(out_dir);
+    int rc = 0;
+    for (;;) {
+        char *slash = strrchr(p, '/');
+        if (!slash) {
+            snprintf(p, strlen(p) + 1, ".");
+        } else if (slash == p) {
+            p[1] = '\0';
+        } else {
+            *slash = '\0';
+        }
+        if (stat(p, &st) == 0) {
+            if (!S_ISDIR(st.st_mode))
+                rc = sl_errorf(err, "--output %s: %s is not a directory", out_dir, p);
+            else if (access(p, W_OK | X_OK) != 0)
+                rc = sl_errorf(err, "--output %s: cannot create it: %s is not writable", out_dir, p);
+            break;
+        }
+        if (!strcmp(p, ".") || !strcmp(p, "/"))
+            break;
+    }
+    free(p);
+    return rc;
+}
+
 char *sl_part_relpath(const sl_shard_t *s, int64_t row0, int64_t nrows)
 {
     char *copy = sl_xstrdup(s->path);
@@ -94,8 +161,13 @@ int sl_part_matches(const char *out_dir, const char *relpath, const sl_part_meta
             hsize_t dims[2] = {0, 0};
             int nd = H5Sget_simple_extent_ndims(sp);
             H5Sget_simple_extent_dims(sp, dims, NULL);
-            ok = nd == (o->cols > 0 ? 2 : 1) && (int64_t)dims[0] == m->nrows &&
-                 (o->cols == 0 || (int64_t)dims[1] == o->cols);
+            ok = nd == sl_out_ndims(o) && (int64_t)dims[0] == m->nrows &&
+                 (nd == 1 || (int64_t)dims[1] == o->cols);
+            /* text is stored as variable-length strings (earlier versions: fixed-length) */
+            hid_t ty = H5Dget_type(d);
+            if (ok && o->file_dtype == SL_OUT_TEXT)
+                ok = H5Tget_class(ty) == H5T_STRING && H5Tis_variable_str(ty) > 0;
+            H5Tclose(ty);
             H5Sclose(sp);
             H5Dclose(d);
         }
@@ -131,22 +203,12 @@ int sl_out_dtype_parse(const char *s)
     return !strcmp(s, "i32") ? SL_I32 : d == SL_F16 ? SL_F16 : SL_F32;
 }
 
-/* Fixed-length NUL-padded UTF-8 strings of `bytes` bytes. */
-static hid_t text_type(int64_t bytes)
-{
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, (size_t)bytes);
-    H5Tset_strpad(t, H5T_STR_NULLPAD);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    return t;
-}
-
 /* The file type of an output: IEEE f32, IEEE f16 (h5py reads it as float16), i32, or text. */
 static hid_t file_type(const sl_out_spec_t *o)
 {
     int dtype = o->file_dtype;
     if (dtype == SL_OUT_TEXT)
-        return text_type(o->cols);
+        return sl_h5_vlen_str_type();
     if (dtype == SL_F16) {
         hid_t t = H5Tcopy(H5T_IEEE_F32LE);
         H5Tset_fields(t, 15, 10, 5, 0, 10);
@@ -192,9 +254,21 @@ int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t
         const sl_out_spec_t *o = &m->outs->spec[i];
         hsize_t dims[2] = {(hsize_t)m->nrows, (hsize_t)o->cols};
         hid_t ft = file_type(o);
-        int nd = o->cols > 0 && o->file_dtype != SL_OUT_TEXT ? 2 : 1;
+        int nd = sl_out_ndims(o);
         if (o->file_dtype == SL_OUT_TEXT) {
-            bad |= write_dataset(f, o->name, ft, ft, nd, dims, bufs[i]) != 0;
+            /* each row: `cols` NUL-padded bytes, not always NUL-terminated */
+            size_t w = (size_t)o->cols;
+            char *copy = sl_xmalloc((size_t)m->nrows * (w + 1) + 1);
+            const char **rows = sl_xcalloc((size_t)m->nrows + 1, sizeof *rows);
+            for (int64_t r = 0; r < m->nrows; r++) {
+                char *dst = copy + (size_t)r * (w + 1);
+                memcpy(dst, (const char *)bufs[i] + (size_t)r * w, w);
+                dst[w] = '\0';
+                rows[r] = dst;
+            }
+            bad |= write_dataset(f, o->name, ft, ft, nd, dims, rows) != 0;
+            free(rows);
+            free(copy);
         } else if (o->file_dtype == SL_F16) {
             /* Our own round-to-nearest-even: HDF5 1.10's soft f32 -> f16 conversion halves
              * values that round up to a power of two (0.12499 -> 0.0625). */
@@ -311,9 +385,53 @@ static int collect_errors(const char *path, int64_t base, error_rec_t **recs, in
     return rc;
 }
 
+/* One root attribute per member of `describe`. */
+static int write_describe(hid_t f, const cJSON *describe)
+{
+    int bad = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, describe)
+    {
+        if (cJSON_IsString(it)) {
+            bad |= sl_h5_attr_write_str(f, it->string, it->valuestring) != 0;
+        } else if (cJSON_IsBool(it)) {
+            bad |= sl_h5_attr_write_i64(f, it->string, cJSON_IsTrue(it)) != 0;
+        } else if (cJSON_IsNumber(it)) {
+            double v = it->valuedouble;
+            if (v == floor(v) && fabs(v) < 9e15) {
+                bad |= sl_h5_attr_write_i64(f, it->string, (int64_t)v) != 0;
+            } else {
+                hid_t sp = H5Screate(H5S_SCALAR);
+                hid_t a = H5Acreate2(f, it->string, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+                bad |= a < 0 || H5Awrite(a, H5T_NATIVE_DOUBLE, &v) < 0;
+                if (a >= 0)
+                    H5Aclose(a);
+                H5Sclose(sp);
+            }
+        } else if (cJSON_IsArray(it)) {
+            /* an array of strings (input files, stop strings); may be empty */
+            hsize_t n = (hsize_t)cJSON_GetArraySize(it);
+            const char **v = sl_xcalloc((size_t)n + 1, sizeof *v);
+            int k = 0;
+            const cJSON *e;
+            cJSON_ArrayForEach(e, it) v[k++] = cJSON_IsString(e) ? e->valuestring : "";
+            hid_t st = sl_h5_vlen_str_type();
+            hid_t sp = n ? H5Screate_simple(1, &n, NULL) : H5Screate(H5S_NULL);
+            hid_t a = H5Acreate2(f, it->string, st, sp, H5P_DEFAULT, H5P_DEFAULT);
+            bad |= a < 0 || (n && H5Awrite(a, st, v) < 0);
+            if (a >= 0)
+                H5Aclose(a);
+            H5Sclose(sp);
+            H5Tclose(st);
+            free(v);
+        }
+    }
+    return bad;
+}
+
 int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_unit_t *units,
-                         int64_t nunits, const sl_outputs_t *outs, int64_t *failed,
-                         sl_error_t *err)
+                         int64_t nunits, const sl_outputs_t *outs, const cJSON *describe,
+                         int64_t *failed, sl_error_t *err)
 {
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/predictions.h5", out_dir);
@@ -330,18 +448,19 @@ int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_un
     for (int o = 0; o < outs->n && !bad; o++) {
         const sl_out_spec_t *os = &outs->spec[o];
         int text = os->file_dtype == SL_OUT_TEXT;
-        int nd = os->cols > 0 && !text ? 2 : 1;
+        int nd = sl_out_ndims(os);
         hsize_t vdims[2] = {(hsize_t)in->total_rows, (hsize_t)os->cols};
         hid_t vspace = H5Screate_simple(nd, vdims, NULL);
         hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
         hid_t ft = file_type(os);
-        /* rows without a part (never in a complete job) read as NaN, -1 for integers, or an
-         * empty string */
+        /* Rows whose part file cannot be found (never in a complete job; but a copy of
+         * predictions.h5 without parts/ beside it) read as NaN, -1 for integers, or an empty
+         * string: see sl_vds_sources and the file's `layout` attribute. */
         float ffill = NAN;
         int ifill = -1;
         if (os->file_dtype == SL_I32)
             H5Pset_fill_value(dcpl, H5T_NATIVE_INT, &ifill);
-        else if (!text) /* text keeps the default fill value: all NUL bytes */
+        else if (!text) /* text keeps the default fill value: an empty string */
             H5Pset_fill_value(dcpl, H5T_NATIVE_FLOAT, &ffill);
         for (int64_t i = 0; i < nunits && !bad; i++) {
             const sl_unit_t *u = &units[i];
@@ -410,6 +529,11 @@ int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_un
         H5Tclose(st);
         bad |= sl_h5_attr_write_i64(f, "total_rows", in->total_rows) != 0;
         bad |= sl_h5_attr_write_str(f, "shardline_version", SL_VERSION) != 0;
+        /* Says how to read the file: its outputs live in parts/ beside it. */
+        bad |= sl_h5_attr_write_str(f, "layout", "virtual: rows read from parts/ beside this "
+                                                 "file; copy it with `shardline merge OUT "
+                                                 "--consolidate`") != 0;
+        bad |= write_describe(f, describe) != 0;
     }
     for (int64_t i = 0; i < nerr; i++)
         free(errs[i].reason);
@@ -426,5 +550,211 @@ int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_un
         return sl_errorf(err, "%s: cannot commit: %s", path, strerror(e));
     }
     *failed = nerr;
+    return 0;
+}
+
+/* ---- virtual sources, consolidation ------------------------------------------------------ */
+
+/* The first dataset at the root of f with a virtual layout, or -1. */
+static hid_t first_virtual(hid_t f)
+{
+    hsize_t n = 0;
+    H5Gget_num_objs(f, &n);
+    for (hsize_t i = 0; i < n; i++) {
+        char name[256];
+        if (H5Gget_objname_by_idx(f, i, name, sizeof name) < 0 ||
+            H5Gget_objtype_by_idx(f, i) != H5G_DATASET)
+            continue;
+        hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+        if (d < 0)
+            continue;
+        hid_t dcpl = H5Dget_create_plist(d);
+        int virt = H5Pget_layout(dcpl) == H5D_VIRTUAL;
+        H5Pclose(dcpl);
+        if (virt)
+            return d;
+        H5Dclose(d);
+    }
+    return -1;
+}
+
+int sl_vds_sources(const char *path, int64_t *total, int64_t *missing, char *first_missing,
+                   size_t len, sl_error_t *err)
+{
+    *total = *missing = 0;
+    if (first_missing && len)
+        first_missing[0] = '\0';
+    hid_t f = sl_h5_open_ro(path, err);
+    if (f < 0)
+        return -1;
+    hid_t d = first_virtual(f);
+    if (d >= 0) {
+        /* Source names are relative to the directory of the file (how HDF5 resolves them
+         * when no prefix is set). */
+        char *copy = sl_xstrdup(path);
+        const char *dir = dirname(copy);
+        hid_t dcpl = H5Dget_create_plist(d);
+        size_t n = 0;
+        H5Pget_virtual_count(dcpl, &n);
+        for (size_t i = 0; i < n; i++) {
+            char name[4096], full[8200];
+            if (H5Pget_virtual_filename(dcpl, i, name, sizeof name) < 0)
+                continue;
+            (*total)++;
+            if (!strcmp(name, "."))
+                continue;
+            if (name[0] == '/')
+                snprintf(full, sizeof full, "%s", name);
+            else
+                snprintf(full, sizeof full, "%s/%s", dir, name);
+            if (access(full, R_OK) != 0) {
+                if (*missing == 0 && first_missing)
+                    snprintf(first_missing, len, "%s", full);
+                (*missing)++;
+            }
+        }
+        H5Pclose(dcpl);
+        H5Dclose(d);
+        free(copy);
+    }
+    H5Fclose(f);
+    return 0;
+}
+
+/* Copies every attribute of `src` onto `dst` (same names, types and values). */
+static int copy_attrs(hid_t src, hid_t dst)
+{
+    H5O_info_t info;
+    if (H5Oget_info2(src, &info, H5O_INFO_NUM_ATTRS) < 0)
+        return -1;
+    int bad = 0;
+    for (hsize_t i = 0; i < info.num_attrs && !bad; i++) {
+        hid_t a = H5Aopen_by_idx(src, ".", H5_INDEX_CRT_ORDER, H5_ITER_INC, i, H5P_DEFAULT,
+                                 H5P_DEFAULT);
+        if (a < 0)
+            a = H5Aopen_by_idx(src, ".", H5_INDEX_NAME, H5_ITER_INC, i, H5P_DEFAULT, H5P_DEFAULT);
+        if (a < 0)
+            return -1;
+        char name[256];
+        hid_t ty = H5Aget_type(a), sp = H5Aget_space(a);
+        hssize_t np = H5Sget_simple_extent_npoints(sp);
+        size_t sz = H5Tget_size(ty);
+        void *buf = sl_xcalloc((size_t)(np > 0 ? np : 1), sz);
+        H5Aget_name(a, sizeof name, name);
+        bad |= np > 0 && H5Aread(a, ty, buf) < 0;
+        hid_t b = H5Acreate2(dst, name, ty, sp, H5P_DEFAULT, H5P_DEFAULT);
+        bad |= b < 0 || (np > 0 && H5Awrite(b, ty, buf) < 0);
+        if (np > 0 && H5Tdetect_class(ty, H5T_VLEN) + H5Tis_variable_str(ty) > 0)
+            H5Dvlen_reclaim(ty, sp, H5P_DEFAULT, buf);
+        if (b >= 0)
+            H5Aclose(b);
+        free(buf);
+        H5Sclose(sp);
+        H5Tclose(ty);
+        H5Aclose(a);
+    }
+    return bad ? -1 : 0;
+}
+
+/* A real, chunked copy of the virtual dataset `d` as `name` in `dst`, `block` rows at a time. */
+static int copy_virtual(hid_t d, hid_t dst, const char *name)
+{
+    hid_t ty = H5Dget_type(d), sp = H5Dget_space(d);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[2] = {0, 1}, chunk[2];
+    H5Sget_simple_extent_dims(sp, dims, NULL);
+    size_t row_bytes = H5Tget_size(ty) * (nd == 2 ? (size_t)dims[1] : 1);
+    hsize_t block = (hsize_t)((8u << 20) / (row_bytes ? row_bytes : 1));
+    block = block < 1 ? 1 : block;
+    chunk[0] = dims[0] < 1024 ? (dims[0] ? dims[0] : 1) : 1024;
+    chunk[1] = nd == 2 ? (dims[1] ? dims[1] : 1) : 1;
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, nd, chunk);
+    hid_t out = H5Dcreate2(dst, name, ty, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    int bad = out < 0;
+    void *buf = sl_xmalloc((size_t)(block < dims[0] ? block : dims[0] ? dims[0] : 1) * row_bytes + 1);
+    for (hsize_t r0 = 0; !bad && r0 < dims[0]; r0 += block) {
+        hsize_t cnt[2] = {dims[0] - r0 < block ? dims[0] - r0 : block, nd == 2 ? dims[1] : 1};
+        hsize_t start[2] = {r0, 0};
+        hid_t fs = H5Dget_space(d), ms = H5Screate_simple(nd, cnt, NULL);
+        H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, cnt, NULL);
+        bad |= H5Dread(d, ty, ms, fs, H5P_DEFAULT, buf) < 0;
+        hid_t os = H5Dget_space(out);
+        H5Sselect_hyperslab(os, H5S_SELECT_SET, start, NULL, cnt, NULL);
+        bad |= !bad && H5Dwrite(out, ty, ms, os, H5P_DEFAULT, buf) < 0;
+        if (H5Tis_variable_str(ty) > 0)
+            H5Dvlen_reclaim(ty, ms, H5P_DEFAULT, buf);
+        H5Sclose(os);
+        H5Sclose(ms);
+        H5Sclose(fs);
+    }
+    if (!bad)
+        bad |= copy_attrs(d, out) != 0;
+    free(buf);
+    if (out >= 0)
+        H5Dclose(out);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    H5Tclose(ty);
+    return bad ? -1 : 0;
+}
+
+int sl_predictions_consolidate(const char *src, const char *dst, sl_error_t *err)
+{
+    int64_t total = 0, missing = 0;
+    char first[4096];
+    if (sl_vds_sources(src, &total, &missing, first, sizeof first, err) != 0)
+        return -1;
+    if (missing > 0)
+        return sl_errorf(err, "%s: %lld of %lld part files are missing (first: %s); "
+                              "consolidate in the job's output directory",
+                         src, (long long)missing, (long long)total, first);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", dst, (int)getpid());
+    hid_t f = sl_h5_open_ro(src, err);
+    if (f < 0)
+        return -1;
+    hid_t g = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) {
+        H5Fclose(f);
+        return sl_errorf(err, "%s: cannot create", tmp);
+    }
+    int bad = copy_attrs(f, g) != 0;
+    hsize_t n = 0;
+    H5Gget_num_objs(f, &n);
+    for (hsize_t i = 0; i < n && !bad; i++) {
+        char name[256];
+        if (H5Gget_objname_by_idx(f, i, name, sizeof name) < 0) {
+            bad = 1;
+            break;
+        }
+        hid_t d = H5Gget_objtype_by_idx(f, i) == H5G_DATASET ? H5Dopen2(f, name, H5P_DEFAULT) : -1;
+        int virt = 0;
+        if (d >= 0) {
+            hid_t dcpl = H5Dget_create_plist(d);
+            virt = H5Pget_layout(dcpl) == H5D_VIRTUAL;
+            H5Pclose(dcpl);
+        }
+        if (virt)
+            bad |= copy_virtual(d, g, name) != 0;
+        else
+            bad |= H5Ocopy(f, name, g, name, H5P_DEFAULT, H5P_DEFAULT) < 0;
+        if (d >= 0)
+            H5Dclose(d);
+    }
+    if (!bad) /* the copy no longer needs parts/ */
+        bad |= (H5Aexists(g, "layout") > 0 && H5Adelete(g, "layout") < 0) ||
+               sl_h5_attr_write_str(g, "layout", "self-contained (consolidated from the part files)") != 0;
+    bad |= H5Fclose(g) < 0;
+    H5Fclose(f);
+    if (bad) {
+        unlink(tmp);
+        return sl_errorf(err, "%s: writing failed (disk full?)", tmp);
+    }
+    if (rename(tmp, dst) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return sl_errorf(err, "%s: cannot commit: %s", dst, strerror(e));
+    }
     return 0;
 }

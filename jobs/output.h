@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/sl_error.h"
 #include "jobs/input.h"
 #include "kernels/backend.h"
@@ -22,9 +24,9 @@
 
 /* One output dataset of a job: `/name` [rows, cols] (cols 0: a 1-D dataset [rows]). Values
  * are f32 in memory; `file_dtype` is how they are stored: SL_F32, SL_F16 or SL_I32 (exact for
- * integers below 2^24: token ids, counts). SL_OUT_TEXT: a 1-D dataset of fixed-length UTF-8
- * strings of `cols` bytes (a multiple of 4; NUL-padded), held in memory as cols/4 floats' worth
- * of bytes per row. */
+ * integers below 2^24: token ids, counts). SL_OUT_TEXT: a 1-D dataset of variable-length UTF-8
+ * strings (h5py: `.asstr()` gives str), held in memory as `cols` bytes per row (a multiple of
+ * 4, NUL-padded; cols/4 floats' worth of bytes), so `cols` bounds a row's text. */
 #define SL_OUT_TEXT 100
 typedef struct {
     const char *name;
@@ -49,6 +51,11 @@ static inline int64_t sl_out_width(const sl_out_spec_t *o)
         return o->cols / 4;
     return o->cols > 0 ? o->cols : 1;
 }
+/* Rank of an output's dataset: 2 for [rows, cols], 1 for [rows] (text, or cols 0). */
+static inline int sl_out_ndims(const sl_out_spec_t *o)
+{
+    return o->cols > 0 && o->file_dtype != SL_OUT_TEXT ? 2 : 1;
+}
 /* Fills row `row` of every output buffer as a failed row: NaN, -1 for integer outputs, an empty
  * string for text. bufs[i]: output i's buffer, [rows, sl_out_width]. */
 void sl_out_fill_failed(const sl_outputs_t *outs, float *const *bufs, int64_t row);
@@ -70,6 +77,11 @@ typedef struct {
 
 /* Creates the output directory and parts/ (mkdir -p); fails naming the path. */
 int sl_output_prepare(const char *out_dir, sl_error_t *err);
+/* Before anything is created: the output directory exists and is writable, or can be made
+ * (its nearest existing ancestor is a writable directory). *exists: it is already there.
+ * *foreign: the name of an entry that shardline never writes into an output directory
+ * (NUL when none), so a directory holding other files can be refused. */
+int sl_output_check(const char *out_dir, int *exists, char *foreign, size_t len, sl_error_t *err);
 /* Path of a unit's part file relative to the output directory (malloc'd). */
 char *sl_part_relpath(const sl_shard_t *s, int64_t row0, int64_t nrows);
 /* 1 when the part file exists and was made from exactly this source, rows, model and job. */
@@ -78,9 +90,26 @@ int sl_part_matches(const char *out_dir, const char *relpath, const sl_part_meta
 int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t *m,
                   float *const *bufs, const sl_row_error_t *errs, int nerr, sl_error_t *err);
 /* Writes predictions.h5 over the committed parts of every unit. Returns the number of failed
- * rows found in the parts via *failed (and their global indices/reasons in /errors). */
+ * rows found in the parts via *failed (and their global indices/reasons in /errors).
+ * `describe`: an object whose members become root attributes (strings, numbers, booleans as
+ * 0/1, arrays of strings), so the file says what made it; NULL for none. */
 int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_unit_t *units,
-                         int64_t nunits, const sl_outputs_t *outs, int64_t *failed,
-                         sl_error_t *err);
+                         int64_t nunits, const sl_outputs_t *outs, const cJSON *describe,
+                         int64_t *failed, sl_error_t *err);
+
+/* The virtual datasets of an HDF5 file read their rows from other files (the part files,
+ * named relative to the file's directory). Counts the mappings of the file's first virtual
+ * dataset and those whose source file does not exist (their rows read as the fill value:
+ * NaN, -1 or an empty string); *first_missing (may be NULL) gets the first such name. A file
+ * without virtual datasets gives 0 and 0. */
+int sl_vds_sources(const char *path, int64_t *total, int64_t *missing, char *first_missing,
+                   size_t len, sl_error_t *err);
+
+/* Copies the HDF5 file `src` (predictions.h5) to `dst` with every virtual dataset replaced by
+ * a real one holding the same values, read in blocks of rows (memory does not grow with the
+ * file); groups, other datasets and attributes are copied as they are. Written to a
+ * temporary name and renamed, so `dst` may be `src`. Fails, naming the part file, when a
+ * source is missing. */
+int sl_predictions_consolidate(const char *src, const char *dst, sl_error_t *err);
 
 #endif

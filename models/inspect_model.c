@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "models/bert.h"
 #include "models/gguf.h"
 #include "models/mlp.h"
 #include "models/safetensors.h"
@@ -160,6 +161,64 @@ int sl_inspect_model(const char *dir, int tp_size, FILE *out, sl_error_t *err)
 
     sl_st_close(&st);
     sl_mlp_config_free(&cfg);
+    return 0;
+}
+
+/* ---- BERT -------------------------------------------------------------------------------- */
+
+int sl_inspect_bert(const char *dir, int tp_size, FILE *out, sl_error_t *err)
+{
+    if (tp_size < 1)
+        return sl_errorf(err, "--tp must be at least 1 (got %d)", tp_size);
+    sl_bert_config_t c;
+    uint64_t fp = 0;
+    if (sl_bert_config_load(dir, &c, err) != 0)
+        return -1;
+    if (sl_model_fingerprint(dir, &fp, err) != 0) {
+        sl_bert_config_free(&c);
+        return -1;
+    }
+    int64_t H = c.hidden, I = c.intermediate;
+    static const char *const pools[] = {"mean", "CLS", "pooler"};
+    fprintf(out, "model        %s\n", dir);
+    fprintf(out, "encoder      bert: %lld layers, hidden %lld, %lld heads of %lld, FFN %lld, vocab "
+                 "%lld, %lld positions, LayerNorm eps %g\n",
+            (long long)c.layers, (long long)H, (long long)c.heads,
+            (long long)(c.heads ? H / c.heads : 0), (long long)I, (long long)c.vocab,
+            (long long)c.max_positions, (double)c.ln_eps);
+    if (c.n_labels > 0) {
+        fprintf(out, "task         classify (default), %d labels:", c.n_labels);
+        for (int i = 0; i < c.n_labels && i < 16; i++)
+            fprintf(out, " %s", c.labels[i]);
+        fprintf(out, "%s\n", c.n_labels > 16 ? " ..." : "");
+    } else {
+        fprintf(out, "task         embed: %s pooling%s, %lld floats per row\n", pools[c.pooling],
+                c.normalize ? ", L2-normalised" : "", (long long)H);
+    }
+    fprintf(out, "max length   %d tokens per row incl. [CLS] and [SEP]\n", c.max_length);
+    fprintf(out, "fingerprint  %016" PRIx64 "\n", fp);
+    /* Parameters from the config: embeddings and LayerNorms are replicated; q/k/v and the
+     * FFN's first layer are split by output rows, the attention output and the FFN's second
+     * layer by input columns (their biases replicated). */
+    int64_t emb = (c.vocab + c.max_positions + c.type_vocab) * H + 2 * H;
+    int64_t layer_split = 3 * (H * H + H) + H * H + H * I + I + I * H;
+    int64_t layer_repl = 2 * H + 4 * H; /* two output biases, two LayerNorms */
+    int64_t head = (c.pooling == SL_BERT_POOL_POOLER || c.n_labels > 0 ? H * H + H : 0) +
+                   (c.n_labels > 0 ? c.n_labels * (H + 1) : 0);
+    int64_t total = emb + c.layers * (layer_split + layer_repl) + head;
+    fprintf(out, "parameters   %lld (from config.json)\n", (long long)total);
+    if (c.heads % tp_size != 0 || I % tp_size != 0) {
+        fprintf(out, "--tp %d       does not split this model: %lld heads and FFN %lld must both "
+                     "divide by %d\n",
+                tp_size, (long long)c.heads, (long long)I, tp_size);
+    } else {
+        int64_t rank = emb + c.layers * (layer_split / tp_size + layer_repl) + head;
+        fprintf(out, "per TP rank  (--tp %d) %lld heads, FFN %lld; %lld parameters = %.1f MiB in "
+                     "f32 (%.1f MiB in bf16)\n",
+                tp_size, (long long)(c.heads / tp_size), (long long)(I / tp_size),
+                (long long)rank, (double)rank * 4.0 / 1048576.0, (double)rank * 2.0 / 1048576.0);
+    }
+    sl_bert_config_free(&c);
     return 0;
 }
 

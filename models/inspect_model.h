@@ -16,6 +16,11 @@ int sl_inspect_model(const char *dir, int tp_size, FILE *out, sl_error_t *err);
 
 /* 1 if path starts with the GGUF magic. */
 int sl_inspect_is_gguf(const char *path);
+
+/* `inspect` of a BERT-family directory: architecture, task (embed or classify with its
+ * labels), pooling, tokenizer, maximum length, fingerprint, parameters per TP rank, and why a
+ * --tp does not split it. Everything from the config files and the fingerprint. */
+int sl_inspect_bert(const char *dir, int tp_size, FILE *out, sl_error_t *err);
 /* Prints a summary of a GGUF file (architecture, hyperparameters, tokenizer, tensors by type;
  * ne are GGUF's dimensions, innermost first). 0, or -1 with a message naming the file. */
 int sl_inspect_gguf(const char *path, FILE *out, sl_error_t *err);

@@ -36,8 +36,8 @@ int sl_split_even(int64_t n, int parts, int idx, int64_t *off, int64_t *len, sl_
 }
 
 /* Window layout on world rank 0: [0] next unit index, [1] stop flag (set by any rank),
- * [2] rows done (for the progress line). */
-enum { Q_NEXT = 0, Q_STOP = 1, Q_DONE = 2, Q_WORDS = 3 };
+ * [2] rows committed, [3] rows computed (both for the progress line). */
+enum { Q_NEXT = 0, Q_STOP = 1, Q_DONE = 2, Q_COMPUTED = 3, Q_WORDS = 4 };
 
 void sl_queue_init(sl_queue_t *q, const sl_grid_t *g, int64_t count, int schedule)
 {
@@ -60,6 +60,7 @@ void sl_queue_init(sl_queue_t *q, const sl_grid_t *g, int64_t count, int schedul
         q->base[Q_NEXT] = 0;
         q->base[Q_STOP] = 0;
         q->base[Q_DONE] = 0;
+        q->base[Q_COMPUTED] = 0;
         MPI_Win_unlock(0, q->win);
     }
     /* Nobody may fetch before rank 0 has initialised the counter. */
@@ -115,6 +116,19 @@ void sl_queue_add_done(sl_queue_t *q, int64_t rows)
 int64_t sl_queue_done(sl_queue_t *q)
 {
     return q->dynamic ? fetch_op(q, Q_DONE, 0, MPI_NO_OP) : q->done_local * q->grid->dp_size;
+}
+
+void sl_queue_add_computed(sl_queue_t *q, int64_t rows)
+{
+    if (q->dynamic)
+        fetch_op(q, Q_COMPUTED, rows, MPI_SUM);
+    else
+        q->computed_local += rows;
+}
+
+int64_t sl_queue_computed(sl_queue_t *q)
+{
+    return q->dynamic ? fetch_op(q, Q_COMPUTED, 0, MPI_NO_OP) : q->computed_local * q->grid->dp_size;
 }
 
 void sl_queue_free(sl_queue_t *q)

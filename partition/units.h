@@ -39,7 +39,8 @@ typedef struct {
     const sl_grid_t *grid;
     int dynamic;        /* 1: shared counter; 0: fixed interleaved shares per DP group */
     int64_t taken;      /* static: units taken by this group so far */
-    int64_t done_local; /* static: rows this group has done */
+    int64_t done_local; /* static: rows this group has committed */
+    int64_t computed_local; /* static: rows this group has computed */
 } sl_queue_t;
 
 typedef enum { SL_SCHEDULE_AUTO = 0, SL_SCHEDULE_DYNAMIC = 1, SL_SCHEDULE_STATIC = 2 } sl_schedule_t;
@@ -56,6 +57,9 @@ int sl_queue_stop_posted(sl_queue_t *q);
 /* Any rank: add to / read the job-wide count of rows done (progress). Not collective. */
 void sl_queue_add_done(sl_queue_t *q, int64_t rows);
 int64_t sl_queue_done(sl_queue_t *q);
+/* The same for rows computed (finished, maybe not yet committed): progress inside a unit. */
+void sl_queue_add_computed(sl_queue_t *q, int64_t rows);
+int64_t sl_queue_computed(sl_queue_t *q);
 /* Collective over the world. */
 void sl_queue_free(sl_queue_t *q);
 

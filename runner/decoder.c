@@ -38,7 +38,28 @@ struct sl_decoder {
     int32_t *ids, *slot, *pos, *sel, *target, *kv_len;
     float *logp;
     int64_t cap_t, cap_s;
+    sl_rows_done_fn on_rows; /* progress, or NULL */
+    void *rows_ctx;
+    int64_t n_prompt, n_generated; /* tokens in the outputs of finished rows */
 };
+
+void sl_decoder_set_progress(sl_decoder_t *d, sl_rows_done_fn fn, void *ctx)
+{
+    d->on_rows = fn;
+    d->rows_ctx = ctx;
+}
+
+void sl_decoder_token_counts(const sl_decoder_t *d, int64_t *prompt, int64_t *generated)
+{
+    *prompt = d->n_prompt;
+    *generated = d->n_generated;
+}
+
+static void rows_done(sl_decoder_t *d, int64_t rows)
+{
+    if (d->on_rows && rows > 0)
+        d->on_rows(d->rows_ctx, rows);
+}
 
 /* ---- outputs ----------------------------------------------------------------------------- */
 
@@ -236,6 +257,7 @@ int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows
             }
             k += cnt;
         }
+        rows_done(d, B);
         i = j;
     }
     free(order);
@@ -343,6 +365,8 @@ static void finish_row(sl_decoder_t *d, const sl_decoder_rows_t *r, const sl_out
         ids[i] = i < g->ngen ? (float)g->gen[i] : -1.0f;
     bufs[SL_GEN_NTOK][out] = (float)g->ngen;
     bufs[SL_GEN_NPROMPT][out] = (float)r->len[g->row];
+    d->n_prompt += r->len[g->row];
+    d->n_generated += g->ngen;
     int64_t w = outs->spec[SL_GEN_TEXT].cols;
     char *dst = (char *)(bufs[SL_GEN_TEXT] + out * sl_out_width(&outs->spec[SL_GEN_TEXT]));
     memset(dst, 0, (size_t)w);
@@ -553,6 +577,7 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
                 finish_row(d, r, outs, bufs, out_row0 + g->row, g, why, text, text_cap);
                 g->row = -1;
                 running--;
+                rows_done(d, 1);
             }
         }
     }

@@ -41,6 +41,13 @@ typedef struct {
 } sl_decoder_rows_t;
 
 typedef void (*sl_decoder_error_fn)(void *ctx, int64_t row, const char *reason);
+/* Called as rows finish inside a call (generate: each row; score: each batch), so progress can
+ * move inside a long unit. */
+typedef void (*sl_rows_done_fn)(void *ctx, int64_t rows);
+void sl_decoder_set_progress(sl_decoder_t *d, sl_rows_done_fn fn, void *ctx);
+/* Tokens in the outputs of the rows generated so far: prompts and generated tokens (the sums
+ * of /n_prompt_tokens and /n_tokens over the rows that did not fail). */
+void sl_decoder_token_counts(const sl_decoder_t *d, int64_t *prompt, int64_t *generated);
 
 /* Writes output k's rows to outs[k] + (out_row0 + i) * width. Returns tokens computed. */
 int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows_t *r,

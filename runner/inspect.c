@@ -13,7 +13,9 @@
 #include <sys/stat.h>
 
 #include "common/sl_error.h"
+#include "common/sl_json.h"
 #include "jobs/h5util.h"
+#include "jobs/output.h"
 #include "models/inspect_model.h"
 #include "models/llama.h"
 
@@ -78,6 +80,52 @@ static herr_t visit(hid_t obj, const char *name, const H5O_info_t *info, void *d
     return 0;
 }
 
+/* One root attribute: "  name = value" for strings, integers, floats and string arrays. */
+static herr_t print_attr(hid_t loc, const char *name, const H5A_info_t *info, void *data)
+{
+    (void)info;
+    (void)data;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0)
+        return 0;
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    hssize_t n = H5Sget_simple_extent_npoints(sp);
+    H5T_class_t c = H5Tget_class(t);
+    printf("  @%-27s ", name);
+    if (c == H5T_STRING) {
+        hid_t st = sl_h5_vlen_str_type();
+        if (H5Tis_variable_str(t) > 0 && n > 0) {
+            char **v = calloc((size_t)n, sizeof *v);
+            if (v && H5Aread(a, st, v) >= 0) {
+                for (hssize_t i = 0; i < n; i++)
+                    printf("%s%s", i ? ", " : "", v[i] ? v[i] : "");
+                H5Dvlen_reclaim(st, sp, H5P_DEFAULT, v);
+            }
+            free(v);
+        } else if (n > 0) {
+            char buf[4096];
+            if (sl_h5_attr_read_str(loc, name, buf, sizeof buf) == 0)
+                printf("%s", buf);
+        }
+        H5Tclose(st);
+    } else if (c == H5T_INTEGER && n == 1) {
+        long long v = 0;
+        if (H5Aread(a, H5T_NATIVE_LLONG, &v) >= 0)
+            printf("%lld", v);
+    } else if (c == H5T_FLOAT && n == 1) {
+        double v = 0;
+        if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) >= 0)
+            printf("%.17g", v);
+    } else {
+        printf("(%lld values)", (long long)n);
+    }
+    putchar('\n');
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Aclose(a);
+    return 0;
+}
+
 static int inspect_h5(const char *path)
 {
     sl_error_t err;
@@ -87,9 +135,38 @@ static int inspect_h5(const char *path)
         return SL_EXIT_INPUT;
     }
     printf("%s: HDF5 file\n", path);
+    H5Aiterate2(f, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, print_attr, NULL);
     H5Ovisit(f, H5_INDEX_NAME, H5_ITER_NATIVE, visit, NULL);
     H5Fclose(f);
+    /* A predictions.h5 copied away from its parts/ reads missing rows as fill values: say so. */
+    int64_t total = 0, missing = 0;
+    char first[4096];
+    if (sl_vds_sources(path, &total, &missing, first, sizeof first, &err) == 0 && missing > 0)
+        fprintf(stderr,
+                "shardline: warning: %s: %lld of the %lld part files its virtual datasets read "
+                "are missing (first: %s); their rows read as NaN / -1 / empty strings. Read the "
+                "file inside its output directory, or make a self-contained copy there with "
+                "`shardline merge OUT --consolidate`\n",
+                path, (long long)missing, (long long)total, first);
     return SL_EXIT_OK;
+}
+
+/* model_type from DIR/config.json. */
+static int model_type(const char *dir, char *buf, size_t len, sl_error_t *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    cJSON *root = sl_json_read(path, 16u << 20, 0, err);
+    if (!root)
+        return -1;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    int rc = 0;
+    if (!cJSON_IsString(mt))
+        rc = sl_errorf(err, "%s: key 'model_type': missing or not a string", path);
+    else
+        snprintf(buf, len, "%s", mt->valuestring);
+    cJSON_Delete(root);
+    return rc;
 }
 
 int sl_inspect_main(int argc, char **argv)
@@ -142,7 +219,17 @@ int sl_inspect_main(int argc, char **argv)
     }
     if (S_ISDIR(st.st_mode)) {
         sl_error_t err;
-        if (sl_inspect_model(path, tp, stdout, &err) != 0) {
+        char mt[64];
+        int rc = model_type(path, mt, sizeof mt, &err);
+        if (rc == 0 && !strcmp(mt, "bert"))
+            rc = sl_inspect_bert(path, tp, stdout, &err);
+        else if (rc == 0 && !strcmp(mt, "mlp"))
+            rc = sl_inspect_model(path, tp, stdout, &err);
+        else if (rc == 0)
+            rc = sl_errorf(&err, "%s/config.json: model_type '%s' is not supported (mlp, bert, "
+                                 "llama, mistral, qwen2)",
+                           path, mt);
+        if (rc != 0) {
             fprintf(stderr, "shardline: error: %s\n", err.msg);
             return SL_EXIT_INPUT;
         }

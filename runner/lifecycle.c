@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "common/sl_fs.h"
+#include "common/sl_json.h"
 #include "jobs/h5util.h"
 #include "jobs/input.h"
 #include "jobs/output.h"
@@ -25,6 +26,7 @@ typedef struct {
     sl_outputs_t outs;
     uint64_t model_fp, job_hash;
     char model[4096], task[32];
+    cJSON *attrs; /* the manifest's "attributes": predictions.h5's root attributes, or NULL */
 } job_view_t;
 
 static const cJSON *need(const cJSON *obj, const char *key, const char *path, sl_error_t *err)
@@ -54,6 +56,7 @@ static void view_free(job_view_t *v)
     for (int i = 0; i < v->outs.n_labels; i++)
         free(v->outs.labels[i]);
     free(v->outs.labels);
+    cJSON_Delete(v->attrs);
 }
 
 static int view_load(job_view_t *v, const char *out, sl_error_t *err)
@@ -82,6 +85,8 @@ static int view_load(job_view_t *v, const char *out, sl_error_t *err)
         snprintf(v->model, sizeof v->model, "%s", x->valuestring);
     if ((x = cJSON_GetObjectItemCaseSensitive(model, "task")) && cJSON_IsString(x))
         snprintf(v->task, sizeof v->task, "%s", x->valuestring);
+    if ((x = cJSON_GetObjectItemCaseSensitive(root, "attributes")) && cJSON_IsObject(x))
+        v->attrs = cJSON_Duplicate(x, 1);
     const cJSON *ur = need(opts, "unit_rows", path, err);
     if (!cJSON_IsNumber(ur) || ur->valuedouble < 1) {
         sl_errorf(err, "%s: options.unit_rows is not a positive number", path);
@@ -161,17 +166,36 @@ static int unit_done(const char *out, const job_view_t *v, int64_t i, double *mt
     return ok;
 }
 
-/* The shared start of status and merge: one OUTPUT_DIR argument (or --help), then its
- * manifest. Returns -1 to go on with *v loaded, else the exit status. */
-static int open_view(int argc, char **argv, const char *cmd, const char *what, job_view_t *v)
+/* The shared start of status and merge: one OUTPUT_DIR argument (or --help) and the flags
+ * in `flags` (NULL-terminated; *set[i] becomes 1 when flags[i] is given), then its manifest.
+ * Returns -1 to go on with *v loaded and *dir set, else the exit status. */
+static int open_view(int argc, char **argv, const char *cmd, const char *usage, const char *what,
+                     const char *const *flags, int *set, const char **dir, job_view_t *v)
 {
-    if (argc != 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fprintf(argc == 2 ? stdout : stderr, "usage: shardline %s OUTPUT_DIR\n\n%s\n", cmd, what);
-        return argc == 2 ? SL_EXIT_OK : SL_EXIT_USAGE;
+    memset(v, 0, sizeof *v);
+    *dir = NULL;
+    int bad = 0, help = 0;
+    for (int i = 1; i < argc; i++) {
+        int k = -1;
+        for (int f = 0; flags && flags[f]; f++)
+            if (!strcmp(argv[i], flags[f]))
+                k = f;
+        if (k >= 0)
+            set[k] = 1;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            help = 1;
+        else if (argv[i][0] == '-' || *dir)
+            bad = 1;
+        else
+            *dir = argv[i];
+    }
+    if (help || bad || !*dir) {
+        fprintf(help ? stdout : stderr, "usage: shardline %s %s\n\n%s\n", cmd, usage, what);
+        return help ? SL_EXIT_OK : SL_EXIT_USAGE;
     }
     sl_error_t err;
     sl_h5_quiet();
-    if (view_load(v, argv[1], &err) != 0) {
+    if (view_load(v, *dir, &err) != 0) {
         fprintf(stderr, "shardline: error: %s\n", err.msg);
         view_free(v);
         return SL_EXIT_INPUT;
@@ -179,16 +203,42 @@ static int open_view(int argc, char **argv, const char *cmd, const char *what, j
     return -1;
 }
 
+/* mtime of OUT/name in seconds, 0 when missing. */
+static double file_mtime(const char *out, const char *name)
+{
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", out, name);
+    return stat(path, &st) == 0 ? (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec : 0;
+}
+
+/* Warns on stderr when predictions.h5 reads rows from part files that are not there. Returns
+ * the number of missing part files. */
+static int64_t warn_missing_sources(const char *file)
+{
+    int64_t total = 0, missing = 0;
+    char first[4096];
+    sl_error_t err;
+    if (sl_vds_sources(file, &total, &missing, first, sizeof first, &err) == 0 && missing > 0)
+        fprintf(stderr,
+                "shardline: warning: %s reads its rows from %lld part files; %lld are missing "
+                "(first: %s), so their rows read as NaN / -1 / empty strings. Read it inside its "
+                "output directory, or write a self-contained copy there with `shardline merge "
+                "OUT --consolidate`\n",
+                file, (long long)total, (long long)missing, first);
+    return missing;
+}
+
 int sl_status_main(int argc, char **argv)
 {
     job_view_t v;
-    int rc = open_view(argc, argv, "status",
-                        "Prints a job's units committed and pending, rows, failed rows, throughput\n"
-                        "and last update, from its output directory (also while it runs).",
-                       &v);
+    const char *out;
+    int rc = open_view(argc, argv, "status", "OUTPUT_DIR",
+                       "Prints a job's units committed and pending, rows, failed rows, throughput\n"
+                       "and last update, from its output directory (also while it runs).",
+                       NULL, NULL, &out, &v);
     if (rc >= 0)
         return rc;
-    const char *out = argv[1];
     int64_t done = 0, rows_done = 0, failed = 0, first_rows = 0;
     double first = 0, last = 0;
     for (int64_t i = 0; i < v.nunits; i++) {
@@ -224,6 +274,8 @@ int sl_status_main(int argc, char **argv)
     struct stat st;
     snprintf(path, sizeof path, "%s/predictions.h5", out);
     int complete = done == v.nunits && stat(path, &st) == 0;
+    if (complete)
+        warn_missing_sources(path);
     printf("output      %s\n", out);
     printf("model       %s%s%s\n", v.model, v.task[0] ? ", task " : "", v.task);
     printf("inputs      %d shard(s), %lld rows\n", v.in.n, (long long)v.in.total_rows);
@@ -232,9 +284,26 @@ int sl_status_main(int argc, char **argv)
     printf("rows        %lld committed (%.1f%%), %lld failed\n", (long long)rows_done,
            v.in.total_rows ? 100.0 * (double)rows_done / (double)v.in.total_rows : 100.0,
            (long long)failed);
-    if (done > 1 && last > first)
-        printf("throughput  %.0f rows/s (between the first and the last commit)\n",
+    /* Throughput: the finished run's own figure when report.json is newer than the manifest
+     * (the run that wrote it has ended), so status and the report agree; while a run goes
+     * on, the rate between its first and last commits. */
+    cJSON *rep = NULL;
+    if (file_mtime(out, "report.json") >= file_mtime(out, "manifest.json") &&
+        file_mtime(out, "report.json") > 0) {
+        snprintf(path, sizeof path, "%s/report.json", out);
+        rep = sl_json_read(path, 1u << 26, 0, NULL);
+    }
+    const cJSON *rps = cJSON_GetObjectItemCaseSensitive(rep, "rows_per_second");
+    const cJSON *rc_rows = cJSON_GetObjectItemCaseSensitive(rep, "rows_computed");
+    const cJSON *secs = cJSON_GetObjectItemCaseSensitive(rep, "seconds");
+    if (cJSON_IsNumber(rps) && cJSON_IsNumber(rc_rows) && cJSON_IsNumber(secs))
+        printf("throughput  %.1f rows/s in the last run (%.0f rows computed in %.1f s, model "
+               "load included; report.json)\n",
+               rps->valuedouble, rc_rows->valuedouble, secs->valuedouble);
+    else if (done > 1 && last > first)
+        printf("throughput  %.1f rows/s so far (between the first and the last commit)\n",
                (double)(rows_done - first_rows) / (last - first));
+    cJSON_Delete(rep);
     if (done > 0) {
         time_t t = (time_t)last;
         char when[64];
@@ -251,13 +320,20 @@ int sl_status_main(int argc, char **argv)
 int sl_merge_main(int argc, char **argv)
 {
     job_view_t v;
-    int rc = open_view(argc, argv, "merge",
-                        "Writes OUTPUT_DIR/predictions.h5 over the committed part files once every\n"
-                        "unit of the job is committed (exit 3 and the count of pending units if not).",
-                       &v);
+    const char *out;
+    static const char *const flags[] = {"--consolidate", NULL};
+    int consolidate = 0;
+    int rc = open_view(
+        argc, argv, "merge", "OUTPUT_DIR [--consolidate]",
+        "Writes OUTPUT_DIR/predictions.h5 over the committed part files once every\n"
+        "unit of the job is committed (exit 3 and the count of pending units if not).\n"
+        "Its datasets are virtual: they read their rows from parts/ beside the file.\n\n"
+        "  --consolidate   write predictions.h5 as one self-contained file instead (the\n"
+        "                  values copied out of the part files), to be copied or moved\n"
+        "                  on its own; the part files stay, so the job can still resume.",
+        flags, &consolidate, &out, &v);
     if (rc >= 0)
         return rc;
-    const char *out = argv[1];
     sl_error_t err;
     int64_t pending = 0;
     for (int64_t i = 0; i < v.nunits; i++)
@@ -268,12 +344,21 @@ int sl_merge_main(int argc, char **argv)
         fprintf(stderr, "shardline: error: %s: %lld of %lld units are not committed yet; run the job (or the missing array tasks) first\n",
                 out, (long long)pending, (long long)v.nunits);
         status = SL_EXIT_INPUT;
-    } else if (sl_predictions_write(out, &v.in, v.units, v.nunits, &v.outs, &failed, &err) != 0) {
+    } else if (sl_predictions_write(out, &v.in, v.units, v.nunits, &v.outs, v.attrs, &failed,
+                                    &err) != 0) {
         fprintf(stderr, "shardline: error: %s\n", err.msg);
         status = SL_EXIT_FAILURE;
     } else {
-        fprintf(stderr, "shardline: merged %lld units, %lld rows (%lld failed) -> %s/predictions.h5\n",
-                (long long)v.nunits, (long long)v.in.total_rows, (long long)failed, out);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/predictions.h5", out);
+        if (consolidate && sl_predictions_consolidate(path, path, &err) != 0) {
+            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            status = SL_EXIT_FAILURE;
+        } else {
+            fprintf(stderr, "shardline: merged %lld units, %lld rows (%lld failed) -> %s%s\n",
+                    (long long)v.nunits, (long long)v.in.total_rows, (long long)failed, path,
+                    consolidate ? " (self-contained)" : "");
+        }
     }
     view_free(&v);
     return status;

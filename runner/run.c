@@ -22,10 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/sl_hash.h"
+#include "common/sl_json.h"
 #include "jobs/h5util.h"
 #include "jobs/input.h"
 #include "jobs/output.h"
@@ -101,6 +103,89 @@ static uint64_t job_hash(uint64_t model_fp, const sl_job_t *job, const sl_task_p
     return sl_hash_u64(h, (uint64_t)cols);
 }
 
+/* Whether two spellings of a path name the same file (both resolved from here). */
+static int same_path(const char *a, const char *b)
+{
+    char ra[4096], rb[4096];
+    if (!strcmp(a, b))
+        return 1;
+    return realpath(a, ra) && realpath(b, rb) && !strcmp(ra, rb);
+}
+
+/* The output directory must be new, empty, or this job's own: a directory whose manifest
+ * names another model, task or inputs is refused unless --restart (the earlier job's files
+ * would be replaced), and a non-empty directory without a manifest is refused always (it is
+ * not a shardline output). The same job with changed files (a retrained model at the same
+ * path, a grown input glob, a rewritten shard) is this job: its stale units are recomputed. */
+static int check_output_dir(const sl_job_t *job, const plan_t *p, sl_error_t *err)
+{
+    int exists = 0;
+    char foreign[256], path[4096];
+    if (sl_output_check(job->output, &exists, foreign, sizeof foreign, err) != 0)
+        return -1;
+    if (!exists)
+        return 0;
+    snprintf(path, sizeof path, "%s/manifest.json", job->output);
+    if (access(path, F_OK) != 0) {
+        if (foreign[0])
+            return sl_errorf(err, "--output %s: holds '%s' but no manifest.json, so it is not a "
+                                  "shardline output directory; give a new or empty directory",
+                             job->output, foreign);
+        return 0; /* only what an earlier start of shardline left (parts/, an sbatch script) */
+    }
+    cJSON *man = sl_json_read(path, 1u << 30, 0, err);
+    if (!man)
+        return sl_error_prefix(err, "--output %s: cannot read its manifest", job->output);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(man, "model");
+    const cJSON *opts = cJSON_GetObjectItemCaseSensitive(man, "options");
+    const cJSON *mpath = cJSON_GetObjectItemCaseSensitive(model, "path");
+    const cJSON *mfp = cJSON_GetObjectItemCaseSensitive(model, "fingerprint");
+    const cJSON *mtask = cJSON_GetObjectItemCaseSensitive(model, "task");
+    const cJSON *globs = cJSON_GetObjectItemCaseSensitive(opts, "inputs");
+    const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(man, "inputs");
+    char fp[17];
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)p->model_fp);
+    int same_model = (cJSON_IsString(mpath) && same_path(mpath->valuestring, job->model)) ||
+                     (cJSON_IsString(mfp) && !strcmp(mfp->valuestring, fp));
+    int same_task = cJSON_IsString(mtask) && !strcmp(mtask->valuestring, sl_task_name(p->task.task));
+    /* Inputs: the same globs (a scheduled job over a growing glob), or, failing that, at
+     * least one input file in common. */
+    int same_inputs = cJSON_IsArray(globs) && cJSON_GetArraySize(globs) == job->n_inputs;
+    for (int i = 0; same_inputs && i < job->n_inputs; i++) {
+        const cJSON *g = cJSON_GetArrayItem(globs, i);
+        same_inputs = cJSON_IsString(g) && !strcmp(g->valuestring, job->inputs[i]);
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, inputs)
+    {
+        const cJSON *ip = cJSON_GetObjectItemCaseSensitive(it, "path");
+        for (int i = 0; !same_inputs && cJSON_IsString(ip) && i < p->in.n; i++)
+            same_inputs = same_path(ip->valuestring, p->in.shards[i].path);
+    }
+    int rc = 0;
+    if (!(same_model && same_task && same_inputs) && !job->restart) {
+        const cJSON *first = cJSON_GetArrayItem(inputs, 0);
+        const cJSON *fpath = cJSON_GetObjectItemCaseSensitive(first, "path");
+        char what[64];
+        snprintf(what, sizeof what, "%s%s%s%s%s", same_model ? "" : "model",
+                 !same_model && !same_task ? ", " : "", same_task ? "" : "task",
+                 (!same_model || !same_task) && !same_inputs ? ", " : "",
+                 same_inputs ? "" : "inputs");
+        rc = sl_errorf(err, "--output %s: holds another job's output (another %s): its model %s, "
+                            "task %s, inputs %s%s; this job: model %s, task %s, inputs %s%s. Give "
+                            "another --output, or --restart to replace it",
+                       job->output, what,
+                       cJSON_IsString(mpath) ? mpath->valuestring : "?",
+                       cJSON_IsString(mtask) ? mtask->valuestring : "?",
+                       cJSON_IsString(fpath) ? fpath->valuestring : "(none)",
+                       cJSON_GetArraySize(inputs) > 1 ? " ..." : "", job->model,
+                       sl_task_name(p->task.task), p->in.n ? p->in.shards[0].path : "(none)",
+                       p->in.n > 1 ? " ..." : "");
+    }
+    cJSON_Delete(man);
+    return rc;
+}
+
 static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
 {
     if (sl_task_plan(job, &p->task, err) != 0)
@@ -135,7 +220,8 @@ static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
     if (sl_model_fingerprint(job->model, &p->model_fp, err) != 0)
         return -1;
     p->job_hash = job_hash(p->model_fp, job, t, p->in.cols);
-    if (sl_output_prepare(job->output, err) != 0)
+    /* Nothing is created yet: a start that fails leaves no trace (see sl_run_main). */
+    if (check_output_dir(job, p, err) != 0)
         return -1;
     int64_t *rows = sl_xcalloc((size_t)p->in.n + 1, sizeof *rows);
     for (int i = 0; i < p->in.n; i++)
@@ -196,7 +282,8 @@ static void plan_free(plan_t *p)
 
 typedef struct {
     double compute_s, wait_s, read_s, write_s, comm_s, gemm_s, gemm_flops;
-    int64_t rows, failed, units, truncated, tokens;
+    double load_s, tokenize_s, peak_rss_bytes;
+    int64_t rows, failed, units, truncated, tokens, prompt_tokens, generated_tokens;
 } stats_t;
 
 /* One issued read: which pending unit (index into the claimed list) and which batch. */
@@ -228,6 +315,7 @@ typedef struct {
     stats_t st;
     int64_t *committed; /* unit indices committed by this rank (leaders) */
     int64_t ncommitted;
+    double t_start, t_last, interval; /* progress lines: compute start, last line, period */
 } loop_t;
 
 static int64_t unit_batches(const loop_t *L, int64_t unit)
@@ -325,19 +413,35 @@ static void finish_unit(loop_t *L, int64_t unit)
     memset(L->bufs, 0, sizeof L->bufs);
 }
 
-static void progress(loop_t *L, double t_start, double *t_last, int final)
+/* Rank 0's progress line, at most every L->interval seconds (SL_PROGRESS_SECONDS, default
+ * 10): rows computed by every group (also inside a unit: a generate unit can take hours) and
+ * rows committed. */
+static void progress(loop_t *L)
 {
     if (L->grid->world_rank != 0 || L->job->quiet)
         return;
     double t = now();
-    if (!final && t - *t_last < 1.0)
+    if (t - L->t_last < L->interval)
         return;
-    *t_last = t;
-    int64_t done = sl_queue_done(L->queue), total = L->plan->pending_rows;
-    double rate = done / (t - t_start > 1e-9 ? t - t_start : 1e-9);
-    double eta = rate > 0 ? (double)(total - done) / rate : 0.0;
-    fprintf(stderr, "shardline: progress %lld/%lld rows (%.1f%%), %.0f rows/s, ETA %.0fs\n",
-            (long long)done, (long long)total, total ? 100.0 * done / total : 100.0, rate, eta);
+    L->t_last = t;
+    int64_t computed = sl_queue_computed(L->queue), done = sl_queue_done(L->queue);
+    int64_t total = L->plan->pending_rows;
+    computed = computed < total ? computed : total;
+    double rate = (double)computed / (t - L->t_start > 1e-9 ? t - L->t_start : 1e-9);
+    double eta = rate > 0 ? (double)(total - computed) / rate : 0.0;
+    fprintf(stderr, "shardline: progress %lld/%lld rows computed (%.1f%%), %lld committed, "
+                    "%.1f rows/s, ETA %.0fs\n",
+            (long long)computed, (long long)total, total ? 100.0 * (double)computed / (double)total : 100.0,
+            (long long)done, rate, eta);
+}
+
+/* sl_task_rows_fn: rows finished inside the current compute call. */
+static void rows_done(void *ctx, int64_t rows)
+{
+    loop_t *L = ctx;
+    if (L->grid->tp_rank == 0) /* each group counts once */
+        sl_queue_add_computed(L->queue, rows);
+    progress(L);
 }
 
 /* Between batches: does the TP group stop? A rank that saw a signal tells everyone through
@@ -365,7 +469,10 @@ static void compute_loop(loop_t *L)
     L->committed = sl_xcalloc((size_t)L->plan->npending + 1, sizeof *L->committed);
     L->cur_unit = -1;
     int posted = 0;
-    double t_start = now(), t_last = t_start;
+    const char *iv = getenv("SL_PROGRESS_SECONDS");
+    L->interval = iv && atof(iv) >= 0 ? atof(iv) : 10.0;
+    L->t_start = L->t_last = now();
+    sl_task_set_progress(L->task, rows_done, L);
     refill(L);
     while (L->comp_seq < L->read_seq) {
         int slot = (int)(L->comp_seq % nslots);
@@ -386,7 +493,7 @@ static void compute_loop(loop_t *L)
             L->stop = 1;
             break;
         }
-        progress(L, t_start, &t_last, 0);
+        progress(L);
         refill(L);
     }
     /* A unit cut short by a stop is not committed: it is computed again on resume. */
@@ -415,6 +522,45 @@ static int write_json(const char *dir, const char *name, cJSON *root, sl_error_t
     return 0;
 }
 
+/* What predictions.h5 says about itself (its root attributes; also kept in the manifest for
+ * `shardline merge`): the model, the task, every option that changes the values, the inputs
+ * and the version. */
+static cJSON *describe_json(const sl_job_t *job, const plan_t *p)
+{
+    char buf[4096];
+    cJSON *d = cJSON_CreateObject();
+    cJSON_AddStringToObject(d, "model", realpath(job->model, buf) ? buf : job->model);
+    snprintf(buf, sizeof buf, "%016llx", (unsigned long long)p->model_fp);
+    cJSON_AddStringToObject(d, "model_fingerprint", buf);
+    cJSON_AddStringToObject(d, "model_type", sl_task_model_name(p->task.model));
+    cJSON_AddStringToObject(d, "task", sl_task_name(p->task.task));
+    cJSON_AddStringToObject(d, "precision", job->precision);
+    cJSON_AddStringToObject(d, "output_dtype", job->output_dtype);
+    cJSON_AddStringToObject(d, "input_dataset", p->task.dataset);
+    if (p->task.want_tokens)
+        cJSON_AddNumberToObject(d, "max_length", p->task.max_length);
+    if (p->task.model == SL_MODEL_LLAMA) {
+        cJSON_AddStringToObject(d, "bos", job->bos);
+        if (p->task.prompt_dataset)
+            cJSON_AddStringToObject(d, "prompt_dataset", p->task.prompt_dataset);
+    }
+    if (p->task.task == SL_TASK_GENERATE) {
+        cJSON_AddNumberToObject(d, "max_new_tokens", job->max_new_tokens);
+        cJSON_AddNumberToObject(d, "temperature", job->temperature);
+        cJSON_AddNumberToObject(d, "top_k", job->top_k);
+        cJSON_AddNumberToObject(d, "top_p", job->top_p);
+        cJSON_AddNumberToObject(d, "seed", (double)job->seed);
+        cJSON *stops = cJSON_AddArrayToObject(d, "stop");
+        for (int i = 0; i < job->n_stops; i++)
+            cJSON_AddItemToArray(stops, cJSON_CreateString(job->stops[i]));
+    }
+    cJSON_AddStringToObject(d, "task_settings", p->task.params);
+    cJSON *inputs = cJSON_AddArrayToObject(d, "inputs");
+    for (int i = 0; i < p->in.n; i++)
+        cJSON_AddItemToArray(inputs, cJSON_CreateString(p->in.shards[i].path));
+    return d;
+}
+
 static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned char *done,
                             int complete)
 {
@@ -441,6 +587,9 @@ static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned
         cJSON_AddItemToArray(outputs, oj);
     }
     cJSON *opts = cJSON_AddObjectToObject(root, "options");
+    cJSON *globs = cJSON_AddArrayToObject(opts, "inputs"); /* as given: globs */
+    for (int i = 0; i < job->n_inputs; i++)
+        cJSON_AddItemToArray(globs, cJSON_CreateString(job->inputs[i]));
     cJSON_AddStringToObject(opts, "input_dataset", p->task.dataset);
     cJSON_AddNumberToObject(opts, "array_task", job->array_task);
     cJSON_AddNumberToObject(opts, "array_tasks", job->array_tasks);
@@ -470,6 +619,7 @@ static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned
         cJSON_AddStringToObject(o, "mtime_ns", ns);
         cJSON_AddItemToArray(inputs, o);
     }
+    cJSON_AddItemToObject(root, "attributes", describe_json(job, p));
     cJSON *units = cJSON_AddArrayToObject(root, "units");
     for (int64_t i = 0; i < p->nunits; i++) {
         const sl_unit_t *u = &p->units[i];
@@ -489,6 +639,10 @@ static cJSON *manifest_json(const sl_job_t *job, const plan_t *p, const unsigned
 /* The per-phase seconds of one rank (or the slowest rank, for the job). */
 static void add_times(cJSON *o, const stats_t *s)
 {
+    cJSON_AddNumberToObject(o, "load_seconds", s->load_s);
+    if (s->tokenize_s > 0) /* reading and tokenizing text, on the I/O thread */
+        cJSON_AddNumberToObject(o, "tokenize_seconds", s->tokenize_s);
+    cJSON_AddNumberToObject(o, "peak_memory_bytes", s->peak_rss_bytes);
     cJSON_AddNumberToObject(o, "read_seconds", s->read_s);
     cJSON_AddNumberToObject(o, "read_wait_seconds", s->wait_s);
     cJSON_AddNumberToObject(o, "compute_seconds", s->compute_s);
@@ -592,7 +746,9 @@ int sl_run_main(int argc, char **argv)
     status = be ? 0 : SL_EXIT_FAILURE;
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_backend;
+    double t_load = MPI_Wtime();
     sl_task_t *model = sl_task_load(&job, &plan.task, be, &grid, &err);
+    t_load = MPI_Wtime() - t_load;
     status = model ? 0 : SL_EXIT_INPUT;
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_model;
@@ -600,6 +756,11 @@ int sl_run_main(int argc, char **argv)
     status = comm ? 0 : SL_EXIT_FAILURE;
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_model;
+    /* The output directory is created only now, once the job has really started: a start that
+     * fails earlier (bad model, no device) leaves nothing behind. */
+    status = rank == 0 && sl_output_prepare(job.output, &err) != 0 ? SL_EXIT_INPUT : 0;
+    if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
+        goto out_comm;
     print_placement(&grid, be, comm, job.quiet);
 
     /* A job with work left must not leave an earlier, now stale predictions.h5 looking
@@ -650,9 +811,13 @@ int sl_run_main(int argc, char **argv)
     sl_backend_gemm_stats(be, &L.st.gemm_s, &L.st.gemm_flops);
     L.st.truncated = sl_task_truncated(model);
     L.st.tokens = sl_task_tokens(model);
+    sl_task_token_split(model, &L.st.prompt_tokens, &L.st.generated_tokens);
     sl_io_finish(L.io, &L.st.read_s, &L.st.write_s);
-    double t_end = t0;
-    progress(&L, t0, &t_end, 1);
+    L.st.tokenize_s = sl_task_tokenize_seconds(model); /* the I/O thread has finished */
+    L.st.load_s = t_load;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    L.st.peak_rss_bytes = 1024.0 * (double)ru.ru_maxrss; /* Linux: kilobytes */
 
     /* 5. agree on the outcome, then rank 0 writes the job's files */
     int stopped = L.stop, any_stopped = 0;
@@ -707,7 +872,12 @@ int sl_run_main(int argc, char **argv)
                 tot.units += all[i].units;
                 tot.truncated += all[i].truncated;
                 tot.tokens += all[i].tokens;
+                tot.prompt_tokens += all[i].prompt_tokens;
+                tot.generated_tokens += all[i].generated_tokens;
             }
+            tot.load_s = fmax(tot.load_s, all[i].load_s);
+            tot.tokenize_s = fmax(tot.tokenize_s, all[i].tokenize_s);
+            tot.peak_rss_bytes = fmax(tot.peak_rss_bytes, all[i].peak_rss_bytes);
             tot.read_s = fmax(tot.read_s, all[i].read_s);
             tot.wait_s = fmax(tot.wait_s, all[i].wait_s);
             tot.compute_s = fmax(tot.compute_s, all[i].compute_s);
@@ -718,8 +888,11 @@ int sl_run_main(int argc, char **argv)
         }
         failed = tot.failed;
         if (complete && !any_stopped) {
-            if (sl_predictions_write(job.output, &plan.in, plan.units, plan.nunits,
-                                     &plan.task.outs, &failed, &err) != 0) {
+            cJSON *desc = describe_json(&job, &plan);
+            int wrc = sl_predictions_write(job.output, &plan.in, plan.units, plan.nunits,
+                                           &plan.task.outs, desc, &failed, &err);
+            cJSON_Delete(desc);
+            if (wrc != 0) {
                 fprintf(stderr, "shardline: error: %s\n", err.msg);
                 exit_status = SL_EXIT_FAILURE;
             }
@@ -747,6 +920,13 @@ int sl_run_main(int argc, char **argv)
             cJSON_AddNumberToObject(rep, "tokens", (double)tot.tokens);
             cJSON_AddNumberToObject(rep, "tokens_per_second", secs > 0 ? (double)tot.tokens / secs : 0.0);
             cJSON_AddNumberToObject(rep, "truncated_rows", (double)tot.truncated);
+        }
+        if (plan.task.task == SL_TASK_GENERATE) {
+            /* the sums of /n_prompt_tokens and /n_tokens over the rows computed */
+            cJSON_AddNumberToObject(rep, "prompt_tokens", (double)tot.prompt_tokens);
+            cJSON_AddNumberToObject(rep, "generated_tokens", (double)tot.generated_tokens);
+            cJSON_AddNumberToObject(rep, "generated_tokens_per_second",
+                                    secs > 0 ? (double)tot.generated_tokens / secs : 0.0);
         }
         cJSON_AddStringToObject(rep, "task", sl_task_name(plan.task.task));
         add_times(rep, &tot);
@@ -782,6 +962,10 @@ int sl_run_main(int argc, char **argv)
                 fprintf(stderr, "shardline: done: %lld rows (%lld computed, %lld failed) in %.2fs -> %s/predictions.h5\n",
                         (long long)plan.in.total_rows, (long long)tot.rows, (long long)failed, secs,
                         job.output);
+            if (tot.truncated > 0)
+                fprintf(stderr, "shardline: %lld row(s) were longer than --max-length %d and were "
+                                "truncated (report.json: truncated_rows)\n",
+                        (long long)tot.truncated, plan.task.max_length);
         }
         free(done);
     }
@@ -800,6 +984,8 @@ int sl_run_main(int argc, char **argv)
     sl_job_free(&job);
     return exit_status;
 
+out_comm:
+    sl_comm_free(comm);
 out_model:
     sl_task_free(model);
 out_backend:

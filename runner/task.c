@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/sl_fs.h"
@@ -199,6 +200,9 @@ struct sl_task {
     int64_t *order;
     size_t cap_ids, cap_rows, cap_out;
     int64_t truncated, tokens;
+    double tokenize_s; /* I/O thread; read by the compute thread only after sl_io_finish */
+    sl_task_rows_fn on_rows;
+    void *rows_ctx;
 };
 
 sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_backend_t *be,
@@ -275,7 +279,31 @@ int64_t sl_task_read_rows(const sl_task_t *t, const sl_job_t *job)
 }
 
 int64_t sl_task_truncated(const sl_task_t *t) { return t->truncated; }
-int64_t sl_task_tokens(const sl_task_t *t) { return t->tokens; }
+double sl_task_tokenize_seconds(const sl_task_t *t) { return t->tokenize_s; }
+
+int64_t sl_task_tokens(const sl_task_t *t)
+{
+    int64_t prompt, gen;
+    if (t->plan->task != SL_TASK_GENERATE)
+        return t->tokens;
+    sl_task_token_split(t, &prompt, &gen);
+    return prompt + gen;
+}
+
+void sl_task_token_split(const sl_task_t *t, int64_t *prompt, int64_t *generated)
+{
+    *prompt = *generated = 0;
+    if (t->dec)
+        sl_decoder_token_counts(t->dec, prompt, generated);
+}
+
+void sl_task_set_progress(sl_task_t *t, sl_task_rows_fn fn, void *ctx)
+{
+    t->on_rows = fn;
+    t->rows_ctx = ctx;
+    if (t->dec)
+        sl_decoder_set_progress(t->dec, fn, ctx);
+}
 
 /* ---- payloads (filled on the I/O thread) ----------------------------------------------------- */
 
@@ -558,11 +586,16 @@ int sl_task_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
         memset(p->plen, 0, (size_t)rows * sizeof *p->plen);
     if (in->kind == SL_INPUT_FEATURES)
         return sl_reader_read(r, in, shard, row0, rows, p->x, err);
-    if (in->kind == SL_INPUT_TEXT && t->llama)
-        return read_decoder_text_rows(t, r, in, shard, row0, rows, p, err);
-    if (in->kind == SL_INPUT_TEXT)
-        return read_text_rows(t, r, in, shard, row0, rows, p, err);
-    return read_token_rows(t, r, in, shard, row0, rows, p, err);
+    if (in->kind != SL_INPUT_TEXT)
+        return read_token_rows(t, r, in, shard, row0, rows, p, err);
+    /* reading and tokenizing text: the report counts it as tokenize time */
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = t->llama ? read_decoder_text_rows(t, r, in, shard, row0, rows, p, err)
+                      : read_text_rows(t, r, in, shard, row0, rows, p, err);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    t->tokenize_s += (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+    return rc;
 }
 
 /* ---- compute --------------------------------------------------------------------------------- */
@@ -601,6 +634,8 @@ static void compute_features(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_
             sl_out_fill_failed(&t->plan->outs, outs, r0 + i);
     }
     free(bad);
+    if (t->on_rows)
+        t->on_rows(t->rows_ctx, rows);
 }
 
 static const int32_t *g_sort_len; /* qsort has no context argument in C11 */
@@ -711,6 +746,8 @@ static void compute_tokens(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_t 
             }
         }
         free(lens);
+        if (t->on_rows)
+            t->on_rows(t->rows_ctx, B);
         i = j;
     }
 }

@@ -78,8 +78,17 @@ void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
  * how token rows are batched (encoder and decoder tasks). Not thread-safe (one compute thread). */
 void sl_order_by_length(int64_t *order, int64_t n, const int32_t *len);
 
-/* Counters for the report: rows truncated to max_length, real tokens computed. */
+/* Counters for the report: rows truncated to max_length, real tokens computed (generate:
+ * prompt + generated tokens of the finished rows, split by sl_task_token_split), seconds the
+ * I/O thread spent tokenizing. */
 int64_t sl_task_truncated(const sl_task_t *t);
 int64_t sl_task_tokens(const sl_task_t *t);
+void sl_task_token_split(const sl_task_t *t, int64_t *prompt, int64_t *generated);
+double sl_task_tokenize_seconds(const sl_task_t *t);
+
+/* Progress inside a compute call: fn(ctx, rows) as rows are finished (per batch, or per
+ * generated row), before the unit is committed. Called on the compute thread. */
+typedef void (*sl_task_rows_fn)(void *ctx, int64_t rows);
+void sl_task_set_progress(sl_task_t *t, sl_task_rows_fn fn, void *ctx);
 
 #endif
