@@ -1,0 +1,236 @@
+"""test_resume_tasks.py — every task resumes: predict (mlp), embed and classify (BERT), score and
+generate (LLaMA family), one parametrised body.
+
+For each task, under mpirun with 2 ranks and small units:
+  - a baseline run to the end (every output dataset is kept);
+  - a run stopped mid-job by SIGUSR1 sent to mpirun (exit 5), and a run killed with SIGKILL
+    mid-job: the ranks are frozen (SIGSTOP) as soon as the first part file appears, so the
+    interruption always lands with some but not all units committed, however fast the model;
+  - after each interruption `shardline status` counts exactly the part files that exist as
+    committed and the rest as pending;
+  - the rerun of the same command exits 0, keeps every committed part file (same inode and
+    mtime), computes only the others (report.json units_skipped), and writes outputs bitwise
+    equal to the baseline's (tokens and text included);
+  - rerunning the finished job computes nothing and changes nothing.
+
+Models: a generated mlp, the real all-MiniLM-L6-v2 and SmolLM2-135M (scripts/install-models.sh),
+the tiny classification checkpoint in tests/reference/tiny_bert_cls.
+
+Run: ctest -R test_resume_tasks (needs SHARDLINE, SL_SOURCE_DIR, SL_MODELS_DIR, MPIEXEC).
+"""
+import os
+import re
+import signal
+import sys
+import time
+
+import h5py
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sl_e2e as e  # noqa: E402
+
+SRC = e.SOURCE_DIR
+NP = 2
+VLEN = h5py.string_dtype("utf-8")
+
+
+def installed(name):
+    base = os.environ.get("SL_MODELS_DIR", os.path.join(SRC, "build", "models"))
+    p = os.path.join(base, f"{name}.path")
+    if os.path.isfile(p):
+        with open(p) as f:
+            return f.read().strip()
+    return None
+
+
+def corpus(n):
+    """n real sentences (tests/reference/sentences.txt, repeated with a row number)."""
+    sys.path.insert(0, os.path.join(SRC, "tests", "reference"))
+    from corpus import load_sentences  # noqa: E402
+    base = load_sentences()
+    return [f"{base[i % len(base)]} ({i})" for i in range(n)]
+
+
+def write_text(path, texts):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("text", data=np.array(texts, dtype=object), dtype=VLEN)
+
+
+def read_all(out):
+    """Every dataset of predictions.h5 except the tables, as numpy arrays."""
+    res = {}
+    with h5py.File(os.path.join(out, "predictions.h5"), "r") as f:
+        for k in f:
+            if k in ("shards", "errors"):
+                continue
+            res[k] = f[k][()]
+    return res
+
+
+def same_outputs(a, b):
+    if sorted(a) != sorted(b):
+        return f"datasets {sorted(a)} vs {sorted(b)}"
+    for k in a:
+        x, y = a[k], b[k]
+        if x.shape != y.shape:
+            return f"{k}: shape {x.shape} vs {y.shape}"
+        if x.dtype.kind == "f":
+            if not np.array_equal(x.view(np.uint8), y.view(np.uint8)):
+                return f"{k}: values differ (max |diff| {np.nanmax(np.abs(x - y))})"
+        elif not np.array_equal(x, y):
+            return f"{k}: values differ"
+    return None
+
+
+def part_stats(out):
+    parts, _ = e.list_parts(out)
+    res = {}
+    for rel in parts:
+        st = os.stat(os.path.join(out, "parts", rel))
+        res[rel] = (st.st_ino, st.st_mtime_ns)
+    return res
+
+
+def status_counts(out):
+    r = e.run_direct(["status", out])
+    m = re.search(r"units\s+(\d+) committed, (\d+) pending", r.stdout)
+    return (int(m.group(1)), int(m.group(2))) if m else None, r
+
+
+def freeze_after_first_part(p, out, limit=240):
+    """Polls OUT/parts until a part file exists, then stops every rank (SIGSTOP). Returns the
+    rank pids, or None when the job ended first."""
+    end = time.time() + limit
+    while time.time() < end and p.poll() is None:
+        if e.list_parts(out)[0]:
+            ranks = e.rank_pids(p.pid)
+            for r in ranks:
+                try:
+                    os.kill(r, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+            return ranks
+        time.sleep(0.002)
+    return None
+
+
+def interrupted(t, label, args, out, base, units, how):
+    p = e.start(NP, args)
+    ranks = freeze_after_first_part(p, out)
+    if not ranks:
+        e.kill_tree(p.pid, signal.SIGKILL)
+        rc, _, err = e.finish(p)
+        t.check(False, f"{label} {how}: job running when its first part appeared",
+                f"status {rc}: {err[-1500:]}")
+        return
+    everyone = [p.pid] + e.descendants(p.pid)
+    if how == "usr1":
+        os.kill(p.pid, signal.SIGUSR1)  # mpirun forwards it; the frozen ranks get it on SIGCONT
+        time.sleep(0.3)
+        for r in ranks:
+            try:
+                os.kill(r, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+    else:
+        e.kill_tree(p.pid, signal.SIGKILL)
+        for r in ranks:
+            try:
+                os.kill(r, signal.SIGCONT)  # a stopped process dies of SIGKILL anyway
+            except ProcessLookupError:
+                pass
+    try:
+        rc, _, err = e.finish(p, timeout=180)
+    except Exception:  # noqa: BLE001
+        e.kill_tree(p.pid, signal.SIGKILL)
+        rc, _, err = e.finish(p)
+        t.check(False, f"{label} {how}: the job ends after the interruption", err[-1500:])
+        return
+    e.wait_gone(everyone, 30)
+    if how == "usr1":
+        t.check(rc == 5, f"{label} usr1: exit status 5", f"status {rc}: {err[-1500:]}")
+    else:
+        t.check(rc != 0, f"{label} kill: the killed job does not report success", f"status {rc}")
+    before = part_stats(out)
+    t.check(0 < len(before) < units, f"{label} {how}: some but not all of {units} units committed",
+            f"{len(before)} part files")
+    t.check(not os.path.exists(os.path.join(out, "predictions.h5")),
+            f"{label} {how}: no predictions.h5 after the interruption")
+    counts, res = status_counts(out)
+    t.check(counts == (len(before), units - len(before)),
+            f"{label} {how}: status counts {len(before)} committed, {units - len(before)} pending",
+            res.stdout + res.stderr)
+    r = e.run(NP, args, timeout=600)
+    if not t.check(r.rc == 0, f"{label} {how}: the rerun exits 0", r.describe()):
+        return
+    after = part_stats(out)
+    kept = [k for k, v in before.items() if after.get(k) != v]
+    t.check(not kept, f"{label} {how}: the {len(before)} committed parts were kept", kept[:4])
+    rep = e.load_json(os.path.join(out, "report.json")) or {}
+    t.equal(rep.get("units_skipped"), len(before), f"{label} {how}: report.json units_skipped")
+    diff = same_outputs(read_all(out), base)
+    t.check(diff is None, f"{label} {how}: outputs bitwise equal to the uninterrupted run", diff)
+
+
+def one_task(t, tmp, label, args_for, units):
+    base_out = os.path.join(tmp, f"{label}-base")
+    r = e.run(NP, args_for(base_out), timeout=600)
+    if not t.check(r.rc == 0, f"{label}: baseline exits 0", r.describe()):
+        return
+    base = read_all(base_out)
+    t.equal(len(e.list_parts(base_out)[0]), units, f"{label}: baseline has {units} part files")
+    for how in ("usr1", "kill"):
+        out = os.path.join(tmp, f"{label}-{how}")
+        interrupted(t, label, args_for(out), out, base, units, how)
+    # a finished job: nothing recomputed, nothing changed
+    before = part_stats(base_out)
+    r = e.run(NP, args_for(base_out), timeout=600)
+    if t.check(r.rc == 0, f"{label}: rerun of the finished job exits 0", r.describe()):
+        rep = e.load_json(os.path.join(base_out, "report.json")) or {}
+        t.equal(rep.get("units_computed"), 0, f"{label}: rerun of the finished job computes no unit")
+        t.check(part_stats(base_out) == before, f"{label}: rerun of the finished job rewrites no part")
+        t.check(same_outputs(read_all(base_out), base) is None,
+                f"{label}: rerun of the finished job gives the same outputs")
+        counts, res = status_counts(base_out)
+        t.equal(counts, (units, 0), f"{label}: status of the finished job")
+
+
+def body(t, tmp):
+    minilm, smol = installed("minilm"), installed("smollm2")
+    # predict: a generated mlp wide enough that a unit takes a few milliseconds
+    model = e.make_model(os.path.join(tmp, "mlp"), [32, 512, 512, 4], seed=3)
+    e.make_inputs(os.path.join(tmp, "feat"), [600, 400], 32, seed=4)
+    feat = os.path.join(tmp, "feat", "*.h5")
+    tasks = [("predict", lambda o: e.job_args(model.path, feat, o, unit_rows=50, batch=25), 20)]
+
+    write_text(os.path.join(tmp, "text", "t.h5"), corpus(48))
+    text = os.path.join(tmp, "text", "t.h5")
+    cls = os.path.join(SRC, "tests", "reference", "tiny_bert_cls")
+    tasks.append(("classify", lambda o: e.job_args(cls, text, o, unit_rows=4,
+                                                   extra=["--task", "classify"]), 12))
+    if minilm:
+        tasks.append(("embed", lambda o: e.job_args(minilm, text, o, unit_rows=6,
+                                                    extra=["--task", "embed"]), 8))
+    else:
+        t.check(False, "all-MiniLM-L6-v2 is installed", "run scripts/install-models.sh")
+    if smol:
+        prompts = ["The capital of France is", "Once upon a time", "def add(a, b):",
+                   "Water boils at", "My favourite colour is", "In 1492,", "Hello, my name is",
+                   "The best way to learn a language is"]
+        write_text(os.path.join(tmp, "prompts", "p.h5"), prompts)
+        ptxt = os.path.join(tmp, "prompts", "p.h5")
+        tasks.append(("score", lambda o: e.job_args(smol, text, o, unit_rows=6,
+                                                    extra=["--task", "score"]), 8))
+        tasks.append(("generate", lambda o: e.job_args(
+            smol, ptxt, o, unit_rows=2, extra=["--task", "generate", "--max-new-tokens", "12",
+                                               "--temperature", "0.8", "--seed", "7"]), 4))
+    else:
+        t.check(False, "SmolLM2 is installed", "run scripts/install-models.sh")
+    for label, args_for, units in tasks:
+        one_task(t, tmp, label, args_for, units)
+
+
+if __name__ == "__main__":
+    e.main("resume_tasks", body)
