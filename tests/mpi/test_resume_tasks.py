@@ -218,14 +218,16 @@ def body(t, tmp):
     if smol:
         prompts = ["The capital of France is", "Once upon a time", "def add(a, b):",
                    "Water boils at", "My favourite colour is", "In 1492,", "Hello, my name is",
-                   "The best way to learn a language is"]
+                   "The best way to learn a language is", "Rain falls when", "My dog likes",
+                   "The moon is", "Bread is made from"]
         write_text(os.path.join(tmp, "prompts", "p.h5"), prompts)
         ptxt = os.path.join(tmp, "prompts", "p.h5")
         tasks.append(("score", lambda o: e.job_args(smol, text, o, unit_rows=6,
                                                     extra=["--task", "score"]), 8))
+        # one row per unit: a stop lands after the unit each rank is computing
         tasks.append(("generate", lambda o: e.job_args(
-            smol, ptxt, o, unit_rows=2, extra=["--task", "generate", "--max-new-tokens", "12",
-                                               "--temperature", "0.8", "--seed", "7"]), 4))
+            smol, ptxt, o, unit_rows=1, extra=["--task", "generate", "--max-new-tokens", "12",
+                                               "--temperature", "0.8", "--seed", "7"]), 12))
     else:
         t.check(False, "SmolLM2 is installed", "run scripts/install-models.sh")
     for label, args_for, units in tasks:
