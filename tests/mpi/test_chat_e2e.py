@@ -28,30 +28,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sl_e2e as e  # noqa: E402
+from test_llama_e2e import model_path, strs, write_text  # noqa: E402
 
 SRC = os.environ.get("SL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 REF = os.path.join(SRC, "tests", "reference")
 GOLD = os.path.join(REF, "goldens", "chat_goldens.h5")
-VLEN = h5py.string_dtype("utf-8")
-
-
-def model_path():
-    base = os.environ.get("SL_MODELS_DIR", os.path.join(SRC, "build", "models"))
-    p = os.path.join(base, "smollm2.path")
-    if os.path.isfile(p):
-        with open(p) as f:
-            return f.read().strip()
-    return None
-
-
-def strs(ds):
-    return [s.decode("utf-8") if isinstance(s, bytes) else s for s in ds[()]]
-
-
-def write_text(path, **cols):
-    with h5py.File(path, "w") as f:
-        for name, vals in cols.items():
-            f.create_dataset(name, data=np.array(vals, dtype=object), dtype=VLEN)
 
 
 def check_greedy(t, out, ref, gap, eos, what):

@@ -6,7 +6,8 @@
  *     templates in tokenizer_config.json): `auto` recognises the form; every conversation
  *     (with and without a system message; leading/trailing ASCII and Unicode spaces, special
  *     tokens and [INST] inside the user text) renders to the same string and, tokenized without
- *     added special tokens, to the same ids;
+ *     added special tokens, to the same ids (the BOS text from tokenizer_config.json, and
+ *     where the tokenizer has a BOS of its own, from the tokenizer as for a GGUF file);
  *  2. the real SmolLM2-135M-Instruct GGUF: its template (with its default system message) from
  *     tokenizer.chat_template, rendered and tokenized by the GGUF tokenizer, equals the goldens;
  *  3. naming a form explicitly renders as the template does (no default system message);
@@ -93,6 +94,11 @@ static void test_tiny(hid_t f, const char *form, sl_chat_form_t want_form, int h
         CHECKF((c.default_system != NULL) == has_default, "%s: default system %s", form,
                c.default_system ? c.default_system : "(none)");
         check_group(f, form, &c, tok);
+        if (c.bos_text && sl_bpe_bos_id(tok) >= 0) {
+            /* without tokenizer_config.json's bos_token (as from a GGUF): the tokenizer's BOS */
+            sl_chat_t nobos = {c.form, NULL, NULL};
+            check_group(f, form, &nobos, tok);
+        }
     }
     sl_chat_free(&c);
     /* the form named explicitly renders the same (tokenizer_config.json's bos_token too) */
