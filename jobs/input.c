@@ -18,6 +18,54 @@ static int cmp_str(const void *a, const void *b)
 
 static int has_magic(const char *s) { return strpbrk(s, "*?[") != NULL; }
 
+/* The datasets of a file, for the message about a missing one: full paths in name order
+ * (groups walked to a small depth), at most SL_LIST_MAX of them, comma-separated. */
+#define SL_LIST_MAX 24
+typedef struct {
+    char *buf;
+    size_t cap, len;
+    int n, depth;
+    char prefix[512];
+} list_ctx_t;
+
+static herr_t list_one(hid_t group, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)info;
+    list_ctx_t *c = data;
+    hid_t o = H5Oopen(group, name, H5P_DEFAULT);
+    if (o < 0)
+        return 0; /* a dangling link: not a dataset */
+    char path[1024];
+    snprintf(path, sizeof path, "%s%s", c->prefix, name);
+    H5I_type_t type = H5Iget_type(o);
+    if (type == H5I_DATASET) {
+        if (c->n < SL_LIST_MAX && c->len < c->cap)
+            c->len +=
+                (size_t)snprintf(c->buf + c->len, c->cap - c->len, "%s%s", c->n ? ", " : "", path);
+        c->n++;
+    } else if (type == H5I_GROUP && c->depth < 4) {
+        list_ctx_t sub = *c;
+        snprintf(sub.prefix, sizeof sub.prefix, "%s/", path);
+        sub.depth++;
+        H5Literate(o, H5_INDEX_NAME, H5_ITER_INC, NULL, list_one, &sub);
+        c->len = sub.len;
+        c->n = sub.n;
+    }
+    H5Oclose(o);
+    return 0;
+}
+
+static void list_datasets(hid_t f, char *buf, size_t cap)
+{
+    list_ctx_t c = {buf, cap, 0, 0, 0, ""};
+    buf[0] = '\0';
+    H5Literate(f, H5_INDEX_NAME, H5_ITER_INC, NULL, list_one, &c);
+    if (c.n == 0)
+        snprintf(buf, cap, "the file holds none");
+    else if (c.n > SL_LIST_MAX && c.len < cap)
+        snprintf(buf + c.len, cap - c.len, ", ... %d more", c.n - SL_LIST_MAX);
+}
+
 /* Checks one shard's dataset; fills rows/cols and, when want_tokens, the kind it holds. */
 static int check_shard(sl_shard_t *s, const char *dataset, int want_tokens, int *kind,
                        int64_t *cols, sl_error_t *err)
@@ -33,7 +81,10 @@ static int check_shard(sl_shard_t *s, const char *dataset, int want_tokens, int 
     int rc = -1;
     hid_t d = -1, sp = -1, t = -1;
     if (H5Lexists(f, dataset, H5P_DEFAULT) <= 0) {
-        sl_errorf(err, "%s: no dataset '%s' (see --input-dataset)", s->path, dataset);
+        char names[640];
+        list_datasets(f, names, sizeof names);
+        sl_errorf(err, "%s: no dataset '%s' (datasets: %s; see --input-dataset)", s->path, dataset,
+                  names);
         goto out;
     }
     d = H5Dopen2(f, dataset, H5P_DEFAULT);

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "models/chat_template.h"
+
 typedef enum { K_STR, K_INT, K_I64, K_BOOL, K_LIST, K_F64 } kind_t;
 
 typedef struct {
@@ -39,7 +41,9 @@ static const opt_t options[] = {
     {"max-length", K_INT, "N", "0", "bert: tokens per row incl. [CLS]/[SEP]; score: tokens per row; generate: prompt + new tokens (longer rows are truncated when scoring or embedding, refused as row errors when generating); 0: the model's", OFF(max_length), 0},
     {"batch-tokens", K_I64, "N", "16384", "bert, decoders: real (unpadded) tokens per forward pass; a unit's rows are sorted by length and packed", OFF(batch_tokens), 1},
     {"bos", K_STR, "auto|always|never", "auto", "decoders: special tokens around each row's text: as the tokenizer file says (auto), a BOS token first and nothing else (always; as transformers' GGUF tokenizer does), or none (never)", OFF(bos), 0},
-    {"token-logprobs", K_BOOL, NULL, NULL, "score: also write /token_logprobs [rows, max-length] (NaN-padded)", OFF(token_logprobs), 0},
+    {"chat-template", K_STR, SL_CHAT_CHOICES, "none", "decoders: each row is the user message of a conversation in the model's chat template (auto: the GGUF's tokenizer.chat_template or tokenizer_config.json's; or a form by name), ending with the assistant's turn; generate, and score with --prompt-dataset (the prompt row is the user message, the input row the scored reply); none: the row is the text. With a template, --bos auto gives the ids of transformers' apply_chat_template, always puts a BOS first unless the template wrote one, never drops it", OFF(chat_template), 0},
+    {"system", K_STR, "TEXT", NULL, "decoders with --chat-template: the system message (\"\": none; the template's default system message, if it has one, is used then) [default: none]", OFF(system), 0},
+    {"token-logprobs", K_BOOL, NULL, NULL, "score: also write /token_logprobs [rows, max-length] (NaN-padded) and, beside them, the token ids /token_ids [rows, max-length] (int32, -1-padded)", OFF(token_logprobs), 0},
     {"max-new-tokens", K_INT, "N", "64", "generate: tokens to generate per row at most", OFF(max_new_tokens), 1},
     {"temperature", K_F64, "X", "0", "generate: sampling temperature; 0 is greedy", OFF(temperature), 0},
     {"top-k", K_INT, "N", "0", "generate: sample among the N most likely tokens; 0: all", OFF(top_k), 0},
@@ -326,6 +330,9 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
                        job->task);
     else if (strcmp(job->bos, "auto") && strcmp(job->bos, "always") && strcmp(job->bos, "never"))
         rc = sl_errorf(err, "--bos '%s': expected auto, always or never", job->bos);
+    else if (!sl_chat_name_valid(job->chat_template))
+        rc = sl_errorf(err, "--chat-template '%s': expected %s", job->chat_template,
+                       SL_CHAT_CHOICES);
     else if (!(job->top_p > 0 && job->top_p <= 1))
         rc = sl_errorf(err, "--top-p %g: expected a number in (0, 1]", job->top_p);
     else if (strcmp(job->output_dtype, "f32") && strcmp(job->output_dtype, "f16"))
@@ -350,6 +357,8 @@ void sl_job_free(sl_job_t *job)
     free(job->input_dataset);
     free(job->prompt_dataset);
     free(job->bos);
+    free(job->chat_template);
+    free(job->system);
     for (int i = 0; i < job->n_stops; i++)
         free(job->stops[i]);
     free(job->stops);

@@ -30,6 +30,8 @@ typedef struct {
     char *prompt_dataset; /* score: prompts whose continuation (the input dataset) is scored */
     int token_logprobs;   /* score: also write per-token log-probabilities */
     char *bos;            /* decoders: auto | always | never (prepend the BOS token) */
+    char *chat_template;  /* decoders: none | auto | chatml | llama3 | llama2 | mistral */
+    char *system;         /* decoders with a chat template: the system message; NULL: none */
     int max_new_tokens;   /* generate */
     double temperature;   /* generate: 0 = greedy */
     int top_k;            /* generate: 0 = off */

@@ -79,8 +79,11 @@ void sl_decoder_outputs(const sl_job_t *job, int generate, int max_length, sl_ou
         outs->spec[SL_SCORE_NTOK] = (sl_out_spec_t){"n_tokens", 0, SL_I32};
         outs->spec[SL_SCORE_PPL] = (sl_out_spec_t){"perplexity", 0, SL_F32};
         outs->n = 4;
-        if (job->token_logprobs)
+        if (job->token_logprobs) {
             outs->spec[outs->n++] = (sl_out_spec_t){"token_logprobs", max_length, out_f};
+            /* the ids beside their log-probabilities, position for position */
+            outs->spec[outs->n++] = (sl_out_spec_t){"token_ids", max_length, SL_I32};
+        }
         return;
     }
     outs->spec[SL_GEN_TOKENS] = (sl_out_spec_t){"tokens", job->max_new_tokens, SL_I32};
@@ -254,6 +257,10 @@ int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows
                     tl[p] = NAN;
                 for (int64_t q = 0; q < cnt && s0 + q < w; q++)
                     tl[s0 + q] = d->logp[k + q];
+                float *ti = bufs[SL_SCORE_TOKEN_IDS] + out * w; /* every token, -1 after */
+                const int32_t *src = r->ids + r->off[row];
+                for (int64_t p = 0; p < w; p++)
+                    ti[p] = p < L ? (float)src[p] : -1.0f;
             }
             k += cnt;
         }

@@ -20,7 +20,14 @@
 typedef struct sl_decoder sl_decoder_t;
 
 /* What the outputs are; the order of the output buffers handed to the run functions. */
-enum { SL_SCORE_SUM = 0, SL_SCORE_MEAN, SL_SCORE_NTOK, SL_SCORE_PPL, SL_SCORE_TOKENS };
+enum {
+    SL_SCORE_SUM = 0,
+    SL_SCORE_MEAN,
+    SL_SCORE_NTOK,
+    SL_SCORE_PPL,
+    SL_SCORE_TOKENS,
+    SL_SCORE_TOKEN_IDS
+};
 enum { SL_GEN_TOKENS = 0, SL_GEN_NTOK, SL_GEN_TEXT, SL_GEN_FINISH, SL_GEN_NPROMPT };
 
 /* Fills the output specs of a score or generate task (generate: 1 = generate). */

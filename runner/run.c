@@ -541,6 +541,9 @@ static cJSON *describe_json(const sl_job_t *job, const plan_t *p)
         cJSON_AddNumberToObject(d, "max_length", p->task.max_length);
     if (p->task.model == SL_MODEL_LLAMA) {
         cJSON_AddStringToObject(d, "bos", job->bos);
+        cJSON_AddStringToObject(d, "chat_template", job->chat_template);
+        if (job->system)
+            cJSON_AddStringToObject(d, "system", job->system);
         if (p->task.prompt_dataset)
             cJSON_AddStringToObject(d, "prompt_dataset", p->task.prompt_dataset);
     }

@@ -15,6 +15,7 @@
 #include "common/sl_hash.h"
 #include "models/bert.h"
 #include "models/bpe.h"
+#include "models/chat_template.h"
 #include "models/llama.h"
 #include "models/mlp.h"
 #include "models/tokenizer.h"
@@ -62,6 +63,35 @@ static int plan_decoder(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
         return sl_errorf(err, "--max-new-tokens %d: must be below the context (--max-length %d)",
                          job->max_new_tokens, p->max_length);
     p->prompt_dataset = job->prompt_dataset;
+    /* The chat template: read and recognised here, so a model whose template shardline does not
+     * render is refused before anything runs. */
+    sl_chat_t chat;
+    if (sl_chat_load(job->model, job->chat_template, &chat, err) != 0)
+        return -1;
+    char chat_params[64] = "";
+    if (chat.form != SL_CHAT_NONE) {
+        int rc = 0;
+        if (!generate && !job->prompt_dataset)
+            rc = sl_errorf(err,
+                           "--chat-template %s: for --task generate, or score with "
+                           "--prompt-dataset (the prompt row is the user message)",
+                           job->chat_template);
+        else if (chat.form == SL_CHAT_MISTRAL && job->system && *job->system)
+            rc = sl_errorf(err, "--system: the mistral chat template of %s has no system role",
+                           job->model);
+        /* what the rendered text depends on, hashed: the form, the system message, the
+         * template's default system message and BOS text */
+        uint64_t h = sl_hash_str(SL_HASH_INIT, job->system ? job->system : "");
+        h = sl_hash_str(h, chat.default_system ? chat.default_system : "");
+        h = sl_hash_str(h, chat.bos_text ? chat.bos_text : "");
+        snprintf(chat_params, sizeof chat_params, " chat=%s/%016llx", sl_chat_form_name(chat.form),
+                 (unsigned long long)h);
+        sl_chat_free(&chat);
+        if (rc != 0)
+            return -1;
+    } else if (job->system) {
+        return sl_errorf(err, "--system: needs --chat-template (auto or a form)");
+    }
     sl_decoder_outputs(job, generate, p->max_length, &p->outs);
     if (generate) {
         int n = snprintf(p->params, sizeof p->params, "gen new=%d t=%.17g k=%d p=%.17g seed=%lld "
@@ -69,6 +99,7 @@ static int plan_decoder(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
                          job->max_new_tokens, job->temperature, job->top_k, job->top_p,
                          (long long)job->seed, (long long)sl_decoder_text_bytes(job), job->n_stops,
                          job->bos);
+        n += snprintf(p->params + n, sizeof p->params - (size_t)n, "%s", chat_params);
         /* the stop strings themselves, hashed: a long list does not fit the text */
         uint64_t h = SL_HASH_INIT;
         for (int i = 0; i < job->n_stops; i++)
@@ -76,8 +107,9 @@ static int plan_decoder(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
         snprintf(p->params + n, sizeof p->params - (size_t)n, " stophash=%016llx",
                  (unsigned long long)h);
     } else {
-        snprintf(p->params, sizeof p->params, "score prompt=%s tokens=%d bos=%s",
-                 job->prompt_dataset ? job->prompt_dataset : "", job->token_logprobs, job->bos);
+        snprintf(p->params, sizeof p->params, "score prompt=%s tokens=%d bos=%s%s",
+                 job->prompt_dataset ? job->prompt_dataset : "", job->token_logprobs, job->bos,
+                 chat_params);
     }
     p->dataset = job->input_dataset ? job->input_dataset : "text";
     return 0;
@@ -111,6 +143,9 @@ int sl_task_plan(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
     char mt[64], path[4096];
     if (sl_llama_detect(job->model))
         return plan_decoder(job, p, err);
+    if (strcmp(job->chat_template, "none") || job->system)
+        return sl_errorf(err, "--%s: only for decoder models (%s is not one)",
+                         job->system ? "system" : "chat-template", job->model);
     if (model_type(job->model, mt, sizeof mt, err) != 0)
         return -1;
     int out_f = !strcmp(job->output_dtype, "f16") ? SL_F16 : SL_F32;
@@ -191,6 +226,7 @@ struct sl_task {
     sl_tokenizer_t *tok;
     sl_llama_t *llama;
     sl_decoder_t *dec;
+    sl_chat_t chat;            /* decoders: --chat-template, resolved */
     sl_reader_t prompt_reader; /* I/O thread: the --prompt-dataset of the same shard */
     sl_backend_t *be;
     sl_tensor_t *x, *y; /* mlp: [batch, d0], [batch, dn] */
@@ -231,6 +267,8 @@ sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_back
             goto fail;
         }
         t->dec = sl_decoder_new(t->llama, job, plan->max_length);
+        if (sl_chat_load(job->model, job->chat_template, &t->chat, err) != 0)
+            goto fail;
         return t;
     }
     t->bert = sl_bert_load(job->model, be, g->tp_size, g->tp_rank, dt, err);
@@ -263,6 +301,7 @@ void sl_task_free(sl_task_t *t)
     sl_bert_free(t->bert);
     sl_tokenizer_free(t->tok);
     sl_decoder_free(t->dec);
+    sl_chat_free(&t->chat);
     sl_llama_free(t->llama);
     if (t->plan && t->plan->model == SL_MODEL_LLAMA)
         sl_reader_close(&t->prompt_reader);
@@ -445,9 +484,34 @@ static int bpe_encode_grow(const sl_bpe_t *tok, const char *s, char bos, int32_t
     return n;
 }
 
+/* A row as the user message of the chat template's conversation, encoded: the rendered text
+ * with no added special tokens (as transformers' apply_chat_template(tokenize=True)), then bos
+ * 'y' puts a BOS first unless the template wrote one and 'n' drops a BOS the template wrote. */
+static int chat_encode_grow(const sl_task_t *t, const sl_bpe_t *tok, const char *user, char bos,
+                            int32_t **buf, int *cap, sl_error_t *err)
+{
+    char *text = sl_chat_render(&t->chat, tok, t->job->system, user, err);
+    if (!text)
+        return SL_BPE_ERROR;
+    int n = bpe_encode_grow(tok, text, 'n', buf, cap, err);
+    free(text);
+    int32_t b = sl_bpe_bos_id(tok);
+    if (n > 0 && b >= 0 && bos == 'y' && (*buf)[0] != b) { /* one spare slot is kept */
+        memmove(*buf + 1, *buf, (size_t)n * sizeof **buf);
+        (*buf)[0] = b;
+        n++;
+    } else if (n > 0 && b >= 0 && bos == 'n' && (*buf)[0] == b) {
+        memmove(*buf, *buf + 1, (size_t)(n - 1) * sizeof **buf);
+        n--;
+    }
+    return n;
+}
+
 /* Decoder text rows: the text (score, generate), or a prompt + continuation pair (score with
  * --prompt-dataset: the prompt with the tokenizer's special tokens, then the continuation without
- * them; only the continuation is scored). Scoring keeps the first max_length tokens (counted as
+ * them; only the continuation is scored). With --chat-template, the text of generate or the
+ * prompt of score is the user message of a conversation in the template (chat_encode_grow),
+ * the continuation the reply that is scored. Scoring keeps the first max_length tokens (counted as
  * truncated); generation hands long prompts to the decoder, which refuses them as row errors. */
 static int read_decoder_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
                                   int64_t row0, int64_t rows, payload_t *p, sl_error_t *err)
@@ -470,6 +534,7 @@ static int read_decoder_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_
     int32_t *buf = sl_xmalloc((size_t)cap * sizeof *buf), *pbuf = sl_xmalloc((size_t)pcap * sizeof *pbuf);
     int score = t->plan->task == SL_TASK_SCORE, max_len = t->plan->max_length;
     char bos = !strcmp(t->job->bos, "always") ? 'y' : !strcmp(t->job->bos, "never") ? 'n' : 'a';
+    int chat = t->chat.form != SL_CHAT_NONE;
     size_t used = 0;
     for (int64_t i = 0; rc == 0 && i < rows; i++) {
         p->off[i] = (int64_t)used;
@@ -478,7 +543,9 @@ static int read_decoder_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_
         int np = 0, n;
         if (prompts) {
             const char *ps = prompts[i] ? prompts[i] : "";
-            if (*ps) {
+            if (chat) {
+                np = chat_encode_grow(t, tok, ps, bos, &pbuf, &pcap, &rowerr);
+            } else if (*ps) {
                 np = bpe_encode_grow(tok, ps, bos, &pbuf, &pcap, &rowerr);
             } else if (bos != 'n' && sl_bpe_bos_id(tok) >= 0) {
                 /* an empty prompt: the BOS alone, when this row's text would start with one */
@@ -495,7 +562,8 @@ static int read_decoder_text_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_
                 goto next;
             }
         }
-        n = bpe_encode_grow(tok, s, prompts ? 'n' : bos, &buf, &cap, &rowerr);
+        n = chat && !prompts ? chat_encode_grow(t, tok, s, bos, &buf, &cap, &rowerr)
+                             : bpe_encode_grow(tok, s, prompts ? 'n' : bos, &buf, &cap, &rowerr);
         if (n < 0) {
             p->fail[i] = sl_xstrdup(rowerr.msg);
             p->len[i] = 0;
@@ -586,8 +654,12 @@ int sl_task_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
         memset(p->plen, 0, (size_t)rows * sizeof *p->plen);
     if (in->kind == SL_INPUT_FEATURES)
         return sl_reader_read(r, in, shard, row0, rows, p->x, err);
-    if (in->kind != SL_INPUT_TEXT)
+    if (in->kind != SL_INPUT_TEXT) {
+        if (t->chat.form != SL_CHAT_NONE)
+            return sl_errorf(err, "%s: --chat-template needs text in dataset '%s', not token ids",
+                             in->shards[shard].path, in->dataset);
         return read_token_rows(t, r, in, shard, row0, rows, p, err);
+    }
     /* reading and tokenizing text: the report counts it as tokenize time */
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);

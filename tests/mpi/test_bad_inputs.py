@@ -6,7 +6,8 @@ For every case: the documented exit status (3 for bad input data, model or outpu
 (file, dataset, tensor, key or option), no crash (no signal exit, no "Segmentation fault"),
 and no OUT/predictions.h5. Cases:
   data:    no file matches the glob; a missing file given literally; a file without the dataset
-           (and --input-dataset naming a dataset nobody has); random bytes; a truncated HDF5
+           (and --input-dataset naming a dataset nobody has; the message lists the datasets the
+           file holds); random bytes; a truncated HDF5
            file; 1-D and 3-D datasets; a feature count that differs between files, and one that
            differs from the model's d0 in every file; --output naming an existing regular file;
   weights: missing model.safetensors; truncated file; header length beyond the file; a header
@@ -374,6 +375,38 @@ def body(t, tmp):
         t.check(sorted(listed) == bad_global,
                 f"{label}: part files list the failed rows in failed_rows (unit-relative)",
                 f"got {sorted(listed)}")
+
+    dataset_listing(t, tmp, model.path)
+
+
+def dataset_listing(t, tmp, model_dir):
+    """A wrong --input-dataset: the message lists the datasets the file does hold (groups
+    walked, name order), says when it holds none, and shortens a long list."""
+    d = os.path.join(tmp, "case-listing")
+    os.makedirs(d)
+    with h5py.File(os.path.join(d, "in.h5"), "w") as f:
+        f["ids"] = np.zeros((3, 4), np.int32)
+        f.create_dataset("text", data=np.array(["a", "b", "c"], dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+        f.create_group("extra")["lengths"] = np.ones(3, np.int32)
+        f.create_group("empty")
+    with h5py.File(os.path.join(d, "none.h5"), "w") as f:
+        f.create_group("g")
+    with h5py.File(os.path.join(d, "many.h5"), "w") as f:
+        for i in range(30):
+            f[f"d{i:02d}"] = np.zeros(2, np.float32)
+    cases = [("in.h5", "datasets: extra/lengths, ids, text;"),
+             ("none.h5", "datasets: the file holds none;"),
+             ("many.h5", "d00, d01, d02")]
+    for name, listing in cases:
+        out = os.path.join(tmp, "out-listing-" + name)
+        args = e.job_args(model_dir, os.path.join(d, name), out, dataset="txt")
+        expect_fail(t, f"--input-dataset txt absent from {name}: the datasets are listed", 1,
+                    args, 3, [(name, "no dataset 'txt'", listing)], out)
+    res = e.run(1, e.job_args(model_dir, os.path.join(d, "many.h5"),
+                              os.path.join(tmp, "out-listing-many2"), dataset="txt"), timeout=120)
+    t.check(e.stderr_names(res, "d23, ... 6 more;") and not e.stderr_names(res, "d24"),
+            "a list of 30 datasets stops after 24 with the count of the others", res.describe())
 
 
 if __name__ == "__main__":

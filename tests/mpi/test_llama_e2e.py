@@ -6,7 +6,7 @@ transformers' GGUF loader (tests/reference/make_llama_goldens.py):
     tokenizer adds one): token counts equal the goldens', sum/mean log-probabilities and
     perplexity within 1e-4 relative, per-token log-probabilities within 1e-3; TP=1 and TP=3 agree;
   - prompt + continuation pairs (--prompt-dataset): only the continuation is scored, as in the
-    goldens;
+    goldens; --token-logprobs writes /token_ids equal to transformers' ids (-1 padded);
   - --task generate, greedy, 32 tokens, TP=1 and TP=3: the continuations equal transformers' for
     at least 90% of the prompts (any divergence is reported with transformers' logit gap there),
     rows that end at EOS end where the reference emits EOS, /text decodes /tokens;
@@ -81,6 +81,23 @@ def check_scores(t, out, g, prefix, what):
         worst = max(worst, float(np.max(np.abs(mine - ref))) if len(ref) else 0.0)
     t.check(worst <= 1e-3, f"{what}: per-token log-probabilities within 1e-3",
             f"max abs error {worst:.3g}")
+    # /token_ids: every row's ids (BOS and prompt included) as transformers tokenized them,
+    # -1 after; a log-probability stands at the position of the token it scores
+    with h5py.File(f"{out}/predictions.h5", "r") as f:
+        tid = f["token_ids"][()]
+    ref_ids, ref_len = g[f"{prefix}_ids"][()], g[f"{prefix}_lengths"][()]
+    width = max(ref_ids.shape[1], tid.shape[1])
+    pad = np.full((len(ref_ids), width), -1, np.int64)
+    pad[:, : ref_ids.shape[1]] = ref_ids
+    t.check(tid.dtype == np.int32 and tid.shape == (len(ref_ids), tid.shape[1])
+            and np.array_equal(tid, pad[:, : tid.shape[1]]) and (pad[:, tid.shape[1]:] == -1).all(),
+            f"{what}: /token_ids equal transformers' token ids (-1 padded)",
+            f"dtype {tid.dtype} shape {tid.shape}; first row got {tid[0, :12].tolist()} "
+            f"ref {ref_ids[0, :12].tolist()}")
+    lp = got["token_logprobs"]
+    t.check(all(np.isnan(lp[i, int(ref_len[i]):]).all() and
+                not np.isnan(lp[i, int(ref_len[i]) - 1]) for i in range(len(ref_len))),
+            f"{what}: /token_logprobs stand at the positions of the scored /token_ids")
     return got
 
 
