@@ -8,7 +8,11 @@ transformers' outputs (tests/reference/make_spm_goldens.py):
     transformers' (so the ids do, BOS included), sum log-probabilities within 1e-4 relative;
   - --task generate, greedy, 8 tokens: /tokens equal transformers' argmax choices and /text its
     decoding (byte tokens joined into UTF-8, U+FFFD for invalid bytes, <unk> skipped, the first
-    space stripped).
+    space stripped);
+  - the same texts scored with tests/reference/spm_tiny/tiny_kquant.gguf (a llama GGUF whose
+    matrices are Q2_K..Q6_K, with a SentencePiece tokenizer, tokenizer.ggml.model "llama"), TP=1
+    and TP=2 (TP=2 splits the 256 columns of attn_output inside a K-quant super-block), against
+    transformers' GGUF loader: the same token counts, sums within 1e-4 relative.
 
 Run: ctest -R test_spm_e2e (needs SHARDLINE, SL_SOURCE_DIR, MPIEXEC).
 """
@@ -35,30 +39,36 @@ def write_text(path, texts):
         f.create_dataset("text", data=np.array(texts, dtype=object), dtype=VLEN)
 
 
+def check_scores(t, model, what, n_ref, sum_ref):
+    """Scores score.h5 with `model` at TP 1 and 2 against the reference counts and sums."""
+    for np_, tp in [(1, 1), (2, 2)]:
+        out = f"score-{what}-tp{tp}"
+        r = e.run(np_, e.job_args(model, "score.h5", out, tp=tp, extra=["--task", "score"]))
+        if not t.check(r.rc == 0, f"{what} score np{np_} tp{tp}: status 0", r.describe()):
+            continue
+        with h5py.File(f"{out}/predictions.h5", "r") as f:
+            n = f["n_tokens"][()]
+            s = f["sum_logprob"][()].astype(np.float64)
+        t.check(np.array_equal(n, n_ref), f"{what} tp{tp}: token counts equal transformers'",
+                f"got {n.tolist()}\nref {n_ref.tolist()}")
+        err = e.rel_err(s, sum_ref)
+        t.check(err <= 1e-4, f"{what} tp{tp}: sum_logprob within 1e-4 of transformers'",
+                f"relative error {err:.3g}\ngot {s}\nref {sum_ref}")
+
+
 def body(t, tmp):
     model = os.path.join(TINY, "model")
     with h5py.File(os.path.join(TINY, "model_goldens.h5"), "r") as g:
         texts = strs(g["score_texts"])
-        n_ref = g["score_n_tokens"][()]
-        sum_ref = g["score_sum_logprob"][()].astype(np.float64)
+        ref = {k: (g[f"{k}score_n_tokens"][()], g[f"{k}score_sum_logprob"][()].astype(np.float64))
+               for k in ("", "gguf/")}
         prompts = strs(g["prompts"])
         greedy = g["greedy_ids"][()]
         greedy_text = strs(g["greedy_text"])
 
     write_text("score.h5", texts)
-    for np_, tp in [(1, 1), (2, 2)]:
-        out = f"score-tp{tp}"
-        r = e.run(np_, e.job_args(model, "score.h5", out, tp=tp, extra=["--task", "score"]))
-        if not t.check(r.rc == 0, f"score np{np_} tp{tp}: status 0", r.describe()):
-            continue
-        with h5py.File(f"{out}/predictions.h5", "r") as f:
-            n = f["n_tokens"][()]
-            s = f["sum_logprob"][()].astype(np.float64)
-        t.check(np.array_equal(n, n_ref), f"score tp{tp}: token counts equal transformers'",
-                f"got {n.tolist()}\nref {n_ref.tolist()}")
-        err = e.rel_err(s, sum_ref)
-        t.check(err <= 1e-4, f"score tp{tp}: sum_logprob within 1e-4 of transformers'",
-                f"relative error {err:.3g}\ngot {s}\nref {sum_ref}")
+    check_scores(t, model, "tokenizer.json", *ref[""])
+    check_scores(t, os.path.join(TINY, "tiny_kquant.gguf"), "K-quant GGUF", *ref["gguf/"])
 
     write_text("prompts.h5", prompts)
     r = e.run(1, e.job_args(model, "prompts.h5", "gen",

@@ -57,6 +57,15 @@ Produces (all committed, so the test suite needs no Python package):
         prompts [P]; greedy_ids int32 [P, 8]: 8 tokens chosen by argmax (full forward each step,
         no EOS stop); greedy_gap f32 [P, 8]: chosen logit minus runner-up's; greedy_text [P]:
         tok.decode(greedy_ids, skip_special_tokens=True)
+  tests/reference/spm_tiny/tiny_kquant.gguf
+      a tiny llama-architecture GGUF (hidden 256, 2 layers, 4 heads of 64, 2 KV heads,
+      intermediate 512, vocab 1000, separate output.weight) whose matrices are K-quants of every
+      kind (Q2_K .. Q6_K, as a Q4_K_M file mixes them) made of random super-blocks, their f16
+      scales set per tensor so that the values have mean ~0 and std ~0.06; F32 norms; the
+      tokenizer is tokenizer.gguf's (SentencePiece, tokenizer.ggml.model "llama").
+      /gguf in model_goldens.h5: transformers' GGUF loader on it (weights dequantised by gguf-py,
+      its tokenizer from the file), float32: score_ids, score_lengths, score_n_tokens,
+      score_sum_logprob for the same texts as above.
 """
 import io
 import json
@@ -156,16 +165,9 @@ def add_header(w, n_vocab):
     w.add_vocab_size(n_vocab)
 
 
-def with_header(src, dst):
-    """A copy of tokenizer-only GGUF src with add_header's keys (for transformers' loader), and
-    the first control token as BOS and EOS when src names none (transformers' LlamaTokenizerFast
-    adds a BOS whatever the file says, and takes its string from tokens[bos_token_id] only when
-    an eos_token_id is present)."""
-    import gguf
+def copy_tokenizer(r, w):
+    """The tokenizer.* keys of GGUFReader r into GGUFWriter w."""
     from gguf import GGUFValueType as V
-    r = gguf.GGUFReader(src)
-    w = gguf.GGUFWriter(dst, arch="llama")
-    add_header(w, len(r.fields["tokenizer.ggml.tokens"].data))
     for name, f in r.fields.items():
         if not name.startswith("tokenizer."):
             continue
@@ -179,6 +181,18 @@ def with_header(src, dst):
         else:
             val = f.parts[f.data[0]].tolist()[0]
         w.add_key_value(name, val, t, sub_type=f.types[-1] if t == V.ARRAY else None)
+
+
+def with_header(src, dst):
+    """A copy of tokenizer-only GGUF src with add_header's keys (for transformers' loader), and
+    the first control token as BOS and EOS when src names none (transformers' LlamaTokenizerFast
+    adds a BOS whatever the file says, and takes its string from tokens[bos_token_id] only when
+    an eos_token_id is present)."""
+    import gguf
+    r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(dst, arch="llama")
+    add_header(w, len(r.fields["tokenizer.ggml.tokens"].data))
+    copy_tokenizer(r, w)
     if "tokenizer.ggml.bos_token_id" not in r.fields:
         types = r.fields["tokenizer.ggml.token_type"]
         control = [int(types.parts[i][0]) for i in types.data].index(3)
@@ -353,8 +367,103 @@ def tiny_model(legacy_json):
         h.create_dataset("greedy_gap", data=np.array(g_gap, np.float32))
         str_dataset(h, "greedy_text", g_text)
         h.attrs["torch"] = str(torch.__version__)
+        ids, sums = tiny_kquant_model(SCORE_TEXTS)
+        L = max(map(len, ids))
+        q = h.create_group("gguf")
+        q.create_dataset("score_ids", data=np.array([x + [-1] * (L - len(x)) for x in ids],
+                                                    np.int32))
+        q.create_dataset("score_lengths", data=np.array([len(x) for x in ids], np.int32))
+        q.create_dataset("score_n_tokens", data=np.array([len(x) - 1 for x in ids], np.int32))
+        q.create_dataset("score_sum_logprob", data=np.array(sums, np.float32))
     print(f"tiny model: {len(ids)} scored texts, greedy texts {g_text}, "
           f"smallest greedy gap {min(map(min, g_gap)):.3g}")
+
+
+def kquant_tensor(rng, qtype, rows, cols, std=0.06):
+    """rows x cols random K-quant super-blocks with one f16 (d, dmin) per tensor, chosen so that
+    the dequantised values have mean ~0 and the given std (values are linear in d and dmin)."""
+    import gguf
+    from gguf import GGMLQuantizationType as T
+    nbytes, at = {T.Q2_K: (84, (80, 82)), T.Q3_K: (110, (108,)), T.Q4_K: (144, (0, 2)),
+                  T.Q5_K: (176, (0, 2)), T.Q6_K: (210, (208,))}[qtype]
+    blocks = rng.integers(0, 256, size=(rows * cols // 256, nbytes), dtype=np.uint8)
+
+    def with_scales(*vals):
+        b = blocks.copy()
+        for off, v in zip(at, vals):
+            b[:, off:off + 2] = np.frombuffer(np.float16(v).tobytes(), np.uint8)
+        return b
+
+    def values(b):
+        return gguf.quants.dequantize(b, qtype).astype(np.float64)
+    a = values(with_scales(1.0, 0.0))
+    dmin = 0.0
+    if len(at) == 2:  # a minimum to subtract: zero the mean
+        dmin = -a.mean() / values(with_scales(0.0, 1.0)).mean()
+    k = std / (a + dmin * values(with_scales(0.0, 1.0)) if dmin else a).std()
+    return with_scales(k, k * dmin).reshape(rows, cols // 256 * nbytes)
+
+
+def tiny_kquant_model(texts):
+    """tiny_kquant.gguf and transformers' scores of texts through it."""
+    import gguf
+    import torch
+    from gguf import GGMLQuantizationType as T
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    H, F, V, L, NH, NKV = 256, 512, 1000, 2, 4, 2
+    rng = np.random.default_rng(20261206)
+    src = gguf.GGUFReader(os.path.join(OUT, "tokenizer.gguf"))
+    path = os.path.join(OUT, "tiny_kquant.gguf")
+    w = gguf.GGUFWriter(path, arch="llama")
+    w.add_name("tiny kquant")
+    w.add_context_length(256)
+    w.add_embedding_length(H)
+    w.add_block_count(L)
+    w.add_feed_forward_length(F)
+    w.add_head_count(NH)
+    w.add_head_count_kv(NKV)
+    w.add_rope_dimension_count(H // NH)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(V)
+    copy_tokenizer(src, w)  # the SentencePiece tokenizer
+    KV = H // NH * NKV
+    mats = {"attn_q": (T.Q4_K, H, H), "attn_k": (T.Q4_K, KV, H), "attn_v": (T.Q6_K, KV, H),
+            "attn_output": (T.Q5_K, H, H), "ffn_gate": (T.Q3_K, F, H), "ffn_up": (T.Q2_K, F, H),
+            "ffn_down": (T.Q6_K, H, F)}
+    w.add_tensor("token_embd.weight", kquant_tensor(rng, T.Q4_K, V, H, 1.0), raw_dtype=T.Q4_K)
+    for i in range(L):
+        for n in ("attn_norm", "ffn_norm"):
+            w.add_tensor(f"blk.{i}.{n}.weight",
+                         (1.0 + 0.2 * rng.standard_normal(H)).astype(np.float32))
+        for n, (qt, rows, cols) in mats.items():
+            w.add_tensor(f"blk.{i}.{n}.weight", kquant_tensor(rng, qt, rows, cols), raw_dtype=qt)
+    w.add_tensor("output_norm.weight", (1.0 + 0.2 * rng.standard_normal(H)).astype(np.float32))
+    w.add_tensor("output.weight", kquant_tensor(rng, T.Q6_K, V, H), raw_dtype=T.Q6_K)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    tmp = tempfile.mkdtemp()
+    try:
+        shutil.copy(path, os.path.join(tmp, "m.gguf"))
+        tok = AutoTokenizer.from_pretrained(tmp, gguf_file="m.gguf")
+        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file="m.gguf",
+                                                     torch_dtype=torch.float32,
+                                                     attn_implementation="eager").eval()
+    finally:
+        shutil.rmtree(tmp)
+    assert not model.config.tie_word_embeddings
+    ids = [tok(t)["input_ids"] for t in texts]
+    sums = []
+    with torch.no_grad():
+        for x in ids:
+            lsm = torch.log_softmax(model(input_ids=torch.tensor([x])).logits[0].float(), -1)
+            sums.append(float(sum(float(lsm[t - 1, x[t]]) for t in range(1, len(x)))))
+    print(f"tiny_kquant.gguf: {os.path.getsize(path)} bytes, mean log-prob per token "
+          f"{sum(sums) / sum(len(x) - 1 for x in ids):.3f}")
+    return ids, sums
 
 
 def main():
