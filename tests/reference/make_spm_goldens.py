@@ -27,11 +27,14 @@ Produces (all committed, so the test suite needs no Python package):
       tokens, scores, token_type: 2 unknown, 3 control, 6 byte, 1 normal; bos/eos/unk ids,
       add_bos_token true, add_space_prefix true; no merges) with a tiny llama architecture
       header so that transformers' GGUF loader accepts it.
+  tests/reference/spm_tiny/tokenizer_noprefix.gguf
+      the same with add_bos_token false, add_eos_token true, add_space_prefix false.
   tests/reference/spm_tiny/goldens.h5
       text            variable-length UTF-8 strings [N]: the corpus of make_bpe_goldens.py plus
                       texts aimed at this tokenizer (literal <s>, </s>, <unk>, <0x41>, "▁",
                       spaces at the ends, characters outside the vocabulary)
-      one group per form (legacy, metaspace, always, gguf, from_gguf, gpt2_from_gguf):
+      one group per form (legacy, metaspace, always, gguf, from_gguf, gpt2_from_gguf,
+      gguf_noprefix):
         ids, lengths / ids_special, lengths_special   int32, add_special_tokens False / True,
                       flattened (ids of text i at cumsum(lengths)[i-1])
         decode_ids, decode_lengths   id sequences: the ids_special of every third short text, random
@@ -40,7 +43,10 @@ Produces (all committed, so the test suite needs no Python package):
         decoded, decoded_skip        transformers' decode of each, skip_special_tokens False /
                       True, clean_up_tokenization_spaces False
       "gguf" is AutoTokenizer.from_pretrained(dir, gguf_file="tokenizer.gguf"); the others are
-      PreTrainedTokenizerFast(tokenizer_file=...) on the committed file.
+      PreTrainedTokenizerFast(tokenizer_file=...) on the committed file; "gguf_noprefix" is
+      transformers' GGUF loader on tokenizer_noprefix.gguf (no "▁" put in front, no space
+      stripped), except ids_special = ids + [EOS]: the file asks for EOS and no BOS, which that
+      loader ignores (it always adds BOS, never EOS) and llama.cpp and shardline follow.
       attributes: versions of transformers, tokenizers, sentencepiece; sp_agree (texts whose
       legacy ids, BOS included, equal sentencepiece's own encode with BOS).
   tests/reference/spm_tiny/model/{config.json, model.safetensors, tokenizer.json}
@@ -93,7 +99,8 @@ EXTRA = [
     "é", "e\u0301", "ñandú", "Zürich Straße", "ﬁ ligature", "½ ² ①",
 ]
 
-FORMS = ("legacy", "metaspace", "always", "gguf", "from_gguf", "gpt2_from_gguf")
+FORMS = ("legacy", "metaspace", "always", "gguf", "from_gguf", "gpt2_from_gguf",
+         "gguf_noprefix")
 
 
 def train(texts):
@@ -205,8 +212,8 @@ def with_header(src, dst):
     w.close()
 
 
-def write_gguf(model):
-    """tokenizer.gguf as llama.cpp's convert_hf_to_gguf.py writes a SentencePiece vocabulary."""
+def write_gguf(model, name="tokenizer.gguf", add_bos=True, add_eos=False, add_space_prefix=True):
+    """A GGUF tokenizer as llama.cpp's convert_hf_to_gguf.py writes a SentencePiece vocabulary."""
     import gguf
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=model)
@@ -224,7 +231,7 @@ def write_gguf(model):
         elif sp.is_byte(i):
             t = 6
         types.append(t)
-    path = os.path.join(OUT, "tokenizer.gguf")
+    path = os.path.join(OUT, name)
     w = gguf.GGUFWriter(path, arch="llama")
     add_header(w, len(tokens))
     w.add_tokenizer_model("llama")
@@ -234,9 +241,9 @@ def write_gguf(model):
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_unk_token_id(0)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
-    w.add_add_space_prefix(True)
+    w.add_add_bos_token(add_bos)
+    w.add_add_eos_token(add_eos)
+    w.add_add_space_prefix(add_space_prefix)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -245,7 +252,8 @@ def write_gguf(model):
 
 
 def from_gguf(gguf_path, form):
-    """transformers' tokenizer for a GGUF file, and the tokenizer.json it saves (form)."""
+    """transformers' tokenizer for a GGUF file, and the tokenizer.json it saves (under form;
+    not kept when form is None)."""
     from transformers import AutoTokenizer
     tmp = tempfile.mkdtemp()
     try:
@@ -256,7 +264,7 @@ def from_gguf(gguf_path, form):
             j = json.load(f)
     finally:
         shutil.rmtree(tmp)
-    return tok, save_json(form, json.dumps(j, ensure_ascii=False, indent=1))
+    return tok, form and save_json(form, json.dumps(j, ensure_ascii=False, indent=1))
 
 
 def decode_seqs(tok, texts, ids_sp, rng):
@@ -275,9 +283,12 @@ def decode_seqs(tok, texts, ids_sp, rng):
     return seqs
 
 
-def goldens(h, form, tok, texts, rng):
+def goldens(h, form, tok, texts, rng, add_special=None):
+    """add_special: ids -> ids with special tokens, where the file's flags are not
+    transformers' (its GGUF loader always adds BOS and never EOS)."""
     ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    ids_sp = [tok(t, add_special_tokens=True)["input_ids"] for t in texts]
+    ids_sp = [add_special(x) if add_special else tok(t, add_special_tokens=True)["input_ids"]
+              for x, t in zip(ids, texts)]
     seqs = decode_seqs(tok, texts, ids_sp, rng)
 
     def dec(s, skip):
@@ -479,15 +490,23 @@ def main():
     paths = json_forms(model)
     gguf_path = write_gguf(model)
     gguf_tok, paths["from_gguf"] = from_gguf(gguf_path, "from_gguf")
+    noprefix_tok, _ = from_gguf(write_gguf(model, "tokenizer_noprefix.gguf", add_bos=False,
+                                           add_eos=True, add_space_prefix=False), None)
     _, paths["gpt2_from_gguf"] = from_gguf(os.path.join(HERE, "bpe_tiny", "gpt2",
                                                         "tokenizer.gguf"), "gpt2_from_gguf")
     sp = sentencepiece.SentencePieceProcessor(model_file=model)
     with h5py.File(os.path.join(OUT, "goldens.h5"), "w") as h:
         str_dataset(h, "text", texts)
         for form in FORMS:
-            tok = gguf_tok if form == "gguf" else PreTrainedTokenizerFast(
-                tokenizer_file=paths[form])
-            ids_sp = goldens(h, form, tok, texts, random.Random(FORMS.index(form)))
+            special = None
+            if form == "gguf":
+                tok = gguf_tok
+            elif form == "gguf_noprefix":
+                tok = noprefix_tok
+                special = lambda x: x + [2]  # noqa: E731  (add_bos false, add_eos true)
+            else:
+                tok = PreTrainedTokenizerFast(tokenizer_file=paths[form])
+            ids_sp = goldens(h, form, tok, texts, random.Random(FORMS.index(form)), special)
             if form == "legacy":
                 agree = sum(ids_sp[i] == [1] + sp.encode(t) for i, t in enumerate(texts))
                 h.attrs["sp_agree"] = agree

@@ -15,7 +15,8 @@
  *    SentencePiece BPE model with byte fallback): LLaMA 2's tokenizer.json layout (Prepend +
  *    Replace normalizer), Metaspace "first" with EOS and a non-special added token, the older
  *    Metaspace layout (add_prefix_space, split), the GGUF form (tokenizer.ggml.model "llama",
- *    merges from scores) against transformers' GGUF loader, and the tokenizer.json files
+ *    merges from scores) against transformers' GGUF loader (also with add_space_prefix false,
+ *    add_bos_token false and add_eos_token true: EOS after the text), and the tokenizer.json files
  *    transformers writes after loading a GGUF (that one and the byte-level tiny gpt2 GGUF: BPE
  *    with byte_fallback, decoder ByteFallback + Fuse + Replace + ByteLevel/Strip): ids with and
  *    without special tokens, decodings with and without special tokens, all exact.
@@ -377,6 +378,7 @@ static void test_spm(void)
         {"gguf", "tokenizer.gguf"},
         {"from_gguf", "from_gguf/tokenizer.json"},
         {"gpt2_from_gguf", "gpt2_from_gguf/tokenizer.json"},
+        {"gguf_noprefix", "tokenizer_noprefix.gguf"},
     };
     char path[4096];
     snprintf(path, sizeof path, "%s/tests/reference/spm_tiny/goldens.h5", sl_test_source_dir());
