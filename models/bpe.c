@@ -1071,7 +1071,8 @@ static int load_decoder(sl_bpe_t *t, const cJSON *dec, sl_error_t *err)
         const cJSON *stop = cJSON_GetObjectItemCaseSensitive(d, "stop");
         if (stripped)
             return sl_errorf(err, "%s: %s: nothing may follow Strip", path, where);
-        if (strcmp(ty, "ByteLevel") == 0 && !t->dec_bytelevel) {
+        if (strcmp(ty, "ByteLevel") == 0 && !t->dec_bytelevel &&
+            (fused || t->dec_replace != REPLACE_TEXT)) {
             t->dec_bytelevel = 1;
             t->dec_fuse = fused; /* ByteLevel on the whole text, or token by token */
         } else if (strcmp(ty, "ByteFallback") == 0 && !fused) {
@@ -1995,7 +1996,7 @@ size_t sl_bpe_decode(const sl_bpe_t *t, const int32_t *ids, int n, int skip_spec
         add_replaced(&r, (const char *)text.p, text.n, 1);
         free(text.p);
         text = r;
-        n_units = 1; /* (REPLACE_TEXT comes after Fuse) */
+        n_units = 1; /* (a later ByteLevel sees the fused text: load_decoder checks it) */
         unit[0] = 0;
     }
     size_t nb = text.n;

@@ -537,6 +537,12 @@ static void test_cases(void)
                                          "[{\"type\": \"Strip\", \"content\": \" \", \"start\": 1, "
                                          "\"stop\": 0}, {\"type\": \"Fuse\"}]}"),
                       "decoder.decoders[0]");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
+                      "\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"decoder\": {\"type\": "
+                      "\"Sequence\", \"decoders\": [{\"type\": \"ByteFallback\"}, {\"type\": "
+                      "\"Replace\", \"pattern\": {\"String\": \"\u2581\"}, \"content\": \" \"}, "
+                      "{\"type\": \"ByteLevel\"}]}}",
+                      "decoder.decoders[2]");
     expect_load_error(SPM_MODEL(META_PRE ", \"decoder\": {\"type\": \"ByteLevel\"}"),
                       "ByteLevel does not go with");
     expect_load_error(SPM_MODEL(META_PRE ", \"decoder\": {\"type\": \"Metaspace\"}"),
