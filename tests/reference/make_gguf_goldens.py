@@ -98,6 +98,24 @@ def add_metadata(w):
     w.add_bos_token_id(0)
 
 
+def write_expected(path, raws, name, finite=False):
+    """Expected values of GGUF file `path` as written (read back by gguf-py's own reader, each
+    tensor's bytes checked against raws[name] = (type, bytes)) into goldens/<name>."""
+    r = gguf.GGUFReader(path)
+    with h5py.File(os.path.join(GOLDENS, name), "w") as h:
+        g = h.create_group("tensors")
+        for t in r.tensors:
+            qtype, raw = raws[t.name]
+            assert t.tensor_type == qtype and bytes(t.data.tobytes()) == raw.tobytes(), t.name
+            vals = gguf.quants.dequantize(t.data, t.tensor_type)
+            assert not finite or np.isfinite(vals).all(), t.name
+            ds = g.create_dataset(t.name, data=vals.astype(np.float32, copy=False))
+            ds.attrs["ggml_type"] = int(qtype)
+            ds.attrs["ne"] = np.array([int(n) for n in t.shape], dtype=np.int64)
+        h.attrs["gguf_version"] = gguf_version()
+    return r
+
+
 def make_mixed():
     rng = np.random.default_rng(20250311)
     a = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
@@ -138,18 +156,7 @@ def make_mixed():
     w.write_tensors_to_file()
     w.close()
 
-    # Expected values from the file as written (read back by gguf-py's own reader).
-    r = gguf.GGUFReader(path)
-    with h5py.File(os.path.join(GOLDENS, "mixed_types_expected.h5"), "w") as h:
-        g = h.create_group("tensors")
-        for t in r.tensors:
-            qtype, raw = raws[t.name]
-            assert t.tensor_type == qtype and bytes(t.data.tobytes()) == raw.tobytes(), t.name
-            vals = gguf.quants.dequantize(t.data, t.tensor_type)
-            ds = g.create_dataset(t.name, data=vals.astype(np.float32, copy=False))
-            ds.attrs["ggml_type"] = int(qtype)
-            ds.attrs["ne"] = np.array([int(n) for n in t.shape], dtype=np.int64)
-        h.attrs["gguf_version"] = gguf_version()
+    r = write_expected(path, raws, "mixed_types_expected.h5")
     print(f"{path}: {os.path.getsize(path)} bytes, {len(r.tensors)} tensors, "
           f"{len(r.fields)} fields")
 
@@ -192,19 +199,8 @@ def make_kquants():
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    r = gguf.GGUFReader(path)
-    raws = {name: (qtype, raw) for name, qtype, raw in tensors}
-    with h5py.File(os.path.join(GOLDENS, "kquants_expected.h5"), "w") as h:
-        g = h.create_group("tensors")
-        for t in r.tensors:
-            qtype, raw = raws[t.name]
-            assert t.tensor_type == qtype and bytes(t.data.tobytes()) == raw.tobytes(), t.name
-            vals = gguf.quants.dequantize(t.data, t.tensor_type)
-            assert np.isfinite(vals).all(), t.name
-            ds = g.create_dataset(t.name, data=vals.astype(np.float32, copy=False))
-            ds.attrs["ggml_type"] = int(qtype)
-            ds.attrs["ne"] = np.array([int(n) for n in t.shape], dtype=np.int64)
-        h.attrs["gguf_version"] = gguf_version()
+    r = write_expected(path, {name: (qtype, raw) for name, qtype, raw in tensors},
+                       "kquants_expected.h5", finite=True)
     print(f"{path}: {os.path.getsize(path)} bytes, {len(r.tensors)} tensors")
 
 
