@@ -1,5 +1,5 @@
 /*
- * bpe.c — byte-level BPE tokenization (see bpe.h), id for id with Hugging Face `tokenizers`.
+ * bpe.c — BPE tokenization (see bpe.h), id for id with Hugging Face `tokenizers`.
  *
  * The pipeline per row mirrors the library, because the model only behaves as the reference
  * when its ids are identical:
@@ -8,25 +8,36 @@
  *   3. run each remaining segment through the pre-tokenizer steps in order: Split(regex,
  *      Isolated), Digits, and finally ByteLevel (optional " " prefix, optional GPT-2 regex).
  *      Every step splits every piece the previous one produced; a regex sees one piece as its
- *      whole subject, so look-aheads such as \s+(?!\S) stop at the piece's end as in the library;
- *   4. map each piece's bytes to the byte-level alphabet and merge adjacent symbols, always the
+ *      whole subject, so look-aheads such as \s+(?!\S) stop at the piece's end as in the library.
+ *      SentencePiece-style tokenizers have one step instead (STEP_SPM), which stands for either
+ *      the normalizer Prepend("▁") + Replace(" ", "▁") with no pre-tokenizer (LLaMA 2: every
+ *      segment gets a "▁" in front and stays one piece) or the Metaspace pre-tokenizer (a "▁"
+ *      in front of the first or of every segment unless it has one, optionally a piece per "▁");
+ *   4. map each piece to its symbols — its bytes' characters in the byte-level alphabet, or its
+ *      UTF-8 characters (SentencePiece style), a character missing from the vocabulary becoming
+ *      its <0xXX> byte tokens (byte_fallback) or unk — and merge adjacent symbols, always the
  *      pair of lowest rank, leftmost among equals (the library's order);
  *   5. the post-processor's special tokens around the sequence (BOS, ...).
  * Merges are looked up in an open-addressing table keyed by the pair of ids; the vocabulary in
- * one keyed by the byte-level string (FNV-1a). Short pieces merge by a linear scan of cached
+ * one keyed by the token string (FNV-1a). Short pieces merge by a linear scan of cached
  * pair ranks, long ones through a binary heap; both give the same order. Text repeats its words,
  * so the ids of short pieces are remembered in a direct-mapped cache per thread (entries tagged
  * with the tokenizer's serial number): the tokenizer itself stays read-only and shareable.
+ * A GGUF SentencePiece vocabulary has scores instead of merges: every split of a token into two
+ * tokens becomes a merge, ranked by the token's score (spm_score_merges), which is how
+ * SentencePiece and llama.cpp merge and how transformers' GGUF loader builds its tokenizer.
  *
  * Regexes: PCRE2 with UTF and UCP (and JIT when the library has it). The library's regex engine
  * (Oniguruma) takes \s as the Unicode White_Space property; PCRE2's \s also matches U+180E
  * (Mongolian vowel separator, a space before Unicode 6.3), which changes the pieces of a text
  * holding it, so \s and \S are rewritten to the explicit White_Space set before compiling.
  *
- * Decoding follows the ByteLevel decoder: a token whose characters are all in the byte-level
- * alphabet turns into those bytes, any other token (an added token with other characters) into
- * its own UTF-8; the bytes of all tokens then become text with every maximal invalid
- * subsequence replaced by U+FFFD (Rust's String::from_utf8_lossy).
+ * Decoding runs the decoder's steps in the library's order: ByteFallback turns each run of
+ * <0xXX> tokens into its bytes (one U+FFFD per byte when they are not valid UTF-8), Replace
+ * turns "▁" back into spaces, ByteLevel turns a token (or with Fuse before it, the whole text)
+ * whose characters are all in the byte-level alphabet into those bytes and leaves any other as
+ * its own UTF-8, Strip drops leading spaces; the bytes then become text with every maximal
+ * invalid subsequence replaced by U+FFFD (Rust's String::from_utf8_lossy).
  */
 #include "models/bpe.h"
 
@@ -67,16 +78,34 @@ static const char RE_QWEN2[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N
 static const char WS_CLASS[] = "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}"
                                "\\x{2029}\\x{202F}\\x{205F}\\x{3000}";
 
+/* SentencePiece's stand-in for a space, "▁" (U+2581). */
+static const char META[3] = {(char)0xE2, (char)0x96, (char)0x81};
+
 /* ---- types ----------------------------------------------------------------------------------- */
 
-enum { STEP_SPLIT, STEP_DIGITS, STEP_BYTELEVEL };
+enum { STEP_SPLIT, STEP_DIGITS, STEP_BYTELEVEL, STEP_SPM };
+
+/* When STEP_SPM puts a "▁" in front of a segment (the text between added tokens). */
+enum {
+    PREFIX_NEVER,
+    PREFIX_FIRST,  /* Metaspace "first": the text's first segment, unless it starts with ▁ */
+    PREFIX_ALWAYS, /* Metaspace "always": every segment that does not start with ▁ */
+    PREFIX_EVERY,  /* normalizer Prepend("▁"): every segment, even one that starts with ▁ */
+};
 
 typedef struct {
     int kind;
     pcre2_code *re;       /* SPLIT, or BYTELEVEL with use_regex */
     int individual;       /* DIGITS: each digit alone (else runs of digits) */
     int add_prefix_space; /* BYTELEVEL */
+    int prefix;           /* SPM: PREFIX_* */
+    int split;            /* SPM: a piece starts at every "▁" (Metaspace split = true) */
 } step_t;
+
+/* Where the decoder's Replace("▁", " ") sits: on each token before the bytes of <0xXX> tokens
+ * are joined (LLaMA 2's tokenizer.json), or on the joined text (transformers' GGUF converter);
+ * the two differ only when byte tokens spell "▁" itself. */
+enum { REPLACE_NONE, REPLACE_TOKENS, REPLACE_TEXT };
 
 typedef struct {
     const char *s; /* content (points into tok[]) */
@@ -106,8 +135,13 @@ struct sl_bpe {
     uint32_t *vhash, vmask;
     pair_table_t pairs;
     int32_t byte_id[256]; /* id of the one-byte symbol of each byte, -1 if absent */
+    int32_t fb_id[256];   /* id of the byte token "<0xXX>" of each byte, -1 if absent */
     int32_t unk_id;       /* -1 if none */
     int fuse_unk, ignore_merges;
+    int spm;           /* symbols are UTF-8 characters ("▁" for spaces), not byte-level ones */
+    int byte_fallback; /* a character missing from the vocabulary becomes its <0xXX> tokens */
+    /* decoder: Replace("▁", " ") (REPLACE_*), ByteFallback, Fuse, ByteLevel, Strip(" ", n, 0) */
+    int dec_replace, dec_bytes, dec_fuse, dec_bytelevel, dec_strip;
     /* pre-tokenizer */
     step_t steps[MAX_STEPS];
     int n_steps;
@@ -320,9 +354,22 @@ static void build_vocab_table(sl_bpe_t *t, const uint8_t *in_model)
         if (t->tok[id] && in_model[id])
             vocab_insert(t, id);
     for (int b = 0; b < 256; b++) {
-        char u[2];
+        char u[8];
         int n = put_cp(u, byte_to_cp[b]);
         t->byte_id[b] = vocab_find(t, u, (size_t)n);
+        snprintf(u, sizeof u, "<0x%02X>", b);
+        t->fb_id[b] = vocab_find(t, u, 6);
+    }
+}
+
+/* Switches t to SentencePiece-style symbols: one per UTF-8 character. byte_id then serves only
+ * the one-character shortcut of bpe_piece (ASCII characters). */
+static void set_spm(sl_bpe_t *t)
+{
+    t->spm = 1;
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        t->byte_id[b] = b < 0x80 ? vocab_find(t, &c, 1) : -1;
     }
 }
 
@@ -492,34 +539,116 @@ static int set_named_pretok(sl_bpe_t *t, const char *pre, sl_error_t *err)
     if (!c)
         return -1;
     if (split) {
-        t->steps[t->n_steps++] = (step_t){STEP_SPLIT, c, 0, 0};
-        t->steps[t->n_steps++] = (step_t){STEP_BYTELEVEL, NULL, 0, 0};
+        t->steps[t->n_steps++] = (step_t){.kind = STEP_SPLIT, .re = c};
+        t->steps[t->n_steps++] = (step_t){.kind = STEP_BYTELEVEL};
     } else {
-        t->steps[t->n_steps++] = (step_t){STEP_BYTELEVEL, c, 0, 0};
+        t->steps[t->n_steps++] = (step_t){.kind = STEP_BYTELEVEL, .re = c};
     }
     return 0;
 }
 
-/* sl_bpe_from_vocab; `key` prefixes the names of the arrays in messages ("tokenizer.ggml."). */
+/* SentencePiece-style BPE from GGUF (tokenizer.ggml.model "llama"): what from_vocab needs
+ * beyond a byte-level vocabulary. */
+typedef struct {
+    const float *scores; /* [n_tokens]; the merges come from them when the file has none */
+    int32_t unk_id;      /* -1 if none */
+    int add_eos, add_space_prefix;
+} spm_args_t;
+
+typedef struct {
+    int32_t a, b;     /* the two pieces */
+    float score;      /* of the merged piece */
+    float sa, sb;     /* of the pieces */
+    int32_t pos, cut; /* first position of the merged piece in the token list; byte of the cut */
+} cand_t;
+
+/* Score order, then the order transformers' converter lists the candidates in. */
+static int cmp_cand(const void *x, const void *y)
+{
+    const cand_t *a = x, *b = y;
+    if (a->score != b->score)
+        return a->score > b->score ? -1 : 1;
+    if (a->pos != b->pos)
+        return a->pos < b->pos ? -1 : 1;
+    if (a->sa != b->sa)
+        return a->sa > b->sa ? -1 : 1;
+    if (a->sb != b->sb)
+        return a->sb > b->sb ? -1 : 1;
+    return a->cut - b->cut;
+}
+
+/* The merges of a SentencePiece BPE vocabulary without a merge list: every split of every
+ * token into two tokens, ranked by the score of the token they make (highest first; SentencePiece
+ * and llama.cpp merge by that score). Ties are ordered as transformers' GGUF converter orders
+ * them (first position of the token, then the pieces' scores, highest first, then the cut), so
+ * that the ids are transformers' own. A token string given twice counts once, with the score
+ * and id of its last copy. */
+static int spm_score_merges(sl_bpe_t *t, const float *scores, const char *key, sl_error_t *err)
+{
+    size_t n_cand = 0, cap = (size_t)t->n_vocab * 2 + 16;
+    cand_t *c = sl_xmalloc(cap * sizeof *c);
+    uint8_t *done = sl_xcalloc((size_t)t->n_vocab, 1);
+    for (int32_t i = 0; i < t->n_vocab; i++) {
+        if (scores[i] != scores[i]) {
+            free(c);
+            free(done);
+            return sl_errorf(err, "%s: %sscores[%d] is not a number", t->source, key, i);
+        }
+        const char *s = t->tok[i];
+        int len = t->tok_len[i];
+        int32_t last = vocab_find(t, s, (size_t)len);
+        if (done[last])
+            continue;
+        done[last] = 1;
+        for (int k = 1; k < len; k++) {
+            if (((unsigned char)s[k] & 0xC0) == 0x80) /* cut between characters only */
+                continue;
+            int32_t a = vocab_find(t, s, (size_t)k), b = vocab_find(t, s + k, (size_t)(len - k));
+            if (a < 0 || b < 0)
+                continue;
+            if (n_cand == cap) {
+                cap *= 2;
+                c = sl_xrealloc(c, cap * sizeof *c);
+            }
+            c[n_cand++] = (cand_t){a, b, scores[last], scores[a], scores[b], i, k};
+        }
+    }
+    qsort(c, n_cand, sizeof *c, cmp_cand);
+    pairs_init(&t->pairs, (int)n_cand);
+    for (size_t j = 0; j < n_cand; j++) {
+        const cand_t *m = &c[j];
+        pairs_insert(&t->pairs, m->a, m->b, (int32_t)j,
+                     vocab_find(t, t->tok[c[j].pos], (size_t)t->tok_len[c[j].pos]));
+    }
+    free(c);
+    free(done);
+    return 0;
+}
+
+/* sl_bpe_from_vocab, and with spm the SentencePiece-style form (pre is then unused); `key`
+ * prefixes the names of the arrays in messages ("tokenizer.ggml."). */
 static sl_bpe_t *from_vocab(const char *const *tokens, const size_t *tok_len, int n_tokens,
                             const char *const *merges, const size_t *merge_len, int n_merges,
                             const int32_t *token_type, const char *pre, int32_t bos_id,
-                            int32_t eos_id, int add_bos, const char *source, const char *key,
-                            sl_error_t *err)
+                            int32_t eos_id, int add_bos, const spm_args_t *spm, const char *source,
+                            const char *key, sl_error_t *err)
 {
     if (!source)
         source = "tokenizer";
-    if (!tokens || !tok_len || n_tokens <= 0 || n_merges < 0 || (n_merges > 0 && !merges) || !pre) {
+    if (!tokens || !tok_len || n_tokens <= 0 || n_merges < 0 || (n_merges > 0 && !merges) ||
+        (!pre && !spm) || (spm && !spm->scores && n_merges == 0)) {
         sl_errorf(err, "%s: empty vocabulary or missing arguments", source);
         return NULL;
     }
-    if (bos_id >= n_tokens || eos_id >= n_tokens || bos_id < -1 || eos_id < -1) {
-        sl_errorf(err, "%s: BOS/EOS id (%d, %d) outside the vocabulary of %d", source, bos_id,
-                  eos_id, n_tokens);
+    if (bos_id >= n_tokens || eos_id >= n_tokens || bos_id < -1 || eos_id < -1 ||
+        (spm && (spm->unk_id < -1 || spm->unk_id >= n_tokens))) {
+        sl_errorf(err, "%s: BOS/EOS/unknown id (%d, %d, %d) outside the vocabulary of %d", source,
+                  bos_id, eos_id, spm ? spm->unk_id : -1, n_tokens);
         return NULL;
     }
-    if (add_bos && bos_id < 0) {
-        sl_errorf(err, "%s: adds BOS but has no BOS id", source);
+    if ((add_bos && bos_id < 0) || (spm && spm->add_eos && eos_id < 0)) {
+        sl_errorf(err, "%s: adds %s but has no %s id", source, add_bos ? "BOS" : "EOS",
+                  add_bos ? "BOS" : "EOS");
         return NULL;
     }
     sl_bpe_t *t = bpe_new(source, n_tokens);
@@ -539,15 +668,41 @@ static sl_bpe_t *from_vocab(const char *const *tokens, const size_t *tok_len, in
         in_model[i] = 1; /* the converter puts every token in the model's vocabulary */
     }
     build_vocab_table(t, in_model);
-    pairs_init(&t->pairs, n_merges);
+    if (spm && n_merges == 0) {
+        if (spm_score_merges(t, spm->scores, key, err))
+            goto fail;
+    } else {
+        pairs_init(&t->pairs, n_merges);
+    }
     for (int j = 0; j < n_merges; j++) {
         char where[64];
         snprintf(where, sizeof where, "%smerges[%d]", key, j);
         if (!merges[j] || add_merge_str(t, merges[j], merge_len[j], j, where, err))
             goto fail;
     }
-    if (build_added(t, err) || set_named_pretok(t, pre, err))
+    /* transformers makes the unknown token a special one (its unk_token), llama.cpp every
+     * token of type UNKNOWN: matched in the text, skipped when decoding without specials */
+    for (int i = 0; spm && i < n_tokens; i++)
+        if (t->type[i] == SL_BPE_UNKNOWN)
+            t->type[i] = SL_BPE_CONTROL;
+    if (build_added(t, err) || (!spm && set_named_pretok(t, pre, err)))
         goto fail;
+    if (spm) {
+        /* as transformers' GGUF converter builds it: Prepend("▁") + Replace(" ", "▁"), BPE with
+         * byte fallback and fused unknowns, decoder ByteFallback, Fuse, Replace, Strip */
+        int prefix = spm->add_space_prefix ? PREFIX_EVERY : PREFIX_NEVER;
+        t->steps[t->n_steps++] = (step_t){.kind = STEP_SPM, .prefix = prefix};
+        set_spm(t);
+        t->byte_fallback = t->fuse_unk = 1;
+        t->unk_id = spm->unk_id;
+        t->dec_bytes = 1;
+        t->dec_replace = REPLACE_TEXT;
+        t->dec_strip = spm->add_space_prefix ? 1 : 0;
+        if (spm->add_eos)
+            t->post[t->n_post++] = eos_id;
+    } else {
+        t->dec_bytelevel = 1;
+    }
     t->bos_id = bos_id;
     t->eos_id = eos_id;
     if (add_bos)
@@ -566,10 +721,26 @@ sl_bpe_t *sl_bpe_from_vocab(const char *const *tokens, const size_t *tok_len, in
                             int32_t eos_id, int add_bos, const char *source, sl_error_t *err)
 {
     return from_vocab(tokens, tok_len, n_tokens, merges, merge_len, n_merges, token_type, pre,
-                      bos_id, eos_id, add_bos, source, "", err);
+                      bos_id, eos_id, add_bos, NULL, source, "", err);
 }
 
 /* ---- GGUF ------------------------------------------------------------------------------------ */
+
+/* An optional key: absent -> dflt; otherwise an integer (is_bool 0) or a boolean. */
+static int gguf_opt(const struct sl_gguf *g, const char *key, int is_bool, int64_t dflt,
+                    int64_t *out, sl_error_t *err)
+{
+    *out = dflt;
+    if (!sl_gguf_find(g, key))
+        return 0;
+    if (!is_bool)
+        return sl_gguf_get_int(g, key, out, err);
+    int b;
+    if (sl_gguf_get_bool(g, key, &b, err))
+        return -1;
+    *out = b;
+    return 0;
+}
 
 sl_bpe_t *sl_bpe_load_gguf(const struct sl_gguf *g, sl_error_t *err)
 {
@@ -578,23 +749,26 @@ sl_bpe_t *sl_bpe_load_gguf(const struct sl_gguf *g, sl_error_t *err)
     size_t n;
     if (sl_gguf_get_str(g, "tokenizer.ggml.model", &s, &n, err))
         return NULL;
-    if (n != 4 || memcmp(s, "gpt2", 4) != 0) {
+    int spm = n == 5 && memcmp(s, "llama", 5) == 0;
+    if (!spm && (n != 4 || memcmp(s, "gpt2", 4) != 0)) {
         sl_errorf(err,
-                  "%s: tokenizer.ggml.model is \"%.*s\"; only gpt2 (byte-level BPE) is "
-                  "supported",
+                  "%s: tokenizer.ggml.model is \"%.*s\"; only gpt2 (byte-level BPE) and llama "
+                  "(SentencePiece-style BPE) are supported",
                   path, (int)n, s);
         return NULL;
     }
     const sl_gguf_kv_t *tk = sl_gguf_find(g, "tokenizer.ggml.tokens");
     const sl_gguf_kv_t *mg = sl_gguf_find(g, "tokenizer.ggml.merges");
     const sl_gguf_kv_t *ty = sl_gguf_find(g, "tokenizer.ggml.token_type");
+    const sl_gguf_kv_t *sc = sl_gguf_find(g, "tokenizer.ggml.scores");
     if (!tk || tk->type != SL_GGUF_ARRAY || tk->elem != SL_GGUF_STRING || tk->n == 0 ||
         tk->n > INT32_MAX) {
         sl_errorf(err, "%s: tokenizer.ggml.tokens is %s", path,
                   tk ? "not a non-empty array of strings" : "missing");
         return NULL;
     }
-    if (!mg || mg->type != SL_GGUF_ARRAY || mg->elem != SL_GGUF_STRING || mg->n > INT32_MAX) {
+    if ((!spm || mg) &&
+        (!mg || mg->type != SL_GGUF_ARRAY || mg->elem != SL_GGUF_STRING || mg->n > INT32_MAX)) {
         sl_errorf(err, "%s: tokenizer.ggml.merges is %s", path,
                   mg ? "not an array of strings" : "missing");
         return NULL;
@@ -605,28 +779,46 @@ sl_bpe_t *sl_bpe_load_gguf(const struct sl_gguf *g, sl_error_t *err)
                   path, (unsigned long long)tk->n);
         return NULL;
     }
-    char pre[64] = "";
-    if (!sl_gguf_find(g, "tokenizer.ggml.pre")) {
-        sl_errorf(err, "%s: tokenizer.ggml.pre is missing (the pre-tokenizer is unknown)", path);
+    /* SentencePiece merges by score when the file lists no merges */
+    if (spm && (!mg || mg->n == 0) &&
+        (!sc || sc->type != SL_GGUF_ARRAY || sc->elem == SL_GGUF_STRING ||
+         sc->elem == SL_GGUF_ARRAY || sc->n != tk->n)) {
+        sl_errorf(err, "%s: tokenizer.ggml.scores is %s", path,
+                  sc ? "not a numeric array with one entry per token" : "missing (and no merges)");
         return NULL;
     }
-    if (sl_gguf_get_str(g, "tokenizer.ggml.pre", &s, &n, err))
+    char pre[64] = "";
+    if (!spm) {
+        if (!sl_gguf_find(g, "tokenizer.ggml.pre")) {
+            sl_errorf(err, "%s: tokenizer.ggml.pre is missing (the pre-tokenizer is unknown)",
+                      path);
+            return NULL;
+        }
+        if (sl_gguf_get_str(g, "tokenizer.ggml.pre", &s, &n, err))
+            return NULL;
+        snprintf(pre, sizeof pre, "%.*s", (int)(n < 63 ? n : 63), s);
+    }
+    /* llama.cpp adds BOS to SentencePiece vocabularies unless the file says otherwise */
+    int64_t bos, eos, unk, add_bos, add_eos, add_space;
+    if (gguf_opt(g, "tokenizer.ggml.bos_token_id", 0, -1, &bos, err) ||
+        gguf_opt(g, "tokenizer.ggml.eos_token_id", 0, -1, &eos, err) ||
+        gguf_opt(g, "tokenizer.ggml.unknown_token_id", 0, -1, &unk, err) ||
+        gguf_opt(g, "tokenizer.ggml.add_bos_token", 1, spm, &add_bos, err) ||
+        gguf_opt(g, "tokenizer.ggml.add_eos_token", 1, 0, &add_eos, err) ||
+        gguf_opt(g, "tokenizer.ggml.add_space_prefix", 1, 1, &add_space, err))
         return NULL;
-    snprintf(pre, sizeof pre, "%.*s", (int)(n < 63 ? n : 63), s);
-    int64_t bos = -1, eos = -1;
-    int add_bos = 0;
-    if ((sl_gguf_find(g, "tokenizer.ggml.bos_token_id") &&
-         sl_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &bos, err)) ||
-        (sl_gguf_find(g, "tokenizer.ggml.eos_token_id") &&
-         sl_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &eos, err)) ||
-        (sl_gguf_find(g, "tokenizer.ggml.add_bos_token") &&
-         sl_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos, err)))
-        return NULL;
-    int nt = (int)tk->n, nm = (int)mg->n;
-    if (bos < -1 || bos >= nt || eos < -1 || eos >= nt) {
+    int nt = (int)tk->n, nm = mg ? (int)mg->n : 0;
+    const char *bad = bos < -1 || bos >= nt   ? "bos"
+                      : eos < -1 || eos >= nt ? "eos"
+                      : unk < -1 || unk >= nt ? "unknown"
+                                              : NULL;
+    if (bad) {
         sl_errorf(err, "%s: tokenizer.ggml.%s_token_id %lld is outside the vocabulary of %d", path,
-                  (bos < -1 || bos >= nt) ? "bos" : "eos",
-                  (long long)((bos < -1 || bos >= nt) ? bos : eos), nt);
+                  bad,
+                  (long long)(bad[0] == 'b'   ? bos
+                              : bad[0] == 'e' ? eos
+                                              : unk),
+                  nt);
         return NULL;
     }
     const char **toks = sl_xmalloc((size_t)nt * sizeof(char *));
@@ -634,6 +826,7 @@ sl_bpe_t *sl_bpe_load_gguf(const struct sl_gguf *g, sl_error_t *err)
     const char **mgs = sl_xmalloc((size_t)(nm > 0 ? nm : 1) * sizeof(char *));
     size_t *mlen = sl_xmalloc((size_t)(nm > 0 ? nm : 1) * sizeof(size_t));
     int32_t *types = ty ? sl_xmalloc((size_t)nt * sizeof(int32_t)) : NULL;
+    float *scores = spm && nm == 0 ? sl_xmalloc((size_t)nt * sizeof(float)) : NULL;
     sl_bpe_t *t = NULL;
     for (int i = 0; i < nt; i++)
         if (sl_gguf_arr_str(tk, (uint64_t)i, &toks[i], &tlen[i])) {
@@ -654,14 +847,18 @@ sl_bpe_t *sl_bpe_load_gguf(const struct sl_gguf *g, sl_error_t *err)
             goto done;
         }
     }
-    t = from_vocab(toks, tlen, nt, mgs, mlen, nm, types, pre, (int32_t)bos, (int32_t)eos, add_bos,
-                   path, "tokenizer.ggml.", err);
+    for (int i = 0; scores && i < nt; i++)
+        scores[i] = (float)sl_gguf_arr_float(sc, (uint64_t)i);
+    spm_args_t sa = {scores, (int32_t)unk, (int)add_eos, (int)add_space};
+    t = from_vocab(toks, tlen, nt, mgs, mlen, nm, types, pre, (int32_t)bos, (int32_t)eos,
+                   (int)add_bos, spm ? &sa : NULL, path, "tokenizer.ggml.", err);
 done:
     free(toks);
     free(tlen);
     free(mgs);
     free(mlen);
     free(types);
+    free(scores);
     return t;
 }
 
@@ -727,11 +924,67 @@ static int load_step(sl_bpe_t *t, const cJSON *p, const char *where, int last, s
     return 0;
 }
 
-static int load_pretok(sl_bpe_t *t, const cJSON *pre, sl_error_t *err)
+/* Metaspace (SentencePiece style): spaces become "▁", one is put in front per prepend_scheme
+ * (or the older add_prefix_space), and with split each "▁" starts a piece. */
+static int load_metaspace(sl_bpe_t *t, const cJSON *p, sl_error_t *err)
 {
-    if (!pre || cJSON_IsNull(pre))
-        return sl_errorf(err, "%s: pre_tokenizer is null; byte-level BPE needs ByteLevel",
-                         t->source);
+    const char *path = t->source;
+    const cJSON *rep = cJSON_GetObjectItemCaseSensitive(p, "replacement");
+    const cJSON *scheme = cJSON_GetObjectItemCaseSensitive(p, "prepend_scheme");
+    step_t *st = &t->steps[t->n_steps];
+    memset(st, 0, sizeof *st);
+    st->kind = STEP_SPM;
+    if (!cJSON_IsString(rep) || strcmp(rep->valuestring, "\u2581") != 0)
+        return sl_errorf(err, "%s: pre_tokenizer.replacement must be \"\u2581\"", path);
+    if (sl_tokjson_get_bool(p, "split", 1, &st->split, path, "pre_tokenizer", err))
+        return -1;
+    if (cJSON_IsString(scheme)) {
+        const char *v = scheme->valuestring;
+        st->prefix = strcmp(v, "first") == 0    ? PREFIX_FIRST
+                     : strcmp(v, "always") == 0 ? PREFIX_ALWAYS
+                     : strcmp(v, "never") == 0  ? PREFIX_NEVER
+                                                : -1;
+        if (st->prefix < 0)
+            return sl_errorf(err,
+                             "%s: pre_tokenizer.prepend_scheme \"%s\" is not supported (first, "
+                             "always, never)",
+                             path, v);
+    } else {
+        int add = 1;
+        if (sl_tokjson_get_bool(p, "add_prefix_space", 1, &add, path, "pre_tokenizer", err))
+            return -1;
+        st->prefix = add ? PREFIX_ALWAYS : PREFIX_NEVER;
+    }
+    t->n_steps++;
+    return 0;
+}
+
+/* prepend / replace: the normalizer's Prepend("▁") and Replace(" ", "▁") (load_normalizer). */
+static int load_pretok(sl_bpe_t *t, const cJSON *pre, int prepend, int replace, sl_error_t *err)
+{
+    if (!pre || cJSON_IsNull(pre)) {
+        /* LLaMA 2's layout: the normalizer made the "▁"s; the whole segment is one piece */
+        if (!replace)
+            return sl_errorf(err,
+                             "%s: pre_tokenizer is null; BPE needs ByteLevel, Metaspace or the "
+                             "normalizer Replace(\" \", \"\u2581\")",
+                             t->source);
+        t->steps[t->n_steps++] =
+            (step_t){.kind = STEP_SPM, .prefix = prepend ? PREFIX_EVERY : PREFIX_NEVER};
+        set_spm(t);
+        return 0;
+    }
+    if (prepend || replace)
+        return sl_errorf(err,
+                         "%s: normalizer Prepend/Replace goes with a null pre_tokenizer, not "
+                         "\"%s\"",
+                         t->source, type_of(pre));
+    if (strcmp(type_of(pre), "Metaspace") == 0) {
+        if (load_metaspace(t, pre, err))
+            return -1;
+        set_spm(t);
+        return 0;
+    }
     if (strcmp(type_of(pre), "Sequence") == 0) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(pre, "pretokenizers");
         if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0)
@@ -753,6 +1006,98 @@ static int load_pretok(sl_bpe_t *t, const cJSON *pre, sl_error_t *err)
     if (t->steps[t->n_steps - 1].kind != STEP_BYTELEVEL)
         return sl_errorf(err, "%s: pre_tokenizer: no ByteLevel step (byte-level BPE needs one)",
                          t->source);
+    return 0;
+}
+
+/* normalizer: null, an empty Sequence, or SentencePiece's Prepend("▁") and/or
+ * Replace(" ", "▁"), alone or in a Sequence (either order gives the same text). */
+static int load_normalizer(const char *path, const cJSON *norm, int *prepend, int *replace,
+                           sl_error_t *err)
+{
+    *prepend = *replace = 0;
+    if (!norm || cJSON_IsNull(norm))
+        return 0;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
+    int seq = strcmp(type_of(norm), "Sequence") == 0;
+    if (seq && !cJSON_IsArray(list))
+        return sl_errorf(err, "%s: normalizer.normalizers is not an array", path);
+    const cJSON *n = seq ? list->child : norm;
+    for (int i = 0; n; i++, n = seq ? n->next : NULL) {
+        const char *ty = type_of(n);
+        const cJSON *pre = cJSON_GetObjectItemCaseSensitive(n, "prepend");
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(n, "pattern");
+        const cJSON *str = pat ? cJSON_GetObjectItemCaseSensitive(pat, "String") : NULL;
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(n, "content");
+        if (strcmp(ty, "Prepend") == 0 && cJSON_IsString(pre) &&
+            strcmp(pre->valuestring, "\u2581") == 0) {
+            *prepend = 1;
+        } else if (strcmp(ty, "Replace") == 0 && cJSON_IsString(str) &&
+                   strcmp(str->valuestring, " ") == 0 && cJSON_IsString(content) &&
+                   strcmp(content->valuestring, "\u2581") == 0) {
+            *replace = 1;
+        } else {
+            char where[64];
+            snprintf(where, sizeof where, seq ? "normalizer.normalizers[%d]" : "normalizer", i);
+            return sl_errorf(err,
+                             "%s: %s.type \"%s\" is not supported (null, or SentencePiece's "
+                             "Prepend(\"\u2581\") and Replace(\" \", \"\u2581\"))",
+                             path, where, ty);
+        }
+    }
+    return 0;
+}
+
+/* decoder: ByteLevel, or a Sequence of ByteFallback, Fuse, Replace("▁", " "), ByteLevel and
+ * Strip(" ", n, 0) (SentencePiece style: LLaMA 2, Mistral, transformers' GGUF converter). */
+static int load_decoder(sl_bpe_t *t, const cJSON *dec, sl_error_t *err)
+{
+    const char *path = t->source;
+    if (!dec || cJSON_IsNull(dec))
+        return sl_errorf(err, "%s: decoder is null (ByteLevel or a Sequence is needed)", path);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(dec, "decoders");
+    int seq = strcmp(type_of(dec), "Sequence") == 0;
+    if (seq && !cJSON_IsArray(list))
+        return sl_errorf(err, "%s: decoder.decoders is not an array", path);
+    int fused = 0, stripped = 0;
+    const cJSON *d = seq ? list->child : dec;
+    for (int i = 0; d; i++, d = seq ? d->next : NULL) {
+        char where[64];
+        snprintf(where, sizeof where, seq ? "decoder.decoders[%d]" : "decoder", i);
+        const char *ty = type_of(d);
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(d, "pattern");
+        const cJSON *str = pat ? cJSON_GetObjectItemCaseSensitive(pat, "String") : NULL;
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(d, "content");
+        const cJSON *start = cJSON_GetObjectItemCaseSensitive(d, "start");
+        const cJSON *stop = cJSON_GetObjectItemCaseSensitive(d, "stop");
+        if (stripped)
+            return sl_errorf(err, "%s: %s: nothing may follow Strip", path, where);
+        if (strcmp(ty, "ByteLevel") == 0 && !t->dec_bytelevel &&
+            (fused || t->dec_replace != REPLACE_TEXT)) {
+            t->dec_bytelevel = 1;
+            t->dec_fuse = fused; /* ByteLevel on the whole text, or token by token */
+        } else if (strcmp(ty, "ByteFallback") == 0 && !fused) {
+            t->dec_bytes = 1;
+        } else if (strcmp(ty, "Fuse") == 0) {
+            fused = 1;
+        } else if (strcmp(ty, "Replace") == 0 && cJSON_IsString(str) &&
+                   strcmp(str->valuestring, "\u2581") == 0 && cJSON_IsString(content) &&
+                   strcmp(content->valuestring, " ") == 0 && !t->dec_bytelevel) {
+            /* after ByteFallback or Fuse it also sees the text of byte tokens */
+            t->dec_replace = t->dec_bytes || fused ? REPLACE_TEXT : REPLACE_TOKENS;
+        } else if (strcmp(ty, "Strip") == 0 && cJSON_IsString(content) &&
+                   strcmp(content->valuestring, " ") == 0 && cJSON_IsNumber(start) &&
+                   start->valuedouble >= 0 && start->valuedouble <= 64 && cJSON_IsNumber(stop) &&
+                   stop->valuedouble == 0 && fused) {
+            t->dec_strip = (int)start->valuedouble;
+            stripped = 1;
+        } else {
+            return sl_errorf(err,
+                             "%s: %s.type \"%s\" is not supported here (ByteLevel, or a Sequence "
+                             "of ByteFallback, Fuse, Replace(\"\u2581\", \" \"), ByteLevel and "
+                             "Strip(\" \", n, 0) after Fuse)",
+                             path, where, ty);
+        }
+    }
     return 0;
 }
 
@@ -844,8 +1189,6 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
     int byte_fallback = 0;
     if (sl_tokjson_get_bool(model, "byte_fallback", 0, &byte_fallback, path, "model", err))
         return -1;
-    if (byte_fallback)
-        return sl_errorf(err, "%s: model.byte_fallback=true is not supported", path);
     static const char *nulls[] = {"continuing_subword_prefix", "end_of_word_suffix"};
     for (int k = 0; k < 2; k++) {
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(model, nulls[k]);
@@ -855,19 +1198,10 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
     const cJSON *drop = cJSON_GetObjectItemCaseSensitive(model, "dropout");
     if (drop && !cJSON_IsNull(drop) && !(cJSON_IsNumber(drop) && drop->valuedouble == 0))
         return sl_errorf(err, "%s: model.dropout is not supported", path);
-    const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
-    if (norm && !cJSON_IsNull(norm)) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(norm, "normalizers");
-        if (strcmp(type_of(norm), "Sequence") != 0 || cJSON_GetArraySize(list) != 0)
-            return sl_errorf(err,
-                             "%s: normalizer.type \"%s\" is not supported (null or an empty "
-                             "Sequence)",
-                             path, type_of(norm));
-    }
-    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
-    if (!dec || strcmp(type_of(dec), "ByteLevel") != 0)
-        return sl_errorf(err, "%s: decoder.type \"%s\" is not supported (ByteLevel)", path,
-                         dec && !cJSON_IsNull(dec) ? type_of(dec) : "null");
+    int prepend, replace;
+    if (load_normalizer(path, cJSON_GetObjectItemCaseSensitive(root, "normalizer"), &prepend,
+                        &replace, err))
+        return -1;
 
     /* ids: the vocabulary's and the added tokens' */
     int max_id;
@@ -893,6 +1227,7 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
         ai++;
     }
     sl_bpe_t *t = *out = bpe_new(path, max_id + 1);
+    t->byte_fallback = byte_fallback;
     uint8_t *in_model = sl_xcalloc((size_t)t->n_vocab, 1);
     cJSON_ArrayForEach(e, vocab)
     {
@@ -956,10 +1291,18 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
         j++;
     }
     if (build_added(t, err) ||
-        load_pretok(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), err) ||
+        load_pretok(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), prepend, replace,
+                    err) ||
+        load_decoder(t, cJSON_GetObjectItemCaseSensitive(root, "decoder"), err) ||
         load_post(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), "post_processor",
                   err))
         return -1;
+    /* the decoder must undo what the pre-tokenizer made of the text */
+    if (t->spm == t->dec_bytelevel)
+        return sl_errorf(err, "%s: decoder: %s", path,
+                         t->spm ? "ByteLevel does not go with a SentencePiece-style (Metaspace) "
+                                  "tokenizer"
+                                : "byte-level BPE needs a ByteLevel decoder");
     /* BOS: the template's first token before the sequence; EOS: its first one after */
     t->bos_id = t->n_pre ? t->pre[0] : -1;
     t->eos_id = t->n_post ? t->post[0] : -1;
@@ -1035,6 +1378,7 @@ typedef struct {
     uint64_t *heap;
     int work_cap;
     struct cache_entry *cache;
+    int at_start; /* the segment being split starts the text (Metaspace "first") */
 } enc_t;
 
 static inline void emit(enc_t *e, int32_t id)
@@ -1166,37 +1510,80 @@ static void bpe_piece(enc_t *e, const unsigned char *b, int n)
     }
 }
 
+/* The initial symbols of piece b[0..n) into s (room for 2n): one per byte-level character, or
+ * per UTF-8 character for SentencePiece-style BPE. A character missing from the vocabulary
+ * becomes the <0xXX> tokens of its UTF-8 bytes (byte_fallback, when all exist), else unk, else
+ * nothing. As in the library, an unk waits until the next character found in the vocabulary
+ * (or the end): runs of unknown characters share one unk with fuse_unk, and byte tokens that
+ * come meanwhile go before it. Returns the count. */
+static int initial_symbols(const sl_bpe_t *t, const unsigned char *b, int n, int32_t *s)
+{
+    int m = 0, pending_unk = 0;
+    for (int i = 0; i < n;) {
+        char u[2];
+        const char *c;
+        int len, step;
+        int32_t id;
+        if (t->spm) {
+            step = 1;
+            while (i + step < n && (b[i + step] & 0xC0) == 0x80)
+                step++;
+            c = (const char *)b + i;
+            len = step;
+            id = len == 1 ? t->byte_id[b[i]] : vocab_find(t, c, (size_t)len);
+        } else {
+            step = 1;
+            len = put_cp(u, byte_to_cp[b[i]]);
+            c = u;
+            id = t->byte_id[b[i]];
+        }
+        i += step;
+        if (id >= 0) {
+            if (pending_unk)
+                s[m++] = t->unk_id;
+            pending_unk = 0;
+            s[m++] = id;
+            continue;
+        }
+        int fallback = t->byte_fallback;
+        for (int k = 0; fallback && k < len; k++)
+            fallback = t->fb_id[(unsigned char)c[k]] >= 0;
+        if (fallback) {
+            for (int k = 0; k < len; k++)
+                s[m++] = t->fb_id[(unsigned char)c[k]];
+        } else if (t->unk_id >= 0) {
+            if (pending_unk && !t->fuse_unk)
+                s[m++] = t->unk_id;
+            pending_unk = 1;
+        }
+    }
+    if (pending_unk)
+        s[m++] = t->unk_id;
+    return m;
+}
+
 static void merge_piece(enc_t *e, const unsigned char *b, int n)
 {
     const sl_bpe_t *t = e->t;
     if (t->ignore_merges) {
-        reserve_scratch(e, (size_t)n * 2);
-        int m = 0;
-        for (int i = 0; i < n; i++)
-            m += put_cp(e->scratch + m, byte_to_cp[b[i]]);
-        int32_t id = vocab_find(t, e->scratch, (size_t)m);
+        int32_t id;
+        if (t->spm) {
+            id = vocab_find(t, (const char *)b, (size_t)n);
+        } else {
+            reserve_scratch(e, (size_t)n * 2);
+            int m = 0;
+            for (int i = 0; i < n; i++)
+                m += put_cp(e->scratch + m, byte_to_cp[b[i]]);
+            id = vocab_find(t, e->scratch, (size_t)m);
+        }
         if (id >= 0) {
             emit(e, id);
             return;
         }
     }
-    reserve_work(e, n + 1);
+    reserve_work(e, 2 * n + 1);
     int32_t *s = e->sym;
-    int m = 0, last_unk = 0;
-    for (int i = 0; i < n; i++) {
-        int32_t id = t->byte_id[b[i]];
-        if (id < 0) { /* a byte missing from the vocabulary: unk (fused) or nothing */
-            if (t->unk_id < 0)
-                continue;
-            if (t->fuse_unk && last_unk)
-                continue;
-            id = t->unk_id;
-            last_unk = 1;
-        } else {
-            last_unk = 0;
-        }
-        s[m++] = id;
-    }
+    int m = initial_symbols(t, b, n, s);
     if (m <= LINEAR_MAX) {
         /* rank[i] is the rank of (s[i], s[i + 1]) */
         int32_t *r = e->rank, nid[LINEAR_MAX];
@@ -1335,6 +1722,37 @@ static void pretok(enc_t *e, int step, const char *s, size_t n)
         pretok(e, step + 1, s + piece, n - piece);
         return;
     }
+    case STEP_SPM: {
+        /* spaces become "▁" (3 bytes), and one goes in front as the step says */
+        reserve_scratch(e, 3 * n + 3);
+        size_t o = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (s[i] == ' ') {
+                memcpy(e->scratch + o, META, 3);
+                o += 3;
+            } else {
+                e->scratch[o++] = s[i];
+            }
+        }
+        int starts_meta = o >= 3 && memcmp(e->scratch, META, 3) == 0;
+        if (st->prefix == PREFIX_EVERY || (st->prefix == PREFIX_ALWAYS && !starts_meta) ||
+            (st->prefix == PREFIX_FIRST && !starts_meta && e->at_start)) {
+            memmove(e->scratch + 3, e->scratch, o);
+            memcpy(e->scratch, META, 3);
+            o += 3;
+        }
+        /* (merging SentencePiece-style symbols never writes scratch) */
+        const unsigned char *u = (const unsigned char *)e->scratch;
+        size_t from = 0;
+        for (size_t j = 1; st->split && j + 3 <= o; j++)
+            if (memcmp(u + j, META, 3) == 0) {
+                bpe_piece(e, u + from, (int)(j - from));
+                from = j;
+                j += 2;
+            }
+        bpe_piece(e, u + from, (int)(o - from));
+        return;
+    }
     default: /* STEP_BYTELEVEL */
         if (st->add_prefix_space && s[0] != ' ') {
             /* a copy with the space in front: the regex must see it as part of its subject */
@@ -1415,12 +1833,14 @@ int sl_bpe_encode(const sl_bpe_t *t, const char *text, size_t len, int add_speci
                 i++;
                 continue;
             }
+            e.at_start = seg == 0;
             pretok(&e, 0, text + seg, i - seg);
             emit(&e, t->added[k].id);
             i += (size_t)t->added[k].len;
             seg = i;
         }
     }
+    e.at_start = seg == 0;
     pretok(&e, 0, text + seg, len - seg);
     if (add_special)
         for (int i = 0; i < t->n_post; i++)
@@ -1452,28 +1872,74 @@ static size_t put(char *buf, size_t cap, size_t at, const char *s, size_t n)
     return at + n;
 }
 
-size_t sl_bpe_decode(const sl_bpe_t *t, const int32_t *ids, int n, int skip_special, char *buf,
-                     size_t cap)
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+} bytes_t;
+
+static void bytes_add(bytes_t *b, const void *s, size_t n)
 {
-    /* 1. token bytes */
-    size_t nb = 0, bcap = 256;
-    unsigned char *bytes = sl_xmalloc(bcap);
-    for (int i = 0; i < n; i++) {
-        int32_t id = ids[i];
-        if (id < 0 || id >= t->n_vocab || !t->tok[id])
-            continue;
-        if (skip_special && t->type[id] == SL_BPE_CONTROL)
-            continue;
-        const unsigned char *s = (const unsigned char *)t->tok[id];
-        size_t len = (size_t)t->tok_len[id];
-        if (nb + len + 1 > bcap) {
-            while (nb + len + 1 > bcap)
-                bcap *= 2;
-            bytes = sl_xrealloc(bytes, bcap);
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = sl_xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+
+/* The byte of a token spelled "<0xXX>" (the ByteFallback decoder's test), else -1. */
+static int byte_token(const char *s, int len)
+{
+    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>')
+        return -1;
+    int v = 0;
+    for (int k = 3; k < 5; k++) {
+        char c = s[k];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* ByteFallback: a run of byte tokens becomes its bytes when they are valid UTF-8, else one
+ * U+FFFD per byte. */
+static void flush_run(bytes_t *out, bytes_t *run)
+{
+    static const char fffd[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
+    if (utf8_invalid_at(run->p, run->n) < 0)
+        bytes_add(out, run->p, run->n);
+    else
+        for (size_t k = 0; k < run->n; k++)
+            bytes_add(out, fffd, 3);
+    run->n = 0;
+}
+
+/* Appends s[0..len), with every "▁" turned into a space when replace is set. */
+static void add_replaced(bytes_t *out, const char *s, size_t len, int replace)
+{
+    size_t from = 0;
+    for (size_t j = 0; replace && j + 3 <= len; j++)
+        if (memcmp(s + j, META, 3) == 0) {
+            bytes_add(out, s + from, j - from);
+            bytes_add(out, " ", 1);
+            from = j + 3;
+            j += 2;
         }
-        /* all characters in the alphabet -> their bytes; otherwise the token's own UTF-8 */
-        size_t o = nb, j = 0;
-        int mapped = 1;
+    bytes_add(out, s + from, len - from);
+}
+
+/* The ByteLevel decoder on one unit (a token, or the fused text) in place: when all its
+ * characters are in the byte-level alphabet they become their bytes, otherwise the unit stays
+ * as it is. Returns the new length (never longer). */
+static size_t bytelevel_unit(unsigned char *s, size_t len)
+{
+    for (int pass = 0; pass < 2; pass++) { /* check, then write */
+        size_t o = 0, j = 0;
         while (j < len) {
             int32_t c;
             if (s[j] < 0x80) {
@@ -1482,25 +1948,76 @@ size_t sl_bpe_decode(const sl_bpe_t *t, const int32_t *ids, int n, int skip_spec
                 c = ((s[j] & 0x1F) << 6) | (s[j + 1] & 0x3F);
                 j += 2;
             } else {
-                mapped = 0;
-                break;
+                return len;
             }
-            if (c >= 324 || cp_to_byte[c] < 0) {
-                mapped = 0;
-                break;
-            }
-            bytes[o++] = (unsigned char)cp_to_byte[c];
+            if (c >= 324 || cp_to_byte[c] < 0)
+                return len;
+            if (pass)
+                s[o++] = (unsigned char)cp_to_byte[c];
         }
-        if (mapped) {
-            nb = o;
-        } else {
-            memcpy(bytes + nb, s, len);
+        if (pass)
+            return o;
+    }
+    return len;
+}
+
+size_t sl_bpe_decode(const sl_bpe_t *t, const int32_t *ids, int n, int skip_special, char *buf,
+                     size_t cap)
+{
+    /* 1. the decoder's steps in the library's order: ByteFallback (runs of <0xXX> tokens),
+     *    Replace("▁", " ") per token or on the fused text, ByteLevel per token or on the fused
+     *    text, then Strip of leading spaces */
+    bytes_t text = {0}, run = {0};
+    size_t *unit = sl_xmalloc(((size_t)n + 2) * sizeof(size_t)); /* unit starts in text */
+    int n_units = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        if (id < 0 || id >= t->n_vocab || !t->tok[id])
+            continue;
+        if (skip_special && t->type[id] == SL_BPE_CONTROL)
+            continue;
+        int byte = t->dec_bytes ? byte_token(t->tok[id], t->tok_len[id]) : -1;
+        if (byte >= 0) {
+            unsigned char c = (unsigned char)byte;
+            if (run.n == 0)
+                unit[n_units++] = text.n;
+            bytes_add(&run, &c, 1);
+            continue;
+        }
+        if (run.n)
+            flush_run(&text, &run);
+        unit[n_units++] = text.n;
+        add_replaced(&text, t->tok[id], (size_t)t->tok_len[id], t->dec_replace == REPLACE_TOKENS);
+    }
+    if (run.n)
+        flush_run(&text, &run);
+    if (t->dec_replace == REPLACE_TEXT && text.n) {
+        bytes_t r = {0};
+        add_replaced(&r, (const char *)text.p, text.n, 1);
+        free(text.p);
+        text = r;
+        n_units = 1; /* (a later ByteLevel sees the fused text: load_decoder checks it) */
+        unit[0] = 0;
+    }
+    size_t nb = text.n;
+    unsigned char *bytes = text.p ? text.p : (unsigned char *)"";
+    if (t->dec_bytelevel) {
+        if (t->dec_fuse)
+            n_units = text.n ? 1 : 0;
+        unit[n_units] = text.n;
+        nb = 0;
+        for (int u = 0; u < n_units; u++) {
+            size_t len = bytelevel_unit(bytes + unit[u], unit[u + 1] - unit[u]);
+            memmove(bytes + nb, bytes + unit[u], len);
             nb += len;
         }
     }
+    size_t i = 0;
+    for (int k = 0; k < t->dec_strip && i < nb && bytes[i] == ' '; k++)
+        i++;
     /* 2. lossy UTF-8: each maximal invalid subsequence becomes one U+FFFD */
     static const char fffd[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
-    size_t out = 0, i = 0;
+    size_t out = 0;
     while (i < nb) {
         unsigned c = bytes[i];
         if (c < 0x80) {
@@ -1541,6 +2058,8 @@ size_t sl_bpe_decode(const sl_bpe_t *t, const int32_t *ids, int n, int skip_spec
     }
     if (cap > 0)
         buf[out < cap - 1 ? out : cap - 1] = 0;
-    free(bytes);
+    free(text.p);
+    free(run.p);
+    free(unit);
     return out;
 }

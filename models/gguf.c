@@ -105,7 +105,8 @@ const char *sl_ggml_type_name(int type)
 static int type_supported(int type)
 {
     return type == SL_GGML_F32 || type == SL_GGML_F16 || type == SL_GGML_BF16 ||
-           type == SL_GGML_Q8_0 || type == SL_GGML_Q4_0 || type == SL_GGML_Q4_1;
+           type == SL_GGML_Q8_0 || type == SL_GGML_Q4_0 || type == SL_GGML_Q4_1 ||
+           (type >= SL_GGML_Q2_K && type <= SL_GGML_Q6_K);
 }
 
 /* Size of a fixed-size metadata value; 0 for strings and arrays. */
@@ -812,6 +813,121 @@ static void dequant_q4_1(const unsigned char *p, int64_t n, float *y)
     }
 }
 
+/* ---- K-quants: super-blocks of 256 values in 16 or 8 sub-blocks, each with its own scale (and
+ * minimum) quantised against the block's f16 d (and dmin). The element order within a
+ * super-block follows ggml's reference dequantize_row_q*_K. Every product below is exact in
+ * float32 (an f16 has 11 significant bits, a sub-block scale at most 8, a quant at most 6) except
+ * Q6_K's (d * scale) * q, which rounds once, in the same order as ggml and gguf-py. */
+
+/* Q4_K/Q5_K's twelve bytes of 6-bit scales and minimums: sub-block j < 4 keeps both in the low
+ * six bits of bytes j and j + 4; j >= 4 has its low four bits in byte j + 4 and its top two in
+ * the high bits of bytes j - 4 (scale) and j (minimum). */
+static void scale_min_k4(int j, const unsigned char *q, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Q2_K block (84 bytes): 16 scale bytes (low nibble scale, high nibble minimum, per 16 values),
+ * 64 bytes of 2-bit quants, f16 d, f16 dmin; x = d * sc * q - dmin * m. */
+static void dequant_q2_k(const unsigned char *p, int64_t n, float *y)
+{
+    for (int64_t b = 0; b < n / 256; b++, p += 84, y += 256) {
+        const unsigned char *sc = p, *qs = p + 16;
+        float d = half(p + 80), dmin = half(p + 82);
+        for (int e = 0; e < 256; e++) {
+            int h = e / 128, j = (e % 128) / 32, l = e % 32, s = sc[e / 16];
+            float dl = d * (float)(s & 0x0f), ml = dmin * (float)(s >> 4);
+            y[e] = dl * (float)((qs[h * 32 + l] >> (2 * j)) & 3) - ml;
+        }
+    }
+}
+
+/* Q3_K block (110 bytes): 32 bytes of high bits (hmask), 64 bytes of 2-bit quants, 12 bytes of
+ * 6-bit signed scales (low nibbles in bytes 0-7, top two bits in bytes 8-11), f16 d;
+ * x = d * (scale - 32) * (q - (high bit clear ? 4 : 0)). */
+static void dequant_q3_k(const unsigned char *p, int64_t n, float *y)
+{
+    for (int64_t b = 0; b < n / 256; b++, p += 110, y += 256) {
+        const unsigned char *hm = p, *qs = p + 32, *sc = p + 96;
+        float d = half(p + 108);
+        for (int e = 0; e < 256; e++) {
+            int h = e / 128, j = (e % 128) / 32, l = e % 32, s = e / 16;
+            int lo = s < 8 ? sc[s] & 0x0f : sc[s - 8] >> 4;
+            int hi = (sc[8 + s % 4] >> (2 * (s / 4))) & 3;
+            float dl = d * (float)((lo | (hi << 4)) - 32);
+            int q = ((qs[h * 32 + l] >> (2 * j)) & 3) - ((hm[l] >> (h * 4 + j)) & 1 ? 0 : 4);
+            y[e] = dl * (float)q;
+        }
+    }
+}
+
+/* Q4_K block (144 bytes): f16 d, f16 dmin, 12 bytes of scales/minimums (scale_min_k4), 128
+ * bytes of nibbles: 64 values per 32 bytes, low nibbles first; x = d * sc * q - dmin * m. */
+static void dequant_q4_k(const unsigned char *p, int64_t n, float *y)
+{
+    for (int64_t b = 0; b < n / 256; b++, p += 144, y += 256) {
+        float d = half(p), dmin = half(p + 2);
+        const unsigned char *qs = p + 16;
+        for (int s = 0; s < 8; s++) { /* sub-block of 32 */
+            int sc, m;
+            scale_min_k4(s, p + 4, &sc, &m);
+            float dl = d * (float)sc, ml = dmin * (float)m;
+            const unsigned char *q = qs + (s / 2) * 32;
+            for (int l = 0; l < 32; l++)
+                y[s * 32 + l] = dl * (float)(s % 2 ? q[l] >> 4 : q[l] & 0x0f) - ml;
+        }
+    }
+}
+
+/* Q5_K block (176 bytes): as Q4_K, with 32 bytes of fifth bits (qh) before the nibbles: bit s
+ * of qh[l] is the fifth bit of value l of sub-block s. */
+static void dequant_q5_k(const unsigned char *p, int64_t n, float *y)
+{
+    for (int64_t b = 0; b < n / 256; b++, p += 176, y += 256) {
+        float d = half(p), dmin = half(p + 2);
+        const unsigned char *qh = p + 16, *qs = p + 48;
+        for (int s = 0; s < 8; s++) {
+            int sc, m;
+            scale_min_k4(s, p + 4, &sc, &m);
+            float dl = d * (float)sc, ml = dmin * (float)m;
+            const unsigned char *q = qs + (s / 2) * 32;
+            for (int l = 0; l < 32; l++) {
+                int v = (s % 2 ? q[l] >> 4 : q[l] & 0x0f) | (((qh[l] >> s) & 1) << 4);
+                y[s * 32 + l] = dl * (float)v - ml;
+            }
+        }
+    }
+}
+
+/* Q6_K block (210 bytes): 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed
+ * 8-bit scales (per 16 values), f16 d; x = (d * scale) * (q - 32). Each half of 128 values
+ * takes 64 low bytes (values l and l + 64 in byte l, l + 32 and l + 96 in byte l + 32) and
+ * 32 high bytes (bits 2k..2k+1 of byte l for value l + 32k). */
+static void dequant_q6_k(const unsigned char *p, int64_t n, float *y)
+{
+    for (int64_t b = 0; b < n / 256; b++, p += 210, y += 256) {
+        float d = half(p + 208);
+        for (int h = 0; h < 2; h++) {
+            const unsigned char *ql = p + h * 64, *qh = p + 128 + h * 32;
+            const int8_t *sc = (const int8_t *)(p + 192 + h * 8);
+            for (int k = 0; k < 4; k++)
+                for (int l = 0; l < 32; l++) {
+                    int lo = ql[l + (k % 2) * 32];
+                    lo = k < 2 ? lo & 0x0f : lo >> 4;
+                    int q = (lo | (((qh[l] >> (2 * k)) & 3) << 4)) - 32;
+                    float dl = d * (float)sc[l / 16 + 2 * k];
+                    y[h * 128 + k * 32 + l] = dl * (float)q;
+                }
+        }
+    }
+}
+
 int sl_gguf_dequant_rows(const sl_gguf_tensor_t *t, int64_t row0, int64_t nrows, float *out,
                          sl_error_t *err)
 {
@@ -821,11 +937,9 @@ int sl_gguf_dequant_rows(const sl_gguf_tensor_t *t, int64_t row0, int64_t nrows,
                          t->name, (long long)row0, (long long)row0 + (long long)nrows,
                          (long long)rows);
     if (!t->supported)
-        return sl_errorf(err,
-                         "tensor '%s': %s%s cannot be dequantised (shardline reads F32, F16, "
-                         "BF16, Q8_0, Q4_0 and Q4_1)",
-                         t->name, type_index(t->type) >= 0 ? "type " : "",
-                         sl_ggml_type_name(t->type));
+        return sl_errorf(
+            err, "tensor '%s': %s%s cannot be dequantised (shardline reads " SL_GGUF_TYPES ")",
+            t->name, type_index(t->type) >= 0 ? "type " : "", sl_ggml_type_name(t->type));
     int ti = type_index(t->type);
     int64_t n = t->ne[0];
     size_t row_bytes = (size_t)(n / ggml_types[ti].block) * ggml_types[ti].bytes;
@@ -837,6 +951,11 @@ int sl_gguf_dequant_rows(const sl_gguf_tensor_t *t, int64_t row0, int64_t nrows,
     case SL_GGML_Q8_0: fn = dequant_q8_0; break;
     case SL_GGML_Q4_0: fn = dequant_q4_0; break;
     case SL_GGML_Q4_1: fn = dequant_q4_1; break;
+    case SL_GGML_Q2_K: fn = dequant_q2_k; break;
+    case SL_GGML_Q3_K: fn = dequant_q3_k; break;
+    case SL_GGML_Q4_K: fn = dequant_q4_k; break;
+    case SL_GGML_Q5_K: fn = dequant_q5_k; break;
+    case SL_GGML_Q6_K: fn = dequant_q6_k; break;
     }
     for (int64_t r = 0; r < nrows; r++)
         fn(t->data + (size_t)(row0 + r) * row_bytes, n, out + (size_t)r * (size_t)n);

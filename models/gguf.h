@@ -11,8 +11,10 @@
  *
  * Shapes: GGUF lists dimensions innermost-first (ne[0] is contiguous). A 2-D tensor with
  * ne = {K, N} is the row-major [N, K] matrix of a PyTorch nn.Linear weight: N rows of K values.
- * Quantised types store each row as blocks of 32 values; sl_gguf_dequant_rows turns rows into
- * f32 (F32, F16, BF16, Q8_0, Q4_0, Q4_1), exactly as ggml's reference dequantisation does.
+ * Quantised types store each row as blocks of 32 values (256 for the K-quants, whose
+ * super-blocks hold sub-block scales); sl_gguf_dequant_rows turns rows into f32 (F32, F16, BF16,
+ * Q8_0, Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), exactly as ggml's reference dequantisation
+ * does.
  */
 #ifndef SL_GGUF_H
 #define SL_GGUF_H
@@ -38,8 +40,12 @@ typedef enum {
 /* Tensor types (ggml's numbering); the ones shardline dequantises. */
 typedef enum {
     SL_GGML_F32 = 0, SL_GGML_F16 = 1, SL_GGML_Q4_0 = 2, SL_GGML_Q4_1 = 3, SL_GGML_Q8_0 = 8,
+    SL_GGML_Q2_K = 10, SL_GGML_Q3_K = 11, SL_GGML_Q4_K = 12, SL_GGML_Q5_K = 13, SL_GGML_Q6_K = 14,
     SL_GGML_BF16 = 30,
 } sl_ggml_type_t;
+
+/* The tensor types shardline dequantises, for messages. */
+#define SL_GGUF_TYPES "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, Q5_K or Q6_K"
 
 typedef struct sl_gguf sl_gguf_t;
 
@@ -53,8 +59,8 @@ typedef struct {
 
 typedef struct {
     const char *name;
-    int type;        /* ggml type number (may be one shardline cannot dequantise: see supported) */
-    int supported;   /* 1 for F32, F16, BF16, Q8_0, Q4_0, Q4_1 */
+    int type;      /* ggml type number (may be one shardline cannot dequantise: see supported) */
+    int supported; /* 1 for the types of SL_GGUF_TYPES */
     int ndim;
     int64_t ne[SL_GGUF_MAX_DIMS]; /* innermost-first, as in the file; unused dims are 1 */
     uint64_t offset;              /* into the data section */

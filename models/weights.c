@@ -201,7 +201,7 @@ int sl_weights_check(const sl_weights_t *w, const char *name, int64_t d0, int64_
                          sl_st_fmt_shape(ws, sizeof ws, want_ndim, want));
     if (bad_type)
         return sl_errorf(err, "%s: tensor '%s' has type %s; expected %s", w->where, name, bad_type,
-                         w->gguf ? "F32, F16, BF16, Q8_0, Q4_0 or Q4_1" : "F32, F16 or BF16");
+                         w->gguf ? SL_GGUF_TYPES : "F32, F16 or BF16");
     int same = ndim == want_ndim;
     for (int i = 0; same && i < ndim; i++)
         same = shape[i] == want[i];
@@ -212,8 +212,8 @@ int sl_weights_check(const sl_weights_t *w, const char *name, int64_t d0, int64_
     return 0;
 }
 
-float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr,
-                        int64_t c0, int64_t nc, sl_error_t *err)
+float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr, int64_t c0,
+                        int64_t nc, sl_error_t *err)
 {
     if (!w->gguf) {
         const sl_st_tensor_t *t = st_find(w, name);

@@ -33,7 +33,8 @@ Produces (all committed, so the test suite needs neither Python package):
       the same vocabularies as tokenizer-only GGUF files (tokenizer.ggml.* keys as llama.cpp's
       converter writes them, tokenizer.ggml.pre "gpt2", "llama-bpe", "qwen2"), which must give
       the same ids through the GGUF loader; bpe_tiny/bad/*.gguf: files the loader must refuse
-      (a merge of tokens not in the vocabulary, a SentencePiece model, an unknown pre-tokenizer).
+      (a merge of tokens not in the vocabulary, a SentencePiece model without scores, an unknown
+      pre-tokenizer).
   tests/reference/bpe_tiny/goldens.h5
       one group per style: ids, lengths, ids_special, lengths_special (for the same corpus, in
       the same order as smollm2_tokens.h5's text), decoded (of the first 100 ids_special,

@@ -18,6 +18,12 @@ Produces (all committed, so the test suite needs no Python package):
   tests/reference/goldens/mixed_types_expected.h5
       /tensors/<name>: float32, gguf.quants.dequantize of each tensor's bytes (numpy shape),
       attribute ggml_type; the Q5_0 tensor is included too (for completeness).
+  tests/reference/goldens/kquants.gguf, kquants_expected.h5
+      K-quant tensors (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; super-blocks of 256 values) whose blocks are
+      random bytes except for valid f16 scales d/dmin (random finite values of several
+      magnitudes, one zero, one subnormal, one negative), shapes [3, 512] and [2, 256], plus a
+      [4, 768] Q4_K tensor for column slicing; expected values as for mixed_types (/tensors/<name>,
+      gguf.quants.dequantize of the bytes read back).
   tests/reference/goldens/smollm2_gguf_check.h5
       the real SmolLM2-135M-Instruct GGUF (path in build/models/smollm2.path, installed by
       scripts/install-models.sh), one entry per tensor in file order:
@@ -31,7 +37,7 @@ Produces (all committed, so the test suite needs no Python package):
 Set-up (once): /usr/bin/python3 -m venv --system-site-packages /tmp/slref
                /tmp/slref/bin/pip install gguf          # made with gguf 0.19.0
 Run (from the repository root, after scripts/install-models.sh):
-  /tmp/slref/bin/python tests/reference/make_gguf_goldens.py [--smollm2 FILE.gguf]
+  /tmp/slref/bin/python tests/reference/make_gguf_goldens.py [--smollm2 FILE.gguf] [--kquants-only]
 The mixed file is deterministic (fixed seed); rerunning rewrites identical bytes.
 """
 import argparse
@@ -92,6 +98,24 @@ def add_metadata(w):
     w.add_bos_token_id(0)
 
 
+def write_expected(path, raws, name, finite=False):
+    """Expected values of GGUF file `path` as written (read back by gguf-py's own reader, each
+    tensor's bytes checked against raws[name] = (type, bytes)) into goldens/<name>."""
+    r = gguf.GGUFReader(path)
+    with h5py.File(os.path.join(GOLDENS, name), "w") as h:
+        g = h.create_group("tensors")
+        for t in r.tensors:
+            qtype, raw = raws[t.name]
+            assert t.tensor_type == qtype and bytes(t.data.tobytes()) == raw.tobytes(), t.name
+            vals = gguf.quants.dequantize(t.data, t.tensor_type)
+            assert not finite or np.isfinite(vals).all(), t.name
+            ds = g.create_dataset(t.name, data=vals.astype(np.float32, copy=False))
+            ds.attrs["ggml_type"] = int(qtype)
+            ds.attrs["ne"] = np.array([int(n) for n in t.shape], dtype=np.int64)
+        h.attrs["gguf_version"] = gguf_version()
+    return r
+
+
 def make_mixed():
     rng = np.random.default_rng(20250311)
     a = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
@@ -132,20 +156,52 @@ def make_mixed():
     w.write_tensors_to_file()
     w.close()
 
-    # Expected values from the file as written (read back by gguf-py's own reader).
-    r = gguf.GGUFReader(path)
-    with h5py.File(os.path.join(GOLDENS, "mixed_types_expected.h5"), "w") as h:
-        g = h.create_group("tensors")
-        for t in r.tensors:
-            qtype, raw = raws[t.name]
-            assert t.tensor_type == qtype and bytes(t.data.tobytes()) == raw.tobytes(), t.name
-            vals = gguf.quants.dequantize(t.data, t.tensor_type)
-            ds = g.create_dataset(t.name, data=vals.astype(np.float32, copy=False))
-            ds.attrs["ggml_type"] = int(qtype)
-            ds.attrs["ne"] = np.array([int(n) for n in t.shape], dtype=np.int64)
-        h.attrs["gguf_version"] = gguf_version()
+    r = write_expected(path, raws, "mixed_types_expected.h5")
     print(f"{path}: {os.path.getsize(path)} bytes, {len(r.tensors)} tensors, "
           f"{len(r.fields)} fields")
+
+
+# bytes per super-block and the offsets of its f16 scales (d, and dmin where there is one)
+KQUANTS = {T.Q2_K: (84, (80, 82)), T.Q3_K: (110, (108,)), T.Q4_K: (144, (0, 2)),
+           T.Q5_K: (176, (0, 2)), T.Q6_K: (210, (208,))}
+
+
+def random_kquant(rng, qtype, rows, cols):
+    """rows x cols values of qtype: random bytes, then valid (finite) f16 scales."""
+    nbytes, scale_at = KQUANTS[qtype]
+    blocks = rng.integers(0, 256, size=(rows * cols // 256, nbytes), dtype=np.uint8)
+    n = blocks.shape[0]
+    for off in scale_at:
+        mag = 10.0 ** rng.integers(-5, 1, size=n)
+        d = (rng.standard_normal(n) * mag).astype(np.float16)
+        d[0] = 0.0                      # a zero scale
+        if n > 1:
+            d[1] = np.float16(3e-7)     # a subnormal f16
+        if n > 2:
+            d[2] = -abs(d[2]) - np.float16(0.5)
+        blocks[:, off:off + 2] = d.view(np.uint8).reshape(n, 2)
+    return blocks.reshape(rows, cols // 256 * nbytes)
+
+
+def make_kquants():
+    rng = np.random.default_rng(20261206)
+    tensors = []
+    for qtype in KQUANTS:
+        name = qtype.name.lower()
+        tensors.append((f"tensor.{name}", qtype, random_kquant(rng, qtype, 3, 512)))
+        tensors.append((f"tensor.{name}.small", qtype, random_kquant(rng, qtype, 2, 256)))
+    tensors.append(("tensor.q4_k.wide", T.Q4_K, random_kquant(rng, T.Q4_K, 4, 768)))
+    path = os.path.join(GOLDENS, "kquants.gguf")
+    w = gguf.GGUFWriter(path, "testarch")
+    for name, qtype, raw in tensors:
+        w.add_tensor(name, raw, raw_dtype=qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    r = write_expected(path, {name: (qtype, raw) for name, qtype, raw in tensors},
+                       "kquants_expected.h5", finite=True)
+    print(f"{path}: {os.path.getsize(path)} bytes, {len(r.tensors)} tensors")
 
 
 def gguf_version():
@@ -196,8 +252,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smollm2", help="the SmolLM2 .gguf file (default: the one named in "
                     "build/models/smollm2.path)")
+    ap.add_argument("--kquants-only", action="store_true",
+                    help="write only kquants.gguf and kquants_expected.h5")
     args = ap.parse_args()
     os.makedirs(GOLDENS, exist_ok=True)
+    make_kquants()
+    if args.kquants_only:
+        return
     make_mixed()
     path = args.smollm2
     if not path:

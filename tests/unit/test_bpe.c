@@ -11,9 +11,18 @@
  * 2. Tiny tokenizers (tests/reference/bpe_tiny/<style>/tokenizer.json, one per pre-tokenizer
  *    style) against the `tokenizers` library's ids, with and without special tokens, and a few
  *    decodings; the same vocabularies as GGUF files (pre-tokenizer by llama.cpp's name) too.
- * 3. Statuses and messages: empty text, invalid UTF-8, a too-small cap, load errors naming the
+ * 3. SentencePiece-style tokenizers (tests/reference/spm_tiny, made by make_spm_goldens.py from a
+ *    SentencePiece BPE model with byte fallback): LLaMA 2's tokenizer.json layout (Prepend +
+ *    Replace normalizer), Metaspace "first" with EOS and a non-special added token, the older
+ *    Metaspace layout (add_prefix_space, split), the GGUF form (tokenizer.ggml.model "llama",
+ *    merges from scores) against transformers' GGUF loader (also with add_space_prefix false,
+ *    add_bos_token false and add_eos_token true: EOS after the text), and the tokenizer.json files
+ *    transformers writes after loading a GGUF (that one and the byte-level tiny gpt2 GGUF: BPE
+ *    with byte_fallback, decoder ByteFallback + Fuse + Replace + ByteLevel/Strip): ids with and
+ *    without special tokens, decodings with and without special tokens, all exact.
+ * 4. Statuses and messages: empty text, invalid UTF-8, a too-small cap, load errors naming the
  *    file and key (tokenizer.json and GGUF).
- * 4. Throughput on one core (printed): MB/s and tokens/s.
+ * 5. Throughput on one core (printed): MB/s and tokens/s.
  * Fails (exit 1) when the model is not installed: run scripts/install-models.sh.
  */
 #include <hdf5.h>
@@ -356,6 +365,87 @@ static void test_tiny(void)
     H5Fclose(f);
 }
 
+/* ---- SentencePiece-style tokenizers ------------------------------------------------------- */
+
+/* tests/reference/spm_tiny: every form against transformers' ids (with and without special
+ * tokens) and decodings (keeping and skipping special tokens). */
+static void test_spm(void)
+{
+    static const char *forms[][2] = {
+        {"legacy", "legacy/tokenizer.json"},
+        {"metaspace", "metaspace/tokenizer.json"},
+        {"always", "always/tokenizer.json"},
+        {"gguf", "tokenizer.gguf"},
+        {"from_gguf", "from_gguf/tokenizer.json"},
+        {"gpt2_from_gguf", "gpt2_from_gguf/tokenizer.json"},
+        {"gguf_noprefix", "tokenizer_noprefix.gguf"},
+    };
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/reference/spm_tiny/goldens.h5", sl_test_source_dir());
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CHECKF(f >= 0, "cannot open %s", path);
+    if (f < 0)
+        return;
+    int n_text = 0;
+    char **text = sl_test_h5_strings(f, "text", &n_text);
+    CHECK(text && n_text > 500);
+    for (size_t k = 0; text && k < sizeof forms / sizeof forms[0]; k++) {
+        const char *form = forms[k][0];
+        char tpath[4096], ni[128], nl[128], nis[128], nls[128], nd[128], ndl[128], nde[128],
+            nds[128];
+        snprintf(tpath, sizeof tpath, "%s/tests/reference/spm_tiny/%s", sl_test_source_dir(),
+                 forms[k][1]);
+        sl_error_t err = {{0}};
+        sl_gguf_t *g = NULL;
+        sl_bpe_t *t;
+        if (strstr(tpath, ".gguf")) {
+            g = sl_gguf_open(tpath, &err);
+            t = g ? sl_bpe_load_gguf(g, &err) : NULL;
+        } else {
+            t = sl_bpe_load_json(tpath, &err);
+        }
+        CHECKF(t != NULL, "%s: %s", form, err.msg);
+        snprintf(ni, sizeof ni, "%s/ids", form);
+        snprintf(nl, sizeof nl, "%s/lengths", form);
+        snprintf(nis, sizeof nis, "%s/ids_special", form);
+        snprintf(nls, sizeof nls, "%s/lengths_special", form);
+        snprintf(nd, sizeof nd, "%s/decode_ids", form);
+        snprintf(ndl, sizeof ndl, "%s/decode_lengths", form);
+        snprintf(nde, sizeof nde, "%s/decoded", form);
+        snprintf(nds, sizeof nds, "%s/decoded_skip", form);
+        seqs_t ids, ids_sp, dec;
+        int n_dec = 0, n_skip = 0;
+        char **decoded = sl_test_h5_strings(f, nde, &n_dec);
+        char **skipped = sl_test_h5_strings(f, nds, &n_skip);
+        if (!t || !decoded || !skipped || read_seqs(f, ni, nl, &ids) ||
+            read_seqs(f, nis, nls, &ids_sp) || read_seqs(f, nd, ndl, &dec)) {
+            sl_test_failed++;
+        } else {
+            long n0 = 0, n1 = 0;
+            int bad0 = compare_ids(t, form, text, n_text, &ids, 0, &n0);
+            int bad1 = compare_ids(t, form, text, n_text, &ids_sp, 1, &n1);
+            int badd = compare_decode(t, form, &dec, decoded, n_dec, 0);
+            int bads = compare_decode(t, form, &dec, skipped, n_skip, 1);
+            printf("spm %-14s: %d texts, %ld ids: %d mismatching; add_special: %d mismatching; "
+                   "%d decodings: %d / %d (skip special) mismatching\n",
+                   form, ids.n, n0, bad0, bad1, dec.n, badd, bads);
+            CHECK(ids.n == n_text && ids_sp.n == n_text && dec.n == n_dec && n_dec == n_skip &&
+                  n_dec > 200 && bad0 == 0 && bad1 == 0 && badd == 0 && bads == 0);
+            if (k == 0)
+                throughput(t, text, n_text, "spm legacy");
+            free_seqs(&ids);
+            free_seqs(&ids_sp);
+            free_seqs(&dec);
+        }
+        sl_test_free_strings(decoded, n_dec);
+        sl_test_free_strings(skipped, n_skip);
+        sl_bpe_free(t);
+        sl_gguf_close(g);
+    }
+    sl_test_free_strings(text, n_text);
+    H5Fclose(f);
+}
+
 /* ---- statuses and load errors ---------------------------------------------------------------- */
 
 static char *write_tmp(const char *body)
@@ -427,9 +517,41 @@ static void test_cases(void)
     expect_load_error(TINY_MODEL("BPE", "[\"a b\", \"b a\"]"), "model.merges[1]");
     expect_load_error(TINY_MODEL("BPE", "[\"ab\"]"), "model.merges[0]");
     expect_load_error(TINY_MODEL("BPE", "[[\"a\", \"b\", \"c\"]]"), "model.merges[0]");
-    expect_load_error(TINY_MODEL("BPE", "[\"a b\"]"
-                                        ", \"byte_fallback\": true"),
-                      "byte_fallback");
+    /* SentencePiece-style layouts that are not supported */
+#define SPM_MODEL(rest)                                                                            \
+    "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"\u2581\": 1}, \"merges\": [], "       \
+    "\"byte_fallback\": true}, " rest "}"
+#define META_PRE "\"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\u2581\"}"
+#define SPM_DEC "\"decoder\": {\"type\": \"Sequence\", \"decoders\": [{\"type\": \"Fuse\"}]}"
+    expect_load_error(SPM_MODEL("\"normalizer\": {\"type\": \"NFKC\"}, " META_PRE ", " SPM_DEC),
+                      "normalizer.type \"NFKC\"");
+    expect_load_error(SPM_MODEL("\"normalizer\": null, \"pre_tokenizer\": null, " SPM_DEC),
+                      "pre_tokenizer is null");
+    expect_load_error(SPM_MODEL("\"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": "
+                                "\"\u2581\", \"prepend_scheme\": \"sometimes\"}, " SPM_DEC),
+                      "prepend_scheme");
+    expect_load_error(SPM_MODEL("\"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": "
+                                "\"_\"}, " SPM_DEC),
+                      "pre_tokenizer.replacement");
+    expect_load_error(SPM_MODEL(META_PRE ", \"decoder\": {\"type\": \"Sequence\", \"decoders\": "
+                                         "[{\"type\": \"Strip\", \"content\": \" \", \"start\": 1, "
+                                         "\"stop\": 0}, {\"type\": \"Fuse\"}]}"),
+                      "decoder.decoders[0]");
+    expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
+                      "\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"decoder\": {\"type\": "
+                      "\"Sequence\", \"decoders\": [{\"type\": \"ByteFallback\"}, {\"type\": "
+                      "\"Replace\", \"pattern\": {\"String\": \"\u2581\"}, \"content\": \" \"}, "
+                      "{\"type\": \"ByteLevel\"}]}}",
+                      "decoder.decoders[2]");
+    expect_load_error(SPM_MODEL(META_PRE ", \"decoder\": {\"type\": \"ByteLevel\"}"),
+                      "ByteLevel does not go with");
+    expect_load_error(SPM_MODEL(META_PRE ", \"decoder\": {\"type\": \"Metaspace\"}"),
+                      "decoder.type \"Metaspace\"");
+    expect_load_error(SPM_MODEL("\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": "
+                                "[{\"type\": \"Prepend\", \"prepend\": \"\u2581\"}, {\"type\": "
+                                "\"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": "
+                                "\"\u2581\"}]}, " META_PRE ", " SPM_DEC),
+                      "normalizer Prepend/Replace goes with a null pre_tokenizer");
     expect_load_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, "
                       "\"pre_tokenizer\": {\"type\": \"Whitespace\"}, "
                       "\"decoder\": {\"type\": \"ByteLevel\"}}",
@@ -457,7 +579,7 @@ static void test_cases(void)
 
     /* GGUF files the loader refuses, naming the file and key */
     static const char *bad_gguf[][2] = {{"bad_merge.gguf", "tokenizer.ggml.merges[1]"},
-                                        {"spm.gguf", "tokenizer.ggml.model"},
+                                        {"spm.gguf", "tokenizer.ggml.scores"},
                                         {"bad_pre.gguf", "tokenizer.ggml.pre"}};
     for (int i = 0; i < 3; i++) {
         char gp[4096];
@@ -501,6 +623,7 @@ int main(void)
 {
     test_smollm2();
     test_tiny();
+    test_spm();
     test_cases();
     sl_test_free_strings(g_text, g_n_text);
     return sl_test_finish("test_bpe");

@@ -6,6 +6,10 @@
  * 2. Every tensor of that file (F32, F16, BF16 with Inf/NaN/subnormals, Q8_0, Q4_0, Q4_1, in
  *    1-D, 2-D and 3-D shapes) dequantised and compared bit for bit with gguf.quants.dequantize
  *    (mixed_types_expected.h5), whole and row by row; the Q5_0 tensor opens but is refused.
+ * 2b. tests/reference/goldens/kquants.gguf: Q2_K, Q3_K, Q4_K, Q5_K and Q6_K tensors of random
+ *    super-blocks with valid f16 scales, bit for bit against gguf.quants.dequantize
+ *    (kquants_expected.h5); and the weights reader's row and column slices of a Q4_K tensor for
+ *    TP sizes 1-4 (including splits inside a super-block) against the same values.
  * 3. The real SmolLM2-135M GGUF ($SL_MODELS_DIR/smollm2.path): every tensor's type and shape,
  *    the sum and sum of squares of all its dequantised values (1e-6 relative) and the first 64
  *    values of its first and last row (bit for bit), against smollm2_gguf_check.h5.
@@ -21,6 +25,7 @@
 #include "common/sl_fs.h"
 #include "models/gguf.h"
 #include "models/inspect_model.h"
+#include "models/weights.h"
 
 #include <hdf5.h>
 #include <math.h>
@@ -310,6 +315,50 @@ static const struct {
 };
 #define N_TENSORS ((int)(sizeof expected_tensors / sizeof expected_tensors[0]))
 
+/* Dequantises tensor t whole and row by row and compares the bits with gguf-py's values in
+ * /tensors/<name> of the open HDF5 file f; checks the refusal of rows out of range. Returns the
+ * number of values that differ; *compared grows by the number compared. */
+static long compare_tensor(const sl_gguf_tensor_t *t, hid_t f, long *compared)
+{
+    const char *name = t->name;
+    int64_t ne0 = t->ne[0], rows = sl_gguf_rows(t);
+    sl_error_t err;
+    float *got = malloc((size_t)(ne0 * rows) * sizeof *got);
+    size_t n = 0;
+    char dsname[256];
+    snprintf(dsname, sizeof dsname, "/tensors/%s", name);
+    float *want = sl_test_h5_read(f, dsname, H5T_NATIVE_FLOAT, 4, &n, NULL, NULL);
+    CHECKF(want && n == (size_t)(ne0 * rows), "%s: expected values missing", name);
+    int rc = sl_gguf_dequant_rows(t, 0, rows, got, &err);
+    CHECKF(rc == 0, "%s: %s", name, err.msg);
+    long bad = 0;
+    for (size_t j = 0; want && rc == 0 && j < n; j++) {
+        if (f32_bits(got[j]) != f32_bits(want[j])) {
+            if (bad++ < 3)
+                fprintf(stderr, "  %s[%zu]: %.9g (0x%08x), gguf-py %.9g (0x%08x)\n", name, j,
+                        got[j], f32_bits(got[j]), want[j], f32_bits(want[j]));
+        }
+    }
+    CHECKF(bad == 0, "%s (%s): %ld of %zu values differ from gguf-py", name,
+           sl_ggml_type_name(t->type), bad, n);
+    *compared += (long)n;
+    /* one row at a time gives the same bits */
+    float *row = malloc((size_t)ne0 * sizeof *row);
+    for (int64_t r = 0; want && r < rows; r++)
+        CHECK(sl_gguf_dequant_rows(t, r, 1, row, &err) == 0 &&
+              memcmp(row, want + r * ne0, (size_t)ne0 * 4) == 0);
+    free(row);
+    /* rows out of range */
+    rc = sl_gguf_dequant_rows(t, rows, 1, got, &err);
+    CHECKF(rc == -1 && strstr(err.msg, name) && strstr(err.msg, "out of range"), "'%s'", err.msg);
+    CHECK(sl_gguf_dequant_rows(t, -1, 1, got, &err) == -1);
+    CHECK(sl_gguf_dequant_rows(t, 0, rows + 1, got, &err) == -1);
+    CHECK(sl_gguf_dequant_rows(t, rows, 0, got, &err) == 0);
+    free(want);
+    free(got);
+    return bad;
+}
+
 static void test_mixed_tensors(const sl_gguf_t *g)
 {
     char h5path[4300];
@@ -330,50 +379,15 @@ static void test_mixed_tensors(const sl_gguf_t *g)
                "%s: type %d ndim %d ne [%lld %lld %lld %lld]", name, t->type, t->ndim,
                (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3]);
         CHECK(t->offset % 64 == 0);
-        int64_t ne0 = t->ne[0], rows = sl_gguf_rows(t);
-        sl_error_t err;
-        float *got = malloc((size_t)(ne0 * rows) * sizeof *got);
         if (!t->supported) {
+            float row[64];
+            sl_error_t err;
             CHECK(t->type == 6 && strcmp(sl_ggml_type_name(t->type), "Q5_0") == 0);
-            int rc = sl_gguf_dequant_rows(t, 0, 1, got, &err);
+            int rc = sl_gguf_dequant_rows(t, 0, 1, row, &err);
             CHECKF(rc == -1 && strstr(err.msg, name) && strstr(err.msg, "Q5_0"), "'%s'", err.msg);
-            free(got);
             continue;
         }
-        size_t n = 0;
-        char dsname[256];
-        snprintf(dsname, sizeof dsname, "/tensors/%s", name);
-        float *want = sl_test_h5_read(f, dsname, H5T_NATIVE_FLOAT, 4, &n, NULL, NULL);
-        CHECKF(want && n == (size_t)(ne0 * rows), "%s: expected values missing", name);
-        int rc = sl_gguf_dequant_rows(t, 0, rows, got, &err);
-        CHECKF(rc == 0, "%s: %s", name, err.msg);
-        long bad = 0;
-        for (size_t j = 0; want && rc == 0 && j < n; j++) {
-            if (f32_bits(got[j]) != f32_bits(want[j])) {
-                if (bad++ < 3)
-                    fprintf(stderr, "  %s[%zu]: %.9g (0x%08x), gguf-py %.9g (0x%08x)\n", name, j,
-                            got[j], f32_bits(got[j]), want[j], f32_bits(want[j]));
-            }
-        }
-        CHECKF(bad == 0, "%s (%s): %ld of %zu values differ from gguf-py", name,
-               sl_ggml_type_name(t->type), bad, n);
-        compared += (long)n;
-        differ += bad;
-        /* one row at a time gives the same bits */
-        for (int64_t r = 0; want && r < rows; r++) {
-            float row[64];
-            CHECK(sl_gguf_dequant_rows(t, r, 1, row, &err) == 0 &&
-                  memcmp(row, want + r * ne0, (size_t)ne0 * 4) == 0);
-        }
-        /* rows out of range */
-        rc = sl_gguf_dequant_rows(t, rows, 1, got, &err);
-        CHECKF(rc == -1 && strstr(err.msg, name) && strstr(err.msg, "out of range"), "'%s'",
-               err.msg);
-        CHECK(sl_gguf_dequant_rows(t, -1, 1, got, &err) == -1);
-        CHECK(sl_gguf_dequant_rows(t, 0, rows + 1, got, &err) == -1);
-        CHECK(sl_gguf_dequant_rows(t, rows, 0, got, &err) == 0);
-        free(want);
-        free(got);
+        differ += compare_tensor(t, f, &compared);
     }
     printf("mixed_types.gguf: %ld values in %d tensors compared with gguf-py, %ld differ\n",
            compared, N_TENSORS - 1, differ);
@@ -382,6 +396,69 @@ static void test_mixed_tensors(const sl_gguf_t *g)
     CHECK(strcmp(sl_ggml_type_name(0), "F32") == 0 && strcmp(sl_ggml_type_name(30), "BF16") == 0);
     CHECK(strcmp(sl_ggml_type_name(200), "type 200") == 0);
     H5Fclose(f);
+}
+
+/* ---- 2b. K-quants ------------------------------------------------------------------------ */
+
+/* kquants.gguf: random super-blocks of each K-quant type against gguf-py; then the weights
+ * reader's blocks of the [4, 768] Q4_K tensor for every TP split of its rows and of its columns
+ * (384 and 192 columns cut a 256-value super-block: whole rows are dequantised, then sliced). */
+static void test_kquants(void)
+{
+    char gpath[4300], h5path[4300];
+    snprintf(gpath, sizeof gpath, "%s/tests/reference/goldens/kquants.gguf", src_dir);
+    snprintf(h5path, sizeof h5path, "%s/tests/reference/goldens/kquants_expected.h5", src_dir);
+    sl_error_t err;
+    sl_gguf_t *g = sl_gguf_open(gpath, &err);
+    CHECKF(g != NULL, "%s", err.msg);
+    hid_t f = H5Fopen(h5path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CHECKF(f >= 0, "cannot open %s", h5path);
+    if (!g || f < 0)
+        return;
+    CHECK(sl_gguf_tensor_count(g) == 11);
+    long compared = 0, differ = 0;
+    int seen[15] = {0};
+    for (int i = 0; i < sl_gguf_tensor_count(g); i++) {
+        const sl_gguf_tensor_t *t = sl_gguf_tensor_at(g, i);
+        CHECKF(t->type >= SL_GGML_Q2_K && t->type <= SL_GGML_Q6_K && t->supported, "%s: type %s",
+               t->name, sl_ggml_type_name(t->type));
+        if (t->type >= 0 && t->type < 15)
+            seen[t->type]++;
+        differ += compare_tensor(t, f, &compared);
+    }
+    for (int ty = SL_GGML_Q2_K; ty <= SL_GGML_Q6_K; ty++)
+        CHECKF(seen[ty] >= 2, "no %s tensors", sl_ggml_type_name(ty));
+    printf("kquants.gguf: %ld values in %d tensors compared with gguf-py, %ld differ\n", compared,
+           sl_gguf_tensor_count(g), differ);
+
+    size_t n = 0;
+    float *want =
+        sl_test_h5_read(f, "/tensors/tensor.q4_k.wide", H5T_NATIVE_FLOAT, 4, &n, NULL, NULL);
+    sl_weights_t *w = sl_weights_open(gpath, &err);
+    CHECKF(w != NULL, "%s", err.msg);
+    CHECKF(w && sl_weights_check(w, "tensor.q4_k.wide", 4, 768, &err) == 0, "%s", err.msg);
+    for (int tp = 1; w && want && n == 4 * 768 && tp <= 4; tp++) {
+        for (int r = 0; r < tp; r++) {
+            int64_t nc = 768 / tp, c0 = r * nc; /* a row-parallel (column) slice */
+            float *b = sl_weights_block(w, "tensor.q4_k.wide", 0, 4, c0, nc, &err);
+            CHECKF(b != NULL, "%s", err.msg);
+            for (int64_t i = 0; b && i < 4; i++)
+                CHECKF(memcmp(b + i * nc, want + i * 768 + c0, (size_t)nc * 4) == 0,
+                       "TP %d rank %d: row %lld of the column slice differs", tp, r, (long long)i);
+            free(b);
+            if (4 % tp)
+                continue;
+            int64_t nr = 4 / tp; /* a column-parallel (row) slice */
+            b = sl_weights_block(w, "tensor.q4_k.wide", r * nr, nr, 0, 768, &err);
+            CHECKF(b && memcmp(b, want + r * nr * 768, (size_t)(nr * 768) * 4) == 0,
+                   "TP %d rank %d: row slice differs", tp, r);
+            free(b);
+        }
+    }
+    free(want);
+    sl_weights_close(w);
+    H5Fclose(f);
+    sl_gguf_close(g);
 }
 
 /* ---- 3. the real SmolLM2 file ------------------------------------------------------------ */
@@ -882,6 +959,7 @@ int main(void)
     }
     sl_gguf_close(NULL);
     CHECK(sl_gguf_open("/nonexistent/x.gguf", &err) == NULL && strstr(err.msg, "/nonexistent"));
+    test_kquants();
     test_inspect();
     test_corrupt();
     test_smollm2();
