@@ -55,8 +55,8 @@ int sl_output_prepare(const char *out_dir, sl_error_t *err)
  * scripts and logs from `shardline submit`, temporary files and hidden files (locks). */
 static int own_entry(const char *name)
 {
-    static const char *const names[] = {"parts", "manifest.json", "report.json",
-                                        "predictions.h5", "shardline.sbatch"};
+    static const char *const names[] = {"parts", "manifest.json", "report.json", "predictions.h5",
+                                        "shardline.sbatch"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!strcmp(name, names[i]))
             return 1;
@@ -107,7 +107,8 @@ int sl_output_check(const char *out_dir, int *exists, char *foreign, size_t len,
             if (!S_ISDIR(st.st_mode))
                 rc = sl_errorf(err, "--output %s: %s is not a directory", out_dir, p);
             else if (access(p, W_OK | X_OK) != 0)
-                rc = sl_errorf(err, "--output %s: cannot create it: %s is not writable", out_dir, p);
+                rc =
+                    sl_errorf(err, "--output %s: cannot create it: %s is not writable", out_dir, p);
             break;
         }
         if (!strcmp(p, ".") || !strcmp(p, "/"))
@@ -143,7 +144,8 @@ int sl_part_matches(const char *out_dir, const char *relpath, const sl_part_meta
     int ok = 1;
     char s[4096], want[17];
     int64_t v;
-    ok = ok && sl_h5_attr_read_str(f, "source_path", s, sizeof s) == 0 && !strcmp(s, m->shard->path);
+    ok =
+        ok && sl_h5_attr_read_str(f, "source_path", s, sizeof s) == 0 && !strcmp(s, m->shard->path);
     ok = ok && sl_h5_attr_read_i64(f, "source_size", &v) == 0 && v == m->shard->size;
     ok = ok && sl_h5_attr_read_i64(f, "source_mtime_ns", &v) == 0 && v == m->shard->mtime_ns;
     ok = ok && sl_h5_attr_read_i64(f, "first_row", &v) == 0 && v == m->row0;
@@ -514,7 +516,8 @@ int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_un
         H5Tinsert(ct, "rows", HOFFSET(shard_rec_t, rows), H5T_NATIVE_INT64);
         shard_rec_t *recs = sl_xcalloc((size_t)in->n + 1, sizeof *recs);
         for (int i = 0; i < in->n; i++)
-            recs[i] = (shard_rec_t){in->shards[i].path, in->shards[i].first_row, in->shards[i].rows};
+            recs[i] =
+                (shard_rec_t){in->shards[i].path, in->shards[i].first_row, in->shards[i].rows};
         hsize_t n = (hsize_t)in->n;
         bad |= write_dataset(f, "shards", ct, ct, 1, &n, recs) != 0;
         free(recs);
@@ -530,9 +533,10 @@ int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_un
         bad |= sl_h5_attr_write_i64(f, "total_rows", in->total_rows) != 0;
         bad |= sl_h5_attr_write_str(f, "shardline_version", SL_VERSION) != 0;
         /* Says how to read the file: its outputs live in parts/ beside it. */
-        bad |= sl_h5_attr_write_str(f, "layout", "virtual: rows read from parts/ beside this "
-                                                 "file; copy it with `shardline merge OUT "
-                                                 "--consolidate`") != 0;
+        bad |= sl_h5_attr_write_str(f, "layout",
+                                    "virtual: rows read from parts/ beside this "
+                                    "file; copy it with `shardline merge OUT "
+                                    "--consolidate`") != 0;
         bad |= write_describe(f, describe) != 0;
     }
     for (int64_t i = 0; i < nerr; i++)
@@ -621,6 +625,21 @@ int sl_vds_sources(const char *path, int64_t *total, int64_t *missing, char *fir
     return 0;
 }
 
+int64_t sl_vds_warn_missing(const char *path)
+{
+    int64_t total = 0, missing = 0;
+    char first[4096];
+    sl_error_t err;
+    if (sl_vds_sources(path, &total, &missing, first, sizeof first, &err) == 0 && missing > 0)
+        fprintf(stderr,
+                "shardline: warning: %s: %lld of the %lld part files its virtual datasets read "
+                "are missing (first: %s); their rows read as NaN / -1 / empty strings. Read the "
+                "file inside its output directory, or make a self-contained copy there with "
+                "`shardline merge OUT --consolidate`\n",
+                path, (long long)missing, (long long)total, first);
+    return missing;
+}
+
 /* Copies every attribute of `src` onto `dst` (same names, types and values). */
 static int copy_attrs(hid_t src, hid_t dst)
 {
@@ -629,8 +648,8 @@ static int copy_attrs(hid_t src, hid_t dst)
         return -1;
     int bad = 0;
     for (hsize_t i = 0; i < info.num_attrs && !bad; i++) {
-        hid_t a = H5Aopen_by_idx(src, ".", H5_INDEX_CRT_ORDER, H5_ITER_INC, i, H5P_DEFAULT,
-                                 H5P_DEFAULT);
+        hid_t a =
+            H5Aopen_by_idx(src, ".", H5_INDEX_CRT_ORDER, H5_ITER_INC, i, H5P_DEFAULT, H5P_DEFAULT);
         if (a < 0)
             a = H5Aopen_by_idx(src, ".", H5_INDEX_NAME, H5_ITER_INC, i, H5P_DEFAULT, H5P_DEFAULT);
         if (a < 0)
@@ -672,7 +691,11 @@ static int copy_virtual(hid_t d, hid_t dst, const char *name)
     H5Pset_chunk(dcpl, nd, chunk);
     hid_t out = H5Dcreate2(dst, name, ty, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     int bad = out < 0;
-    void *buf = sl_xmalloc((size_t)(block < dims[0] ? block : dims[0] ? dims[0] : 1) * row_bytes + 1);
+    void *buf = sl_xmalloc((size_t)(block < dims[0] ? block
+                                    : dims[0]       ? dims[0]
+                                                    : 1) *
+                               row_bytes +
+                           1);
     for (hsize_t r0 = 0; !bad && r0 < dims[0]; r0 += block) {
         hsize_t cnt[2] = {dims[0] - r0 < block ? dims[0] - r0 : block, nd == 2 ? dims[1] : 1};
         hsize_t start[2] = {r0, 0};
@@ -706,8 +729,9 @@ int sl_predictions_consolidate(const char *src, const char *dst, sl_error_t *err
     if (sl_vds_sources(src, &total, &missing, first, sizeof first, err) != 0)
         return -1;
     if (missing > 0)
-        return sl_errorf(err, "%s: %lld of %lld part files are missing (first: %s); "
-                              "consolidate in the job's output directory",
+        return sl_errorf(err,
+                         "%s: %lld of %lld part files are missing (first: %s); "
+                         "consolidate in the job's output directory",
                          src, (long long)missing, (long long)total, first);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", dst, (int)getpid());
@@ -744,7 +768,8 @@ int sl_predictions_consolidate(const char *src, const char *dst, sl_error_t *err
     }
     if (!bad) /* the copy no longer needs parts/ */
         bad |= (H5Aexists(g, "layout") > 0 && H5Adelete(g, "layout") < 0) ||
-               sl_h5_attr_write_str(g, "layout", "self-contained (consolidated from the part files)") != 0;
+               sl_h5_attr_write_str(g, "layout",
+                                    "self-contained (consolidated from the part files)") != 0;
     bad |= H5Fclose(g) < 0;
     H5Fclose(f);
     if (bad) {

@@ -105,6 +105,11 @@ int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_un
 int sl_vds_sources(const char *path, int64_t *total, int64_t *missing, char *first_missing,
                    size_t len, sl_error_t *err);
 
+/* Warns on stderr, naming the first missing part file and the way out (merge
+ * --consolidate), when `path` reads rows from part files that are not there. Returns the
+ * number missing. */
+int64_t sl_vds_warn_missing(const char *path);
+
 /* Copies the HDF5 file `src` (predictions.h5) to `dst` with every virtual dataset replaced by
  * a real one holding the same values, read in blocks of rows (memory does not grow with the
  * file); groups, other datasets and attributes are copied as they are. Written to a

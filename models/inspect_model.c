@@ -181,8 +181,9 @@ int sl_inspect_bert(const char *dir, int tp_size, FILE *out, sl_error_t *err)
     int64_t H = c.hidden, I = c.intermediate;
     static const char *const pools[] = {"mean", "CLS", "pooler"};
     fprintf(out, "model        %s\n", dir);
-    fprintf(out, "encoder      bert: %lld layers, hidden %lld, %lld heads of %lld, FFN %lld, vocab "
-                 "%lld, %lld positions, LayerNorm eps %g\n",
+    fprintf(out,
+            "encoder      bert: %lld layers, hidden %lld, %lld heads of %lld, FFN %lld, vocab "
+            "%lld, %lld positions, LayerNorm eps %g\n",
             (long long)c.layers, (long long)H, (long long)c.heads,
             (long long)(c.heads ? H / c.heads : 0), (long long)I, (long long)c.vocab,
             (long long)c.max_positions, (double)c.ln_eps);
@@ -208,15 +209,17 @@ int sl_inspect_bert(const char *dir, int tp_size, FILE *out, sl_error_t *err)
     int64_t total = emb + c.layers * (layer_split + layer_repl) + head;
     fprintf(out, "parameters   %lld (from config.json)\n", (long long)total);
     if (c.heads % tp_size != 0 || I % tp_size != 0) {
-        fprintf(out, "--tp %d       does not split this model: %lld heads and FFN %lld must both "
-                     "divide by %d\n",
+        fprintf(out,
+                "--tp %d       does not split this model: %lld heads and FFN %lld must both "
+                "divide by %d\n",
                 tp_size, (long long)c.heads, (long long)I, tp_size);
     } else {
         int64_t rank = emb + c.layers * (layer_split / tp_size + layer_repl) + head;
-        fprintf(out, "per TP rank  (--tp %d) %lld heads, FFN %lld; %lld parameters = %.1f MiB in "
-                     "f32 (%.1f MiB in bf16)\n",
-                tp_size, (long long)(c.heads / tp_size), (long long)(I / tp_size),
-                (long long)rank, (double)rank * 4.0 / 1048576.0, (double)rank * 2.0 / 1048576.0);
+        fprintf(out,
+                "per TP rank  (--tp %d) %lld heads, FFN %lld; %lld parameters = %.1f MiB in "
+                "f32 (%.1f MiB in bf16)\n",
+                tp_size, (long long)(c.heads / tp_size), (long long)(I / tp_size), (long long)rank,
+                (double)rank * 4.0 / 1048576.0, (double)rank * 2.0 / 1048576.0);
     }
     sl_bert_config_free(&c);
     return 0;

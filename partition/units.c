@@ -27,7 +27,8 @@ int64_t sl_units_plan(const int64_t *shard_rows, int nshards, int64_t unit_rows,
 int sl_split_even(int64_t n, int parts, int idx, int64_t *off, int64_t *len, sl_error_t *err)
 {
     if (parts < 1 || idx < 0 || idx >= parts)
-        return sl_errorf(err, "split of %lld into %d parts: bad part index %d", (long long)n, parts, idx);
+        return sl_errorf(err, "split of %lld into %d parts: bad part index %d", (long long)n, parts,
+                         idx);
     if (n % parts != 0)
         return sl_errorf(err, "%lld is not divisible by %d", (long long)n, parts);
     *len = n / parts;
@@ -103,33 +104,37 @@ void sl_queue_post_stop(sl_queue_t *q)
         fetch_op(q, Q_STOP, 1, MPI_REPLACE);
 }
 
-int sl_queue_stop_posted(sl_queue_t *q) { return q->dynamic && fetch_op(q, Q_STOP, 0, MPI_NO_OP) != 0; }
+int sl_queue_stop_posted(sl_queue_t *q)
+{
+    return q->dynamic && fetch_op(q, Q_STOP, 0, MPI_NO_OP) != 0;
+}
+
+/* A job-wide row counter: in the window (dynamic), or this group's own count scaled by the
+ * number of groups (static: the groups share the work evenly). */
+static void counter_add(sl_queue_t *q, int word, int64_t *local, int64_t rows)
+{
+    if (q->dynamic)
+        fetch_op(q, word, rows, MPI_SUM);
+    else
+        *local += rows;
+}
+
+static int64_t counter_get(sl_queue_t *q, int word, int64_t local)
+{
+    return q->dynamic ? fetch_op(q, word, 0, MPI_NO_OP) : local * q->grid->dp_size;
+}
 
 void sl_queue_add_done(sl_queue_t *q, int64_t rows)
 {
-    if (q->dynamic)
-        fetch_op(q, Q_DONE, rows, MPI_SUM);
-    else
-        q->done_local += rows;
+    counter_add(q, Q_DONE, &q->done_local, rows);
 }
-
-int64_t sl_queue_done(sl_queue_t *q)
-{
-    return q->dynamic ? fetch_op(q, Q_DONE, 0, MPI_NO_OP) : q->done_local * q->grid->dp_size;
-}
+int64_t sl_queue_done(sl_queue_t *q) { return counter_get(q, Q_DONE, q->done_local); }
 
 void sl_queue_add_computed(sl_queue_t *q, int64_t rows)
 {
-    if (q->dynamic)
-        fetch_op(q, Q_COMPUTED, rows, MPI_SUM);
-    else
-        q->computed_local += rows;
+    counter_add(q, Q_COMPUTED, &q->computed_local, rows);
 }
-
-int64_t sl_queue_computed(sl_queue_t *q)
-{
-    return q->dynamic ? fetch_op(q, Q_COMPUTED, 0, MPI_NO_OP) : q->computed_local * q->grid->dp_size;
-}
+int64_t sl_queue_computed(sl_queue_t *q) { return counter_get(q, Q_COMPUTED, q->computed_local); }
 
 void sl_queue_free(sl_queue_t *q)
 {

@@ -37,13 +37,17 @@ typedef struct {
     int64_t *base; /* the counter lives on world rank 0 (dynamic schedule) */
     int64_t count;
     const sl_grid_t *grid;
-    int dynamic;        /* 1: shared counter; 0: fixed interleaved shares per DP group */
-    int64_t taken;      /* static: units taken by this group so far */
-    int64_t done_local; /* static: rows this group has committed */
+    int dynamic;            /* 1: shared counter; 0: fixed interleaved shares per DP group */
+    int64_t taken;          /* static: units taken by this group so far */
+    int64_t done_local;     /* static: rows this group has committed */
     int64_t computed_local; /* static: rows this group has computed */
 } sl_queue_t;
 
-typedef enum { SL_SCHEDULE_AUTO = 0, SL_SCHEDULE_DYNAMIC = 1, SL_SCHEDULE_STATIC = 2 } sl_schedule_t;
+typedef enum {
+    SL_SCHEDULE_AUTO = 0,
+    SL_SCHEDULE_DYNAMIC = 1,
+    SL_SCHEDULE_STATIC = 2
+} sl_schedule_t;
 
 /* Collective over the world. AUTO: dynamic when every rank is on one node, else static. */
 void sl_queue_init(sl_queue_t *q, const sl_grid_t *g, int64_t count, int schedule);

@@ -18,6 +18,7 @@
 #include "jobs/output.h"
 #include "models/inspect_model.h"
 #include "models/llama.h"
+#include "runner/task.h"
 
 static void usage(FILE *out)
 {
@@ -139,34 +140,8 @@ static int inspect_h5(const char *path)
     H5Ovisit(f, H5_INDEX_NAME, H5_ITER_NATIVE, visit, NULL);
     H5Fclose(f);
     /* A predictions.h5 copied away from its parts/ reads missing rows as fill values: say so. */
-    int64_t total = 0, missing = 0;
-    char first[4096];
-    if (sl_vds_sources(path, &total, &missing, first, sizeof first, &err) == 0 && missing > 0)
-        fprintf(stderr,
-                "shardline: warning: %s: %lld of the %lld part files its virtual datasets read "
-                "are missing (first: %s); their rows read as NaN / -1 / empty strings. Read the "
-                "file inside its output directory, or make a self-contained copy there with "
-                "`shardline merge OUT --consolidate`\n",
-                path, (long long)missing, (long long)total, first);
+    sl_vds_warn_missing(path);
     return SL_EXIT_OK;
-}
-
-/* model_type from DIR/config.json. */
-static int model_type(const char *dir, char *buf, size_t len, sl_error_t *err)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    cJSON *root = sl_json_read(path, 16u << 20, 0, err);
-    if (!root)
-        return -1;
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    int rc = 0;
-    if (!cJSON_IsString(mt))
-        rc = sl_errorf(err, "%s: key 'model_type': missing or not a string", path);
-    else
-        snprintf(buf, len, "%s", mt->valuestring);
-    cJSON_Delete(root);
-    return rc;
 }
 
 int sl_inspect_main(int argc, char **argv)
@@ -185,7 +160,8 @@ int sl_inspect_main(int argc, char **argv)
             char *end;
             long v = strtol(optarg, &end, 10);
             if (*end || end == optarg || v < 1 || v > 1 << 20) {
-                fprintf(stderr, "shardline: error: --tp '%s': expected a positive integer\n", optarg);
+                fprintf(stderr, "shardline: error: --tp '%s': expected a positive integer\n",
+                        optarg);
                 return SL_EXIT_USAGE;
             }
             tp = (int)v;
@@ -220,14 +196,15 @@ int sl_inspect_main(int argc, char **argv)
     if (S_ISDIR(st.st_mode)) {
         sl_error_t err;
         char mt[64];
-        int rc = model_type(path, mt, sizeof mt, &err);
+        int rc = sl_task_model_type(path, mt, sizeof mt, &err);
         if (rc == 0 && !strcmp(mt, "bert"))
             rc = sl_inspect_bert(path, tp, stdout, &err);
         else if (rc == 0 && !strcmp(mt, "mlp"))
             rc = sl_inspect_model(path, tp, stdout, &err);
         else if (rc == 0)
-            rc = sl_errorf(&err, "%s/config.json: model_type '%s' is not supported (mlp, bert, "
-                                 "llama, mistral, qwen2)",
+            rc = sl_errorf(&err,
+                           "%s/config.json: model_type '%s' is not supported (mlp, bert, "
+                           "llama, mistral, qwen2)",
                            path, mt);
         if (rc != 0) {
             fprintf(stderr, "shardline: error: %s\n", err.msg);

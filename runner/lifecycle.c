@@ -212,23 +212,6 @@ static double file_mtime(const char *out, const char *name)
     return stat(path, &st) == 0 ? (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec : 0;
 }
 
-/* Warns on stderr when predictions.h5 reads rows from part files that are not there. Returns
- * the number of missing part files. */
-static int64_t warn_missing_sources(const char *file)
-{
-    int64_t total = 0, missing = 0;
-    char first[4096];
-    sl_error_t err;
-    if (sl_vds_sources(file, &total, &missing, first, sizeof first, &err) == 0 && missing > 0)
-        fprintf(stderr,
-                "shardline: warning: %s reads its rows from %lld part files; %lld are missing "
-                "(first: %s), so their rows read as NaN / -1 / empty strings. Read it inside its "
-                "output directory, or write a self-contained copy there with `shardline merge "
-                "OUT --consolidate`\n",
-                file, (long long)total, (long long)missing, first);
-    return missing;
-}
-
 int sl_status_main(int argc, char **argv)
 {
     job_view_t v;
@@ -275,7 +258,7 @@ int sl_status_main(int argc, char **argv)
     snprintf(path, sizeof path, "%s/predictions.h5", out);
     int complete = done == v.nunits && stat(path, &st) == 0;
     if (complete)
-        warn_missing_sources(path);
+        sl_vds_warn_missing(path);
     printf("output      %s\n", out);
     printf("model       %s%s%s\n", v.model, v.task[0] ? ", task " : "", v.task);
     printf("inputs      %d shard(s), %lld rows\n", v.in.n, (long long)v.in.total_rows);

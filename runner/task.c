@@ -115,8 +115,7 @@ static int plan_decoder(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
     return 0;
 }
 
-/* model_type from config.json, into buf. */
-static int model_type(const char *dir, char *buf, size_t len, sl_error_t *err)
+int sl_task_model_type(const char *dir, char *buf, size_t len, sl_error_t *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -146,7 +145,7 @@ int sl_task_plan(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
     if (strcmp(job->chat_template, "none") || job->system)
         return sl_errorf(err, "--%s: only for decoder models (%s is not one)",
                          job->system ? "system" : "chat-template", job->model);
-    if (model_type(job->model, mt, sizeof mt, err) != 0)
+    if (sl_task_model_type(job->model, mt, sizeof mt, err) != 0)
         return -1;
     int out_f = !strcmp(job->output_dtype, "f16") ? SL_F16 : SL_F32;
     if (!strcmp(mt, "mlp")) {

@@ -47,6 +47,8 @@ int sl_task_plan(const sl_job_t *job, sl_task_plan_t *plan, sl_error_t *err);
 void sl_task_plan_free(sl_task_plan_t *plan);
 const char *sl_task_name(sl_task_kind_t t);
 const char *sl_task_model_name(sl_model_kind_t m); /* "mlp", "bert", "llama" */
+/* model_type from DIR/config.json into buf; errors name the file (and --model DIR). */
+int sl_task_model_type(const char *dir, char *buf, size_t len, sl_error_t *err);
 
 typedef struct sl_task sl_task_t;
 

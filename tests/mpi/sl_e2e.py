@@ -505,6 +505,17 @@ class Output:
         self.manifest = load_json(os.path.join(out, "manifest.json"))
 
 
+def installed(name):
+    """The path recorded by scripts/install-models.sh in $SL_MODELS_DIR/<name>.path (minilm,
+    smollm2), or None when that model is not installed."""
+    base = os.environ.get("SL_MODELS_DIR", os.path.join(SOURCE_DIR, "build", "models"))
+    p = os.path.join(base, f"{name}.path")
+    if os.path.isfile(p):
+        with open(p) as f:
+            return f.read().strip()
+    return None
+
+
 def load_json(path):
     try:
         with open(path) as f:

@@ -40,15 +40,6 @@ PROMPTS = ["The capital of France is", "Once upon a time", "def add(a, b):", "Wa
            "My favourite colour is", "In 1492,"]
 
 
-def installed(name):
-    base = os.environ.get("SL_MODELS_DIR", os.path.join(SRC, "build", "models"))
-    p = os.path.join(base, f"{name}.path")
-    if os.path.isfile(p):
-        with open(p) as f:
-            return f.read().strip()
-    return None
-
-
 def write_text(path, texts):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with h5py.File(path, "w") as f:
@@ -237,7 +228,7 @@ def check_inspect(t, minilm, smol):
 
 
 def body(t, tmp):
-    minilm, smol = installed("minilm"), installed("smollm2")
+    minilm, smol = e.installed("minilm"), e.installed("smollm2")
     if not t.check(minilm and smol, "all-MiniLM-L6-v2 and SmolLM2 are installed",
                    "run scripts/install-models.sh"):
         return

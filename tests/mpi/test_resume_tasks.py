@@ -35,15 +35,6 @@ NP = 2
 VLEN = h5py.string_dtype("utf-8")
 
 
-def installed(name):
-    base = os.environ.get("SL_MODELS_DIR", os.path.join(SRC, "build", "models"))
-    p = os.path.join(base, f"{name}.path")
-    if os.path.isfile(p):
-        with open(p) as f:
-            return f.read().strip()
-    return None
-
-
 def corpus(n):
     """n real sentences (tests/reference/sentences.txt, repeated with a row number)."""
     sys.path.insert(0, os.path.join(SRC, "tests", "reference"))
@@ -198,7 +189,7 @@ def one_task(t, tmp, label, args_for, units):
 
 
 def body(t, tmp):
-    minilm, smol = installed("minilm"), installed("smollm2")
+    minilm, smol = e.installed("minilm"), e.installed("smollm2")
     # predict: a generated mlp wide enough that a unit takes a few milliseconds
     model = e.make_model(os.path.join(tmp, "mlp"), [32, 512, 512, 4], seed=3)
     e.make_inputs(os.path.join(tmp, "feat"), [600, 400], 32, seed=4)
