@@ -110,7 +110,11 @@ int sl_task_plan(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
 {
     memset(p, 0, sizeof *p);
     char mt[64], path[4096];
-    if (sl_llama_detect(job->model))
+    /* A model that is a file, not a directory, can only be a GGUF file: the GGUF reader says
+     * what is wrong with one that does not start with its magic (rather than a missing
+     * FILE/config.json). */
+    struct stat sb;
+    if (sl_llama_detect(job->model) || (stat(job->model, &sb) == 0 && !S_ISDIR(sb.st_mode)))
         return plan_decoder(job, p, err);
     if (model_type(job->model, mt, sizeof mt, err) != 0)
         return -1;
