@@ -246,7 +246,7 @@ sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_back
     snprintf(path, sizeof path, "%s/tokenizer.json", job->model);
     if (access(path, R_OK) == 0) {
         t->tok = sl_tokenizer_load(path, err);
-        if (!t->tok)
+        if (!t->tok || sl_tokenizer_check_vocab(t->tok, plan->vocab, err) != 0)
             goto fail;
     }
     return t;
