@@ -40,7 +40,8 @@ def readme_ranges():
     """{option: (min, max)} from the README options table's range column, where both bounds are
     plain integers ("1 .. 1048576 (2^20)")."""
     with open(os.path.join(e.SOURCE_DIR, "README.md")) as f:
-        rows = re.findall(r"^\|\s*`(--[a-z][a-z0-9-]*)[^`]*` \|[^|]*\| (\d+) \.\. (\d+)\b", f.read(), re.M)
+        rows = re.findall(r"^\|\s*`(--[a-z][a-z0-9-]*)[^`]*` \|[^|]*\| (\d+) \.\. (\d+)(?= \(| \|)",
+                          f.read(), re.M)
     return {o: (int(a), int(b)) for o, a, b in rows}
 
 
