@@ -340,13 +340,16 @@ int sl_task_check_memory(const sl_job_t *job, const sl_task_plan_t *plan, const 
     if (sl_size_check_memory(b, avail, opt, "a unit's output buffers", err) != 0)
         return -1;
     sl_size_add(total, b, &total);
-    /* The batch: mlp input and output rows; generate: per-slot tokens and candidates (the full
-     * vocabulary when sampling without a small top-k). */
+    /* The batch: mlp input and output rows (allocated for --batch-size rows, whatever the
+     * units); generate: per-slot tokens and candidates (the full vocabulary when sampling
+     * without a small top-k), for at most a unit's rows. */
     int64_t batch = job->batch_size < unit ? job->batch_size : unit, per_row = 0;
-    if (plan->model == SL_MODEL_MLP)
+    if (plan->model == SL_MODEL_MLP) {
+        batch = job->batch_size;
         per_row = bytes3(plan->d_in + plan->outs.spec[0].cols, f, 1);
-    else if (plan->task == SL_TASK_GENERATE)
+    } else if (plan->task == SL_TASK_GENERATE) {
         sl_size_add(bytes3(job->max_new_tokens + 1, f, 1), bytes3(plan->vocab, 2 * f, 1), &per_row);
+    }
     b = bytes3(batch, per_row, 1);
     snprintf(opt, sizeof opt, "--batch-size %lld", (long long)job->batch_size);
     if (sl_size_check_memory(b, avail, opt, "the batch buffers", err) != 0)

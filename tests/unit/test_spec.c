@@ -156,6 +156,10 @@ static void test_memory_check(void)
         const char *names; /* NULL: accepted */
     } cases[] = {
         {{"--batch-size", "1024"}, gib, NULL},
+        /* the mlp batch tensors have --batch-size rows even when every unit is smaller */
+        {{"--batch-size", "1048576", "--unit-rows", "64", "--prefetch", "1"},
+         60 * mib,
+         "--batch-size 1048576"},
         {{"--unit-rows", "1073741824"}, 24 * gib, "--unit-rows 1073741824"},
         {{"--unit-rows", "1073741824"}, 64 * gib, NULL},
         {{"--batch-size", "1048576", "--unit-rows", "1048576", "--prefetch", "1"},
