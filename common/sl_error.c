@@ -11,13 +11,54 @@ static char g_host[64] = "?";
 static int g_rank = -1;
 static void (*g_abort)(int) = NULL;
 
+/* Length of the valid UTF-8 sequence at s (2..4 bytes), or 0 when s does not start one. */
+static size_t utf8_len(const unsigned char *s)
+{
+    size_t n = s[0] >= 0xc2 && s[0] <= 0xdf   ? 2
+               : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+               : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
+                                              : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+/* Copies src into dst (cap bytes, NUL-terminated, truncated), escaping every byte that is not
+ * printable text as \xNN: control characters and bytes of invalid UTF-8. Messages quote values
+ * from the user's files (a key of a binary job file, a dataset name), and those must reach the
+ * terminal as one readable line, not as raw bytes. */
+static void escape_into(char *dst, size_t cap, const char *src)
+{
+    const unsigned char *s = (const unsigned char *)src;
+    size_t o = 0;
+    while (*s && o + 1 < cap) {
+        size_t n = *s >= 0x80 ? utf8_len(s) : (*s >= 0x20 && *s != 0x7f);
+        if (n == 0) {
+            if (o + 5 > cap)
+                break;
+            snprintf(dst + o, 5, "\\x%02x", *s++);
+            o += 4;
+            continue;
+        }
+        if (o + n + 1 > cap)
+            break;
+        memcpy(dst + o, s, n);
+        o += n;
+        s += n;
+    }
+    dst[o] = '\0';
+}
+
 int sl_errorf(sl_error_t *err, const char *fmt, ...)
 {
     if (err) {
+        char raw[sizeof err->msg];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        vsnprintf(raw, sizeof raw, fmt, ap);
         va_end(ap);
+        escape_into(err->msg, sizeof err->msg, raw);
     }
     return -1;
 }
@@ -26,13 +67,14 @@ int sl_error_prefix(sl_error_t *err, const char *fmt, ...)
 {
     if (!err)
         return -1;
-    char prefix[512], old[sizeof err->msg];
+    char prefix[512], old[sizeof err->msg], raw[sizeof err->msg];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    snprintf(raw, sizeof raw, "%s: %s", prefix, old);
+    escape_into(err->msg, sizeof err->msg, raw);
     return -1;
 }
 

@@ -37,7 +37,9 @@ typedef struct {
     char msg[1024];
 } sl_error_t;
 
-/* Formats into err (if not NULL) and returns -1, so callers can `return sl_errorf(...)`. */
+/* Formats into err (if not NULL) and returns -1, so callers can `return sl_errorf(...)`. Bytes
+ * that are not printable text (control characters, invalid UTF-8) come out as \xNN, here and
+ * in sl_error_prefix, so a message quoting a binary file stays one readable line. */
 int sl_errorf(sl_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prefixes an existing message: "context: old message". Returns -1. */
 int sl_error_prefix(sl_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

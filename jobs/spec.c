@@ -22,43 +22,58 @@ typedef struct {
     const char *def; /* default as text, NULL if required/none */
     const char *help;
     size_t offset;
-    int64_t min;
+    /* Numbers: the accepted range, checked at parse time. Every size the program computes from
+     * an option (buffers of batch-size x features, unit-rows x output widths, text-bytes per
+     * row, ...) stays far below 2^63 within these bounds, so no product can wrap around; they
+     * are documented in README.md's options table and printed by --help. */
+    int64_t min, max;
 } opt_t;
 
 #define OFF(f) offsetof(sl_job_t, f)
+/* The bounds of the size options (see opt_t.max). */
+#define SL_MAX_UNIT_ROWS (INT64_C(1) << 30)
+#define SL_MAX_BATCH_SIZE (INT64_C(1) << 20)
+#define SL_MAX_TOKENS (INT64_C(1) << 20)
+#define SL_MAX_BATCH_TOKENS (INT64_C(1) << 24)
+#define SL_MAX_VOCAB (INT64_C(1) << 24)
+#define SL_MAX_TEXT_BYTES (INT64_C(1) << 24)
+#define SL_MAX_ARRAY_TASKS (INT64_C(1) << 20)
+/* One line per option (clang-format would break them up). */
+// clang-format off
 static const opt_t options[] = {
-    {"model", K_STR, "DIR|FILE.gguf", NULL, "model directory (config.json + model.safetensors) or a GGUF file (LLaMA family)", OFF(model), 0},
-    {"input", K_LIST, "GLOB", NULL, "HDF5 input files; repeatable; sorted by path", OFF(inputs), 0},
-    {"input-dataset", K_STR, "NAME", NULL, "dataset in each input: features [rows, d0] for mlp; text [rows] or token ids [rows, L] for bert and decoders (the prompts for generate) [default: features, or text]", OFF(input_dataset), 0},
-    {"prompt-dataset", K_STR, "NAME", NULL, "score: a text dataset of prompts; only the continuation (the input dataset) is scored [default: none, the whole text is scored]", OFF(prompt_dataset), 0},
-    {"output", K_STR, "DIR", NULL, "output directory (created)", OFF(output), 0},
-    {"task", K_STR, "auto|predict|embed|classify|score|generate", "auto", "what to compute: predict (mlp), embed or classify (bert), score or generate (decoders); auto picks by model (decoders: score)", OFF(task), 0},
-    {"tp", K_INT, "N", "1", "tensor-parallel group size; must divide the number of ranks", OFF(tp), 1},
-    {"unit-rows", K_I64, "N", "65536", "rows per unit of work (the commit granularity)", OFF(unit_rows), 1},
-    {"batch-size", K_I64, "N", "1024", "rows per forward pass", OFF(batch_size), 1},
-    {"device", K_STR, "auto|cpu|cuda", "auto", "auto: CUDA when a GPU is visible, else CPU", OFF(device), 0},
-    {"precision", K_STR, "f32|f16|bf16", "f32", "weight and GEMM precision (f32 accumulation)", OFF(precision), 0},
-    {"max-length", K_INT, "N", "0", "bert: tokens per row incl. [CLS]/[SEP]; score: tokens per row; generate: prompt + new tokens (longer rows are truncated when scoring or embedding, refused as row errors when generating); 0: the model's", OFF(max_length), 0},
-    {"batch-tokens", K_I64, "N", "16384", "bert, decoders: real (unpadded) tokens per forward pass; a unit's rows are sorted by length and packed", OFF(batch_tokens), 1},
-    {"bos", K_STR, "auto|always|never", "auto", "decoders: special tokens around each row's text: as the tokenizer file says (auto), a BOS token first and nothing else (always; as transformers' GGUF tokenizer does), or none (never)", OFF(bos), 0},
-    {"chat-template", K_STR, SL_CHAT_CHOICES, "none", "decoders: each row is the user message of a conversation in the model's chat template (auto: the GGUF's tokenizer.chat_template or tokenizer_config.json's; or a form by name), ending with the assistant's turn; generate, and score with --prompt-dataset (the prompt row is the user message, the input row the scored reply); none: the row is the text. With a template, --bos auto gives the ids of transformers' apply_chat_template, always puts a BOS first unless the template wrote one, never drops it", OFF(chat_template), 0},
-    {"system", K_STR, "TEXT", NULL, "decoders with --chat-template: the system message (\"\": none; the template's default system message, if it has one, is used then) [default: none]", OFF(system), 0},
-    {"token-logprobs", K_BOOL, NULL, NULL, "score: also write /token_logprobs [rows, max-length] (NaN-padded) and, beside them, the token ids /token_ids [rows, max-length] (int32, -1-padded)", OFF(token_logprobs), 0},
-    {"max-new-tokens", K_INT, "N", "64", "generate: tokens to generate per row at most", OFF(max_new_tokens), 1},
-    {"temperature", K_F64, "X", "0", "generate: sampling temperature; 0 is greedy", OFF(temperature), 0},
-    {"top-k", K_INT, "N", "0", "generate: sample among the N most likely tokens; 0: all", OFF(top_k), 0},
-    {"top-p", K_F64, "X", "1", "generate: sample from the smallest set of tokens whose probability reaches X", OFF(top_p), 0},
-    {"seed", K_I64, "N", "0", "generate: row r samples with its own generator seeded by N and r (results do not depend on batching or ranks)", OFF(seed), 0},
-    {"stop", K_LIST, "STRING", NULL, "generate: stop when the generated text contains STRING (repeatable; the text ends before it) [default: none]", OFF(stops), 0},
-    {"text-bytes", K_I64, "N", "0", "generate: bytes per row of /text (UTF-8; longer texts are cut at a character boundary, /tokens holds them whole); 0: 8 x max-new-tokens + 64", OFF(text_bytes), 0},
-    {"output-dtype", K_STR, "f32|f16", "f32", "storage type of float outputs", OFF(output_dtype), 0},
-    {"array-task", K_INT, "N", NULL, "index of this task in a job array: it computes units i with i % tasks == N [default: from SLURM_ARRAY_TASK_ID, else 0]", OFF(array_task), 0},
-    {"array-tasks", K_INT, "N", NULL, "number of tasks in the job array [default: from SLURM_ARRAY_TASK_MIN/MAX/STEP, else 1]", OFF(array_tasks), 1},
-    {"schedule", K_STR, "auto|dynamic|static", "auto", "unit hand-out: dynamic (shared counter; one node) or static (fixed interleaved shares); auto: dynamic on one node", OFF(schedule), 0},
-    {"prefetch", K_INT, "N", "2", "batches read ahead by the I/O thread", OFF(prefetch), 1},
-    {"restart", K_BOOL, NULL, NULL, "ignore earlier outputs and start again", OFF(restart), 0},
-    {"quiet", K_BOOL, NULL, NULL, "no progress lines", OFF(quiet), 0},
+    {"model", K_STR, "DIR|FILE.gguf", NULL, "model directory (config.json + model.safetensors) or a GGUF file (LLaMA family)", OFF(model), 0, 0},
+    {"input", K_LIST, "GLOB", NULL, "HDF5 input files; repeatable; sorted by path", OFF(inputs), 0, 0},
+    {"input-dataset", K_STR, "NAME", NULL, "dataset in each input: features [rows, d0] for mlp; text [rows] or token ids [rows, L] for bert and decoders (the prompts for generate) [default: features, or text]", OFF(input_dataset), 0, 0},
+    {"prompt-dataset", K_STR, "NAME", NULL, "score: a text dataset of prompts; only the continuation (the input dataset) is scored [default: none, the whole text is scored]", OFF(prompt_dataset), 0, 0},
+    {"output", K_STR, "DIR", NULL, "output directory (created)", OFF(output), 0, 0},
+    {"task", K_STR, "auto|predict|embed|classify|score|generate", "auto", "what to compute: predict (mlp), embed or classify (bert), score or generate (decoders); auto picks by model (decoders: score)", OFF(task), 0, 0},
+    {"tp", K_INT, "N", "1", "tensor-parallel group size; must divide the number of ranks", OFF(tp), 1, 1024},
+    {"unit-rows", K_I64, "N", "65536", "rows per unit of work (the commit granularity)", OFF(unit_rows), 1, SL_MAX_UNIT_ROWS},
+    {"batch-size", K_I64, "N", "1024", "rows per forward pass", OFF(batch_size), 1, SL_MAX_BATCH_SIZE},
+    {"device", K_STR, "auto|cpu|cuda", "auto", "auto: CUDA when a GPU is visible, else CPU", OFF(device), 0, 0},
+    {"precision", K_STR, "f32|f16|bf16", "f32", "weight and GEMM precision (f32 accumulation)", OFF(precision), 0, 0},
+    {"max-length", K_INT, "N", "0", "bert: tokens per row incl. [CLS]/[SEP]; score: tokens per row; generate: prompt + new tokens (longer rows are truncated when scoring or embedding, refused as row errors when generating); 0: the model's", OFF(max_length), 0, SL_MAX_TOKENS},
+    {"batch-tokens", K_I64, "N", "16384", "bert, decoders: real (unpadded) tokens per forward pass; a unit's rows are sorted by length and packed", OFF(batch_tokens), 1, SL_MAX_BATCH_TOKENS},
+    {"bos", K_STR, "auto|always|never", "auto", "decoders: special tokens around each row's text: as the tokenizer file says (auto), a BOS token first and nothing else (always; as transformers' GGUF tokenizer does), or none (never)", OFF(bos), 0, 0},
+    {"chat-template", K_STR, SL_CHAT_CHOICES, "none", "decoders: each row is the user message of a conversation in the model's chat template (auto: the GGUF's tokenizer.chat_template or tokenizer_config.json's; or a form by name), ending with the assistant's turn; generate, and score with --prompt-dataset (the prompt row is the user message, the input row the scored reply); none: the row is the text. With a template, --bos auto gives the ids of transformers' apply_chat_template, always puts a BOS first unless the template wrote one, never drops it", OFF(chat_template), 0, 0},
+    {"system", K_STR, "TEXT", NULL, "decoders with --chat-template: the system message (\"\": none; the template's default system message, if it has one, is used then) [default: none]", OFF(system), 0, 0},
+    {"token-logprobs", K_BOOL, NULL, NULL, "score: also write /token_logprobs [rows, max-length] (NaN-padded) and, beside them, the token ids /token_ids [rows, max-length] (int32, -1-padded)", OFF(token_logprobs), 0, 0},
+    {"max-new-tokens", K_INT, "N", "64", "generate: tokens to generate per row at most", OFF(max_new_tokens), 1, SL_MAX_TOKENS},
+    {"temperature", K_F64, "X", "0", "generate: sampling temperature; 0 is greedy", OFF(temperature), 0, 100},
+    {"top-k", K_INT, "N", "0", "generate: sample among the N most likely tokens; 0: all", OFF(top_k), 0, SL_MAX_VOCAB},
+    {"top-p", K_F64, "X", "1", "generate: sample from the smallest set of tokens whose probability reaches X", OFF(top_p), 0, 1},
+    {"seed", K_I64, "N", "0", "generate: row r samples with its own generator seeded by N and r (results do not depend on batching or ranks)", OFF(seed), 0, INT64_MAX},
+    {"stop", K_LIST, "STRING", NULL, "generate: stop when the generated text contains STRING (repeatable, not empty; the text ends before it) [default: none]", OFF(stops), 0, 0},
+    {"text-bytes", K_I64, "N", "0", "generate: the most bytes per row of /text (variable-length UTF-8; longer texts are cut at a character boundary, /tokens holds them whole); 0: 8 x max-new-tokens + 64", OFF(text_bytes), 0, SL_MAX_TEXT_BYTES},
+    {"output-dtype", K_STR, "f32|f16", "f32", "storage type of float outputs", OFF(output_dtype), 0, 0},
+    {"array-task", K_INT, "N", NULL, "index of this task in a job array: it computes units i with i % tasks == N [default: from SLURM_ARRAY_TASK_ID, else 0]", OFF(array_task), 0, SL_MAX_ARRAY_TASKS - 1},
+    {"array-tasks", K_INT, "N", NULL, "number of tasks in the job array [default: from SLURM_ARRAY_TASK_MIN/MAX/STEP, else 1]", OFF(array_tasks), 1, SL_MAX_ARRAY_TASKS},
+    {"schedule", K_STR, "auto|dynamic|static", "auto", "unit hand-out: dynamic (shared counter; one node) or static (fixed interleaved shares); auto: dynamic on one node", OFF(schedule), 0, 0},
+    {"prefetch", K_INT, "N", "2", "batches read ahead by the I/O thread", OFF(prefetch), 1, 64},
+    {"restart", K_BOOL, NULL, NULL, "ignore earlier outputs and start again; also lets a job replace another job's output", OFF(restart), 0, 0},
+    {"quiet", K_BOOL, NULL, NULL, "no progress lines", OFF(quiet), 0, 0},
 };
+// clang-format on
 #define N_OPTIONS ((int)(sizeof options / sizeof options[0]))
 
 void sl_job_print_help(FILE *out)
@@ -77,6 +92,8 @@ void sl_job_print_help(FILE *out)
             fprintf(out, " [default: %s]", o->def);
         else if (o->kind != K_BOOL && strstr(o->help, "[default") == NULL)
             fprintf(out, " (required)");
+        if (o->kind == K_INT || o->kind == K_I64 || o->kind == K_F64)
+            fprintf(out, " [range: %lld..%lld]", (long long)o->min, (long long)o->max);
         fputc('\n', out);
     }
     fprintf(out, "  %-30s %s\n", "-h, --help", "show this help");
@@ -116,6 +133,11 @@ static int set_option(sl_job_t *job, const opt_t *o, const char *value, const ch
         *(char **)field = sl_xstrdup(value);
         return 0;
     case K_LIST: {
+        /* An empty stop string is found at offset 0 of every text: each row would stop before
+         * its first token. */
+        if (o->offset == OFF(stops) && value[0] == '\0')
+            return sl_errorf(err, "%s: --stop: an empty string (it would stop every row at once)",
+                             where);
         char ***list = (char ***)field;
         int *n = o->offset == OFF(inputs) ? &job->n_inputs : &job->n_stops;
         *list = sl_xrealloc(*list, (size_t)(*n + 1) * sizeof(char *));
@@ -126,9 +148,9 @@ static int set_option(sl_job_t *job, const opt_t *o, const char *value, const ch
         char *end = NULL;
         errno = 0;
         double v = strtod(value, &end);
-        if (errno || end == value || *end != '\0' || !(v >= (double)o->min) || v > 1e9)
-            return sl_errorf(err, "%s: --%s: '%s' is not a number >= %lld", where, o->name, value,
-                             (long long)o->min);
+        if (errno || end == value || *end != '\0' || !(v >= (double)o->min) || v > (double)o->max)
+            return sl_errorf(err, "%s: --%s: '%s' is not a number in [%lld, %lld]", where, o->name,
+                             value, (long long)o->min, (long long)o->max);
         *(double *)field = v;
         return 0;
     }
@@ -144,18 +166,18 @@ static int set_option(sl_job_t *job, const opt_t *o, const char *value, const ch
         char *end = NULL;
         errno = 0;
         long long v = strtoll(value, &end, 10);
-        if (errno || end == value || *end != '\0')
+        if (end == value || *end != '\0')
             return sl_errorf(err, "%s: --%s: '%s' is not an integer", where, o->name, value);
-        if (v < o->min)
-            return sl_errorf(err, "%s: --%s: %lld is below the minimum %lld", where, o->name, v,
+        if ((errno == ERANGE && v > 0) || v > o->max)
+            return sl_errorf(err, "%s: --%s %s: above the maximum %lld", where, o->name, value,
+                             (long long)o->max);
+        if (errno == ERANGE || v < o->min)
+            return sl_errorf(err, "%s: --%s %s: below the minimum %lld", where, o->name, value,
                              (long long)o->min);
-        if (o->kind == K_INT) {
-            if (v > INT_MAX)
-                return sl_errorf(err, "%s: --%s: %lld is too large", where, o->name, v);
-            *(int *)field = (int)v;
-        } else {
+        if (o->kind == K_INT)
+            *(int *)field = (int)v; /* every K_INT bound is below INT_MAX */
+        else
             *(int64_t *)field = v;
-        }
         return 0;
     }
     }

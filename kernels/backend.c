@@ -11,6 +11,8 @@
 #include <strings.h>
 #include <time.h>
 
+#include "common/sl_size.h"
+
 size_t sl_dtype_size(sl_dtype_t dt)
 {
     switch (dt) {
@@ -112,17 +114,27 @@ void sl_backend_gemm_stats(const sl_backend_t *be, double *seconds, double *flop
 
 /* ---- memory ------------------------------------------------------------------------------ */
 
+/* Shapes come from user input (--batch-size, dataset and tensor shapes): a product that wraps
+ * around would allocate a small buffer that a reader then writes past, so it is a fatal error
+ * here, and every caller that takes a size from the user refuses it earlier with a message
+ * naming the option. */
 int64_t sl_tensor_numel(const sl_tensor_t *t)
 {
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++)
-        n *= t->shape[i];
+        if (sl_size_mul(n, t->shape[i], &n) != 0)
+            SL_FATAL("a tensor shape of %d dimensions (the first %lld) overflows 64 bits", t->ndim,
+                     (long long)t->shape[0]);
     return n;
 }
 
 size_t sl_tensor_bytes(const sl_tensor_t *t)
 {
-    return (size_t)sl_tensor_numel(t) * sl_dtype_size(t->dtype);
+    int64_t bytes;
+    if (sl_size_mul(sl_tensor_numel(t), (int64_t)sl_dtype_size(t->dtype), &bytes) != 0)
+        SL_FATAL("a %s tensor of %lld elements has more than 2^63 bytes", sl_dtype_name(t->dtype),
+                 (long long)sl_tensor_numel(t));
+    return (size_t)bytes;
 }
 
 sl_tensor_t *sl_tensor_new(sl_backend_t *be, sl_dtype_t dt, int ndim, const int64_t *shape)
@@ -186,11 +198,12 @@ sl_tensor_t sl_tensor_view(const sl_tensor_t *t, int ndim, int64_t d0, int64_t d
     if (ndim < 1 || ndim > SL_MAX_DIMS)
         SL_FATAL("sl_tensor_view: %d dimensions", ndim);
     v.ndim = ndim;
+    int overflow = 0;
     for (int i = 0; i < ndim; i++) {
         v.shape[i] = dims[i];
-        n *= dims[i];
+        overflow |= sl_size_mul(n, dims[i], &n);
     }
-    if (n < 0 || n > sl_tensor_numel(t))
+    if (overflow || n > sl_tensor_numel(t))
         SL_FATAL("sl_tensor_view: a view of %lld elements in a tensor of %lld", (long long)n,
                  (long long)sl_tensor_numel(t));
     v.owns_data = 0;
@@ -363,11 +376,9 @@ sl_tensor_t sl_tensor_reshape(const sl_tensor_t *t, int ndim, const int64_t *sha
         SL_FATAL("sl_tensor_reshape: %d dimensions", ndim);
     sl_tensor_t v = *t;
     v.ndim = ndim;
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) {
+    for (int i = 0; i < ndim; i++)
         v.shape[i] = shape[i];
-        n *= shape[i];
-    }
+    int64_t n = sl_tensor_numel(&v);
     if (n != sl_tensor_numel(t))
         SL_FATAL("sl_tensor_reshape: %lld elements into a shape of %lld", (long long)sl_tensor_numel(t),
                  (long long)n);

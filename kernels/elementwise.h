@@ -15,7 +15,13 @@
 #define SL_HD static inline
 #endif
 
-SL_HD float sl_relu(float x) { return x > 0.0f ? x : 0.0f; }
+/* NaN in gives NaN out, in every activation: a NaN weight or input must reach the output, where
+ * it is seen (a NaN row fails), rather than turn into a plausible finite answer. The smooth
+ * activations below propagate NaN by themselves (erff, expf, tanhf of NaN are NaN). ReLU is
+ * where it got lost: `x > 0 ? x : 0` and fmaxf(x, 0) (IEEE maxNum: a NaN operand is dropped)
+ * both return 0 for NaN. So ReLU tests for NaN explicitly (x != x), like torch.relu; for every
+ * other input it is bit for bit what it was (-0 -> +0, Inf -> Inf, -Inf -> 0). */
+SL_HD float sl_relu(float x) { return (x > 0.0f || x != x) ? x : 0.0f; }
 /* Exact GELU: 0.5 x (1 + erf(x / sqrt(2))), as torch.nn.GELU() and BERT. */
 SL_HD float sl_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
 SL_HD float sl_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }

@@ -638,27 +638,31 @@ sl_llama_t *sl_llama_load(const char *path, sl_backend_t *be, int tp_size, int t
         rc = plan_split(m, sl_weights_where(w), err);
 
     /* Tokenizer: GGUF metadata, or the directory's tokenizer.json when there is one. */
+    char *tj = g ? sl_xstrdup(path) : sl_path_join(path, "tokenizer.json");
     if (rc == 0 && g) {
         m->tok = sl_bpe_load_gguf(g, err);
         rc = m->tok ? 0 : -1;
     } else if (rc == 0) {
-        char *tj = sl_path_join(path, "tokenizer.json");
         struct stat sb;
         if (stat(tj, &sb) == 0) {
             m->tok = sl_bpe_load_json(tj, err);
             rc = m->tok ? 0 : -1;
         }
-        free(tj);
     }
     if (rc == 0 && m->tok) {
-        if (sl_bpe_vocab_size(m->tok) > c->vocab)
-            rc = sl_errorf(err, "%s: the tokenizer has %d tokens but the model only %lld", path,
-                           sl_bpe_vocab_size(m->tok), (long long)c->vocab);
+        /* An id past the embedding would abort the whole job at the first row using it. */
+        int32_t id = sl_bpe_vocab_size(m->tok) - 1; /* the largest id */
+        const char *tok = sl_bpe_id_to_token(m->tok, id);
+        if (id >= c->vocab)
+            rc = sl_errorf(err,
+                           "%s: token '%.64s' has id %d, beyond the model's vocabulary of %lld ids",
+                           tj, tok ? tok : "?", id, (long long)c->vocab);
         if (sl_bpe_bos_id(m->tok) >= 0)
             m->cfg.bos_id = sl_bpe_bos_id(m->tok);
         if (sl_bpe_eos_id(m->tok) >= 0)
             m->cfg.eos_id = sl_bpe_eos_id(m->tok);
     }
+    free(tj);
 
     int64_t D = c->hidden, V = c->vocab;
     const char *emb = g ? "token_embd.weight" : "model.embed_tokens.weight";

@@ -289,17 +289,26 @@ static int load_layer(sl_mlp_t *m, const sl_safetensors_t *st, int i, sl_error_t
             return sl_error_prefix(err, "layer %d (row-parallel)", i);
     }
 
+    /* Blocks are checked for NaN/Inf as sl_weights_block checks them (this loader reads the
+     * weights in the GEMM dtype directly). */
     void *hw = sl_st_host_block(w, L->in, row0, L->out_local, col0, L->in_local, m->dtype);
-    L->w = upload(m->be, m->dtype, L->out_local, L->in_local, hw);
+    int rc = sl_weights_check_finite(st->path, wn, hw, m->dtype, row0, L->out_local, col0,
+                                     L->in_local, err);
+    if (rc == 0)
+        L->w = upload(m->be, m->dtype, L->out_local, L->in_local, hw);
     free(hw);
+    if (rc != 0)
+        return -1;
     /* The bias is added once to the full output: sliced with the rows for a column layer,
      * whole for a row layer (added after the all-reduce). */
     int64_t b0 = L->split == SL_SPLIT_COLUMN ? row0 : 0;
     int64_t bn_len = L->split == SL_SPLIT_COLUMN ? L->out_local : L->out;
     void *hb = sl_st_host_block(b, bn_len, 0, 1, b0, bn_len, SL_F32);
-    L->b = upload(m->be, SL_F32, bn_len, 0, hb);
+    rc = sl_weights_check_finite(st->path, bn, hb, SL_F32, 0, 1, b0, bn_len, err);
+    if (rc == 0)
+        L->b = upload(m->be, SL_F32, bn_len, 0, hb);
     free(hb);
-    return 0;
+    return rc;
 }
 
 static int load_stats(sl_mlp_t *m, const sl_safetensors_t *st, sl_error_t *err)

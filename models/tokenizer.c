@@ -386,8 +386,13 @@ static int load_added(sl_tokenizer_t *t, const cJSON *added, const char *path, s
         if (sl_tokjson_added_flags(a, t->n_added, content->valuestring, path, err))
             return -1;
         added_token_t *x = &t->added[t->n_added];
-        if (utf8_to_cps(content->valuestring, &x->cps, &x->n) || x->n == 0)
+        if (utf8_to_cps(content->valuestring, &x->cps, &x->n) || x->n == 0) {
+            /* Empty content converts fine to zero code points: free them, since only the
+             * first n_added entries are freed later. */
+            free(x->cps);
+            x->cps = NULL;
             return sl_errorf(err, "%s: added_tokens[%d]: bad content", path, t->n_added);
+        }
         x->id = (int32_t)id->valuedouble;
         t->n_added++;
         int known = 0;
@@ -585,6 +590,18 @@ int32_t sl_tokenizer_pad_id(const sl_tokenizer_t *t) { return t->pad_id; }
 int32_t sl_tokenizer_unk_id(const sl_tokenizer_t *t) { return t->unk_id; }
 int sl_tokenizer_num_special(const sl_tokenizer_t *t) { return t->n_pre + t->n_post; }
 int sl_tokenizer_file_max_length(const sl_tokenizer_t *t) { return t->file_max_length; }
+
+int sl_tokenizer_check_vocab(const sl_tokenizer_t *t, int64_t vocab, sl_error_t *err)
+{
+    /* Every id comes from the vocabulary or added_tokens; vocab_size is the largest + 1. An id
+     * past the embedding would abort the whole job at the first row that uses it. */
+    if (t->vocab_size <= vocab)
+        return 0;
+    int32_t id = t->vocab_size - 1;
+    const char *tok = sl_tokenizer_id_to_token(t, id);
+    return sl_errorf(err, "%s: token '%.64s' has id %d, beyond the model's vocabulary of %lld ids",
+                     t->path, tok ? tok : "?", id, (long long)vocab);
+}
 
 const char *sl_tokenizer_id_to_token(const sl_tokenizer_t *t, int32_t id)
 {

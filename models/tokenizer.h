@@ -53,6 +53,9 @@ int sl_tokenizer_encode(const sl_tokenizer_t *t, const char *text, size_t len, i
                         int32_t *ids, int *n_ids, int *truncated, sl_error_t *err);
 
 int sl_tokenizer_vocab_size(const sl_tokenizer_t *t); /* largest id + 1 */
+/* Fails naming the file, the token and its id when an id is >= vocab (the model's embedding
+ * rows). */
+int sl_tokenizer_check_vocab(const sl_tokenizer_t *t, int64_t vocab, sl_error_t *err);
 int32_t sl_tokenizer_pad_id(const sl_tokenizer_t *t); /* [PAD] (padding.pad_id), else 0 */
 int32_t sl_tokenizer_unk_id(const sl_tokenizer_t *t);
 /* Number of special tokens the post-processor adds to one sequence ([CLS] + [SEP] = 2). */

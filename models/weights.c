@@ -12,6 +12,7 @@
 
 #include "common/sl_fs.h"
 #include "common/sl_json.h"
+#include "kernels/elementwise.h"
 #include "models/safetensors.h"
 
 #define SL_WEIGHTS_MAX_JSON (64u << 20) /* an index larger than this is refused */
@@ -212,18 +213,10 @@ int sl_weights_check(const sl_weights_t *w, const char *name, int64_t d0, int64_
     return 0;
 }
 
-float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr, int64_t c0,
-                        int64_t nc, sl_error_t *err)
+/* GGUF: whole rows dequantised to f32, then the columns [c0, c0 + nc) cut out. */
+static float *gguf_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr,
+                         int64_t c0, int64_t nc, sl_error_t *err)
 {
-    if (!w->gguf) {
-        const sl_st_tensor_t *t = st_find(w, name);
-        if (!t) {
-            sl_errorf(err, "%s: tensor '%s' is missing", w->where, name);
-            return NULL;
-        }
-        int64_t ld = t->shape[t->ndim - 1];
-        return sl_st_host_block(t, ld, r0, nr, c0, nc, SL_F32);
-    }
     const sl_gguf_tensor_t *t = sl_gguf_tensor_find(w->gguf, name);
     if (!t) {
         sl_errorf(err, "%s: tensor '%s' is missing", w->where, name);
@@ -242,6 +235,79 @@ float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int
         memcpy(out + r * nc, rows + r * ld + c0, (size_t)nc * sizeof *out);
     free(rows);
     return out;
+}
+
+/* Index of the first element of p[0..n) (dtype dt) whose exponent bits are all ones (NaN or
+ * Inf), or -1. Blocks of 4096 are OR-reduced first, a loop without branches that the compiler
+ * vectorises; only a block that holds one is searched element by element. */
+static int64_t first_nonfinite(const void *p, int64_t n, sl_dtype_t dt)
+{
+    const int64_t B = 4096;
+    for (int64_t b0 = 0; b0 < n; b0 += B) {
+        int64_t b1 = n - b0 < B ? n : b0 + B;
+        unsigned bad = 0;
+        if (dt == SL_F32) {
+            const uint32_t *u = (const uint32_t *)p;
+            for (int64_t i = b0; i < b1; i++)
+                bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+        } else {
+            const uint16_t *h = (const uint16_t *)p, m = dt == SL_F16 ? 0x7c00u : 0x7f80u;
+            for (int64_t i = b0; i < b1; i++)
+                bad |= (h[i] & m) == m;
+        }
+        if (!bad)
+            continue;
+        for (int64_t i = b0; i < b1; i++) {
+            uint32_t v = dt == SL_F32 ? ((const uint32_t *)p)[i] : ((const uint16_t *)p)[i];
+            uint32_t m = dt == SL_F32 ? 0x7f800000u : dt == SL_F16 ? 0x7c00u : 0x7f80u;
+            if ((v & m) == m)
+                return i;
+        }
+    }
+    return -1;
+}
+
+int sl_weights_check_finite(const char *where, const char *name, const void *data, sl_dtype_t dt,
+                            int64_t r0, int64_t nr, int64_t c0, int64_t nc, sl_error_t *err)
+{
+    int64_t i = first_nonfinite(data, nr * nc, dt);
+    if (i < 0)
+        return 0;
+    float v = dt == SL_F32   ? ((const float *)data)[i]
+              : dt == SL_F16 ? sl_f16_to_f32(((const uint16_t *)data)[i])
+                             : sl_bf16_to_f32(((const uint16_t *)data)[i]);
+    return sl_errorf(err,
+                     "%s: tensor '%s' holds %s at element [%lld, %lld]%s (weights must be finite)",
+                     where, name,
+                     v != v  ? "NaN"
+                     : v > 0 ? "+Inf"
+                             : "-Inf",
+                     (long long)(r0 + i / nc), (long long)(c0 + i % nc),
+                     dt == SL_F32 ? "" : " after conversion to 16 bits (too large for it?)");
+}
+
+float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr, int64_t c0,
+                        int64_t nc, sl_error_t *err)
+{
+    float *h = NULL;
+    if (!w->gguf) {
+        const sl_st_tensor_t *t = st_find(w, name);
+        if (!t) {
+            sl_errorf(err, "%s: tensor '%s' is missing", w->where, name);
+            return NULL;
+        }
+        int64_t ld = t->shape[t->ndim - 1];
+        h = sl_st_host_block(t, ld, r0, nr, c0, nc, SL_F32);
+    } else {
+        h = gguf_block(w, name, r0, nr, c0, nc, err);
+    }
+    /* Every value a model takes from a file passes here (or through mlp.c's blocks, checked
+     * the same way): a NaN weight would otherwise give every row the same confident answer. */
+    if (h && sl_weights_check_finite(w->where, name, h, SL_F32, r0, nr, c0, nc, err) != 0) {
+        free(h);
+        return NULL;
+    }
+    return h;
 }
 
 int sl_weights_load_args(const char *path, sl_dtype_t dtype, int tp_size, int tp_rank,

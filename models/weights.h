@@ -42,6 +42,12 @@ int sl_weights_check(const sl_weights_t *w, const char *name, int64_t d0, int64_
 float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr,
                         int64_t c0, int64_t nc, sl_error_t *err);
 
+/* Fails, naming where (the file), the tensor and the element [r0 + i / nc, c0 + i % nc], when the
+ * block data[0 .. nr * nc) of dtype dt (f32, f16 or bf16) holds a NaN or an Inf. Every block
+ * a loader reads from a file is checked (sl_weights_block does it). */
+int sl_weights_check_finite(const char *where, const char *name, const void *data, sl_dtype_t dt,
+                            int64_t r0, int64_t nr, int64_t c0, int64_t nc, sl_error_t *err);
+
 /* The arguments every loader checks first: a float weight dtype (f32, f16, bf16) and a TP
  * position 0 <= tp_rank < tp_size; the message names the model path. */
 int sl_weights_load_args(const char *path, sl_dtype_t dtype, int tp_size, int tp_rank,

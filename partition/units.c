@@ -6,15 +6,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sl_size.h"
+
 int64_t sl_units_plan(const int64_t *shard_rows, int nshards, int64_t unit_rows, sl_unit_t **out)
 {
+    /* Checked sums and a ceiling division that never forms rows + unit_rows - 1: with
+     * --unit-rows near 2^63 that sum wrapped negative, the count came out too small and the
+     * loop below wrote past the array. */
     int64_t count = 0;
     for (int s = 0; s < nshards; s++)
-        count += (shard_rows[s] + unit_rows - 1) / unit_rows;
+        if (sl_size_add(count, sl_size_div_up(shard_rows[s], unit_rows), &count) != 0)
+            SL_FATAL("sl_units_plan: the unit count overflows");
     sl_unit_t *u = sl_xcalloc((size_t)(count ? count : 1), sizeof *u);
     int64_t i = 0;
     for (int s = 0; s < nshards; s++)
-        for (int64_t r = 0; r < shard_rows[s]; r += unit_rows) {
+        for (int64_t r = 0; r < shard_rows[s]; r += u[i - 1].nrows) {
             u[i].shard = s;
             u[i].row0 = r;
             u[i].nrows = shard_rows[s] - r < unit_rows ? shard_rows[s] - r : unit_rows;

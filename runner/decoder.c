@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "common/sl_error.h"
+#include "common/sl_size.h"
 #include "runner/task.h"
 
 #define SL_TEXT_FINISH_BYTES 8
@@ -65,8 +66,15 @@ static void rows_done(sl_decoder_t *d, int64_t rows)
 
 int64_t sl_decoder_text_bytes(const sl_job_t *job)
 {
-    int64_t w = job->text_bytes > 0 ? job->text_bytes : 8 * (int64_t)job->max_new_tokens + 64;
-    return (w + 3) / 4 * 4;
+    /* Checked: `(w + 3) / 4 * 4` wrapped negative for --text-bytes 2^63-1 and a row's text was
+     * then cleared with a 2^63-byte memset. The parser bounds both options, so this cannot fail
+     * for a parsed job. */
+    int64_t w = job->text_bytes, up;
+    if (w <= 0 && (sl_size_mul(8, job->max_new_tokens, &w) != 0 || sl_size_add(w, 64, &w) != 0))
+        SL_FATAL("--max-new-tokens %d: the /text width overflows", job->max_new_tokens);
+    if (sl_size_add(w, 3, &up) != 0)
+        SL_FATAL("--text-bytes %lld: the /text width overflows", (long long)w);
+    return up / 4 * 4;
 }
 
 void sl_decoder_outputs(const sl_job_t *job, int generate, int max_length, sl_outputs_t *outs)

@@ -12,6 +12,7 @@
 #include "runner/lifecycle.h"
 #include "runner/submit.h"
 #include "runner/run.h"
+#include "runner/signals.h"
 
 static void usage(FILE *out)
 {
@@ -61,6 +62,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "merge"))
         return sl_merge_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) {
+        sl_signals_watch_launcher();
         /* Only the main thread calls MPI; the I/O thread makes HDF5 calls only. */
         int provided = 0;
         MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);

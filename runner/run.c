@@ -28,6 +28,7 @@
 
 #include "common/sl_hash.h"
 #include "common/sl_json.h"
+#include "common/sl_size.h"
 #include "jobs/h5util.h"
 #include "jobs/input.h"
 #include "jobs/output.h"
@@ -736,6 +737,9 @@ int sl_run_main(int argc, char **argv)
     int status = 0;
     if (rank == 0 && plan_make(&plan, &job, &err) != 0)
         status = SL_EXIT_INPUT;
+    else if (rank == 0 &&
+             sl_task_check_memory(&job, &plan.task, &plan.in, sl_mem_available(), &err) != 0)
+        status = SL_EXIT_USAGE; /* the option values at fault, named in the message */
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_plan;
     if (rank != 0 && sl_task_plan(&job, &plan.task, &err) != 0)
@@ -799,7 +803,7 @@ int sl_run_main(int argc, char **argv)
     L.grid = &grid;
     L.task = model;
     L.comm = comm;
-    L.read_rows = sl_task_read_rows(model, &job);
+    L.read_rows = sl_task_read_rows(model, &job, &plan.in);
     sl_queue_t queue;
     sl_queue_init(&queue, &grid, plan.npending,
                   !strcmp(job.schedule, "dynamic") ? SL_SCHEDULE_DYNAMIC

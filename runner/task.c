@@ -8,11 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/sl_fs.h"
 #include "common/sl_hash.h"
+#include "common/sl_size.h"
 #include "models/bert.h"
 #include "models/bpe.h"
 #include "models/chat_template.h"
@@ -140,7 +142,11 @@ int sl_task_plan(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
 {
     memset(p, 0, sizeof *p);
     char mt[64], path[4096];
-    if (sl_llama_detect(job->model))
+    /* A model that is a file, not a directory, can only be a GGUF file: the GGUF reader says
+     * what is wrong with one that does not start with its magic (rather than a missing
+     * FILE/config.json). */
+    struct stat sb;
+    if (sl_llama_detect(job->model) || (stat(job->model, &sb) == 0 && !S_ISDIR(sb.st_mode)))
         return plan_decoder(job, p, err);
     if (strcmp(job->chat_template, "none") || job->system)
         return sl_errorf(err, "--%s: only for decoder models (%s is not one)",
@@ -281,7 +287,7 @@ sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_back
     snprintf(path, sizeof path, "%s/tokenizer.json", job->model);
     if (access(path, R_OK) == 0) {
         t->tok = sl_tokenizer_load(path, err);
-        if (!t->tok)
+        if (!t->tok || sl_tokenizer_check_vocab(t->tok, plan->vocab, err) != 0)
             goto fail;
     }
     return t;
@@ -311,9 +317,90 @@ void sl_task_free(sl_task_t *t)
     free(t);
 }
 
-int64_t sl_task_read_rows(const sl_task_t *t, const sl_job_t *job)
+/* Rows of the largest unit: no buffer needs more rows than that, whatever --unit-rows says. */
+static int64_t largest_unit(const sl_job_t *job, const sl_inputs_t *in)
 {
-    return t->plan->want_tokens ? job->unit_rows : job->batch_size;
+    int64_t most = 1;
+    for (int i = 0; i < in->n; i++) {
+        int64_t r = in->shards[i].rows < job->unit_rows ? in->shards[i].rows : job->unit_rows;
+        most = r > most ? r : most;
+    }
+    return most;
+}
+
+static int64_t read_rows(const sl_job_t *job, const sl_task_plan_t *plan, const sl_inputs_t *in)
+{
+    int64_t rows = plan->want_tokens ? job->unit_rows : job->batch_size,
+            most = largest_unit(job, in);
+    return rows < most ? rows : most;
+}
+
+int64_t sl_task_read_rows(const sl_task_t *t, const sl_job_t *job, const sl_inputs_t *in)
+{
+    return read_rows(job, t->plan, in);
+}
+
+/* a * b * c, or INT64_MAX when it overflows (sl_size_check_memory says so). */
+static int64_t bytes3(int64_t a, int64_t b, int64_t c)
+{
+    int64_t r;
+    if (sl_size_mul(a, b, &r) != 0 || sl_size_mul(r, c, &r) != 0)
+        return INT64_MAX;
+    return r;
+}
+
+int sl_task_check_memory(const sl_job_t *job, const sl_task_plan_t *plan, const sl_inputs_t *in,
+                         int64_t avail, sl_error_t *err)
+{
+    const int64_t f = (int64_t)sizeof(float), unit = largest_unit(job, in);
+    char opt[256];
+    int64_t total = 0;
+    /* The I/O thread's read-ahead slots: features, or a whole unit's per-row offsets, lengths
+     * and reasons (plus the ids and type ids of pre-tokenized rows). */
+    int64_t rows = read_rows(job, plan, in), row_bytes = in->cols * f;
+    if (plan->want_tokens)
+        row_bytes =
+            3 * (int64_t)sizeof(int64_t) + (in->kind == SL_INPUT_TOKENS ? 2 * in->cols * f : 0);
+    int64_t b = bytes3(job->prefetch, rows, row_bytes);
+    snprintf(opt, sizeof opt, "--prefetch %d with --%s %lld", job->prefetch,
+             plan->want_tokens ? "unit-rows" : "batch-size",
+             (long long)(plan->want_tokens ? job->unit_rows : job->batch_size));
+    if (sl_size_check_memory(b, avail, opt, "the read-ahead buffers", err) != 0)
+        return -1;
+    sl_size_add(total, b, &total);
+    /* A unit's output rows, held until written (one unit computing, one being written). */
+    int64_t width = 0;
+    for (int i = 0; i < plan->outs.n; i++)
+        sl_size_add(width, sl_out_width(&plan->outs.spec[i]), &width);
+    b = bytes3(2 * unit, width, f);
+    if (plan->task == SL_TASK_GENERATE)
+        snprintf(opt, sizeof opt, "--unit-rows %lld with --text-bytes %lld and --max-new-tokens %d",
+                 (long long)job->unit_rows, (long long)sl_decoder_text_bytes(job),
+                 job->max_new_tokens);
+    else
+        snprintf(opt, sizeof opt, "--unit-rows %lld", (long long)job->unit_rows);
+    if (sl_size_check_memory(b, avail, opt, "a unit's output buffers", err) != 0)
+        return -1;
+    sl_size_add(total, b, &total);
+    /* The batch: mlp input and output rows (allocated for --batch-size rows, whatever the
+     * units); generate: per-slot tokens and candidates (the full vocabulary when sampling
+     * without a small top-k), for at most a unit's rows. */
+    int64_t batch = job->batch_size < unit ? job->batch_size : unit, per_row = 0;
+    if (plan->model == SL_MODEL_MLP) {
+        batch = job->batch_size;
+        per_row = bytes3(plan->d_in + plan->outs.spec[0].cols, f, 1);
+    } else if (plan->task == SL_TASK_GENERATE) {
+        sl_size_add(bytes3(job->max_new_tokens + 1, f, 1), bytes3(plan->vocab, 2 * f, 1), &per_row);
+    }
+    b = bytes3(batch, per_row, 1);
+    snprintf(opt, sizeof opt, "--batch-size %lld", (long long)job->batch_size);
+    if (sl_size_check_memory(b, avail, opt, "the batch buffers", err) != 0)
+        return -1;
+    sl_size_add(total, b, &total);
+    snprintf(opt, sizeof opt, "--batch-size %lld, --unit-rows %lld and --prefetch %d",
+             (long long)job->batch_size, (long long)job->unit_rows, job->prefetch);
+    return sl_size_check_memory(total, avail, opt,
+                                "the batch, read-ahead and unit buffers together", err);
 }
 
 int64_t sl_task_truncated(const sl_task_t *t) { return t->truncated; }
@@ -362,7 +449,7 @@ void *sl_task_payload_new(sl_task_t *t, const sl_inputs_t *in, int64_t rows)
 {
     payload_t *p = sl_xcalloc(1, sizeof *p);
     if (!t->plan->want_tokens) {
-        p->x = sl_xmalloc((size_t)rows * (size_t)in->cols * sizeof(float));
+        p->x = sl_xmalloc((size_t)bytes3(rows, in->cols, sizeof(float)));
     } else {
         p->len = sl_xcalloc((size_t)rows + 1, sizeof *p->len);
         p->plen = sl_xcalloc((size_t)rows + 1, sizeof *p->plen);
@@ -605,8 +692,8 @@ static int read_token_rows(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, 
                            int64_t row0, int64_t rows, payload_t *p, sl_error_t *err)
 {
     int64_t L = in->cols;
-    int32_t *ids = sl_xmalloc((size_t)(rows * L + 1) * sizeof *ids);
-    int32_t *types = sl_xmalloc((size_t)(rows * L + 1) * sizeof *types);
+    int32_t *ids = sl_xmalloc((size_t)bytes3(rows, L, sizeof *ids) + sizeof *ids);
+    int32_t *types = sl_xmalloc((size_t)bytes3(rows, L, sizeof *types) + sizeof *types);
     int rc = sl_reader_read_tokens(r, in, shard, row0, rows, ids, p->len, types, err);
     size_t used = 0;
     for (int64_t i = 0; rc == 0 && i < rows; i++) {

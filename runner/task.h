@@ -57,8 +57,15 @@ sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_back
                         const sl_grid_t *g, sl_error_t *err);
 void sl_task_free(sl_task_t *t);
 
-/* Rows the I/O thread reads per request: a batch (features) or a whole unit (tokens). */
-int64_t sl_task_read_rows(const sl_task_t *t, const sl_job_t *job);
+/* Rows the I/O thread reads per request: a batch (features) or a whole unit (tokens), at most
+ * the rows of the largest unit of `in`. */
+int64_t sl_task_read_rows(const sl_task_t *t, const sl_job_t *job, const sl_inputs_t *in);
+
+/* Refuses option values whose host buffers (read-ahead slots, a unit's outputs, the batch) would
+ * not fit in `avail` bytes, or whose sizes overflow: the message names the options and values
+ * and the bytes needed. Run before anything is allocated (sl_mem_available() for avail). */
+int sl_task_check_memory(const sl_job_t *job, const sl_task_plan_t *plan, const sl_inputs_t *in,
+                         int64_t avail, sl_error_t *err);
 
 /* Buffers for one I/O slot of up to `rows` rows. */
 void *sl_task_payload_new(sl_task_t *t, const sl_inputs_t *in, int64_t rows);

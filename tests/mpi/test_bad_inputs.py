@@ -20,7 +20,16 @@ and no OUT/predictions.h5. Cases:
            message names that layer, and a model whose split layers do divide runs fine);
   usage:   --batch-size abc / 0 / 12abc, --unit-rows 0, --prefetch abc, --tp not dividing the
            rank count, an unknown option, a missing --model, --device/--precision values not in
-           the table.
+           the table;
+  sizes:   --unit-rows 2^63-1 (two shards of 50 and 30 rows), --batch-size 2^62, 2^62+1, 2^63-1
+           and 2^64, --prefetch 2^31-1, --text-bytes 2^40 and (generate) 2^63-1, --tp 2^31-1:
+           exit 2 naming the option and its bound; --stop '': exit 2; a job file holding binary
+           bytes: exit 2, the bytes escaped as \\xNN in the message;
+  finite:  an all-NaN layers.0.weight (1 and 2 ranks), one NaN in a bias, +Inf in a weight
+           (tp 2): exit 3 naming model.safetensors, the tensor and NaN/Inf;
+  files:   a --model file that is not GGUF (bad magic; any other file): "not a GGUF file";
+           tokenizer.json with "hello": 99999 beside a 30522-row BERT embedding (1 and 2 ranks)
+           and a 256-row LLaMA embedding (BPE): exit 3 naming tokenizer.json, the token, the id.
 Several cases also run on 2 ranks. Then NaN/Inf rows: a shard with rows holding NaN, +Inf and
 -Inf gives status 4, those output rows are all NaN, the other rows match the float64
 reference, /errors lists exactly those global row indices with a reason naming NaN or Inf,
@@ -322,6 +331,96 @@ def body(t, tmp):
     out = out_dir()
     args = ["--input", good_glob, "--output", out]
     expect_fail(t, "missing --model", 1, args, 2, [re.compile(r"\bmodel\b")], out)
+
+    # ---- sizes from options: bounded at parse time, never an overflow ----
+    # Two shards of 50 and 30 rows: --unit-rows 2^63-1 overflowed the unit count (exit 134 and
+    # an all-NaN predictions.h5 marked complete); 2^62 rows per batch overflowed the read buffer
+    # (SIGSEGV); 2^63-1 text bytes made a 2^63-byte memset; others were fatal allocations of
+    # 1.8e19 bytes naming no option. Each is now refused with the option and its bound.
+    sz = os.path.join(tmp, "sizes")
+    e.make_inputs(sz, [50, 30], DIMS[0], names=["s0.h5", "s1.h5"], seed=11)
+    sz_glob = os.path.join(sz, "*.h5")
+    for label, extra, names in (
+            ("--unit-rows 2^63-1", ("--unit-rows", str(2**63 - 1)), ("unit-rows", "1073741824")),
+            ("--batch-size 2^62", ("--batch-size", str(2**62)), ("batch-size", "1048576")),
+            ("--batch-size 2^62+1", ("--batch-size", str(2**62 + 1)), ("batch-size", "1048576")),
+            ("--batch-size 2^63-1", ("--batch-size", str(2**63 - 1)), ("batch-size", "1048576")),
+            ("--batch-size 2^64", ("--batch-size", str(2**64)), ("batch-size", "1048576")),
+            ("--prefetch 2^31-1", ("--prefetch", str(2**31 - 1)), ("prefetch", "64")),
+            ("--text-bytes 2^40", ("--text-bytes", str(2**40)), ("text-bytes", "16777216")),
+            ("generate --text-bytes 2^63-1", ("--task", "generate", "--text-bytes", str(2**63 - 1)),
+             ("text-bytes", "16777216")),
+            ("--tp 2^31-1", ("--tp", str(2**31 - 1)), ("tp", "1024")),
+            ("generate --stop ''", ("--task", "generate", "--stop", "x", "--stop", ""), ("--stop",))):
+        args, out = job(inputs=sz_glob, extra=extra)
+        expect_fail(t, label, 1, args, 2, [names], out)
+
+    # a job file holding binary bytes: refused, and the message escapes them
+    jf = os.path.join(tmp, "binary.ini")
+    with open(jf, "wb") as f:
+        f.write(b"model = " + model.path.encode() + b"\n\x01\x1b[2J\xff\xfe = 3\n")
+    out = out_dir()
+    res = expect_fail(t, "binary job file", 1, [jf, "--input", sz_glob, "--output", out], 2,
+                      [("binary.ini", "\\x01\\x1b[2J\\xff\\xfe")], out)
+    raw = [ln for ln in res.stderr.splitlines() if ln.startswith("shardline: ")]
+    t.check(raw and not any(re.search("[\x00-\x08\x0b-\x1f\x7f\ufffd]", ln) for ln in raw),
+            "binary job file: no control byte or invalid UTF-8 in the message", repr(raw))
+
+    # ---- non-finite weights: refused at load, naming the file and the tensor ----
+    def poison(name, value, index=None):
+        def w(path):
+            t2 = e.load_safetensors(st_path)
+            a = t2[name].copy()
+            if index is None:
+                a[...] = value
+            else:
+                a[index] = value
+            t2[name] = a
+            e.save_safetensors(path, t2)
+        return w
+
+    model_case("all-NaN layers.0.weight", [(st, "layers.0.weight", "NaN")],
+               writer=poison("layers.0.weight", np.nan), nranks=(1, 2))
+    model_case("one NaN in layers.1.bias", [(st, "layers.1.bias", "NaN")],
+               writer=poison("layers.1.bias", np.nan, 3))
+    model_case("+Inf in layers.2.weight, tp 2", [(st, "layers.2.weight", "Inf")],
+               writer=poison("layers.2.weight", np.inf, (1, 2)), nranks=(2,), tp=2)
+
+    # ---- a --model file that is not GGUF ----
+    for name, content in (("bad.gguf", b"GGUX" + bytes(60)), ("weights.bin", bytes(range(256)))):
+        mf = os.path.join(tmp, name)
+        with open(mf, "wb") as f:
+            f.write(content)
+        args, out = job(model_dir=mf)
+        expect_fail(t, f"--model {name} (bad magic)", 1, args, 3, [(name, "not a GGUF file")], out)
+
+    # ---- tokenizer ids beyond the model's vocabulary: refused at load ----
+    ref = os.path.join(e.SOURCE_DIR, "tests", "reference")
+    texts = os.path.join(tmp, "texts.h5")
+    with h5py.File(texts, "w") as f:
+        f.create_dataset("text", data=["hello world", "a second row"],
+                         dtype=h5py.string_dtype("utf-8"))
+    bert = os.path.join(tmp, "bert-vocab")
+    shutil.copytree(os.path.join(ref, "tiny_bert_cls"), bert)
+    with open(os.path.join(bert, "tokenizer.json")) as f:
+        tj = json.load(f)
+    tj["model"]["vocab"]["hello"] = 99999  # the embedding has 30522 rows
+    with open(os.path.join(bert, "tokenizer.json"), "w") as f:
+        json.dump(tj, f)
+    for n in (1, 2):
+        args, out = job(model_dir=bert, inputs=texts, dataset="text")
+        expect_fail(t, "WordPiece id 99999 > vocab 30522", n, args, 3,
+                    [("tokenizer.json", "99999", "hello")], out)
+    llama = os.path.join(tmp, "llama-vocab")
+    shutil.copytree(os.path.join(ref, "tiny_llama", "qwen2_bias"), llama)
+    with open(os.path.join(ref, "bpe_tiny", "llama3", "tokenizer.json")) as f:
+        tj = json.load(f)
+    tj["model"]["vocab"]["hello"] = 99999  # the embedding has 256 rows
+    with open(os.path.join(llama, "tokenizer.json"), "w") as f:
+        json.dump(tj, f)
+    args, out = job(model_dir=llama, inputs=texts, dataset="text")
+    expect_fail(t, "BPE id 99999 > vocab 256", 1, args, 3, [("tokenizer.json", "99999", "hello")],
+                out)
 
     # ---- NaN / Inf rows ----
     nd = os.path.join(tmp, "nan")

@@ -2,7 +2,8 @@
 
 Checks:
   - `shardline --help` exits 0 and names the commands run and inspect; `shardline run --help`
-    exits 0 and lists every option of the README's options table (read from README.md);
+    exits 0 and lists every option of the README's options table (read from README.md), with
+    the same numeric ranges as the table's range column;
   - `shardline --version` exits 0 and prints the project version (from CMakeLists.txt);
   - no command, or an unknown one: exit status 2;
   - a job file (INI) whose keys are the long option names, at the top level and in a [run]
@@ -33,6 +34,15 @@ import sl_e2e as e  # noqa: E402
 def readme_options():
     with open(os.path.join(e.SOURCE_DIR, "README.md")) as f:
         return re.findall(r"^\|\s*`(--[a-z][a-z0-9-]*)", f.read(), re.M)
+
+
+def readme_ranges():
+    """{option: (min, max)} from the README options table's range column, where both bounds are
+    plain integers ("1 .. 1048576 (2^20)")."""
+    with open(os.path.join(e.SOURCE_DIR, "README.md")) as f:
+        rows = re.findall(r"^\|\s*`(--[a-z][a-z0-9-]*)[^`]*` \|[^|]*\| (\d+) \.\. (\d+)(?= \(| \|)",
+                          f.read(), re.M)
+    return {o: (int(a), int(b)) for o, a, b in rows}
 
 
 def numbers_in(text):
@@ -80,6 +90,12 @@ def body(t, tmp):
     missing = [o for o in opts if not re.search(re.escape(o) + r"(?![a-z-])", text)]
     t.check(not missing, f"shardline run --help lists all {len(opts)} README options",
             f"missing {missing}\n{text[-2000:]}")
+    # the bounds of the numeric options: README and --help agree
+    ranges = readme_ranges()
+    t.check(len(ranges) >= 10, "README options table: ranges read", f"found {ranges}")
+    for o, (lo, hi) in ranges.items():
+        line = next((ln for ln in text.splitlines() if re.match(r"\s*" + re.escape(o) + r"\b", ln)), "")
+        t.check(f"[range: {lo}..{hi}]" in line, f"run --help: {o} range {lo}..{hi} as in README", line)
     res = e.run_direct(["--version"])
     ver = e.project_version()
     t.check(res.rc == 0 and ver is not None and ver in (res.stdout + res.stderr),

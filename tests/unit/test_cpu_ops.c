@@ -6,12 +6,15 @@
  * padded and empty sequences, grouped-query heads, large offsets, zero rows. The packed-token
  * ops (RMSNorm, RoPE, SwiGLU, KV-cache write and attention, row gather, packed pooling, sharded
  * log-sum-exp, top-k) likewise: slots interleaved in the packing, a slot without keys, decode
- * positions, several key blocks and tiles, ties in top-k.
+ * positions, several key blocks and tiles, ties in top-k. NaN propagates through activations
+ * and softmax; a tensor shape whose size overflows 64 bits is a fatal error.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "kernels/backend.h"
 #include "kernels/elementwise.h"
@@ -150,6 +153,79 @@ static void test_elementwise(sl_backend_t *be)
     CHECKF(sl_test_rel_err(o, ref, r * c) < 1e-6, "standardize");
     sl_tensor_free(t), sl_tensor_free(bt), sl_tensor_free(st);
     free(h), free(o), free(ref), free(bias), free(sd);
+}
+
+/* NaN in, NaN out: every activation (the backend op and the shared per-element function) and
+ * softmax keep a NaN, so a NaN weight or input cannot become a finite, confident output. ReLU
+ * used to map NaN to 0. Finite and infinite inputs keep their values. */
+static void test_activation_nan(sl_backend_t *be)
+{
+    const float in[6] = {NAN, -NAN, 1.5f, -2.0f, 3.0f, -0.25f};
+    for (int act = SL_ACT_RELU; act <= SL_ACT_SIGMOID; act++) {
+        float o[6];
+        sl_tensor_t *t = sl_tensor_new2(be, SL_F32, 2, 3);
+        sl_copy_h2d(t, in, sizeof in);
+        sl_activation(t, (sl_act_t)act);
+        sl_copy_d2h(o, t, sizeof o);
+        CHECKF(isnan(o[0]) && isnan(o[1]), "activation %s: NaN in gave %g, %g",
+               sl_act_name((sl_act_t)act), o[0], o[1]);
+        CHECKF(isnan(sl_apply_act(act, NAN)), "sl_apply_act(%s, NaN) is not NaN",
+               sl_act_name((sl_act_t)act));
+        for (int i = 2; i < 6; i++)
+            CHECKF(fabs(o[i] - ref_act(act, in[i])) <= 1e-6 * fmax(1.0, fabs(ref_act(act, in[i]))),
+                   "activation %s(%g) = %g", sl_act_name((sl_act_t)act), in[i], o[i]);
+        sl_tensor_free(t);
+    }
+    CHECK(sl_relu(-0.0f) == 0.0f && !signbit(sl_relu(-0.0f)) && sl_relu(INFINITY) == INFINITY &&
+          sl_relu(-INFINITY) == 0.0f);
+    /* softmax over a row holding a NaN: the whole row is NaN, the other row untouched */
+    const float sm[6] = {0.5f, NAN, -1.0f, 0.0f, 0.0f, 0.0f};
+    float o[6];
+    sl_tensor_t *t = sl_tensor_new2(be, SL_F32, 2, 3);
+    sl_copy_h2d(t, sm, sizeof sm);
+    sl_softmax(t);
+    sl_copy_d2h(o, t, sizeof o);
+    CHECKF(isnan(o[0]) && isnan(o[1]) && isnan(o[2]), "softmax of a NaN row: %g %g %g", o[0], o[1],
+           o[2]);
+    CHECKF(fabsf(o[3] - 1.0f / 3) < 1e-7f && fabsf(o[5] - 1.0f / 3) < 1e-7f, "softmax row 2: %g",
+           o[3]);
+    sl_tensor_free(t);
+}
+
+/* A tensor shape whose element or byte count overflows 64 bits is a fatal error naming the
+ * overflow, not a wrapped-around small allocation (2^62 x 2 floats wrapped to 0 bytes, and a
+ * reader then wrote past it). Run in a child: sl_fatal exits the process. */
+static int child_exit(sl_backend_t *be, int64_t d0, int64_t d1)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        sl_tensor_t *t = sl_tensor_new2(be, SL_F32, d0, d1);
+        _exit(t ? 0 : 9);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void test_shape_overflow(sl_backend_t *be)
+{
+    const int64_t big[][2] = {{(int64_t)1 << 62, 2},
+                              {((int64_t)1 << 62) + 1, 4},
+                              {INT64_MAX, 2},
+                              {(int64_t)1 << 32, (int64_t)1 << 32},
+                              {(int64_t)1 << 61, 4}};
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) {
+        int rc = child_exit(be, big[i][0], big[i][1]);
+        CHECKF(rc == 1, "a [%lld, %lld] f32 tensor: child exit %d, expected the fatal exit 1",
+               (long long)big[i][0], (long long)big[i][1], rc);
+    }
+    sl_tensor_t t = {0};
+    t.ndim = 2;
+    t.shape[0] = 1000;
+    t.shape[1] = 1000;
+    t.dtype = SL_F32;
+    CHECK(sl_tensor_numel(&t) == 1000000 && sl_tensor_bytes(&t) == 4000000);
 }
 
 static void test_conversions(sl_backend_t *be)
@@ -943,6 +1019,8 @@ int main(void)
                 for (int bias = 0; bias < 2; bias++)
                     test_matmul(be, (sl_dtype_t)dt, ta, tb, bias);
     test_elementwise(be);
+    test_activation_nan(be);
+    test_shape_overflow(be);
     test_conversions(be);
     test_add(be);
     test_layernorm(be);

@@ -418,6 +418,19 @@ static void test_activation(void)
     sl_activation(x.gpu, SL_ACT_GELU);
     report(pair_nmse(&x), tol_for(SL_F32), "sl_activation gelu    f32  %lld", (long long)big);
     pair_free(&x);
+    /* NaN in, NaN out on the GPU too (the per-element code is shared with the CPU): ReLU used
+     * to map NaN to 0, turning NaN weights into finite answers. */
+    for (int act = SL_ACT_RELU; act <= SL_ACT_SIGMOID; act++) {
+        const float in[4] = {NAN, 1.5f, -2.0f, NAN};
+        float out[4];
+        sl_tensor_t *t = sl_tensor_new1(g_gpu, SL_F32, 4);
+        sl_copy_h2d(t, in, sizeof in);
+        sl_activation(t, (sl_act_t)act);
+        sl_copy_d2h(out, t, sizeof out);
+        report_exact(isnan(out[0]) && isnan(out[3]) && !isnan(out[1]) && !isnan(out[2]),
+                     "sl_activation %-7s f32  NaN in, NaN out", sl_act_name((sl_act_t)act));
+        sl_tensor_free(t);
+    }
 }
 
 static void test_softmax(void)

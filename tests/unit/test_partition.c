@@ -2,6 +2,7 @@
  * test_partition.c — partition math: grid coordinates, even splits, unit planning (every
  * row in exactly one unit, in order, awkward shard sizes).
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,10 +65,33 @@ static void test_plan(void)
     free(u);
 }
 
+/* Units far larger than any shard: the ceiling division used to form rows + unit_rows - 1,
+ * which wrapped negative for --unit-rows near 2^63, planned 0 units for two shards of 50 and
+ * 30 rows and then wrote 2 units into a 1-element array (ASan: heap overflow; Release: "free():
+ * invalid next size"). Each shard must be one unit of all its rows, for every huge size. */
+static void test_plan_huge_units(void)
+{
+    const int64_t rows[] = {50, 30, 0, 7};
+    const int64_t units[] = {
+        INT64_MAX, INT64_MAX - 1, (int64_t)1 << 62, ((int64_t)1 << 62) + 1, INT32_MAX, 50, 51};
+    for (size_t k = 0; k < sizeof units / sizeof units[0]; k++) {
+        sl_unit_t *u = NULL;
+        int64_t cnt = sl_units_plan(rows, 4, units[k], &u);
+        CHECKF(cnt == 3, "unit_rows %lld: %lld units, expected 3", (long long)units[k],
+               (long long)cnt);
+        if (cnt == 3)
+            CHECKF(u[0].shard == 0 && u[0].row0 == 0 && u[0].nrows == 50 && u[1].shard == 1 &&
+                       u[1].row0 == 0 && u[1].nrows == 30 && u[2].shard == 3 && u[2].nrows == 7,
+                   "unit_rows %lld: wrong units", (long long)units[k]);
+        free(u);
+    }
+}
+
 int main(void)
 {
     test_grid();
     test_split();
     test_plan();
+    test_plan_huge_units();
     return sl_test_finish("test_partition");
 }

@@ -8,7 +8,10 @@
  *    number of mismatching sentences and the first mismatch in full.
  * 2. Hand-written cases: empty text and invalid UTF-8 are row errors with their own statuses,
  *    a word over max_input_chars_per_word is [UNK], the truncation flag, added tokens in the
- *    raw text, whitespace-only text, unsupported tokenizer.json features refused by name.
+ *    raw text, whitespace-only text, unsupported tokenizer.json features refused by name; an id
+ *    beyond the model's vocabulary refused naming the token and id; an empty added token
+ *    refused. `test_tokenizer --load-errors` runs only the load errors (ctest runs that under
+ *    valgrind as test_tokenizer_leaks: no definite leak on any refusal).
  * 3. Speed: short sentences per second on one core (printed).
  * Fails (exit 1) when the model is not installed: run scripts/install-models.sh.
  */
@@ -18,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "models/tokenizer.h"
 #include "sl_test.h"
@@ -262,6 +266,52 @@ static void test_unsupported(void)
     CHECK(strstr(err.msg, "/nonexistent/tokenizer.json") != NULL);
 }
 
+static void write_tmp(char *path, const char *json)
+{
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    fputs(json, f);
+    fclose(f);
+}
+
+/* An id beyond the model's vocabulary ("hello": 99999 with a 30522-row embedding) is refused
+ * at load, naming the file, the token and the id, instead of aborting the job at the first row
+ * that uses it. */
+static void test_vocab_check(void)
+{
+    char path[] = "/tmp/sl_tok_vocab_XXXXXX";
+    write_tmp(path, "{\"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\", "
+                    "\"vocab\": {\"[UNK]\": 0, \"a\": 1, \"hello\": 99999}}}");
+    sl_error_t err = {{0}};
+    sl_tokenizer_t *t = sl_tokenizer_load(path, &err);
+    CHECKF(t != NULL, "%s", err.msg);
+    if (t) {
+        CHECK(sl_tokenizer_check_vocab(t, 100000, &err) == 0);
+        int rc = sl_tokenizer_check_vocab(t, 30522, &err);
+        CHECKF(rc == -1 && strstr(err.msg, path) && strstr(err.msg, "hello") &&
+                   strstr(err.msg, "99999") && strstr(err.msg, "30522"),
+               "id beyond the vocabulary: %s", rc ? err.msg : "accepted");
+    }
+    sl_tokenizer_free(t);
+    remove(path);
+}
+
+/* An added token with empty content is refused, naming the entry; the refusal frees what it
+ * allocated (its code points leaked, 4 bytes per load): ctest's test_tokenizer_leaks runs these
+ * load errors under valgrind, where a definite leak fails the test. */
+static void test_added_empty(void)
+{
+    char path[] = "/tmp/sl_tok_added_XXXXXX";
+    write_tmp(path, "{\"model\": {\"type\": \"WordPiece\", \"unk_token\": \"[UNK]\", "
+                    "\"vocab\": {\"[UNK]\": 0, \"a\": 1}}, \"added_tokens\": [{\"id\": 1, "
+                    "\"content\": \"a\"}, {\"id\": 0, \"content\": \"\"}]}");
+    sl_error_t err = {{0}};
+    CHECKF(sl_tokenizer_load(path, &err) == NULL && strstr(err.msg, "added_tokens[1]") &&
+               strstr(err.msg, path),
+           "empty added token: %s", err.msg);
+    remove(path);
+}
+
 static void test_speed(const sl_tokenizer_t *t)
 {
     static const char *s[] = {
@@ -292,13 +342,17 @@ static void test_speed(const sl_tokenizer_t *t)
            (double)toks / dt / 1e6);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     char dir[4096], tpath[4200], gpath[4200];
     snprintf(gpath, sizeof gpath, "%s/tests/reference/goldens/minilm_goldens.h5",
              sl_test_source_dir());
 
     test_unsupported();
+    test_vocab_check();
+    test_added_empty();
+    if (argc > 1 && !strcmp(argv[1], "--load-errors")) /* only these (for valgrind) */
+        return sl_test_finish("test_tokenizer --load-errors");
     if (sl_test_model_path("minilm", "the all-MiniLM-L6-v2 model", dir, sizeof dir)) {
         sl_test_failed++;
         return sl_test_finish("test_tokenizer");
