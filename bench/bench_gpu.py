@@ -131,7 +131,7 @@ class Bench:
         torch.manual_seed(0)
         cfg._attn_implementation = self.attention()
         model = BertModel(cfg, add_pooling_layer=False)
-        model.eval().save_pretrained(d, safe_serialization=True)
+        model.eval().save_pretrained(d)  # safetensors (the default since transformers 4.35)
         shutil.copy(a.tokenizer, os.path.join(d, "tokenizer.json"))
         with open(a.tokenizer) as f:
             vocab = len(json.load(f)["model"]["vocab"])
@@ -201,7 +201,7 @@ class Bench:
         with on_dev if hasattr(on_dev, "__enter__") else _null():
             model = LlamaForCausalLM(cfg)
         model = model.to(self.dev, dtype=dt).eval()
-        model.save_pretrained(d, safe_serialization=True)
+        model.save_pretrained(d)  # safetensors (the default since transformers 4.35)
         nparams = sum(p.numel() for p in model.parameters())
         wbytes = nparams * 2
         self.results["llama_params"] = nparams
@@ -254,6 +254,12 @@ class Bench:
 
     def run(self):
         try:
+            return self.measure()
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def measure(self):
+        try:
             bw = self.copy_bandwidth()
             self.results["copy_bandwidth_GBps"] = bw / 1e9
             log(f"figure copy bandwidth {bw / 1e9:.0f} GB/s (read + write), {self.gpu}")
@@ -266,7 +272,6 @@ class Bench:
             except Exception as ex:  # noqa: BLE001 (recorded, and the exit status says so)
                 self.results["errors"][name] = repr(ex)
                 log(f"bench_gpu: {name} failed: {ex!r}")
-        shutil.rmtree(self.tmp, ignore_errors=True)
         return self.results
 
 

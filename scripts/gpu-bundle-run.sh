@@ -16,12 +16,13 @@
 #   e2e <job>        the job under the carried mpirun on --device cuda, compared with the CPU
 #                    result computed when bundling: MLP, BERT embed, LLaMA score, greedy generate;
 #   tp2 one GPU      mpirun -np 2 --tp 2 on the one GPU (all-reduce over host memory and MPI:
-#                    --comm auto must choose it) equal to the CPU --tp 1 result; --comm nccl
-#                    there must be refused; a 1-rank NCCL communicator (--comm nccl, -np 1)
-#                    runs the NCCL path;
+#                    --comm auto must choose it; MLP, BERT, LLaMA) equal to the CPU --tp 1
+#                    result; --comm nccl there must be refused; a 1-rank NCCL communicator
+#                    (--comm nccl, -np 1, LLaMA score: the decoder all-reduces even on one rank)
+#                    runs ncclAllReduce;
 #   bench            bench_gpu.py: shardline against PyTorch on the same GPU.
 # With no GPU visible the GPU steps SKIP and the same binaries run their CPU paths: the e2e jobs
-# on --device cpu, test_bert, test_llama, and an MPI job across 2 ranks (--tp 2), which must PASS.
+# on --device cpu, test_bert, test_llama, and MPI jobs across 2 ranks (--tp 2), which must PASS.
 # Prints a table (step, status, seconds, figure); with OUT set, writes OUT/table.txt,
 # OUT/steps.log (every step's output) and OUT/bench.json.
 #
@@ -116,7 +117,7 @@ FAILED=0
 record() { # NAME STATUS SECONDS FIGURE
   names+=("$1"); statuses+=("$2"); secs+=("$3"); figs+=("$4")
   [ "$2" = FAIL ] && FAILED=1
-  printf '==== %-28s %-4s %4ss  %s\n' "$1" "$2" "$3" "$4"
+  printf '==== %-40s %-4s %4ss  %s\n' "$1" "$2" "$3" "$4"
 }
 # step NAME TIMEOUT FIGURE_FN COMMAND...: runs COMMAND (output to the step's log) under
 # min(TIMEOUT, time left); FIGURE_FN LOG prints the figure; PASS on status 0.
@@ -296,10 +297,13 @@ done
 if [ "$NGPU" -gt 0 ]; then
   step "tp2 one GPU: mlp" 60 e2e_figure e2e_expect_comm mlp 2 2 cuda mpi-staged
   step "tp2 one GPU: bert_embed" 60 e2e_figure e2e_expect_comm bert_embed 2 2 cuda mpi-staged
+  step "tp2 one GPU: llama_score" 60 e2e_figure e2e_expect_comm llama_score 2 2 cuda mpi-staged
   step "tp2 one GPU: --comm nccl refused" 30 last_line refused_nccl
-  step "nccl 1-rank: mlp" 60 e2e_figure e2e_expect_comm mlp 1 1 cuda nccl --comm nccl
+  # the decoder all-reduces even with one rank, so this runs ncclAllReduce on a 1-rank communicator
+  step "nccl 1-rank: llama_score" 60 e2e_figure e2e_expect_comm llama_score 1 1 cuda nccl --comm nccl
 else
   step "mpi 2 ranks: mlp tp2 (cpu)" 60 e2e_figure e2e_expect_comm mlp 2 2 cpu mpi
+  step "mpi 2 ranks: llama_score tp2 (cpu)" 60 e2e_figure e2e_expect_comm llama_score 2 2 cpu mpi
   skip "tp2 one GPU" "no GPU visible"
   skip "nccl 1-rank" "no GPU visible"
 fi
@@ -316,10 +320,10 @@ fi
 # ---- 3. the table -----------------------------------------------------------------------------
 table() {
   echo "shardline GPU check: $(uname -n), $(date -u +%Y-%m-%dT%H:%M:%SZ), $NGPU GPU(s), bundle $(cat "$B/VERSION" 2>/dev/null)"
-  printf '%-34s %-5s %5s  %s\n' step status sec figure
+  printf '%-40s %-5s %5s  %s\n' step status sec figure
   local i
   for i in "${!names[@]}"; do
-    printf '%-34s %-5s %5s  %s\n' "${names[$i]}" "${statuses[$i]}" "${secs[$i]}" "${figs[$i]}"
+    printf '%-40s %-5s %5s  %s\n' "${names[$i]}" "${statuses[$i]}" "${secs[$i]}" "${figs[$i]}"
   done
   echo "result: $([ "$FAILED" = 0 ] && echo PASS || echo FAIL)"
 }

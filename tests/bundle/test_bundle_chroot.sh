@@ -78,8 +78,8 @@ cat "$table"
 
 bad=0
 while IFS= read -r line; do
-  step=$(cut -c1-34 <<<"$line" | sed 's/ *$//')
-  status=$(cut -c36-40 <<<"$line" | sed 's/ *$//')
+  step=$(cut -c1-40 <<<"$line" | sed 's/ *$//')
+  status=$(cut -c42-46 <<<"$line" | sed 's/ *$//')
   case $step in
     test_cuda_ops | "tp2 one GPU"* | "nccl 1-rank"* | "bench vs PyTorch")
       [ "$status" = SKIP ] || { echo "FAIL: GPU step '$step' is $status, expected SKIP"; bad=1; } ;;
@@ -87,7 +87,8 @@ while IFS= read -r line; do
   esac
 done < <(sed -n '3,$p' "$table" | grep -v '^result:')
 for want in "environment" "test_bert (cpu)" "test_llama (cpu)" "e2e mlp (cpu)" "e2e bert_embed (cpu)" \
-            "e2e llama_score (cpu)" "e2e llama_generate (cpu)" "mpi 2 ranks: mlp tp2 (cpu)"; do
+            "e2e llama_score (cpu)" "e2e llama_generate (cpu)" "mpi 2 ranks: mlp tp2 (cpu)" \
+            "mpi 2 ranks: llama_score tp2 (cpu)"; do
   grep -q "^$want " "$table" || { echo "FAIL: step '$want' missing from the table"; bad=1; }
 done
 grep -q 'CUDA stand-ins' "$table" || { echo "FAIL: the chroot has no CUDA libraries, yet run.sh did not use its stand-ins"; bad=1; }
