@@ -222,7 +222,14 @@ fi
 # ---- 1. environment ---------------------------------------------------------------------------
 environment() {
   echo "bundle $(cat "$B/VERSION" 2>/dev/null), host $(uname -n), kernel $(uname -r)"
-  echo "glibc $(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')"
+  local have need
+  have=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')
+  need=$(cat "$P/GLIBC_NEEDED" 2>/dev/null)
+  echo "glibc $have (the bundle needs ${need:-?})"
+  if [ -n "$need" ] && [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n 1)" != "$need" ]; then
+    echo "FAIL: glibc $have is older than the $need the carried programs were built against"
+    return 1
+  fi
   if [ "$NGPU" -gt 0 ]; then
     nvidia-smi
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -270,7 +277,7 @@ EOF
 env_figure() {
   local gpu glibc rt nccl
   gpu=$(grep -m1 -E '^[^,]+, [0-9.]+, [0-9]+ MiB$' "$1" | cut -d, -f1,2)
-  glibc=$(grep -m1 '^glibc' "$1")
+  glibc=$(grep -m1 '^glibc' "$1" | cut -d' ' -f1-2)
   rt=$(grep -m1 '^CUDA runtime' "$1" | awk '{print $3}')
   nccl=$(grep -m1 '^NCCL' "$1" | awk '{print $2}')
   echo "${gpu:-no GPU}; $glibc; cudart ${rt:-none}; NCCL ${nccl:-none}$([ "$STANDINS" = 1 ] && echo '; CUDA stand-ins')"

@@ -151,6 +151,10 @@ cp bench/bench_gpu.py "$B/bench_gpu.py"
 chmod +x "$B/run.sh"
 git -C "$ROOT" describe --always --dirty >"$B/VERSION" 2>/dev/null || echo unknown >"$B/VERSION"
 /usr/bin/python3 scripts/gpu-bundle-compare.py --make-inputs "$B"
+# The newest glibc symbol version any carried file needs: run.sh compares it with the machine's.
+find "$P" -type f \( -name '*.so*' -o -path '*/bin/*' \) -exec objdump -T {} + 2>/dev/null |
+  grep -o 'GLIBC_2\.[0-9]*' | sort -t. -k2 -n -u | tail -n 1 | sed 's/GLIBC_//' >"$P/GLIBC_NEEDED"
+echo "gpu-bundle: the carried programs need glibc $(cat "$P/GLIBC_NEEDED") or newer"
 unpacked=$(du -sb "$P"/* | sort -rn | awk '{printf "    %6.1f MiB  %s\n", $1/1048576, $2}')
 tar -czf "$B/payload.tar.gz" -C "$P" .
 rm -rf "$P"

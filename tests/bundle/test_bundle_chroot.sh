@@ -6,8 +6,8 @@
 # with nothing of ours in it, only what mirrors the GPU machine's Python: python3, python3-numpy,
 # python3-h5py (cached in $SL_BINARY_DIR/bundle-chroot, so later runs take seconds). It checks that
 # the chroot has none of the libraries the bundle carries or takes from the GPU machine (Open MPI,
-# parallel HDF5, BLIS/OpenBLAS, cJSON, inih, utf8proc, PCRE2's 8-bit library is Debian's base and
-# allowed, CUDA, NCCL), then runs run.sh inside it (private mounts of /proc, /sys and /dev/shm,
+# PMIx, hwloc, libevent, parallel HDF5, BLIS/OpenBLAS, cJSON, inih, utf8proc, CUDA, NCCL; PCRE2's
+# 8-bit library is there, as grep needs it in every Debian), then runs run.sh inside it (private mounts of /proc, /sys and /dev/shm,
 # an empty environment) and passes only when run.sh exits 0, every CPU step PASSed and every GPU
 # step (test_cuda_ops, tp2 one GPU, nccl 1-rank, bench) SKIPped.
 # Exit 77 (ctest: skipped) with the reason where it cannot run: not root, no debootstrap, no
