@@ -105,11 +105,12 @@ if [ ${#CUDA_MISSING[@]} -gt 0 ] && [ "$NGPU" -eq 0 ]; then
   CUDA_LD=:$P/nogpu # no GPU and no CUDA libraries: the stand-ins that answer "no driver"
   STANDINS=1
 fi
-# Carried programs see the bundle's libraries first; Python (the comparer, torch) keeps the
-# machine's own (ORIG_LD): an older carried libz or libcrypto must not shadow what torch needs.
-ORIG_LD=${LD_LIBRARY_PATH:-}
-export LD_LIBRARY_PATH=$P/lib$CUDA_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-py() { LD_LIBRARY_PATH=$ORIG_LD "$PY" "$@"; }
+# Only the carried programs see the bundle's libraries (sl CMD...): the machine's own tools and
+# Python (the comparer, torch) keep the machine's, which an older carried libz, libcrypto or
+# libpcre2 must not shadow.
+SL_LD=$P/lib$CUDA_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+sl() { LD_LIBRARY_PATH=$SL_LD "$@"; }
+py() { "$PY" "$@"; }
 
 # ---- steps and the table ---------------------------------------------------------------------
 names=() statuses=() secs=() figs=()
@@ -175,7 +176,7 @@ e2e_job() {
   shift 4
   local out=$WORK/out-$name-np$np-tp$tp-$dev
   # shellcheck disable=SC2046
-  "$MPIRUN" -np "$np" "$P/bin/shardline" run $(job_args "$name") --device "$dev" --tp "$tp" \
+  sl "$MPIRUN" -np "$np" "$P/bin/shardline" run $(job_args "$name") --device "$dev" --tp "$tp" \
     --output "$out" --quiet "$@" || return 1
   py "$B/compare_outputs.py" "$(kind_of "$name")" "$out" "$E/ref/$name.h5" || return 1
   py -c "import json,sys; print('all_reduce', json.load(open(sys.argv[1]))['all_reduce'])" \
@@ -194,7 +195,7 @@ e2e_figure() { grep -vE '^\$|^shardline' "$1" | tail -n 2; }
 
 # refused_nccl: --comm nccl with two ranks on one GPU must stop with status 2 and say why.
 refused_nccl() {
-  "$MPIRUN" -np 2 "$P/bin/shardline" run $(job_args mlp) --device cuda --tp 2 --comm nccl \
+  sl "$MPIRUN" -np 2 "$P/bin/shardline" run $(job_args mlp) --device cuda --tp 2 --comm nccl \
     --output "$WORK/out-refused" --quiet
   local rc=$?
   echo "exit status $rc"
@@ -207,8 +208,8 @@ if [ "$MODE" = reference ]; then
   for j in mlp bert_embed llama_score llama_generate; do
     out=$WORK/ref-$j
     # shellcheck disable=SC2046
-    if "$MPIRUN" -np 1 "$P/bin/shardline" run $(job_args "$j") --device cpu --output "$out" --quiet &&
-       "$P/bin/shardline" merge "$out" --consolidate >/dev/null; then
+    if sl "$MPIRUN" -np 1 "$P/bin/shardline" run $(job_args "$j") --device cpu --output "$out" --quiet &&
+       sl "$P/bin/shardline" merge "$out" --consolidate >/dev/null; then
       cp "$out/predictions.h5" "$E/ref/$j.h5"
       echo "gpu-bundle: CPU result of $j -> e2e/ref/$j.h5"
     else
@@ -266,12 +267,13 @@ EOF
   # every carried program and plugin finds every library it needs
   local bad=0 x
   for x in "$P"/bin/* "$P"/ompi/bin/* "$P"/ompi/lib/openmpi3/*.so "$P"/pmix/lib/pmix/*.so; do
-    if ldd "$x" 2>&1 | grep -q "not found"; then
-      echo "FAIL: $x: $(ldd "$x" 2>&1 | grep 'not found' | tr -s ' \t' ' ' | tr '\n' ';')"
+    deps=$(sl ldd "$x" 2>&1)
+    if grep -q "not found" <<<"$deps"; then
+      echo "FAIL: $x: $(grep 'not found' <<<"$deps" | tr -s ' \t' ' ' | tr '\n' ';')"
       bad=1
     fi
   done
-  "$MPIRUN" --version | head -n 1 || bad=1
+  sl "$MPIRUN" --version | head -n 1 || bad=1
   [ "$bad" = 0 ]
 }
 env_figure() {
@@ -283,21 +285,21 @@ env_figure() {
   echo "${gpu:-no GPU}; $glibc; cudart ${rt:-none}; NCCL ${nccl:-none}$([ "$STANDINS" = 1 ] && echo '; CUDA stand-ins')"
 }
 CUDA_FOUND_S="${CUDA_FOUND[*]}" CUDA_MISSING_S="${CUDA_MISSING[*]}"
-export B P E WORK MPIRUN PY ORIG_LD NGPU STANDINS CUDA_FOUND_S CUDA_MISSING_S
-export -f py job_args kind_of e2e_job e2e_expect_comm refused_nccl environment
+export B P E WORK MPIRUN PY SL_LD NGPU STANDINS CUDA_FOUND_S CUDA_MISSING_S
+export -f sl py job_args kind_of e2e_job e2e_expect_comm refused_nccl environment
 step environment 60 env_figure environment
 
 # ---- 2. the checks ----------------------------------------------------------------------------
 if [ "$NGPU" -gt 0 ]; then
   DEV=cuda
   # 77 is "skipped: no GPU" for ctest; here, with a GPU visible, it is a failure.
-  step test_cuda_ops 120 test_figure bash -c '"$0"; rc=$?; [ $rc -eq 77 ] && echo "skipped with a GPU visible: FAIL"; exit $rc' "$P/bin/test_cuda_ops"
+  step test_cuda_ops 120 test_figure sl bash -c '"$0"; rc=$?; [ $rc -eq 77 ] && echo "skipped with a GPU visible: FAIL"; exit $rc' "$P/bin/test_cuda_ops"
 else
   DEV=cpu
   skip test_cuda_ops "no GPU visible"
 fi
-step "test_bert ($DEV)" 90 test_figure env SL_DEVICE=$DEV "$P/bin/test_bert"
-step "test_llama ($DEV)" 90 test_figure env SL_DEVICE=$DEV "$P/bin/test_llama"
+step "test_bert ($DEV)" 90 test_figure sl env SL_DEVICE=$DEV "$P/bin/test_bert"
+step "test_llama ($DEV)" 90 test_figure sl env SL_DEVICE=$DEV "$P/bin/test_llama"
 for j in mlp bert_embed llama_score llama_generate; do
   step "e2e $j ($DEV)" 60 e2e_figure e2e_job "$j" 1 1 "$DEV"
 done
@@ -316,9 +318,9 @@ else
 fi
 if [ "$NGPU" -gt 0 ]; then
   bench_figure() { grep '^figure' "$1" | cut -d' ' -f2-; }
-  step "bench vs PyTorch" 240 bench_figure env PYTHONUNBUFFERED=1 LD_LIBRARY_PATH="$ORIG_LD" "$PY" \
+  step "bench vs PyTorch" 240 bench_figure env PYTHONUNBUFFERED=1 "$PY" \
     "$B/bench_gpu.py" --shardline "$P/bin/shardline" --mpirun "$MPIRUN" \
-    --ld-library-path "$LD_LIBRARY_PATH" --tokenizer "$B/bert-base-uncased-tokenizer.json" \
+    --ld-library-path "$SL_LD" --tokenizer "$B/bert-base-uncased-tokenizer.json" \
     --json "$WORK/bench.json"
 else
   skip "bench vs PyTorch" "no GPU visible"
