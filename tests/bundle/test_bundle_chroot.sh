@@ -13,11 +13,12 @@
 # Exit 77 (ctest: skipped) with the reason where it cannot run: not root, no debootstrap, no
 # network for the first debootstrap, no nvcc or a build that is not Release + CUDA sm_80;90.
 #
-# Run: ctest -L bundle   (SL_SOURCE_DIR, SL_BINARY_DIR; SL_DEBIAN_MIRROR picks the mirror)
+# Run: ctest -L bundle   (SL_SOURCE_DIR, SL_BINARY_DIR; SL_DEBIAN_MIRROR picks the mirror,
+#      SL_BUNDLE_CHROOT the chroot's folder)
 set -uo pipefail
 SRC=${SL_SOURCE_DIR:?set SL_SOURCE_DIR}
 BIN=${SL_BINARY_DIR:?set SL_BINARY_DIR}
-ROOTFS=$BIN/bundle-chroot
+ROOTFS=${SL_BUNDLE_CHROOT:-$BIN/bundle-chroot} # a folder kept between builds makes CI runs fast
 BUNDLE=$BIN/gpu-bundle-test
 skip() { echo "skipped: $*"; exit 77; }
 fail() { echo "FAIL: $*"; exit 1; }
