@@ -14,13 +14,12 @@
 #include <nccl.h>
 #endif
 
-typedef enum { T_MPI, T_NCCL, T_MPI_STAGED } transport_t;
-
 struct sl_comm {
     MPI_Comm group;
     int size, rank;
     sl_backend_t *be;
-    transport_t transport;
+    sl_transport_t transport;
+    char why[256];
     double seconds;
     void *host;      /* staging buffer for mpi-staged */
     size_t host_len; /* bytes */
@@ -66,61 +65,96 @@ static ncclDataType_t nccl_type(sl_dtype_t dt)
     return ncclFloat32;
 }
 
-/* Whether two ranks of the group drive the same physical GPU (same host and PCI bus id). */
-static int group_shares_gpu(MPI_Comm group, int size)
-{
-    char mine[128] = {0};
-    int dev = 0;
-    CUDA_CHECK_C(cudaGetDevice(&dev));
-    char bus[64] = {0};
-    CUDA_CHECK_C(cudaDeviceGetPCIBusId(bus, sizeof bus, dev));
-    char host[64] = {0};
-    gethostname(host, sizeof host - 1);
-    snprintf(mine, sizeof mine, "%s/%s", host, bus);
-    char *all = sl_xcalloc((size_t)size, sizeof mine);
-    MPI_Allgather(mine, sizeof mine, MPI_CHAR, all, sizeof mine, MPI_CHAR, group);
-    int shared = 0;
-    for (int i = 0; i < size && !shared; i++)
-        for (int j = i + 1; j < size; j++)
-            if (!strcmp(all + i * sizeof mine, all + j * sizeof mine)) {
-                shared = 1;
-                break;
-            }
-    free(all);
-    return shared;
-}
 #endif
 
-sl_comm_t *sl_comm_create(MPI_Comm group, sl_backend_t *be, sl_error_t *err)
+int sl_comm_choose(const char *mode, int cuda, int size, const sl_comm_place_t *places, char *why,
+                   size_t why_cap, sl_error_t *err)
+{
+    int is_auto = !strcmp(mode, "auto"), is_mpi = !strcmp(mode, "mpi"),
+        is_nccl = !strcmp(mode, "nccl");
+    if (!is_auto && !is_mpi && !is_nccl)
+        return sl_errorf(err, "--comm '%s': expected auto, mpi or nccl", mode);
+    if (!cuda) {
+        if (is_nccl)
+            return sl_errorf(err, "--comm nccl: NCCL needs the CUDA backend (--device cuda); the "
+                                  "CPU backend reduces over MPI");
+        snprintf(why, why_cap, "CPU backend: MPI on host memory");
+        return SL_COMM_MPI;
+    }
+    /* The first pair of ranks on one physical GPU (same host, same PCI bus id), if any. */
+    int a = -1, b = -1;
+    for (int i = 0; i < size && a < 0; i++)
+        for (int j = i + 1; j < size; j++)
+            if (!strcmp(places[i].host, places[j].host) && !strcmp(places[i].gpu, places[j].gpu)) {
+                a = i, b = j;
+                break;
+            }
+    if (is_mpi) {
+        snprintf(why, why_cap, "--comm mpi: through host memory and MPI");
+        return SL_COMM_MPI_STAGED;
+    }
+    if (a >= 0) {
+        if (is_nccl)
+            return sl_errorf(err,
+                             "--comm nccl: ranks %d and %d of a tensor-parallel group share "
+                             "GPU %s on host %s, and NCCL refuses two ranks of one "
+                             "communicator on one GPU; use --comm auto or mpi, or one rank "
+                             "per GPU",
+                             a, b, places[a].gpu, places[a].host);
+        snprintf(why, why_cap,
+                 "ranks %d and %d share GPU %s on %s, which NCCL refuses: through "
+                 "host memory and MPI (slower)",
+                 a, b, places[a].gpu, places[a].host);
+        return SL_COMM_MPI_STAGED;
+    }
+    if (is_nccl) {
+        snprintf(why, why_cap, "--comm nccl%s", size == 1 ? ": a 1-rank NCCL communicator" : "");
+        return SL_COMM_NCCL;
+    }
+    if (size == 1) {
+        snprintf(why, why_cap, "one rank per group: nothing to reduce");
+        return SL_COMM_MPI_STAGED;
+    }
+    snprintf(why, why_cap, "every rank of the group has its own GPU");
+    return SL_COMM_NCCL;
+}
+
+sl_comm_t *sl_comm_create(MPI_Comm group, sl_backend_t *be, const char *mode, sl_error_t *err)
 {
     sl_comm_t *c = sl_xcalloc(1, sizeof *c);
     c->group = group;
     c->be = be;
     MPI_Comm_size(group, &c->size);
     MPI_Comm_rank(group, &c->rank);
-    c->transport = T_MPI;
+    int cuda = sl_backend_kind(be) == SL_BACKEND_CUDA;
+    /* Every rank learns where every rank of its group runs, then makes the same choice. */
+    sl_comm_place_t mine, *all = sl_xcalloc((size_t)c->size, sizeof *all);
+    memset(&mine, 0, sizeof mine);
+    gethostname(mine.host, sizeof mine.host - 1);
 #ifdef SL_HAVE_CUDA
-    if (sl_backend_kind(be) == SL_BACKEND_CUDA && c->size > 1) {
-        if (group_shares_gpu(group, c->size)) {
-            /* NCCL refuses two ranks of one communicator on one GPU. */
-            c->transport = T_MPI_STAGED;
-            if (c->rank == 0)
-                sl_log_warn("two ranks of a tensor-parallel group share a GPU: all-reduce goes "
-                            "through host memory and MPI instead of NCCL (slower)");
-        } else {
-            ncclUniqueId id;
-            /* Group rank 0 makes the id; everyone else learns it over MPI. */
-            if (c->rank == 0)
-                NCCL_CHECK(ncclGetUniqueId(&id));
-            MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, group);
-            NCCL_CHECK(ncclCommInitRank(&c->nccl, c->size, id, c->rank));
-            c->transport = T_NCCL;
-        }
-    } else if (sl_backend_kind(be) == SL_BACKEND_CUDA) {
-        c->transport = T_MPI_STAGED; /* size 1: never communicates */
+    if (cuda) {
+        int dev = 0;
+        CUDA_CHECK_C(cudaGetDevice(&dev));
+        CUDA_CHECK_C(cudaDeviceGetPCIBusId(mine.gpu, sizeof mine.gpu, dev));
     }
-#else
-    (void)err;
+#endif
+    MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all, sizeof mine, MPI_BYTE, group);
+    int t = sl_comm_choose(mode, cuda, c->size, all, c->why, sizeof c->why, err);
+    free(all);
+    if (t < 0) {
+        free(c);
+        return NULL;
+    }
+    c->transport = (sl_transport_t)t;
+#ifdef SL_HAVE_CUDA
+    if (c->transport == SL_COMM_NCCL) {
+        ncclUniqueId id;
+        /* Group rank 0 makes the id; everyone else learns it over MPI. */
+        if (c->rank == 0)
+            NCCL_CHECK(ncclGetUniqueId(&id));
+        MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, group);
+        NCCL_CHECK(ncclCommInitRank(&c->nccl, c->size, id, c->rank));
+    }
 #endif
     return c;
 }
@@ -130,7 +164,7 @@ void sl_comm_free(sl_comm_t *c)
     if (!c)
         return;
 #ifdef SL_HAVE_CUDA
-    if (c->transport == T_NCCL)
+    if (c->transport == SL_COMM_NCCL)
         ncclCommDestroy(c->nccl);
 #endif
     free(c->host);
@@ -138,6 +172,7 @@ void sl_comm_free(sl_comm_t *c)
 }
 
 const char *sl_comm_transport(const sl_comm_t *c) { return transport_names[c->transport]; }
+const char *sl_comm_why(const sl_comm_t *c) { return c->why; }
 int sl_comm_size(const sl_comm_t *c) { return c->size; }
 double sl_comm_seconds(const sl_comm_t *c) { return c ? c->seconds : 0.0; }
 
@@ -146,14 +181,15 @@ void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems)
     if ((int64_t)count_elems > sl_tensor_numel(t))
         SL_FATAL("sl_comm_allreduce_sum: %zu elements of a tensor of %lld", count_elems,
                  (long long)sl_tensor_numel(t));
-    if (c->size == 1 || count_elems == 0)
+    /* A 1-rank NCCL communicator (--comm nccl) still runs its all-reduce: that is its point. */
+    if ((c->size == 1 && c->transport != SL_COMM_NCCL) || count_elems == 0)
         return;
     double t0 = MPI_Wtime();
     switch (c->transport) {
-    case T_MPI:
+    case SL_COMM_MPI:
         MPI_Allreduce(MPI_IN_PLACE, t->data, (int)count_elems, mpi_type(t->dtype), MPI_SUM, c->group);
         break;
-    case T_MPI_STAGED: {
+    case SL_COMM_MPI_STAGED: {
         size_t bytes = count_elems * sl_dtype_size(t->dtype);
         if (c->host_len < bytes) {
             free(c->host);
@@ -165,7 +201,7 @@ void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems)
         sl_copy_h2d(t, c->host, bytes);
         break;
     }
-    case T_NCCL:
+    case SL_COMM_NCCL:
 #ifdef SL_HAVE_CUDA
         NCCL_CHECK(ncclAllReduce(t->data, t->data, count_elems, nccl_type(t->dtype), ncclSum,
                                  c->nccl, (cudaStream_t)sl_backend_stream(c->be)));

@@ -693,8 +693,8 @@ static void print_placement(const sl_grid_t *g, sl_backend_t *be, const sl_comm_
     if (g->world_rank == 0 && !quiet) {
         for (int i = 0; i < g->world_size; i++)
             fprintf(stderr, "shardline: %s\n", all + (size_t)i * sizeof line);
-        fprintf(stderr, "shardline: %d TP group(s) of %d rank(s), all-reduce over %s\n",
-                g->dp_size, g->tp_size, sl_comm_transport(comm));
+        fprintf(stderr, "shardline: %d TP group(s) of %d rank(s), all-reduce over %s (%s)\n",
+                g->dp_size, g->tp_size, sl_comm_transport(comm), sl_comm_why(comm));
     }
     free(all);
 }
@@ -759,8 +759,8 @@ int sl_run_main(int argc, char **argv)
     status = model ? 0 : SL_EXIT_INPUT;
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_model;
-    sl_comm_t *comm = sl_comm_create(grid.tp, be, &err);
-    status = comm ? 0 : SL_EXIT_FAILURE;
+    sl_comm_t *comm = sl_comm_create(grid.tp, be, job.comm, &err);
+    status = comm ? 0 : SL_EXIT_USAGE; /* --comm asked for what cannot be */
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_model;
     /* The output directory is created only now, once the job has really started: a start that

@@ -19,8 +19,9 @@ and no OUT/predictions.h5. Cases:
            tensors; --tp 3 with a column-parallel layer whose size does not divide by 3 (the
            message names that layer, and a model whose split layers do divide runs fine);
   usage:   --batch-size abc / 0 / 12abc, --unit-rows 0, --prefetch abc, --tp not dividing the
-           rank count, an unknown option, a missing --model, --device/--precision values not in
-           the table;
+           rank count, an unknown option, a missing --model, --device/--precision/--comm values
+           not in the table, --comm nccl on the CPU backend (status 2, names --comm nccl), and
+           --comm mpi on 2 ranks runs (the log line and report.json name the all-reduce);
   sizes:   --unit-rows 2^63-1 (two shards of 50 and 30 rows), --batch-size 2^62, 2^62+1, 2^63-1
            and 2^64, --prefetch 2^31-1, --text-bytes 2^40 and (generate) 2^63-1, --tp 2^31-1:
            exit 2 naming the option and its bound; --stop '': exit 2; a job file holding binary
@@ -325,12 +326,23 @@ def body(t, tmp):
             ("--device tpu", ("--device", "tpu"), ["device", "tpu"], 1),
             ("--precision f8", ("--precision", "f8"), ["precision", "f8"], 1),
             ("--prefetch abc", ("--prefetch", "abc"), ["prefetch"], 1),
+            ("--comm gloo", ("--comm", "gloo"), [("--comm", "gloo")], 1),
+            ("--comm nccl on the CPU", ("--comm", "nccl", "--device", "cpu", "--tp", "2"),
+             [("--comm nccl", "CUDA")], 2),
             ("unknown option", ("--frobnicate",), ["frobnicate"], 1)):
         args, out = job(extra=extra)
         expect_fail(t, label, n, args, 2, names, out)
     out = out_dir()
     args = ["--input", good_glob, "--output", out]
     expect_fail(t, "missing --model", 1, args, 2, [re.compile(r"\bmodel\b")], out)
+    # --comm mpi on the CPU backend: MPI, and the placement line and the report say so
+    args, out = job(extra=("--tp", "2", "--comm", "mpi", "--device", "cpu"))
+    res = e.run(2, args, timeout=180)
+    if t.check(res.rc == 0, "--comm mpi --tp 2 on the CPU: exit 0", res.describe()):
+        t.check("all-reduce over mpi (CPU backend" in res.stderr,
+                "--comm mpi: the log says which all-reduce and why", res.stderr[-600:])
+        t.check(e.load_json(os.path.join(out, "report.json")).get("all_reduce") == "mpi",
+                "--comm mpi: report.json all_reduce is mpi")
 
     # ---- sizes from options: bounded at parse time, never an overflow ----
     # Two shards of 50 and 30 rows: --unit-rows 2^63-1 overflowed the unit count (exit 134 and

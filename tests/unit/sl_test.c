@@ -58,6 +58,22 @@ int sl_test_model_path(const char *name, const char *what, char *out, size_t cap
     return 0;
 }
 
+int sl_test_model_skipped(const char *name, const char *what)
+{
+    const char *list = getenv("SL_SKIP_MODELS");
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) {
+            printf("%s: NOT CHECKED (SL_SKIP_MODELS=%s)\n", what, list);
+            return 1;
+        }
+        p = end ? end + 1 : p + len;
+    }
+    return 0;
+}
+
 double sl_test_now_s(void)
 {
     struct timespec ts;

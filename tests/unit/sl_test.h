@@ -48,6 +48,10 @@ const char *sl_test_source_dir(void);
  * $SL_MODELS_DIR, else <source>/build/models. When it is missing, says on stderr that `what`
  * is not installed and returns -1. */
 int sl_test_model_path(const char *name, const char *what, char *out, size_t cap);
+/* Whether `name` (e.g. "minilm") is listed in $SL_SKIP_MODELS (comma-separated), for runs that
+ * do not carry the large installed models (gpu-bundle/run.sh). When it is, prints "<what>:
+ * NOT CHECKED (SL_SKIP_MODELS)" on stdout, so the omission shows in the output, and returns 1. */
+int sl_test_model_skipped(const char *name, const char *what);
 /* Wall-clock seconds (CLOCK_MONOTONIC), for the printed rates. */
 double sl_test_now_s(void);
 /* A fresh directory $TMPDIR/<prefix>.XXXXXX (TMPDIR defaults to /tmp) into out; -1 (reason on

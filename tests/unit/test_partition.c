@@ -1,11 +1,14 @@
 /*
  * test_partition.c — partition math: grid coordinates, even splits, unit planning (every
- * row in exactly one unit, in order, awkward shard sizes).
+ * row in exactly one unit, in order, awkward shard sizes), and the choice of a TP group's
+ * all-reduce transport (--comm) from where its ranks run.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "partition/comm.h"
 #include "partition/grid.h"
 #include "partition/units.h"
 #include "sl_test.h"
@@ -87,8 +90,63 @@ static void test_plan_huge_units(void)
     }
 }
 
+/* sl_comm_choose for `n` ranks at "host/gpu" places. */
+static int choose(const char *mode, int cuda, int n, const char *const *where, char *why,
+                  sl_error_t *err)
+{
+    sl_comm_place_t p[4];
+    memset(p, 0, sizeof p);
+    for (int i = 0; i < n; i++) {
+        const char *slash = strchr(where[i], '/');
+        snprintf(p[i].host, sizeof p[i].host, "%.*s", (int)(slash - where[i]), where[i]);
+        snprintf(p[i].gpu, sizeof p[i].gpu, "%s", slash + 1);
+    }
+    return sl_comm_choose(mode, cuda, n, p, why, 256, err);
+}
+
+static void test_comm_choice(void)
+{
+    char why[256];
+    sl_error_t err;
+    const char *one[] = {"n1/0000:01:00.0"};
+    const char *own[] = {"n1/0000:01:00.0", "n1/0000:41:00.0", "n1/0000:81:00.0",
+                         "n1/0000:C1:00.0"};
+    const char *shared[] = {"n1/0000:01:00.0", "n1/0000:41:00.0", "n1/0000:01:00.0"};
+    const char *hosts[] = {"n1/0000:01:00.0", "n2/0000:01:00.0"};
+    const char *cpu[] = {"n1/", "n1/"};
+    /* one rank: nothing to reduce unless --comm nccl asks for a 1-rank communicator */
+    CHECK(choose("auto", 1, 1, one, why, &err) == SL_COMM_MPI_STAGED);
+    CHECKF(strstr(why, "one rank") != NULL, "%s", why);
+    CHECK(choose("nccl", 1, 1, one, why, &err) == SL_COMM_NCCL);
+    CHECK(choose("mpi", 1, 1, one, why, &err) == SL_COMM_MPI_STAGED);
+    /* every rank on its own GPU: NCCL */
+    CHECK(choose("auto", 1, 4, own, why, &err) == SL_COMM_NCCL);
+    CHECKF(strstr(why, "own GPU") != NULL, "%s", why);
+    CHECK(choose("nccl", 1, 4, own, why, &err) == SL_COMM_NCCL);
+    CHECK(choose("mpi", 1, 4, own, why, &err) == SL_COMM_MPI_STAGED);
+    /* ranks 0 and 2 on one GPU: host-staged MPI, and --comm nccl is refused naming them */
+    CHECK(choose("auto", 1, 3, shared, why, &err) == SL_COMM_MPI_STAGED);
+    CHECKF(strstr(why, "ranks 0 and 2 share GPU 0000:01:00.0 on n1") != NULL, "%s", why);
+    CHECK(choose("nccl", 1, 3, shared, why, &err) == -1);
+    CHECKF(strstr(err.msg, "--comm nccl") && strstr(err.msg, "ranks 0 and 2") &&
+               strstr(err.msg, "0000:01:00.0"),
+           "%s", err.msg);
+    CHECK(choose("auto", 1, 2, shared, why, &err) == SL_COMM_NCCL); /* ranks 0, 1 only */
+    /* the same bus id on different hosts is two GPUs */
+    CHECK(choose("auto", 1, 2, hosts, why, &err) == SL_COMM_NCCL);
+    CHECK(choose("nccl", 1, 2, hosts, why, &err) == SL_COMM_NCCL);
+    /* the CPU backend: MPI, and nccl is an error */
+    CHECK(choose("auto", 0, 2, cpu, why, &err) == SL_COMM_MPI);
+    CHECK(choose("mpi", 0, 2, cpu, why, &err) == SL_COMM_MPI);
+    CHECK(choose("nccl", 0, 2, cpu, why, &err) == -1);
+    CHECKF(strstr(err.msg, "--comm nccl") && strstr(err.msg, "CUDA"), "%s", err.msg);
+    CHECK(choose("gloo", 1, 2, own, why, &err) == -1);
+    CHECKF(strstr(err.msg, "--comm 'gloo'") != NULL, "%s", err.msg);
+}
+
 int main(void)
 {
+    test_comm_choice();
     test_grid();
     test_split();
     test_plan();
