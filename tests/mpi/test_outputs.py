@@ -152,7 +152,7 @@ def check_description(t, tmp, smol, gen_out):
             and a.get("model_type") == "llama" and a.get("task") == "generate",
             "root attributes: model path, fingerprint, type and task", repr(a))
     t.check(a.get("max_new_tokens") == 8 and a.get("temperature") == 0 and a.get("bos") == "auto"
-            and a.get("precision") == "f32" and a.get("seed") == 0,
+            and a.get("precision") == man["options"]["precision"] and a.get("seed") == 0,
             "root attributes: the options that change results", repr(a))
     t.check(a.get("inputs") == [os.path.join(tmp, "prompts.h5")] or
             a.get("inputs") == ["prompts.h5"], "root attributes: the input files", repr(a))
