@@ -1,0 +1,338 @@
+/*
+ * cpu_quant.c — integer dot products of block-quantized weights with int8-quantized activations
+ * and the linear layer built on them (see cpu_quant.h for the formulas).
+ *
+ * The SIMD forms are compiled with function target attributes, so the binary runs on any
+ * x86-64 and picks the form the CPU supports at run time (__builtin_cpu_supports); on other
+ * architectures only the scalar form exists.
+ */
+#include "kernels/cpu/cpu_quant.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/quant.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SL_QUANT_X86 1
+#include <immintrin.h>
+#endif
+
+const char *sl_qform_name(sl_qform_t f)
+{
+    switch (f) {
+    case SL_QFORM_AVX2: return "avx2";
+    case SL_QFORM_VNNI: return "avx512-vnni";
+    default: return "scalar";
+    }
+}
+
+int sl_qform_available(sl_qform_t f)
+{
+#ifdef SL_QUANT_X86
+    __builtin_cpu_init();
+    if (f == SL_QFORM_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (f == SL_QFORM_VNNI)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+               __builtin_cpu_supports("fma");
+#endif
+    return f == SL_QFORM_SCALAR;
+}
+
+sl_qform_t sl_qform_best(void)
+{
+    sl_qform_t cap = SL_QFORM_VNNI;
+    const char *env = getenv("SL_QDOT_FORM");
+    if (env && !strcmp(env, "scalar"))
+        cap = SL_QFORM_SCALAR;
+    else if (env && !strcmp(env, "avx2"))
+        cap = SL_QFORM_AVX2;
+    for (int f = cap; f > SL_QFORM_SCALAR; f--)
+        if (sl_qform_available((sl_qform_t)f))
+            return (sl_qform_t)f;
+    return SL_QFORM_SCALAR;
+}
+
+void sl_q8a_quantize(const float *x, int64_t k, sl_q8a_t *out)
+{
+    for (int64_t b = 0; b < k / SL_QBLOCK; b++, x += SL_QBLOCK) {
+        float amax = 0.0f;
+        for (int j = 0; j < SL_QBLOCK; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < SL_QBLOCK; j++) {
+            int q = (int)nearbyintf(x[j] * id);
+            out[b].q[j] = (int8_t)q;
+            sum += q;
+        }
+        out[b].d = d;
+        out[b].s = d * (float)sum;
+        out[b].pad[0] = out[b].pad[1] = 0;
+    }
+}
+
+/* ---- scalar form -------------------------------------------------------------------------- */
+
+static float dot_q8_0_scalar(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++, w += SL_Q8_0_BYTES) {
+        int32_t acc = 0;
+        for (int j = 0; j < 32; j++)
+            acc += (int8_t)w[2 + j] * a[b].q[j];
+        sum += sl_q_half(w) * a[b].d * (float)acc;
+    }
+    return sum;
+}
+
+/* sum(nib * q) of one Q4 block's 16 bytes of nibbles */
+static int32_t nib_dot(const uint8_t *nib, const int8_t *q)
+{
+    int32_t acc = 0;
+    for (int j = 0; j < 16; j++)
+        acc += (nib[j] & 0x0f) * q[j] + (nib[j] >> 4) * q[j + 16];
+    return acc;
+}
+
+static float dot_q4_0_scalar(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++, w += SL_Q4_0_BYTES)
+        sum += sl_q_half(w) * (a[b].d * (float)nib_dot(w + 2, a[b].q) - 8.0f * a[b].s);
+    return sum;
+}
+
+static float dot_q4_1_scalar(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++, w += SL_Q4_1_BYTES)
+        sum += sl_q_half(w) * a[b].d * (float)nib_dot(w + 4, a[b].q) + sl_q_half(w + 2) * a[b].s;
+    return sum;
+}
+
+#ifdef SL_QUANT_X86
+/* ---- AVX2 form: vpmaddubsw (u8 x s8 -> s16 pairs), vpmaddwd with ones (-> s32) ------------- */
+#define SL_AVX2 __attribute__((target("avx2,fma")))
+
+SL_AVX2 static inline float hsum_avx2(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 16 bytes of nibbles -> 32 bytes 0..15 in value order (low nibbles, then high ones) */
+SL_AVX2 static inline __m256i nibbles_avx2(const uint8_t *p)
+{
+    __m128i r = _mm_loadu_si128((const __m128i *)p);
+    __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(r), _mm_srli_epi16(r, 4), 1);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+/* u8 x s8, 32 pairs -> 8 s32 partial sums (no s16 overflow: |u| <= 128, |s| <= 127) */
+SL_AVX2 static inline __m256i dot_u8s8_avx2(__m256i u, __m256i s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+SL_AVX2 static float dot_q8_0_avx2(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++, w += SL_Q8_0_BYTES) {
+        __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2));
+        __m256i xq = _mm256_loadu_si256((const __m256i *)a[b].q);
+        /* signed x signed through |w| x sign(w) x */
+        __m256i p = dot_u8s8_avx2(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(sl_q_half(w) * a[b].d), acc);
+    }
+    return hsum_avx2(acc);
+}
+
+SL_AVX2 static float dot_q4_0_avx2(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    __m256 acc = _mm256_setzero_ps();
+    float off = 0.0f;
+    for (int64_t b = 0; b < nb; b++, w += SL_Q4_0_BYTES) {
+        __m256i xq = _mm256_loadu_si256((const __m256i *)a[b].q);
+        __m256i p = dot_u8s8_avx2(nibbles_avx2(w + 2), xq);
+        float d = sl_q_half(w);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a[b].d), acc);
+        off += d * a[b].s;
+    }
+    return hsum_avx2(acc) - 8.0f * off;
+}
+
+SL_AVX2 static float dot_q4_1_avx2(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0.0f;
+    for (int64_t b = 0; b < nb; b++, w += SL_Q4_1_BYTES) {
+        __m256i xq = _mm256_loadu_si256((const __m256i *)a[b].q);
+        __m256i p = dot_u8s8_avx2(nibbles_avx2(w + 4), xq);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(sl_q_half(w) * a[b].d), acc);
+        mins += sl_q_half(w + 2) * a[b].s;
+    }
+    return hsum_avx2(acc) + mins;
+}
+
+/* ---- AVX-512 VNNI form: vpdpbusd (u8 x s8, 4 pairs summed into each s32), two blocks per
+ * 512-bit step; an odd last block takes the 256-bit instruction. ----------------------------- */
+#define SL_VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+/* two blocks of 32 bytes into one 512-bit register */
+SL_VNNI static inline __m512i pair512(__m256i lo, __m256i hi)
+{
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+/* the two blocks' scales, one per 256-bit half */
+SL_VNNI static inline __m512 scales512(float d0, float d1)
+{
+    return _mm512_mask_mov_ps(_mm512_set1_ps(d0), (__mmask16)0xff00, _mm512_set1_ps(d1));
+}
+
+SL_VNNI static inline __m256i xq256(const sl_q8a_t *a)
+{
+    return _mm256_loadu_si256((const __m256i *)a->q);
+}
+
+SL_VNNI static float dot_q8_0_vnni(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    /* vpdpbusd wants u8 x s8: w + 128 (= w xor 0x80) is unsigned, and the 128 * sum(x) it adds
+     * is taken off again with a second vpdpbusd of 128s, so each lane holds the exact sum. */
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
+    __m512 acc = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2, w += 2 * SL_Q8_0_BYTES) {
+        __m512i wq = pair512(_mm256_loadu_si256((const __m256i *)(w + 2)),
+                             _mm256_loadu_si256((const __m256i *)(w + SL_Q8_0_BYTES + 2)));
+        __m512i xq = pair512(xq256(&a[b]), xq256(&a[b + 1]));
+        __m512i p = _mm512_sub_epi32(
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(wq, bias), xq),
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, xq));
+        __m512 sc = scales512(sl_q_half(w) * a[b].d, sl_q_half(w + SL_Q8_0_BYTES) * a[b + 1].d);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc);
+    }
+    float sum = _mm512_reduce_add_ps(acc);
+    if (b < nb) {
+        const __m256i bias8 = _mm256_set1_epi8((char)0x80);
+        __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2)), xq = xq256(&a[b]);
+        __m256i p = _mm256_sub_epi32(
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_xor_si256(wq, bias8), xq),
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), bias8, xq));
+        sum +=
+            hsum_avx2(_mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(sl_q_half(w) * a[b].d)));
+    }
+    return sum;
+}
+
+/* Q4_0 and Q4_1 share the nibble sums; `hdr` is the bytes before the nibbles (2 or 4). */
+SL_VNNI static inline float dot_q4_vnni(const uint8_t *w, const sl_q8a_t *a, int64_t nb,
+                                        size_t bytes, int hdr)
+{
+    __m512 acc = _mm512_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2, w += 2 * bytes) {
+        __m512i u = pair512(nibbles_avx2(w + hdr), nibbles_avx2(w + bytes + hdr));
+        __m512i xq = pair512(xq256(&a[b]), xq256(&a[b + 1]));
+        __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, xq);
+        __m512 sc = scales512(sl_q_half(w) * a[b].d, sl_q_half(w + bytes) * a[b + 1].d);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc);
+    }
+    float sum = _mm512_reduce_add_ps(acc);
+    if (b < nb) {
+        __m256i p =
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx2(w + hdr), xq256(&a[b]));
+        sum +=
+            hsum_avx2(_mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(sl_q_half(w) * a[b].d)));
+    }
+    return sum;
+}
+
+SL_VNNI static float dot_q4_0_vnni(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    float off = 0.0f;
+    for (int64_t b = 0; b < nb; b++)
+        off += sl_q_half(w + b * SL_Q4_0_BYTES) * a[b].s;
+    return dot_q4_vnni(w, a, nb, SL_Q4_0_BYTES, 2) - 8.0f * off;
+}
+
+SL_VNNI static float dot_q4_1_vnni(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    float mins = 0.0f;
+    for (int64_t b = 0; b < nb; b++)
+        mins += sl_q_half(w + b * SL_Q4_1_BYTES + 2) * a[b].s;
+    return dot_q4_vnni(w, a, nb, SL_Q4_1_BYTES, 4) + mins;
+}
+#endif
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+typedef float (*qdot_fn)(const uint8_t *w, const sl_q8a_t *a, int64_t nb);
+
+static qdot_fn qdot_pick(sl_qform_t f, sl_dtype_t wt)
+{
+    int i = wt == SL_Q8_0 ? 0 : wt == SL_Q4_0 ? 1 : 2;
+#ifdef SL_QUANT_X86
+    static const qdot_fn vnni[3] = {dot_q8_0_vnni, dot_q4_0_vnni, dot_q4_1_vnni};
+    static const qdot_fn avx2[3] = {dot_q8_0_avx2, dot_q4_0_avx2, dot_q4_1_avx2};
+    if (f == SL_QFORM_VNNI)
+        return vnni[i];
+    if (f == SL_QFORM_AVX2)
+        return avx2[i];
+#endif
+    static const qdot_fn scalar[3] = {dot_q8_0_scalar, dot_q4_0_scalar, dot_q4_1_scalar};
+    return scalar[i];
+}
+
+float sl_qdot(sl_qform_t f, sl_dtype_t wt, const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    return qdot_pick(f, wt)(w, a, nb);
+}
+
+/* Work below this many multiply-adds runs on the calling thread (a parallel region's fork and
+ * barrier would cost more). */
+#define SL_QPAR_MIN 65536
+/* Tiles for many activation rows: weight rows x activation rows. 32 weight rows of a 1536-wide
+ * Q4_1 matrix are 30 KiB (L1-sized); 64 quantized activation rows of it 188 KiB (L2). */
+#define SL_QTILE_N 32
+#define SL_QTILE_M 64
+
+void sl_cpu_linear_q(int threads, sl_qform_t f, sl_dtype_t wt, const float *x, int64_t m, int64_t k,
+                     const uint8_t *w, int64_t n, const float *bias, float *y, sl_q8a_t *xq)
+{
+    const int64_t nb = k / SL_QBLOCK;
+    const size_t rb = sl_dtype_bytes(wt, k);
+    const qdot_fn dot = qdot_pick(f, wt);
+    const int par = threads > 1 && m * n * k >= SL_QPAR_MIN;
+#pragma omp parallel for schedule(static) num_threads(threads) if (par && m > 1)
+    for (int64_t i = 0; i < m; i++)
+        sl_q8a_quantize(x + i * k, k, xq + i * nb);
+    /* Decode steps (a few rows): only the weight rows split, in chunks a multiple of 16 rows,
+     * about four per thread, taken dynamically (a thread that loses its core on a shared
+     * machine delays only its chunk). */
+    int64_t tn = SL_QTILE_N, tm = SL_QTILE_M;
+    if (m <= 4) {
+        tm = m;
+        tn = (n + 4 * threads - 1) / (4 * threads);
+        tn = tn < 16 ? 16 : (tn + 15) / 16 * 16;
+    }
+    const int64_t ntn = (n + tn - 1) / tn, ntm = (m + tm - 1) / tm;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (par)
+    for (int64_t t = 0; t < ntn * ntm; t++) {
+        const int64_t j0 = (t / ntm) * tn, i0 = (t % ntm) * tm;
+        const int64_t j1 = j0 + tn < n ? j0 + tn : n, i1 = i0 + tm < m ? i0 + tm : m;
+        for (int64_t j = j0; j < j1; j++) {
+            const uint8_t *wr = w + (size_t)j * rb; /* weight row j: [nb blocks] */
+            const float bj = bias ? bias[j] : 0.0f;
+            for (int64_t i = i0; i < i1; i++)
+                y[i * n + j] = dot(wr, xq + i * nb, nb) + bj;
+        }
+    }
+}
