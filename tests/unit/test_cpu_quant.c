@@ -14,7 +14,8 @@
  *      order of f32 additions), and every form against the double-precision dequantised product
  *      within the bound of 1;
  *   3. sl_linear on the CPU backend with a quantized weight and a bias, for decode-sized
- *      (1, 3 rows) and prefill-sized (70 rows, several tiles) inputs, against the same double
+ *      (1, 3 rows: int8 dot products) and prefill-sized (70 rows: dequantised tiles in BLIS)
+ *      inputs, and the int8 path on the same rows (2 threads, tiles), against the same double
  *      reference; sl_embedding of a quantized table equals the dequantised rows exactly; and a
  *      slice that would cut a 32-value block is refused with the tensor named.
  */
@@ -260,6 +261,19 @@ static void test_backend(void)
                     bad += !(fabs(y[i * n + j] - bias_h[j] - ref[i * n + j]) <= bound[i * n + j]);
             CHECKF(bad == 0, "sl_linear %s, %lld rows: %d outputs outside the int8 bound",
                    sl_dtype_name(dt), (long long)m, bad);
+            /* the int8 path itself on as many rows (sl_linear takes BLIS tiles from 64 rows):
+             * tiles of weight rows x activation rows on 2 threads */
+            float *y8 = malloc(sizeof(float) * (size_t)(m * n));
+            sl_q8a_t *xq = malloc(sizeof(sl_q8a_t) * (size_t)(m * k / SL_QBLOCK));
+            sl_cpu_linear_q(2, sl_qform_best(), dt, x, m, k, w, n, bias_h, y8, xq);
+            bad = 0;
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++)
+                    bad += !(fabs(y8[i * n + j] - bias_h[j] - ref[i * n + j]) <= bound[i * n + j]);
+            CHECKF(bad == 0, "sl_cpu_linear_q %s, %lld rows: %d outputs outside the int8 bound",
+                   sl_dtype_name(dt), (long long)m, bad);
+            free(y8);
+            free(xq);
             sl_tensor_free(xt);
             sl_tensor_free(yt);
             free(x);
