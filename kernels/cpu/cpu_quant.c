@@ -323,6 +323,83 @@ SL_VNNI static float dot_q4_1_vnni(const uint8_t *w, const sl_q8a_t *a, int64_t 
     }
     return hsum_avx2(_mm256_add_ps(acc0, acc1)) + (min0 + min1);
 }
+
+/* ---- four activation rows per weight row (batched decode): each weight block is loaded,
+ * expanded and its scales converted once for four activation rows, whose sums go to four
+ * accumulators. rows < 4 repeats the last row (its extra results are dropped). --------------
+ * PREP sets u (the unsigned operand) from the block; XOP(x) gives the signed operand; MUL is the
+ * form's u8 x s8 -> s32 step; KIND 0: Q8_0, 1: Q4_0 (- 8 d s), 2: Q4_1 (+ m s). */
+#define SL_DOT4_ROW(r)                                                                     \
+    do {                                                                                   \
+        const sl_q8a_t *ab = ar[r] + b;                                                    \
+        __m256i xr = _mm256_loadu_si256((const __m256i *)ab->q);                          \
+        SL_QACC(acc[r], MUL(u, XOP(xr)), d * ab->d);                                       \
+        ex[r] += e * ab->s;                                                                \
+    } while (0)
+
+#define SL_DOT4_BODY(BYTES, KIND)                                                          \
+    const sl_q8a_t *ar[4];                                                                 \
+    for (int r = 0; r < 4; r++)                                                            \
+        ar[r] = a + (r < rows ? r : rows - 1) * nb;                                        \
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),       \
+                     _mm256_setzero_ps()};                                                 \
+    float ex[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                                \
+    for (int64_t b = 0; b < nb; b++, w += (BYTES)) {                                       \
+        const float d = half_f16c(w), e = (KIND) == 2 ? half_f16c(w + 2) : d;              \
+        PREP;                                                                              \
+        SL_DOT4_ROW(0);                                                                    \
+        SL_DOT4_ROW(1);                                                                    \
+        SL_DOT4_ROW(2);                                                                    \
+        SL_DOT4_ROW(3);                                                                    \
+    }                                                                                      \
+    for (int r = 0; r < rows; r++)                                                         \
+        out[r] = hsum_avx2(acc[r]) +                                                       \
+                 ((KIND) == 2 ? ex[r] : (KIND) == 1 ? -8.0f * ex[r] : 0.0f);
+
+#define PREP_Q8                                                                            \
+    const __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2));                       \
+    const __m256i u = _mm256_sign_epi8(wq, wq)
+#define XOP_Q8(x) _mm256_sign_epi8(x, wq)
+#define PREP_Q4(hdr) const __m256i u = nibbles_avx2(w + (hdr))
+#define XOP_Q4(x) (x)
+#define MUL_AVX2(u, x) dot_u8s8_avx2(u, x)
+#define MUL_VNNI(u, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
+
+#define SL_DOT4_FN(NAME, ATTR, BYTES, KIND)                                                \
+    ATTR static void NAME(const uint8_t *w, const sl_q8a_t *a, int64_t nb, int rows,       \
+                          float *out)                                                      \
+    {                                                                                      \
+        SL_DOT4_BODY(BYTES, KIND)                                                          \
+    }
+
+#define PREP PREP_Q8
+#define XOP XOP_Q8
+#define MUL MUL_AVX2
+SL_DOT4_FN(dot4_q8_0_avx2, SL_AVX2, SL_Q8_0_BYTES, 0)
+#undef MUL
+#define MUL MUL_VNNI
+SL_DOT4_FN(dot4_q8_0_vnni, SL_VNNI, SL_Q8_0_BYTES, 0)
+#undef MUL
+#undef PREP
+#undef XOP
+#define XOP XOP_Q4
+#define PREP PREP_Q4(2)
+#define MUL MUL_AVX2
+SL_DOT4_FN(dot4_q4_0_avx2, SL_AVX2, SL_Q4_0_BYTES, 1)
+#undef MUL
+#define MUL MUL_VNNI
+SL_DOT4_FN(dot4_q4_0_vnni, SL_VNNI, SL_Q4_0_BYTES, 1)
+#undef MUL
+#undef PREP
+#define PREP PREP_Q4(4)
+#define MUL MUL_AVX2
+SL_DOT4_FN(dot4_q4_1_avx2, SL_AVX2, SL_Q4_1_BYTES, 2)
+#undef MUL
+#define MUL MUL_VNNI
+SL_DOT4_FN(dot4_q4_1_vnni, SL_VNNI, SL_Q4_1_BYTES, 2)
+#undef MUL
+#undef PREP
+#undef XOP
 #endif
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
@@ -349,6 +426,37 @@ float sl_qdot(sl_qform_t f, sl_dtype_t wt, const uint8_t *w, const sl_q8a_t *a, 
     return qdot_pick(f, wt)(w, a, nb);
 }
 
+/* out[r] = one weight row times activation rows a + r * nb, r < rows <= 4 */
+typedef void (*qdot4_fn)(const uint8_t *w, const sl_q8a_t *a, int64_t nb, int rows, float *out);
+
+/* NULL for the scalar form (it takes the rows one at a time) */
+static qdot4_fn qdot4_pick(sl_qform_t f, sl_dtype_t wt)
+{
+    int i = wt == SL_Q8_0 ? 0 : wt == SL_Q4_0 ? 1 : 2;
+#ifdef SL_QUANT_X86
+    static const qdot4_fn vnni[3] = {dot4_q8_0_vnni, dot4_q4_0_vnni, dot4_q4_1_vnni};
+    static const qdot4_fn avx2[3] = {dot4_q8_0_avx2, dot4_q4_0_avx2, dot4_q4_1_avx2};
+    if (f == SL_QFORM_VNNI)
+        return vnni[i];
+    if (f == SL_QFORM_AVX2)
+        return avx2[i];
+#endif
+    (void)i;
+    return NULL;
+}
+
+void sl_qdot_rows(sl_qform_t f, sl_dtype_t wt, const uint8_t *w, const sl_q8a_t *a, int64_t nb,
+                  int rows, float *out)
+{
+    qdot4_fn fn = qdot4_pick(f, wt);
+    if (fn) {
+        fn(w, a, nb, rows, out);
+        return;
+    }
+    for (int r = 0; r < rows; r++)
+        out[r] = sl_qdot(f, wt, w, a + r * nb, nb);
+}
+
 /* Work below this many multiply-adds runs on the calling thread (a parallel region's fork and
  * barrier would cost more). */
 #define SL_QPAR_MIN 65536
@@ -363,6 +471,7 @@ void sl_cpu_linear_q(int threads, sl_qform_t f, sl_dtype_t wt, const float *x, i
     const int64_t nb = k / SL_QBLOCK;
     const size_t rb = sl_dtype_bytes(wt, k);
     const qdot_fn dot = qdot_pick(f, wt);
+    const qdot4_fn dot4 = qdot4_pick(f, wt);
     const int par = threads > 1 && m * n * k >= SL_QPAR_MIN;
 #pragma omp parallel for schedule(static) num_threads(threads) if (par && m > 1)
     for (int64_t i = 0; i < m; i++)
@@ -384,7 +493,16 @@ void sl_cpu_linear_q(int threads, sl_qform_t f, sl_dtype_t wt, const float *x, i
         for (int64_t j = j0; j < j1; j++) {
             const uint8_t *wr = w + (size_t)j * rb; /* weight row j: [nb blocks] */
             const float bj = bias ? bias[j] : 0.0f;
-            for (int64_t i = i0; i < i1; i++)
+            int64_t i = i0;
+            if (dot4) /* four activation rows per pass over the weight row */
+                for (; i + 1 < i1; i += 4) {
+                    float o[4];
+                    const int rows = i1 - i < 4 ? (int)(i1 - i) : 4;
+                    dot4(wr, xq + i * nb, nb, rows, o);
+                    for (int r = 0; r < rows; r++)
+                        y[(i + r) * n + j] = o[r] + bj;
+                }
+            for (; i < i1; i++)
                 y[i * n + j] = dot(wr, xq + i * nb, nb) + bj;
         }
     }

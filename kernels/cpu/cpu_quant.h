@@ -44,6 +44,11 @@ void sl_q8a_quantize(const float *x, int64_t k, sl_q8a_t *out);
  * activation row, in form f (which must be available). */
 float sl_qdot(sl_qform_t f, sl_dtype_t wt, const uint8_t *w, const sl_q8a_t *a, int64_t nb);
 
+/* The same for one weight row and `rows` (1..4) activation rows a + r * nb into out[r]: the
+ * SIMD forms read and expand each weight block once for all the rows. */
+void sl_qdot_rows(sl_qform_t f, sl_dtype_t wt, const uint8_t *w, const sl_q8a_t *a, int64_t nb,
+                  int rows, float *out);
+
 /* y[M,N] = x[M,K] @ w[N,K]^T (+ bias[N]) for a quantized w (row i of w: raw blocks at
  * w + i * sl_dtype_bytes(wt, K)), on `threads` OpenMP threads, in form f. xq: scratch of
  * M * K / 32 blocks. Decode-sized M: the weight rows are split over the threads; larger M:

@@ -12,7 +12,8 @@
  *      blocks of each type (odd and even block counts, since the VNNI form takes blocks in
  *      pairs), within 1e-5 of the sum of the absolute block terms (the forms differ only in the
  *      order of f32 additions), and every form against the double-precision dequantised product
- *      within the bound of 1;
+ *      within the bound of 1; the same for the multi-row dots (one weight row, 3 or 4
+ *      activation rows; nothing written past the rows asked for);
  *   3. sl_linear on the CPU backend with a quantized weight and a bias, for decode-sized
  *      (1, 3 rows: int8 dot products) and prefill-sized (70 rows: dequantised tiles in BLIS)
  *      inputs, and the int8 path on the same rows (2 threads, tiles), against the same double
@@ -207,6 +208,37 @@ static void test_forms(void)
                     }
                 }
             }
+            /* four activation rows per weight row (and three: the last one repeated) */
+            float *x4 = malloc(sizeof(float) * (size_t)(4 * k));
+            sl_q8a_t *xq4 = malloc(sizeof(sl_q8a_t) * (size_t)(4 * nb));
+            random_x(x4, 4 * k);
+            for (int r = 0; r < 4; r++)
+                sl_q8a_quantize(x4 + r * k, k, xq4 + r * nb);
+            int bad_rows = 0;
+            for (int64_t j = 0; j < n; j++) {
+                const uint8_t *wr = w + sl_dtype_bytes(dt, k) * (size_t)j;
+                for (int f = SL_QFORM_SCALAR; f <= SL_QFORM_VNNI; f++) {
+                    if (!sl_qform_available((sl_qform_t)f))
+                        continue;
+                    for (int rows = 3; rows <= 4; rows++) {
+                        float o[4] = {NAN, NAN, NAN, NAN};
+                        sl_qdot_rows((sl_qform_t)f, dt, wr, xq4, nb, rows, o);
+                        for (int r = 0; r < 4; r++) {
+                            float s0 = sl_qdot(SL_QFORM_SCALAR, dt, wr, xq4 + r * nb, nb);
+                            double mag = 0.0;
+                            for (int64_t c = 0; c < k; c++)
+                                mag += fabs((double)wf[j * k + c] * x4[r * k + c]);
+                            if (r < rows ? !(fabs(o[r] - s0) <= 1e-5 * (mag + 1e-3))
+                                         : !isnan(o[r]))
+                                bad_rows++;
+                        }
+                    }
+                }
+            }
+            CHECKF(bad_rows == 0, "%s k %lld: %d multi-row dots differ from the scalar form",
+                   sl_dtype_name(dt), (long long)k, bad_rows);
+            free(x4);
+            free(xq4);
             CHECKF(bad_ref == 0, "%s k %lld: %d scalar dots outside the int8 bound",
                    sl_dtype_name(dt), (long long)k, bad_ref);
             CHECKF(bad_form == 0, "%s k %lld: %d SIMD dots differ from the scalar form",
