@@ -236,20 +236,19 @@ static void cpu_matmul(sl_backend_t *be, const sl_tensor_t *a, int trans_a, cons
 }
 
 #ifdef SL_BLAS_BLIS
-/* Activation rows from which a quantized linear layer dequantises tiles of weight rows to f32
- * and multiplies them in BLIS instead of quantizing the activations (SL_QDEQ_ROWS overrides).
- * why: with many rows (prefill, scoring) each weight tile is reused by every row, so its
- * dequantisation costs little and BLIS's f32 GEMM beats the int8 dot products; decode steps
- * (a row per sequence) read each weight once, where moving 4-8 bits per weight wins. The tiled
- * path also keeps the activations in f32. Measured in bench/RESULTS.md. */
-#define SL_QDEQ_ROWS 64
-
+/* SL_QDEQ_ROWS=N: from N activation rows on, a quantized linear layer dequantises tiles of
+ * weight rows to f32 and multiplies them in BLIS instead of quantizing the activations to int8.
+ * Off by default. why: with many rows (prefill, scoring) each tile serves every row, so this is
+ * about 1.5x faster there and keeps the activations in f32 (bench/RESULTS.md); but a row's
+ * result then depends on how many rows share its GEMM (int8 or f32 activations), so scores and
+ * sampled tokens would change with the batch, unit size and rank count. The int8 path gives
+ * every row the same result whatever the batch. */
 static int64_t qdeq_rows(void)
 {
     static int64_t rows = -1;
     if (rows < 0) {
         const char *env = getenv("SL_QDEQ_ROWS");
-        rows = env && *env ? atoll(env) : SL_QDEQ_ROWS;
+        rows = env && atoll(env) > 0 ? atoll(env) : INT64_MAX;
     }
     return rows;
 }

@@ -150,211 +150,56 @@ SL_AVX2 static inline __m256i dot_u8s8_avx2(__m256i u, __m256i s)
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
-/* The per-block sums of the SIMD forms go to two f32 accumulators, even and odd blocks, so that
- * consecutive blocks do not wait on each other's fused multiply-add (4 cycles of latency). */
-
-/* 8 s32 partial sums of one Q8_0 block times one activation block: signed x signed through
- * |w| x sign(w) x */
-SL_AVX2 static inline __m256i q8_0_sums_avx2(const uint8_t *w, const sl_q8a_t *a)
-{
-    __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2));
-    __m256i xq = _mm256_loadu_si256((const __m256i *)a->q);
-    return dot_u8s8_avx2(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(xq, wq));
-}
-
-SL_AVX2 static inline __m256i q4_sums_avx2(const uint8_t *nib, const sl_q8a_t *a)
-{
-    return dot_u8s8_avx2(nibbles_avx2(nib), _mm256_loadu_si256((const __m256i *)a->q));
-}
-
-/* acc += (f32) sums * scale */
-#define SL_QACC(acc, sums, scale)                                                                  \
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(scale), acc)
-
-SL_AVX2 static float dot_q8_0_avx2(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
-{
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2, w += 2 * SL_Q8_0_BYTES) {
-        SL_QACC(acc0, q8_0_sums_avx2(w, &a[b]), half_f16c(w) * a[b].d);
-        SL_QACC(acc1, q8_0_sums_avx2(w + SL_Q8_0_BYTES, &a[b + 1]),
-                half_f16c(w + SL_Q8_0_BYTES) * a[b + 1].d);
-    }
-    if (b < nb)
-        SL_QACC(acc0, q8_0_sums_avx2(w, &a[b]), half_f16c(w) * a[b].d);
-    return hsum_avx2(_mm256_add_ps(acc0, acc1));
-}
-
-SL_AVX2 static float dot_q4_0_avx2(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
-{
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float off0 = 0.0f, off1 = 0.0f;
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2, w += 2 * SL_Q4_0_BYTES) {
-        const uint8_t *w1 = w + SL_Q4_0_BYTES;
-        float d0 = half_f16c(w), d1 = half_f16c(w1);
-        SL_QACC(acc0, q4_sums_avx2(w + 2, &a[b]), d0 * a[b].d);
-        SL_QACC(acc1, q4_sums_avx2(w1 + 2, &a[b + 1]), d1 * a[b + 1].d);
-        off0 += d0 * a[b].s;
-        off1 += d1 * a[b + 1].s;
-    }
-    if (b < nb) {
-        float d0 = half_f16c(w);
-        SL_QACC(acc0, q4_sums_avx2(w + 2, &a[b]), d0 * a[b].d);
-        off0 += d0 * a[b].s;
-    }
-    return hsum_avx2(_mm256_add_ps(acc0, acc1)) - 8.0f * (off0 + off1);
-}
-
-SL_AVX2 static float dot_q4_1_avx2(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
-{
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float min0 = 0.0f, min1 = 0.0f;
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2, w += 2 * SL_Q4_1_BYTES) {
-        const uint8_t *w1 = w + SL_Q4_1_BYTES;
-        SL_QACC(acc0, q4_sums_avx2(w + 4, &a[b]), half_f16c(w) * a[b].d);
-        SL_QACC(acc1, q4_sums_avx2(w1 + 4, &a[b + 1]), half_f16c(w1) * a[b + 1].d);
-        min0 += half_f16c(w + 2) * a[b].s;
-        min1 += half_f16c(w1 + 2) * a[b + 1].s;
-    }
-    if (b < nb) {
-        SL_QACC(acc0, q4_sums_avx2(w + 4, &a[b]), half_f16c(w) * a[b].d);
-        min0 += half_f16c(w + 2) * a[b].s;
-    }
-    return hsum_avx2(_mm256_add_ps(acc0, acc1)) + (min0 + min1);
-}
-
-/* ---- AVX-512 VNNI form: vpdpbusd (u8 x s8, 4 pairs summed into each s32), two blocks per
- * 512-bit step; an odd last block takes the 256-bit instruction. ----------------------------- */
+/* ---- AVX-512 VNNI form: vpdpbusd (u8 x s8, 4 pairs summed into each s32 in one instruction),
+ * on 256-bit registers (AVX512VL) ----------------------------------------------------------- */
 #define SL_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
-/* two blocks of 32 bytes into one 512-bit register */
-SL_VNNI static inline __m512i pair512(__m256i lo, __m256i hi)
-{
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-}
+/* ---- the SIMD dot products, one and four activation rows per weight row ---------------------
+ * Per block: PREP sets u (the unsigned operand: |w| for Q8_0, the nibbles for Q4) from the
+ * weight block once; for each activation row, XOP(x) gives the signed operand (x with w's signs
+ * for Q8_0), MUL the form's u8 x s8 -> 8 s32 step (AVX2: vpmaddubsw + vpmaddwd; VNNI:
+ * vpdpbusd), and the row's f32 accumulator takes sums * (d_w d_x) while a scalar takes e * s_x
+ * (KIND 0: Q8_0, none; 1: Q4_0, e = d_w, - 8 at the end; 2: Q4_1, e = m_w).
+ * The four-row form (batched decode, prefill) reads and expands each weight block once for four
+ * rows; rows < 4 repeats the last row (its extra results are dropped). Each row goes through
+ * exactly the same operations in the one- and four-row forms (explicit fmaf, no reassociation),
+ * so a row's result does not depend on how many rows share its GEMM: outputs are the same
+ * whatever the batch, the unit size or the rank count. */
+#define SL_DOT_BODY(NR, BYTES, KIND)                                                               \
+    const sl_q8a_t *ar[NR];                                                                        \
+    __m256 acc[NR];                                                                                \
+    float ex[NR];                                                                                  \
+    for (int r = 0; r < (NR); r++) {                                                               \
+        ar[r] = a + (r < rows ? r : rows - 1) * nb;                                                \
+        acc[r] = _mm256_setzero_ps();                                                              \
+        ex[r] = 0.0f;                                                                              \
+    }                                                                                              \
+    for (int64_t b = 0; b < nb; b++, w += (BYTES)) {                                               \
+        const float d = half_f16c(w), e = (KIND) == 2 ? half_f16c(w + 2) : d;                      \
+        PREP;                                                                                      \
+        for (int r = 0; r < (NR); r++) {                                                           \
+            const sl_q8a_t *ab = ar[r] + b;                                                        \
+            const __m256i xr = _mm256_loadu_si256((const __m256i *)ab->q);                         \
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(MUL(u, XOP(xr))),                          \
+                                     _mm256_set1_ps(d * ab->d), acc[r]);                           \
+            ex[r] = fmaf(e, ab->s, ex[r]);                                                         \
+        }                                                                                          \
+    }                                                                                              \
+    for (int r = 0; r < rows; r++)                                                                 \
+        out[r] = (KIND) == 1   ? fmaf(-8.0f, ex[r], hsum_avx2(acc[r]))                             \
+                 : (KIND) == 2 ? hsum_avx2(acc[r]) + ex[r]                                         \
+                               : hsum_avx2(acc[r]);
 
-/* the two blocks' scales, one per 256-bit half */
-SL_VNNI static inline __m512 scales512(float d0, float d1)
-{
-    return _mm512_mask_mov_ps(_mm512_set1_ps(d0), (__mmask16)0xff00, _mm512_set1_ps(d1));
-}
-
-SL_VNNI static inline __m256i xq256(const sl_q8a_t *a)
-{
-    return _mm256_loadu_si256((const __m256i *)a->q);
-}
-
-SL_VNNI static float dot_q8_0_vnni(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
-{
-    /* vpdpbusd wants u8 x s8: w + 128 (= w xor 0x80) is unsigned, and the 128 * sum(x) it adds
-     * is taken off again with a second vpdpbusd of 128s, so each lane holds the exact sum. */
-    const __m512i bias = _mm512_set1_epi8((char)0x80);
-    __m512 acc = _mm512_setzero_ps();
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2, w += 2 * SL_Q8_0_BYTES) {
-        __m512i wq = pair512(_mm256_loadu_si256((const __m256i *)(w + 2)),
-                             _mm256_loadu_si256((const __m256i *)(w + SL_Q8_0_BYTES + 2)));
-        __m512i xq = pair512(xq256(&a[b]), xq256(&a[b + 1]));
-        __m512i p = _mm512_sub_epi32(
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(wq, bias), xq),
-            _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, xq));
-        __m512 sc = scales512(half_f16c(w) * a[b].d, half_f16c(w + SL_Q8_0_BYTES) * a[b + 1].d);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc);
+#define SL_DOT_FNS(NAME1, NAME4, ATTR, BYTES, KIND)                                                \
+    ATTR static void NAME4(const uint8_t *w, const sl_q8a_t *a, int64_t nb, int rows,              \
+                           float *out){SL_DOT_BODY(4, BYTES, KIND)} ATTR static float              \
+    NAME1(const uint8_t *w, const sl_q8a_t *a, int64_t nb)                                         \
+    {                                                                                              \
+        const int rows = 1;                                                                        \
+        float out[1];                                                                              \
+        SL_DOT_BODY(1, BYTES, KIND)                                                                \
+        return out[0];                                                                             \
     }
-    float sum = _mm512_reduce_add_ps(acc);
-    if (b < nb) {
-        const __m256i bias8 = _mm256_set1_epi8((char)0x80);
-        __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2)), xq = xq256(&a[b]);
-        __m256i p = _mm256_sub_epi32(
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_xor_si256(wq, bias8), xq),
-            _mm256_dpbusd_epi32(_mm256_setzero_si256(), bias8, xq));
-        sum +=
-            hsum_avx2(_mm256_mul_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(half_f16c(w) * a[b].d)));
-    }
-    return sum;
-}
-
-/* Q4_0 and Q4_1: one block per 256-bit vpdpbusd (nibbles are unsigned already), two
- * accumulators as in the AVX2 form. Two blocks per 512-bit step measured slower here: the
- * nibble expansion then needs cross-lane inserts. */
-SL_VNNI static inline __m256i q4_sums_vnni(const uint8_t *nib, const sl_q8a_t *a)
-{
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), nibbles_avx2(nib), xq256(a));
-}
-
-SL_VNNI static float dot_q4_0_vnni(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
-{
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float off0 = 0.0f, off1 = 0.0f;
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2, w += 2 * SL_Q4_0_BYTES) {
-        const uint8_t *w1 = w + SL_Q4_0_BYTES;
-        float d0 = half_f16c(w), d1 = half_f16c(w1);
-        SL_QACC(acc0, q4_sums_vnni(w + 2, &a[b]), d0 * a[b].d);
-        SL_QACC(acc1, q4_sums_vnni(w1 + 2, &a[b + 1]), d1 * a[b + 1].d);
-        off0 += d0 * a[b].s;
-        off1 += d1 * a[b + 1].s;
-    }
-    if (b < nb) {
-        float d0 = half_f16c(w);
-        SL_QACC(acc0, q4_sums_vnni(w + 2, &a[b]), d0 * a[b].d);
-        off0 += d0 * a[b].s;
-    }
-    return hsum_avx2(_mm256_add_ps(acc0, acc1)) - 8.0f * (off0 + off1);
-}
-
-SL_VNNI static float dot_q4_1_vnni(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
-{
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float min0 = 0.0f, min1 = 0.0f;
-    int64_t b = 0;
-    for (; b + 1 < nb; b += 2, w += 2 * SL_Q4_1_BYTES) {
-        const uint8_t *w1 = w + SL_Q4_1_BYTES;
-        SL_QACC(acc0, q4_sums_vnni(w + 4, &a[b]), half_f16c(w) * a[b].d);
-        SL_QACC(acc1, q4_sums_vnni(w1 + 4, &a[b + 1]), half_f16c(w1) * a[b + 1].d);
-        min0 += half_f16c(w + 2) * a[b].s;
-        min1 += half_f16c(w1 + 2) * a[b + 1].s;
-    }
-    if (b < nb) {
-        SL_QACC(acc0, q4_sums_vnni(w + 4, &a[b]), half_f16c(w) * a[b].d);
-        min0 += half_f16c(w + 2) * a[b].s;
-    }
-    return hsum_avx2(_mm256_add_ps(acc0, acc1)) + (min0 + min1);
-}
-
-/* ---- four activation rows per weight row (batched decode): each weight block is loaded,
- * expanded and its scales converted once for four activation rows, whose sums go to four
- * accumulators. rows < 4 repeats the last row (its extra results are dropped). --------------
- * PREP sets u (the unsigned operand) from the block; XOP(x) gives the signed operand; MUL is the
- * form's u8 x s8 -> s32 step; KIND 0: Q8_0, 1: Q4_0 (- 8 d s), 2: Q4_1 (+ m s). */
-#define SL_DOT4_ROW(r)                                                                     \
-    do {                                                                                   \
-        const sl_q8a_t *ab = ar[r] + b;                                                    \
-        __m256i xr = _mm256_loadu_si256((const __m256i *)ab->q);                          \
-        SL_QACC(acc[r], MUL(u, XOP(xr)), d * ab->d);                                       \
-        ex[r] += e * ab->s;                                                                \
-    } while (0)
-
-#define SL_DOT4_BODY(BYTES, KIND)                                                          \
-    const sl_q8a_t *ar[4];                                                                 \
-    for (int r = 0; r < 4; r++)                                                            \
-        ar[r] = a + (r < rows ? r : rows - 1) * nb;                                        \
-    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),       \
-                     _mm256_setzero_ps()};                                                 \
-    float ex[4] = {0.0f, 0.0f, 0.0f, 0.0f};                                                \
-    for (int64_t b = 0; b < nb; b++, w += (BYTES)) {                                       \
-        const float d = half_f16c(w), e = (KIND) == 2 ? half_f16c(w + 2) : d;              \
-        PREP;                                                                              \
-        SL_DOT4_ROW(0);                                                                    \
-        SL_DOT4_ROW(1);                                                                    \
-        SL_DOT4_ROW(2);                                                                    \
-        SL_DOT4_ROW(3);                                                                    \
-    }                                                                                      \
-    for (int r = 0; r < rows; r++)                                                         \
-        out[r] = hsum_avx2(acc[r]) +                                                       \
-                 ((KIND) == 2 ? ex[r] : (KIND) == 1 ? -8.0f * ex[r] : 0.0f);
 
 #define PREP_Q8                                                                            \
     const __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2));                       \
@@ -365,38 +210,31 @@ SL_VNNI static float dot_q4_1_vnni(const uint8_t *w, const sl_q8a_t *a, int64_t 
 #define MUL_AVX2(u, x) dot_u8s8_avx2(u, x)
 #define MUL_VNNI(u, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
 
-#define SL_DOT4_FN(NAME, ATTR, BYTES, KIND)                                                \
-    ATTR static void NAME(const uint8_t *w, const sl_q8a_t *a, int64_t nb, int rows,       \
-                          float *out)                                                      \
-    {                                                                                      \
-        SL_DOT4_BODY(BYTES, KIND)                                                          \
-    }
-
 #define PREP PREP_Q8
 #define XOP XOP_Q8
 #define MUL MUL_AVX2
-SL_DOT4_FN(dot4_q8_0_avx2, SL_AVX2, SL_Q8_0_BYTES, 0)
+SL_DOT_FNS(dot_q8_0_avx2, dot4_q8_0_avx2, SL_AVX2, SL_Q8_0_BYTES, 0)
 #undef MUL
 #define MUL MUL_VNNI
-SL_DOT4_FN(dot4_q8_0_vnni, SL_VNNI, SL_Q8_0_BYTES, 0)
+SL_DOT_FNS(dot_q8_0_vnni, dot4_q8_0_vnni, SL_VNNI, SL_Q8_0_BYTES, 0)
 #undef MUL
 #undef PREP
 #undef XOP
 #define XOP XOP_Q4
 #define PREP PREP_Q4(2)
 #define MUL MUL_AVX2
-SL_DOT4_FN(dot4_q4_0_avx2, SL_AVX2, SL_Q4_0_BYTES, 1)
+SL_DOT_FNS(dot_q4_0_avx2, dot4_q4_0_avx2, SL_AVX2, SL_Q4_0_BYTES, 1)
 #undef MUL
 #define MUL MUL_VNNI
-SL_DOT4_FN(dot4_q4_0_vnni, SL_VNNI, SL_Q4_0_BYTES, 1)
+SL_DOT_FNS(dot_q4_0_vnni, dot4_q4_0_vnni, SL_VNNI, SL_Q4_0_BYTES, 1)
 #undef MUL
 #undef PREP
 #define PREP PREP_Q4(4)
 #define MUL MUL_AVX2
-SL_DOT4_FN(dot4_q4_1_avx2, SL_AVX2, SL_Q4_1_BYTES, 2)
+SL_DOT_FNS(dot_q4_1_avx2, dot4_q4_1_avx2, SL_AVX2, SL_Q4_1_BYTES, 2)
 #undef MUL
 #define MUL MUL_VNNI
-SL_DOT4_FN(dot4_q4_1_vnni, SL_VNNI, SL_Q4_1_BYTES, 2)
+SL_DOT_FNS(dot_q4_1_vnni, dot4_q4_1_vnni, SL_VNNI, SL_Q4_1_BYTES, 2)
 #undef MUL
 #undef PREP
 #undef XOP

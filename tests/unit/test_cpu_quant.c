@@ -15,10 +15,12 @@
  *      within the bound of 1; the same for the multi-row dots (one weight row, 3 or 4
  *      activation rows; nothing written past the rows asked for);
  *   3. sl_linear on the CPU backend with a quantized weight and a bias, for decode-sized
- *      (1, 3 rows: int8 dot products) and prefill-sized (70 rows: dequantised tiles in BLIS)
- *      inputs, and the int8 path on the same rows (2 threads, tiles), against the same double
- *      reference; sl_embedding of a quantized table equals the dequantised rows exactly; and a
- *      slice that would cut a 32-value block is refused with the tensor named.
+ *      (1, 3 rows: int8 dot products) and prefill-sized (70 rows: dequantised tiles in BLIS, as
+ *      SL_QDEQ_ROWS=64 asks) inputs, and the int8 path on the same rows (2 threads, tiles),
+ *      against the same double reference; the int8 path gives every row the same bits whether
+ *      it is computed alone or among 70 rows (batch invariance), in every form; sl_embedding of a
+ * quantized table equals the dequantised rows exactly; and a slice that would cut a 32-value block
+ * is refused with the tensor named.
  */
 #include <math.h>
 #include <stdint.h>
@@ -304,6 +306,20 @@ static void test_backend(void)
                     bad += !(fabs(y8[i * n + j] - bias_h[j] - ref[i * n + j]) <= bound[i * n + j]);
             CHECKF(bad == 0, "sl_cpu_linear_q %s, %lld rows: %d outputs outside the int8 bound",
                    sl_dtype_name(dt), (long long)m, bad);
+            /* batch invariance: each row alone gives the same bits, in every form */
+            for (int f = SL_QFORM_SCALAR; f <= SL_QFORM_VNNI; f++) {
+                if (!sl_qform_available((sl_qform_t)f))
+                    continue;
+                sl_cpu_linear_q(2, (sl_qform_t)f, dt, x, m, k, w, n, bias_h, y8, xq);
+                int differ = 0;
+                for (int64_t i = 0; i < m; i++) {
+                    float y1[200];
+                    sl_cpu_linear_q(1, (sl_qform_t)f, dt, x + i * k, 1, k, w, n, bias_h, y1, xq);
+                    differ += memcmp(y1, y8 + i * n, sizeof(float) * (size_t)n) != 0;
+                }
+                CHECKF(differ == 0, "%s %s form: %d of %lld rows differ when computed alone",
+                       sl_dtype_name(dt), sl_qform_name((sl_qform_t)f), differ, (long long)m);
+            }
             free(y8);
             free(xq);
             sl_tensor_free(xt);
@@ -333,6 +349,7 @@ static void test_backend(void)
 
 int main(void)
 {
+    setenv("SL_QDEQ_ROWS", "64", 1); /* sl_linear's BLIS tiles from 64 rows (off by default) */
     test_gguf_blocks();
     test_forms();
     test_backend();
