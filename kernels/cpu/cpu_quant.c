@@ -201,8 +201,8 @@ SL_AVX2 static inline __m256i dot_u8s8_avx2(__m256i u, __m256i s)
         return out[0];                                                                             \
     }
 
-#define PREP_Q8                                                                            \
-    const __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2));                       \
+#define PREP_Q8                                                                                    \
+    const __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2));                               \
     const __m256i u = _mm256_sign_epi8(wq, wq)
 #define XOP_Q8(x) _mm256_sign_epi8(x, wq)
 #define PREP_Q4(hdr) const __m256i u = nibbles_avx2(w + (hdr))
@@ -243,50 +243,45 @@ SL_DOT_FNS(dot_q4_1_vnni, dot4_q4_1_vnni, SL_VNNI, SL_Q4_1_BYTES, 2)
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
 typedef float (*qdot_fn)(const uint8_t *w, const sl_q8a_t *a, int64_t nb);
+/* out[r] = one weight row times activation rows a + r * nb, r < rows <= 4 */
+typedef void (*qdot4_fn)(const uint8_t *w, const sl_q8a_t *a, int64_t nb, int rows, float *out);
 
-static qdot_fn qdot_pick(sl_qform_t f, sl_dtype_t wt)
+/* A form's one-row and four-row dot products for one weight type (four: NULL for the scalar
+ * form, which takes the rows one at a time). */
+typedef struct {
+    qdot_fn one;
+    qdot4_fn four;
+} qdot_fns_t;
+
+static qdot_fns_t qdot_pick(sl_qform_t f, sl_dtype_t wt)
 {
     int i = wt == SL_Q8_0 ? 0 : wt == SL_Q4_0 ? 1 : 2;
 #ifdef SL_QUANT_X86
-    static const qdot_fn vnni[3] = {dot_q8_0_vnni, dot_q4_0_vnni, dot_q4_1_vnni};
-    static const qdot_fn avx2[3] = {dot_q8_0_avx2, dot_q4_0_avx2, dot_q4_1_avx2};
+    static const qdot_fns_t vnni[3] = {{dot_q8_0_vnni, dot4_q8_0_vnni},
+                                       {dot_q4_0_vnni, dot4_q4_0_vnni},
+                                       {dot_q4_1_vnni, dot4_q4_1_vnni}};
+    static const qdot_fns_t avx2[3] = {{dot_q8_0_avx2, dot4_q8_0_avx2},
+                                       {dot_q4_0_avx2, dot4_q4_0_avx2},
+                                       {dot_q4_1_avx2, dot4_q4_1_avx2}};
     if (f == SL_QFORM_VNNI)
         return vnni[i];
     if (f == SL_QFORM_AVX2)
         return avx2[i];
 #endif
-    static const qdot_fn scalar[3] = {dot_q8_0_scalar, dot_q4_0_scalar, dot_q4_1_scalar};
+    static const qdot_fns_t scalar[3] = {
+        {dot_q8_0_scalar, NULL}, {dot_q4_0_scalar, NULL}, {dot_q4_1_scalar, NULL}};
     return scalar[i];
 }
 
 float sl_qdot(sl_qform_t f, sl_dtype_t wt, const uint8_t *w, const sl_q8a_t *a, int64_t nb)
 {
-    return qdot_pick(f, wt)(w, a, nb);
-}
-
-/* out[r] = one weight row times activation rows a + r * nb, r < rows <= 4 */
-typedef void (*qdot4_fn)(const uint8_t *w, const sl_q8a_t *a, int64_t nb, int rows, float *out);
-
-/* NULL for the scalar form (it takes the rows one at a time) */
-static qdot4_fn qdot4_pick(sl_qform_t f, sl_dtype_t wt)
-{
-    int i = wt == SL_Q8_0 ? 0 : wt == SL_Q4_0 ? 1 : 2;
-#ifdef SL_QUANT_X86
-    static const qdot4_fn vnni[3] = {dot4_q8_0_vnni, dot4_q4_0_vnni, dot4_q4_1_vnni};
-    static const qdot4_fn avx2[3] = {dot4_q8_0_avx2, dot4_q4_0_avx2, dot4_q4_1_avx2};
-    if (f == SL_QFORM_VNNI)
-        return vnni[i];
-    if (f == SL_QFORM_AVX2)
-        return avx2[i];
-#endif
-    (void)i;
-    return NULL;
+    return qdot_pick(f, wt).one(w, a, nb);
 }
 
 void sl_qdot_rows(sl_qform_t f, sl_dtype_t wt, const uint8_t *w, const sl_q8a_t *a, int64_t nb,
                   int rows, float *out)
 {
-    qdot4_fn fn = qdot4_pick(f, wt);
+    qdot4_fn fn = qdot_pick(f, wt).four;
     if (fn) {
         fn(w, a, nb, rows, out);
         return;
@@ -308,8 +303,8 @@ void sl_cpu_linear_q(int threads, sl_qform_t f, sl_dtype_t wt, const float *x, i
 {
     const int64_t nb = k / SL_QBLOCK;
     const size_t rb = sl_dtype_bytes(wt, k);
-    const qdot_fn dot = qdot_pick(f, wt);
-    const qdot4_fn dot4 = qdot4_pick(f, wt);
+    const qdot_fn dot = qdot_pick(f, wt).one;
+    const qdot4_fn dot4 = qdot_pick(f, wt).four;
     const int par = threads > 1 && m * n * k >= SL_QPAR_MIN;
 #pragma omp parallel for schedule(static) num_threads(threads) if (par && m > 1)
     for (int64_t i = 0; i < m; i++)

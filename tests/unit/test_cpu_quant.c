@@ -230,8 +230,7 @@ static void test_forms(void)
                             double mag = 0.0;
                             for (int64_t c = 0; c < k; c++)
                                 mag += fabs((double)wf[j * k + c] * x4[r * k + c]);
-                            if (r < rows ? !(fabs(o[r] - s0) <= 1e-5 * (mag + 1e-3))
-                                         : !isnan(o[r]))
+                            if (r < rows ? !(fabs(o[r] - s0) <= 1e-5 * (mag + 1e-3)) : !isnan(o[r]))
                                 bad_rows++;
                         }
                     }
