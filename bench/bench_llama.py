@@ -31,8 +31,8 @@ build/models/smollm2.path, installed by scripts/install-models.sh):
 Token counts: report.json's `tokens` is the number of token positions that went through the
 model: for score, the rows' tokens after truncation (checked here against /token_logprobs: a
 row of n tokens has n - 1 finite log-probabilities); for generate, each row's prompt plus its
-generated tokens except the last one (which is sampled but never fed back); the script checks
-both identities and stops if they do not hold. shardline stops a row at EOS, llama.cpp's
+generated tokens except the last one (which is sampled but need not be fed back; the decoder
+may count it); the script checks both and stops if they do not hold. shardline stops a row at EOS, llama.cpp's
 benchmarks always generate G tokens: rows that stop early are counted with the tokens they
 generated, and the mean per row is printed.
 
@@ -48,9 +48,15 @@ llama.cpp partner): on a machine shared with other jobs, OpenMP threads that spi
 can take the cores from the thread that has work, and decoding (many small parallel regions
 per token) is the most exposed.
 
-What differs: llama.cpp computes with the Q4_1 weights (int8 dot products on the quantized
-blocks); shardline dequantises them to f32 when it loads the model and runs f32 GEMMs in its
-BLAS, so it moves about 6x the weight bytes per token.
+Precisions: every shardline line runs once per --precisions entry (default "auto,f32", in
+that order, one after the other within a round, with the same llama.cpp partner):
+  - auto (shardline's default for a GGUF): the Q8_0/Q4_1 matrices stay quantized, the
+    activations are quantized to int8 per 32-block and meet the blocks in integer dot products
+    (AVX-512 VNNI / AVX2), as llama.cpp does with Q8_1 activations;
+  - auto+tiles: the same with SL_QDEQ_ROWS=64 in the environment: GEMMs of 64 rows or more
+    (prefill) dequantise tiles of weight rows to f32 and multiply them in BLIS;
+  - f32: the weights are dequantised to f32 when the model loads (about 6x the bytes llama.cpp
+    reads per token) and every GEMM runs in f32 in BLIS.
 
 llama.cpp: pass the directory of an existing CPU build with --llama-cpp DIR (DIR/bin or
 DIR/build/bin holding llama-bench, llama-batched-bench and llama-perplexity). To get one, clone
@@ -145,8 +151,11 @@ def write_h5(path, texts):
 
 # ---- shardline -----------------------------------------------------------------------------
 
-def sl_env(threads, passive):
+def sl_env(threads, passive, tiles=False):
     env = dict(os.environ)
+    env.pop("SL_QDEQ_ROWS", None)
+    if tiles:
+        env["SL_QDEQ_ROWS"] = "64"
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS"):
         env[k] = str(threads)
     if passive:
@@ -154,10 +163,14 @@ def sl_env(threads, passive):
     return env
 
 
-def shardline(args, h5, out, task, extra, passive=False):
+def shardline(args, h5, out, task, extra, passive=False, precision="auto"):
+    tiles = precision.endswith("+tiles")
     cmd = [args.shardline, "run", "--model", args.model, "--input", h5, "--input-dataset", "text",
-           "--output", out, "--task", task, "--device", "cpu", "--restart", "--quiet"] + extra
-    _, wall = run(cmd, env=sl_env(args.threads, passive))
+           "--output", out, "--task", task, "--device", "cpu", "--restart", "--quiet",
+           "--precision", precision.split("+")[0]] + extra
+    _, wall = run(cmd, env=sl_env(args.threads, passive, tiles))
+    if tiles:
+        cmd = ["SL_QDEQ_ROWS=64"] + cmd
     if passive:
         cmd = ["OMP_WAIT_POLICY=passive"] + cmd
     with open(os.path.join(out, "report.json")) as f:
@@ -167,9 +180,10 @@ def shardline(args, h5, out, task, extra, passive=False):
     return rep, wall, " ".join(cmd)
 
 
-def sl_score(args, h5, out, passive=False):
+def sl_score(args, h5, out, passive=False, precision="auto"):
     rep, wall, cmd = shardline(args, h5, out, "score",
-                               ["--max-length", str(args.score_len), "--token-logprobs"], passive)
+                               ["--max-length", str(args.score_len), "--token-logprobs"], passive,
+                               precision)
     import h5py
     import numpy as np
     with h5py.File(os.path.join(out, "predictions.h5")) as f:
@@ -185,19 +199,21 @@ def sl_score(args, h5, out, passive=False):
             "cmd": cmd}
 
 
-def sl_generate(args, h5, out, slots, passive=False):
+def sl_generate(args, h5, out, slots, passive=False, precision="auto"):
     rep, wall, cmd = shardline(args, h5, out, "generate",
                                ["--max-new-tokens", str(args.max_new), "--batch-size", str(slots)],
-                               passive)
+                               passive, precision)
     import h5py
     with h5py.File(os.path.join(out, "predictions.h5")) as f:
         ntok = [int(x) for x in f["n_tokens"][...]]
         nprompt = [int(x) for x in f["n_prompt_tokens"][...]]
         fin = [x.decode() if isinstance(x, bytes) else str(x) for x in f["finish_reason"][...]]
-    fed = sum(nprompt) + sum(max(n - 1, 0) for n in ntok)
-    if fed != int(rep["tokens"]):
-        die(f"generate: report.json tokens {rep['tokens']} != prompts {sum(nprompt)} + generated "
-            f"{sum(ntok)} - rows {len(ntok)}")
+    # every prompt token and every generated token but the last is fed; the last one may be fed
+    # too (the decoder counts it for rows that stop at the length limit)
+    fed_min = sum(nprompt) + sum(max(n - 1, 0) for n in ntok)
+    if not fed_min <= int(rep["tokens"]) <= sum(nprompt) + sum(ntok):
+        die(f"generate: report.json tokens {rep['tokens']} not within prompts {sum(nprompt)} + "
+            f"generated {sum(ntok)} (- rows {len(ntok)})")
     gen, c = sum(ntok), rep["compute_seconds"]
     return {"gen": gen, "rate": gen / c, "job_rate": gen / rep["seconds"], "wall_rate": gen / wall,
             "compute": c, "gemm": rep.get("gemm_seconds", 0.0), "job": rep["seconds"], "wall": wall,
@@ -291,6 +307,9 @@ def main():
     ap.add_argument("--also-passive", action="store_true",
                     help="also run every shardline line with OMP_WAIT_POLICY=passive (right after "
                          "the default one, same llama.cpp partner)")
+    ap.add_argument("--precisions", default="auto,f32",
+                    help="shardline --precision values, each a set of shardline lines (comma "
+                         "list; auto+tiles: auto with SL_QDEQ_ROWS=64)")
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "bench-work", "llama"))
     args = ap.parse_args()
     if args.model is None:
@@ -316,25 +335,31 @@ def main():
         gen_h5[s] = os.path.join(args.work, f"gen-{n}.h5")
         write_h5(gen_h5[s], gen_prompts(n, args.seed))
 
-    res = {k: [] for k in ("sl_score", "sl_score_p", "ll_pp", "ll_ppl", "ll_tg", "ll_batched")}
-    for s in [1] + par:
-        res[f"sl_gen{s}"] = []
-        res[f"sl_gen{s}_p"] = []
-    variants = [("", False)] + ([("_p", True)] if args.also_passive else [])
+    # one variant per precision (and passive wait policy): (key suffix, passive, precision)
+    variants = [(f"_{prec}" + ("_p" if pas else ""), pas, prec)
+                for prec in args.precisions.split(",") if prec
+                for pas in ([False, True] if args.also_passive else [False])]
+    res = {k: [] for k in ("ll_pp", "ll_ppl", "ll_tg", "ll_batched")}
+    for v, _, _ in variants:
+        res["sl_score" + v] = []
+        for s in [1] + par:
+            res[f"sl_gen{s}{v}"] = []
+    v0 = variants[0][0]  # the first variant's prompt lengths size llama-batched-bench's
     npp = None
     for rnd in range(args.reps):
         sl_first = rnd % 2 == 0
         # prefill pair
-        steps_sl = [(lambda v=v, pas=pas: res["sl_score" + v].append(
-            sl_score(args, score_h5, os.path.join(args.work, "out-score"), pas))) for v, pas in variants]
+        steps_sl = [(lambda v=v, pas=pas, prec=prec: res["sl_score" + v].append(
+            sl_score(args, score_h5, os.path.join(args.work, "out-score"), pas, prec)))
+            for v, pas, prec in variants]
         steps_ll = [lambda: res["ll_pp"].append(ll_bench(args, args.score_len, 0)),
                     lambda: res["ll_ppl"].append(ll_perplexity(args, text_path, args.score_rows))]
         for fn in (steps_sl + steps_ll if sl_first else steps_ll + steps_sl):
             fn()
         # decode pair
-        steps_sl = [(lambda s=s, v=v, pas=pas: res[f"sl_gen{s}{v}"].append(
-            sl_generate(args, gen_h5[s], os.path.join(args.work, f"out-gen{s}"), s, pas)))
-            for s in [1] + par for v, pas in variants]
+        steps_sl = [(lambda s=s, v=v, pas=pas, prec=prec: res[f"sl_gen{s}{v}"].append(
+            sl_generate(args, gen_h5[s], os.path.join(args.work, f"out-gen{s}"), s, pas, prec)))
+            for s in [1] + par for v, pas, prec in variants]
         if npp is None and not sl_first:
             die("internal: shardline must run first in round 0 (prompt length)")
 
@@ -347,7 +372,8 @@ def main():
             for fn in steps_sl:
                 fn()
             if npp is None:  # llama-batched-bench's prompt: shardline's mean prompt length
-                npp = max(1, round(statistics.mean(res[f"sl_gen{s}"][0]["mean_prompt"] for s in [1] + par)))
+                npp = max(1, round(statistics.mean(res[f"sl_gen{s}{v0}"][0]["mean_prompt"]
+                                                   for s in [1] + par)))
             ll_dec()
         else:
             ll_dec()
@@ -361,7 +387,7 @@ def main():
         print(f"round {rnd + 1}/{args.reps} done ({time.time() - t_start:.0f} s), load "
               f"{open('/proc/loadavg').read().split()[0]}", flush=True)
 
-    sc, pp, ppl, tg = res["sl_score"], res["ll_pp"], res["ll_ppl"], res["ll_tg"]
+    sc, pp, ppl, tg = res["sl_score" + v0], res["ll_pp"], res["ll_ppl"], res["ll_tg"]
     print()
     print(f"model {args.model}")
     print(f"shardline {args.shardline}: {sc[0]['device']}")
@@ -374,7 +400,7 @@ def main():
           f"{args.score_len}), {sc[0]['tok']} tokens; llama-perplexity: same text, {ppl[0]['tok']} "
           f"tokens, PPL {ppl[0]['ppl']:.2f}")
     for s in [1] + par:
-        g = res[f"sl_gen{s}"][0]
+        g = res[f"sl_gen{s}{v0}"][0]
         print(f"generate --batch-size {s}: {g['rows']} rows, prompts {g['prompt']} tokens (mean "
               f"{g['mean_prompt']:.1f}), generated {g['gen']} (mean {g['gen'] / g['rows']:.1f}/row, "
               f"{g['eos']} rows stopped at EOS); llama-batched-bench -npp {npp} -ntg {args.max_new}")
@@ -388,8 +414,8 @@ def main():
         print(f"{name:<46} {med(a):>10.1f} {spread(a):>15} {med(b):>10.1f} {spread(b):>15} "
               f"{med(ratios):>6.2f} {spread(ratios):>11}")
 
-    for v, pas in variants:
-        tag = " [passive]" if pas else ""
+    for v, pas, prec in variants:
+        tag = f" [{prec}{', passive' if pas else ''}]"
         sl_pf = [r["rate"] for r in res["sl_score" + v]]
         line(f"prefill: score vs llama-bench pp{args.score_len}{tag}", sl_pf, [r["rate"] for r in pp])
         line(f"prefill: score vs perplexity c{args.score_len}{tag}", sl_pf, [r["rate"] for r in ppl])
@@ -403,6 +429,21 @@ def main():
         for s in [1] + par:
             line(f"decode {s} seq vs batched S_TG{tag}", [r["rate"] for r in res[f"sl_gen{s}{v}"]],
                  [b[s]["tg_rate"] for b in res["ll_batched"]])
+    precs = [prec for _, pas, prec in variants if not pas]
+    if "f32" in precs and len(precs) > 1:
+        print()
+        print(f"{'shardline quantized / f32, same round':<46} {'quant':>10} {'f32':>10} "
+              f"{'ratio':>6} {'spread':>11}")
+        for prec in precs:
+            if prec == "f32":
+                continue
+            for key, name in [("sl_score", "prefill: score")] + [(f"sl_gen{s}", f"decode {s} seq")
+                                                                 for s in [1] + par]:
+                a = [r["rate"] for r in res[f"{key}_{prec}"]]
+                b = [r["rate"] for r in res[key + "_f32"]]
+                ratios = [x / y for x, y in zip(a, b)]
+                print(f"{name + ' [' + prec + ']':<46} {med(a):>10.1f} {med(b):>10.1f} "
+                      f"{med(ratios):>6.2f} {spread(ratios):>11}")
     print("(shardline prefill: report tokens / compute_seconds; decode: generated tokens (/n_tokens) / "
           "compute_seconds, prompts' prefill included; llama-bench: avg_ts; perplexity: its prompt eval "
           "time line; batched-bench pp+tg: pl x ntg / (T_PP + T_TG), S_TG: pl x ntg / T_TG; "
@@ -410,19 +451,20 @@ def main():
           "ratio = shardline / llama.cpp within a round, median and min-max over rounds)")
     print()
     print("shardline time split (medians over rounds):")
-    for key, name in [(k + v, n + ("/passive" if pas else "")) for v, pas in variants
+    for key, name in [(k + v, n + f" {prec}" + ("/passive" if pas else ""))
+                      for v, pas, prec in variants
                       for k, n in [("sl_score", "score")] + [(f"sl_gen{s}", f"generate bs{s}") for s in [1] + par]]:
         rs = res[key]
         c, g, j, w = (med([r[x] for r in rs]) for x in ("compute", "gemm", "job", "wall"))
         extra = ""
-        if key == "sl_score":
+        if key.startswith("sl_score"):
             extra = f", GEMM {med([r['gemm_gflop'] / r['gemm'] for r in rs]):.1f} GFLOP/s"
         print(f"  {name:<22} wall {w:7.2f} s, job {j:7.2f} s, compute {c:7.2f} s, gemm {g:7.2f} s "
               f"({100 * g / c:.0f}% of compute), job - compute {j - c:5.2f} s{extra}")
     print(f"  llama-perplexity wall {med([r['wall'] for r in ppl]):.2f} s")
     print()
     print("commands:")
-    for v, _ in variants:
+    for v, _, _ in variants:
         print(" ", res["sl_score" + v][0]["cmd"])
         for s in [1] + par:
             print(" ", res[f"sl_gen{s}{v}"][0]["cmd"])

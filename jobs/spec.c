@@ -52,7 +52,7 @@ static const opt_t options[] = {
     {"batch-size", K_I64, "N", "1024", "rows per forward pass", OFF(batch_size), 1, SL_MAX_BATCH_SIZE},
     {"device", K_STR, "auto|cpu|cuda", "auto", "auto: CUDA when a GPU is visible, else CPU", OFF(device), 0, 0},
     {"comm", K_STR, "auto|mpi|nccl", "auto", "TP all-reduce: nccl (CUDA, every rank of a TP group on its own GPU), mpi (through host memory; works with several ranks on one GPU); auto: nccl when every rank of the group has its own GPU, else mpi (the CPU backend always uses MPI)", OFF(comm), 0, 0},
-    {"precision", K_STR, "f32|f16|bf16", "f32", "weight and GEMM precision (f32 accumulation)", OFF(precision), 0, 0},
+    {"precision", K_STR, "auto|f32|f16|bf16", "auto", "weight and GEMM precision (f32 accumulation); auto: a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized (int8 dot products on the CPU), everything else f32", OFF(precision), 0, 0},
     {"max-length", K_INT, "N", "0", "bert: tokens per row incl. [CLS]/[SEP]; score: tokens per row; generate: prompt + new tokens (longer rows are truncated when scoring or embedding, refused as row errors when generating); 0: the model's", OFF(max_length), 0, SL_MAX_TOKENS},
     {"batch-tokens", K_I64, "N", "16384", "bert, decoders: real (unpadded) tokens per forward pass; a unit's rows are sorted by length and packed", OFF(batch_tokens), 1, SL_MAX_BATCH_TOKENS},
     {"bos", K_STR, "auto|always|never", "auto", "decoders: special tokens around each row's text: as the tokenizer file says (auto), a BOS token first and nothing else (always; as transformers' GGUF tokenizer does), or none (never)", OFF(bos), 0, 0},
@@ -347,8 +347,9 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
         rc = sl_errorf(err, "--device '%s': expected auto, cpu or cuda", job->device);
     else if (strcmp(job->comm, "auto") && strcmp(job->comm, "mpi") && strcmp(job->comm, "nccl"))
         rc = sl_errorf(err, "--comm '%s': expected auto, mpi or nccl", job->comm);
-    else if (strcmp(job->precision, "f32") && strcmp(job->precision, "f16") && strcmp(job->precision, "bf16"))
-        rc = sl_errorf(err, "--precision '%s': expected f32, f16 or bf16", job->precision);
+    else if (strcmp(job->precision, "auto") && strcmp(job->precision, "f32") &&
+             strcmp(job->precision, "f16") && strcmp(job->precision, "bf16"))
+        rc = sl_errorf(err, "--precision '%s': expected auto, f32, f16 or bf16", job->precision);
     else if (strcmp(job->task, "auto") && strcmp(job->task, "predict") && strcmp(job->task, "embed") &&
              strcmp(job->task, "classify") && strcmp(job->task, "score") && strcmp(job->task, "generate"))
         rc = sl_errorf(err, "--task '%s': expected auto, predict, embed, classify, score or generate",

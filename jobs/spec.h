@@ -25,7 +25,7 @@ typedef struct {
     int64_t batch_size;
     char *device;    /* auto | cpu | cuda */
     char *comm;      /* auto | mpi | nccl: the TP all-reduce's transport (partition/comm.h) */
-    char *precision; /* f32 | f16 | bf16 */
+    char *precision; /* auto | f32 | f16 | bf16 */
     int max_length;       /* bert, decoders: 0 = the model's */
     int64_t batch_tokens; /* bert, decoders: tokens per forward pass */
     char *prompt_dataset; /* score: prompts whose continuation (the input dataset) is scored */

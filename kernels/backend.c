@@ -4,6 +4,7 @@
  * here is a programming error, not user input, so it is fatal with the op and shapes named.
  */
 #include "kernels/backend_impl.h"
+#include "kernels/quant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,22 @@ size_t sl_dtype_size(sl_dtype_t dt)
     case SL_I32: return 4;
     case SL_I8: return 1;
     }
-    return 0;
+    return dt == SL_Q8_0   ? SL_Q8_0_BYTES
+           : dt == SL_Q4_0 ? SL_Q4_0_BYTES
+           : dt == SL_Q4_1 ? SL_Q4_1_BYTES
+                           : 0;
+}
+
+int sl_dtype_quantized(sl_dtype_t dt) { return dt == SL_Q8_0 || dt == SL_Q4_0 || dt == SL_Q4_1; }
+int64_t sl_dtype_block(sl_dtype_t dt) { return sl_dtype_quantized(dt) ? SL_QBLOCK : 1; }
+
+size_t sl_dtype_bytes(sl_dtype_t dt, int64_t n)
+{
+    int64_t bytes;
+    if (sl_size_mul(n / sl_dtype_block(dt), (int64_t)sl_dtype_size(dt), &bytes) != 0)
+        SL_FATAL("a %s tensor of %lld elements has more than 2^63 bytes", sl_dtype_name(dt),
+                 (long long)n);
+    return (size_t)bytes;
 }
 
 const char *sl_dtype_name(sl_dtype_t dt)
@@ -34,7 +50,7 @@ const char *sl_dtype_name(sl_dtype_t dt)
     case SL_I32: return "i32";
     case SL_I8: return "i8";
     }
-    return "?";
+    return dt == SL_Q8_0 ? "q8_0" : dt == SL_Q4_0 ? "q4_0" : dt == SL_Q4_1 ? "q4_1" : "?";
 }
 
 int sl_dtype_parse(const char *s)
@@ -130,11 +146,7 @@ int64_t sl_tensor_numel(const sl_tensor_t *t)
 
 size_t sl_tensor_bytes(const sl_tensor_t *t)
 {
-    int64_t bytes;
-    if (sl_size_mul(sl_tensor_numel(t), (int64_t)sl_dtype_size(t->dtype), &bytes) != 0)
-        SL_FATAL("a %s tensor of %lld elements has more than 2^63 bytes", sl_dtype_name(t->dtype),
-                 (long long)sl_tensor_numel(t));
-    return (size_t)bytes;
+    return sl_dtype_bytes(t->dtype, sl_tensor_numel(t));
 }
 
 sl_tensor_t *sl_tensor_new(sl_backend_t *be, sl_dtype_t dt, int ndim, const int64_t *shape)
@@ -150,6 +162,9 @@ sl_tensor_t *sl_tensor_new(sl_backend_t *be, sl_dtype_t dt, int ndim, const int6
             SL_FATAL("sl_tensor_new: negative dimension %lld", (long long)shape[i]);
         t->shape[i] = shape[i];
     }
+    if (shape[ndim - 1] % sl_dtype_block(dt) != 0)
+        SL_FATAL("sl_tensor_new: a %s tensor's last dimension (%lld) must be a multiple of %lld",
+                 sl_dtype_name(dt), (long long)shape[ndim - 1], (long long)sl_dtype_block(dt));
     size_t bytes = sl_tensor_bytes(t);
     t->data = be->ops->alloc(be, bytes);
     if (!t->data)
@@ -252,6 +267,14 @@ static void need_bias(const char *op, const sl_tensor_t *bias, int64_t n, sl_dty
                  sl_dtype_name(other));
 }
 
+/* Monotonic seconds, for the GEMM time kept on synchronous (CPU) backends. */
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 void sl_matmul(const sl_tensor_t *a, int trans_a, const sl_tensor_t *b, int trans_b, float alpha,
                float beta, const sl_tensor_t *bias, sl_tensor_t *c)
 {
@@ -278,27 +301,55 @@ void sl_matmul(const sl_tensor_t *a, int trans_a, const sl_tensor_t *b, int tran
     if (m == 0 || n == 0)
         return;
     sl_backend_t *be = c->be;
-    if (be->kind == SL_BACKEND_CPU) {
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        be->ops->matmul(be, a, trans_a, b, trans_b, alpha, beta, bias, c, m, n, k);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        be->gemm_seconds += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-        be->gemm_flops += 2.0 * (double)m * (double)n * (double)k;
-        return;
-    }
+    double t0 = be->kind == SL_BACKEND_CPU ? now_s() : 0.0;
     be->ops->matmul(be, a, trans_a, b, trans_b, alpha, beta, bias, c, m, n, k);
+    if (be->kind == SL_BACKEND_CPU) {
+        be->gemm_seconds += now_s() - t0;
+        be->gemm_flops += 2.0 * (double)m * (double)n * (double)k;
+    }
+}
+
+static void linear_q(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias,
+                     sl_tensor_t *y)
+{
+    need_2d("sl_linear", "x", x);
+    need_2d("sl_linear", "y", y);
+    if (w->ndim != 2)
+        SL_FATAL("sl_linear: w must be 2-D, is %d-D", w->ndim);
+    if (x->dtype != SL_F32 || y->dtype != SL_F32 || (bias && bias->dtype != SL_F32))
+        SL_FATAL("sl_linear: a %s weight takes f32 x, y and bias", sl_dtype_name(w->dtype));
+    int64_t m = x->shape[0], k = x->shape[1], n = w->shape[0];
+    if (w->shape[1] != k || y->shape[0] != m || y->shape[1] != n || k % SL_QBLOCK != 0)
+        SL_FATAL("sl_linear: x [%lld,%lld] @ w^T [%lld,%lld] (%s) -> y [%lld,%lld]", (long long)m,
+                 (long long)k, (long long)w->shape[0], (long long)w->shape[1],
+                 sl_dtype_name(w->dtype), (long long)y->shape[0], (long long)y->shape[1]);
+    if (bias)
+        need_bias("sl_linear", bias, n, SL_F32);
+    if (x->be != y->be || w->be != y->be)
+        SL_FATAL("sl_linear: tensors live on different backends");
+    if (m == 0 || n == 0)
+        return;
+    sl_backend_t *be = y->be;
+    double t0 = be->kind == SL_BACKEND_CPU ? now_s() : 0.0;
+    be->ops->linear_q(be, x, w, bias, y, m, n, k);
+    if (be->kind == SL_BACKEND_CPU) {
+        be->gemm_seconds += now_s() - t0;
+        be->gemm_flops += 2.0 * (double)m * (double)n * (double)k;
+    }
 }
 
 void sl_linear(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *y)
 {
-    sl_matmul(x, 0, w, 1, 1.0f, 0.0f, bias, y);
+    if (sl_dtype_quantized(w->dtype))
+        linear_q(x, w, bias, y);
+    else
+        sl_matmul(x, 0, w, 1, 1.0f, 0.0f, bias, y);
 }
 
 void sl_linear_cast(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias,
                     sl_tensor_t *y, sl_tensor_t *scratch)
 {
-    if (w->dtype == x->dtype) {
+    if (w->dtype == x->dtype || sl_dtype_quantized(w->dtype)) {
         sl_linear(x, w, bias, y);
         return;
     }
@@ -413,8 +464,8 @@ void sl_layernorm(const sl_tensor_t *x, const sl_tensor_t *gamma, const sl_tenso
 
 void sl_embedding(const sl_tensor_t *table, const sl_tensor_t *ids, sl_tensor_t *out)
 {
-    if (table->ndim != 2 || !is_float(table->dtype))
-        SL_FATAL("sl_embedding: table must be a 2-D float tensor");
+    if (table->ndim != 2 || !(is_float(table->dtype) || sl_dtype_quantized(table->dtype)))
+        SL_FATAL("sl_embedding: table must be a 2-D float or quantized tensor");
     if (ids->dtype != SL_I32 || ids->ndim != 1)
         SL_FATAL("sl_embedding: ids must be i32 [n]");
     need_f32("sl_embedding", "out", out, 2);

@@ -31,7 +31,21 @@ typedef enum {
     SL_I8 = 4,
 } sl_dtype_t;
 
+/* Block-quantized weights, blocks of 32 values laid out as GGUF stores them (kernels/quant.h):
+ * only as the weight of sl_linear and the table of sl_embedding; the last dimension of such a
+ * tensor is a multiple of 32. Kept out of the enum: they are not element types, and the
+ * switches over element types (casts, collectives) need no case for them. */
+#define SL_Q8_0 ((sl_dtype_t)5)
+#define SL_Q4_0 ((sl_dtype_t)6)
+#define SL_Q4_1 ((sl_dtype_t)7)
+
+/* Bytes of one element, or of one block of sl_dtype_block(dt) elements for a quantized dtype. */
 size_t sl_dtype_size(sl_dtype_t dt);
+/* Elements per block: 32 for the quantized dtypes, 1 otherwise. */
+int64_t sl_dtype_block(sl_dtype_t dt);
+/* Bytes of n consecutive elements (n a multiple of sl_dtype_block(dt)). */
+size_t sl_dtype_bytes(sl_dtype_t dt, int64_t n);
+int sl_dtype_quantized(sl_dtype_t dt);
 const char *sl_dtype_name(sl_dtype_t dt);
 /* "f32"/"float32", "f16"/"float16", "bf16"/"bfloat16" -> dtype; -1 if unknown. */
 int sl_dtype_parse(const char *s);
@@ -120,11 +134,15 @@ void sl_tensor_zero(sl_tensor_t *t);
  */
 void sl_matmul(const sl_tensor_t *a, int trans_a, const sl_tensor_t *b, int trans_b, float alpha,
                float beta, const sl_tensor_t *bias, sl_tensor_t *c);
-/* y = x @ w^T + bias: the nn.Linear form of sl_matmul. x [M,K], w [N,K], bias [N] or NULL. */
+/* y = x @ w^T + bias: the nn.Linear form of sl_matmul. x [M,K], w [N,K], bias [N] or NULL.
+ * A quantized w (Q8_0, Q4_0, Q4_1) takes f32 x, y and bias and is used as stored: on the CPU,
+ * each 32-value block of a row of x is quantized to int8 (one f32 scale per block) and multiplied
+ * with the weight blocks in integer dot products; on CUDA, the weights are dequantised inside
+ * the kernel. */
 void sl_linear(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *y);
 /* sl_linear for f32 activations x and weights w in any dtype: when w is not f32, x is first cast
  * into a view of `scratch` (w's dtype, at least as many elements as x), since both GEMM operands
- * must share a dtype. */
+ * must share a dtype. A quantized w takes x as it is (sl_linear). */
 void sl_linear_cast(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias,
                     sl_tensor_t *y, sl_tensor_t *scratch);
 /* x[m, n] += bias[n] (bias dtype = x dtype or f32). */
@@ -148,7 +166,8 @@ void sl_add(sl_tensor_t *x, const sl_tensor_t *y);
  * x, out: f32 [rows, n] (out may be x); gamma, beta: f32 [n]. Biased variance, as PyTorch. */
 void sl_layernorm(const sl_tensor_t *x, const sl_tensor_t *gamma, const sl_tensor_t *beta,
                   float eps, sl_tensor_t *out);
-/* out[i, :] = table[ids[i], :]; table: [V, D] f32/f16/bf16; ids: i32 [n] (every id must be in
+/* out[i, :] = table[ids[i], :]; table: [V, D] f32/f16/bf16 or quantized (rows dequantised as
+ * they are gathered); ids: i32 [n] (every id must be in
  * [0, V): the caller validates user input); out: f32 [n, D]. */
 void sl_embedding(const sl_tensor_t *table, const sl_tensor_t *ids, sl_tensor_t *out);
 /*

@@ -29,6 +29,10 @@ typedef struct {
     void (*matmul)(sl_backend_t *be, const sl_tensor_t *a, int trans_a, const sl_tensor_t *b,
                    int trans_b, float alpha, float beta, const sl_tensor_t *bias, sl_tensor_t *c,
                    int64_t m, int64_t n, int64_t k);
+    /* y[M,N] = x[M,K] @ w[N,K]^T (+ bias[N]) for a quantized w (SL_Q8_0/Q4_0/Q4_1); x, y,
+     * bias f32; K a multiple of 32 */
+    void (*linear_q)(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *w,
+                     const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k);
     void (*add_bias)(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bias, int64_t rows,
                      int64_t cols);
     void (*activation)(sl_backend_t *be, sl_tensor_t *x, sl_act_t act);

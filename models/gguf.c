@@ -19,7 +19,8 @@
 #include "models/gguf.h"
 
 #include "common/sl_fs.h"
-#include "kernels/elementwise.h"
+#include "kernels/backend.h"
+#include "kernels/quant.h"
 
 #include <limits.h>
 #include <math.h>
@@ -777,40 +778,27 @@ static void dequant_bf16(const unsigned char *p, int64_t n, float *y)
         y[j] = sl_bf16_to_f32(rd16(p + 2 * j));
 }
 
-/* Q8_0 block (34 bytes): f16 scale d, 32 signed bytes q; x = q * d. */
+/* Q8_0, Q4_0, Q4_1: blocks of 32 values (layouts in kernels/quant.h, shared with the kernels
+ * that compute from them). */
+static void dequant_blocks(int dt, size_t bytes, const unsigned char *p, int64_t n, float *y)
+{
+    for (int64_t b = 0; b < n / SL_QBLOCK; b++, p += bytes, y += SL_QBLOCK)
+        sl_q_dequant_block(dt, p, y);
+}
+
 static void dequant_q8_0(const unsigned char *p, int64_t n, float *y)
 {
-    for (int64_t b = 0; b < n / 32; b++, p += 34, y += 32) {
-        float d = half(p);
-        for (int j = 0; j < 32; j++)
-            y[j] = (float)(int8_t)p[2 + j] * d;
-    }
+    dequant_blocks(SL_Q8_0, SL_Q8_0_BYTES, p, n, y);
 }
 
-/* Q4_0 block (18 bytes): f16 scale d, 16 bytes of nibbles; byte j holds element j in its low
- * nibble and element j + 16 in its high one; x = (q - 8) * d. */
 static void dequant_q4_0(const unsigned char *p, int64_t n, float *y)
 {
-    for (int64_t b = 0; b < n / 32; b++, p += 18, y += 32) {
-        float d = half(p);
-        for (int j = 0; j < 16; j++) {
-            y[j] = (float)((p[2 + j] & 0x0f) - 8) * d;
-            y[j + 16] = (float)((p[2 + j] >> 4) - 8) * d;
-        }
-    }
+    dequant_blocks(SL_Q4_0, SL_Q4_0_BYTES, p, n, y);
 }
 
-/* Q4_1 block (20 bytes): f16 scale d, f16 minimum m, 16 bytes of nibbles as in Q4_0;
- * x = q * d + m. */
 static void dequant_q4_1(const unsigned char *p, int64_t n, float *y)
 {
-    for (int64_t b = 0; b < n / 32; b++, p += 20, y += 32) {
-        float d = half(p), m = half(p + 2);
-        for (int j = 0; j < 16; j++) {
-            y[j] = (float)(p[4 + j] & 0x0f) * d + m;
-            y[j + 16] = (float)(p[4 + j] >> 4) * d + m;
-        }
-    }
+    dequant_blocks(SL_Q4_1, SL_Q4_1_BYTES, p, n, y);
 }
 
 /* ---- K-quants: super-blocks of 256 values in 16 or 8 sub-blocks, each with its own scale (and

@@ -16,7 +16,10 @@
  *   hs = rmsnorm(x[sel])                                             [n_sel, D]
  *   LM head: logits = hs Wlm[v0 : v0+Vl]^T                           [n_sel, Vl] per rank
  * Activations and norm weights are f32; linear weights and the embedding table are in the run's
- * precision and GEMM inputs are cast to it, with f32 accumulation.
+ * precision and GEMM inputs are cast to it, with f32 accumulation. Loaded as stored
+ * (SL_WEIGHTS_AS_STORED), a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized: sl_linear quantizes
+ * the f32 activations per 32-block and uses integer dot products (kernels/cpu/cpu_quant.h), and
+ * the embedding rows are dequantised as they are gathered.
  */
 #include "models/llama.h"
 
@@ -342,7 +345,8 @@ struct sl_llama {
     sl_llama_config_t cfg;
     sl_backend_t *be;
     int tp_size, tp_rank;
-    sl_dtype_t dtype;
+    sl_dtype_t dtype;      /* as loaded: f32, f16, bf16 or SL_WEIGHTS_AS_STORED */
+    sl_dtype_t act_dtype;  /* of the float weights and GEMM inputs: dtype, or f32 when as stored */
     int64_t hl, kvl, il;   /* this rank's query heads, KV heads, FFN slice */
     int64_t v0, vl;        /* this rank's vocabulary rows of the LM head */
     sl_bpe_t *tok;
@@ -408,18 +412,17 @@ static void layer_name(const sl_weights_t *w, int layer, wname_t which, char *bu
 
 /* GGUF (LLaMA) stores q/k rows of each head interleaved for llama.cpp's RoPE pairing: HF row
  * (head h, half j, index i) is GGUF row h*Dh + 2i + j. Undo it for `heads` whole heads of rows
- * (each `cols` wide; a bias has cols = 1). */
-static void unpermute_heads(float *rows, int64_t heads, int64_t dh, int64_t cols)
+ * (each `rb` bytes: f32 values, a bias's single value, or a row of quantized blocks). */
+static void unpermute_heads(unsigned char *rows, int64_t heads, int64_t dh, size_t rb)
 {
     int64_t half = dh / 2;
-    float *tmp = sl_xmalloc((size_t)(dh * cols) * sizeof *tmp);
+    unsigned char *tmp = sl_xmalloc((size_t)dh * rb);
     for (int64_t h = 0; h < heads; h++) {
-        float *blk = rows + h * dh * cols;
+        unsigned char *blk = rows + (size_t)(h * dh) * rb;
         for (int64_t j = 0; j < 2; j++)
             for (int64_t i = 0; i < half; i++)
-                memcpy(tmp + (j * half + i) * cols, blk + (2 * i + j) * cols,
-                       (size_t)cols * sizeof *tmp);
-        memcpy(blk, tmp, (size_t)(dh * cols) * sizeof *tmp);
+                memcpy(tmp + (size_t)(j * half + i) * rb, blk + (size_t)(2 * i + j) * rb, rb);
+        memcpy(blk, tmp, (size_t)dh * rb);
     }
     free(tmp);
 }
@@ -427,10 +430,10 @@ static void unpermute_heads(float *rows, int64_t heads, int64_t dh, int64_t cols
 /* Checks a tensor of full shape [d0, d1] (d1 = 0: a vector) and uploads the block
  * rows [r0, r0+nr) x cols [c0, c0+nc); `qk_heads` > 0 un-permutes that many heads of rows (GGUF
  * LLaMA q/k). *out stays NULL for a missing optional tensor. */
-static void unpermute_rows(float *rows, int64_t n, int64_t cols, void *ctx)
+static void unpermute_rows(void *rows, int64_t n, size_t rb, void *ctx)
 {
     const int64_t *heads_dh = ctx;
-    unpermute_heads(rows, heads_dh[0], heads_dh[1], cols);
+    unpermute_heads(rows, heads_dh[0], heads_dh[1], rb);
 }
 
 static int load_block(sl_llama_t *m, const sl_weights_t *w, const char *name, int64_t d0,
@@ -451,7 +454,8 @@ static int load_block(sl_llama_t *m, const sl_weights_t *w, const char *name, in
     return *out ? 0 : -1;
 }
 
-/* Gate and up rows of this rank, stacked into one [2*Il, D] weight. */
+/* Gate and up rows of this rank, stacked into one [2*Il, D] weight (kept quantized when both
+ * are stored in the same quantized type and the load keeps them). */
 static int load_gate_up(sl_llama_t *m, const sl_weights_t *w, int i, sl_error_t *err)
 {
     int64_t D = m->cfg.hidden, I = m->cfg.intermediate, i0 = m->tp_rank * m->il;
@@ -460,17 +464,27 @@ static int load_gate_up(sl_llama_t *m, const sl_weights_t *w, int i, sl_error_t 
     layer_name(w, i, W_UP, nu, sizeof nu);
     if (sl_weights_check(w, ng, I, D, err) != 0 || sl_weights_check(w, nu, I, D, err) != 0)
         return -1;
-    float *both = sl_xmalloc((size_t)(2 * m->il * D) * sizeof *both);
-    float *g = sl_weights_block(w, ng, i0, m->il, 0, D, err);
-    float *u = g ? sl_weights_block(w, nu, i0, m->il, 0, D, err) : NULL;
+    int keep = m->dtype == SL_WEIGHTS_AS_STORED &&
+               sl_weights_stored_dtype(w, ng) == sl_weights_stored_dtype(w, nu);
+    sl_dtype_t dg = SL_F32, du = SL_F32;
+    void *g = sl_weights_read(w, ng, i0, m->il, 0, D, keep, &dg, err);
+    void *u = g ? sl_weights_read(w, nu, i0, m->il, 0, D, keep, &du, err) : NULL;
     if (u) {
-        memcpy(both, g, (size_t)(m->il * D) * sizeof *both);
-        memcpy(both + m->il * D, u, (size_t)(m->il * D) * sizeof *both);
-        m->layers[i].wgu = sl_upload_f32(m->be, both, 2 * m->il, D, m->dtype);
+        size_t half = sl_dtype_bytes(dg, m->il * D);
+        unsigned char *both = sl_xmalloc(2 * half);
+        memcpy(both, g, half);
+        memcpy(both + half, u, half);
+        if (dg != SL_F32) {
+            m->layers[i].wgu = sl_tensor_new2(m->be, dg, 2 * m->il, D);
+            sl_copy_h2d(m->layers[i].wgu, both, 2 * half);
+        } else {
+            m->layers[i].wgu =
+                sl_upload_f32(m->be, (const float *)both, 2 * m->il, D, m->act_dtype);
+        }
+        free(both);
     }
     free(g);
     free(u);
-    free(both);
     return u ? 0 : -1;
 }
 
@@ -631,6 +645,7 @@ sl_llama_t *sl_llama_load(const char *path, sl_backend_t *be, int tp_size, int t
     m->tp_size = tp_size;
     m->tp_rank = tp_rank;
     m->dtype = dtype;
+    m->act_dtype = dtype == SL_WEIGHTS_AS_STORED ? SL_F32 : dtype;
     const sl_gguf_t *g = sl_weights_gguf(w);
     const sl_llama_config_t *c = &m->cfg;
     int rc = g ? config_from_gguf(g, &m->cfg, err) : config_from_json(path, &m->cfg, err);
@@ -682,7 +697,7 @@ sl_llama_t *sl_llama_load(const char *path, sl_backend_t *be, int tp_size, int t
             m->lm = *m->embed;
             m->lm.owns_data = 0;
             m->lm.shape[0] = m->vl;
-            m->lm.data = (char *)m->embed->data + (size_t)(m->v0 * D) * sl_dtype_size(dtype);
+            m->lm.data = (char *)m->embed->data + sl_dtype_bytes(m->embed->dtype, m->v0 * D);
         }
         rc = make_inv_freq(m, w, err);
     }
@@ -808,9 +823,9 @@ static void ensure_scratch(sl_llama_t *m, int64_t T, int64_t n_sel, int64_t S)
         grow(&m->v, m->be, SL_F32, cap, m->kvl * Dh);
         grow(&m->gu, m->be, SL_F32, cap, 2 * m->il);
         grow(&m->act, m->be, SL_F32, cap, m->il);
-        if (m->dtype != SL_F32) {
+        if (m->act_dtype != SL_F32) {
             int64_t w = D > m->hl * Dh ? D : m->hl * Dh;
-            grow(&m->cast, m->be, m->dtype, cap, w > m->il ? w : m->il);
+            grow(&m->cast, m->be, m->act_dtype, cap, w > m->il ? w : m->il);
         }
         grow(&m->ids, m->be, SL_I32, cap, 0);
         grow(&m->slot, m->be, SL_I32, cap, 0);

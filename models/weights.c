@@ -313,7 +313,7 @@ float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int
 int sl_weights_load_args(const char *path, sl_dtype_t dtype, int tp_size, int tp_rank,
                          sl_error_t *err)
 {
-    if (!sl_st_is_float(dtype))
+    if (!sl_st_is_float(dtype) && dtype != SL_WEIGHTS_AS_STORED)
         return sl_errorf(err, "%s: weights can be loaded as f32, f16 or bf16, not %s", path,
                          sl_st_code(dtype));
     if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size)
@@ -337,19 +337,99 @@ sl_tensor_t *sl_upload_f32(sl_backend_t *be, const float *h, int64_t nr, int64_t
     return d;
 }
 
+sl_dtype_t sl_weights_stored_dtype(const sl_weights_t *w, const char *name)
+{
+    const sl_gguf_tensor_t *t = w->gguf ? sl_gguf_tensor_find(w->gguf, name) : NULL;
+    if (!t || t->ndim != 2)
+        return SL_F32;
+    return t->type == SL_GGML_Q8_0   ? SL_Q8_0
+           : t->type == SL_GGML_Q4_0 ? SL_Q4_0
+           : t->type == SL_GGML_Q4_1 ? SL_Q4_1
+                                     : SL_F32;
+}
+
+void *sl_weights_read(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr, int64_t c0,
+                      int64_t nc, int keep, sl_dtype_t *dt, sl_error_t *err)
+{
+    *dt = keep ? sl_weights_stored_dtype(w, name) : SL_F32;
+    if (*dt == SL_F32)
+        return sl_weights_block(w, name, r0, nr, c0, nc, err);
+    const sl_gguf_tensor_t *t = sl_gguf_tensor_find(w->gguf, name);
+    const int64_t blk = sl_dtype_block(*dt), cols = t->ne[0];
+    if (c0 % blk != 0 || (c0 + nc) % blk != 0) {
+        sl_errorf(err,
+                  "%s: tensor '%s' (%s) would be split at column %lld, inside a block of %lld "
+                  "values: choose a --tp whose slices are whole blocks, or --precision f32",
+                  w->where, name, sl_dtype_name(*dt), (long long)(c0 % blk ? c0 : c0 + nc),
+                  (long long)blk);
+        return NULL;
+    }
+    if (r0 < 0 || nr < 0 || r0 + nr > sl_gguf_rows(t) || c0 < 0 || c0 + nc > cols) {
+        sl_errorf(err, "%s: tensor '%s': rows %lld..%lld, columns %lld..%lld out of range",
+                  w->where, name, (long long)r0, (long long)(r0 + nr), (long long)c0,
+                  (long long)(c0 + nc));
+        return NULL;
+    }
+    const size_t row = sl_dtype_bytes(*dt, cols), part = sl_dtype_bytes(*dt, nc);
+    const size_t skip = sl_dtype_bytes(*dt, c0);
+    unsigned char *out = sl_xmalloc(part * (size_t)(nr ? nr : 1));
+    for (int64_t r = 0; r < nr; r++)
+        memcpy(out + (size_t)r * part, t->data + (size_t)(r0 + r) * row + skip, part);
+    /* Kept quantized, the values are never dequantised here: their scales (and Q4_1's
+     * minimums) are what can be NaN or Inf. */
+    if (sl_weights_check_qscales(w->where, name, out, *dt, r0, nr, c0, nc, err) != 0) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+int sl_weights_check_qscales(const char *where, const char *name, const void *blocks,
+                             sl_dtype_t dt, int64_t r0, int64_t nr, int64_t c0, int64_t nc,
+                             sl_error_t *err)
+{
+    const int64_t blk = sl_dtype_block(dt), per_row = nc / blk;
+    const size_t bytes = sl_dtype_size(dt);
+    const int halves = dt == SL_Q4_1 ? 2 : 1; /* f16 d (and Q4_1's f16 m) lead each block */
+    const unsigned char *p = blocks;
+    for (int64_t b = 0; b < nr * per_row; b++) {
+        for (int h = 0; h < halves; h++) {
+            uint16_t v;
+            memcpy(&v, p + (size_t)b * bytes + 2 * (size_t)h, sizeof v);
+            if ((v & 0x7c00u) == 0x7c00u)
+                return sl_errorf(err,
+                                 "%s: tensor '%s' (%s) holds a %s %s in the block of row %lld, "
+                                 "columns %lld..%lld (weights must be finite)",
+                                 where, name, sl_dtype_name(dt), (v & 0x3ffu) ? "NaN" : "Inf",
+                                 h ? "minimum" : "scale", (long long)(r0 + b / per_row),
+                                 (long long)(c0 + (b % per_row) * blk),
+                                 (long long)(c0 + (b % per_row + 1) * blk));
+        }
+    }
+    return 0;
+}
+
 sl_tensor_t *sl_weights_upload(const sl_weights_t *w, sl_backend_t *be, const char *name,
                                int64_t r0, int64_t nr, int64_t c0, int64_t nc, int vector,
-                               sl_dtype_t dt, void (*rows_fn)(float *, int64_t, int64_t, void *),
-                               void *ctx, sl_error_t *err)
+                               sl_dtype_t dt, sl_weights_rows_fn rows_fn, void *ctx,
+                               sl_error_t *err)
 {
-    float *h = vector ? sl_weights_block(w, name, 0, 1, c0, nc, err)
-                      : sl_weights_block(w, name, r0, nr, c0, nc, err);
+    const int keep = dt == SL_WEIGHTS_AS_STORED && !vector;
+    sl_dtype_t got = SL_F32;
+    void *h = vector ? sl_weights_block(w, name, 0, 1, c0, nc, err)
+                     : sl_weights_read(w, name, r0, nr, c0, nc, keep, &got, err);
     if (!h)
         return NULL;
     int64_t rows = vector ? nc : nr, cols = vector ? 1 : nc;
     if (rows_fn)
-        rows_fn(h, rows, cols, ctx);
-    sl_tensor_t *d = sl_upload_f32(be, h, vector ? 0 : nr, nc, dt);
+        rows_fn(h, rows, sl_dtype_bytes(got, cols), ctx);
+    sl_tensor_t *d;
+    if (got != SL_F32) {
+        d = sl_tensor_new2(be, got, nr, nc);
+        sl_copy_h2d(d, h, sl_tensor_bytes(d));
+    } else {
+        d = sl_upload_f32(be, h, vector ? 0 : nr, nc, dt == SL_WEIGHTS_AS_STORED ? SL_F32 : dt);
+    }
     free(h);
     return d;
 }

@@ -48,8 +48,21 @@ float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int
 int sl_weights_check_finite(const char *where, const char *name, const void *data, sl_dtype_t dt,
                             int64_t r0, int64_t nr, int64_t c0, int64_t nc, sl_error_t *err);
 
-/* The arguments every loader checks first: a float weight dtype (f32, f16, bf16) and a TP
- * position 0 <= tp_rank < tp_size; the message names the model path. */
+/* The same for a block of quantized rows (Q8_0, Q4_0, Q4_1 as GGUF stores them, [nr rows,
+ * nc / 32 blocks]): fails, naming the tensor, the row and the block's columns, when a block's
+ * f16 scale (or Q4_1's minimum) is NaN or Inf. sl_weights_read checks every block it keeps. */
+int sl_weights_check_qscales(const char *where, const char *name, const void *blocks,
+                             sl_dtype_t dt, int64_t r0, int64_t nr, int64_t c0, int64_t nc,
+                             sl_error_t *err);
+
+/* A load dtype: matrices a GGUF file stores as Q8_0, Q4_0 or Q4_1 stay in their blocks (a
+ * quantized backend tensor, computed from as it is); every other tensor is read as f32. For a
+ * safetensors directory it is f32. */
+#define SL_WEIGHTS_AS_STORED ((sl_dtype_t)64)
+
+/* The arguments every loader checks first: a float weight dtype (f32, f16, bf16, or
+ * SL_WEIGHTS_AS_STORED) and a TP position 0 <= tp_rank < tp_size; the message names the model
+ * path. */
 int sl_weights_load_args(const char *path, sl_dtype_t dtype, int tp_size, int tp_rank,
                          sl_error_t *err);
 
@@ -57,13 +70,30 @@ int sl_weights_load_args(const char *path, sl_dtype_t dtype, int tp_size, int tp
  * (converted on the backend, rounding to nearest even). */
 sl_tensor_t *sl_upload_f32(sl_backend_t *be, const float *h, int64_t nr, int64_t nc, sl_dtype_t dt);
 
+/* The dtype a matrix keeps when loaded with SL_WEIGHTS_AS_STORED: SL_Q8_0/Q4_0/Q4_1 for a GGUF
+ * tensor of that type, else SL_F32. */
+sl_dtype_t sl_weights_stored_dtype(const sl_weights_t *w, const char *name);
+
+/* Rows [r0, r0+nr) x columns [c0, c0+nc) of a checked matrix in host memory, malloc'd, row-major:
+ * as f32 (*dt = SL_F32), or, when keep is set and the tensor is stored quantized (see
+ * sl_weights_stored_dtype), as its raw blocks (*dt = SL_Q8_0/Q4_0/Q4_1; nc / 32 blocks a row).
+ * A quantized slice must start and end on whole 32-value blocks: otherwise NULL with err naming
+ * the tensor and the column. NULL with err when the tensor cannot be read. */
+void *sl_weights_read(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr, int64_t c0,
+                      int64_t nc, int keep, sl_dtype_t *dt, sl_error_t *err);
+
+/* Rewrites n rows of row_bytes bytes each in place (e.g. un-permuting rows), whatever their
+ * element type. */
+typedef void (*sl_weights_rows_fn)(void *rows, int64_t n, size_t row_bytes, void *ctx);
+
 /* A checked tensor's block (as sl_weights_block) uploaded to the backend in dtype dt: a
- * [nr, nc] matrix, or, when vector is set, the [nc] slice of a 1-D tensor (nr ignored).
- * rows_fn, when not NULL, rewrites the f32 block in place first (e.g. un-permuting rows).
+ * [nr, nc] matrix, or, when vector is set, the [nc] slice of a 1-D tensor (nr ignored). With
+ * dt = SL_WEIGHTS_AS_STORED a quantized GGUF matrix stays quantized (sl_weights_read), anything
+ * else becomes f32. rows_fn, when not NULL, rewrites the block's rows in place first.
  * NULL with err when the tensor cannot be read. */
 sl_tensor_t *sl_weights_upload(const sl_weights_t *w, sl_backend_t *be, const char *name,
                                int64_t r0, int64_t nr, int64_t c0, int64_t nc, int vector,
-                               sl_dtype_t dt, void (*rows_fn)(float *, int64_t, int64_t, void *),
-                               void *ctx, sl_error_t *err);
+                               sl_dtype_t dt, sl_weights_rows_fn rows_fn, void *ctx,
+                               sl_error_t *err);
 
 #endif

@@ -21,6 +21,7 @@
 #include "models/llama.h"
 #include "models/mlp.h"
 #include "models/tokenizer.h"
+#include "models/weights.h"
 #include "runner/decoder.h"
 
 /* ---- plan ------------------------------------------------------------------------------------ */
@@ -253,7 +254,10 @@ sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_back
     t->plan = plan;
     t->job = job;
     t->be = be;
-    sl_dtype_t dt = (sl_dtype_t)sl_dtype_parse(job->precision);
+    /* auto: decoders keep a GGUF's quantized matrices as stored; the rest is f32 */
+    sl_dtype_t dt = strcmp(job->precision, "auto")  ? (sl_dtype_t)sl_dtype_parse(job->precision)
+                    : plan->model == SL_MODEL_LLAMA ? SL_WEIGHTS_AS_STORED
+                                                    : SL_F32;
     if (plan->model == SL_MODEL_MLP) {
         t->mlp = sl_mlp_load(job->model, be, g->tp_size, g->tp_rank, dt, err);
         if (!t->mlp)

@@ -12,7 +12,9 @@
  * This backend is also the reference the CUDA ops are tested against.
  */
 #include "kernels/backend_impl.h"
+#include "kernels/cpu/cpu_quant.h"
 #include "kernels/elementwise.h"
+#include "kernels/quant.h"
 
 #include <cblas.h>
 #ifdef SL_BLAS_BLIS
@@ -31,6 +33,9 @@ typedef struct {
     char desc[256];
     float *scratch[3]; /* widened A, widened B, f32 C for f16/bf16 GEMMs */
     size_t scratch_len[3];
+    sl_qform_t qform; /* the int8 dot-product form of quantized linear layers */
+    sl_q8a_t *xq;     /* quantized activations of a quantized linear layer */
+    size_t xq_len;    /* blocks */
 } cpu_backend_t;
 
 /* Loops over fewer elements than this run on the calling thread: a parallel region costs a
@@ -95,6 +100,7 @@ static void cpu_destroy(sl_backend_t *be)
     cpu_backend_t *b = cpu(be);
     for (int i = 0; i < 3; i++)
         free(b->scratch[i]);
+    free(b->xq);
     free(b);
 }
 
@@ -229,6 +235,72 @@ static void cpu_matmul(sl_backend_t *be, const sl_tensor_t *a, int trans_a, cons
         from_f32(c->data, c->dtype, cf, m * n);
 }
 
+#ifdef SL_BLAS_BLIS
+/* SL_QDEQ_ROWS=N: from N activation rows on, a quantized linear layer dequantises tiles of
+ * weight rows to f32 and multiplies them in BLIS instead of quantizing the activations to int8.
+ * Off by default. why: with many rows (prefill, scoring) each tile serves every row, so this is
+ * about 1.5x faster there and keeps the activations in f32 (bench/RESULTS.md); but a row's
+ * result then depends on how many rows share its GEMM (int8 or f32 activations), so scores and
+ * sampled tokens would change with the batch, unit size and rank count. The int8 path gives
+ * every row the same result whatever the batch. */
+static int64_t qdeq_rows(void)
+{
+    static int64_t rows = -1;
+    if (rows < 0) {
+        const char *env = getenv("SL_QDEQ_ROWS");
+        rows = env && atoll(env) > 0 ? atoll(env) : INT64_MAX;
+    }
+    return rows;
+}
+
+/* y[m, n] = x[m, k] @ w[n, k]^T (+ bias) with w dequantised a tile of weight rows at a time
+ * into thread scratch [tile, k] and one single-threaded BLIS call per tile (y's columns
+ * j0..j1), the tiles taken dynamically by the OpenMP threads. */
+static void linear_q_tiles(cpu_backend_t *cb, const sl_tensor_t *x, const sl_tensor_t *w,
+                           const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k)
+{
+    const int threads = cb->threads;
+    int64_t tile = (n + 4 * threads - 1) / (4 * threads);
+    tile = tile > 256 ? 256 : tile < 16 ? 16 : (tile + 15) / 16 * 16;
+    const int64_t ntiles = (n + tile - 1) / tile, nb = k / SL_QBLOCK;
+    const size_t rb = sl_dtype_bytes(w->dtype, k), bb = sl_dtype_size(w->dtype);
+    float *scr = scratch(cb, 0, (size_t)(threads * tile * k));
+    float *yf = y->data;
+    if (bias)
+        prepare_c(yf, m, n, 0.0f, bias);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t t = 0; t < ntiles; t++) {
+        const int64_t j0 = t * tile, nj = n - j0 < tile ? n - j0 : tile;
+        float *wt = scr + (size_t)(omp_get_thread_num() * tile * k); /* [nj, k] */
+        const uint8_t *wr = (const uint8_t *)w->data + (size_t)j0 * rb;
+        for (int64_t b = 0; b < nj * nb; b++)
+            sl_q_dequant_block((int)w->dtype, wr + (size_t)b * bb, wt + b * SL_QBLOCK);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nj, (int)k, 1.0f, x->data,
+                    (int)k, wt, (int)k, bias ? 1.0f : 0.0f, yf + j0, (int)n);
+    }
+}
+#endif
+
+static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *w,
+                         const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k)
+{
+    cpu_backend_t *cb = cpu(be);
+#ifdef SL_BLAS_BLIS
+    if (m >= qdeq_rows()) {
+        linear_q_tiles(cb, x, w, bias, y, m, n, k);
+        return;
+    }
+#endif
+    size_t blocks = (size_t)(m * (k / SL_QBLOCK));
+    if (cb->xq_len < blocks) {
+        free(cb->xq);
+        cb->xq = sl_xmalloc(blocks * sizeof *cb->xq);
+        cb->xq_len = blocks;
+    }
+    sl_cpu_linear_q(cb->threads, cb->qform, w->dtype, x->data, m, k, w->data, n,
+                    bias ? bias->data : NULL, y->data, cb->xq);
+}
+
 static void cpu_add_bias(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bias, int64_t rows,
                          int64_t cols)
 {
@@ -344,6 +416,13 @@ static void cpu_embedding(sl_backend_t *be, const sl_tensor_t *table, const sl_t
         const int64_t base = (int64_t)id[i] * dim;
         if (table->dtype == SL_F32) {
             memcpy(o + i * dim, (const float *)table->data + base, (size_t)dim * sizeof(float));
+            continue;
+        }
+        if (sl_dtype_quantized(table->dtype)) { /* the row's blocks, dequantised */
+            const size_t bb = sl_dtype_size(table->dtype);
+            const uint8_t *row = (const uint8_t *)table->data + sl_dtype_bytes(table->dtype, base);
+            for (int64_t b = 0; b < dim / SL_QBLOCK; b++)
+                sl_q_dequant_block((int)table->dtype, row + b * bb, o + i * dim + b * SL_QBLOCK);
             continue;
         }
         for (int64_t j = 0; j < dim; j++)
@@ -974,6 +1053,7 @@ static const sl_backend_ops_t cpu_ops = {
     .d2h = cpu_copy,
     .memzero = cpu_memzero,
     .matmul = cpu_matmul,
+    .linear_q = cpu_linear_q,
     .add_bias = cpu_add_bias,
     .activation = cpu_activation,
     .softmax = cpu_softmax,
@@ -1006,19 +1086,21 @@ sl_backend_t *sl_cpu_backend_create(int threads, sl_error_t *err)
     if (threads > 0)
         omp_set_num_threads(threads);
     b->threads = threads > 0 ? threads : omp_get_max_threads();
+    b->qform = sl_qform_best();
 #ifdef SL_BLAS_BLIS
     /* One thread per BLIS call: sgemm_blocks spreads a GEMM's row blocks over the OpenMP
      * threads itself, so BLIS's threads never run beside (or inside) shardline's. */
     bli_thread_set_num_threads(1);
-    snprintf(b->desc, sizeof b->desc, "cpu (%d thread%s, BLIS %s %s%s)", b->threads,
+    snprintf(b->desc, sizeof b->desc, "cpu (%d thread%s, BLIS %s %s%s, int8 dot %s)", b->threads,
              b->threads == 1 ? "" : "s", bli_info_get_version_str(),
              bli_arch_string(bli_arch_query_id()),
-             bli_info_get_enable_openmp() ? " OpenMP" : " (not the OpenMP build)");
+             bli_info_get_enable_openmp() ? " OpenMP" : " (not the OpenMP build)",
+             sl_qform_name(b->qform));
 #else
     if (threads > 0)
         openblas_set_num_threads(threads);
-    snprintf(b->desc, sizeof b->desc, "cpu (%d thread%s, %s)", b->threads,
-             b->threads == 1 ? "" : "s", openblas_get_config());
+    snprintf(b->desc, sizeof b->desc, "cpu (%d thread%s, %s, int8 dot %s)", b->threads,
+             b->threads == 1 ? "" : "s", openblas_get_config(), sl_qform_name(b->qform));
 #endif
     return &b->base;
 }

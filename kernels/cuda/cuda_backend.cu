@@ -176,6 +176,13 @@ static void cuda_matmul(sl_backend_t *be, const sl_tensor_t *a, int trans_a, con
         sl_cuda_add_bias(cb->stream, c->data, c->dtype, bias->data, bias->dtype, m, n);
 }
 
+static void cuda_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *w,
+                          const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k)
+{
+    sl_cuda_linear_q(stream_of(be), (const float *)x->data, w->data, w->dtype,
+                     bias ? (const float *)bias->data : NULL, (float *)y->data, m, n, k);
+}
+
 static void cuda_add_bias(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bias, int64_t rows,
                           int64_t cols)
 {
@@ -410,18 +417,17 @@ static size_t cuda_free_bytes(sl_backend_t *be)
 static_assert(SL_BEFORE(name, destroy) && SL_BEFORE(destroy, describe) &&
                   SL_BEFORE(describe, stream) && SL_BEFORE(stream, sync) &&
                   SL_BEFORE(sync, alloc) && SL_BEFORE(alloc, free) && SL_BEFORE(free, h2d) &&
-                  SL_BEFORE(h2d, d2h) &&
-                  SL_BEFORE(d2h, memzero) && SL_BEFORE(memzero, matmul) &&
-                  SL_BEFORE(matmul, add_bias) && SL_BEFORE(add_bias, activation) &&
-                  SL_BEFORE(activation, softmax) && SL_BEFORE(softmax, cast) &&
-                  SL_BEFORE(cast, standardize) && SL_BEFORE(standardize, add) &&
-                  SL_BEFORE(add, layernorm) && SL_BEFORE(layernorm, embedding) &&
-                  SL_BEFORE(embedding, attention) && SL_BEFORE(attention, pool) &&
-                  SL_BEFORE(pool, l2_normalize) && SL_BEFORE(l2_normalize, rmsnorm) &&
-                  SL_BEFORE(rmsnorm, rope) && SL_BEFORE(rope, swiglu) &&
-                  SL_BEFORE(swiglu, kv_write) && SL_BEFORE(kv_write, attention_kv) &&
-                  SL_BEFORE(attention_kv, gather_rows) && SL_BEFORE(gather_rows, pool_packed) &&
-                  SL_BEFORE(pool_packed, logsumexp_parts) &&
+                  SL_BEFORE(h2d, d2h) && SL_BEFORE(d2h, memzero) && SL_BEFORE(memzero, matmul) &&
+                  SL_BEFORE(matmul, linear_q) && SL_BEFORE(linear_q, add_bias) &&
+                  SL_BEFORE(add_bias, activation) && SL_BEFORE(activation, softmax) &&
+                  SL_BEFORE(softmax, cast) && SL_BEFORE(cast, standardize) &&
+                  SL_BEFORE(standardize, add) && SL_BEFORE(add, layernorm) &&
+                  SL_BEFORE(layernorm, embedding) && SL_BEFORE(embedding, attention) &&
+                  SL_BEFORE(attention, pool) && SL_BEFORE(pool, l2_normalize) &&
+                  SL_BEFORE(l2_normalize, rmsnorm) && SL_BEFORE(rmsnorm, rope) &&
+                  SL_BEFORE(rope, swiglu) && SL_BEFORE(swiglu, kv_write) &&
+                  SL_BEFORE(kv_write, attention_kv) && SL_BEFORE(attention_kv, gather_rows) &&
+                  SL_BEFORE(gather_rows, pool_packed) && SL_BEFORE(pool_packed, logsumexp_parts) &&
                   SL_BEFORE(logsumexp_parts, pick_logits) && SL_BEFORE(pick_logits, topk_rows) &&
                   SL_BEFORE(topk_rows, free_bytes),
               "sl_backend_ops_t changed order: update cuda_ops below");
@@ -443,6 +449,7 @@ static const sl_backend_ops_t cuda_ops = {
     /* .d2h = */ cuda_d2h,
     /* .memzero = */ cuda_memzero,
     /* .matmul = */ cuda_matmul,
+    /* .linear_q = */ cuda_linear_q,
     /* .add_bias = */ cuda_add_bias,
     /* .activation = */ cuda_activation,
     /* .softmax = */ cuda_softmax,

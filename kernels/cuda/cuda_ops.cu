@@ -21,6 +21,7 @@
 #include <cuda_fp16.h>
 
 #include "kernels/elementwise.h"
+#include "kernels/quant.h"
 
 namespace {
 
@@ -214,6 +215,45 @@ __global__ void embedding_kernel(const T *table, const int32_t *ids, float *out,
     for (int64_t i = global_index(); i < total; i += grid_stride()) {
         const int64_t row = i / dim, c = i - row * dim;
         out[i] = to_f32(table[(int64_t)ids[row] * dim + c]);
+    }
+}
+
+/* out[n, dim] = table[ids[n], dim] for a quantized table: one thread per 32-value block. */
+__global__ void embedding_q_kernel(const uint8_t *table, int dt, size_t block_bytes,
+                                   const int32_t *ids, float *out, int64_t n, int64_t dim)
+{
+    const int64_t nb = dim / SL_QBLOCK, total = n * nb;
+    for (int64_t i = global_index(); i < total; i += grid_stride()) {
+        const int64_t row = i / nb, b = i - row * nb;
+        sl_q_dequant_block(dt, table + ((int64_t)ids[row] * nb + b) * block_bytes,
+                           out + row * dim + b * SL_QBLOCK);
+    }
+}
+
+/* y[m, n] = x[m, k] @ w[n, k]^T (+ bias) for a quantized w: one warp per output element; lane l
+ * dequantises weight blocks l, l + 32, ... of row j into registers and multiplies them with the
+ * f32 activations, then the warp sums its lanes. Activations stay f32 (only the weights are
+ * quantized here), so results differ from the CPU's int8-activation path by that rounding. */
+__global__ void linear_q_kernel(const float *x, const uint8_t *w, int dt, size_t block_bytes,
+                                const float *bias, float *y, int64_t m, int64_t n, int64_t k)
+{
+    const int64_t nb = k / SL_QBLOCK, warps = m * n;
+    const int lane = threadIdx.x & 31;
+    const int64_t first = global_index() / 32, stride = grid_stride() / 32;
+    for (int64_t o = first; o < warps; o += stride) { /* uniform per warp */
+        const int64_t i = o / n, j = o - i * n;
+        const float *xr = x + i * k;                  /* [k] */
+        const uint8_t *wr = w + j * nb * block_bytes; /* [nb blocks] */
+        float acc = 0.0f, v[SL_QBLOCK];
+        for (int64_t b = lane; b < nb; b += 32) {
+            sl_q_dequant_block(dt, wr + b * block_bytes, v);
+            for (int t = 0; t < SL_QBLOCK; t++)
+                acc += v[t] * xr[b * SL_QBLOCK + t];
+        }
+        for (int off = 16; off > 0; off >>= 1)
+            acc += __shfl_down_sync(0xffffffffu, acc, off);
+        if (lane == 0)
+            y[i * n + j] = acc + (bias ? bias[j] : 0.0f);
     }
 }
 
@@ -740,6 +780,13 @@ void sl_cuda_embedding(cudaStream_t s, const void *table, sl_dtype_t table_dt, c
 {
     if (n <= 0 || dim <= 0)
         return;
+    if (sl_dtype_quantized(table_dt)) {
+        embedding_q_kernel<<<blocks_for(n * (dim / SL_QBLOCK)), kThreads, 0, s>>>(
+            static_cast<const uint8_t *>(table), (int)table_dt, sl_dtype_size(table_dt), ids, out,
+            n, dim);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
     dispatch_float(table_dt, "sl_cuda_embedding", [&](auto tag) {
         using T = SL_TYPE_OF(tag);
         embedding_kernel<T><<<blocks_for(n * dim), kThreads, 0, s>>>(static_cast<const T *>(table),
@@ -878,5 +925,15 @@ void sl_cuda_topk_rows(cudaStream_t s, const float *logits, int k, float *vals, 
         sl_fatal(__FILE__, __LINE__, "sl_cuda_topk_rows", "k %d of %lld columns (1..%d)", k,
                  (long long)v, kTopkThreads);
     topk_kernel<<<row_blocks(rows), kTopkThreads, 0, s>>>(logits, k, vals, idx, rows, v);
+    CUDA_CHECK_LAUNCH();
+}
+
+void sl_cuda_linear_q(cudaStream_t s, const float *x, const void *w, sl_dtype_t w_dt,
+                      const float *bias, float *y, int64_t m, int64_t n, int64_t k)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    linear_q_kernel<<<blocks_for(m * n * 32), kThreads, 0, s>>>(
+        x, static_cast<const uint8_t *>(w), (int)w_dt, sl_dtype_size(w_dt), bias, y, m, n, k);
     CUDA_CHECK_LAUNCH();
 }

@@ -75,6 +75,10 @@ void sl_cuda_layernorm(cudaStream_t s, const float *x, const float *gamma, const
                        float eps, float *out, int64_t rows, int64_t n);
 
 /* out[n, dim] = table[ids[n], dim]; table: f32/f16/bf16 [V, dim]; ids: i32 in [0, V). */
+/* y[m, n] = x[m, k] @ w[n, k]^T (+ bias[n]; may be NULL) for a quantized w (Q8_0, Q4_0, Q4_1;
+ * k a multiple of 32), the weights dequantised inside the kernel, f32 activations. */
+void sl_cuda_linear_q(cudaStream_t s, const float *x, const void *w, sl_dtype_t w_dt,
+                      const float *bias, float *y, int64_t m, int64_t n, int64_t k);
 void sl_cuda_embedding(cudaStream_t s, const void *table, sl_dtype_t table_dt, const int32_t *ids,
                        float *out, int64_t n, int64_t dim);
 

@@ -69,7 +69,10 @@ def body(t, tmp):
     for n, (s, rows) in enumerate(jobs.items()):
         name = f"gen{n}"  # gen0: no --system
         write_text(f"{name}.h5", text=[users[i] for i in rows])
-        extra = ["--task", "generate", "--chat-template", "auto", "--max-new-tokens", str(N)]
+        # --precision f32: transformers' reference dequantises the GGUF (the default keeps it
+        # quantized, test_llama_e2e measures how far that moves greedy tokens)
+        extra = ["--task", "generate", "--chat-template", "auto", "--max-new-tokens", str(N),
+                 "--precision", "f32"]
         extra += ["--system", s] if s else []
         r = e.run(1, e.job_args(model, f"{name}.h5", name, batch=4, extra=extra), timeout=600)
         what = f"generate --chat-template auto{' --system ' + repr(s) if s else ''}"

@@ -6,15 +6,16 @@
  * normalised mean squared error, NMSE = sum (gpu - cpu)^2 / sum cpu^2, against a tolerance set by
  * the least precise dtype involved (f32 1e-9, f16 1e-5, bf16 1e-4: rounding-level differences
  * pass, a wrong index or transpose gives NMSE ~ 1). Casts must agree exactly (NMSE 0), copies
- * and zeroing bit for bit, embedding gathers exactly. The transformer ops are run on the shapes
- * that matter for them: padded, empty and single-token sequences, grouped-query heads, causal
- * masks, rows with a large offset (layer norm), and an attention batch whose scores do not fit
- * the backend's score buffer at once. The packed-token ops likewise: slots interleaved, a slot
- * without keys, decode steps, head dims up to 256, top-k with many ties (indices bit for bit).
- * Sizes are odd (37 x 53 x 71 ...) so that no kernel relies on multiples of a block, plus a few
- * large ones (more rows than a launch has blocks, more elements than a launch has threads).
- * Set SL_TEST_HUGE=1 to also run an op over more than 2^31 elements (~17 GB of host memory,
- * ~4.3 GB of GPU memory).
+ * and zeroing bit for bit, embedding gathers exactly. Linear layers with block-quantized weights
+ * (Q8_0, Q4_0, Q4_1) and gathers from quantized tables are compared the same way. The transformer
+ * ops are run on the shapes that matter for them: padded, empty and single-token sequences,
+ * grouped-query heads, causal masks, rows with a large offset (layer norm), and an attention batch
+ * whose scores do not fit the backend's score buffer at once. The packed-token ops likewise: slots
+ * interleaved, a slot without keys, decode steps, head dims up to 256, top-k with many ties
+ * (indices bit for bit). Sizes are odd (37 x 53 x 71 ...) so that no kernel relies on multiples of
+ * a block, plus a few large ones (more rows than a launch has blocks, more elements than a launch
+ * has threads). Set SL_TEST_HUGE=1 to also run an op over more than 2^31 elements (~17 GB of host
+ * memory, ~4.3 GB of GPU memory).
  *
  * One line per case. Without a GPU it prints "skipped: no GPU" and exits 77 (ctest: SKIPPED).
  */
@@ -373,6 +374,74 @@ static void test_linear(void)
                 if (with_bias)
                     pair_free(&bias);
             }
+}
+
+/* Random Q8_0/Q4_0/Q4_1 blocks for [d0, d1] (d1 a multiple of 32) on both backends: random
+ * quants, f16 scales in [0.002, 0.022), Q4_1 minimums in [-0.1, 0]. */
+static pair_t pair_quant(sl_dtype_t dt, int64_t d0, int64_t d1)
+{
+    pair_t p = {sl_tensor_new2(g_cpu, dt, d0, d1), sl_tensor_new2(g_gpu, dt, d0, d1)};
+    size_t bytes = sl_tensor_bytes(p.cpu), bb = sl_dtype_size(dt);
+    uint8_t *raw = malloc(bytes);
+    if (!raw) {
+        fprintf(stderr, "out of host memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < bytes; i++)
+        raw[i] = (uint8_t)(rng_next() >> 56);
+    for (size_t b = 0; b < bytes / bb; b++) {
+        uint16_t d = sl_f32_to_f16(rnd(0.002f, 0.022f)), m = sl_f32_to_f16(rnd(-0.1f, 0.0f));
+        memcpy(raw + b * bb, &d, 2);
+        if (dt == SL_Q4_1)
+            memcpy(raw + b * bb + 2, &m, 2);
+    }
+    sl_copy_h2d(p.cpu, raw, bytes);
+    sl_copy_h2d(p.gpu, raw, bytes);
+    free(raw);
+    return p;
+}
+
+/* Quantized weights: the CUDA kernel dequantises them and keeps the activations f32; the CPU
+ * quantizes the activations to int8 per 32-block below 64 rows (NMSE ~1e-5 from that rounding;
+ * tolerance 1e-4) and multiplies dequantised f32 tiles in BLIS from 64 rows (f32 tolerance).
+ * Embedding rows of a quantized table are dequantised on both (1e-12: a fused multiply-add on the
+ * GPU may round Q4_1's d * q + m once instead of twice). */
+static pair_t pair_i32(const int32_t *vals, int64_t n);
+
+static void test_linear_q(void)
+{
+    const sl_dtype_t types[3] = {SL_Q8_0, SL_Q4_0, SL_Q4_1};
+    const int64_t ms[3] = {1, 37, 100}, n = 53, k = 32 * 7;
+    for (int t = 0; t < 3; t++) {
+        pair_t w = pair_quant(types[t], n, k);
+        for (int mi = 0; mi < 3; mi++)
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                const int64_t m = ms[mi];
+                pair_t x = pair_new2(SL_F32, m, k, -1.0f, 1.0f);
+                pair_t y = pair_new2(SL_F32, m, n, -1.0f, 1.0f);
+                pair_t bias = {NULL, NULL};
+                if (with_bias)
+                    bias = pair_new1(SL_F32, n, -1.0f, 1.0f);
+                sl_linear(x.cpu, w.cpu, bias.cpu, y.cpu);
+                sl_linear(x.gpu, w.gpu, bias.gpu, y.gpu);
+                report(pair_nmse(&y), m < 64 ? 1e-4 : tol_for(SL_F32),
+                       "sl_linear %lldx%lldx%lld %s weight, bias %s", (long long)m, (long long)n,
+                       (long long)k, sl_dtype_name(types[t]), with_bias ? "f32" : "none");
+                pair_free(&x);
+                pair_free(&y);
+                if (with_bias)
+                    pair_free(&bias);
+            }
+        int32_t ids[5] = {0, 52, 7, 7, 31};
+        pair_t id = pair_i32(ids, 5), out = pair_new2(SL_F32, 5, k, -1.0f, 1.0f);
+        sl_embedding(w.cpu, id.cpu, out.cpu);
+        sl_embedding(w.gpu, id.gpu, out.gpu);
+        report(pair_nmse(&out), 1e-12, "sl_embedding %s table %lldx%lld, 5 ids",
+               sl_dtype_name(types[t]), (long long)n, (long long)k);
+        pair_free(&id);
+        pair_free(&out);
+        pair_free(&w);
+    }
 }
 
 /* ---- elementwise and row ops ----------------------------------------------------------------- */
@@ -1073,6 +1142,7 @@ int main(void)
     test_copies();
     test_matmul();
     test_linear();
+    test_linear_q();
     test_add_bias();
     test_activation();
     test_softmax();

@@ -142,10 +142,41 @@ static void test_blocks(void)
     free(x);
 }
 
+/* 4. Quantized blocks kept as stored: a NaN or Inf scale (or Q4_1 minimum) is refused, naming
+ *    the row and the block's columns; finite blocks pass. */
+static void test_qscales(void)
+{
+    sl_error_t err = {{0}};
+    const sl_dtype_t types[] = {SL_Q8_0, SL_Q4_0, SL_Q4_1};
+    for (int k = 0; k < 3; k++) {
+        sl_dtype_t dt = types[k];
+        const size_t bytes = sl_dtype_size(dt);
+        unsigned char *buf = calloc(2 * 3, bytes); /* 2 rows x 3 blocks (96 columns) */
+        for (int b = 0; b < 6; b++) {
+            uint16_t one = sl_f32_to_f16(0.5f);
+            memcpy(buf + (size_t)b * bytes, &one, 2);
+            if (dt == SL_Q4_1)
+                memcpy(buf + (size_t)b * bytes + 2, &one, 2);
+        }
+        CHECKF(sl_weights_check_qscales("m.gguf", "w", buf, dt, 4, 2, 32, 96, &err) == 0, "%s",
+               err.msg);
+        /* row 1, block 2: a NaN scale (or, for Q4_1, an Inf minimum) */
+        uint16_t bad = dt == SL_Q4_1 ? 0x7c00u : 0x7e00u;
+        memcpy(buf + (size_t)5 * bytes + (dt == SL_Q4_1 ? 2 : 0), &bad, 2);
+        int rc = sl_weights_check_qscales("m.gguf", "w", buf, dt, 4, 2, 32, 96, &err);
+        CHECKF(rc != 0 && strstr(err.msg, "m.gguf") && strstr(err.msg, "'w'") &&
+                   strstr(err.msg, dt == SL_Q4_1 ? "Inf minimum" : "NaN scale") &&
+                   strstr(err.msg, "row 5") && strstr(err.msg, "columns 96..128"),
+               "%s: %s", sl_dtype_name(dt), rc ? err.msg : "accepted");
+        free(buf);
+    }
+}
+
 int main(void)
 {
     test_gguf();
     test_safetensors();
     test_blocks();
+    test_qscales();
     return sl_test_finish("test_weights_finite");
 }

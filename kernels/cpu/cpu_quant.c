@@ -1,0 +1,342 @@
+/*
+ * cpu_quant.c — integer dot products of block-quantized weights with int8-quantized activations
+ * and the linear layer built on them (see cpu_quant.h for the formulas).
+ *
+ * The SIMD forms are compiled with function target attributes, so the binary runs on any
+ * x86-64 and picks the form the CPU supports at run time (__builtin_cpu_supports); on other
+ * architectures only the scalar form exists.
+ */
+#include "kernels/cpu/cpu_quant.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/quant.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SL_QUANT_X86 1
+#include <immintrin.h>
+#endif
+
+const char *sl_qform_name(sl_qform_t f)
+{
+    switch (f) {
+    case SL_QFORM_AVX2: return "avx2";
+    case SL_QFORM_VNNI: return "avx512-vnni";
+    default: return "scalar";
+    }
+}
+
+int sl_qform_available(sl_qform_t f)
+{
+#ifdef SL_QUANT_X86
+    __builtin_cpu_init();
+    if (f == SL_QFORM_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    if (f == SL_QFORM_VNNI)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+               __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#endif
+    return f == SL_QFORM_SCALAR;
+}
+
+sl_qform_t sl_qform_best(void)
+{
+    sl_qform_t cap = SL_QFORM_VNNI;
+    const char *env = getenv("SL_QDOT_FORM");
+    if (env && !strcmp(env, "scalar"))
+        cap = SL_QFORM_SCALAR;
+    else if (env && !strcmp(env, "avx2"))
+        cap = SL_QFORM_AVX2;
+    for (int f = cap; f > SL_QFORM_SCALAR; f--)
+        if (sl_qform_available((sl_qform_t)f))
+            return (sl_qform_t)f;
+    return SL_QFORM_SCALAR;
+}
+
+void sl_q8a_quantize(const float *x, int64_t k, sl_q8a_t *out)
+{
+    for (int64_t b = 0; b < k / SL_QBLOCK; b++, x += SL_QBLOCK) {
+        float amax = 0.0f;
+        for (int j = 0; j < SL_QBLOCK; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int j = 0; j < SL_QBLOCK; j++) {
+            int q = (int)nearbyintf(x[j] * id);
+            out[b].q[j] = (int8_t)q;
+            sum += q;
+        }
+        out[b].d = d;
+        out[b].s = d * (float)sum;
+        out[b].pad[0] = out[b].pad[1] = 0;
+    }
+}
+
+/* ---- scalar form -------------------------------------------------------------------------- */
+
+static float dot_q8_0_scalar(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++, w += SL_Q8_0_BYTES) {
+        int32_t acc = 0;
+        for (int j = 0; j < 32; j++)
+            acc += (int8_t)w[2 + j] * a[b].q[j];
+        sum += sl_q_half(w) * a[b].d * (float)acc;
+    }
+    return sum;
+}
+
+/* sum(nib * q) of one Q4 block's 16 bytes of nibbles */
+static int32_t nib_dot(const uint8_t *nib, const int8_t *q)
+{
+    int32_t acc = 0;
+    for (int j = 0; j < 16; j++)
+        acc += (nib[j] & 0x0f) * q[j] + (nib[j] >> 4) * q[j + 16];
+    return acc;
+}
+
+static float dot_q4_0_scalar(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++, w += SL_Q4_0_BYTES)
+        sum += sl_q_half(w) * (a[b].d * (float)nib_dot(w + 2, a[b].q) - 8.0f * a[b].s);
+    return sum;
+}
+
+static float dot_q4_1_scalar(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; b++, w += SL_Q4_1_BYTES)
+        sum += sl_q_half(w) * a[b].d * (float)nib_dot(w + 4, a[b].q) + sl_q_half(w + 2) * a[b].s;
+    return sum;
+}
+
+#ifdef SL_QUANT_X86
+/* ---- AVX2 form: vpmaddubsw (u8 x s8 -> s16 pairs), vpmaddwd with ones (-> s32) ------------- */
+#define SL_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+/* a block's f16 scale with the F16C instruction (the portable sl_q_half branches per value) */
+SL_AVX2 static inline float half_f16c(const uint8_t *p)
+{
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return _cvtsh_ss(h);
+}
+
+SL_AVX2 static inline float hsum_avx2(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 16 bytes of nibbles -> 32 bytes 0..15 in value order (low nibbles, then high ones) */
+SL_AVX2 static inline __m256i nibbles_avx2(const uint8_t *p)
+{
+    __m128i r = _mm_loadu_si128((const __m128i *)p);
+    __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(r), _mm_srli_epi16(r, 4), 1);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+/* u8 x s8, 32 pairs -> 8 s32 partial sums (no s16 overflow: |u| <= 128, |s| <= 127) */
+SL_AVX2 static inline __m256i dot_u8s8_avx2(__m256i u, __m256i s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* ---- AVX-512 VNNI form: vpdpbusd (u8 x s8, 4 pairs summed into each s32 in one instruction),
+ * on 256-bit registers (AVX512VL) ----------------------------------------------------------- */
+#define SL_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+/* ---- the SIMD dot products, one and four activation rows per weight row ---------------------
+ * Per block: PREP sets u (the unsigned operand: |w| for Q8_0, the nibbles for Q4) from the
+ * weight block once; for each activation row, XOP(x) gives the signed operand (x with w's signs
+ * for Q8_0), MUL the form's u8 x s8 -> 8 s32 step (AVX2: vpmaddubsw + vpmaddwd; VNNI:
+ * vpdpbusd), and the row's f32 accumulator takes sums * (d_w d_x) while a scalar takes e * s_x
+ * (KIND 0: Q8_0, none; 1: Q4_0, e = d_w, - 8 at the end; 2: Q4_1, e = m_w).
+ * The four-row form (batched decode, prefill) reads and expands each weight block once for four
+ * rows; rows < 4 repeats the last row (its extra results are dropped). Each row goes through
+ * exactly the same operations in the one- and four-row forms (explicit fmaf, no reassociation),
+ * so a row's result does not depend on how many rows share its GEMM: outputs are the same
+ * whatever the batch, the unit size or the rank count. */
+#define SL_DOT_BODY(NR, BYTES, KIND)                                                               \
+    const sl_q8a_t *ar[NR];                                                                        \
+    __m256 acc[NR];                                                                                \
+    float ex[NR];                                                                                  \
+    for (int r = 0; r < (NR); r++) {                                                               \
+        ar[r] = a + (r < rows ? r : rows - 1) * nb;                                                \
+        acc[r] = _mm256_setzero_ps();                                                              \
+        ex[r] = 0.0f;                                                                              \
+    }                                                                                              \
+    for (int64_t b = 0; b < nb; b++, w += (BYTES)) {                                               \
+        const float d = half_f16c(w), e = (KIND) == 2 ? half_f16c(w + 2) : d;                      \
+        PREP;                                                                                      \
+        for (int r = 0; r < (NR); r++) {                                                           \
+            const sl_q8a_t *ab = ar[r] + b;                                                        \
+            const __m256i xr = _mm256_loadu_si256((const __m256i *)ab->q);                         \
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(MUL(u, XOP(xr))),                          \
+                                     _mm256_set1_ps(d * ab->d), acc[r]);                           \
+            ex[r] = fmaf(e, ab->s, ex[r]);                                                         \
+        }                                                                                          \
+    }                                                                                              \
+    for (int r = 0; r < rows; r++)                                                                 \
+        out[r] = (KIND) == 1   ? fmaf(-8.0f, ex[r], hsum_avx2(acc[r]))                             \
+                 : (KIND) == 2 ? hsum_avx2(acc[r]) + ex[r]                                         \
+                               : hsum_avx2(acc[r]);
+
+#define SL_DOT_FNS(NAME1, NAME4, ATTR, BYTES, KIND)                                                \
+    ATTR static void NAME4(const uint8_t *w, const sl_q8a_t *a, int64_t nb, int rows,              \
+                           float *out){SL_DOT_BODY(4, BYTES, KIND)} ATTR static float              \
+    NAME1(const uint8_t *w, const sl_q8a_t *a, int64_t nb)                                         \
+    {                                                                                              \
+        const int rows = 1;                                                                        \
+        float out[1];                                                                              \
+        SL_DOT_BODY(1, BYTES, KIND)                                                                \
+        return out[0];                                                                             \
+    }
+
+#define PREP_Q8                                                                                    \
+    const __m256i wq = _mm256_loadu_si256((const __m256i *)(w + 2));                               \
+    const __m256i u = _mm256_sign_epi8(wq, wq)
+#define XOP_Q8(x) _mm256_sign_epi8(x, wq)
+#define PREP_Q4(hdr) const __m256i u = nibbles_avx2(w + (hdr))
+#define XOP_Q4(x) (x)
+#define MUL_AVX2(u, x) dot_u8s8_avx2(u, x)
+#define MUL_VNNI(u, x) _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
+
+#define PREP PREP_Q8
+#define XOP XOP_Q8
+#define MUL MUL_AVX2
+SL_DOT_FNS(dot_q8_0_avx2, dot4_q8_0_avx2, SL_AVX2, SL_Q8_0_BYTES, 0)
+#undef MUL
+#define MUL MUL_VNNI
+SL_DOT_FNS(dot_q8_0_vnni, dot4_q8_0_vnni, SL_VNNI, SL_Q8_0_BYTES, 0)
+#undef MUL
+#undef PREP
+#undef XOP
+#define XOP XOP_Q4
+#define PREP PREP_Q4(2)
+#define MUL MUL_AVX2
+SL_DOT_FNS(dot_q4_0_avx2, dot4_q4_0_avx2, SL_AVX2, SL_Q4_0_BYTES, 1)
+#undef MUL
+#define MUL MUL_VNNI
+SL_DOT_FNS(dot_q4_0_vnni, dot4_q4_0_vnni, SL_VNNI, SL_Q4_0_BYTES, 1)
+#undef MUL
+#undef PREP
+#define PREP PREP_Q4(4)
+#define MUL MUL_AVX2
+SL_DOT_FNS(dot_q4_1_avx2, dot4_q4_1_avx2, SL_AVX2, SL_Q4_1_BYTES, 2)
+#undef MUL
+#define MUL MUL_VNNI
+SL_DOT_FNS(dot_q4_1_vnni, dot4_q4_1_vnni, SL_VNNI, SL_Q4_1_BYTES, 2)
+#undef MUL
+#undef PREP
+#undef XOP
+#endif
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+typedef float (*qdot_fn)(const uint8_t *w, const sl_q8a_t *a, int64_t nb);
+/* out[r] = one weight row times activation rows a + r * nb, r < rows <= 4 */
+typedef void (*qdot4_fn)(const uint8_t *w, const sl_q8a_t *a, int64_t nb, int rows, float *out);
+
+/* A form's one-row and four-row dot products for one weight type (four: NULL for the scalar
+ * form, which takes the rows one at a time). */
+typedef struct {
+    qdot_fn one;
+    qdot4_fn four;
+} qdot_fns_t;
+
+static qdot_fns_t qdot_pick(sl_qform_t f, sl_dtype_t wt)
+{
+    int i = wt == SL_Q8_0 ? 0 : wt == SL_Q4_0 ? 1 : 2;
+#ifdef SL_QUANT_X86
+    static const qdot_fns_t vnni[3] = {{dot_q8_0_vnni, dot4_q8_0_vnni},
+                                       {dot_q4_0_vnni, dot4_q4_0_vnni},
+                                       {dot_q4_1_vnni, dot4_q4_1_vnni}};
+    static const qdot_fns_t avx2[3] = {{dot_q8_0_avx2, dot4_q8_0_avx2},
+                                       {dot_q4_0_avx2, dot4_q4_0_avx2},
+                                       {dot_q4_1_avx2, dot4_q4_1_avx2}};
+    if (f == SL_QFORM_VNNI)
+        return vnni[i];
+    if (f == SL_QFORM_AVX2)
+        return avx2[i];
+#endif
+    static const qdot_fns_t scalar[3] = {
+        {dot_q8_0_scalar, NULL}, {dot_q4_0_scalar, NULL}, {dot_q4_1_scalar, NULL}};
+    return scalar[i];
+}
+
+float sl_qdot(sl_qform_t f, sl_dtype_t wt, const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    return qdot_pick(f, wt).one(w, a, nb);
+}
+
+void sl_qdot_rows(sl_qform_t f, sl_dtype_t wt, const uint8_t *w, const sl_q8a_t *a, int64_t nb,
+                  int rows, float *out)
+{
+    qdot4_fn fn = qdot_pick(f, wt).four;
+    if (fn) {
+        fn(w, a, nb, rows, out);
+        return;
+    }
+    for (int r = 0; r < rows; r++)
+        out[r] = sl_qdot(f, wt, w, a + r * nb, nb);
+}
+
+/* Work below this many multiply-adds runs on the calling thread (a parallel region's fork and
+ * barrier would cost more). */
+#define SL_QPAR_MIN 65536
+/* Tiles for many activation rows: weight rows x activation rows. 32 weight rows of a 1536-wide
+ * Q4_1 matrix are 30 KiB (L1-sized); 64 quantized activation rows of it 188 KiB (L2). */
+#define SL_QTILE_N 32
+#define SL_QTILE_M 64
+
+void sl_cpu_linear_q(int threads, sl_qform_t f, sl_dtype_t wt, const float *x, int64_t m, int64_t k,
+                     const uint8_t *w, int64_t n, const float *bias, float *y, sl_q8a_t *xq)
+{
+    const int64_t nb = k / SL_QBLOCK;
+    const size_t rb = sl_dtype_bytes(wt, k);
+    const qdot_fn dot = qdot_pick(f, wt).one;
+    const qdot4_fn dot4 = qdot_pick(f, wt).four;
+    const int par = threads > 1 && m * n * k >= SL_QPAR_MIN;
+#pragma omp parallel for schedule(static) num_threads(threads) if (par && m > 1)
+    for (int64_t i = 0; i < m; i++)
+        sl_q8a_quantize(x + i * k, k, xq + i * nb);
+    /* Decode steps (a few rows): only the weight rows split, in chunks a multiple of 16 rows,
+     * about four per thread, taken dynamically (a thread that loses its core on a shared
+     * machine delays only its chunk). */
+    int64_t tn = SL_QTILE_N, tm = SL_QTILE_M;
+    if (m <= 4) {
+        tm = m;
+        tn = (n + 4 * threads - 1) / (4 * threads);
+        tn = tn < 16 ? 16 : (tn + 15) / 16 * 16;
+    }
+    const int64_t ntn = (n + tn - 1) / tn, ntm = (m + tm - 1) / tm;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (par)
+    for (int64_t t = 0; t < ntn * ntm; t++) {
+        const int64_t j0 = (t / ntm) * tn, i0 = (t % ntm) * tm;
+        const int64_t j1 = j0 + tn < n ? j0 + tn : n, i1 = i0 + tm < m ? i0 + tm : m;
+        for (int64_t j = j0; j < j1; j++) {
+            const uint8_t *wr = w + (size_t)j * rb; /* weight row j: [nb blocks] */
+            const float bj = bias ? bias[j] : 0.0f;
+            int64_t i = i0;
+            if (dot4) /* four activation rows per pass over the weight row */
+                for (; i + 1 < i1; i += 4) {
+                    float o[4];
+                    const int rows = i1 - i < 4 ? (int)(i1 - i) : 4;
+                    dot4(wr, xq + i * nb, nb, rows, o);
+                    for (int r = 0; r < rows; r++)
+                        y[(i + r) * n + j] = o[r] + bj;
+                }
+            for (; i < i1; i++)
+                y[i * n + j] = dot(wr, xq + i * nb, nb) + bj;
+        }
+    }
+}

@@ -1,0 +1,356 @@
+/*
+ * test_cpu_quant.c — the linear layers that compute from block-quantized weights
+ * (kernels/cpu/cpu_quant.h), checked three ways:
+ *
+ *   1. real GGUF blocks: the Q8_0, Q4_0 and Q4_1 matrices of tests/reference/goldens/
+ *      mixed_types.gguf, read as stored (sl_weights_read, no dequantisation), times activations,
+ *      against a double-precision product with gguf-py's dequantised values of the same tensors
+ *      (mixed_types_expected.h5), within the bound the int8 rounding of the activations allows:
+ *      |error| <= sum over blocks of (d_x / 2) * sum |w| (d_x = the block's max|x| / 127), plus
+ *      float slack;
+ *   2. every dot-product form the CPU runs (AVX-512 VNNI, AVX2) against the scalar form on random
+ *      blocks of each type (odd and even block counts, since the VNNI form takes blocks in
+ *      pairs), within 1e-5 of the sum of the absolute block terms (the forms differ only in the
+ *      order of f32 additions), and every form against the double-precision dequantised product
+ *      within the bound of 1; the same for the multi-row dots (one weight row, 3 or 4
+ *      activation rows; nothing written past the rows asked for);
+ *   3. sl_linear on the CPU backend with a quantized weight and a bias, for decode-sized
+ *      (1, 3 rows: int8 dot products) and prefill-sized (70 rows: dequantised tiles in BLIS, as
+ *      SL_QDEQ_ROWS=64 asks) inputs, and the int8 path on the same rows (2 threads, tiles),
+ *      against the same double reference; the int8 path gives every row the same bits whether
+ *      it is computed alone or among 70 rows (batch invariance), in every form; sl_embedding of a
+ * quantized table equals the dequantised rows exactly; and a slice that would cut a 32-value block
+ * is refused with the tensor named.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_quant.h"
+#include "kernels/quant.h"
+#include "models/weights.h"
+#include "sl_test.h"
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void) /* [0, 1) */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0;
+}
+
+static const sl_dtype_t kTypes[3] = {SL_Q8_0, SL_Q4_0, SL_Q4_1};
+
+/* Random valid blocks of type dt for n rows of k values (scales of realistic size). */
+static uint8_t *random_blocks(sl_dtype_t dt, int64_t n, int64_t k)
+{
+    size_t bytes = sl_dtype_bytes(dt, n * k);
+    uint8_t *w = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++)
+        w[i] = (uint8_t)(urand() * 256.0);
+    size_t bb = sl_dtype_size(dt);
+    for (int64_t b = 0; b < n * k / SL_QBLOCK; b++) {
+        uint8_t *p = w + b * bb;
+        float d = (float)(0.002 + 0.02 * urand()), m = (float)(-0.1 * urand());
+        uint16_t hd = sl_f32_to_f16(d), hm = sl_f32_to_f16(m);
+        memcpy(p, &hd, 2);
+        if (dt == SL_Q4_1)
+            memcpy(p + 2, &hm, 2);
+    }
+    return w;
+}
+
+static void dequant_rows(sl_dtype_t dt, const uint8_t *w, int64_t n, int64_t k, float *out)
+{
+    for (int64_t b = 0; b < n * k / SL_QBLOCK; b++)
+        sl_q_dequant_block((int)dt, w + b * sl_dtype_size(dt), out + b * SL_QBLOCK);
+}
+
+/* ref[i,j] = sum_t x[i,t] wf[j,t] in double; bound[i,j] = the activation rounding bound. */
+static void reference(const float *x, const float *wf, int64_t m, int64_t n, int64_t k, double *ref,
+                      double *bound)
+{
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0.0, bd = 0.0;
+            for (int64_t b = 0; b < k / SL_QBLOCK; b++) {
+                double amax = 0.0, wsum = 0.0;
+                for (int t = 0; t < SL_QBLOCK; t++) {
+                    int64_t c = b * SL_QBLOCK + t;
+                    s += (double)x[i * k + c] * wf[j * k + c];
+                    amax = fmax(amax, fabs(x[i * k + c]));
+                    wsum += fabs(wf[j * k + c]);
+                }
+                bd += amax / 127.0 / 2.0 * wsum;
+            }
+            ref[i * n + j] = s;
+            bound[i * n + j] = bd * 1.001 + 1e-5 * (fabs(s) + 1.0);
+        }
+}
+
+static void random_x(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (float)((urand() - 0.5) * 4.0 * (urand() < 0.05 ? 8.0 : 1.0));
+}
+
+/* 1. the real GGUF blocks against gguf-py's dequantised values */
+static void test_gguf_blocks(void)
+{
+    char gpath[4096], hpath[4096];
+    snprintf(gpath, sizeof gpath, "%s/tests/reference/goldens/mixed_types.gguf",
+             sl_test_source_dir());
+    snprintf(hpath, sizeof hpath, "%s/tests/reference/goldens/mixed_types_expected.h5",
+             sl_test_source_dir());
+    sl_error_t err = {0};
+    sl_weights_t *w = sl_weights_open(gpath, &err);
+    CHECKF(w != NULL, "%s", err.msg);
+    hid_t h5 = H5Fopen(hpath, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CHECK(h5 >= 0);
+    if (!w || h5 < 0)
+        return;
+    static const char *names[3] = {"tensor.q8_0", "tensor.q4_0.2d", "tensor.q4_1"};
+    const int64_t n = 3, k = 64, m = 4;
+    for (int t = 0; t < 3; t++) {
+        char ds[128];
+        snprintf(ds, sizeof ds, "tensors/%s", names[t]);
+        size_t cnt = 0;
+        float *wf = sl_test_h5_read(h5, ds, H5T_NATIVE_FLOAT, sizeof(float), &cnt, NULL, NULL);
+        sl_dtype_t dt = SL_F32;
+        uint8_t *raw = sl_weights_read(w, names[t], 0, n, 0, k, 1, &dt, &err);
+        CHECKF(raw && wf && cnt == (size_t)(n * k) && dt == kTypes[t], "%s: %s", names[t], err.msg);
+        if (!raw || !wf) {
+            free(raw);
+            free(wf);
+            continue;
+        }
+        float x[4 * 64], y[4 * 3];
+        double ref[12], bound[12];
+        random_x(x, m * k);
+        reference(x, wf, m, n, k, ref, bound);
+        for (int f = SL_QFORM_SCALAR; f <= SL_QFORM_VNNI; f++) {
+            if (!sl_qform_available((sl_qform_t)f))
+                continue;
+            sl_q8a_t xq[4 * 2];
+            sl_cpu_linear_q(1, (sl_qform_t)f, dt, x, m, k, raw, n, NULL, y, xq);
+            int bad = 0;
+            for (int i = 0; i < m * n; i++)
+                bad += !(fabs(y[i] - ref[i]) <= bound[i]);
+            CHECKF(bad == 0, "%s, %s form: %d of %lld outputs outside the int8 bound", names[t],
+                   sl_qform_name((sl_qform_t)f), bad, (long long)(m * n));
+        }
+        /* the f32 path of the same tensor still dequantises as gguf-py does */
+        float *deq = sl_weights_read(w, names[t], 0, n, 0, k, 0, &dt, &err);
+        CHECK(deq && dt == SL_F32 && memcmp(deq, wf, sizeof(float) * (size_t)(n * k)) == 0);
+        free(deq);
+        free(raw);
+        free(wf);
+    }
+    /* a slice that cuts a block is refused, naming the tensor */
+    sl_dtype_t dt;
+    err.msg[0] = 0;
+    void *cut = sl_weights_read(w, "tensor.q4_1", 0, 3, 16, 48, 1, &dt, &err);
+    CHECKF(cut == NULL && strstr(err.msg, "tensor.q4_1") && strstr(err.msg, "column 16"), "%s",
+           err.msg);
+    free(cut);
+    H5Fclose(h5);
+    sl_weights_close(w);
+}
+
+/* 2. every form against the scalar one and the double reference */
+static void test_forms(void)
+{
+    const int64_t ks[3] = {32 * 9, 576, 1536};
+    int forms = 0;
+    for (int f = SL_QFORM_AVX2; f <= SL_QFORM_VNNI; f++)
+        if (sl_qform_available((sl_qform_t)f))
+            forms++;
+    printf("int8 dot forms on this CPU: scalar%s%s (best: %s)\n",
+           sl_qform_available(SL_QFORM_AVX2) ? ", avx2" : "",
+           sl_qform_available(SL_QFORM_VNNI) ? ", avx512-vnni" : "",
+           sl_qform_name(sl_qform_best()));
+    for (int t = 0; t < 3; t++)
+        for (int ki = 0; ki < 3; ki++) {
+            const int64_t k = ks[ki], n = 24, nb = k / SL_QBLOCK;
+            sl_dtype_t dt = kTypes[t];
+            uint8_t *w = random_blocks(dt, n, k);
+            float *wf = malloc(sizeof(float) * (size_t)(n * k)), *x = malloc(sizeof(float) * k);
+            double *ref = malloc(sizeof(double) * n), *bound = malloc(sizeof(double) * n);
+            sl_q8a_t *xq = malloc(sizeof(sl_q8a_t) * (size_t)nb);
+            dequant_rows(dt, w, n, k, wf);
+            random_x(x, k);
+            reference(x, wf, 1, n, k, ref, bound);
+            sl_q8a_quantize(x, k, xq);
+            int bad_ref = 0, bad_form = 0;
+            for (int64_t j = 0; j < n; j++) {
+                const uint8_t *wr = w + sl_dtype_bytes(dt, k) * (size_t)j;
+                float s0 = sl_qdot(SL_QFORM_SCALAR, dt, wr, xq, nb);
+                /* the scale of the f32 additions: sum of |block terms| */
+                double mag = 0.0;
+                for (int64_t b = 0; b < nb; b++) {
+                    double bt = 0.0;
+                    for (int u = 0; u < SL_QBLOCK; u++)
+                        bt += fabs((double)wf[j * k + b * SL_QBLOCK + u] * xq[b].d * xq[b].q[u]);
+                    mag += bt;
+                }
+                bad_ref += !(fabs(s0 - ref[j]) <= bound[j]);
+                for (int f = SL_QFORM_AVX2; f <= SL_QFORM_VNNI; f++) {
+                    if (!sl_qform_available((sl_qform_t)f))
+                        continue;
+                    float sf = sl_qdot((sl_qform_t)f, dt, wr, xq, nb);
+                    if (!(fabs(sf - s0) <= 1e-5 * (mag + 1e-3))) {
+                        bad_form++;
+                        fprintf(stderr, "  %s k %lld row %lld: %s %.7g scalar %.7g\n",
+                                sl_dtype_name(dt), (long long)k, (long long)j,
+                                sl_qform_name((sl_qform_t)f), sf, s0);
+                    }
+                }
+            }
+            /* four activation rows per weight row (and three: the last one repeated) */
+            float *x4 = malloc(sizeof(float) * (size_t)(4 * k));
+            sl_q8a_t *xq4 = malloc(sizeof(sl_q8a_t) * (size_t)(4 * nb));
+            random_x(x4, 4 * k);
+            for (int r = 0; r < 4; r++)
+                sl_q8a_quantize(x4 + r * k, k, xq4 + r * nb);
+            int bad_rows = 0;
+            for (int64_t j = 0; j < n; j++) {
+                const uint8_t *wr = w + sl_dtype_bytes(dt, k) * (size_t)j;
+                for (int f = SL_QFORM_SCALAR; f <= SL_QFORM_VNNI; f++) {
+                    if (!sl_qform_available((sl_qform_t)f))
+                        continue;
+                    for (int rows = 3; rows <= 4; rows++) {
+                        float o[4] = {NAN, NAN, NAN, NAN};
+                        sl_qdot_rows((sl_qform_t)f, dt, wr, xq4, nb, rows, o);
+                        for (int r = 0; r < 4; r++) {
+                            float s0 = sl_qdot(SL_QFORM_SCALAR, dt, wr, xq4 + r * nb, nb);
+                            double mag = 0.0;
+                            for (int64_t c = 0; c < k; c++)
+                                mag += fabs((double)wf[j * k + c] * x4[r * k + c]);
+                            if (r < rows ? !(fabs(o[r] - s0) <= 1e-5 * (mag + 1e-3)) : !isnan(o[r]))
+                                bad_rows++;
+                        }
+                    }
+                }
+            }
+            CHECKF(bad_rows == 0, "%s k %lld: %d multi-row dots differ from the scalar form",
+                   sl_dtype_name(dt), (long long)k, bad_rows);
+            free(x4);
+            free(xq4);
+            CHECKF(bad_ref == 0, "%s k %lld: %d scalar dots outside the int8 bound",
+                   sl_dtype_name(dt), (long long)k, bad_ref);
+            CHECKF(bad_form == 0, "%s k %lld: %d SIMD dots differ from the scalar form",
+                   sl_dtype_name(dt), (long long)k, bad_form);
+            free(w);
+            free(wf);
+            free(x);
+            free(ref);
+            free(bound);
+            free(xq);
+        }
+    CHECKF(forms >= 0, "forms counted");
+}
+
+/* 3. sl_linear and sl_embedding on the CPU backend */
+static void test_backend(void)
+{
+    sl_error_t err = {0};
+    sl_backend_t *be = sl_backend_create(SL_BACKEND_CPU, 0, 2, &err);
+    CHECKF(be != NULL, "%s", err.msg);
+    if (!be)
+        return;
+    const int64_t ms[3] = {1, 3, 70}, n = 200, k = 32 * 11;
+    for (int t = 0; t < 3; t++) {
+        sl_dtype_t dt = kTypes[t];
+        uint8_t *w = random_blocks(dt, n, k);
+        float *wf = malloc(sizeof(float) * (size_t)(n * k));
+        dequant_rows(dt, w, n, k, wf);
+        sl_tensor_t *wt = sl_tensor_new2(be, dt, n, k);
+        CHECK(sl_tensor_bytes(wt) == sl_dtype_bytes(dt, n * k));
+        sl_copy_h2d(wt, w, sl_tensor_bytes(wt));
+        float bias_h[200];
+        for (int j = 0; j < n; j++)
+            bias_h[j] = (float)(urand() - 0.5);
+        sl_tensor_t *bias = sl_tensor_new1(be, SL_F32, n);
+        sl_copy_h2d(bias, bias_h, sizeof bias_h);
+        for (int mi = 0; mi < 3; mi++) {
+            const int64_t m = ms[mi];
+            float *x = malloc(sizeof(float) * (size_t)(m * k));
+            double *ref = malloc(sizeof(double) * (size_t)(m * n));
+            double *bound = malloc(sizeof(double) * (size_t)(m * n));
+            random_x(x, m * k);
+            reference(x, wf, m, n, k, ref, bound);
+            sl_tensor_t *xt = sl_tensor_new2(be, SL_F32, m, k),
+                        *yt = sl_tensor_new2(be, SL_F32, m, n);
+            sl_copy_h2d(xt, x, sizeof(float) * (size_t)(m * k));
+            sl_linear(xt, wt, bias, yt);
+            const float *y = yt->data;
+            int bad = 0;
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++)
+                    bad += !(fabs(y[i * n + j] - bias_h[j] - ref[i * n + j]) <= bound[i * n + j]);
+            CHECKF(bad == 0, "sl_linear %s, %lld rows: %d outputs outside the int8 bound",
+                   sl_dtype_name(dt), (long long)m, bad);
+            /* the int8 path itself on as many rows (sl_linear takes BLIS tiles from 64 rows):
+             * tiles of weight rows x activation rows on 2 threads */
+            float *y8 = malloc(sizeof(float) * (size_t)(m * n));
+            sl_q8a_t *xq = malloc(sizeof(sl_q8a_t) * (size_t)(m * k / SL_QBLOCK));
+            sl_cpu_linear_q(2, sl_qform_best(), dt, x, m, k, w, n, bias_h, y8, xq);
+            bad = 0;
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++)
+                    bad += !(fabs(y8[i * n + j] - bias_h[j] - ref[i * n + j]) <= bound[i * n + j]);
+            CHECKF(bad == 0, "sl_cpu_linear_q %s, %lld rows: %d outputs outside the int8 bound",
+                   sl_dtype_name(dt), (long long)m, bad);
+            /* batch invariance: each row alone gives the same bits, in every form */
+            for (int f = SL_QFORM_SCALAR; f <= SL_QFORM_VNNI; f++) {
+                if (!sl_qform_available((sl_qform_t)f))
+                    continue;
+                sl_cpu_linear_q(2, (sl_qform_t)f, dt, x, m, k, w, n, bias_h, y8, xq);
+                int differ = 0;
+                for (int64_t i = 0; i < m; i++) {
+                    float y1[200];
+                    sl_cpu_linear_q(1, (sl_qform_t)f, dt, x + i * k, 1, k, w, n, bias_h, y1, xq);
+                    differ += memcmp(y1, y8 + i * n, sizeof(float) * (size_t)n) != 0;
+                }
+                CHECKF(differ == 0, "%s %s form: %d of %lld rows differ when computed alone",
+                       sl_dtype_name(dt), sl_qform_name((sl_qform_t)f), differ, (long long)m);
+            }
+            free(y8);
+            free(xq);
+            sl_tensor_free(xt);
+            sl_tensor_free(yt);
+            free(x);
+            free(ref);
+            free(bound);
+        }
+        /* embedding rows of the quantized table: the dequantised rows, exactly */
+        int32_t ids_h[4] = {7, 0, 199, 7};
+        sl_tensor_t *ids = sl_tensor_new1(be, SL_I32, 4), *out = sl_tensor_new2(be, SL_F32, 4, k);
+        sl_copy_h2d(ids, ids_h, sizeof ids_h);
+        sl_embedding(wt, ids, out);
+        int same = 1;
+        for (int i = 0; i < 4; i++)
+            same &= memcmp((float *)out->data + i * k, wf + ids_h[i] * k, sizeof(float) * k) == 0;
+        CHECKF(same, "sl_embedding of a %s table equals the dequantised rows", sl_dtype_name(dt));
+        sl_tensor_free(ids);
+        sl_tensor_free(out);
+        sl_tensor_free(bias);
+        sl_tensor_free(wt);
+        free(w);
+        free(wf);
+    }
+    sl_backend_free(be);
+}
+
+int main(void)
+{
+    setenv("SL_QDEQ_ROWS", "64", 1); /* sl_linear's BLIS tiles from 64 rows (off by default) */
+    test_gguf_blocks();
+    test_forms();
+    test_backend();
+    return sl_test_finish("test_cpu_quant");
+}
