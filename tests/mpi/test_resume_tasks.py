@@ -3,7 +3,7 @@ generate (LLaMA family), one parametrised body.
 
 For each task, under mpirun with 2 ranks and small units:
   - a baseline run to the end (every output dataset is kept);
-  - a run stopped mid-job by SIGUSR1 sent to mpirun (exit 5), and a run killed with SIGKILL
+  - a run stopped mid-job by SIGUSR1 sent to the ranks (exit 5), and a run killed with SIGKILL
     mid-job: the ranks are frozen (SIGSTOP) as soon as the first part file appears, so the
     interruption always lands with some but not all units committed, however fast the model;
   - after each interruption `shardline status` counts exactly the part files that exist as
@@ -91,19 +91,30 @@ def status_counts(out):
 
 
 def freeze_after_first_part(p, out, limit=240):
-    """Polls OUT/parts until a part file exists, then stops every rank (SIGSTOP). Returns the
+    """Finds the rank processes as soon as they start, then polls OUT/parts and stops every rank
+    (SIGSTOP) the moment a part file exists, so the job cannot run on while we look. Returns the
     rank pids, or None when the job ended first."""
     end = time.time() + limit
+    ranks = []
+    parts_dir = os.path.join(out, "parts")
     while time.time() < end and p.poll() is None:
-        if e.list_parts(out)[0]:
+        if len(ranks) < NP:
             ranks = e.rank_pids(p.pid)
+            continue
+        try:
+            committed = any(name.endswith(".h5") and ".tmp." not in name
+                            for sub in os.scandir(parts_dir) if sub.is_dir()
+                            for name in os.listdir(sub.path))
+        except FileNotFoundError:
+            committed = False
+        if committed:
             for r in ranks:
                 try:
                     os.kill(r, signal.SIGSTOP)
                 except ProcessLookupError:
                     pass
             return ranks
-        time.sleep(0.002)
+        time.sleep(0.001)
     return None
 
 
@@ -118,8 +129,14 @@ def interrupted(t, label, args, out, base, units, how):
         return
     everyone = [p.pid] + e.descendants(p.pid)
     if how == "usr1":
-        os.kill(p.pid, signal.SIGUSR1)  # mpirun forwards it; the frozen ranks get it on SIGCONT
-        time.sleep(0.3)
+        # SIGUSR1 to each frozen rank, as Slurm's batch script forwards it: pending until
+        # SIGCONT, so the stop lands right after the units in flight, however fast the model
+        # (a signal to mpirun is forwarded after a delay that a tiny model can outrun)
+        for r in ranks:
+            try:
+                os.kill(r, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
         for r in ranks:
             try:
                 os.kill(r, signal.SIGCONT)
@@ -190,9 +207,9 @@ def one_task(t, tmp, label, args_for, units):
 
 def body(t, tmp):
     minilm, smol = e.installed("minilm"), e.installed("smollm2")
-    # predict: a generated mlp wide enough that a unit takes a few milliseconds
-    model = e.make_model(os.path.join(tmp, "mlp"), [32, 512, 512, 4], seed=3)
-    e.make_inputs(os.path.join(tmp, "feat"), [600, 400], 32, seed=4)
+    # predict: a generated mlp wide enough that a unit takes several milliseconds
+    model = e.make_model(os.path.join(tmp, "mlp"), [64, 2048, 2048, 4], seed=3)
+    e.make_inputs(os.path.join(tmp, "feat"), [600, 400], 64, seed=4)
     feat = os.path.join(tmp, "feat", "*.h5")
     tasks = [("predict", lambda o: e.job_args(model.path, feat, o, unit_rows=50, batch=25), 20)]
 
