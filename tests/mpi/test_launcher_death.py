@@ -21,17 +21,21 @@ LIMIT_S = 0.6
 
 
 def body(t, tmp):
-    model = e.make_model(os.path.join(tmp, "m"), [64, 512, 512, 4], "relu", None, seed=1)
-    shards = e.make_inputs(os.path.join(tmp, "d"), [300000], 64, names=["a.h5"], seed=2)
-    out = os.path.join(tmp, "out")
-    args = e.job_args(model.path, os.path.join(tmp, "d", "*.h5"), out, unit_rows=4096, batch=256)
+    model = e.make_model(os.path.join(tmp, "m"), [64, 1024, 1024, 4], "relu", None, seed=1)
+    shards = e.make_inputs(os.path.join(tmp, "d"), [150000], 64, names=["a.h5"], seed=2)
     for trial in range(2):
+        # each trial in its own directory: a second trial resuming the first would have less
+        # work left than the time it takes to look
+        out = os.path.join(tmp, f"out{trial}")
+        args = e.job_args(model.path, os.path.join(tmp, "d", "*.h5"), out, unit_rows=4096,
+                          batch=256)
         p = e.start(2, args)
         ranks, t0 = [], time.time()
         while time.time() - t0 < 60 and len(ranks) < 2 and p.poll() is None:
             ranks = e.rank_pids(p.pid)
             time.sleep(0.05)
-        time.sleep(1.5)  # well into the work
+        while time.time() - t0 < 60 and not e.list_parts(out)[0] and p.poll() is None:
+            time.sleep(0.01)  # well into the work: a unit is committed
         if not t.check(len(ranks) == 2 and p.poll() is None, f"trial {trial}: 2 ranks running",
                        f"ranks {ranks}, mpirun status {p.poll()}"):
             e.kill_tree(p.pid, signal.SIGKILL)
