@@ -149,6 +149,15 @@ out:
     return rc;
 }
 
+/* mtime of OUT/name in seconds, 0 when missing. */
+static double file_mtime(const char *out, const char *name)
+{
+    char path[8192];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", out, name);
+    return stat(path, &st) == 0 ? (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec : 0;
+}
+
 /* Whether unit i's part file is committed and belongs to this job; fills its mtime. */
 static int unit_done(const char *out, const job_view_t *v, int64_t i, double *mtime)
 {
@@ -156,12 +165,8 @@ static int unit_done(const char *out, const job_view_t *v, int64_t i, double *mt
     sl_part_meta_t m = {&v->in.shards[u->shard], u->row0, u->nrows, &v->outs, v->model_fp, v->job_hash};
     char *rel = sl_part_relpath(m.shard, u->row0, u->nrows);
     int ok = sl_part_matches(out, rel, &m);
-    if (ok && mtime) {
-        char path[8192];
-        struct stat st;
-        snprintf(path, sizeof path, "%s/%s", out, rel);
-        *mtime = stat(path, &st) == 0 ? (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec : 0;
-    }
+    if (ok && mtime)
+        *mtime = file_mtime(out, rel);
     free(rel);
     return ok;
 }
@@ -201,15 +206,6 @@ static int open_view(int argc, char **argv, const char *cmd, const char *usage, 
         return SL_EXIT_INPUT;
     }
     return -1;
-}
-
-/* mtime of OUT/name in seconds, 0 when missing. */
-static double file_mtime(const char *out, const char *name)
-{
-    char path[4096];
-    struct stat st;
-    snprintf(path, sizeof path, "%s/%s", out, name);
-    return stat(path, &st) == 0 ? (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec : 0;
 }
 
 int sl_status_main(int argc, char **argv)

@@ -104,13 +104,27 @@ static uint64_t job_hash(uint64_t model_fp, const sl_job_t *job, const sl_task_p
     return sl_hash_u64(h, (uint64_t)cols);
 }
 
-/* Whether two spellings of a path name the same file (both resolved from here). */
+/* The canonical spelling of a path (resolved from here), or the path itself when it cannot be
+ * resolved (malloc'd). */
+static char *resolved(const char *path)
+{
+    char buf[4096];
+    return sl_xstrdup(realpath(path, buf) ? buf : path);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether two spellings of a path name the same file. */
 static int same_path(const char *a, const char *b)
 {
-    char ra[4096], rb[4096];
-    if (!strcmp(a, b))
-        return 1;
-    return realpath(a, ra) && realpath(b, rb) && !strcmp(ra, rb);
+    char *ra = resolved(a), *rb = resolved(b);
+    int same = !strcmp(ra, rb);
+    free(ra);
+    free(rb);
+    return same;
 }
 
 /* The output directory must be new, empty, or this job's own: a directory whose manifest
@@ -156,12 +170,25 @@ static int check_output_dir(const sl_job_t *job, const plan_t *p, sl_error_t *er
         const cJSON *g = cJSON_GetArrayItem(globs, i);
         same_inputs = cJSON_IsString(g) && !strcmp(g->valuestring, job->inputs[i]);
     }
-    const cJSON *it;
-    cJSON_ArrayForEach(it, inputs)
-    {
-        const cJSON *ip = cJSON_GetObjectItemCaseSensitive(it, "path");
-        for (int i = 0; !same_inputs && cJSON_IsString(ip) && i < p->in.n; i++)
-            same_inputs = same_path(ip->valuestring, p->in.shards[i].path);
+    if (!same_inputs) {
+        /* each path resolved once, then looked up: jobs may have many thousands of shards */
+        char **mine = sl_xcalloc((size_t)p->in.n + 1, sizeof *mine);
+        for (int i = 0; i < p->in.n; i++)
+            mine[i] = resolved(p->in.shards[i].path);
+        qsort(mine, (size_t)p->in.n, sizeof *mine, cmp_str);
+        const cJSON *it;
+        cJSON_ArrayForEach(it, inputs)
+        {
+            const cJSON *ip = cJSON_GetObjectItemCaseSensitive(it, "path");
+            if (same_inputs || !cJSON_IsString(ip))
+                continue;
+            char *r = resolved(ip->valuestring);
+            same_inputs = bsearch(&r, mine, (size_t)p->in.n, sizeof *mine, cmp_str) != NULL;
+            free(r);
+        }
+        for (int i = 0; i < p->in.n; i++)
+            free(mine[i]);
+        free(mine);
     }
     int rc = 0;
     if (!(same_model && same_task && same_inputs) && !job->restart) {
