@@ -421,22 +421,6 @@ static void need_f32(const char *op, const char *name, const sl_tensor_t *t, int
         SL_FATAL("%s: %s must be %d-D, is %d-D", op, name, ndim, t->ndim);
 }
 
-sl_tensor_t sl_tensor_reshape(const sl_tensor_t *t, int ndim, const int64_t *shape)
-{
-    if (ndim < 1 || ndim > SL_MAX_DIMS)
-        SL_FATAL("sl_tensor_reshape: %d dimensions", ndim);
-    sl_tensor_t v = *t;
-    v.ndim = ndim;
-    for (int i = 0; i < ndim; i++)
-        v.shape[i] = shape[i];
-    int64_t n = sl_tensor_numel(&v);
-    if (n != sl_tensor_numel(t))
-        SL_FATAL("sl_tensor_reshape: %lld elements into a shape of %lld", (long long)sl_tensor_numel(t),
-                 (long long)n);
-    v.owns_data = 0;
-    return v;
-}
-
 void sl_add(sl_tensor_t *x, const sl_tensor_t *y)
 {
     need_f32("sl_add", "x", x, 0);
@@ -474,43 +458,6 @@ void sl_embedding(const sl_tensor_t *table, const sl_tensor_t *ids, sl_tensor_t 
                  (long long)table->shape[1]);
     if (ids->shape[0] > 0)
         out->be->ops->embedding(out->be, table, ids, out, ids->shape[0], table->shape[1]);
-}
-
-void sl_attention(const sl_tensor_t *q, const sl_tensor_t *k, const sl_tensor_t *v,
-                  const sl_tensor_t *lengths, float scale, int causal, sl_tensor_t *out)
-{
-    need_f32("sl_attention", "q", q, 4);
-    need_f32("sl_attention", "k", k, 4);
-    need_f32("sl_attention", "v", v, 4);
-    need_f32("sl_attention", "out", out, 4);
-    if (lengths->dtype != SL_I32 || lengths->ndim != 1)
-        SL_FATAL("sl_attention: lengths must be i32 [B]");
-    int64_t b = q->shape[0], s = q->shape[1], h = q->shape[2], d = q->shape[3];
-    int64_t hkv = k->shape[2];
-    int ok = lengths->shape[0] == b && hkv > 0 && h % hkv == 0;
-    for (int i = 0; i < 4; i++)
-        ok = ok && out->shape[i] == q->shape[i];
-    ok = ok && k->shape[0] == b && k->shape[1] == s && k->shape[3] == d;
-    ok = ok && v->shape[0] == b && v->shape[1] == s && v->shape[2] == hkv && v->shape[3] == d;
-    if (!ok)
-        SL_FATAL("sl_attention: shapes disagree (q [%lld,%lld,%lld,%lld], kv heads %lld)",
-                 (long long)b, (long long)s, (long long)h, (long long)d, (long long)hkv);
-    if (b > 0 && s > 0)
-        out->be->ops->attention(out->be, q, k, v, lengths, scale, causal, out, b, s, h, hkv, d);
-}
-
-void sl_pool(const sl_tensor_t *x, const sl_tensor_t *lengths, sl_pool_t mode, sl_tensor_t *out)
-{
-    need_f32("sl_pool", "x", x, 3);
-    need_f32("sl_pool", "out", out, 2);
-    if (lengths->dtype != SL_I32 || lengths->ndim != 1 || lengths->shape[0] != x->shape[0])
-        SL_FATAL("sl_pool: lengths must be i32 [B]");
-    if (out->shape[0] != x->shape[0] || out->shape[1] != x->shape[2])
-        SL_FATAL("sl_pool: out must be [B, D]");
-    if (mode != SL_POOL_MEAN && mode != SL_POOL_CLS)
-        SL_FATAL("sl_pool: unknown mode %d", (int)mode);
-    if (x->shape[0] > 0)
-        out->be->ops->pool(out->be, x, lengths, mode, out, x->shape[0], x->shape[1], x->shape[2]);
 }
 
 void sl_l2_normalize(sl_tensor_t *x)

@@ -158,8 +158,6 @@ void sl_standardize(sl_tensor_t *x, const sl_tensor_t *mean, const sl_tensor_t *
 
 /* ---- transformer ops (all f32 activations) -------------------------------------------------- */
 
-/* A view of t with another shape of the same element count (no copy). Not to be freed. */
-sl_tensor_t sl_tensor_reshape(const sl_tensor_t *t, int ndim, const int64_t *shape);
 /* x += y, elementwise, same shape (residual connections). */
 void sl_add(sl_tensor_t *x, const sl_tensor_t *y);
 /* out[r, :] = (x[r, :] - mean) / sqrt(var + eps) * gamma + beta over the last dim n.
@@ -170,22 +168,8 @@ void sl_layernorm(const sl_tensor_t *x, const sl_tensor_t *gamma, const sl_tenso
  * they are gathered); ids: i32 [n] (every id must be in
  * [0, V): the caller validates user input); out: f32 [n, D]. */
 void sl_embedding(const sl_tensor_t *table, const sl_tensor_t *ids, sl_tensor_t *out);
-/*
- * Scaled dot-product attention over a padded batch.
- *   q:   f32 [B, S, H, Dh]        (the layout a linear layer's [B*S, H*Dh] output has)
- *   k,v: f32 [B, S, Hkv, Dh]      Hkv divides H (grouped-query: head h reads kv head h / (H/Hkv))
- *   lengths: i32 [B]              row b has lengths[b] real tokens; keys at positions >= it are
- *                                 masked out; outputs at query positions >= it are zero
- *   causal: query i also ignores keys j > i
- *   out: f32 [B, S, H, Dh] = softmax(scale * q k^T + mask) v
- */
-void sl_attention(const sl_tensor_t *q, const sl_tensor_t *k, const sl_tensor_t *v,
-                  const sl_tensor_t *lengths, float scale, int causal, sl_tensor_t *out);
-
+/* Pooling of a row's token vectors: their mean, or the first token's ([CLS]). */
 typedef enum { SL_POOL_MEAN = 0, SL_POOL_CLS = 1 } sl_pool_t;
-/* x: f32 [B, S, D], lengths: i32 [B] -> out: f32 [B, D]. MEAN averages the first lengths[b]
- * positions (a row of length 0 gives zeros); CLS takes position 0. */
-void sl_pool(const sl_tensor_t *x, const sl_tensor_t *lengths, sl_pool_t mode, sl_tensor_t *out);
 /* x[r, :] /= max(||x[r, :]||_2, 1e-12), as torch.nn.functional.normalize. x: f32 [rows, D]. */
 void sl_l2_normalize(sl_tensor_t *x);
 

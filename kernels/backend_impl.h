@@ -48,12 +48,6 @@ typedef struct {
                       int64_t n);
     void (*embedding)(sl_backend_t *be, const sl_tensor_t *table, const sl_tensor_t *ids,
                       sl_tensor_t *out, int64_t n, int64_t dim);
-    void (*attention)(sl_backend_t *be, const sl_tensor_t *q, const sl_tensor_t *k,
-                      const sl_tensor_t *v, const sl_tensor_t *lengths, float scale, int causal,
-                      sl_tensor_t *out, int64_t batch, int64_t seq, int64_t heads,
-                      int64_t kv_heads, int64_t head_dim);
-    void (*pool)(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *lengths,
-                 sl_pool_t mode, sl_tensor_t *out, int64_t batch, int64_t seq, int64_t dim);
     void (*l2_normalize)(sl_backend_t *be, sl_tensor_t *x, int64_t rows, int64_t dim);
 
     /* packed-token ops; shapes as documented in backend.h, already checked; every count > 0

@@ -70,7 +70,6 @@ struct sl_tokenizer {
     int32_t added_first[4]; /* distinct first code points of the added tokens */
     int n_first;            /* their count, or -1 when there are more than 4 */
     int32_t pad_id;
-    int file_max_length;
     unsigned char ascii[128]; /* ASCII classes, below */
 };
 
@@ -537,9 +536,6 @@ static int load_json(sl_tokenizer_t *t, const cJSON *root, const char *path, sl_
         int32_t p = sl_tokenizer_token_to_id(t, "[PAD]");
         t->pad_id = p >= 0 ? p : 0;
     }
-    const cJSON *trunc = cJSON_GetObjectItemCaseSensitive(root, "truncation");
-    const cJSON *tml = trunc ? cJSON_GetObjectItemCaseSensitive(trunc, "max_length") : NULL;
-    t->file_max_length = cJSON_IsNumber(tml) ? (int)tml->valuedouble : 0;
 
     /* ASCII classes, from the same definitions as the slow path */
     for (int c = 0; c < 128; c++) {
@@ -589,7 +585,6 @@ int sl_tokenizer_vocab_size(const sl_tokenizer_t *t) { return t->vocab_size; }
 int32_t sl_tokenizer_pad_id(const sl_tokenizer_t *t) { return t->pad_id; }
 int32_t sl_tokenizer_unk_id(const sl_tokenizer_t *t) { return t->unk_id; }
 int sl_tokenizer_num_special(const sl_tokenizer_t *t) { return t->n_pre + t->n_post; }
-int sl_tokenizer_file_max_length(const sl_tokenizer_t *t) { return t->file_max_length; }
 
 int sl_tokenizer_check_vocab(const sl_tokenizer_t *t, int64_t vocab, sl_error_t *err)
 {

@@ -60,8 +60,6 @@ int32_t sl_tokenizer_pad_id(const sl_tokenizer_t *t); /* [PAD] (padding.pad_id),
 int32_t sl_tokenizer_unk_id(const sl_tokenizer_t *t);
 /* Number of special tokens the post-processor adds to one sequence ([CLS] + [SEP] = 2). */
 int sl_tokenizer_num_special(const sl_tokenizer_t *t);
-/* truncation.max_length in tokenizer.json, 0 when absent (models usually state their own). */
-int sl_tokenizer_file_max_length(const sl_tokenizer_t *t);
 /* The token string of id, or NULL when id is not in the vocabulary (for debugging output). */
 const char *sl_tokenizer_id_to_token(const sl_tokenizer_t *t, int32_t id);
 /* The id of a token string, or -1. */

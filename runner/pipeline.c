@@ -35,7 +35,6 @@ struct sl_io {
     int nslots;
     int failed;
     sl_error_t fail_err;
-    int64_t committed;
     double read_s, write_s;
 };
 
@@ -101,8 +100,6 @@ static void *io_main(void *arg)
             if (rc != 0 && !io->failed) {
                 io->failed = 1;
                 io->fail_err = err;
-            } else if (rc == 0) {
-                io->committed++;
             }
             pthread_mutex_unlock(&io->mu);
             free(r->relpath);
@@ -182,14 +179,6 @@ int sl_io_failed(sl_io_t *io, sl_error_t *err)
         *err = io->fail_err;
     pthread_mutex_unlock(&io->mu);
     return f;
-}
-
-int64_t sl_io_committed(sl_io_t *io)
-{
-    pthread_mutex_lock(&io->mu);
-    int64_t n = io->committed;
-    pthread_mutex_unlock(&io->mu);
-    return n;
 }
 
 void sl_io_finish(sl_io_t *io, double *read_seconds, double *write_seconds)

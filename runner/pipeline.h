@@ -39,8 +39,6 @@ void sl_io_commit(sl_io_t *io, char *relpath, const sl_part_meta_t *meta, float 
                   sl_row_error_t *errs, int nerr);
 /* Whether a commit failed (err filled with the first failure). */
 int sl_io_failed(sl_io_t *io, sl_error_t *err);
-/* Units committed so far by this rank. */
-int64_t sl_io_committed(sl_io_t *io);
 /* Finishes every queued request, then joins the thread and frees everything. Reports the
  * seconds the thread spent reading and writing. */
 void sl_io_finish(sl_io_t *io, double *read_seconds, double *write_seconds);

@@ -430,113 +430,6 @@ static void cpu_embedding(sl_backend_t *be, const sl_tensor_t *table, const sl_t
     }
 }
 
-static int64_t clamp_len(int32_t len, int64_t seq)
-{
-    return len < 0 ? 0 : (len > seq ? seq : (int64_t)len);
-}
-
-/*
- * Attention, one (batch row, query head) pair per OpenMP iteration, over the first L =
- * lengths[b] positions only. Per pair:
- *   kt = K_bg^T            [Dh, L]   (the kv head's keys, transposed into thread scratch)
- *   s  = scale * q_i kt    [L]       for each query i < L (j <= i when causal)
- *   p  = softmax(s)                  max-subtracted, f32
- *   out_i = sum_j p_j v_j  [Dh]
- * Query rows i >= L are zeroed.
- * why loops and not a per-head cblas_sgemm: OpenBLAS (pthreads build) serialises concurrent
- * multithreaded level-3 calls behind one lock, so GEMMs issued from inside this parallel region
- * would run one at a time. The loops are written in axpy form (contiguous innermost index, no
- * reduction in the inner loop), which the compiler vectorises without reassociating sums.
- */
-static void cpu_attention(sl_backend_t *be, const sl_tensor_t *q, const sl_tensor_t *k,
-                          const sl_tensor_t *v, const sl_tensor_t *lengths, float scale, int causal,
-                          sl_tensor_t *out, int64_t batch, int64_t seq, int64_t heads,
-                          int64_t kv_heads, int64_t head_dim)
-{
-    const int64_t rep = heads / kv_heads;    /* query heads per kv head */
-    const int64_t qld = heads * head_dim;    /* row stride of q and out */
-    const int64_t kld = kv_heads * head_dim; /* row stride of k and v */
-    const int32_t *len = lengths->data;      /* [batch] */
-#pragma omp parallel
-    {
-        /* per thread: kt [Dh, S], s [S], acc [Dh] */
-        float *kt = sl_xmalloc((size_t)(head_dim * seq + seq + head_dim) * sizeof(float));
-        float *s = kt + head_dim * seq, *acc = s + seq;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t bh = 0; bh < batch * heads; bh++) {
-            const int64_t b = bh / heads, h = bh % heads, g = h / rep;
-            const int64_t L = clamp_len(len[b], seq);
-            /* head views [S, Dh]: q and out with row stride qld, k and v with kld */
-            const float *qb = (const float *)q->data + b * seq * qld + h * head_dim;
-            const float *kb = (const float *)k->data + b * seq * kld + g * head_dim;
-            const float *vb = (const float *)v->data + b * seq * kld + g * head_dim;
-            float *ob = (float *)out->data + b * seq * qld + h * head_dim;
-            for (int64_t j = 0; j < L; j++)
-                for (int64_t d = 0; d < head_dim; d++)
-                    kt[d * L + j] = kb[j * kld + d];
-            for (int64_t i = 0; i < L; i++) {
-                const float *qi = qb + i * qld;
-                const int64_t nj = causal ? i + 1 : L; /* keys 0 .. nj-1 */
-                for (int64_t j = 0; j < nj; j++)
-                    s[j] = 0.0f;
-                for (int64_t d = 0; d < head_dim; d++) {
-                    const float qd = qi[d];
-                    const float *ktd = kt + d * L;
-                    for (int64_t j = 0; j < nj; j++)
-                        s[j] += qd * ktd[j];
-                }
-                float mx = -INFINITY;
-                for (int64_t j = 0; j < nj; j++) {
-                    s[j] *= scale;
-                    mx = s[j] > mx ? s[j] : mx;
-                }
-                float sum = 0.0f;
-                for (int64_t j = 0; j < nj; j++) {
-                    s[j] = expf(s[j] - mx);
-                    sum += s[j];
-                }
-                const float inv = 1.0f / sum;
-                for (int64_t d = 0; d < head_dim; d++)
-                    acc[d] = 0.0f;
-                for (int64_t j = 0; j < nj; j++) {
-                    const float pj = s[j] * inv;
-                    const float *vj = vb + j * kld;
-                    for (int64_t d = 0; d < head_dim; d++)
-                        acc[d] += pj * vj[d];
-                }
-                memcpy(ob + i * qld, acc, (size_t)head_dim * sizeof(float));
-            }
-            for (int64_t i = L; i < seq; i++)
-                memset(ob + i * qld, 0, (size_t)head_dim * sizeof(float));
-        }
-        free(kt);
-    }
-}
-
-static void cpu_pool(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *lengths,
-                     sl_pool_t mode, sl_tensor_t *out, int64_t batch, int64_t seq, int64_t dim)
-{
-    const int32_t *len = lengths->data;
-    const float *xp = x->data; /* [batch, seq, dim] */
-    float *o = out->data;      /* [batch, dim] */
-#pragma omp parallel for schedule(static) if(batch * seq * dim >= SL_PAR_MIN)
-    for (int64_t b = 0; b < batch; b++) {
-        const float *xb = xp + b * seq * dim;
-        if (mode == SL_POOL_CLS) {
-            for (int64_t j = 0; j < dim; j++)
-                o[b * dim + j] = seq > 0 ? xb[j] : 0.0f;
-            continue;
-        }
-        const int64_t L = clamp_len(len[b], seq);
-        for (int64_t j = 0; j < dim; j++) {
-            double sum = 0.0;
-            for (int64_t t = 0; t < L; t++)
-                sum += xb[t * dim + j];
-            o[b * dim + j] = L > 0 ? (float)(sum / (double)L) : 0.0f;
-        }
-    }
-}
-
 static void cpu_l2_normalize(sl_backend_t *be, sl_tensor_t *x, int64_t rows, int64_t dim)
 {
 #pragma omp parallel for schedule(static) if(rows * dim >= SL_PAR_MIN)
@@ -1062,8 +955,6 @@ static const sl_backend_ops_t cpu_ops = {
     .add = cpu_add,
     .layernorm = cpu_layernorm,
     .embedding = cpu_embedding,
-    .attention = cpu_attention,
-    .pool = cpu_pool,
     .l2_normalize = cpu_l2_normalize,
     .rmsnorm = cpu_rmsnorm,
     .rope = cpu_rope,

@@ -30,9 +30,6 @@ typedef struct {
     cudaStream_t stream;   /* every operation of this backend is ordered on it */
     cublasHandle_t cublas; /* bound to `stream` */
     char desc[320];        /* "cuda:N (device name)" */
-    /* attention scratch: the scores of one head for a group of batch rows */
-    float *attn_scores;
-    int64_t attn_scores_len; /* in floats */
 } sl_cuda_backend_t;
 
 static sl_cuda_backend_t *cuda_of(sl_backend_t *be) { return (sl_cuda_backend_t *)be; }
@@ -57,8 +54,6 @@ static void cuda_destroy(sl_backend_t *be)
     CUDA_CHECK(cudaStreamSynchronize(cb->stream));
     CUBLAS_CHECK(cublasDestroy(cb->cublas));
     CUDA_CHECK(cudaStreamDestroy(cb->stream));
-    if (cb->attn_scores)
-        CUDA_CHECK(cudaFree(cb->attn_scores));
     free(cb);
 }
 
@@ -233,92 +228,6 @@ static void cuda_embedding(sl_backend_t *be, const sl_tensor_t *table, const sl_
                       (float *)out->data, n, dim);
 }
 
-/* Upper bound of the attention score buffer, in floats (256 MiB); a batch whose scores do not
- * fit is processed a group of rows at a time (at least one row, however long). */
-static const int64_t kAttnScoresMax = (int64_t)64 << 20;
-
-/* The score buffer with room for n floats, grown (never shrunk) on demand. */
-static float *attn_scores(sl_cuda_backend_t *cb, int64_t n)
-{
-    if (cb->attn_scores_len < n) {
-        /* cudaFree waits for queued work that may still read the old buffer. */
-        if (cb->attn_scores)
-            CUDA_CHECK(cudaFree(cb->attn_scores));
-        cb->attn_scores = NULL;
-        cb->attn_scores_len = 0;
-        void *p = cuda_alloc(&cb->base, (size_t)n * sizeof(float));
-        if (!p)
-            sl_fatal(__FILE__, __LINE__, "cuda_attention",
-                     "out of GPU memory for the %lld-float attention score buffer", (long long)n);
-        cb->attn_scores = (float *)p;
-        cb->attn_scores_len = n;
-    }
-    return cb->attn_scores;
-}
-
-/*
- * out = softmax(scale q k^T + mask) v, for one query head h at a time over a group of nb batch
- * rows (one strided-batched GEMM per step, batch index = row b):
- *   P[b] = scale * Q_bh K_bg^T      [S, S]   Q_bh: [S, Dh], row stride H*Dh; K_bg: [S, Dh],
- *                                            row stride Hkv*Dh; g = h / (H / Hkv)
- *   P[b] = masked softmax (rows)             keys j >= lengths[b] (or > i when causal) get
- *                                            p = 0; padded query rows are all zero
- *   O_bh = P[b] V_bg                [S, Dh]  written into out with row stride H*Dh
- * Row-major to cuBLAS column-major as in cuda_matmul: a row-major [r, c] matrix with leading
- * dimension ld is, column-major, its transpose. So P^T = K Q^T is gemm(T, N, S, S, Dh) with
- * A = K (ld Hkv*Dh), B = Q (ld H*Dh); O^T = V^T P^T is gemm(N, N, Dh, S, S) with A = V, B = P.
- * The zero rows of P make the zero rows of out, so nothing else writes out. Products in f32
- * (CUBLAS_COMPUTE_32F; the handle's math mode keeps TF32 off).
- */
-static void cuda_attention(sl_backend_t *be, const sl_tensor_t *q, const sl_tensor_t *k,
-                           const sl_tensor_t *v, const sl_tensor_t *lengths, float scale,
-                           int causal, sl_tensor_t *out, int64_t batch, int64_t seq, int64_t heads,
-                           int64_t kv_heads, int64_t head_dim)
-{
-    sl_cuda_backend_t *cb = cuda_of(be);
-    const int64_t rep = heads / kv_heads;    /* query heads per kv head */
-    const int64_t qld = heads * head_dim;    /* row stride of q and out */
-    const int64_t kld = kv_heads * head_dim; /* row stride of k and v */
-    if (seq > INT_MAX || qld > INT_MAX || head_dim <= 0)
-        sl_fatal(__FILE__, __LINE__, "cuda_attention", "unsupported shape (S %lld, H*Dh %lld)",
-                 (long long)seq, (long long)qld);
-    const int64_t ss = seq * seq;
-    int64_t nb = kAttnScoresMax / ss;
-    nb = nb < 1 ? 1 : (nb > batch ? batch : nb);
-    float *p = attn_scores(cb, nb * ss); /* [nb, S, S] */
-    const float one = 1.0f, zero = 0.0f;
-    const int S = (int)seq, D = (int)head_dim, LDQ = (int)qld, LDK = (int)kld;
-    for (int64_t b0 = 0; b0 < batch; b0 += nb) {
-        const int64_t cnt = batch - b0 < nb ? batch - b0 : nb;
-        const int32_t *len = (const int32_t *)lengths->data + b0;
-        for (int64_t h = 0; h < heads; h++) {
-            const int64_t g = h / rep;
-            const float *qh = (const float *)q->data + b0 * seq * qld + h * head_dim;
-            const float *kh = (const float *)k->data + b0 * seq * kld + g * head_dim;
-            const float *vh = (const float *)v->data + b0 * seq * kld + g * head_dim;
-            float *oh = (float *)out->data + b0 * seq * qld + h * head_dim;
-            /* why one buffer for every head: the three steps of a head and those of the next
-             * are ordered on the stream, so head h + 1 overwrites P only after h has read it. */
-            CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-                cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, S, S, D, &scale, kh, CUDA_R_32F, LDK,
-                seq * kld, qh, CUDA_R_32F, LDQ, seq * qld, &zero, p, CUDA_R_32F, S, ss, (int)cnt,
-                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-            sl_cuda_attention_softmax(cb->stream, p, len, cnt, seq, causal);
-            CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-                cb->cublas, CUBLAS_OP_N, CUBLAS_OP_N, D, S, S, &one, vh, CUDA_R_32F, LDK, seq * kld,
-                p, CUDA_R_32F, S, ss, &zero, oh, CUDA_R_32F, LDQ, seq * qld, (int)cnt,
-                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-        }
-    }
-}
-
-static void cuda_pool(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *lengths,
-                      sl_pool_t mode, sl_tensor_t *out, int64_t batch, int64_t seq, int64_t dim)
-{
-    sl_cuda_pool(stream_of(be), (const float *)x->data, (const int32_t *)lengths->data, mode,
-                 (float *)out->data, batch, seq, dim);
-}
-
 static void cuda_l2_normalize(sl_backend_t *be, sl_tensor_t *x, int64_t rows, int64_t dim)
 {
     sl_cuda_l2_normalize(stream_of(be), (float *)x->data, rows, dim);
@@ -411,67 +320,39 @@ static size_t cuda_free_bytes(sl_backend_t *be)
     return free_b;
 }
 
-/* Positional initialisation (C++17 has no designated initialisers); this assert stops the build
- * if backend_impl.h reorders its entries, and -Wextra flags a new entry left out. */
-#define SL_BEFORE(a, b) (offsetof(sl_backend_ops_t, a) < offsetof(sl_backend_ops_t, b))
-static_assert(SL_BEFORE(name, destroy) && SL_BEFORE(destroy, describe) &&
-                  SL_BEFORE(describe, stream) && SL_BEFORE(stream, sync) &&
-                  SL_BEFORE(sync, alloc) && SL_BEFORE(alloc, free) && SL_BEFORE(free, h2d) &&
-                  SL_BEFORE(h2d, d2h) && SL_BEFORE(d2h, memzero) && SL_BEFORE(memzero, matmul) &&
-                  SL_BEFORE(matmul, linear_q) && SL_BEFORE(linear_q, add_bias) &&
-                  SL_BEFORE(add_bias, activation) && SL_BEFORE(activation, softmax) &&
-                  SL_BEFORE(softmax, cast) && SL_BEFORE(cast, standardize) &&
-                  SL_BEFORE(standardize, add) && SL_BEFORE(add, layernorm) &&
-                  SL_BEFORE(layernorm, embedding) && SL_BEFORE(embedding, attention) &&
-                  SL_BEFORE(attention, pool) && SL_BEFORE(pool, l2_normalize) &&
-                  SL_BEFORE(l2_normalize, rmsnorm) && SL_BEFORE(rmsnorm, rope) &&
-                  SL_BEFORE(rope, swiglu) && SL_BEFORE(swiglu, kv_write) &&
-                  SL_BEFORE(kv_write, attention_kv) && SL_BEFORE(attention_kv, gather_rows) &&
-                  SL_BEFORE(gather_rows, pool_packed) && SL_BEFORE(pool_packed, logsumexp_parts) &&
-                  SL_BEFORE(logsumexp_parts, pick_logits) && SL_BEFORE(pick_logits, topk_rows) &&
-                  SL_BEFORE(topk_rows, free_bytes),
-              "sl_backend_ops_t changed order: update cuda_ops below");
-/* free_bytes is the last entry: an entry appended after it must be added below as well. */
-static_assert(sizeof(sl_backend_ops_t) ==
-                  offsetof(sl_backend_ops_t, free_bytes) + sizeof(void (*)(void)),
-              "sl_backend_ops_t grew: update cuda_ops below");
-#undef SL_BEFORE
-
 static const sl_backend_ops_t cuda_ops = {
-    /* .name = */ "cuda",
-    /* .destroy = */ cuda_destroy,
-    /* .describe = */ cuda_describe,
-    /* .stream = */ cuda_stream,
-    /* .sync = */ cuda_sync,
-    /* .alloc = */ cuda_alloc,
-    /* .free = */ cuda_free,
-    /* .h2d = */ cuda_h2d,
-    /* .d2h = */ cuda_d2h,
-    /* .memzero = */ cuda_memzero,
-    /* .matmul = */ cuda_matmul,
-    /* .linear_q = */ cuda_linear_q,
-    /* .add_bias = */ cuda_add_bias,
-    /* .activation = */ cuda_activation,
-    /* .softmax = */ cuda_softmax,
-    /* .cast = */ cuda_cast,
-    /* .standardize = */ cuda_standardize,
-    /* .add = */ cuda_add,
-    /* .layernorm = */ cuda_layernorm,
-    /* .embedding = */ cuda_embedding,
-    /* .attention = */ cuda_attention,
-    /* .pool = */ cuda_pool,
-    /* .l2_normalize = */ cuda_l2_normalize,
-    /* .rmsnorm = */ cuda_rmsnorm,
-    /* .rope = */ cuda_rope,
-    /* .swiglu = */ cuda_swiglu,
-    /* .kv_write = */ cuda_kv_write,
-    /* .attention_kv = */ cuda_attention_kv,
-    /* .gather_rows = */ cuda_gather_rows,
-    /* .pool_packed = */ cuda_pool_packed,
-    /* .logsumexp_parts = */ cuda_logsumexp_parts,
-    /* .pick_logits = */ cuda_pick_logits,
-    /* .topk_rows = */ cuda_topk_rows,
-    /* .free_bytes = */ cuda_free_bytes,
+    .name = "cuda",
+    .destroy = cuda_destroy,
+    .describe = cuda_describe,
+    .stream = cuda_stream,
+    .sync = cuda_sync,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .h2d = cuda_h2d,
+    .d2h = cuda_d2h,
+    .memzero = cuda_memzero,
+    .matmul = cuda_matmul,
+    .linear_q = cuda_linear_q,
+    .add_bias = cuda_add_bias,
+    .activation = cuda_activation,
+    .softmax = cuda_softmax,
+    .cast = cuda_cast,
+    .standardize = cuda_standardize,
+    .add = cuda_add,
+    .layernorm = cuda_layernorm,
+    .embedding = cuda_embedding,
+    .l2_normalize = cuda_l2_normalize,
+    .rmsnorm = cuda_rmsnorm,
+    .rope = cuda_rope,
+    .swiglu = cuda_swiglu,
+    .kv_write = cuda_kv_write,
+    .attention_kv = cuda_attention_kv,
+    .gather_rows = cuda_gather_rows,
+    .pool_packed = cuda_pool_packed,
+    .logsumexp_parts = cuda_logsumexp_parts,
+    .pick_logits = cuda_pick_logits,
+    .topk_rows = cuda_topk_rows,
+    .free_bytes = cuda_free_bytes,
 };
 
 /* ---- creation -------------------------------------------------------------------------------- */

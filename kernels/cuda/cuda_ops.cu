@@ -262,58 +262,6 @@ __device__ __forceinline__ int64_t clamp_length(int32_t len, int64_t seq)
     return len < 0 ? 0 : (len > seq ? seq : (int64_t)len);
 }
 
-/* One block per score row (b, i) of p [nb, seq, seq] (grid-stride over rows). Keys j < nj take
- * part (nj = lengths[b], or i + 1 when causal); the others, and every key of a padded query row,
- * are written as exact zeros without being read (the GEMM wrote scores there too). */
-__global__ void attention_softmax_kernel(float *p, const int32_t *lengths, int64_t nb, int64_t seq,
-                                         int causal)
-{
-    __shared__ float red[32];
-    const int64_t rows = nb * seq;
-    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) { /* uniform per block */
-        const int64_t b = r / seq, i = r - b * seq;
-        const int64_t len = clamp_length(lengths[b], seq);
-        const int64_t nj = i >= len ? 0 : (causal ? i + 1 : len);
-        float *row = p + r * seq;
-        if (nj == 0) { /* the same for every thread of the block: no reduction skipped by half */
-            for (int64_t j = threadIdx.x; j < seq; j += blockDim.x)
-                row[j] = 0.0f;
-            continue;
-        }
-        float mx = -INFINITY;
-        for (int64_t j = threadIdx.x; j < nj; j += blockDim.x)
-            mx = fmaxf(mx, row[j]);
-        mx = block_reduce<true>(mx, red);
-        float sum = 0.0f;
-        for (int64_t j = threadIdx.x; j < nj; j += blockDim.x)
-            sum += expf(row[j] - mx);
-        sum = block_reduce<false>(sum, red);
-        const float inv = 1.0f / sum;
-        for (int64_t j = threadIdx.x; j < seq; j += blockDim.x)
-            row[j] = j < nj ? expf(row[j] - mx) * inv : 0.0f;
-    }
-}
-
-/* One thread per output element (b, c): consecutive threads read consecutive c (coalesced). */
-__global__ void pool_kernel(const float *x, const int32_t *lengths, int cls, float *out,
-                            int64_t batch, int64_t seq, int64_t dim)
-{
-    const int64_t total = batch * dim;
-    for (int64_t i = global_index(); i < total; i += grid_stride()) {
-        const int64_t b = i / dim, c = i - b * dim;
-        const float *xb = x + b * seq * dim + c;
-        if (cls) {
-            out[i] = seq > 0 ? xb[0] : 0.0f;
-            continue;
-        }
-        const int64_t len = clamp_length(lengths[b], seq);
-        float sum = 0.0f;
-        for (int64_t t = 0; t < len; t++)
-            sum += xb[t * dim];
-        out[i] = len > 0 ? sum / (float)len : 0.0f;
-    }
-}
-
 /* One block per row: x[r, :] /= max(||x[r, :]||, 1e-12). */
 __global__ void l2_normalize_kernel(float *x, int64_t rows, int64_t dim)
 {
@@ -793,26 +741,6 @@ void sl_cuda_embedding(cudaStream_t s, const void *table, sl_dtype_t table_dt, c
                                                                      ids, out, n, dim);
         CUDA_CHECK_LAUNCH();
     });
-}
-
-void sl_cuda_attention_softmax(cudaStream_t s, float *p, const int32_t *lengths, int64_t nb,
-                               int64_t seq, int causal)
-{
-    if (nb <= 0 || seq <= 0)
-        return;
-    attention_softmax_kernel<<<row_blocks(nb * seq), row_threads(seq), 0, s>>>(p, lengths, nb, seq,
-                                                                               causal);
-    CUDA_CHECK_LAUNCH();
-}
-
-void sl_cuda_pool(cudaStream_t s, const float *x, const int32_t *lengths, sl_pool_t mode,
-                  float *out, int64_t batch, int64_t seq, int64_t dim)
-{
-    if (batch <= 0 || dim <= 0)
-        return;
-    pool_kernel<<<blocks_for(batch * dim), kThreads, 0, s>>>(x, lengths, mode == SL_POOL_CLS, out,
-                                                             batch, seq, dim);
-    CUDA_CHECK_LAUNCH();
 }
 
 void sl_cuda_l2_normalize(cudaStream_t s, float *x, int64_t rows, int64_t dim)

@@ -82,18 +82,6 @@ void sl_cuda_linear_q(cudaStream_t s, const float *x, const void *w, sl_dtype_t 
 void sl_cuda_embedding(cudaStream_t s, const void *table, sl_dtype_t table_dt, const int32_t *ids,
                        float *out, int64_t n, int64_t dim);
 
-/* The softmax step of attention for one head: p [nb, seq, seq] holds the scaled scores of batch
- * rows 0..nb-1 (lengths: i32 [nb], device memory). Row (b, i) becomes the softmax over keys
- * j < lengths[b] (and j <= i when causal), exactly 0 elsewhere; a query row i >= lengths[b]
- * becomes all zeros, so the following P.V product writes zeros there. */
-void sl_cuda_attention_softmax(cudaStream_t s, float *p, const int32_t *lengths, int64_t nb,
-                               int64_t seq, int causal);
-
-/* out[batch, dim] from x[batch, seq, dim]: mean over the first lengths[b] positions (zeros for
- * length 0), or position 0 (CLS). lengths: i32 [batch], device memory. */
-void sl_cuda_pool(cudaStream_t s, const float *x, const int32_t *lengths, sl_pool_t mode,
-                  float *out, int64_t batch, int64_t seq, int64_t dim);
-
 /* x[rows, dim]: each row divided by max(||row||_2, 1e-12). */
 void sl_cuda_l2_normalize(cudaStream_t s, float *x, int64_t rows, int64_t dim);
 

@@ -660,89 +660,6 @@ static void test_embedding(void)
     free(ids);
 }
 
-/* out starts with random values on both sides, so every element must be written. */
-static void attention_case(int64_t B, int64_t S, int64_t H, int64_t Hkv, int64_t Dh,
-                           const int32_t *len, int causal, float amp)
-{
-    const int64_t q4[4] = {B, S, H, Dh}, k4[4] = {B, S, Hkv, Dh};
-    pair_t q = pair_new(SL_F32, 4, q4, -amp, amp), k = pair_new(SL_F32, 4, k4, -amp, amp);
-    pair_t v = pair_new(SL_F32, 4, k4, -1.0f, 1.0f), o = pair_new(SL_F32, 4, q4, -1.0f, 1.0f);
-    pair_t l = pair_i32(len, B);
-    const float scale = 1.0f / sqrtf((float)Dh);
-    sl_attention(q.cpu, k.cpu, v.cpu, l.cpu, scale, causal, o.cpu);
-    sl_attention(q.gpu, k.gpu, v.gpu, l.gpu, scale, causal, o.gpu);
-    char lens[64];
-    int off = 0;
-    for (int64_t b = 0; b < B && b < 4 && off < (int)sizeof lens; b++)
-        off += snprintf(lens + off, sizeof lens - (size_t)off, "%s%d", b ? "," : "", (int)len[b]);
-    if (B > 4 && off < (int)sizeof lens)
-        snprintf(lens + off, sizeof lens - (size_t)off, ",..");
-    report(pair_nmse(&o), tol_for(SL_F32),
-           "sl_attention B%lld S%lld H%lld Hkv%lld Dh%lld %s len {%s}", (long long)B, (long long)S,
-           (long long)H, (long long)Hkv, (long long)Dh, causal ? "causal" : "full", lens);
-    pair_free(&q);
-    pair_free(&k);
-    pair_free(&v);
-    pair_free(&o);
-    pair_free(&l);
-}
-
-static void test_attention(void)
-{
-    /* the CPU test's small cases: MHA, GQA, MQA; a full row, a single token, a padded row */
-    const int32_t small[3] = {7, 1, 4}, small0[3] = {0, 5, 7};
-    const int64_t kv_heads[3] = {4, 2, 1};
-    for (int c = 0; c < 2; c++) {
-        for (int g = 0; g < 3; g++)
-            attention_case(3, 7, 4, kv_heads[g], 8, small, c, 1.0f);
-        attention_case(3, 7, 4, 2, 8, small0, c, 4.0f); /* an empty row, large scores */
-    }
-    /* BERT-base-like heads with padding; rows longer than a softmax block (300 > 256 threads)
-     * with grouped-query heads; random lengths. */
-    const int32_t bert[4] = {129, 1, 0, 77}, gqa[2] = {300, 213};
-    attention_case(4, 129, 12, 12, 64, bert, 0, 1.0f);
-    attention_case(4, 129, 12, 12, 64, bert, 1, 1.0f);
-    attention_case(2, 300, 8, 2, 64, gqa, 1, 1.0f);
-    attention_case(2, 300, 8, 2, 64, gqa, 0, 1.0f);
-    int32_t rnd_len[9];
-    for (int b = 0; b < 9; b++)
-        rnd_len[b] = (int32_t)(rng_next() % 34);
-    attention_case(9, 33, 6, 3, 16, rnd_len, 0, 2.0f);
-    attention_case(9, 33, 6, 1, 16, rnd_len, 1, 2.0f);
-    /* Scores of 5 x 4096 x 4096 floats exceed the backend's score buffer (64 Mi floats): the
-     * batch is processed in groups of rows. */
-    const int32_t longl[5] = {4096, 4000, 1, 0, 2500};
-    attention_case(5, 4096, 2, 1, 16, longl, 1, 1.0f);
-}
-
-static void test_pool(void)
-{
-    const struct {
-        int64_t b, s, d;
-    } cases[] = {{3, 7, 5}, {33, 129, 768}, {2, 1, 3}};
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        const int64_t shape[3] = {cases[c].b, cases[c].s, cases[c].d};
-        int32_t len[33];
-        for (int64_t b = 0; b < cases[c].b; b++)
-            len[b] = (int32_t)(rng_next() % (uint64_t)(cases[c].s + 1));
-        len[0] = (int32_t)cases[c].s; /* a full row */
-        if (cases[c].b > 1)
-            len[1] = 0; /* an empty row: zeros */
-        pair_t x = pair_new(SL_F32, 3, shape, -2.0f, 2.0f), l = pair_i32(len, cases[c].b);
-        for (int mode = SL_POOL_MEAN; mode <= SL_POOL_CLS; mode++) {
-            pair_t o = pair_new2(SL_F32, cases[c].b, cases[c].d, -1.0f, 1.0f);
-            sl_pool(x.cpu, l.cpu, (sl_pool_t)mode, o.cpu);
-            sl_pool(x.gpu, l.gpu, (sl_pool_t)mode, o.gpu);
-            report(pair_nmse(&o), tol_for(SL_F32), "sl_pool %-4s %lldx%lldx%lld",
-                   mode == SL_POOL_CLS ? "cls" : "mean", (long long)cases[c].b,
-                   (long long)cases[c].s, (long long)cases[c].d);
-            pair_free(&o);
-        }
-        pair_free(&x);
-        pair_free(&l);
-    }
-}
-
 static void test_l2_normalize(void)
 {
     const int64_t shapes[3][2] = {{37, 53}, {1001, 768}, {70001, 3}};
@@ -1151,8 +1068,6 @@ int main(void)
     test_add();
     test_layernorm();
     test_embedding();
-    test_attention();
-    test_pool();
     test_l2_normalize();
     test_rmsnorm();
     test_rope();
