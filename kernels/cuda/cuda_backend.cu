@@ -6,9 +6,8 @@
  * layers run back to back on the GPU; only the host copies (h2d/d2h) and sync() wait. Matrix
  * products go to cuBLAS (f32 accumulation for every dtype, as the CPU backend); bias add,
  * activations, softmax, casts, standardisation and the row kernels of the transformer ops are
- * in cuda_ops.cu. Attention is two strided-batched cuBLAS products around a masked-softmax
- * kernel, with a score buffer owned by the backend; the packed-token ops (attention against the
- * KV cache included) are single kernels in cuda_ops.cu.
+ * in cuda_ops.cu; the packed-token ops (attention against the KV cache included) are single
+ * kernels in cuda_ops.cu.
  *
  * A backend and its tensors are meant to be used from the thread that created it: the device is
  * made current in sl_cuda_backend_create() and the process uses that one device (one GPU per

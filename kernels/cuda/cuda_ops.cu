@@ -1,11 +1,9 @@
 /*
  * cuda_ops.cu — the simple kernels of the CUDA backend: bias add, scaling, activation, row
  * softmax, dtype cast, input standardisation, and the non-GEMM parts of the transformer ops
- * (residual add, layer norm, embedding gather, attention's masked softmax, pooling, L2
- * normalisation) and the packed-token ops (RMSNorm, RoPE, SwiGLU, KV-cache write, attention
+ * (residual add, layer norm, embedding gather, L2 normalisation) and the packed-token ops (RMSNorm, RoPE, SwiGLU, KV-cache write, attention
  * against the KV cache, row gather, packed pooling, log-sum-exp pieces, logit pick, top-k) —
- * declared in cuda_ops.cuh; matrix products, including attention's two
- * batched products, go to cuBLAS in cuda_backend.cu.
+ * declared in cuda_ops.cuh; matrix products go to cuBLAS in cuda_backend.cu.
  *
  * Each kernel is a grid-stride loop with 64-bit indices, so a launch of at most kMaxBlocks blocks
  * covers any tensor size, including more than 2^31 elements. Values are loaded into f32, computed

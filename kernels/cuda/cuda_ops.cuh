@@ -1,7 +1,7 @@
 /*
  * cuda_ops.cuh — the elementwise and row kernels of the CUDA backend (bias add, scaling,
  * activation, softmax, cast, standardisation, and the transformer ops: residual add, layer norm,
- * embedding gather, the masked softmax of attention, pooling, L2 normalisation), the
+ * embedding gather, L2 normalisation), the
  * packed-token ops (RMSNorm, RoPE, SwiGLU, KV-cache write and attention, row gather, packed
  * pooling, log-sum-exp pieces, logit pick, top-k) and the error-check macros of the CUDA code.
  *
