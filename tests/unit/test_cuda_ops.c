@@ -8,8 +8,8 @@
  * pass, a wrong index or transpose gives NMSE ~ 1). Casts must agree exactly (NMSE 0), copies
  * and zeroing bit for bit, embedding gathers exactly. Linear layers with block-quantized weights
  * (Q8_0, Q4_0, Q4_1) and gathers from quantized tables are compared the same way. The transformer
- * ops are run on the shapes that matter for them: rows with a large offset (layer norm), empty
- * tensors. The packed-token ops likewise: slots
+ * ops are run on the shapes that matter for them, e.g. rows with a large offset (layer norm). The
+ * packed-token ops likewise: slots
  * interleaved, a slot without keys, decode steps, head dims up to 256, top-k with many ties
  * (indices bit for bit). Sizes are odd (37 x 53 x 71 ...) so that no kernel relies on multiples of
  * a block, plus a few large ones (more rows than a launch has blocks, more elements than a launch
