@@ -6,9 +6,9 @@
  *    sl_error_t with a one-line message that names the culprit and returns -1; the caller
  *    decides (usually: all ranks agree, rank 0 prints it, exit with SL_EXIT_INPUT).
  *  - a broken environment or a library call that must not fail (CUDA, cuBLAS, NCCL, MPI, HDF5
- *    internals): SL_CHECK_* macros print "host rank file:line: call: message" and call
- *    sl_fatal(), which aborts every rank (MPI_Abort when MPI is up) so no rank hangs in a
- *    collective.
+ *    internals): SL_FATAL, and the CUDA backend's CUDA_CHECK / CUBLAS_CHECK / NCCL_CHECK, call
+ *    sl_fatal(), which prints "host rank N file:line: call: message" and aborts every rank
+ *    (MPI_Abort when MPI is up) so no rank hangs in a collective.
  */
 #ifndef SL_ERROR_H
 #define SL_ERROR_H

@@ -746,21 +746,6 @@ static void ensure_scratch(sl_bert_t *m, int64_t B, int64_t S, int64_t T)
     }
 }
 
-/* out = a @ W^T for a row-parallel weight, summed over the TP group, + bias. */
-static void linear_row_parallel(sl_bert_t *m, sl_comm_t *comm, const sl_tensor_t *a,
-                                const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *out)
-{
-    if (m->tp_size == 1) {
-        sl_linear_cast(a, w, bias, out, m->cast);
-        return;
-    }
-    /* Each rank holds only its heads' (or FFN slice's) input columns, so its product is a
-     * partial sum of the full [rows, D] output; the bias must be added once, after the sum. */
-    sl_linear_cast(a, w, NULL, out, m->cast);
-    sl_comm_allreduce_sum(comm, out, (size_t)sl_tensor_numel(out));
-    sl_add_bias(out, bias);
-}
-
 static void check_inputs(const sl_bert_t *m, sl_comm_t *comm, const int32_t *ids,
                          const int32_t *type_ids, const int32_t *lengths, int64_t B, int64_t S)
 {
@@ -854,14 +839,14 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
         sl_kv_write(&kc, &k3, &slot_v, &pos_v);
         sl_kv_write(&vc, &v3, &slot_v, &pos_v);
         sl_attention_kv(&q3, &kc, &vc, &slot_v, &pos_v, &len_v, scale, 0, &ctx3);
-        linear_row_parallel(m, comm, &ctx, L->wo, L->bo, &tmp); /* [T, D] */
+        sl_linear_row_parallel(comm, &ctx, L->wo, L->bo, &tmp, m->cast); /* [T, D] */
         sl_add(&tmp, &x);
         sl_layernorm(&tmp, L->ln1_g, L->ln1_b, c->ln_eps, &x);
 
         /* FFN over this rank's slice: ffn [T, Il]. */
         sl_linear_cast(&x, L->wi, L->bi, &ffn, m->cast);
         sl_activation(&ffn, SL_ACT_GELU);
-        linear_row_parallel(m, comm, &ffn, L->wo2, L->bo2, &tmp); /* [T, D] */
+        sl_linear_row_parallel(comm, &ffn, L->wo2, L->bo2, &tmp, m->cast); /* [T, D] */
         sl_add(&tmp, &x);
         sl_layernorm(&tmp, L->ln2_g, L->ln2_b, c->ln_eps, &x);
     }

@@ -25,7 +25,6 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -895,19 +894,13 @@ void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
         sl_kv_write(kc, &k3, &slot, &pos);
         sl_kv_write(vc, &v3, &slot, &pos);
         sl_attention_kv(&q3, kc, vc, &slot, &pos, &kv_len, scale, 1, &ctx3);
-        sl_linear_cast(&ctx, L->wo, NULL, &o, m->cast);
-        if (comm)
-            sl_comm_allreduce_sum(comm, &o, (size_t)(T * D));
-        if (L->bo)
-            sl_add_bias(&o, L->bo);
+        sl_linear_row_parallel(comm, &ctx, L->wo, L->bo, &o, m->cast);
         sl_add(&x, &o);
 
         sl_rmsnorm(&x, L->ffn_norm, c->rms_eps, &h);
         sl_linear_cast(&h, L->wgu, NULL, &gu, m->cast);
         sl_swiglu(&gu, &act);
-        sl_linear_cast(&act, L->wd, NULL, &o, m->cast);
-        if (comm)
-            sl_comm_allreduce_sum(comm, &o, (size_t)(T * D));
+        sl_linear_row_parallel(comm, &act, L->wd, NULL, &o, m->cast);
         sl_add(&x, &o);
     }
     m->n_sel = st->n_sel;
@@ -958,13 +951,13 @@ void sl_llama_logprobs(sl_llama_t *m, sl_comm_t *comm, const int32_t *target, fl
     if (m->tp_size > 1) {
         /* log sum_v exp(l_v) over all shards = M + log sum_r s_r exp(m_r - M), M the global max;
          * the target's logit lives on exactly one rank, the others contribute 0. */
-        MPI_Comm g = sl_comm_mpi(comm);
         float *gmax = sl_xmalloc((size_t)n * sizeof *gmax);
-        MPI_Allreduce(mx, gmax, (int)n, MPI_FLOAT, MPI_MAX, g);
+        memcpy(gmax, mx, (size_t)n * sizeof *gmax);
+        sl_comm_host_allreduce_f32(comm, gmax, (size_t)n, SL_REDUCE_MAX);
         for (int64_t i = 0; i < n; i++)
             se[i] *= expf(mx[i] - gmax[i]);
-        MPI_Allreduce(MPI_IN_PLACE, se, (int)n, MPI_FLOAT, MPI_SUM, g);
-        MPI_Allreduce(MPI_IN_PLACE, logp, (int)n, MPI_FLOAT, MPI_SUM, g);
+        sl_comm_host_allreduce_f32(comm, se, (size_t)n, SL_REDUCE_SUM);
+        sl_comm_host_allreduce_f32(comm, logp, (size_t)n, SL_REDUCE_SUM);
         memcpy(mx, gmax, (size_t)n * sizeof *mx);
         free(gmax);
     }
@@ -999,8 +992,7 @@ void sl_llama_logits(sl_llama_t *m, sl_comm_t *comm, float *logits)
             displs[r] = (int)(k * voff[r]);
         }
         /* Gathered rank by rank ([rank][row][its columns]); then rows are reassembled. */
-        MPI_Allgatherv(mine, (int)(k * m->vl), MPI_FLOAT, all, counts, displs, MPI_FLOAT,
-                       sl_comm_mpi(comm));
+        sl_comm_host_allgatherv_f32(comm, mine, all, counts, displs);
         for (int r = 0; r < T; r++)
             for (int64_t i = 0; i < k; i++)
                 memcpy(logits + (r0 + i) * V + voff[r], all + k * voff[r] + i * vlen[r],
@@ -1061,9 +1053,8 @@ void sl_llama_topk(sl_llama_t *m, sl_comm_t *comm, int k, float *vals, int32_t *
         /* Every rank's k candidates per row, merged: the global top k is among them. */
         float *av = sl_xmalloc((size_t)(T * n * k) * sizeof *av);
         int32_t *ai = sl_xmalloc((size_t)(T * n * k) * sizeof *ai);
-        MPI_Allgather(mv, (int)(n * k), MPI_FLOAT, av, (int)(n * k), MPI_FLOAT, sl_comm_mpi(comm));
-        MPI_Allgather(mi, (int)(n * k), MPI_INT32_T, ai, (int)(n * k), MPI_INT32_T,
-                      sl_comm_mpi(comm));
+        sl_comm_host_allgather(comm, mv, (size_t)(n * k), SL_F32, av);
+        sl_comm_host_allgather(comm, mi, (size_t)(n * k), SL_I32, ai);
         cand_t *cs = sl_xmalloc((size_t)(T * k) * sizeof *cs);
         for (int64_t r = 0; r < n; r++) {
             for (int t = 0; t < T; t++)

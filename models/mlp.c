@@ -468,9 +468,7 @@ void sl_mlp_forward(sl_mlp_t *m, sl_comm_t *comm, sl_tensor_t *x, sl_tensor_t *y
         if (L->split == SL_SPLIT_ROW) {
             /* out = in [rows, in_local] @ W^T [in_local, out]: a partial sum. The bias must be
              * added once and the activation is nonlinear, so both wait for the all-reduce. */
-            sl_linear_cast(in, L->w, NULL, out, L->cast_buf);
-            sl_comm_allreduce_sum(comm, out, (size_t)(rows * L->out));
-            sl_add_bias(out, L->b);
+            sl_linear_row_parallel(comm, in, L->w, L->b, out, L->cast_buf);
         } else {
             /* out = in [rows, in] @ W^T [in, out_local] + b [out_local] */
             sl_linear_cast(in, L->w, L->b, out, L->cast_buf);

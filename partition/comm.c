@@ -213,4 +213,69 @@ void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems)
     c->seconds += MPI_Wtime() - t0;
 }
 
-MPI_Comm sl_comm_mpi(const sl_comm_t *c) { return c ? c->group : MPI_COMM_SELF; }
+
+void sl_linear_row_parallel(sl_comm_t *c, const sl_tensor_t *x, const sl_tensor_t *w,
+                            const sl_tensor_t *bias, sl_tensor_t *y, sl_tensor_t *cast)
+{
+    /* A 1-rank NCCL communicator (--comm nccl) still runs its all-reduce, as below. */
+    if (!c || (c->size == 1 && c->transport != SL_COMM_NCCL)) {
+        sl_linear_cast(x, w, bias, y, cast);
+        return;
+    }
+    /* Each rank's product is a partial sum of the full output: the bias waits for the sum. */
+    sl_linear_cast(x, w, NULL, y, cast);
+    sl_comm_allreduce_sum(c, y, (size_t)sl_tensor_numel(y));
+    if (bias)
+        sl_add_bias(y, bias);
+}
+
+static MPI_Op mpi_op(sl_reduce_t op)
+{
+    return op == SL_REDUCE_SUM ? MPI_SUM : op == SL_REDUCE_MAX ? MPI_MAX : MPI_MIN;
+}
+
+/* Whether a host collective has anything to exchange. */
+static int host_peers(const sl_comm_t *c) { return c && c->size > 1; }
+
+void sl_comm_host_allreduce_f32(sl_comm_t *c, float *buf, size_t n, sl_reduce_t op)
+{
+    if (!host_peers(c) || n == 0)
+        return;
+    double t0 = MPI_Wtime();
+    MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, mpi_op(op), c->group);
+    c->seconds += MPI_Wtime() - t0;
+}
+
+size_t sl_comm_host_min_size(sl_comm_t *c, size_t v)
+{
+    if (!host_peers(c))
+        return v;
+    unsigned long long x = (unsigned long long)v;
+    double t0 = MPI_Wtime();
+    MPI_Allreduce(MPI_IN_PLACE, &x, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, c->group);
+    c->seconds += MPI_Wtime() - t0;
+    return (size_t)x;
+}
+
+void sl_comm_host_allgather(sl_comm_t *c, const void *mine, size_t n, sl_dtype_t dtype, void *all)
+{
+    if (!host_peers(c)) {
+        memcpy(all, mine, n * sl_dtype_size(dtype));
+        return;
+    }
+    double t0 = MPI_Wtime();
+    MPI_Allgather(mine, (int)n, mpi_type(dtype), all, (int)n, mpi_type(dtype), c->group);
+    c->seconds += MPI_Wtime() - t0;
+}
+
+void sl_comm_host_allgatherv_f32(sl_comm_t *c, const float *mine, float *all, const int *counts,
+                                 const int *displs)
+{
+    if (!host_peers(c)) {
+        memcpy(all + displs[0], mine, (size_t)counts[0] * sizeof(float));
+        return;
+    }
+    double t0 = MPI_Wtime();
+    MPI_Allgatherv(mine, counts[c->rank], MPI_FLOAT, all, counts, displs, MPI_FLOAT, c->group);
+    c->seconds += MPI_Wtime() - t0;
+}

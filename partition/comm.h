@@ -1,5 +1,8 @@
 /*
- * comm.h — collectives over a TP group, on backend memory.
+ * comm.h — every collective of a TP group: all-reduces of activations on backend memory, the
+ * row-parallel linear step built on them, and the small host-memory collectives of the sharded
+ * LM head. Models and the runner call nothing else, so sl_comm_seconds is all of the group's
+ * communication time.
  *
  * Three transports, chosen once at creation by sl_comm_choose from the job's --comm and where
  * the group's ranks run:
@@ -51,9 +54,27 @@ int sl_comm_size(const sl_comm_t *c);
 
 /* In-place sum over the group of `count_elems` elements of `dtype` at the start of t->data. */
 void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems);
-/* The group's MPI communicator, for small host-side collectives (log-sum-exp pieces, gathered
- * logits rows); MPI_COMM_SELF when c is NULL (a group of one). */
-MPI_Comm sl_comm_mpi(const sl_comm_t *c);
+
+/* y = x @ w^T for a row-parallel weight w (each rank holds a slice of the input columns, x the
+ * matching slice of the activations), summed over the group, then + bias (f32 [N], or NULL).
+ * x, y: f32 [M, *]; cast: scratch of w's dtype for x when w is f16/bf16 (sl_linear_cast).
+ * c may be NULL (a group of one). The bias is added after the sum so that it counts once. */
+void sl_linear_row_parallel(sl_comm_t *c, const sl_tensor_t *x, const sl_tensor_t *w,
+                            const sl_tensor_t *bias, sl_tensor_t *y, sl_tensor_t *cast);
+
+/* ---- small host-memory collectives (per-row values of the sharded LM head, budgets) ----------
+ * Blocking, over the same group; c NULL means a group of one (nothing to exchange). Their time
+ * counts in sl_comm_seconds like the all-reduces of activations. */
+typedef enum { SL_REDUCE_SUM, SL_REDUCE_MAX, SL_REDUCE_MIN } sl_reduce_t;
+/* buf[0..n) = op over the group of every rank's buf[0..n), in place. */
+void sl_comm_host_allreduce_f32(sl_comm_t *c, float *buf, size_t n, sl_reduce_t op);
+/* The smallest v over the group. */
+size_t sl_comm_host_min_size(sl_comm_t *c, size_t v);
+/* all[r * n .. (r + 1) * n) = rank r's mine[0..n); dtype SL_F32 or SL_I32. */
+void sl_comm_host_allgather(sl_comm_t *c, const void *mine, size_t n, sl_dtype_t dtype, void *all);
+/* all[displs[r] .. displs[r] + counts[r]) = rank r's mine[0..counts[r]) (f32 elements). */
+void sl_comm_host_allgatherv_f32(sl_comm_t *c, const float *mine, float *all, const int *counts,
+                                 const int *displs);
 /* Seconds spent inside collectives so far (wall clock, includes waiting for peers). */
 double sl_comm_seconds(const sl_comm_t *c);
 

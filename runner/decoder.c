@@ -17,7 +17,6 @@
 #include "runner/decoder.h"
 
 #include <math.h>
-#include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -461,8 +460,7 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
         return 0;
     }
     /* Slots: --batch-size, the rows, and memory (half of what is free, so activations fit). */
-    unsigned long long free_b = (unsigned long long)sl_llama_free_bytes(d->m);
-    MPI_Allreduce(MPI_IN_PLACE, &free_b, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, sl_comm_mpi(comm));
+    size_t free_b = sl_comm_host_min_size(comm, sl_llama_free_bytes(d->m));
     size_t per_pos = sl_llama_cache_slot_bytes(d->m, 1);
     int64_t max_ctx = (int64_t)(free_b / 2 / (per_pos ? per_pos : 1));
     if (ctx_need > max_ctx) {

@@ -1,6 +1,7 @@
 /*
  * task.h — what the runner computes, independent of the model family: the model family
- * (mlp or bert) and the task (predict, embed, classify) decide the input kind, the output
+ * (mlp, bert or llama) and the task (predict, embed, classify, score, generate) decide the
+ * input kind, the output
  * datasets, how the I/O thread prepares rows (read features; read text and tokenize; read
  * token ids) and how the compute thread turns prepared rows into output rows.
  *
