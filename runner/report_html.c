@@ -119,6 +119,8 @@ static frame_t axes(FILE *f, const char *title, const char *xlabel, const char *
                     double ymax, int xticks)
 {
     double xs = nice_step(xmax, 8), ys = nice_step(ymax, 5);
+    if (!xticks && ys < 1)
+        ys = 1; /* bar charts count things */
     frame_t fr = {xticks ? ceil(xmax / xs) * xs : xmax, ceil(ymax / ys) * ys};
     if (!(fr.xmax > 0))
         fr.xmax = 1;
@@ -369,7 +371,7 @@ static void stages(FILE *f, const cJSON *rep)
     const char *inames[NS] = {"load", "read", "tokenize", "write", "idle", NULL};
     const char *ccol[NS] = {"#7f7f7f", "#d62728", "#ff7f0e", "#9467bd", "#bcbd22", "#e0e0e0"};
     const char *icol[NS] = {"#7f7f7f", "#1f77b4", "#17becf", "#2ca02c", "#e0e0e0", NULL};
-    int rowh = 18, gap = 10, top = 40, left = 230, width = 470;
+    int rowh = 18, gap = 10, top = 40, left = 230, width = 440;
     int height = top + n * (2 * rowh + gap) + 30;
     fprintf(f,
             "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
@@ -685,7 +687,7 @@ static const char css[] =
     "h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ccc}"
     "table{border-collapse:collapse;margin:8px 0;font-size:13px}"
     "th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}"
-    "table.kv th{background:#f4f4f4;white-space:nowrap}td{word-break:break-all}"
+    "table.kv th{background:#f4f4f4;white-space:nowrap}td{overflow-wrap:anywhere}"
     "svg.chart{display:block;margin:8px 0;background:#fff}"
     ".grid{stroke:#e6e6e6}.axis{stroke:#333}"
     ".tick{font-size:11px;fill:#444}.axis-label{font-size:12px;fill:#222}"
