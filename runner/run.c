@@ -346,7 +346,7 @@ typedef struct {
     int64_t *committed; /* unit indices committed by this rank (leaders) */
     int64_t ncommitted;
     double t_start, t_last, interval; /* progress lines: compute start, last line, period */
-    sl_report_rec_t *rec; /* unit times for report.json's timeline */
+    sl_report_rec_t *rec;             /* unit times for report.json's timeline */
     double unit_t0;
 } loop_t;
 

@@ -13,6 +13,9 @@ browser (Debian's headless chromium):
     configuration names the shards, the special characters escaped (no element made of them);
   - chromium --screenshot: a PNG of 1200 x 2000 that is not blank (decoded here with zlib:
     many colours, a share of non-white pixels); kept in the test's folder, its path printed;
+  - GPU samples as a GPU run records them, written into a copy of the mlp report (no GPU
+    here), drawn by `shardline report`: five charts (utilisation, memory, power, temperature,
+    SM clock), one line per rank each;
   - exactly one log line about GPU metrics (no GPU here); `--profile` is accepted on a CPU
     build and changes no value; `shardline report OUT` rewrites the same page; `shardline
     report` of a folder without report.json fails with status 3 naming the file.
@@ -247,6 +250,30 @@ def body(t, tmp):
     r = e.run_direct(["report", "out-mlp"])
     t.check(r.rc == 0 and open("out-mlp/report.html", "rb").read() == before,
             "shardline report OUT rewrites the same report.html", r.describe())
+    # GPU metrics as a GPU run records them (no GPU here: the samples are written into a copy
+    # of the report), drawn by `shardline report`: one chart per metric, one line per rank
+    shutil.copytree("out-mlp", "out-gpu")
+    rep_gpu = e.load_json("out-gpu/report.json")
+    ts = [0.0, 1.0, 2.0, 3.0]
+    rep_gpu["gpu"] = {"ranks": [
+        {"rank": r, "nvml_index": r, "memory_total_bytes": 80e9, "t": ts,
+         "util_gpu_percent": [0, 50 + r, 97, 12], "util_memory_percent": [0, 20, 30, 5],
+         "memory_used_bytes": [1e9, 30e9, 31e9, 31e9], "power_watts": [80, 300, 420, -1],
+         "temperature_c": [40, 55, 61, 62], "sm_clock_mhz": [1980, 1980, 1755, 1980]}
+        for r in range(2)]}
+    with open("out-gpu/report.json", "w") as f:
+        json.dump(rep_gpu, f)
+    r = e.run_direct(["report", "out-gpu"])
+    if t.check(r.rc == 0, "shardline report with GPU samples", r.describe()):
+        rd = chromium(["--dump-dom", "file://" + os.path.abspath("out-gpu/report.html")])
+        dg = parse(rd.stdout)
+        text = dg.all_text()
+        for title in ["GPU utilisation", "GPU memory used", "Power", "Temperature", "SM clock"]:
+            t.check(title in text, f"GPU section: chart '{title}'")
+        t.check("No GPU metrics" not in text, "GPU section: no 'none recorded' line when samples exist")
+        t.equal(dg.tags.get("polyline", 0), 2 + 5 * 2, "GPU section: one line per rank in each of 5 charts")
+        t.check("NVML device 1" in text, "GPU section: the lines name the rank's NVML device")
+
     os.makedirs("empty", exist_ok=True)
     r = e.run_direct(["report", "empty"])
     t.check(r.rc == 3 and "empty/report.json" in r.stderr, "shardline report: no report.json: status 3 naming it",
