@@ -281,7 +281,9 @@ static void throughput(FILE *f, const cJSON *rep)
         cJSON_ArrayForEach(u, cJSON_GetObjectItemCaseSensitive(g, "units")) tend =
             fmax(tend, cJSON_GetArrayItem(u, 1)->valuedouble);
     if (ng == 0 || !(tend > 0)) {
-        fputs("<p>No unit was computed in this run (nothing recorded).</p>\n", f);
+        fputs("<p>No unit timeline in report.json: this run computed no unit (all were "
+              "committed before), or report.json comes from an older shardline.</p>\n",
+              f);
         return;
     }
     /* Rows per second in NB bins: each unit's rows spread evenly over its [start, end]. */
