@@ -73,6 +73,7 @@ static const opt_t options[] = {
     {"prefetch", K_INT, "N", "2", "batches read ahead by the I/O thread", OFF(prefetch), 1, 64},
     {"restart", K_BOOL, NULL, NULL, "ignore earlier outputs and start again; also lets a job replace another job's output", OFF(restart), 0, 0},
     {"quiet", K_BOOL, NULL, NULL, "no progress lines", OFF(quiet), 0, 0},
+    {"profile", K_BOOL, NULL, NULL, "NVTX ranges (read, tokenize, H2D, each layer, all-reduce, D2H, write) for Nsight Systems: nsys profile ... shardline run --profile; CUDA builds only, accepted and without effect elsewhere", OFF(profile), 0, 0},
 };
 // clang-format on
 #define N_OPTIONS ((int)(sizeof options / sizeof options[0]))
@@ -100,6 +101,53 @@ void sl_job_print_help(FILE *out)
     fprintf(out, "  %-30s %s\n", "-h, --help", "show this help");
     fprintf(out, "\nexit status: 0 done; 1 failure; 2 usage; 3 bad input; 4 some rows failed;\n"
                  "5 stopped by a signal (rerun the same command to resume).\n");
+}
+
+/* Text for roff: backslashes escaped, hyphens as \- (so that "--name" can be searched and
+ * copied), a leading dot or quote made literal. */
+static void roff_text(FILE *out, const char *s)
+{
+    if (*s == '.' || *s == '\'')
+        fputs("\\&", out);
+    for (; *s; s++) {
+        if (*s == '\\')
+            fputs("\\e", out);
+        else if (*s == '-')
+            fputs("\\-", out);
+        else
+            fputc(*s, out);
+    }
+}
+
+void sl_job_print_man(FILE *out)
+{
+    fputs(".SH OPTIONS OF shardline run\n"
+          "Every option may also be a key of the INI job file (top level or [run]); the command "
+          "line overrides the file.\n",
+          out);
+    for (int i = 0; i < N_OPTIONS; i++) {
+        const opt_t *o = &options[i];
+        fputs(".TP\n.B ", out);
+        roff_text(out, "--");
+        roff_text(out, o->name);
+        if (o->metavar) {
+            fputs(" \"", out);
+            roff_text(out, o->metavar);
+            fputs("\"", out);
+        }
+        fputc('\n', out);
+        roff_text(out, o->help);
+        if (o->def) {
+            fputs(" [default: ", out);
+            roff_text(out, o->def);
+            fputc(']', out);
+        } else if (o->kind != K_BOOL && strstr(o->help, "[default") == NULL) {
+            fputs(" (required)", out);
+        }
+        if (o->kind == K_INT || o->kind == K_I64 || o->kind == K_F64)
+            fprintf(out, " [range: %lld..%lld]", (long long)o->min, (long long)o->max);
+        fputc('\n', out);
+    }
 }
 
 static const opt_t *find_option(const char *name)

@@ -48,6 +48,7 @@ typedef struct {
     int prefetch;
     int restart;
     int quiet;
+    int profile; /* NVTX ranges (common/sl_profile.h) */
 } sl_job_t;
 
 /* Parses `shardline run` arguments (argv[0] is "run"). Returns 0 on success, 1 when --help
@@ -55,5 +56,7 @@ typedef struct {
 int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err);
 void sl_job_free(sl_job_t *job);
 void sl_job_print_help(FILE *out);
+/* The same options as --help, as the OPTIONS section of a man page (roff). */
+void sl_job_print_man(FILE *out);
 
 #endif

@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "common/sl_profile.h"
 #include "common/sl_size.h"
 
 size_t sl_dtype_size(sl_dtype_t dt)
@@ -234,13 +235,17 @@ static void check_bytes(const char *op, const sl_tensor_t *t, size_t bytes)
 void sl_copy_h2d(sl_tensor_t *dst, const void *src, size_t bytes)
 {
     check_bytes("sl_copy_h2d", dst, bytes);
+    SL_RANGE_PUSH("H2D");
     dst->be->ops->h2d(dst->be, dst->data, src, bytes);
+    SL_RANGE_POP();
 }
 
 void sl_copy_d2h(void *dst, const sl_tensor_t *src, size_t bytes)
 {
     check_bytes("sl_copy_d2h", src, bytes);
+    SL_RANGE_PUSH("D2H");
     src->be->ops->d2h(src->be, dst, src->data, bytes);
+    SL_RANGE_POP();
 }
 
 void sl_tensor_zero(sl_tensor_t *t) { t->be->ops->memzero(t->be, t->data, sl_tensor_bytes(t)); }

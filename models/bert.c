@@ -24,6 +24,7 @@
 
 #include "common/sl_fs.h"
 #include "common/sl_json.h"
+#include "common/sl_profile.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -831,6 +832,7 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
 
     for (int64_t l = 0; l < c->layers; l++) {
         const sl_bert_layer_t *L = &m->layers[l];
+        SL_RANGE_PUSHF("bert layer %lld", (long long)l);
         /* Self-attention over this rank's heads: q, k, v [T, Hl*Dh]; each row attends to its
          * own lengths[b] keys. */
         sl_linear_cast(&x, L->wq, L->bq, &q, m->cast);
@@ -849,6 +851,7 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
         sl_linear_row_parallel(comm, &ffn, L->wo2, L->bo2, &tmp, m->cast); /* [T, D] */
         sl_add(&tmp, &x);
         sl_layernorm(&tmp, L->ln2_g, L->ln2_b, c->ln_eps, &x);
+        SL_RANGE_POP();
     }
     return T;
 }

@@ -32,6 +32,7 @@
 
 #include "common/sl_fs.h"
 #include "common/sl_json.h"
+#include "common/sl_profile.h"
 #include "models/weights.h"
 #include "partition/units.h"
 
@@ -882,6 +883,7 @@ void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
     sl_embedding(m->embed, &ids, &x);
     for (int64_t l = 0; l < c->layers; l++) {
         const sl_llama_layer_t *L = &m->layers[l];
+        SL_RANGE_PUSHF("llama layer %lld", (long long)l);
         sl_tensor_t *kc = cache->k[l % cache->n], *vc = cache->v[l % cache->n];
         sl_rmsnorm(&x, L->attn_norm, c->rms_eps, &h);
         sl_linear_cast(&h, L->wq, L->bq, &q, m->cast);
@@ -902,6 +904,7 @@ void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
         sl_swiglu(&gu, &act);
         sl_linear_row_parallel(comm, &act, L->wd, NULL, &o, m->cast);
         sl_add(&x, &o);
+        SL_RANGE_POP();
     }
     m->n_sel = st->n_sel;
     if (st->n_sel > 0) {

@@ -21,6 +21,7 @@
 
 #include "common/sl_fs.h"
 #include "common/sl_hash.h"
+#include "common/sl_profile.h"
 #include "kernels/elementwise.h"
 #include "models/weights.h"
 #include "partition/units.h"
@@ -459,6 +460,7 @@ void sl_mlp_forward(sl_mlp_t *m, sl_comm_t *comm, sl_tensor_t *x, sl_tensor_t *y
     const sl_tensor_t *in = x; /* f32 [rows, in_local] */
     for (int i = 0; i < n; i++) {
         sl_mlp_layer_t *L = &m->layers[i];
+        SL_RANGE_PUSHF("mlp layer %d", i);
         sl_tensor_t *out = y; /* f32 [rows, out_local (COLUMN) or out] */
         if (i < n - 1) {
             views[i % 2] = sl_tensor_rows(L->out_buf, rows);
@@ -480,5 +482,6 @@ void sl_mlp_forward(sl_mlp_t *m, sl_comm_t *comm, sl_tensor_t *x, sl_tensor_t *y
         else if (act != SL_ACT_NONE)
             sl_activation(out, (sl_act_t)act);
         in = out;
+        SL_RANGE_POP();
     }
 }

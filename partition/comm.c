@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/sl_profile.h"
+
 #ifdef SL_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -185,6 +187,7 @@ void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems)
     if ((c->size == 1 && c->transport != SL_COMM_NCCL) || count_elems == 0)
         return;
     double t0 = MPI_Wtime();
+    SL_RANGE_PUSH("all-reduce");
     switch (c->transport) {
     case SL_COMM_MPI:
         MPI_Allreduce(MPI_IN_PLACE, t->data, (int)count_elems, mpi_type(t->dtype), MPI_SUM, c->group);
@@ -210,6 +213,7 @@ void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems)
 #endif
         break;
     }
+    SL_RANGE_POP();
     c->seconds += MPI_Wtime() - t0;
 }
 

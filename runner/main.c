@@ -10,6 +10,8 @@
 #include "kernels/backend.h"
 #include "runner/inspect.h"
 #include "runner/lifecycle.h"
+#include "runner/manpage.h"
+#include "runner/report.h"
 #include "runner/submit.h"
 #include "runner/run.h"
 #include "runner/signals.h"
@@ -28,6 +30,8 @@ static void usage(FILE *out)
             "                            (see shardline submit --help)\n"
             "  status OUTPUT_DIR         units committed/pending, rows, throughput (also while running)\n"
             "  merge OUTPUT_DIR          write predictions.h5 once every unit is committed (job arrays)\n"
+            "  report OUTPUT_DIR         (re)write OUTPUT_DIR/report.html from its report.json\n"
+            "  --man                     print the manual page shardline(1) (roff)\n"
             "  --version                 print the version\n"
             "  --help                    this help\n\n"
             "example:\n"
@@ -53,6 +57,12 @@ int main(int argc, char **argv)
                sl_cuda_compiled() ? "s" : "");
         return SL_EXIT_OK;
     }
+    if (!strcmp(cmd, "--man")) {
+        sl_manpage_write(stdout, usage);
+        return SL_EXIT_OK;
+    }
+    if (!strcmp(cmd, "report"))
+        return sl_report_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect"))
         return sl_inspect_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "submit"))

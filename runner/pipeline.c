@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/sl_profile.h"
+
 typedef enum { REQ_READ, REQ_COMMIT, REQ_QUIT } req_kind_t;
 
 typedef struct req {
@@ -81,7 +83,9 @@ static void *io_main(void *arg)
         if (r->kind == REQ_READ) {
             sl_io_slot_t *s = &io->slots[r->slot];
             sl_error_t err;
+            SL_RANGE_PUSH("read");
             int rc = sl_task_read(io->task, &reader, io->in, r->shard, r->row0, r->rows, s->payload, &err);
+            SL_RANGE_POP();
             double dt = now() - t0;
             pthread_mutex_lock(&io->mu);
             io->read_s += dt;
@@ -93,7 +97,9 @@ static void *io_main(void *arg)
             pthread_mutex_unlock(&io->mu);
         } else {
             sl_error_t err;
+            SL_RANGE_PUSH("write");
             int rc = sl_part_write(io->out_dir, r->relpath, &r->meta, r->bufs, r->errs, r->nerr, &err);
+            SL_RANGE_POP();
             double dt = now() - t0;
             pthread_mutex_lock(&io->mu);
             io->write_s += dt;

@@ -28,6 +28,7 @@
 
 #include "common/sl_hash.h"
 #include "common/sl_json.h"
+#include "common/sl_profile.h"
 #include "common/sl_size.h"
 #include "jobs/h5util.h"
 #include "jobs/input.h"
@@ -38,6 +39,7 @@
 #include "partition/grid.h"
 #include "partition/units.h"
 #include "runner/pipeline.h"
+#include "runner/report.h"
 #include "runner/signals.h"
 #include "runner/task.h"
 
@@ -344,6 +346,8 @@ typedef struct {
     int64_t *committed; /* unit indices committed by this rank (leaders) */
     int64_t ncommitted;
     double t_start, t_last, interval; /* progress lines: compute start, last line, period */
+    sl_report_rec_t *rec;             /* unit times for report.json's timeline */
+    double unit_t0;
 } loop_t;
 
 static int64_t unit_batches(const loop_t *L, int64_t unit)
@@ -402,6 +406,7 @@ static void compute_batch(loop_t *L, sl_io_slot_t *s, const issued_t *is)
         for (int i = 0; i < outs->n; i++)
             L->bufs[i] = sl_xmalloc((size_t)u->nrows * (size_t)sl_out_width(&outs->spec[i]) * sizeof(float));
         L->nerr = 0;
+        L->unit_t0 = sl_report_now(L->rec);
     }
     double t0 = now(), c0 = sl_comm_seconds(L->comm);
     sl_task_compute(L->task, L->comm, s->payload, s->rows, L->bufs, is->batch * L->read_rows,
@@ -434,6 +439,7 @@ static void finish_unit(loop_t *L, int64_t unit)
             memcpy(errs, L->errs, (size_t)L->nerr * sizeof *errs);
         sl_io_commit(L->io, sl_part_relpath(m.shard, u->row0, u->nrows), &m, L->bufs, errs, L->nerr);
         L->committed[L->ncommitted++] = unit;
+        sl_report_unit(L->rec, L->unit_t0, sl_report_now(L->rec), u->nrows);
         sl_queue_add_done(L->queue, u->nrows);
     } else {
         free_bufs(L);
@@ -747,6 +753,7 @@ int sl_run_main(int argc, char **argv)
         sl_job_free(&job);
         return SL_EXIT_USAGE;
     }
+    sl_profile_enabled = job.profile; /* NVTX ranges; set before any thread starts */
 
     sl_grid_t grid;
     if (sl_grid_init(&grid, MPI_COMM_WORLD, job.tp, &err) != 0) {
@@ -796,6 +803,8 @@ int sl_run_main(int argc, char **argv)
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_comm;
     print_placement(&grid, be, comm, job.quiet);
+    sl_report_rec_t rec;
+    sl_report_start(&rec, &grid, be, job.quiet);
 
     /* A job with work left must not leave an earlier, now stale predictions.h5 looking
      * complete: it reappears only when every unit is committed again. */
@@ -830,6 +839,7 @@ int sl_run_main(int argc, char **argv)
     L.grid = &grid;
     L.task = model;
     L.comm = comm;
+    L.rec = &rec;
     L.read_rows = sl_task_read_rows(model, &job, &plan.in);
     sl_queue_t queue;
     sl_queue_init(&queue, &grid, plan.npending,
@@ -873,6 +883,7 @@ int sl_run_main(int argc, char **argv)
     }
     MPI_Gatherv(L.committed, nc, MPI_INT64_T, done_units, counts, displs, MPI_INT64_T, 0,
                 MPI_COMM_WORLD);
+    cJSON *extra = sl_report_gather(&rec, &grid, sl_task_batch_hist(model));
 
     int exit_status = any_stopped ? SL_EXIT_STOPPED : SL_EXIT_OK;
     if (rank == 0) {
@@ -979,7 +990,11 @@ int sl_run_main(int argc, char **argv)
             add_times(o, &all[i]);
             cJSON_AddItemToArray(per, o);
         }
+        sl_report_merge(rep, extra);
         if (write_json(job.output, "report.json", rep, &err) != 0) {
+            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            exit_status = SL_EXIT_FAILURE;
+        } else if (sl_report_html_write(job.output, &err) != 0) {
             fprintf(stderr, "shardline: error: %s\n", err.msg);
             exit_status = SL_EXIT_FAILURE;
         }
@@ -1009,6 +1024,7 @@ int sl_run_main(int argc, char **argv)
     free(displs);
     free(done_units);
     free(L.committed);
+    sl_report_free(&rec);
     sl_queue_free(&queue);
     sl_comm_free(comm);
     sl_task_free(model);

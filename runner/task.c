@@ -14,6 +14,7 @@
 
 #include "common/sl_fs.h"
 #include "common/sl_hash.h"
+#include "common/sl_profile.h"
 #include "common/sl_size.h"
 #include "models/bert.h"
 #include "models/bpe.h"
@@ -243,6 +244,7 @@ struct sl_task {
     size_t cap_ids, cap_rows, cap_out;
     int64_t truncated, tokens;
     double tokenize_s; /* I/O thread; read by the compute thread only after sl_io_finish */
+    sl_batch_hist_t hist;
     sl_task_rows_fn on_rows;
     void *rows_ctx;
 };
@@ -409,6 +411,21 @@ int sl_task_check_memory(const sl_job_t *job, const sl_task_plan_t *plan, const 
 
 int64_t sl_task_truncated(const sl_task_t *t) { return t->truncated; }
 double sl_task_tokenize_seconds(const sl_task_t *t) { return t->tokenize_s; }
+const sl_batch_hist_t *sl_task_batch_hist(const sl_task_t *t) { return &t->hist; }
+
+static void count_batch(sl_task_t *t, int64_t rows, int64_t real, int64_t padded)
+{
+    int k = 0;
+    while (k + 1 < SL_BATCH_HIST_BINS && (rows >> (k + 1)) > 0)
+        k++;
+    t->hist.batch_rows[k]++;
+    if (padded > 0) {
+        int64_t pad = padded - real, bin = 10 * pad / padded;
+        t->hist.padding[bin > 9 ? 9 : bin]++;
+        t->hist.real_tokens += real;
+        t->hist.padded_tokens += padded;
+    }
+}
 
 int64_t sl_task_tokens(const sl_task_t *t)
 {
@@ -753,8 +770,10 @@ int sl_task_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
     /* reading and tokenizing text: the report counts it as tokenize time */
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
+    SL_RANGE_PUSH("tokenize");
     int rc = t->llama ? read_decoder_text_rows(t, r, in, shard, row0, rows, p, err)
                       : read_text_rows(t, r, in, shard, row0, rows, p, err);
+    SL_RANGE_POP();
     clock_gettime(CLOCK_MONOTONIC, &b);
     t->tokenize_s += (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
     return rc;
@@ -781,6 +800,7 @@ static void compute_features(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_
             }
     }
     sl_tensor_t xv = sl_tensor_rows(t->x, rows), yv = sl_tensor_rows(t->y, rows);
+    count_batch(t, rows, 0, 0);
     sl_copy_h2d(&xv, p->x, (size_t)rows * (size_t)cols * sizeof(float));
     sl_mlp_forward(t->mlp, comm, &xv, &yv);
     float *out = outs[0] + r0 * out_cols;
@@ -872,6 +892,7 @@ static void compute_tokens(sl_task_t *t, sl_comm_t *comm, payload_t *p, int64_t 
                 t->ids[b * S + s] = t->types[b * S + s] = 0; /* padding: masked out */
             t->tokens += L;
         }
+        count_batch(t, B, real, B * S);
         grow((void **)&t->out, &t->cap_out, (size_t)(B * width), sizeof *t->out);
         if (plan->task == SL_TASK_CLASSIFY)
             sl_bert_classify(t->bert, comm, t->ids, t->types, lens, B, S, t->out);

@@ -96,6 +96,18 @@ int64_t sl_task_tokens(const sl_task_t *t);
 void sl_task_token_split(const sl_task_t *t, int64_t *prompt, int64_t *generated);
 double sl_task_tokenize_seconds(const sl_task_t *t);
 
+/* Forward passes by size, for the report: batch_rows[k] counts passes of 2^k .. 2^(k+1)-1
+ * rows (mlp, bert); padding[k] counts bert passes whose padded [B, S] token grid was
+ * 10k % .. 10(k+1) % padding (the last bin includes 100 %), with the token totals. Decoder
+ * tasks batch inside runner/decoder.c and record nothing here. */
+#define SL_BATCH_HIST_BINS 21
+typedef struct {
+    int64_t batch_rows[SL_BATCH_HIST_BINS];
+    int64_t padding[10];
+    int64_t real_tokens, padded_tokens;
+} sl_batch_hist_t;
+const sl_batch_hist_t *sl_task_batch_hist(const sl_task_t *t);
+
 /* Progress inside a compute call: fn(ctx, rows) as rows are finished (per batch, or per
  * generated row), before the unit is committed. Called on the compute thread. */
 typedef void (*sl_task_rows_fn)(void *ctx, int64_t rows);
