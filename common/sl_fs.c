@@ -95,3 +95,30 @@ void sl_unmap_file(void *map, size_t size)
     if (map)
         munmap(map, size);
 }
+
+int sl_mkdir_p(const char *path, sl_error_t *err)
+{
+    char *p = sl_xstrdup(path);
+    int rc = 0;
+    /* Each prefix ending before a '/', then the whole path; EEXIST is checked below. */
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != '\0')
+            continue;
+        char c = *s;
+        *s = '\0';
+        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            rc = sl_errorf(err, "%s: cannot create directory: %s", p, strerror(errno));
+            break;
+        }
+        *s = c;
+        if (c == '\0')
+            break;
+    }
+    struct stat st;
+    if (rc == 0 && stat(p, &st) != 0)
+        rc = sl_errorf(err, "%s: cannot create directory: %s", p, strerror(errno));
+    else if (rc == 0 && !S_ISDIR(st.st_mode))
+        rc = sl_errorf(err, "%s: cannot create directory: a file of that name exists", p);
+    free(p);
+    return rc;
+}

@@ -1,5 +1,6 @@
 /*
  * sl_fs.h — small file-system helpers every module uses: joining a directory and a file name,
+ * creating a directory with its parents,
  * reading a whole (small) file with a size limit, and mapping a whole (large) model file
  * read-only; every failure gives a message naming the file.
  */
@@ -12,6 +13,11 @@
 
 /* "dir/file" (no doubled slash); malloc'd. */
 char *sl_path_join(const char *dir, const char *file);
+
+/* Creates path and its missing parents (mode 0777 before the umask), as `mkdir -p`. An
+ * existing directory is fine; an existing non-directory, or a part that cannot be created, is
+ * an error naming that part. */
+int sl_mkdir_p(const char *path, sl_error_t *err);
 
 /* Reads all of path into a NUL-terminated malloc'd buffer (*out; *len = bytes, may be NULL).
  * Files larger than max_bytes are refused, so a wrong path cannot make us read gigabytes. */

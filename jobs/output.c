@@ -15,36 +15,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/sl_fs.h"
 #include "common/sl_hash.h"
 #include "kernels/elementwise.h"
 #include "jobs/h5util.h"
-
-static int mkdir_p(const char *path, sl_error_t *err)
-{
-    char *p = sl_xstrdup(path);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-            sl_errorf(err, "%s: cannot create directory: %s", p, strerror(errno));
-            free(p);
-            return -1;
-        }
-        *s = '/';
-    }
-    int rc = 0;
-    if (mkdir(p, 0777) != 0 && errno != EEXIST)
-        rc = sl_errorf(err, "%s: cannot create directory: %s", p, strerror(errno));
-    free(p);
-    return rc;
-}
 
 int sl_output_prepare(const char *out_dir, sl_error_t *err)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/parts", out_dir);
-    if (mkdir_p(path, err) != 0)
+    if (sl_mkdir_p(path, err) != 0)
         return -1;
     if (access(path, W_OK) != 0)
         return sl_errorf(err, "%s: not writable", path);
@@ -246,7 +226,7 @@ int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t
     snprintf(path, sizeof path, "%s/%s", out_dir, relpath);
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     snprintf(dir, sizeof dir, "%s", path);
-    if (mkdir_p(dirname(dir), err) != 0)
+    if (sl_mkdir_p(dirname(dir), err) != 0)
         return -1;
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0)

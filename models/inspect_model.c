@@ -89,7 +89,7 @@ int sl_inspect_model(const char *dir, int tp_size, FILE *out, sl_error_t *err)
     sl_safetensors_t st;
     memset(&st, 0, sizeof st);
     uint64_t fp = 0;
-    if (sl_mlp_config_load(&cfg, cfg_path, err) != 0)
+    if (sl_mlp_config_load(cfg_path, &cfg, err) != 0)
         return -1;
     if (sl_st_open(&st, st_path, err) != 0 || sl_mlp_check(dir, &cfg, &st, tp_size, err) != 0 ||
         sl_model_fingerprint(dir, &fp, err) != 0) {

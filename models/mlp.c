@@ -143,7 +143,7 @@ done:
     return rc;
 }
 
-int sl_mlp_config_load(sl_mlp_config_t *cfg, const char *config_path, sl_error_t *err)
+int sl_mlp_config_load(const char *config_path, sl_mlp_config_t *cfg, sl_error_t *err)
 {
     memset(cfg, 0, sizeof *cfg);
     char *json;

@@ -34,8 +34,8 @@ typedef struct {
     int final_activation; /* sl_act_t, or SL_ACT_SOFTMAX */
 } sl_mlp_config_t;
 
-/* Reads and validates <dir>/config.json; errors name the file and key. */
-int sl_mlp_config_load(sl_mlp_config_t *cfg, const char *config_path, sl_error_t *err);
+/* Reads and validates the config.json at config_path; errors name the file and key. */
+int sl_mlp_config_load(const char *config_path, sl_mlp_config_t *cfg, sl_error_t *err);
 /* Same, from a JSON string (`what` names the source in messages). */
 int sl_mlp_config_parse(sl_mlp_config_t *cfg, const char *json, const char *what, sl_error_t *err);
 void sl_mlp_config_free(sl_mlp_config_t *cfg);

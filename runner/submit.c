@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/sl_error.h"
+#include "common/sl_fs.h"
 #include "jobs/spec.h"
 #include "sl_sbatch_template.h" /* generated: sl_sbatch_template[] */
 
@@ -220,33 +221,6 @@ static int check_word(const char *opt, const char *v, const char *allowed_extra)
 bad:
     fprintf(stderr, "shardline: error: --%s '%s': unexpected characters\n", opt, v);
     return -1;
-}
-
-static int mkdir_p(const char *path)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return -1;
-    struct stat st;
-    if (stat(buf, &st) != 0)
-        return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
 }
 
 /* The absolute path of `name` on PATH, or NULL. */
@@ -535,9 +509,9 @@ int sl_submit_main(int argc, char **argv)
     }
 
     /* Write OUTPUT/shardline.sbatch (atomically: a resubmission may replace it). */
-    if (mkdir_p(out_abs) != 0) {
-        fprintf(stderr, "shardline: error: %s: cannot create the output directory: %s\n", out_abs,
-                strerror(errno));
+    sl_error_t derr = {{0}};
+    if (sl_mkdir_p(out_abs, &derr) != 0) {
+        fprintf(stderr, "shardline: error: the output directory: %s\n", derr.msg);
         free(text);
         return SL_EXIT_INPUT;
     }

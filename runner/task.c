@@ -159,7 +159,7 @@ int sl_task_plan(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
     if (!strcmp(mt, "mlp")) {
         sl_mlp_config_t cfg;
         snprintf(path, sizeof path, "%s/config.json", job->model);
-        if (sl_mlp_config_load(&cfg, path, err) != 0)
+        if (sl_mlp_config_load(path, &cfg, err) != 0)
             return -1;
         p->model = SL_MODEL_MLP;
         p->task = SL_TASK_PREDICT;

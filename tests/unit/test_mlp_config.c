@@ -117,7 +117,7 @@ static void test_config(void)
     expect_config_error("{\"model_type\":\"mlp\",", "not valid JSON", NULL);
     expect_config_error("[1,2]", "JSON object", NULL);
 
-    rc = sl_mlp_config_load(&cfg, "/nonexistent/dir/config.json", &err);
+    rc = sl_mlp_config_load("/nonexistent/dir/config.json", &cfg, &err);
     CHECKF(rc == -1 && strstr(err.msg, "/nonexistent/dir/config.json"), "%s", err.msg);
 }
 
