@@ -48,6 +48,7 @@ typedef struct {
     int prefetch;
     int restart;
     int quiet;
+    char *log_format; /* human | json: the stderr lines of `run` */
 } sl_job_t;
 
 /* Parses `shardline run` arguments (argv[0] is "run"). Returns 0 on success, 1 when --help
