@@ -208,6 +208,7 @@ static int shard_close(conv_t *c, sl_error_t *err)
         bad |= H5Dclose(c->dids) < 0;
     bad |= H5Fclose(c->f) < 0;
     c->f = c->dmain = c->dids = -1;
+    c->shard_rows = 0;
     if (bad || rename(c->tmp, c->final) != 0) {
         unlink(c->tmp);
         return sl_errorf(err, "%s: cannot write (disk full?)", c->final);
@@ -662,6 +663,20 @@ static void csv_ctx_free(csv_ctx_t *x)
     free(x->fbuf);
 }
 
+/* RFC 4180: spaces and tabs are part of a field (libcsv trims them by default). */
+static int no_space(unsigned char c)
+{
+    (void)c;
+    return 0;
+}
+
+static void csv_setup(struct csv_parser *p, int format)
+{
+    csv_set_space_func(p, no_space);
+    if (format == FMT_TSV)
+        csv_set_delim(p, CSV_TAB);
+}
+
 static int csv_options(int format)
 {
     /* CSV: strict RFC 4180 (a quote inside an unquoted field, or text after a closing quote,
@@ -678,8 +693,7 @@ static int convert_csv(conv_t *c, FILE *fp, int format, sl_error_t *err)
     struct csv_parser p;
     if (csv_init(&p, (unsigned char)csv_options(format)) != 0)
         SL_FATAL("csv_init failed");
-    if (format == FMT_TSV)
-        csv_set_delim(&p, CSV_TAB);
+    csv_setup(&p, format);
     csv_ctx_t x = {0};
     x.c = c;
     x.err = err;
@@ -713,8 +727,7 @@ static int convert_csv(conv_t *c, FILE *fp, int format, sl_error_t *err)
                               format == FMT_CSV ? "CSV" : "TSV", csv_strerror(csv_error(&p)));
             csv_free(&p);
             csv_init(&p, (unsigned char)csv_options(format));
-            if (format == FMT_TSV)
-                csv_set_delim(&p, CSV_TAB);
+            csv_setup(&p, format);
             fields_clear(&x);
             x.rec_start = 0;
         }
