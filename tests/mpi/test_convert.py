@@ -37,6 +37,9 @@ import sl_e2e as e  # noqa: E402
 
 SRC = os.environ.get("SL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 GOLD = os.path.join(SRC, "tests", "reference", "goldens", "minilm_goldens.h5")
+CLS_GOLD = os.path.join(SRC, "tests", "reference", "goldens", "tiny_cls_goldens.h5")
+CLS_MODEL = os.path.join(SRC, "tests", "reference", "tiny_bert_cls")
+LLAMA_GOLD = os.path.join(SRC, "tests", "reference", "goldens", "smollm2_goldens.h5")
 # Goldens rows used: plain sentences, UTF-8 (accents, currency signs, CJK), commas, quotes,
 # tabs, newlines, CR/LF and bare CR inside the text.
 IDX = list(range(12)) + [49, 52, 78, 90, 96, 102, 103, 104, 105, 106, 120, 125, 161, 198, 214,
@@ -45,9 +48,9 @@ LARGE_MB = float(os.environ.get("SL_CONVERT_TEST_MB", "300"))
 CONVERT_RSS_BOUND_MB = 96
 
 
-def model_dir():
+def model_dir(name="minilm"):
     base = os.environ.get("SL_MODELS_DIR", os.path.join(SRC, "build", "models"))
-    path_file = os.path.join(base, "minilm.path")
+    path_file = os.path.join(base, f"{name}.path")
     if os.path.isfile(path_file):
         with open(path_file) as f:
             return f.read().strip()
@@ -301,6 +304,57 @@ def features_round_trip(t):
         t.close(got, ref, 1e-5, f"{out}: exported predictions match the float64 reference")
 
 
+# ---- classification labels and generated text -------------------------------------------------
+
+def labels_and_text(t):
+    with h5py.File(CLS_GOLD, "r") as g:
+        ctexts = [x.decode() if isinstance(x, bytes) else x for x in g["text"][()]]
+        logits = g["logits"][()].astype(np.float64)
+    with open("cls.jsonl", "w", encoding="utf-8") as f:
+        for i, x in enumerate(ctexts):
+            f.write(json.dumps({"id": f"c{i}", "text": x}) + "\n")
+    r = convert(["cls.jsonl", "--to", "sh-cls", "--id-field", "id"])
+    t.check(r.rc == 0, "convert cls.jsonl: status 0", r.describe())
+    r = e.run(1, e.job_args(CLS_MODEL, "sh-cls/shard-*.h5", "out-cls", extra=["--task", "classify"]),
+              timeout=300)
+    if t.check(r.rc == 0, "classify (tiny BERT): status 0", r.describe()):
+        r = export(["out-cls", "--to", "cls-out.jsonl"])
+        if t.check(r.rc == 0, "export classify: status 0", r.describe()):
+            recs = read_jsonl("cls-out.jsonl")
+            with h5py.File("out-cls/predictions.h5", "r") as f:
+                names = [e._s(x) for x in f["logits"].attrs["labels"]]
+                lg = f["logits"][()]
+            t.check(list(recs[0].keys()) == ["row", "id", "labels", "logits", "probs", "label", "error"],
+                    "export classify: fields row, id, labels, logits, probs, label, error", list(recs[0].keys()))
+            t.check([x["label"] for x in recs] == [names[k] for k in np.argmax(logits, 1)],
+                    "export classify: label names of transformers' argmax")
+            t.check(same_f32(as_array([x["logits"] for x in recs]), lg),
+                    "export classify: logits equal predictions.h5")
+    model = model_dir("smollm2")
+    if model is None or not os.path.exists(model):
+        t.skip("export generated text", "SmolLM2 is not installed (scripts/install-models.sh)")
+        return
+    with h5py.File(LLAMA_GOLD, "r") as g:
+        prompts = [x.decode() if isinstance(x, bytes) else x for x in g["prompts"][()]][:3]
+    with open("prompts.txt", "w", encoding="utf-8") as f:
+        f.write("".join(" ".join(p.split()) + "\n" for p in prompts))
+    r = convert(["prompts.txt", "--to", "sh-gen"])
+    t.check(r.rc == 0, "convert prompts.txt: status 0", r.describe())
+    r = e.run(1, e.job_args(model, "sh-gen/shard-*.h5", "out-gen",
+                            extra=["--task", "generate", "--max-new-tokens", "6"]), timeout=300)
+    if t.check(r.rc == 0, "generate (SmolLM2, 6 tokens): status 0", r.describe()):
+        r = export(["out-gen", "--to", "gen.csv", "--fields", "source_row,text,n_tokens,error"])
+        if t.check(r.rc == 0, "export generate as CSV with --fields: status 0", r.describe()):
+            with open("gen.csv", encoding="utf-8", newline="") as f:
+                rows = list(csv.reader(f))
+            with h5py.File("out-gen/predictions.h5", "r") as f:
+                texts = [e._s(x) for x in f["text"][()]]
+                ntok = [int(x) for x in f["n_tokens"][()]]
+            t.check(rows[0] == ["source_row", "text", "n_tokens", "error"]
+                    and [x[1] for x in rows[1:]] == texts and [int(x[2]) for x in rows[1:]] == ntok,
+                    "export generate: the generated /text and /n_tokens, CSV-quoted, in order", rows[:3])
+
+
 # ---- malformed input -------------------------------------------------------------------------------
 
 def malformed(t):
@@ -413,6 +467,7 @@ def large_file(t):
 def body(t, tmp):
     malformed(t)
     features_round_trip(t)
+    labels_and_text(t)
     mdir = model_dir()
     if t.check(mdir is not None and os.path.isfile(os.path.join(mdir, "config.json")),
                "all-MiniLM-L6-v2 is installed", "run scripts/install-models.sh"):
