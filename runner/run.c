@@ -1095,11 +1095,12 @@ int sl_run_main(int argc, char **argv)
         if (exit_status == SL_EXIT_OK && failed > 0)
             exit_status = SL_EXIT_ROWS_FAILED;
         if (sl_log_json()) {
-            /* the final summary: report.json's members (stage times included), the outcome
-             * and where the results are */
+            /* the final summary: report.json's single values (stage times included; its
+             * per-rank and per-unit arrays stay in the file), the outcome and where the
+             * results are */
             cJSON *o = ev_new("done");
             for (cJSON *m = rep->child; m; m = m->next)
-                if (strcmp(m->string, "per_rank"))
+                if (!cJSON_IsArray(m) && !cJSON_IsObject(m))
                     cJSON_AddItemToObject(o, m->string, cJSON_Duplicate(m, 1));
             cJSON_AddNumberToObject(o, "exit_status", exit_status);
             if (complete && !any_stopped) {
