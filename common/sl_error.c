@@ -6,10 +6,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static char g_host[64] = "?";
 static int g_rank = -1;
 static void (*g_abort)(int) = NULL;
+static int g_json = 0;
+
+void sl_log_set_json(int on) { g_json = on; }
+int sl_log_json(void) { return g_json; }
+
+void sl_json_fputs(const char *s, FILE *f)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p == '\n')
+            fputs("\\n", f);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
 
 /* Length of the valid UTF-8 sequence at s (2..4 bytes), or 0 when s does not start one. */
 static size_t utf8_len(const unsigned char *s)
@@ -88,12 +109,23 @@ void sl_log_set_abort(void (*abort_fn)(int code)) { g_abort = abort_fn; }
 
 static void vlog(const char *level, const char *fmt, va_list ap)
 {
-    char line[2048];
-    vsnprintf(line, sizeof line, fmt, ap);
-    if (g_rank >= 0)
-        fprintf(stderr, "shardline: %s%s\n", level, line);
-    else
-        fprintf(stderr, "shardline: %s%s\n", level, line);
+    char raw[2048], line[2048];
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    if (g_json) {
+        /* one line, written at once: escape_into keeps it valid UTF-8 */
+        escape_into(line, sizeof line, raw);
+        flockfile(stderr);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        fprintf(
+            stderr, "{\"event\":\"log\",\"time\":%.6f,\"level\":\"%s\",\"rank\":%d,\"message\":",
+            (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec, level[0] ? "warning" : "info", g_rank);
+        sl_json_fputs(line, stderr);
+        fputs("}\n", stderr);
+        funlockfile(stderr);
+    } else {
+        fprintf(stderr, "shardline: %s%s\n", level, raw);
+    }
     fflush(stderr);
 }
 
@@ -120,7 +152,22 @@ void sl_fatal(const char *file, int line, const char *call, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "shardline: %s rank %d %s:%d: %s: %s\n", g_host, g_rank, file, line, call, msg);
+    if (g_json) {
+        char esc[sizeof msg];
+        escape_into(esc, sizeof esc, msg);
+        flockfile(stderr);
+        fprintf(stderr, "{\"event\":\"fatal\",\"host\":");
+        sl_json_fputs(g_host, stderr);
+        fprintf(stderr, ",\"rank\":%d,\"where\":\"%s:%d\",\"call\":", g_rank, file, line);
+        sl_json_fputs(call, stderr);
+        fputs(",\"message\":", stderr);
+        sl_json_fputs(esc, stderr);
+        fputs("}\n", stderr);
+        funlockfile(stderr);
+    } else {
+        fprintf(stderr, "shardline: %s rank %d %s:%d: %s: %s\n", g_host, g_rank, file, line, call,
+                msg);
+    }
     fflush(stderr);
     if (g_abort)
         g_abort(SL_EXIT_FAILURE);

@@ -15,6 +15,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 #define SL_NORETURN [[noreturn]]
@@ -48,6 +49,13 @@ int sl_error_prefix(sl_error_t *err, const char *fmt, ...) __attribute__((format
 void sl_log_set_identity(const char *host, int rank);
 /* Hook called by sl_fatal after printing (set to MPI_Abort by the runner). */
 void sl_log_set_abort(void (*abort_fn)(int code));
+
+/* JSON log lines (`run --log-format json`): sl_log_info/warn and sl_fatal print one JSON object
+ * per line, {"event": "log"|"fatal", "level", "message", ...}, instead of text. */
+void sl_log_set_json(int on);
+int sl_log_json(void);
+/* Writes s as a JSON string (quoted, escaped) to f. */
+void sl_json_fputs(const char *s, FILE *f);
 
 void sl_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void sl_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

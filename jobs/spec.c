@@ -74,6 +74,7 @@ static const opt_t options[] = {
     {"restart", K_BOOL, NULL, NULL, "ignore earlier outputs and start again; also lets a job replace another job's output", OFF(restart), 0, 0},
     {"quiet", K_BOOL, NULL, NULL, "no progress lines", OFF(quiet), 0, 0},
     {"profile", K_BOOL, NULL, NULL, "NVTX ranges (read, tokenize, H2D, each layer, all-reduce, D2H, write) for Nsight Systems: nsys profile ... shardline run --profile; CUDA builds only, accepted and without effect elsewhere", OFF(profile), 0, 0},
+    {"log-format", K_STR, "human|json", "human", "stderr: lines of text, or one JSON object per line with an \"event\" member (start, placement, progress, unit_committed, row_error, log, error, done: the final summary with stage times)", OFF(log_format), 0, 0},
 };
 // clang-format on
 #define N_OPTIONS ((int)(sizeof options / sizeof options[0]))
@@ -413,6 +414,8 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
         rc = sl_errorf(err, "--output-dtype '%s': expected f32 or f16", job->output_dtype);
     else if (strcmp(job->schedule, "auto") && strcmp(job->schedule, "dynamic") && strcmp(job->schedule, "static"))
         rc = sl_errorf(err, "--schedule '%s': expected auto, dynamic or static", job->schedule);
+    else if (strcmp(job->log_format, "human") && strcmp(job->log_format, "json"))
+        rc = sl_errorf(err, "--log-format '%s': expected human or json", job->log_format);
     else
         rc = resolve_array(job, err);
 done:
@@ -443,5 +446,6 @@ void sl_job_free(sl_job_t *job)
     free(job->task);
     free(job->output_dtype);
     free(job->schedule);
+    free(job->log_format);
     memset(job, 0, sizeof *job);
 }

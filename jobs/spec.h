@@ -49,6 +49,7 @@ typedef struct {
     int restart;
     int quiet;
     int profile; /* NVTX ranges (common/sl_profile.h) */
+    char *log_format; /* human | json: the stderr lines of `run` */
 } sl_job_t;
 
 /* Parses `shardline run` arguments (argv[0] is "run"). Returns 0 on success, 1 when --help

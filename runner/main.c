@@ -8,6 +8,7 @@
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
+#include "runner/convert.h"
 #include "runner/inspect.h"
 #include "runner/lifecycle.h"
 #include "runner/manpage.h"
@@ -32,6 +33,10 @@ static void usage(FILE *out)
             "  merge OUTPUT_DIR          write predictions.h5 once every unit is committed (job arrays)\n"
             "  report OUTPUT_DIR         (re)write OUTPUT_DIR/report.html from its report.json\n"
             "  --man                     print the manual page shardline(1) (roff)\n"
+            "  convert IN... --to DIR    JSONL, CSV, TSV or text files into HDF5 input shards\n"
+            "                            (see shardline convert --help)\n"
+            "  export OUTPUT_DIR --to F  a finished job's predictions as JSONL or CSV, one record per\n"
+            "                            row (see shardline export --help)\n"
             "  --version                 print the version\n"
             "  --help                    this help\n\n"
             "example:\n"
@@ -71,6 +76,10 @@ int main(int argc, char **argv)
         return sl_status_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "merge"))
         return sl_merge_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "convert"))
+        return sl_convert_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "export"))
+        return sl_export_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) {
         sl_signals_watch_launcher();
         /* Only the main thread calls MPI; the I/O thread makes HDF5 calls only. */

@@ -38,6 +38,8 @@ struct sl_io {
     int failed;
     sl_error_t fail_err;
     double read_s, write_s;
+    sl_io_commit_fn on_commit;
+    void *on_commit_ctx;
 };
 
 static double now(void)
@@ -108,6 +110,8 @@ static void *io_main(void *arg)
                 io->fail_err = err;
             }
             pthread_mutex_unlock(&io->mu);
+            if (rc == 0 && io->on_commit)
+                io->on_commit(io->on_commit_ctx, r->relpath, &r->meta, r->nerr, dt);
             free(r->relpath);
             for (int i = 0; i < r->meta.outs->n; i++)
                 free(r->bufs[i]);
@@ -175,6 +179,12 @@ void sl_io_commit(sl_io_t *io, char *relpath, const sl_part_meta_t *meta, float 
     r->errs = errs;
     r->nerr = nerr;
     push(io, r);
+}
+
+void sl_io_on_commit(sl_io_t *io, sl_io_commit_fn fn, void *ctx)
+{
+    io->on_commit = fn;
+    io->on_commit_ctx = ctx;
 }
 
 int sl_io_failed(sl_io_t *io, sl_error_t *err)

@@ -37,6 +37,11 @@ sl_io_slot_t *sl_io_wait(sl_io_t *io, int i);
  * and errs (all freed after writing). */
 void sl_io_commit(sl_io_t *io, char *relpath, const sl_part_meta_t *meta, float **bufs,
                   sl_row_error_t *errs, int nerr);
+/* Called on the I/O thread after each part file is committed (renamed into place), with the
+ * seconds its writing took; NULL (the default) for none. Set before the first commit. */
+typedef void (*sl_io_commit_fn)(void *ctx, const char *relpath, const sl_part_meta_t *meta,
+                                int nerr, double seconds);
+void sl_io_on_commit(sl_io_t *io, sl_io_commit_fn fn, void *ctx);
 /* Whether a commit failed (err filled with the first failure). */
 int sl_io_failed(sl_io_t *io, sl_error_t *err);
 /* Finishes every queued request, then joins the thread and frees everything. Reports the

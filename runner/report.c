@@ -37,18 +37,14 @@ void sl_report_start(sl_report_rec_t *r, const sl_grid_t *g, sl_backend_t *be, i
     MPI_Gather(why, sizeof why, MPI_CHAR, whys, sizeof why, MPI_CHAR, 0, g->world);
     if (g->world_rank == 0 && !quiet) {
         if (nsampling == g->world_size)
-            fprintf(stderr, "shardline: GPU metrics: NVML sampled every 1 s on %d rank(s)\n",
-                    nsampling);
+            sl_log_info("GPU metrics: NVML sampled every 1 s on %d rank(s)", nsampling);
         else
             for (int i = 0; i < g->world_size; i++)
                 if (whys[(size_t)i * sizeof why]) {
                     if (nsampling == 0)
-                        fprintf(stderr, "shardline: GPU metrics: not recorded: %s\n",
-                                whys + (size_t)i * sizeof why);
+                        sl_log_info("GPU metrics: not recorded: %s", whys + (size_t)i * sizeof why);
                     else
-                        fprintf(stderr,
-                                "shardline: GPU metrics: NVML sampled on %d of %d "
-                                "rank(s); not on rank %d: %s\n",
+                        sl_log_info("GPU metrics: NVML sampled on %d of %d rank(s); not on rank %d: %s",
                                 nsampling, g->world_size, i, whys + (size_t)i * sizeof why);
                     break;
                 }

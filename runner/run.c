@@ -43,6 +43,41 @@
 #include "runner/signals.h"
 #include "runner/task.h"
 
+/* ---- log lines: text, or one JSON object per line (--log-format json) -------------------------- */
+
+/* A JSON event: {"event": name, "time": seconds since 1970, ...}. */
+static cJSON *ev_new(const char *name)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "event", name);
+    cJSON_AddNumberToObject(o, "time", (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec);
+    return o;
+}
+
+/* Prints the event as one line (one call: the I/O thread's lines do not interleave with it)
+ * and frees it. */
+static void ev_emit(cJSON *o)
+{
+    char *text = cJSON_PrintUnformatted(o);
+    fprintf(stderr, "%s\n", text);
+    fflush(stderr);
+    free(text);
+    cJSON_Delete(o);
+}
+
+static void print_error(const char *msg)
+{
+    if (sl_log_json()) {
+        cJSON *o = ev_new("error");
+        cJSON_AddStringToObject(o, "message", msg);
+        ev_emit(o);
+    } else {
+        fprintf(stderr, "shardline: error: %s\n", msg);
+    }
+}
+
 /* ---- agreement helpers --------------------------------------------------------------------- */
 
 /* Every rank passes its own status (0 ok, else an SL_EXIT_* code) and message; all ranks get
@@ -57,7 +92,7 @@ static int agree(MPI_Comm comm, int status, const sl_error_t *err)
     if (first == size)
         return 0;
     if (rank == first)
-        fprintf(stderr, "shardline: error: %s\n", err->msg);
+        print_error(err->msg);
     int code = status;
     MPI_Bcast(&code, 1, MPI_INT, first, comm);
     return code;
@@ -67,7 +102,7 @@ static int agree(MPI_Comm comm, int status, const sl_error_t *err)
  * take every rank down so that nobody waits forever in a collective. */
 static _Noreturn void abort_input(const sl_error_t *err)
 {
-    fprintf(stderr, "shardline: error: %s\n", err->msg);
+    print_error(err->msg);
     fflush(stderr);
     MPI_Abort(MPI_COMM_WORLD, SL_EXIT_INPUT);
     exit(SL_EXIT_INPUT);
@@ -430,6 +465,18 @@ static void finish_unit(loop_t *L, int64_t unit)
     const sl_unit_t *u = &L->plan->units[unit];
     L->st.units++;
     L->st.failed += L->nerr;
+    if (L->grid->tp_rank == 0 && sl_log_json()) {
+        const sl_shard_t *sh = &L->plan->in.shards[u->shard];
+        for (int i = 0; i < L->nerr; i++) {
+            cJSON *o = ev_new("row_error");
+            cJSON_AddNumberToObject(o, "rank", L->grid->world_rank);
+            cJSON_AddNumberToObject(o, "row", (double)(sh->first_row + u->row0 + L->errs[i].row));
+            cJSON_AddStringToObject(o, "shard", sh->path);
+            cJSON_AddNumberToObject(o, "shard_row", (double)(u->row0 + L->errs[i].row));
+            cJSON_AddStringToObject(o, "reason", L->errs[i].reason);
+            ev_emit(o);
+        }
+    }
     if (L->grid->tp_rank == 0) {
         /* Only the group leader writes: every TP rank holds the same full output. */
         sl_part_meta_t m = {&L->plan->in.shards[u->shard], u->row0, u->nrows, &L->plan->task.outs,
@@ -463,6 +510,16 @@ static void progress(loop_t *L)
     computed = computed < total ? computed : total;
     double rate = (double)computed / (t - L->t_start > 1e-9 ? t - L->t_start : 1e-9);
     double eta = rate > 0 ? (double)(total - computed) / rate : 0.0;
+    if (sl_log_json()) {
+        cJSON *o = ev_new("progress");
+        cJSON_AddNumberToObject(o, "rows_computed", (double)computed);
+        cJSON_AddNumberToObject(o, "rows_to_compute", (double)total);
+        cJSON_AddNumberToObject(o, "rows_committed", (double)done);
+        cJSON_AddNumberToObject(o, "rows_per_second", rate);
+        cJSON_AddNumberToObject(o, "eta_seconds", eta);
+        ev_emit(o);
+        return;
+    }
     fprintf(stderr, "shardline: progress %lld/%lld rows computed (%.1f%%), %lld committed, "
                     "%.1f rows/s, ETA %.0fs\n",
             (long long)computed, (long long)total, total ? 100.0 * (double)computed / (double)total : 100.0,
@@ -494,6 +551,23 @@ static int agree_stop(loop_t *L, int *posted)
     if (L->grid->tp_size > 1)
         MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, L->grid->tp);
     return any;
+}
+
+/* sl_io_commit_fn (on the I/O thread): a part file is in place. */
+static void on_commit(void *ctx, const char *relpath, const sl_part_meta_t *m, int nerr,
+                      double seconds)
+{
+    const loop_t *L = ctx;
+    cJSON *o = ev_new("unit_committed");
+    cJSON_AddNumberToObject(o, "rank", L->grid->world_rank);
+    cJSON_AddStringToObject(o, "shard", m->shard->path);
+    cJSON_AddNumberToObject(o, "first_row", (double)(m->shard->first_row + m->row0));
+    cJSON_AddNumberToObject(o, "shard_row", (double)m->row0);
+    cJSON_AddNumberToObject(o, "rows", (double)m->nrows);
+    cJSON_AddNumberToObject(o, "failed_rows", nerr);
+    cJSON_AddStringToObject(o, "part", relpath);
+    cJSON_AddNumberToObject(o, "write_seconds", seconds);
+    ev_emit(o);
 }
 
 static void compute_loop(loop_t *L)
@@ -703,9 +777,8 @@ static sl_backend_t *make_backend(const sl_job_t *job, const sl_grid_t *g, sl_er
         return NULL;
     }
     if (!strcmp(job->device, "auto") && g->world_rank == 0 && !job->quiet)
-        fprintf(stderr, "shardline: --device auto: %s\n",
-                use_cuda ? "a GPU is visible, using the CUDA backend"
-                         : "no GPU is visible, using the CPU backend");
+        sl_log_info("--device auto: %s", use_cuda ? "a GPU is visible, using the CUDA backend"
+                                                  : "no GPU is visible, using the CPU backend");
     if (use_cuda)
         return sl_backend_create(SL_BACKEND_CUDA, g->local_rank % ndev, 0, err);
     return sl_backend_create(SL_BACKEND_CPU, 0, sl_grid_cpu_threads(g), err);
@@ -723,7 +796,20 @@ static void print_placement(const sl_grid_t *g, sl_backend_t *be, const sl_comm_
              cvd && sl_backend_kind(be) == SL_BACKEND_CUDA ? cvd : "");
     char *all = g->world_rank == 0 ? sl_xcalloc((size_t)g->world_size, sizeof line) : NULL;
     MPI_Gather(line, sizeof line, MPI_CHAR, all, sizeof line, MPI_CHAR, 0, g->world);
-    if (g->world_rank == 0 && !quiet) {
+    if (g->world_rank == 0 && !quiet && sl_log_json()) {
+        for (int i = 0; i < g->world_size; i++) {
+            cJSON *o = ev_new("placement");
+            cJSON_AddNumberToObject(o, "rank", i);
+            cJSON_AddStringToObject(o, "placement", all + (size_t)i * sizeof line);
+            ev_emit(o);
+        }
+        cJSON *o = ev_new("groups");
+        cJSON_AddNumberToObject(o, "tp_groups", g->dp_size);
+        cJSON_AddNumberToObject(o, "tp", g->tp_size);
+        cJSON_AddStringToObject(o, "all_reduce", sl_comm_transport(comm));
+        cJSON_AddStringToObject(o, "why", sl_comm_why(comm));
+        ev_emit(o);
+    } else if (g->world_rank == 0 && !quiet) {
         for (int i = 0; i < g->world_size; i++)
             fprintf(stderr, "shardline: %s\n", all + (size_t)i * sizeof line);
         fprintf(stderr, "shardline: %d TP group(s) of %d rank(s), all-reduce over %s (%s)\n",
@@ -740,16 +826,23 @@ int sl_run_main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     sl_h5_quiet();
 
+    /* --log-format json given on the command line applies to its parse errors too */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--log-format=json") ||
+            (!strcmp(argv[i], "--log-format") && i + 1 < argc && !strcmp(argv[i + 1], "json")))
+            sl_log_set_json(1);
     sl_job_t job;
     sl_error_t err = {{0}};
     int rc = sl_job_parse(&job, argc, argv, &err);
+    if (rc == 0)
+        sl_log_set_json(!strcmp(job.log_format, "json"));
     if (rc == 1) {
         sl_job_free(&job);
         return SL_EXIT_OK;
     }
     if (rc != 0) {
         if (rank == 0)
-            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            print_error(err.msg);
         sl_job_free(&job);
         return SL_EXIT_USAGE;
     }
@@ -758,7 +851,7 @@ int sl_run_main(int argc, char **argv)
     sl_grid_t grid;
     if (sl_grid_init(&grid, MPI_COMM_WORLD, job.tp, &err) != 0) {
         if (rank == 0)
-            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            print_error(err.msg);
         sl_job_free(&job);
         return SL_EXIT_USAGE;
     }
@@ -821,7 +914,22 @@ int sl_run_main(int argc, char **argv)
             sl_fatal(__FILE__, __LINE__, "manifest", "%s", err.msg);
         cJSON_Delete(man);
     }
-    if (rank == 0 && !job.quiet) {
+    if (rank == 0 && !job.quiet && sl_log_json()) {
+        cJSON *o = ev_new("start");
+        cJSON_AddNumberToObject(o, "rows", (double)plan.in.total_rows);
+        cJSON_AddNumberToObject(o, "shards", plan.in.n);
+        cJSON_AddNumberToObject(o, "units", (double)plan.nunits);
+        cJSON_AddNumberToObject(o, "units_committed_before", (double)(plan.nunits - plan.nuncommitted));
+        cJSON_AddNumberToObject(o, "units_to_compute", (double)plan.npending);
+        cJSON_AddNumberToObject(o, "ranks", size);
+        cJSON_AddStringToObject(o, "task", sl_task_name(plan.task.task));
+        cJSON_AddStringToObject(o, "output", job.output);
+        if (job.array_tasks > 1) {
+            cJSON_AddNumberToObject(o, "array_task", job.array_task);
+            cJSON_AddNumberToObject(o, "array_tasks", job.array_tasks);
+        }
+        ev_emit(o);
+    } else if (rank == 0 && !job.quiet) {
         fprintf(stderr, "shardline: %lld rows in %d shard(s), %lld unit(s): %lld already committed, %lld to compute",
                 (long long)plan.in.total_rows, plan.in.n, (long long)plan.nunits,
                 (long long)(plan.nunits - plan.nuncommitted), (long long)plan.npending);
@@ -846,11 +954,12 @@ int sl_run_main(int argc, char **argv)
                   !strcmp(job.schedule, "dynamic") ? SL_SCHEDULE_DYNAMIC
                   : !strcmp(job.schedule, "static") ? SL_SCHEDULE_STATIC : SL_SCHEDULE_AUTO);
     if (rank == 0 && !job.quiet && grid.dp_size > 1)
-        fprintf(stderr, "shardline: units handed out %s\n",
-                queue.dynamic ? "dynamically (shared counter on rank 0)"
-                              : "statically (DP group d takes units d, d+D, d+2D, ...)");
+        sl_log_info("units handed out %s", queue.dynamic ? "dynamically (shared counter on rank 0)"
+                                                         : "statically (DP group d takes units d, d+D, d+2D, ...)");
     L.queue = &queue;
     L.io = sl_io_start(&plan.in, job.output, job.prefetch < 1 ? 1 : job.prefetch, model, L.read_rows);
+    if (sl_log_json())
+        sl_io_on_commit(L.io, on_commit, &L);
     compute_loop(&L);
     sl_backend_gemm_stats(be, &L.st.gemm_s, &L.st.gemm_flops);
     L.st.truncated = sl_task_truncated(model);
@@ -938,13 +1047,13 @@ int sl_run_main(int argc, char **argv)
                                            &plan.task.outs, desc, &failed, &err);
             cJSON_Delete(desc);
             if (wrc != 0) {
-                fprintf(stderr, "shardline: error: %s\n", err.msg);
+                print_error(err.msg);
                 exit_status = SL_EXIT_FAILURE;
             }
         }
         cJSON *man = manifest_json(&job, &plan, done, complete && !any_stopped);
         if (write_json(job.output, "manifest.json", man, &err) != 0) {
-            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            print_error(err.msg);
             exit_status = SL_EXIT_FAILURE;
         }
         cJSON_Delete(man);
@@ -992,16 +1101,36 @@ int sl_run_main(int argc, char **argv)
         }
         sl_report_merge(rep, extra);
         if (write_json(job.output, "report.json", rep, &err) != 0) {
-            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            print_error(err.msg);
             exit_status = SL_EXIT_FAILURE;
         } else if (sl_report_html_write(job.output, &err) != 0) {
-            fprintf(stderr, "shardline: error: %s\n", err.msg);
+            print_error(err.msg);
             exit_status = SL_EXIT_FAILURE;
         }
-        cJSON_Delete(rep);
         if (exit_status == SL_EXIT_OK && failed > 0)
             exit_status = SL_EXIT_ROWS_FAILED;
-        if (!job.quiet || any_stopped || failed > 0) {
+        if (sl_log_json()) {
+            /* the final summary: report.json's single values (stage times included; its
+             * per-rank and per-unit arrays stay in the file), the outcome and where the
+             * results are */
+            cJSON *o = ev_new("done");
+            for (cJSON *m = rep->child; m; m = m->next)
+                if (!cJSON_IsArray(m) && !cJSON_IsObject(m))
+                    cJSON_AddItemToObject(o, m->string, cJSON_Duplicate(m, 1));
+            cJSON_AddNumberToObject(o, "exit_status", exit_status);
+            if (complete && !any_stopped) {
+                char pp[4200];
+                snprintf(pp, sizeof pp, "%s/predictions.h5", job.output);
+                cJSON_AddStringToObject(o, "predictions", pp);
+            }
+            if (any_stopped)
+                cJSON_AddStringToObject(o, "stopped_by", sl_signals_first_name()
+                                                             ? sl_signals_first_name()
+                                                             : "a signal on another rank");
+            ev_emit(o);
+        }
+        cJSON_Delete(rep);
+        if (!sl_log_json() && (!job.quiet || any_stopped || failed > 0)) {
             if (any_stopped)
                 fprintf(stderr, "shardline: stopped by %s after committing %lld of %lld units; "
                                 "rerun the same command to resume\n",

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # demo.sh — set-up + the main job: installs what is missing, builds into build/, fetches the real
-# sentence-embedding model all-MiniLM-L6-v2 (scripts/install-models.sh), turns the fortune
-# cookies that Debian's fortunes-min package ships (/usr/share/games/fortunes) into two HDF5
-# shards of raw text, embeds every fortune on 2 MPI ranks on the CPU, then embeds a few queries
-# and prints the fortunes nearest to each, so you can see that the embeddings mean something.
+# sentence-embedding model all-MiniLM-L6-v2 (scripts/install-models.sh), writes the fortune
+# cookies that Debian's fortunes-min package ships (/usr/share/games/fortunes) as a JSONL file,
+# turns it into HDF5 shards of raw text (shardline convert), embeds every fortune on 2 MPI ranks
+# on the CPU, exports the embeddings as JSONL (shardline export), then embeds a few queries and
+# prints the fortunes nearest to each, so you can see that the embeddings mean something.
 #
 # Run: scripts/demo.sh                          (from anywhere; output in demo-out/)
 #      scripts/demo.sh "a question about love"   your own query (any number of arguments)
@@ -25,37 +26,43 @@ queries=("$@")
                                      "what is the meaning of life"
                                      "a riddle about a river")
 
-mkdir -p demo-out/corpus demo-out/query
+mkdir -p demo-out
 /usr/bin/python3 - "${queries[@]}" <<'PY'
-import glob, os, sys
-import h5py
-import numpy as np
+import glob, json, os, sys
 
-texts = []
+texts, ids = [], []
 for path in sorted(glob.glob("/usr/share/games/fortunes/*")):
     if path.endswith(".dat") or os.path.islink(path) or not os.path.isfile(path):
         continue
     with open(path, encoding="utf-8", errors="replace") as f:
-        texts += [t.strip() for t in f.read().split("\n%\n") if t.strip()]
+        found = [t.strip() for t in f.read().split("\n%\n") if t.strip()]
+    texts += found
+    ids += [f"{os.path.basename(path)}#{i}" for i in range(len(found))]
 if not texts:
     sys.exit("demo: no fortunes found in /usr/share/games/fortunes (apt-get install fortunes-min)")
-string = h5py.string_dtype("utf-8")
-half = len(texts) // 2
-for k, part in enumerate([texts[:half], texts[half:]]):
-    path = f"demo-out/corpus/fortunes-{k}.h5"
-    if not os.path.exists(path):
-        with h5py.File(path, "w") as f:
-            f.create_dataset("text", data=np.array(part, dtype=object), dtype=string)
-with h5py.File("demo-out/query/queries.h5", "w") as f:
-    f.create_dataset("text", data=np.array(sys.argv[1:], dtype=object), dtype=string)
-print(f"demo: {len(texts)} fortunes from /usr/share/games/fortunes in demo-out/corpus/ (2 shards)")
+with open("demo-out/fortunes.jsonl", "w", encoding="utf-8") as f:
+    for i, t in zip(ids, texts):
+        f.write(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n")
+with open("demo-out/queries.txt", "w", encoding="utf-8") as f:
+    f.write("".join(" ".join(q.split()) + "\n" for q in sys.argv[1:]))
+print(f"demo: {len(texts)} fortunes from /usr/share/games/fortunes in demo-out/fortunes.jsonl")
 PY
 
-echo "demo: mpirun -np 2 build/shardline run --task embed --model $model --input 'demo-out/corpus/*.h5' --output demo-out/embeddings --device cpu"
-mpirun -np 2 build/shardline run --task embed --model "$model" --input 'demo-out/corpus/*.h5' \
+# JSONL -> HDF5 shards (once: a rerun resumes the job over the same shards)
+if [ ! -f demo-out/corpus/convert.json ]; then
+  echo "demo: build/shardline convert demo-out/fortunes.jsonl --to demo-out/corpus --id-field id --rows-per-shard 512"
+  build/shardline convert demo-out/fortunes.jsonl --to demo-out/corpus --id-field id --rows-per-shard 512
+fi
+rm -rf demo-out/query
+build/shardline convert demo-out/queries.txt --to demo-out/query --quiet
+
+echo "demo: mpirun -np 2 build/shardline run --task embed --model $model --input 'demo-out/corpus/shard-*.h5' --output demo-out/embeddings --device cpu"
+mpirun -np 2 build/shardline run --task embed --model "$model" --input 'demo-out/corpus/shard-*.h5' \
        --output demo-out/embeddings --device cpu --unit-rows 256
+echo "demo: build/shardline export demo-out/embeddings --to demo-out/embeddings.jsonl"
+build/shardline export demo-out/embeddings --to demo-out/embeddings.jsonl
 # The queries change with every call: --restart embeds them afresh.
-mpirun -np 1 build/shardline run --task embed --model "$model" --input demo-out/query/queries.h5 \
+mpirun -np 1 build/shardline run --task embed --model "$model" --input 'demo-out/query/shard-*.h5' \
        --output demo-out/query-embeddings --device cpu --restart --quiet
 
 /usr/bin/python3 - <<'PY'
@@ -76,11 +83,12 @@ for rec in shards:
         texts += strings(g["text"])
 with h5py.File("demo-out/query-embeddings/predictions.h5", "r") as f:
     q = f["embeddings"][()]
-with h5py.File("demo-out/query/queries.h5", "r") as f:
+with h5py.File("demo-out/query/shard-000000.h5", "r") as f:
     queries = strings(f["text"])
 report = json.load(open("demo-out/embeddings/report.json"))
 print(f"\nembeddings: demo-out/embeddings/predictions.h5 (/embeddings {emb.shape[0]} x {emb.shape[1]} float32, "
-      f"L2-normalised), report in demo-out/embeddings/report.json "
+      f"L2-normalised; as JSONL with the fortunes' ids: demo-out/embeddings.jsonl), "
+      f"report in demo-out/embeddings/report.json "
       f"({report['rows_computed']} rows computed, {report['seconds']:.1f} s)")
 sims = q @ emb.T  # cosine similarity: both sides are unit vectors
 for i, query in enumerate(queries):

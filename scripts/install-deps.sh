@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
-      libopenblas-dev libblis-dev libcjson-dev libinih-dev fortunes-min libutf8proc-dev libpcre2-dev python3 python3-numpy python3-h5py iproute2
+      libopenblas-dev libblis-dev libcjson-dev libinih-dev fortunes-min libutf8proc-dev libpcre2-dev libcsv-dev python3 python3-numpy python3-h5py iproute2
       slurmctld slurmd slurm-client munge valgrind
       debootstrap # debootstrap: the bare Debian 12 chroot of tests/bundle (the gpu-bundle check)
       chromium man-db) # chromium: renders report.html in test_report_html; man-db: test_install

@@ -31,17 +31,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sl_e2e as e  # noqa: E402
 
 
-def readme_options():
+def readme_run_options_text():
+    """README's `shardline run` options section (other commands have option tables too)."""
     with open(os.path.join(e.SOURCE_DIR, "README.md")) as f:
-        return re.findall(r"^\|\s*`(--[a-z][a-z0-9-]*)", f.read(), re.M)
+        text = f.read()
+    start = text.index("### Options (`shardline run --help`)")
+    end = text.find("\n#", start + 1)
+    return text[start:end if end > 0 else len(text)]
+
+
+def readme_options():
+    return re.findall(r"^\|\s*`(--[a-z][a-z0-9-]*)", readme_run_options_text(), re.M)
 
 
 def readme_ranges():
     """{option: (min, max)} from the README options table's range column, where both bounds are
     plain integers ("1 .. 1048576 (2^20)")."""
-    with open(os.path.join(e.SOURCE_DIR, "README.md")) as f:
-        rows = re.findall(r"^\|\s*`(--[a-z][a-z0-9-]*)[^`]*` \|[^|]*\| (\d+) \.\. (\d+)(?= \(| \|)",
-                          f.read(), re.M)
+    rows = re.findall(r"^\|\s*`(--[a-z][a-z0-9-]*)[^`]*` \|[^|]*\| (\d+) \.\. (\d+)(?= \(| \|)",
+                      readme_run_options_text(), re.M)
     return {o: (int(a), int(b)) for o, a, b in rows}
 
 
