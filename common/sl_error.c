@@ -94,7 +94,9 @@ int sl_error_prefix(sl_error_t *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(raw, sizeof raw, "%s: %s", prefix, old);
+    /* A message longer than the buffer is cut, and says so. */
+    if (snprintf(raw, sizeof raw, "%s: %s", prefix, old) >= (int)sizeof raw)
+        memcpy(raw + sizeof raw - 4, "...", 4);
     escape_into(err->msg, sizeof err->msg, raw);
     return -1;
 }

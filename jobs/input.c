@@ -45,11 +45,13 @@ static herr_t list_one(hid_t group, const char *name, const H5L_info_t *info, vo
         c->n++;
     } else if (type == H5I_GROUP && c->depth < 4) {
         list_ctx_t sub = *c;
-        snprintf(sub.prefix, sizeof sub.prefix, "%s/", path);
-        sub.depth++;
-        H5Literate(o, H5_INDEX_NAME, H5_ITER_INC, NULL, list_one, &sub);
-        c->len = sub.len;
-        c->n = sub.n;
+        /* a group whose path does not fit is left out of the listing (a listing, not data) */
+        if (snprintf(sub.prefix, sizeof sub.prefix, "%s/", path) < (int)sizeof sub.prefix) {
+            sub.depth++;
+            H5Literate(o, H5_INDEX_NAME, H5_ITER_INC, NULL, list_one, &sub);
+            c->len = sub.len;
+            c->n = sub.n;
+        }
     }
     H5Oclose(o);
     return 0;
