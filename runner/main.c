@@ -8,6 +8,7 @@
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
+#include "runner/compare.h"
 #include "runner/inspect.h"
 #include "runner/lifecycle.h"
 #include "runner/submit.h"
@@ -28,6 +29,8 @@ static void usage(FILE *out)
             "                            (see shardline submit --help)\n"
             "  status OUTPUT_DIR         units committed/pending, rows, throughput (also while running)\n"
             "  merge OUTPUT_DIR          write predictions.h5 once every unit is committed (job arrays)\n"
+            "  compare OUT_A OUT_B       how closely two jobs' outputs over the same rows agree\n"
+            "                            (see shardline compare --help)\n"
             "  --version                 print the version\n"
             "  --help                    this help\n\n"
             "example:\n"
@@ -61,6 +64,8 @@ int main(int argc, char **argv)
         return sl_status_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "merge"))
         return sl_merge_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "compare"))
+        return sl_compare_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) {
         sl_signals_watch_launcher();
         /* Only the main thread calls MPI; the I/O thread makes HDF5 calls only. */
