@@ -345,11 +345,53 @@ static int64_t block_rows(int64_t width, int64_t rows)
 
 typedef struct {
     char name[64];
-    int64_t cols, rows, nonfinite;
+    int64_t cols;
     int cosine; /* 1 when cols >= 2 */
-    double cos_min, cos_sum, max_abs, sum_abs;
-    int64_t cos_min_row, elems;
+    sl_rows_diff_t d;
 } float_stats_t;
+
+void sl_rows_diff_init(sl_rows_diff_t *d)
+{
+    memset(d, 0, sizeof *d);
+    d->cos_min = INFINITY;
+    d->cos_min_row = -1;
+}
+
+void sl_compare_rows(const float *a, const float *b, int64_t n, int64_t w, int64_t row0,
+                     sl_rows_diff_t *st)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float *p = a + i * w, *q = b + i * w;
+        double dot = 0, pp = 0, qq = 0, mx = 0, sum = 0;
+        int finite = 1;
+        for (int64_t j = 0; j < w; j++) {
+            double x = p[j], y = q[j];
+            finite &= isfinite(x) && isfinite(y);
+            dot += x * y;
+            pp += x * x;
+            qq += y * y;
+            double dd = fabs(x - y);
+            mx = dd > mx ? dd : mx;
+            sum += dd;
+        }
+        if (!finite) {
+            st->nonfinite++;
+            continue;
+        }
+        st->rows++;
+        st->elems += w;
+        st->sum_abs += sum;
+        if (mx > st->max_abs)
+            st->max_abs = mx;
+        /* two zero vectors are the same vector; one zero vector shares no direction */
+        double c = pp > 0 && qq > 0 ? dot / sqrt(pp * qq) : (pp == qq ? 1.0 : 0.0);
+        st->cos_sum += c;
+        if (c < st->cos_min) {
+            st->cos_min = c;
+            st->cos_min_row = row0 + i;
+        }
+    }
+}
 
 static int compare_float(const side_t *a, const side_t *b, const char *name, float_stats_t *st,
                          sl_error_t *err)
@@ -362,8 +404,7 @@ static int compare_float(const side_t *a, const side_t *b, const char *name, flo
         int64_t w = da.cols > 0 ? da.cols : 1, nb = block_rows(w, a->rows);
         st->cols = w;
         st->cosine = w >= 2;
-        st->cos_min = INFINITY;
-        st->cos_min_row = -1;
+        sl_rows_diff_init(&st->d);
         float *xa = sl_xmalloc((size_t)(nb * w) * sizeof(float));
         float *xb = sl_xmalloc((size_t)(nb * w) * sizeof(float));
         skip_t sk = {a, b, 0, 0};
@@ -374,41 +415,9 @@ static int compare_float(const side_t *a, const side_t *b, const char *name, flo
                 rc = -1;
                 break;
             }
-            for (int64_t i = 0; i < n; i++) {
-                if (row_failed(&sk, r0 + i))
-                    continue;
-                const float *p = xa + i * w, *q = xb + i * w;
-                double dot = 0, pp = 0, qq = 0, mx = 0, sum = 0;
-                int finite = 1;
-                for (int64_t j = 0; j < w; j++) {
-                    double x = p[j], y = q[j];
-                    finite &= isfinite(x) && isfinite(y);
-                    dot += x * y;
-                    pp += x * x;
-                    qq += y * y;
-                    double dd = fabs(x - y);
-                    mx = dd > mx ? dd : mx;
-                    sum += dd;
-                }
-                if (!finite) {
-                    st->nonfinite++;
-                    continue;
-                }
-                st->rows++;
-                st->elems += w;
-                st->sum_abs += sum;
-                if (mx > st->max_abs)
-                    st->max_abs = mx;
-                if (st->cosine) {
-                    /* two zero vectors are the same vector; one zero vector shares no direction */
-                    double c = pp > 0 && qq > 0 ? dot / sqrt(pp * qq) : (pp == qq ? 1.0 : 0.0);
-                    st->cos_sum += c;
-                    if (c < st->cos_min) {
-                        st->cos_min = c;
-                        st->cos_min_row = r0 + i;
-                    }
-                }
-            }
+            for (int64_t i = 0; i < n; i++)
+                if (!row_failed(&sk, r0 + i))
+                    sl_compare_rows(xa + i * w, xb + i * w, 1, w, r0 + i, &st->d);
         }
         free(xa);
         free(xb);
@@ -815,8 +824,8 @@ int sl_compare_main(int argc, char **argv)
             if (!fl[i].cosine)
                 continue;
             gate_t *g = &gates[ngates++];
-            *g = (gate_t){"--min-cosine", min_cos, fl[i].cos_min, 0, ""};
-            g->passed = fl[i].rows > 0 && fl[i].nonfinite == 0 && fl[i].cos_min >= min_cos;
+            *g = (gate_t){"--min-cosine", min_cos, fl[i].d.cos_min, 0, ""};
+            g->passed = fl[i].d.rows > 0 && fl[i].d.nonfinite == 0 && fl[i].d.cos_min >= min_cos;
             snprintf(g->what, sizeof g->what, "%s min cosine", fl[i].name);
         }
         if (ngates == 0) {
@@ -849,7 +858,7 @@ int sl_compare_main(int argc, char **argv)
     int64_t compared = is_score ? sc.rows
                        : is_gen ? gen.rows
                        : is_cls ? ag.rows
-                       : nfl    ? fl[0].rows
+                       : nfl    ? fl[0].d.rows
                                 : 0;
     if (compared == 0 && a.rows > 0) {
         sl_errorf(&err,
@@ -868,16 +877,18 @@ int sl_compare_main(int argc, char **argv)
         for (int i = 0; i < nfl; i++) {
             cJSON *o = cJSON_AddObjectToObject(outs, fl[i].name);
             cJSON_AddNumberToObject(o, "cols", (double)fl[i].cols);
-            cJSON_AddNumberToObject(o, "rows", (double)fl[i].rows);
-            cJSON_AddItemToObject(o, "cosine_min", fl[i].cosine ? num(fl[i].cos_min) : num(NAN));
+            cJSON_AddNumberToObject(o, "rows", (double)fl[i].d.rows);
+            cJSON_AddItemToObject(o, "cosine_min", fl[i].cosine ? num(fl[i].d.cos_min) : num(NAN));
+            cJSON_AddItemToObject(o, "cosine_mean",
+                                  fl[i].cosine && fl[i].d.rows
+                                      ? num(fl[i].d.cos_sum / (double)fl[i].d.rows)
+                                      : num(NAN));
+            cJSON_AddNumberToObject(o, "cosine_min_row", (double)fl[i].d.cos_min_row);
+            cJSON_AddItemToObject(o, "max_abs_diff", num(fl[i].d.max_abs));
             cJSON_AddItemToObject(
-                o, "cosine_mean",
-                fl[i].cosine && fl[i].rows ? num(fl[i].cos_sum / (double)fl[i].rows) : num(NAN));
-            cJSON_AddNumberToObject(o, "cosine_min_row", (double)fl[i].cos_min_row);
-            cJSON_AddItemToObject(o, "max_abs_diff", num(fl[i].max_abs));
-            cJSON_AddItemToObject(o, "mean_abs_diff",
-                                  num(fl[i].elems ? fl[i].sum_abs / (double)fl[i].elems : NAN));
-            cJSON_AddNumberToObject(o, "nonfinite_rows", (double)fl[i].nonfinite);
+                o, "mean_abs_diff",
+                num(fl[i].d.elems ? fl[i].d.sum_abs / (double)fl[i].d.elems : NAN));
+            cJSON_AddNumberToObject(o, "nonfinite_rows", (double)fl[i].d.nonfinite);
         }
         if (is_cls) {
             cJSON *o = cJSON_AddObjectToObject(outs, "labels");
@@ -934,13 +945,14 @@ int sl_compare_main(int argc, char **argv)
         for (int i = 0; i < nfl; i++) {
             const float_stats_t *s = &fl[i];
             if (s->cosine)
-                printf("%-14s cosine min %.6f (row %lld), mean %.6f\n", s->name, s->cos_min,
-                       (long long)s->cos_min_row, s->rows ? s->cos_sum / (double)s->rows : NAN);
-            printf("%-14s |A - B| max %.4g, mean %.4g\n", s->name, s->max_abs,
-                   s->elems ? s->sum_abs / (double)s->elems : NAN);
-            if (s->nonfinite)
+                printf("%-14s cosine min %.6f (row %lld), mean %.6f\n", s->name, s->d.cos_min,
+                       (long long)s->d.cos_min_row,
+                       s->d.rows ? s->d.cos_sum / (double)s->d.rows : NAN);
+            printf("%-14s |A - B| max %.4g, mean %.4g\n", s->name, s->d.max_abs,
+                   s->d.elems ? s->d.sum_abs / (double)s->d.elems : NAN);
+            if (s->d.nonfinite)
                 printf("%-14s %lld rows hold NaN/Inf (not compared)\n", s->name,
-                       (long long)s->nonfinite);
+                       (long long)s->d.nonfinite);
         }
         if (is_cls)
             printf("%-14s agreement %.4f (%lld of %lld rows)\n", "labels",

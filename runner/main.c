@@ -11,6 +11,7 @@
 #include "runner/compare.h"
 #include "runner/inspect.h"
 #include "runner/lifecycle.h"
+#include "runner/prune.h"
 #include "runner/submit.h"
 #include "runner/run.h"
 #include "runner/signals.h"
@@ -31,6 +32,8 @@ static void usage(FILE *out)
             "  merge OUTPUT_DIR          write predictions.h5 once every unit is committed (job arrays)\n"
             "  compare OUT_A OUT_B       how closely two jobs' outputs over the same rows agree\n"
             "                            (see shardline compare --help)\n"
+            "  prune --model DIR ...     remove the least important attention heads and FFN\n"
+            "                            columns of a BERT encoder (see shardline prune --help)\n"
             "  --version                 print the version\n"
             "  --help                    this help\n\n"
             "example:\n"
@@ -66,6 +69,8 @@ int main(int argc, char **argv)
         return sl_merge_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "compare"))
         return sl_compare_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "prune"))
+        return sl_prune_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) {
         sl_signals_watch_launcher();
         /* Only the main thread calls MPI; the I/O thread makes HDF5 calls only. */
