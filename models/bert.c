@@ -167,23 +167,28 @@ static int parse_pruned_heads(const cJSON *root, const char *path, sl_bert_confi
                 return sl_errorf(err, "%s: key 'pruned_heads': layer %s: expected an array", path,
                                  key);
             const cJSON *h;
-            uint64_t mask = 0;
+            unsigned char *seen_head = sl_xcalloc((size_t)cfg->heads, 1);
+            int bad = 0;
             cJSON_ArrayForEach(h, a)
             {
                 if (!cJSON_IsNumber(h) || h->valuedouble != (double)(int64_t)h->valuedouble ||
-                    h->valuedouble < 0 || h->valuedouble >= (double)cfg->heads ||
-                    h->valuedouble >= 64)
-                    return sl_errorf(err,
-                                     "%s: key 'pruned_heads': layer %s: expected head numbers "
-                                     "in 0..%lld",
-                                     path, key, (long long)cfg->heads - 1);
-                uint64_t bit = 1ull << (int)h->valuedouble;
-                if (mask & bit)
-                    return sl_errorf(err, "%s: key 'pruned_heads': layer %s: head %d twice", path,
-                                     key, (int)h->valuedouble);
-                mask |= bit;
+                    h->valuedouble < 0 || h->valuedouble >= (double)cfg->heads) {
+                    bad = sl_errorf(err,
+                                    "%s: key 'pruned_heads': layer %s: expected head numbers "
+                                    "in 0..%lld",
+                                    path, key, (long long)cfg->heads - 1);
+                    break;
+                }
+                if (seen_head[(int64_t)h->valuedouble]++) {
+                    bad = sl_errorf(err, "%s: key 'pruned_heads': layer %s: head %d twice", path,
+                                    key, (int)h->valuedouble);
+                    break;
+                }
                 n++;
             }
+            free(seen_head);
+            if (bad)
+                return -1;
             seen++;
         }
         if (per_layer >= 0 && n != per_layer)

@@ -608,6 +608,12 @@ int sl_prune_main(int argc, char **argv)
         usage(stderr);
         return SL_EXIT_USAGE;
     }
+    /* "out/" and "out" name the same directory; the temporary name goes beside it */
+    char outbuf[4096];
+    snprintf(outbuf, sizeof outbuf, "%s", output);
+    for (size_t n = strlen(outbuf); n > 1 && outbuf[n - 1] == '/'; n--)
+        outbuf[n - 1] = '\0';
+    output = outbuf;
     sl_h5_quiet();
     sl_error_t err = {{0}};
     int status = SL_EXIT_INPUT;
