@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/sl_fault.h"
+
 #ifdef SL_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -185,6 +187,11 @@ void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems)
     if ((c->size == 1 && c->transport != SL_COMM_NCCL) || count_elems == 0)
         return;
     double t0 = MPI_Wtime();
+    /* An MPI error here is fatal on every rank (the default MPI_ERRORS_ARE_FATAL handler, or
+     * sl_fatal -> MPI_Abort below): the ranks of the group cannot agree on anything else. */
+    if (sl_fault_hit(SL_FAULT_ALLREDUCE))
+        sl_fatal(__FILE__, __LINE__, "MPI_Allreduce", "MPI_ERR_OTHER: %zu elements over %d ranks%s",
+                 count_elems, c->size, sl_fault_note(SL_FAULT_ALLREDUCE));
     switch (c->transport) {
     case SL_COMM_MPI:
         MPI_Allreduce(MPI_IN_PLACE, t->data, (int)count_elems, mpi_type(t->dtype), MPI_SUM, c->group);

@@ -42,7 +42,8 @@ int sl_io_failed(sl_io_t *io, sl_error_t *err);
 /* Units committed so far by this rank. */
 int64_t sl_io_committed(sl_io_t *io);
 /* Finishes every queued request, then joins the thread and frees everything. Reports the
- * seconds the thread spent reading and writing. */
-void sl_io_finish(sl_io_t *io, double *read_seconds, double *write_seconds);
+ * seconds the thread spent reading and writing. Returns -1 (err filled with the first
+ * failure) when any commit failed, else 0. */
+int sl_io_finish(sl_io_t *io, double *read_seconds, double *write_seconds, sl_error_t *err);
 
 #endif
