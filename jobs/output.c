@@ -64,6 +64,14 @@ static int lock_one(const char *path, int mode, char *holder, size_t len, sl_err
         return sl_errorf(err, "%s: cannot create the lock file: %s", path, strerror(errno));
     if (sl_fault_hit(SL_FAULT_LOCK) || flock(fd, mode | LOCK_NB) != 0) {
         int e = errno;
+        if (e == ENOSYS || e == ENOLCK || e == EINVAL || e == EOPNOTSUPP) {
+            /* a file system without locks (Lustre mounted -o noflock, some NFS set-ups):
+             * run unprotected rather than not at all, and say so */
+            sl_log_warn("%s: this file system does not lock files (%s): nothing stops a second "
+                        "job from writing into the same output directory",
+                        path, strerror(e));
+            return fd;
+        }
         if (e != EWOULDBLOCK && e != EAGAIN) {
             close(fd);
             return sl_errorf(err, "%s: cannot lock: %s", path, strerror(e));
@@ -378,11 +386,12 @@ int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t
      * directory: fail rather than recreate it, which would commit units beside a manifest and
      * parts that no longer exist. */
     struct stat pst;
-    if (stat(dir, &pst) != 0 || !S_ISDIR(pst.st_mode))
+    int gone = stat(dir, &pst) != 0 ? errno : S_ISDIR(pst.st_mode) ? 0 : ENOTDIR;
+    if (gone)
         return sl_errorf(err,
                          "%s: cannot commit %s: %s (was the output directory removed while "
                          "the job ran?)",
-                         dir, relpath, strerror(errno ? errno : ENOENT));
+                         dir, relpath, strerror(gone));
     snprintf(dir, sizeof dir, "%s", path);
     dirname(dir); /* parts/<shard>.<hash>: one level, made by the first unit of its shard */
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
