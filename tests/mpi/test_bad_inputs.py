@@ -31,6 +31,17 @@ and no OUT/predictions.h5. Cases:
   files:   a --model file that is not GGUF (bad magic; any other file): "not a GGUF file";
            tokenizer.json with "hello": 99999 beside a 30522-row BERT embedding (1 and 2 ranks)
            and a 256-row LLaMA embedding (BPE): exit 3 naming tokenizer.json, the token, the id.
+  changes: after a run interrupted by SL_FAULT=rename:3 (2 units committed): the model
+           retrained at the same path (the resume recomputes every unit under the new
+           fingerprint, never a mix; predictions are the new model's), an input rewritten (its
+           units computed again), an input whose width changed (exit 3 naming it), another
+           model on the partial output (exit 3 naming both models);
+  sharing: a second job on a running job's output directory (exit 3 naming the lock file and
+           the first job's pid; the first completes), a SIGKILLed job's lock does not block
+           the rerun, two tasks of a job array run side by side but the same task twice does
+           not, nor a plain job beside an array's task;
+  mounts:  --output new, empty, or a partial job's, on a read-only tmpfs (exit 3, "not
+           writable"; skipped when mounting is not permitted).
 Several cases also run on 2 ranks. Then NaN/Inf rows: a shard with rows holding NaN, +Inf and
 -Inf gives status 4, those output rows are all NaN, the other rows match the float64
 reference, /errors lists exactly those global row indices with a reason naming NaN or Inf,
@@ -500,7 +511,7 @@ def frozen_after_first_part(p, out, limit=120):
     end = time.time() + limit
     while time.time() < end and p.poll() is None:
         ranks = e.rank_pids(p.pid)
-        if len(ranks) == 2 and e.list_parts(os.path.dirname(os.path.join(p.sl_out, "x")))[0]:
+        if len(ranks) == 2 and e.list_parts(out)[0]:
             for r in ranks:
                 os.kill(r, signal.SIGSTOP)
             return ranks
@@ -508,18 +519,12 @@ def frozen_after_first_part(p, out, limit=120):
     return None
 
 
-def start_job(args, out):
-    p = e.start(2, args)
-    p.sl_out = out
-    return p
-
-
 def changes_and_sharing(t, tmp):
     """Files changed between a run and its resume, two jobs on one output directory, and an
     output directory on a read-only mount."""
     dims = [12, 32, 16, 5]
     mdir = os.path.join(tmp, "chg-model")
-    model = e.make_model(mdir, dims, "relu", None, seed=21)
+    e.make_model(mdir, dims, "relu", None, seed=21)
     shards = e.make_inputs(os.path.join(tmp, "chg-data"), [40, 24], dims[0],
                            names=["a.h5", "b.h5"], seed=22)
     glob = os.path.join(tmp, "chg-data", "*.h5")
@@ -597,10 +602,10 @@ def changes_and_sharing(t, tmp):
     hglob = os.path.join(tmp, "lock-data", "*.h5")
     out = os.path.join(tmp, "lock-out")
     hargs = e.job_args(hm.path, hglob, out, unit_rows=2000, batch=500, extra=["--quiet"])
-    p = start_job(hargs, out)
+    p = e.start(2, hargs)
     ranks = frozen_after_first_part(p, out)
     if t.check(ranks is not None, "first job running (frozen after its first commit)"):
-        res = expect_fail(t, "a second job on the same output directory", 2, hargs, 3,
+        expect_fail(t, "a second job on the same output directory", 2, hargs, 3,
                           [("another shardline job", ".shardline.lock", f"pid {ranks[0]}"),
                            ("another shardline job", ".shardline.lock", f"pid {ranks[1]}")], out)
         for r in ranks:
@@ -614,7 +619,7 @@ def changes_and_sharing(t, tmp):
     # a job killed with SIGKILL leaves no lock that blocks its rerun
     out = os.path.join(tmp, "lock-out-killed")
     hargs = e.job_args(hm.path, hglob, out, unit_rows=2000, batch=500, extra=["--quiet"])
-    p = start_job(hargs, out)
+    p = e.start(2, hargs)
     ranks = frozen_after_first_part(p, out)
     procs = e.kill_tree(p.pid, signal.SIGKILL)
     e.finish(p)
@@ -626,7 +631,7 @@ def changes_and_sharing(t, tmp):
     out = os.path.join(tmp, "lock-out-array")
     targs = lambda k: hargs[:hargs.index("--output") + 1] + [out] + hargs[hargs.index("--output") + 2:] \
         + ["--array-tasks", "2", "--array-task", str(k)]  # noqa: E731
-    p = start_job(targs(0), out)
+    p = e.start(2, targs(0))
     ranks = frozen_after_first_part(p, out)
     if t.check(ranks is not None, "array task 0 running (frozen after its first commit)"):
         expect_fail(t, "array task 0 twice at once", 1, targs(0), 3,
