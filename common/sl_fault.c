@@ -58,6 +58,8 @@ static void parse(void)
     int rank = my_rank();
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         /* stage:nth[:action][@rank] */
+        char orig[128];
+        snprintf(orig, sizeof orig, "%s", tok); /* tok is cut up below */
         int want_rank = -1;
         char *at = strchr(tok, '@');
         if (at) {
@@ -102,7 +104,7 @@ static void parse(void)
                 "shardline: warning: SL_FAULT: ignoring '%s': expected stage:nth[:kill|"
                 ":term][@rank] with a stage among read, write, fsync, rename, allreduce, "
                 "alloc, merge, manifest, lock\n",
-                tok);
+                orig);
     }
     free(copy);
 }
