@@ -375,6 +375,17 @@ static hid_t write_dataset(hid_t f, const char *name, hid_t type, hid_t memtype,
     return (d < 0 || e < 0) ? -1 : 0;
 }
 
+/* A hint for a failed commit when OUT/parts has vanished under the job. */
+static const char *gone_hint(const char *out_dir)
+{
+    char dir[4200];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/parts", out_dir);
+    return stat(dir, &st) == 0 ? ""
+                               : " (parts/ is gone: was the output directory removed while the "
+                                 "job ran?)";
+}
+
 int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t *m,
                   float *const *bufs, const sl_row_error_t *errs, int nerr, sl_error_t *err)
 {
@@ -395,11 +406,13 @@ int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t
     snprintf(dir, sizeof dir, "%s", path);
     dirname(dir); /* parts/<shard>.<hash>: one level, made by the first unit of its shard */
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        return sl_errorf(err, "%s: cannot create directory: %s", dir, strerror(errno));
+        return sl_errorf(err, "%s: cannot create directory: %s%s", dir, strerror(errno),
+                         gone_hint(out_dir));
     errno = 0;
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0)
-        return sl_errorf(err, "%s: cannot create: %s", tmp, strerror(errno ? errno : EIO));
+        return sl_errorf(err, "%s: cannot create: %s%s", tmp, strerror(errno ? errno : EIO),
+                         gone_hint(out_dir));
     int bad = 0;
     for (int i = 0; i < m->outs->n; i++) {
         const sl_out_spec_t *o = &m->outs->spec[i];
@@ -480,15 +493,15 @@ int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t
         if (fd >= 0)
             close(fd);
         unlink(tmp);
-        return sl_errorf(err, "%s: cannot flush to disk: %s%s", tmp, strerror(e),
-                         sl_fault_note(SL_FAULT_FSYNC));
+        return sl_errorf(err, "%s: cannot flush to disk: %s%s%s", tmp, strerror(e),
+                         sl_fault_note(SL_FAULT_FSYNC), gone_hint(out_dir));
     }
     close(fd);
     if (sl_fault_hit(SL_FAULT_RENAME) || rename(tmp, path) != 0) {
         e = errno;
         unlink(tmp);
-        return sl_errorf(err, "%s: cannot commit (rename from %s): %s%s", path, tmp, strerror(e),
-                         sl_fault_note(SL_FAULT_RENAME));
+        return sl_errorf(err, "%s: cannot commit (rename from %s): %s%s%s", path, tmp, strerror(e),
+                         sl_fault_note(SL_FAULT_RENAME), gone_hint(out_dir));
     }
     return 0;
 }
