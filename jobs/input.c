@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/sl_fault.h"
 #include "jobs/h5util.h"
 
 static int cmp_str(const void *a, const void *b)
@@ -322,6 +323,8 @@ static int reader_open(sl_reader_t *r, const sl_inputs_t *in, int shard, sl_erro
 /* Reads rows [row0, row0+n) of a dataset (1-D or 2-D) into dst as memtype. */
 static herr_t read_rows(hid_t d, hid_t memtype, int64_t row0, int64_t n, void *dst)
 {
+    if (sl_fault_hit(SL_FAULT_READ))
+        return -1; /* as H5Dread does when the device returns EIO */
     hid_t fs = H5Dget_space(d);
     int nd = H5Sget_simple_extent_ndims(fs);
     hsize_t dims[2] = {0, 0};
@@ -343,8 +346,10 @@ int sl_reader_read(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row
         return -1;
     /* HDF5 converts float64/float16/integers to native float32 while reading. */
     if (read_rows(r->dset, H5T_NATIVE_FLOAT, row0, n, dst) < 0)
-        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld (corrupt or truncated file?)",
-                         s->path, in->dataset, (long long)row0, (long long)(row0 + n));
+        return sl_errorf(
+            err, "%s: dataset '%s': cannot read rows %lld..%lld (corrupt or truncated file?)%s",
+            s->path, in->dataset, (long long)row0, (long long)(row0 + n),
+            sl_fault_note(SL_FAULT_READ));
     return 0;
 }
 
@@ -401,8 +406,10 @@ int sl_reader_read_text(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_
     }
     H5Tclose(ft);
     if (rc != 0)
-        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld (corrupt or truncated file?)",
-                         s->path, in->dataset, (long long)row0, (long long)(row0 + n));
+        return sl_errorf(
+            err, "%s: dataset '%s': cannot read rows %lld..%lld (corrupt or truncated file?)%s",
+            s->path, in->dataset, (long long)row0, (long long)(row0 + n),
+            sl_fault_note(SL_FAULT_READ));
     return 0;
 }
 
@@ -415,8 +422,9 @@ int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int6
         return -1;
     int64_t L = in->cols;
     if (read_rows(r->dset, H5T_NATIVE_INT32, row0, n, ids) < 0)
-        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld", s->path,
-                         in->dataset, (long long)row0, (long long)(row0 + n));
+        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld%s", s->path,
+                         in->dataset, (long long)row0, (long long)(row0 + n),
+                         sl_fault_note(SL_FAULT_READ));
     /* The companions live beside the ids in the same file. */
     const char *what = NULL;
     int rc = 0;
