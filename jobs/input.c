@@ -413,6 +413,19 @@ int sl_reader_read_text(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_
     return 0;
 }
 
+/* Whether a companion of the token ids has the shape its buffer was sized for: [rows] (nd 1)
+ * or [rows, L] (nd 2). Checked before reading: a wider dataset would overrun the buffer. */
+static int companion_shape_ok(hid_t d, int nd_want, int64_t L)
+{
+    hid_t sp = H5Dget_space(d);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[2] = {0, 0};
+    if (nd == nd_want)
+        H5Sget_simple_extent_dims(sp, dims, NULL);
+    H5Sclose(sp);
+    return nd == nd_want && (nd == 1 || (int64_t)dims[1] == L);
+}
+
 int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
                           int64_t n, int32_t *ids, int32_t *lengths, int32_t *type_ids,
                           sl_error_t *err)
@@ -431,14 +444,16 @@ int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int6
     if (H5Lexists(r->file, "lengths", H5P_DEFAULT) > 0) {
         hid_t d = H5Dopen2(r->file, "lengths", H5P_DEFAULT);
         what = "lengths";
-        rc = d < 0 || read_rows(d, H5T_NATIVE_INT32, row0, n, lengths) < 0;
+        rc = d < 0 || !companion_shape_ok(d, 1, L) ||
+             read_rows(d, H5T_NATIVE_INT32, row0, n, lengths) < 0;
         if (d >= 0)
             H5Dclose(d);
     } else {
         hid_t d = H5Dopen2(r->file, "attention_mask", H5P_DEFAULT);
         what = "attention_mask";
         int32_t *mask = sl_xmalloc((size_t)(n * L + 1) * sizeof *mask);
-        rc = d < 0 || read_rows(d, H5T_NATIVE_INT32, row0, n, mask) < 0;
+        rc = d < 0 || !companion_shape_ok(d, 2, L) ||
+             read_rows(d, H5T_NATIVE_INT32, row0, n, mask) < 0;
         for (int64_t i = 0; !rc && i < n; i++) {
             int32_t c = 0;
             for (int64_t j = 0; j < L; j++)
@@ -455,7 +470,8 @@ int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int6
                          strcmp(what, "lengths") ? ", L" : "");
     if (H5Lexists(r->file, "token_type_ids", H5P_DEFAULT) > 0) {
         hid_t d = H5Dopen2(r->file, "token_type_ids", H5P_DEFAULT);
-        rc = d < 0 || read_rows(d, H5T_NATIVE_INT32, row0, n, type_ids) < 0;
+        rc = d < 0 || !companion_shape_ok(d, 2, L) ||
+             read_rows(d, H5T_NATIVE_INT32, row0, n, type_ids) < 0;
         if (d >= 0)
             H5Dclose(d);
         if (rc)
