@@ -232,7 +232,10 @@ static int failing_commit(const sl_inputs_t *in, const char *out, sl_task_t *tas
     sl_io_commit(io, sl_part_relpath(&in->shards[0], 0, 1), &m, bufs, NULL, 0);
     drain(io, 0, 0);
     int failed = sl_io_failed(io, err);
-    sl_io_finish(io, NULL, NULL);
+    sl_error_t ferr = {{0}};
+    int fin = sl_io_finish(io, NULL, NULL, &ferr);
+    CHECKF((fin != 0) == (failed != 0), "sl_io_finish %d agrees with sl_io_failed %d: %s", fin,
+           failed, ferr.msg);
     return failed;
 }
 
@@ -355,7 +358,7 @@ static void run(ref_t *ref, const char *model_dir)
     drain(io, 0, 0);
     CHECKF(sl_io_failed(io, &err) == 0, "%s", err.msg);
     double read_s = -1, write_s = -1;
-    sl_io_finish(io, &read_s, &write_s);
+    CHECKF(sl_io_finish(io, &read_s, &write_s, &err) == 0, "%s", err.msg);
     CHECKF(read_s > 0 && write_s > 0, "read %g s, write %g s", read_s, write_s);
     CHECK(ncommit == 4);
 
