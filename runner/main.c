@@ -8,6 +8,7 @@
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
+#include "runner/calibrate.h"
 #include "runner/inspect.h"
 #include "runner/lifecycle.h"
 #include "runner/submit.h"
@@ -28,6 +29,8 @@ static void usage(FILE *out)
             "                            (see shardline submit --help)\n"
             "  status OUTPUT_DIR         units committed/pending, rows, throughput (also while running)\n"
             "  merge OUTPUT_DIR          write predictions.h5 once every unit is committed (job arrays)\n"
+            "  calibrate [options]       record each linear layer's input range over N rows (mlp,\n"
+            "                            bert) for --precision w8a8 (see shardline calibrate --help)\n"
             "  --version                 print the version\n"
             "  --help                    this help\n\n"
             "example:\n"
@@ -61,6 +64,14 @@ int main(int argc, char **argv)
         return sl_status_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "merge"))
         return sl_merge_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "calibrate")) {
+        int provided = 0;
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+        sl_log_set_abort(abort_all);
+        int status = sl_calibrate_main(argc - 1, argv + 1);
+        MPI_Finalize();
+        return status;
+    }
     if (!strcmp(cmd, "run")) {
         sl_signals_watch_launcher();
         /* Only the main thread calls MPI; the I/O thread makes HDF5 calls only. */
