@@ -275,13 +275,13 @@ int sl_inspect_main(int argc, char **argv)
             rc = sl_inspect_bert(path, tp, stdout, &err);
         else if (rc == 0 && !strcmp(mt, "mlp"))
             rc = sl_inspect_model(path, tp, stdout, &err);
-        if (rc == 0 && precision && (!strcmp(mt, "bert") || !strcmp(mt, "mlp")))
-            rc = loaded_precision(path, !strcmp(mt, "bert"), tp, precision, &err);
         else if (rc == 0)
             rc = sl_errorf(&err,
                            "%s/config.json: model_type '%s' is not supported (mlp, bert, "
                            "llama, mistral, qwen2)",
                            path, mt);
+        if (rc == 0 && precision)
+            rc = loaded_precision(path, !strcmp(mt, "bert"), tp, precision, &err);
         if (rc != 0) {
             fprintf(stderr, "shardline: error: %s\n", err.msg);
             return SL_EXIT_INPUT;

@@ -7,7 +7,8 @@
     --method max) mean cosine >= 0.99 and every row >= 0.98 (static scales are coarser than
     int8's per-row ones: measured min 0.986, mean 0.997);
   - report.json names the precision of every matrix (linear layers q8_0, embedding tables f32)
-    and the weight bytes; `inspect --precision int8` lists the same;
+    and the weight bytes; `inspect --precision int8` lists the same (and, for examples/mlp, a
+    first layer of 16 inputs left f32: not whole 32-value blocks);
   - the tiny BERT classifier (int8): labels equal transformers' argmax, logits within 0.1;
   - an mlp (int8, TP=2) against its numpy f32 reference: max error <= 3e-2 of max |y|;
   - a tiny Mistral (int8) scores its golden token ids within 2% of transformers' sum of
@@ -123,6 +124,15 @@ def body(t, tmp):
     r = e.run_cmd([e.SHARDLINE, "inspect", "--precision", "int8", mdir], timeout=300)
     t.check(r.rc == 0 and "encoder.layer.5.output.dense.weight" in r.stdout and "q8_0" in
             r.stdout and "weight bytes" in r.stdout, "inspect --precision int8 lists the matrices",
+            r.describe())
+
+    r = e.run_cmd([e.SHARDLINE, "inspect", "--precision", "int8",
+                   os.path.join(SRC, "examples", "mlp")], timeout=120)
+    lines = {ln.split()[0]: ln.split()[1] for ln in r.stdout.splitlines()
+             if ln.startswith("layers.")}
+    t.check(r.rc == 0 and lines == {"layers.0.weight": "f32", "layers.1.weight": "q8_0",
+                                    "layers.2.weight": "q8_0"},
+            "inspect --precision int8 examples/mlp: 16 inputs stay f32 (not whole blocks)",
             r.describe())
 
     # ---- calibrate, w8a8 -------------------------------------------------------------------------
