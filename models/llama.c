@@ -345,8 +345,8 @@ struct sl_llama {
     sl_llama_config_t cfg;
     sl_backend_t *be;
     int tp_size, tp_rank;
-    sl_dtype_t dtype;      /* as loaded: f32, f16, bf16, SL_WEIGHTS_AS_STORED or SL_WEIGHTS_INT8 */
-    sl_dtype_t act_dtype;  /* of the float weights and GEMM inputs: dtype, or f32 (as stored, int8) */
+    sl_dtype_t dtype;      /* as loaded: f32, f16, bf16, SL_WEIGHTS_AS_STORED or _INT8 */
+    sl_dtype_t act_dtype;  /* of the float weights and GEMM inputs: dtype, or f32 */
     int64_t hl, kvl, il;   /* this rank's query heads, KV heads, FFN slice */
     int64_t v0, vl;        /* this rank's vocabulary rows of the LM head */
     sl_bpe_t *tok;

@@ -294,8 +294,8 @@ static int load_layer(sl_mlp_t *m, const sl_safetensors_t *st, int i, sl_error_t
     const int int8 = m->dtype == SL_WEIGHTS_INT8; /* read as f32, quantized to Q8_0 here */
     const sl_dtype_t rd = int8 ? SL_F32 : m->dtype;
     void *hw = sl_st_host_block(w, L->in, row0, L->out_local, col0, L->in_local, rd);
-    int rc = sl_weights_check_finite(st->path, wn, hw, rd, row0, L->out_local, col0,
-                                     L->in_local, err);
+    int rc =
+        sl_weights_check_finite(st->path, wn, hw, rd, row0, L->out_local, col0, L->in_local, err);
     if (rc == 0)
         L->w = int8 ? sl_upload_int8(m->be, hw, L->out_local, L->in_local)
                     : upload(m->be, m->dtype, L->out_local, L->in_local, hw);

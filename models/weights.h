@@ -75,9 +75,9 @@ sl_tensor_t *sl_upload_int8(sl_backend_t *be, const float *h, int64_t nr, int64_
  * calibrated scales (looked up by weight name). Process-wide; sl_wlog_reset() before a load
  * (the list only points at the tensors: it is valid while the model is loaded). */
 typedef struct {
-    char name[160];  /* the tensor's name in the file ("+" joins fused tensors) */
-    sl_tensor_t *t;  /* as uploaded: dtype, shape (this rank's slice), bytes */
-    int64_t c0;      /* a matrix: the first column of the file's tensor in this slice */
+    char name[160]; /* the tensor's name in the file ("+" joins fused tensors) */
+    sl_tensor_t *t; /* as uploaded: dtype, shape (this rank's slice), bytes */
+    int64_t c0;     /* a matrix: the first column of the file's tensor in this slice */
 } sl_wlog_entry_t;
 void sl_wlog_reset(void);
 void sl_wlog_add(const char *name, sl_tensor_t *t);
@@ -86,8 +86,8 @@ int sl_wlog_count(void);
 sl_wlog_entry_t *sl_wlog_get(int i);
 
 /* The arguments every loader checks first: a float weight dtype (f32, f16, bf16,
- * SL_WEIGHTS_AS_STORED or SL_WEIGHTS_INT8) and a TP position 0 <= tp_rank < tp_size; the message names the model
- * path. */
+ * SL_WEIGHTS_AS_STORED or SL_WEIGHTS_INT8) and a TP position 0 <= tp_rank < tp_size; the message
+ * names the model path. */
 int sl_weights_load_args(const char *path, sl_dtype_t dtype, int tp_size, int tp_rank,
                          sl_error_t *err);
 

@@ -112,7 +112,10 @@ void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out
         out[1] = (uint8_t)(h >> 8);
         for (int j = 0; j < SL_QBLOCK; j++) {
             float v = nearbyintf(x[j] * id);
-            out[2 + j] = (uint8_t)(int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v == v ? (int)v : 0);
+            out[2 + j] = (uint8_t)(int8_t)(v > 127.0f    ? 127
+                                           : v < -127.0f ? -127
+                                           : v == v      ? (int)v
+                                                         : 0);
         }
     }
 }
