@@ -18,6 +18,7 @@
 #include "common/sl_size.h"
 #include "models/bert.h"
 #include "models/bpe.h"
+#include "models/calib.h"
 #include "models/chat_template.h"
 #include "models/llama.h"
 #include "models/mlp.h"
@@ -148,8 +149,14 @@ int sl_task_plan(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
      * what is wrong with one that does not start with its magic (rather than a missing
      * FILE/config.json). */
     struct stat sb;
-    if (sl_llama_detect(job->model) || (stat(job->model, &sb) == 0 && !S_ISDIR(sb.st_mode)))
+    if (sl_llama_detect(job->model) || (stat(job->model, &sb) == 0 && !S_ISDIR(sb.st_mode))) {
+        if (!strcmp(job->precision, "w8a8"))
+            return sl_errorf(err,
+                             "--precision w8a8: static activation scales are calibrated for mlp "
+                             "and bert models (%s is a decoder); use --precision int8",
+                             job->model);
         return plan_decoder(job, p, err);
+    }
     if (strcmp(job->chat_template, "none") || job->system)
         return sl_errorf(err, "--%s: only for decoder models (%s is not one)",
                          job->system ? "system" : "chat-template", job->model);
@@ -249,6 +256,17 @@ struct sl_task {
     void *rows_ctx;
 };
 
+/* --precision w8a8: the static activation scales onto the loaded quantized matrices. */
+static int apply_calibration(const sl_job_t *job, sl_error_t *err)
+{
+    if (strcmp(job->precision, "w8a8"))
+        return 0;
+    char *def = sl_path_join(job->model, SL_CALIB_FILE);
+    int rc = sl_calib_apply(job->calibration ? job->calibration : def, job->model, err);
+    free(def);
+    return rc;
+}
+
 sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_backend_t *be,
                         const sl_grid_t *g, sl_error_t *err)
 {
@@ -257,15 +275,20 @@ sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_back
     t->job = job;
     t->be = be;
     /* auto: decoders keep a GGUF's quantized matrices as stored; the rest is f32 */
-    sl_dtype_t dt = strcmp(job->precision, "auto")  ? (sl_dtype_t)sl_dtype_parse(job->precision)
-                    : plan->model == SL_MODEL_LLAMA ? SL_WEIGHTS_AS_STORED
-                                                    : SL_F32;
+    sl_dtype_t dt = !strcmp(job->precision, "int8") || !strcmp(job->precision, "w8a8")
+                        ? SL_WEIGHTS_INT8
+                    : strcmp(job->precision, "auto") ? (sl_dtype_t)sl_dtype_parse(job->precision)
+                    : plan->model == SL_MODEL_LLAMA  ? SL_WEIGHTS_AS_STORED
+                                                     : SL_F32;
+    sl_wlog_reset(); /* the tensors this load uploads, for the report and w8a8's scales */
     if (plan->model == SL_MODEL_MLP) {
         t->mlp = sl_mlp_load(job->model, be, g->tp_size, g->tp_rank, dt, err);
         if (!t->mlp)
             goto fail;
         t->x = sl_tensor_new2(be, SL_F32, job->batch_size, plan->d_in);
         t->y = sl_tensor_new2(be, SL_F32, job->batch_size, plan->outs.spec[0].cols);
+        if (apply_calibration(job, err) != 0)
+            goto fail;
         return t;
     }
     sl_reader_init(&t->prompt_reader);
@@ -283,7 +306,7 @@ sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_back
         return t;
     }
     t->bert = sl_bert_load(job->model, be, g->tp_size, g->tp_rank, dt, err);
-    if (!t->bert)
+    if (!t->bert || apply_calibration(job, err) != 0)
         goto fail;
     if (sl_bert_config(t->bert)->vocab != plan->vocab) {
         sl_errorf(err, "%s: vocab_size changed while loading", job->model);
