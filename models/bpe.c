@@ -1879,6 +1879,9 @@ typedef struct {
 
 static void bytes_add(bytes_t *b, const void *s, size_t n)
 {
+    if (n == 0) /* an empty piece (e.g. a token that decodes to nothing) on a still-empty
+                   buffer: b->p is NULL, and NULL + 0 is undefined behaviour */
+        return;
     if (b->n + n > b->cap) {
         b->cap = (b->n + n) * 2 + 64;
         b->p = sl_xrealloc(b->p, b->cap);
