@@ -4,7 +4,9 @@
  * model), the rest is written to input.h5 and goes through the runner's path: sl_inputs_scan
  * (open, dataset present, rank, class, shape, companions of token ids) and, for a file it
  * accepts, the reads of the first and last rows the I/O thread would do. HDF5's own parser is
- * not instrumented; what this exercises is shardline's handling of whatever HDF5 returns.
+ * not instrumented, and HDF5 1.10.8 has memory errors of its own on corrupt files (found by
+ * this target within a minute; see tests/fuzz/README.md): what this is for is shardline's
+ * handling of whatever HDF5 returns.
  */
 #include "fuzz_common.h"
 #include "jobs/h5util.h"
@@ -36,10 +38,8 @@ static void read_rows(const sl_inputs_t *in, int64_t row0, int64_t n)
         int32_t *ids = malloc(cells * sizeof(int32_t));
         int32_t *type_ids = malloc(cells * sizeof(int32_t));
         int32_t *lengths = malloc((size_t)n * sizeof(int32_t));
-        if (sl_reader_read_tokens(&r, in, 0, row0, n, ids, lengths, type_ids, &err) == 0)
-            for (int64_t i = 0; i < n; i++)
-                if (lengths[i] < 0 || lengths[i] > in->cols)
-                    abort(); /* a row's length must fit its ids */
+        /* lengths are the file's (the task refuses a row whose length is outside 1..L) */
+        sl_reader_read_tokens(&r, in, 0, row0, n, ids, lengths, type_ids, &err);
         free(ids);
         free(type_ids);
         free(lengths);
