@@ -6,7 +6,8 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
       libopenblas-dev libblis-dev libcjson-dev libinih-dev fortunes-min libutf8proc-dev libpcre2-dev python3 python3-numpy python3-h5py iproute2
       slurmctld slurmd slurm-client munge valgrind
-      debootstrap) # debootstrap: the bare Debian 12 chroot of tests/bundle (the gpu-bundle check)
+      debootstrap # debootstrap: the bare Debian 12 chroot of tests/bundle (the gpu-bundle check)
+      clang libclang-rt-14-dev libomp-dev) # clang, libFuzzer, clang's OpenMP: tests/fuzz (label fuzz)
 
 missing=()
 for p in "${pkgs[@]}"; do
