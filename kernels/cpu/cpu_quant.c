@@ -17,6 +17,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SL_QUANT_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -29,17 +30,27 @@ const char *sl_qform_name(sl_qform_t f)
     }
 }
 
+#ifdef SL_QUANT_X86
+/* F16C from CPUID leaf 1 (ECX bit 29): clang before 16 does not know "f16c" in
+ * __builtin_cpu_supports. */
+static int cpu_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 int sl_qform_available(sl_qform_t f)
 {
 #ifdef SL_QUANT_X86
     __builtin_cpu_init();
     if (f == SL_QFORM_AVX2)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+               cpu_f16c();
     if (f == SL_QFORM_VNNI)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-               __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+               __builtin_cpu_supports("fma") && cpu_f16c();
 #endif
     return f == SL_QFORM_SCALAR;
 }
