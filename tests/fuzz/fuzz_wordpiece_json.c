@@ -42,7 +42,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)sl_tokenizer_pad_id(t);
     (void)sl_tokenizer_unk_id(t);
     (void)sl_tokenizer_num_special(t);
-    (void)sl_tokenizer_file_max_length(t);
     (void)sl_tokenizer_token_to_id(t, "[UNK]");
     sl_tokenizer_free(t);
     return 0;
