@@ -526,7 +526,7 @@ static void progress(loop_t *L)
             (long long)done, rate, eta);
 }
 
-/* sl_task_rows_fn: rows finished inside the current compute call. */
+/* sl_rows_done_fn: rows finished inside the current compute call. */
 static void rows_done(void *ctx, int64_t rows)
 {
     loop_t *L = ctx;
