@@ -35,8 +35,8 @@
 #include <sys/stat.h>
 
 #include "kernels/elementwise.h"
-#include "models/safetensors.h"
-#include "models/weights.h"
+#include "models/formats/safetensors.h"
+#include "models/formats/weights.h"
 #include "partition/units.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__

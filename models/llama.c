@@ -33,7 +33,7 @@
 #include "common/sl_fs.h"
 #include "common/sl_json.h"
 #include "common/sl_profile.h"
-#include "models/weights.h"
+#include "models/formats/weights.h"
 #include "partition/units.h"
 
 #define SL_LLAMA_MAX_JSON (16u << 20)

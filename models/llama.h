@@ -35,7 +35,7 @@
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
-#include "models/bpe.h"
+#include "models/tokenizers/bpe.h"
 #include "partition/comm.h"
 
 typedef struct {

@@ -23,7 +23,7 @@
 #include "common/sl_hash.h"
 #include "common/sl_profile.h"
 #include "kernels/elementwise.h"
-#include "models/weights.h"
+#include "models/formats/weights.h"
 #include "partition/units.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__

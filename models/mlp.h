@@ -22,7 +22,7 @@
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
-#include "models/safetensors.h"
+#include "models/formats/safetensors.h"
 #include "partition/comm.h"
 
 #define SL_ACT_SOFTMAX 100 /* final_activation only */

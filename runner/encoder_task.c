@@ -13,7 +13,7 @@
 
 #include "common/sl_profile.h"
 #include "models/bert.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/wordpiece.h"
 #include "runner/task.h"
 
 typedef struct {

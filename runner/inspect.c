@@ -16,7 +16,7 @@
 #include "common/sl_json.h"
 #include "jobs/h5util.h"
 #include "jobs/output.h"
-#include "models/inspect_model.h"
+#include "runner/inspect_model.h"
 #include "models/llama.h"
 #include "runner/task.h"
 

@@ -34,7 +34,7 @@
 #include "jobs/input.h"
 #include "jobs/output.h"
 #include "jobs/spec.h"
-#include "models/fingerprint.h"
+#include "models/formats/fingerprint.h"
 #include "partition/comm.h"
 #include "partition/grid.h"
 #include "partition/units.h"

@@ -13,7 +13,7 @@
 
 #include "common/sl_fs.h"
 #include "models/llama.h"
-#include "models/weights.h"
+#include "models/formats/weights.h"
 
 const char *sl_task_name(sl_task_kind_t t)
 {
