@@ -3,6 +3,8 @@
  */
 #include "sl_error.h"
 
+#include "common/sl_fault.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,7 +96,9 @@ int sl_error_prefix(sl_error_t *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(raw, sizeof raw, "%s: %s", prefix, old);
+    /* A message longer than the buffer is cut, and says so. */
+    if (snprintf(raw, sizeof raw, "%s: %s", prefix, old) >= (int)sizeof raw)
+        memcpy(raw + sizeof raw - 4, "...", 4);
     escape_into(err->msg, sizeof err->msg, raw);
     return -1;
 }
@@ -174,27 +178,32 @@ void sl_fatal(const char *file, int line, const char *call, const char *fmt, ...
     exit(SL_EXIT_FAILURE);
 }
 
+/* The alloc stage of SL_FAULT counts only allocations of at least SL_FAULT_ALLOC_MIN bytes: the
+ * buffers that can really run out, not the many small ones. */
+static int fault_alloc(size_t n) { return n >= SL_FAULT_ALLOC_MIN && sl_fault_hit(SL_FAULT_ALLOC); }
+
 void *sl_xmalloc(size_t n)
 {
-    void *p = malloc(n ? n : 1);
+    void *p = fault_alloc(n) ? NULL : malloc(n ? n : 1);
     if (!p)
-        SL_FATAL("out of host memory allocating %zu bytes", n);
+        SL_FATAL("out of host memory allocating %zu bytes%s", n, sl_fault_note(SL_FAULT_ALLOC));
     return p;
 }
 
 void *sl_xcalloc(size_t n, size_t size)
 {
-    void *p = calloc(n ? n : 1, size ? size : 1);
+    void *p = fault_alloc(n * size) ? NULL : calloc(n ? n : 1, size ? size : 1);
     if (!p)
-        SL_FATAL("out of host memory allocating %zu x %zu bytes", n, size);
+        SL_FATAL("out of host memory allocating %zu x %zu bytes%s", n, size,
+                 sl_fault_note(SL_FAULT_ALLOC));
     return p;
 }
 
 void *sl_xrealloc(void *p, size_t n)
 {
-    void *q = realloc(p, n ? n : 1);
+    void *q = fault_alloc(n) ? NULL : realloc(p, n ? n : 1);
     if (!q)
-        SL_FATAL("out of host memory reallocating %zu bytes", n);
+        SL_FATAL("out of host memory reallocating %zu bytes%s", n, sl_fault_note(SL_FAULT_ALLOC));
     return q;
 }
 

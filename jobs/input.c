@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/sl_fault.h"
 #include "jobs/h5util.h"
 
 static int cmp_str(const void *a, const void *b)
@@ -45,11 +46,13 @@ static herr_t list_one(hid_t group, const char *name, const H5L_info_t *info, vo
         c->n++;
     } else if (type == H5I_GROUP && c->depth < 4) {
         list_ctx_t sub = *c;
-        snprintf(sub.prefix, sizeof sub.prefix, "%s/", path);
-        sub.depth++;
-        H5Literate(o, H5_INDEX_NAME, H5_ITER_INC, NULL, list_one, &sub);
-        c->len = sub.len;
-        c->n = sub.n;
+        /* a group whose path does not fit is left out of the listing (a listing, not data) */
+        if (snprintf(sub.prefix, sizeof sub.prefix, "%s/", path) < (int)sizeof sub.prefix) {
+            sub.depth++;
+            H5Literate(o, H5_INDEX_NAME, H5_ITER_INC, NULL, list_one, &sub);
+            c->len = sub.len;
+            c->n = sub.n;
+        }
     }
     H5Oclose(o);
     return 0;
@@ -320,6 +323,8 @@ static int reader_open(sl_reader_t *r, const sl_inputs_t *in, int shard, sl_erro
 /* Reads rows [row0, row0+n) of a dataset (1-D or 2-D) into dst as memtype. */
 static herr_t read_rows(hid_t d, hid_t memtype, int64_t row0, int64_t n, void *dst)
 {
+    if (sl_fault_hit(SL_FAULT_READ))
+        return -1; /* as H5Dread does when the device returns EIO */
     hid_t fs = H5Dget_space(d);
     int nd = H5Sget_simple_extent_ndims(fs);
     hsize_t dims[2] = {0, 0};
@@ -341,8 +346,10 @@ int sl_reader_read(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row
         return -1;
     /* HDF5 converts float64/float16/integers to native float32 while reading. */
     if (read_rows(r->dset, H5T_NATIVE_FLOAT, row0, n, dst) < 0)
-        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld (corrupt or truncated file?)",
-                         s->path, in->dataset, (long long)row0, (long long)(row0 + n));
+        return sl_errorf(
+            err, "%s: dataset '%s': cannot read rows %lld..%lld (corrupt or truncated file?)%s",
+            s->path, in->dataset, (long long)row0, (long long)(row0 + n),
+            sl_fault_note(SL_FAULT_READ));
     return 0;
 }
 
@@ -399,9 +406,24 @@ int sl_reader_read_text(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_
     }
     H5Tclose(ft);
     if (rc != 0)
-        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld (corrupt or truncated file?)",
-                         s->path, in->dataset, (long long)row0, (long long)(row0 + n));
+        return sl_errorf(
+            err, "%s: dataset '%s': cannot read rows %lld..%lld (corrupt or truncated file?)%s",
+            s->path, in->dataset, (long long)row0, (long long)(row0 + n),
+            sl_fault_note(SL_FAULT_READ));
     return 0;
+}
+
+/* Whether a companion of the token ids has the shape its buffer was sized for: [rows] (nd 1)
+ * or [rows, L] (nd 2). Checked before reading: a wider dataset would overrun the buffer. */
+static int companion_shape_ok(hid_t d, int nd_want, int64_t L)
+{
+    hid_t sp = H5Dget_space(d);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    hsize_t dims[2] = {0, 0};
+    if (nd == nd_want)
+        H5Sget_simple_extent_dims(sp, dims, NULL);
+    H5Sclose(sp);
+    return nd == nd_want && (nd == 1 || (int64_t)dims[1] == L);
 }
 
 int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
@@ -413,22 +435,25 @@ int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int6
         return -1;
     int64_t L = in->cols;
     if (read_rows(r->dset, H5T_NATIVE_INT32, row0, n, ids) < 0)
-        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld", s->path,
-                         in->dataset, (long long)row0, (long long)(row0 + n));
+        return sl_errorf(err, "%s: dataset '%s': cannot read rows %lld..%lld%s", s->path,
+                         in->dataset, (long long)row0, (long long)(row0 + n),
+                         sl_fault_note(SL_FAULT_READ));
     /* The companions live beside the ids in the same file. */
     const char *what = NULL;
     int rc = 0;
     if (H5Lexists(r->file, "lengths", H5P_DEFAULT) > 0) {
         hid_t d = H5Dopen2(r->file, "lengths", H5P_DEFAULT);
         what = "lengths";
-        rc = d < 0 || read_rows(d, H5T_NATIVE_INT32, row0, n, lengths) < 0;
+        rc = d < 0 || !companion_shape_ok(d, 1, L) ||
+             read_rows(d, H5T_NATIVE_INT32, row0, n, lengths) < 0;
         if (d >= 0)
             H5Dclose(d);
     } else {
         hid_t d = H5Dopen2(r->file, "attention_mask", H5P_DEFAULT);
         what = "attention_mask";
         int32_t *mask = sl_xmalloc((size_t)(n * L + 1) * sizeof *mask);
-        rc = d < 0 || read_rows(d, H5T_NATIVE_INT32, row0, n, mask) < 0;
+        rc = d < 0 || !companion_shape_ok(d, 2, L) ||
+             read_rows(d, H5T_NATIVE_INT32, row0, n, mask) < 0;
         for (int64_t i = 0; !rc && i < n; i++) {
             int32_t c = 0;
             for (int64_t j = 0; j < L; j++)
@@ -445,7 +470,8 @@ int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int6
                          strcmp(what, "lengths") ? ", L" : "");
     if (H5Lexists(r->file, "token_type_ids", H5P_DEFAULT) > 0) {
         hid_t d = H5Dopen2(r->file, "token_type_ids", H5P_DEFAULT);
-        rc = d < 0 || read_rows(d, H5T_NATIVE_INT32, row0, n, type_ids) < 0;
+        rc = d < 0 || !companion_shape_ok(d, 2, L) ||
+             read_rows(d, H5T_NATIVE_INT32, row0, n, type_ids) < 0;
         if (d >= 0)
             H5Dclose(d);
         if (rc)

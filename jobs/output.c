@@ -12,10 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/sl_fs.h"
+#include "common/sl_fault.h"
 #include "common/sl_hash.h"
 #include "kernels/elementwise.h"
 #include "jobs/h5util.h"
@@ -29,6 +32,139 @@ int sl_output_prepare(const char *out_dir, sl_error_t *err)
     if (access(path, W_OK) != 0)
         return sl_errorf(err, "%s: not writable", path);
     return 0;
+}
+
+/* Takes one lock file with flock: mode LOCK_EX or LOCK_SH; on success, an exclusive holder
+ * writes who it is into the file (the next job's message names it). Returns the descriptor,
+ * -2 when another process holds it (*holder: what the file says), -1 on other errors. */
+static int lock_one(const char *path, int mode, char *holder, size_t len, sl_error_t *err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return sl_errorf(err, "%s: cannot create the lock file: %s", path, strerror(errno));
+    if (sl_fault_hit(SL_FAULT_LOCK) || flock(fd, mode | LOCK_NB) != 0) {
+        int e = errno;
+        if (e == ENOSYS || e == ENOLCK || e == EINVAL || e == EOPNOTSUPP) {
+            /* a file system without locks (Lustre mounted -o noflock, some NFS set-ups):
+             * run unprotected rather than not at all, and say so */
+            sl_log_warn("%s: this file system does not lock files (%s): nothing stops a second "
+                        "job from writing into the same output directory",
+                        path, strerror(e));
+            return fd;
+        }
+        if (e != EWOULDBLOCK && e != EAGAIN) {
+            close(fd);
+            return sl_errorf(err, "%s: cannot lock: %s", path, strerror(e));
+        }
+        ssize_t n = pread(fd, holder, len - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        if (!holder[0])
+            snprintf(holder, len, "a job that has not said who it is");
+        close(fd);
+        return -2;
+    }
+    if (mode == LOCK_SH) {
+        /* the tasks of a job array: each names itself in its own task lock file */
+        static const char line[] = "the tasks of a job array (see .shardline.lock.task-*)\n";
+        if (ftruncate(fd, 0) != 0 ||
+            pwrite(fd, line, sizeof line - 1, 0) != (ssize_t)sizeof line - 1)
+            sl_log_warn("%s: cannot record this job in the lock file", path);
+    } else {
+        char host[256] = "?", line[512];
+        gethostname(host, sizeof host - 1);
+        time_t now = time(NULL);
+        char when[64];
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&now));
+        int n =
+            snprintf(line, sizeof line, "pid %d on host %s, since %s\n", (int)getpid(), host, when);
+        if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)n, 0) != n)
+            sl_log_warn("%s: cannot record this job in the lock file", path);
+    }
+    return fd;
+}
+
+int sl_output_lock(const char *out_dir, int array_task, int array_tasks, int *fds, sl_error_t *err)
+{
+    char path[4200], holder[512];
+    fds[0] = fds[1] = -1;
+    /* A job array's tasks share the directory: each takes the directory's lock shared and
+     * its own task's lock exclusive. A plain job takes the directory's lock exclusive. */
+    int array = array_tasks > 1;
+    snprintf(path, sizeof path, "%s/.shardline.lock", out_dir);
+    int fd = lock_one(path, array ? LOCK_SH : LOCK_EX, holder, sizeof holder, err);
+    if (fd == -2)
+        return sl_errorf(err,
+                         "--output %s: another shardline job is writing there (%s; lock file "
+                         "%s); wait for it to end or stop it, or give another --output%s",
+                         out_dir, holder, path, sl_fault_note(SL_FAULT_LOCK));
+    if (fd < 0)
+        return -1;
+    fds[0] = fd;
+    if (array) {
+        snprintf(path, sizeof path, "%s/.shardline.lock.task-%d", out_dir, array_task);
+        fd = lock_one(path, LOCK_EX, holder, sizeof holder, err);
+        if (fd < 0) {
+            close(fds[0]);
+            fds[0] = -1;
+            if (fd == -2)
+                return sl_errorf(err,
+                                 "--output %s: array task %d of this job is already running "
+                                 "there (%s; lock file %s)",
+                                 out_dir, array_task, holder, path);
+            return -1;
+        }
+        fds[1] = fd;
+    }
+    return 0;
+}
+
+/* Removes the temporary files in dir whose names hold ".tmp."; returns how many. */
+static int sweep_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char path[8192];
+        if (e->d_name[0] == '.' || !strstr(e->d_name, ".tmp."))
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        n += unlink(path) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+int sl_output_sweep_tmp(const char *out_dir)
+{
+    char path[4200];
+    int n = sweep_dir(out_dir);
+    snprintf(path, sizeof path, "%s/parts", out_dir);
+    DIR *d = opendir(path);
+    if (!d)
+        return n;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char sub[8400];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+        n += sweep_dir(sub);
+    }
+    closedir(d);
+    return n;
+}
+
+void sl_output_unlock(int *fds)
+{
+    for (int i = 0; i < 2; i++)
+        if (fds[i] >= 0) {
+            close(fds[i]); /* closing the descriptor releases the flock */
+            fds[i] = -1;
+        }
 }
 
 /* What shardline itself leaves in an output directory: parts/, the job's files, sbatch
@@ -219,18 +355,44 @@ static hid_t write_dataset(hid_t f, const char *name, hid_t type, hid_t memtype,
     return (d < 0 || e < 0) ? -1 : 0;
 }
 
+/* A hint for a failed commit when OUT/parts has vanished under the job. */
+static const char *gone_hint(const char *out_dir)
+{
+    char dir[4200];
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/parts", out_dir);
+    return stat(dir, &st) == 0 ? ""
+                               : " (parts/ is gone: was the output directory removed while the "
+                                 "job ran?)";
+}
+
 int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t *m,
                   float *const *bufs, const sl_row_error_t *errs, int nerr, sl_error_t *err)
 {
     char path[4096], tmp[4200], dir[4096];
     snprintf(path, sizeof path, "%s/%s", out_dir, relpath);
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    snprintf(dir, sizeof dir, "%s/parts", out_dir);
+    /* parts/ was made when the job started; if it is gone, so is (most likely) the output
+     * directory: fail rather than recreate it, which would commit units beside a manifest and
+     * parts that no longer exist. */
+    struct stat pst;
+    int gone = stat(dir, &pst) != 0 ? errno : S_ISDIR(pst.st_mode) ? 0 : ENOTDIR;
+    if (gone)
+        return sl_errorf(err,
+                         "%s: cannot commit %s: %s (was the output directory removed while "
+                         "the job ran?)",
+                         dir, relpath, strerror(gone));
     snprintf(dir, sizeof dir, "%s", path);
-    if (sl_mkdir_p(dirname(dir), err) != 0)
-        return -1;
+    dirname(dir); /* parts/<shard>.<hash>: one level, made by the first unit of its shard */
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return sl_errorf(err, "%s: cannot create directory: %s%s", dir, strerror(errno),
+                         gone_hint(out_dir));
+    errno = 0;
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0)
-        return sl_errorf(err, "%s: cannot create", tmp);
+        return sl_errorf(err, "%s: cannot create: %s%s", tmp, strerror(errno ? errno : EIO),
+                         gone_hint(out_dir));
     int bad = 0;
     for (int i = 0; i < m->outs->n; i++) {
         const sl_out_spec_t *o = &m->outs->spec[i];
@@ -290,22 +452,36 @@ int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t
     hex64(hex, m->job_hash);
     bad |= sl_h5_attr_write_str(f, "job_hash", hex) != 0;
     bad |= sl_h5_attr_write_str(f, "shardline_version", SL_VERSION) != 0;
+    int e = bad ? (errno ? errno : EIO) : 0;
+    if (!bad && sl_fault_hit(SL_FAULT_WRITE)) {
+        bad = 1;
+        e = errno;
+    }
     bad |= H5Fflush(f, H5F_SCOPE_GLOBAL) < 0;
     bad |= H5Fclose(f) < 0;
     if (bad) {
+        e = e ? e : errno ? errno : EIO;
         unlink(tmp);
-        return sl_errorf(err, "%s: writing the part file failed (disk full?)", tmp);
+        return sl_errorf(err, "%s: writing the part file failed: %s%s%s", tmp, strerror(e),
+                         e == ENOSPC ? "" : " (disk full?)", sl_fault_note(SL_FAULT_WRITE));
     }
-    /* Durable before visible: the data reaches the disk before the rename publishes it. */
+    /* Durable before visible: the data reaches the disk before the rename publishes it, and
+     * a unit whose data cannot be flushed is not committed (it is computed again). */
     int fd = open(tmp, O_RDONLY);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
+    if (fd < 0 || sl_fault_hit(SL_FAULT_FSYNC) || fsync(fd) != 0) {
+        e = errno;
+        if (fd >= 0)
+            close(fd);
         unlink(tmp);
-        return sl_errorf(err, "%s: cannot commit: %s", path, strerror(e));
+        return sl_errorf(err, "%s: cannot flush to disk: %s%s%s", tmp, strerror(e),
+                         sl_fault_note(SL_FAULT_FSYNC), gone_hint(out_dir));
+    }
+    close(fd);
+    if (sl_fault_hit(SL_FAULT_RENAME) || rename(tmp, path) != 0) {
+        e = errno;
+        unlink(tmp);
+        return sl_errorf(err, "%s: cannot commit (rename from %s): %s%s%s", path, tmp, strerror(e),
+                         sl_fault_note(SL_FAULT_RENAME), gone_hint(out_dir));
     }
     return 0;
 }
@@ -418,9 +594,10 @@ int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_un
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/predictions.h5", out_dir);
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    errno = 0;
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0)
-        return sl_errorf(err, "%s: cannot create", tmp);
+        return sl_errorf(err, "%s: cannot create: %s", tmp, strerror(errno ? errno : EIO));
     int bad = 0;
     error_rec_t *errs = NULL;
     int64_t nerr = 0;
@@ -522,14 +699,24 @@ int sl_predictions_write(const char *out_dir, const sl_inputs_t *in, const sl_un
     for (int64_t i = 0; i < nerr; i++)
         free(errs[i].reason);
     free(errs);
+    int e = bad ? (errno ? errno : EIO) : 0;
+    if (!bad && sl_fault_hit(SL_FAULT_MERGE)) {
+        bad = 1;
+        e = errno;
+    }
     bad |= H5Fclose(f) < 0;
     snprintf(path, sizeof path, "%s/predictions.h5", out_dir);
     if (bad) {
+        e = e ? e : errno ? errno : EIO;
         unlink(tmp);
-        return bad == 2 ? -1 : sl_errorf(err, "%s: writing failed", tmp);
+        return bad == 2 ? -1
+                        : sl_errorf(err, "%s: writing failed: %s%s", tmp, strerror(e),
+                                    sl_fault_note(SL_FAULT_MERGE));
     }
+    /* predictions.h5 appears only by rename, complete: a merge killed before this point
+     * leaves only its temporary file (ignored; the next run or merge writes it again). */
     if (rename(tmp, path) != 0) {
-        int e = errno;
+        e = errno;
         unlink(tmp);
         return sl_errorf(err, "%s: cannot commit: %s", path, strerror(e));
     }

@@ -77,6 +77,19 @@ typedef struct {
 
 /* Creates the output directory and parts/ (mkdir -p); fails naming the path. */
 int sl_output_prepare(const char *out_dir, sl_error_t *err);
+/* Locks the output directory for this job (rank 0, after sl_output_prepare, before anything
+ * is written there): flock on OUT/.shardline.lock, exclusive for a plain job; a job array's
+ * task takes it shared plus OUT/.shardline.lock.task-N exclusive. fds[2] receive the
+ * descriptors (-1 when unused). Another job holding it is an error naming that job (pid,
+ * host, start time). The kernel releases the locks when the process ends, however it ends,
+ * so a killed job never blocks its rerun (or a Slurm requeue). */
+int sl_output_lock(const char *out_dir, int array_task, int array_tasks, int *fds, sl_error_t *err);
+/* Removes the temporary files (*.tmp.<pid>) that killed or failed runs left in OUT and
+ * OUT/parts/<shard>/: only under an exclusive lock (no other process writes there). Returns
+ * how many were removed. */
+int sl_output_sweep_tmp(const char *out_dir);
+/* Releases what sl_output_lock took. */
+void sl_output_unlock(int *fds);
 /* Before anything is created: the output directory exists and is writable, or can be made
  * (its nearest existing ancestor is a writable directory). *exists: it is already there.
  * *foreign: the name of an entry that shardline never writes into an output directory

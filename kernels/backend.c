@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "common/sl_profile.h"
+#include "common/sl_fault.h"
 #include "common/sl_size.h"
 
 size_t sl_dtype_size(sl_dtype_t dt)
@@ -167,10 +168,12 @@ sl_tensor_t *sl_tensor_new(sl_backend_t *be, sl_dtype_t dt, int ndim, const int6
         SL_FATAL("sl_tensor_new: a %s tensor's last dimension (%lld) must be a multiple of %lld",
                  sl_dtype_name(dt), (long long)shape[ndim - 1], (long long)sl_dtype_block(dt));
     size_t bytes = sl_tensor_bytes(t);
-    t->data = be->ops->alloc(be, bytes);
+    t->data = bytes >= SL_FAULT_ALLOC_MIN && sl_fault_hit(SL_FAULT_ALLOC)
+                  ? NULL
+                  : be->ops->alloc(be, bytes);
     if (!t->data)
-        SL_FATAL("out of %s memory allocating a %s tensor of %zu bytes", be->ops->name,
-                 sl_dtype_name(dt), bytes);
+        SL_FATAL("out of %s memory allocating a %s tensor of %zu bytes%s", be->ops->name,
+                 sl_dtype_name(dt), bytes, sl_fault_note(SL_FAULT_ALLOC));
     t->owns_data = 1;
     return t;
 }

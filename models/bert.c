@@ -145,6 +145,69 @@ static int parse_labels(const cJSON *root, const char *path, sl_bert_config_t *c
     return 0;
 }
 
+/* pruned_heads {"0": [2, 5], "1": [0, 7], ...}: the heads transformers' prune_heads removed
+ * (the tensors hold only the others, in order). Every layer must have lost as many heads, so
+ * that one head count describes the model (and --tp can split it). */
+static int parse_pruned_heads(const cJSON *root, const char *path, sl_bert_config_t *cfg,
+                              sl_error_t *err)
+{
+    const cJSON *ph = cJSON_GetObjectItemCaseSensitive(root, "pruned_heads");
+    if (!ph || cJSON_IsNull(ph) || (cJSON_IsObject(ph) && !ph->child))
+        return 0;
+    if (!cJSON_IsObject(ph))
+        return sl_errorf(err, "%s: key 'pruned_heads': expected an object {layer: [heads]}", path);
+    int64_t per_layer = -1;
+    int64_t seen = 0;
+    for (int64_t l = 0; l < cfg->layers; l++) {
+        char key[32];
+        snprintf(key, sizeof key, "%lld", (long long)l);
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(ph, key);
+        int64_t n = 0;
+        if (a) {
+            if (!cJSON_IsArray(a))
+                return sl_errorf(err, "%s: key 'pruned_heads': layer %s: expected an array", path,
+                                 key);
+            const cJSON *h;
+            unsigned char *seen_head = sl_xcalloc((size_t)cfg->heads, 1);
+            int bad = 0;
+            cJSON_ArrayForEach(h, a)
+            {
+                if (!cJSON_IsNumber(h) || h->valuedouble != (double)(int64_t)h->valuedouble ||
+                    h->valuedouble < 0 || h->valuedouble >= (double)cfg->heads) {
+                    bad = sl_errorf(err,
+                                    "%s: key 'pruned_heads': layer %s: expected head numbers "
+                                    "in 0..%lld",
+                                    path, key, (long long)cfg->heads - 1);
+                    break;
+                }
+                if (seen_head[(int64_t)h->valuedouble]++) {
+                    bad = sl_errorf(err, "%s: key 'pruned_heads': layer %s: head %d twice", path,
+                                    key, (int)h->valuedouble);
+                    break;
+                }
+                n++;
+            }
+            free(seen_head);
+            if (bad)
+                return -1;
+            seen++;
+        }
+        if (per_layer >= 0 && n != per_layer)
+            return sl_errorf(err,
+                             "%s: key 'pruned_heads': layer %s lost %lld heads, layer 0 %lld "
+                             "(shardline needs as many heads in every layer)",
+                             path, key, (long long)n, (long long)per_layer);
+        per_layer = n;
+    }
+    if (seen != cJSON_GetArraySize(ph))
+        return sl_errorf(err, "%s: key 'pruned_heads': a key is not a layer number in 0..%lld",
+                         path, (long long)cfg->layers - 1);
+    if (per_layer >= cfg->heads)
+        return sl_errorf(err, "%s: key 'pruned_heads': every head of a layer is pruned", path);
+    cfg->heads -= per_layer;
+    return 0;
+}
+
 static int parse_model_config(const char *path, const cJSON *root, sl_bert_config_t *cfg,
                               sl_error_t *err)
 {
@@ -184,6 +247,10 @@ static int parse_model_config(const char *path, const cJSON *root, sl_bert_confi
                          "%s: key 'num_attention_heads': %lld does not divide key 'hidden_size' "
                          "%lld",
                          path, (long long)cfg->heads, (long long)cfg->hidden);
+    cfg->heads_config = cfg->heads;
+    cfg->head_dim = cfg->hidden / cfg->heads;
+    if (parse_pruned_heads(root, path, cfg, err) != 0)
+        return -1;
 
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_eps");
     cfg->ln_eps = 1e-12f;
@@ -442,6 +509,7 @@ struct sl_bert {
     int64_t heads_local; /* Hl = heads / T */
     int64_t head_dim;    /* Dh = D / heads */
     int64_t inter_local; /* Il = intermediate / T */
+    sl_bert_stats_t *stats; /* calibration statistics, or NULL (sl_bert_set_stats) */
 
     sl_tensor_t *word;            /* dtype [vocab, D] */
     sl_tensor_t *pos;             /* dtype [max_positions, D] */
@@ -475,6 +543,7 @@ static int load_layer(sl_bert_t *m, const sl_weights_t *w, int i, sl_error_t *er
     sl_bert_layer_t *L = &m->layers[i];
     const sl_bert_config_t *c = &m->cfg;
     int64_t D = c->hidden, I = c->intermediate, Dh = m->head_dim;
+    int64_t A = c->heads * Dh; /* q/k/v rows: D, less the pruned heads' */
     int64_t a0 = m->tp_rank * m->heads_local * Dh, an = m->heads_local * Dh; /* head rows */
     int64_t i0 = m->tp_rank * m->inter_local, in = m->inter_local;           /* FFN slice */
     char n1[128], n2[128];
@@ -485,8 +554,8 @@ static int load_layer(sl_bert_t *m, const sl_weights_t *w, int i, sl_error_t *er
     for (int j = 0; j < 3; j++) {
         snprintf(n1, sizeof n1, "encoder.layer.%d.attention.self.%s.weight", i, qkv[j]);
         snprintf(n2, sizeof n2, "encoder.layer.%d.attention.self.%s.bias", i, qkv[j]);
-        if (find_checked(w, n1, NULL, 2, D, D, 0, t, err) != 0 ||
-            find_checked(w, n2, NULL, 1, D, 0, 0, b, err) != 0)
+        if (find_checked(w, n1, NULL, 2, A, D, 0, t, err) != 0 ||
+            find_checked(w, n2, NULL, 1, A, 0, 0, b, err) != 0)
             return -1;
         *dw[j] = upload_block(m->be, w, t, a0, an, 0, D, m->dtype);
         *db[j] = upload_block(m->be, w, b, 0, 0, a0, an, SL_F32);
@@ -494,7 +563,7 @@ static int load_layer(sl_bert_t *m, const sl_weights_t *w, int i, sl_error_t *er
 
     snprintf(n1, sizeof n1, "encoder.layer.%d.attention.output.dense.weight", i);
     snprintf(n2, sizeof n2, "encoder.layer.%d.attention.output.dense.bias", i);
-    if (find_checked(w, n1, NULL, 2, D, D, 0, t, err) != 0 ||
+    if (find_checked(w, n1, NULL, 2, D, A, 0, t, err) != 0 ||
         find_checked(w, n2, NULL, 1, D, 0, 0, b, err) != 0)
         return -1;
     L->wo = upload_block(m->be, w, t, 0, D, a0, an, m->dtype);
@@ -617,7 +686,7 @@ sl_bert_t *sl_bert_load_with(const char *dir, const sl_bert_config_t *cfg, sl_ba
     m->tp_size = tp_size;
     m->tp_rank = tp_rank;
     m->dtype = dtype;
-    if (cfg) { /* parsed already: a copy, so the model owns its config */
+    if (cfg) { /* parsed already: a copy, so the model owns its config (labels: the one pointer) */
         m->cfg = *cfg;
         m->cfg.labels = NULL;
         if (cfg->labels) {
@@ -646,7 +715,7 @@ sl_bert_t *sl_bert_load_with(const char *dir, const sl_bert_config_t *cfg, sl_ba
     if (sl_split_even(c->heads, tp_size, tp_rank, &off, &m->heads_local, err) != 0 ||
         sl_split_even(c->intermediate, tp_size, tp_rank, &off, &m->inter_local, err) != 0)
         goto fail;
-    m->head_dim = c->hidden / c->heads;
+    m->head_dim = c->head_dim;
 
     if (!(w = sl_weights_open(dir, err)) || load_embeddings(m, w, err) != 0)
         goto fail;
@@ -788,6 +857,31 @@ static void check_inputs(const sl_bert_t *m, sl_comm_t *comm, const int32_t *ids
     }
 }
 
+void sl_bert_set_stats(sl_bert_t *m, sl_bert_stats_t *stats)
+{
+    if (stats && m->tp_size != 1)
+        SL_FATAL("bert: calibration statistics need the whole model on one rank (tp 1)");
+    m->stats = stats;
+}
+
+/* stats[g] += sum over the T rows of |t[row, g * width .. (g + 1) * width)|: a [T, G * width]
+ * tensor's absolute values summed per group of `width` columns. Copies to the host: for
+ * calibration only. */
+static void add_abs_groups(const sl_tensor_t *t, int64_t T, int64_t G, int64_t width, double *stats)
+{
+    float *h = sl_xmalloc((size_t)(T * G * width) * sizeof(float));
+    sl_copy_d2h(h, t, (size_t)(T * G * width) * sizeof(float));
+    for (int64_t r = 0; r < T; r++)
+        for (int64_t g = 0; g < G; g++) {
+            const float *p = h + (r * G + g) * width;
+            double acc = 0;
+            for (int64_t j = 0; j < width; j++)
+                acc += fabsf(p[j]);
+            stats[g] += acc;
+        }
+    free(h);
+}
+
 /* Runs the encoder over the batch's real tokens, packed; leaves the hidden states in m->x
  * [T, D] and the row offsets on the backend. Returns T. */
 static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const int32_t *type_ids,
@@ -845,6 +939,8 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
     sl_tensor_t ffn = sl_tensor_view(m->ffn, 2, T, Il, 0, 0);
     float scale = 1.0f / sqrtf((float)Dh);
 
+    if (m->stats)
+        m->stats->tokens += T;
     for (int64_t l = 0; l < c->layers; l++) {
         const sl_bert_layer_t *L = &m->layers[l];
         SL_RANGE_PUSHF("bert layer %lld", (long long)l);
@@ -856,6 +952,8 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
         sl_kv_write(&kc, &k3, &slot_v, &pos_v);
         sl_kv_write(&vc, &v3, &slot_v, &pos_v);
         sl_attention_kv(&q3, &kc, &vc, &slot_v, &pos_v, &len_v, scale, 0, &ctx3);
+        if (m->stats)
+            add_abs_groups(&ctx, T, Hl, Dh, m->stats->head_abs + l * Hl);
         sl_linear_row_parallel(comm, &ctx, L->wo, L->bo, &tmp, m->cast); /* [T, D] */
         sl_add(&tmp, &x);
         sl_layernorm(&tmp, L->ln1_g, L->ln1_b, c->ln_eps, &x);
@@ -863,6 +961,8 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
         /* FFN over this rank's slice: ffn [T, Il]. */
         sl_linear_cast(&x, L->wi, L->bi, &ffn, m->cast);
         sl_activation(&ffn, SL_ACT_GELU);
+        if (m->stats)
+            add_abs_groups(&ffn, T, Il, 1, m->stats->ffn_abs + l * Il);
         sl_linear_row_parallel(comm, &ffn, L->wo2, L->bo2, &tmp, m->cast); /* [T, D] */
         sl_add(&tmp, &x);
         sl_layernorm(&tmp, L->ln2_g, L->ln2_b, c->ln_eps, &x);

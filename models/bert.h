@@ -9,7 +9,9 @@
  *                               max_position_embeddings, type_vocab_size, layer_norm_eps,
  *                               hidden_act "gelu", position_embedding_type "absolute",
  *                               architectures [BertModel | BertForSequenceClassification],
- *                               id2label / num_labels for a classifier
+ *                               id2label / num_labels for a classifier, pruned_heads
+ *                               {"layer": [head, ...]} (transformers' head pruning; every
+ *                               layer must keep as many heads)
  *   model.safetensors           or shards listed in model.safetensors.index.json ("weight_map")
  *   sentence_bert_config.json   max_seq_length (optional)
  *   tokenizer_config.json       model_max_length (optional, used when the above is absent)
@@ -50,6 +52,9 @@ typedef enum { SL_BERT_POOL_MEAN, SL_BERT_POOL_CLS, SL_BERT_POOL_POOLER } sl_ber
 
 typedef struct {
     int64_t hidden, layers, heads, intermediate, vocab, max_positions, type_vocab;
+    /* heads: per layer, after pruned_heads; head_dim: hidden / num_attention_heads (pruning
+     * removes whole heads, so q/k/v are [heads * head_dim, hidden]) */
+    int64_t head_dim, heads_config;
     float ln_eps;
     int max_length;         /* tokens incl. [CLS]/[SEP]: sentence_bert_config.json max_seq_length,
                                else tokenizer model_max_length if sane, else max_positions */
@@ -87,6 +92,18 @@ const sl_bert_config_t *sl_bert_config(const sl_bert_t *m);
  * tp_size == 1. out: host f32 [B, hidden], pooled and (per config) L2-normalised. */
 void sl_bert_embed(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const int32_t *type_ids,
                    const int32_t *lengths, int64_t B, int64_t S, float *out);
+/* Calibration statistics for structured pruning (shardline prune): while set on a model
+ * loaded with tp_size 1, every forward pass adds, per layer l, the |values| of each head's
+ * attention context (summed over its head_dim values and the real tokens) to
+ * head_abs[l * heads + h], those of each FFN intermediate column after GELU to
+ * ffn_abs[l * intermediate + j], and the real tokens to *tokens. NULL turns it off. */
+typedef struct {
+    double *head_abs; /* [layers, heads] */
+    double *ffn_abs;  /* [layers, intermediate] */
+    int64_t tokens;
+} sl_bert_stats_t;
+void sl_bert_set_stats(sl_bert_t *m, sl_bert_stats_t *stats);
+
 /* Same inputs; logits: host f32 [B, n_labels] = classifier(tanh(pooler(x[:, 0]))). */
 void sl_bert_classify(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const int32_t *type_ids,
                       const int32_t *lengths, int64_t B, int64_t S, float *logits);

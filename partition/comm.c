@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common/sl_profile.h"
+#include "common/sl_fault.h"
 
 #ifdef SL_HAVE_CUDA
 #include <cuda_runtime_api.h>
@@ -187,6 +188,11 @@ void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems)
     if ((c->size == 1 && c->transport != SL_COMM_NCCL) || count_elems == 0)
         return;
     double t0 = MPI_Wtime();
+    /* An MPI error here is fatal on every rank (the default MPI_ERRORS_ARE_FATAL handler, or
+     * sl_fatal -> MPI_Abort below): the ranks of the group cannot agree on anything else. */
+    if (sl_fault_hit(SL_FAULT_ALLREDUCE))
+        sl_fatal(__FILE__, __LINE__, "MPI_Allreduce", "MPI_ERR_OTHER: %zu elements over %d ranks%s",
+                 count_elems, c->size, sl_fault_note(SL_FAULT_ALLREDUCE));
     SL_RANGE_PUSH("all-reduce");
     switch (c->transport) {
     case SL_COMM_MPI:

@@ -153,9 +153,10 @@ static int bad_line(conv_t *c, int64_t line0, int64_t line1, sl_error_t *err, co
 
 static int is_features(const conv_t *c) { return c->nfeat > 0; }
 
-static void shard_name(const conv_t *c, int k, char *buf, size_t len)
+/* Returns -1 when the name does not fit (a --to path of thousands of bytes). */
+static int shard_name(const conv_t *c, int k, char *buf, size_t len)
 {
-    snprintf(buf, len, "%s/shard-%06d.h5", c->to, k);
+    return snprintf(buf, len, "%s/shard-%06d.h5", c->to, k) < (int)len ? 0 : -1;
 }
 
 static hid_t make_dataset(hid_t f, const char *name, hid_t type, int nd, hsize_t cols,
@@ -176,8 +177,9 @@ static int shard_open(conv_t *c, sl_error_t *err)
     if (c->shard > CV_MAX_SHARDS)
         return sl_errorf(err, "%s: more than %d shards; raise --rows-per-shard (now %lld)", c->to,
                          CV_MAX_SHARDS, (long long)c->rows_per_shard);
-    shard_name(c, c->shard, c->final, sizeof c->final);
-    snprintf(c->tmp, sizeof c->tmp, "%s.tmp", c->final);
+    if (shard_name(c, c->shard, c->final, sizeof c->final) != 0 ||
+        snprintf(c->tmp, sizeof c->tmp, "%s.tmp", c->final) >= (int)sizeof c->tmp)
+        return sl_errorf(err, "--to %s: the path is too long", c->to);
     c->f = H5Fcreate(c->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (c->f < 0)
         return sl_errorf(err, "%s: cannot create (%s)", c->tmp, strerror(errno));
@@ -900,8 +902,8 @@ static void remove_outputs(conv_t *c)
     }
     for (int k = 0; k < c->shard; k++) {
         char p[4200];
-        shard_name(c, k, p, sizeof p);
-        unlink(p);
+        if (shard_name(c, k, p, sizeof p) == 0)
+            unlink(p);
     }
 }
 

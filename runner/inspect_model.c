@@ -184,9 +184,8 @@ int sl_inspect_bert(const char *dir, int tp_size, FILE *out, sl_error_t *err)
     fprintf(out,
             "encoder      bert: %lld layers, hidden %lld, %lld heads of %lld, FFN %lld, vocab "
             "%lld, %lld positions, LayerNorm eps %g\n",
-            (long long)c.layers, (long long)H, (long long)c.heads,
-            (long long)(c.heads ? H / c.heads : 0), (long long)I, (long long)c.vocab,
-            (long long)c.max_positions, (double)c.ln_eps);
+            (long long)c.layers, (long long)H, (long long)c.heads, (long long)c.head_dim,
+            (long long)I, (long long)c.vocab, (long long)c.max_positions, (double)c.ln_eps);
     if (c.n_labels > 0) {
         fprintf(out, "task         classify (default), %d labels:", c.n_labels);
         for (int i = 0; i < c.n_labels && i < 16; i++)
@@ -202,7 +201,8 @@ int sl_inspect_bert(const char *dir, int tp_size, FILE *out, sl_error_t *err)
      * FFN's first layer are split by output rows, the attention output and the FFN's second
      * layer by input columns (their biases replicated). */
     int64_t emb = (c.vocab + c.max_positions + c.type_vocab) * H + 2 * H;
-    int64_t layer_split = 3 * (H * H + H) + H * H + H * I + I + I * H;
+    int64_t A = c.heads * c.head_dim; /* q/k/v rows, less pruned heads */
+    int64_t layer_split = 3 * (A * H + A) + H * A + H * I + I + I * H;
     int64_t layer_repl = 2 * H + 4 * H; /* two output biases, two LayerNorms */
     int64_t head = (c.pooling == SL_BERT_POOL_POOLER || c.n_labels > 0 ? H * H + H : 0) +
                    (c.n_labels > 0 ? c.n_labels * (H + 1) : 0);

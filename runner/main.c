@@ -8,10 +8,12 @@
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
+#include "runner/compare.h"
 #include "runner/convert.h"
 #include "runner/inspect.h"
 #include "runner/lifecycle.h"
 #include "runner/manpage.h"
+#include "runner/prune.h"
 #include "runner/report.h"
 #include "runner/submit.h"
 #include "runner/run.h"
@@ -37,6 +39,10 @@ static void usage(FILE *out)
             "                            (see shardline convert --help)\n"
             "  export OUTPUT_DIR --to F  a finished job's predictions as JSONL or CSV, one record per\n"
             "                            row (see shardline export --help)\n"
+            "  compare OUT_A OUT_B       how closely two jobs' outputs over the same rows agree\n"
+            "                            (see shardline compare --help)\n"
+            "  prune --model DIR ...     remove the least important attention heads and FFN\n"
+            "                            columns of a BERT encoder (see shardline prune --help)\n"
             "  --version                 print the version\n"
             "  --help                    this help\n\n"
             "example:\n"
@@ -80,6 +86,10 @@ int main(int argc, char **argv)
         return sl_convert_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "export"))
         return sl_export_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "compare"))
+        return sl_compare_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "prune"))
+        return sl_prune_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) {
         sl_signals_watch_launcher();
         /* Only the main thread calls MPI; the I/O thread makes HDF5 calls only. */

@@ -98,9 +98,17 @@ static void *io_main(void *arg)
             pthread_cond_broadcast(&io->slot_ready);
             pthread_mutex_unlock(&io->mu);
         } else {
-            sl_error_t err;
+            sl_error_t err = {{0}};
+            /* After a failed commit the job is going down (the compute thread stops at its
+             * next look): commit nothing more, so that the part files on disk are exactly
+             * the units committed before the failure. */
+            pthread_mutex_lock(&io->mu);
+            int skip = io->failed;
+            pthread_mutex_unlock(&io->mu);
             SL_RANGE_PUSH("write");
-            int rc = sl_part_write(io->out_dir, r->relpath, &r->meta, r->bufs, r->errs, r->nerr, &err);
+            int rc = skip ? -1
+                          : sl_part_write(io->out_dir, r->relpath, &r->meta, r->bufs, r->errs,
+                                          r->nerr, &err);
             SL_RANGE_POP();
             double dt = now() - t0;
             pthread_mutex_lock(&io->mu);
@@ -197,7 +205,7 @@ int sl_io_failed(sl_io_t *io, sl_error_t *err)
     return f;
 }
 
-void sl_io_finish(sl_io_t *io, double *read_seconds, double *write_seconds)
+int sl_io_finish(sl_io_t *io, double *read_seconds, double *write_seconds, sl_error_t *err)
 {
     req_t *r = sl_xcalloc(1, sizeof *r);
     r->kind = REQ_QUIT;
@@ -208,6 +216,10 @@ void sl_io_finish(sl_io_t *io, double *read_seconds, double *write_seconds)
         *read_seconds = io->read_s;
     if (write_seconds)
         *write_seconds = io->write_s;
+    /* The last commits ran after the compute loop last looked: their failure counts too. */
+    int failed = io->failed;
+    if (failed && err)
+        *err = io->fail_err;
     for (int i = 0; i < io->nslots; i++)
         sl_task_payload_free(io->task, io->slots[i].payload);
     free(io->slots);
@@ -215,4 +227,5 @@ void sl_io_finish(sl_io_t *io, double *read_seconds, double *write_seconds)
     pthread_cond_destroy(&io->has_work);
     pthread_cond_destroy(&io->slot_ready);
     free(io);
+    return failed ? -1 : 0;
 }

@@ -45,7 +45,8 @@ void sl_io_on_commit(sl_io_t *io, sl_io_commit_fn fn, void *ctx);
 /* Whether a commit failed (err filled with the first failure). */
 int sl_io_failed(sl_io_t *io, sl_error_t *err);
 /* Finishes every queued request, then joins the thread and frees everything. Reports the
- * seconds the thread spent reading and writing. */
-void sl_io_finish(sl_io_t *io, double *read_seconds, double *write_seconds);
+ * seconds the thread spent reading and writing. Returns -1 (err filled with the first
+ * failure) when any commit failed, else 0. */
+int sl_io_finish(sl_io_t *io, double *read_seconds, double *write_seconds, sl_error_t *err);
 
 #endif

@@ -17,6 +17,7 @@
 #include "runner/run.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/sl_fault.h"
 #include "common/sl_hash.h"
 #include "common/sl_json.h"
 #include "common/sl_profile.h"
@@ -618,14 +620,20 @@ static int write_json(const char *dir, const char *name, cJSON *root, sl_error_t
     snprintf(path, sizeof path, "%s/%s", dir, name);
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     char *text = cJSON_Print(root);
+    errno = 0;
     FILE *f = fopen(tmp, "w");
     int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
     if (f)
         ok = (fclose(f) == 0) && ok;
+    if (ok && sl_fault_hit(SL_FAULT_MANIFEST))
+        ok = 0;
+    int e = errno ? errno : EIO;
     free(text);
     if (!ok || rename(tmp, path) != 0) {
+        e = ok ? errno : e;
         unlink(tmp);
-        return sl_errorf(err, "%s: cannot write", path);
+        return sl_errorf(err, "%s: cannot write: %s%s", path, strerror(e),
+                         sl_fault_note(SL_FAULT_MANIFEST));
     }
     return 0;
 }
@@ -893,6 +901,20 @@ int sl_run_main(int argc, char **argv)
     /* The output directory is created only now, once the job has really started: a start that
      * fails earlier (bad model, no device) leaves nothing behind. */
     status = rank == 0 && sl_output_prepare(job.output, &err) != 0 ? SL_EXIT_INPUT : 0;
+    /* One job at a time in an output directory (a job array's tasks together): taken before
+     * anything is written there, held until this process ends. */
+    int lock_fds[2] = {-1, -1};
+    if (status == 0 && rank == 0 &&
+        sl_output_lock(job.output, job.array_task, job.array_tasks, lock_fds, &err) != 0)
+        status = SL_EXIT_INPUT;
+    /* Under the exclusive lock nobody else writes here: what earlier runs left half-written
+     * (killed, or failed mid-commit) can go, so that it does not fill the disk. */
+    if (status == 0 && rank == 0 && job.array_tasks == 1) {
+        int swept = sl_output_sweep_tmp(job.output);
+        if (swept > 0 && !job.quiet)
+            fprintf(stderr, "shardline: removed %d temporary file(s) left by an earlier run\n",
+                    swept);
+    }
     if ((status = agree(MPI_COMM_WORLD, status, &err)) != 0)
         goto out_comm;
     print_placement(&grid, be, comm, job.quiet);
@@ -965,7 +987,9 @@ int sl_run_main(int argc, char **argv)
     L.st.truncated = sl_task_truncated(model);
     L.st.tokens = sl_task_tokens(model);
     sl_task_token_split(model, &L.st.prompt_tokens, &L.st.generated_tokens);
-    sl_io_finish(L.io, &L.st.read_s, &L.st.write_s);
+    sl_error_t ioerr;
+    if (sl_io_finish(L.io, &L.st.read_s, &L.st.write_s, &ioerr) != 0)
+        sl_fatal(__FILE__, __LINE__, "commit", "%s", ioerr.msg); /* a unit is not committed */
     L.st.tokenize_s = sl_task_tokenize_seconds(model); /* the I/O thread has finished */
     L.st.load_s = t_load;
     struct rusage ru;
@@ -1004,14 +1028,20 @@ int sl_run_main(int argc, char **argv)
         /* Units outside this run's share may have been committed meanwhile by other tasks of a
          * job array: look at their part files. The task that finds everything committed
          * writes predictions.h5. */
+        /* Every unit is looked at on disk, also those this run committed: a part file can
+         * have gone since (the output directory removed or emptied while the job ran), and
+         * a manifest or predictions.h5 must never claim a unit that is not there. */
         int complete = 1;
+        int64_t lost = 0;
         for (int64_t i = 0; i < plan.nunits; i++) {
-            if (!done[i] && job.array_tasks > 1) {
+            if (done[i] || job.array_tasks > 1) {
+                int was = done[i];
                 const sl_unit_t *u = &plan.units[i];
                 sl_part_meta_t m = {&plan.in.shards[u->shard], u->row0, u->nrows, &plan.task.outs,
                                     plan.model_fp, plan.job_hash};
                 char *rel = sl_part_relpath(m.shard, u->row0, u->nrows);
                 done[i] = (unsigned char)sl_part_matches(job.output, rel, &m);
+                lost += was && !done[i];
                 free(rel);
             }
             complete &= done[i];
@@ -1049,7 +1079,16 @@ int sl_run_main(int argc, char **argv)
             if (wrc != 0) {
                 print_error(err.msg);
                 exit_status = SL_EXIT_FAILURE;
+                complete = 0; /* the manifest must not say complete without predictions.h5 */
             }
+        }
+        if (lost > 0) {
+            fprintf(stderr,
+                    "shardline: error: %s: %lld committed unit(s) are no longer in "
+                    "parts/ (was the output directory removed or changed while the job "
+                    "ran?); rerun the same command to compute them again\n",
+                    job.output, (long long)lost);
+            exit_status = SL_EXIT_FAILURE;
         }
         cJSON *man = manifest_json(&job, &plan, done, complete && !any_stopped);
         if (write_json(job.output, "manifest.json", man, &err) != 0) {
@@ -1148,6 +1187,7 @@ int sl_run_main(int argc, char **argv)
         free(done);
     }
     MPI_Bcast(&exit_status, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    sl_output_unlock(lock_fds);
     free(all);
     free(counts);
     free(displs);

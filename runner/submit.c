@@ -426,10 +426,14 @@ int sl_submit_main(int argc, char **argv)
     else
         exe[el] = '\0';
     /* The output directory, relative to where the job runs: the submit directory (--chdir). */
-    if (job.output[0] == '/')
-        snprintf(out_abs, sizeof out_abs, "%s", job.output);
-    else
-        snprintf(out_abs, sizeof out_abs, "%s/%s", cwd, job.output);
+    int ol_full = job.output[0] == '/'
+                      ? snprintf(out_abs, sizeof out_abs, "%s", job.output)
+                      : snprintf(out_abs, sizeof out_abs, "%s/%s", cwd, job.output);
+    if (ol_full >= (int)sizeof out_abs) {
+        fprintf(stderr, "shardline: error: --output %s: the path is too long\n", job.output);
+        sl_job_free(&job);
+        return SL_EXIT_USAGE;
+    }
     size_t ol = strlen(out_abs);
     while (ol > 1 && out_abs[ol - 1] == '/')
         out_abs[--ol] = '\0';

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/sl_fs.h"
 #include "common/sl_hash.h"
 
 static int hash_file(uint64_t *h, const char *path, const char *name, sl_error_t *err)
@@ -62,21 +63,22 @@ int sl_model_fingerprint(const char *dir, uint64_t *out, sl_error_t *err)
         return sl_errorf(err, "%s: cannot list the model directory", dir);
     uint64_t h = SL_HASH_INIT;
     int rc = 0;
-    char path[4096], sub[4096];
     for (int i = 0; i < n; i++) {
         const char *name = ents[i]->d_name;
         struct stat st;
-        snprintf(path, sizeof path, "%s/%s", dir, name);
+        char *path = sl_path_join(dir, name);
         if (rc == 0 && name[0] != '.' && stat(path, &st) == 0) {
             if (S_ISREG(st.st_mode) && defines_model(name)) {
                 rc = hash_file(&h, path, name, err);
             } else if (S_ISDIR(st.st_mode)) {
                 /* sentence-transformers module folders (1_Pooling/config.json, ...) */
-                snprintf(sub, sizeof sub, "%s/config.json", path);
+                char *sub = sl_path_join(path, "config.json");
                 if (access(sub, R_OK) == 0)
                     rc = hash_file(&h, sub, name, err);
+                free(sub);
             }
         }
+        free(path);
         free(ents[i]);
     }
     free(ents);

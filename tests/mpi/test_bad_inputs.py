@@ -31,6 +31,17 @@ and no OUT/predictions.h5. Cases:
   files:   a --model file that is not GGUF (bad magic; any other file): "not a GGUF file";
            tokenizer.json with "hello": 99999 beside a 30522-row BERT embedding (1 and 2 ranks)
            and a 256-row LLaMA embedding (BPE): exit 3 naming tokenizer.json, the token, the id.
+  changes: after a run interrupted by SL_FAULT=rename:3 (2 units committed): the model
+           retrained at the same path (the resume recomputes every unit under the new
+           fingerprint, never a mix; predictions are the new model's), an input rewritten (its
+           units computed again), an input whose width changed (exit 3 naming it), another
+           model on the partial output (exit 3 naming both models);
+  sharing: a second job on a running job's output directory (exit 3 naming the lock file and
+           the first job's pid; the first completes), a SIGKILLed job's lock does not block
+           the rerun, two tasks of a job array run side by side but the same task twice does
+           not, nor a plain job beside an array's task;
+  mounts:  --output new, empty, or a partial job's, on a read-only tmpfs (exit 3, "not
+           writable"; skipped when mounting is not permitted).
 Several cases also run on 2 ranks. Then NaN/Inf rows: a shard with rows holding NaN, +Inf and
 -Inf gives status 4, those output rows are all NaN, the other rows match the float64
 reference, /errors lists exactly those global row indices with a reason naming NaN or Inf,
@@ -44,8 +55,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
+import subprocess
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -488,6 +502,177 @@ def body(t, tmp):
                 f"got {sorted(listed)}")
 
     dataset_listing(t, tmp, model.path)
+    changes_and_sharing(t, tmp)
+
+
+def frozen_after_first_part(p, out, limit=120):
+    """Waits for the job's first committed part file, then stops its ranks (SIGSTOP): the
+    job holds its output directory while we look. Returns the rank pids, or None."""
+    end = time.time() + limit
+    while time.time() < end and p.poll() is None:
+        ranks = e.rank_pids(p.pid)
+        if len(ranks) == 2 and e.list_parts(out)[0]:
+            for r in ranks:
+                os.kill(r, signal.SIGSTOP)
+            return ranks
+        time.sleep(0.005)
+    return None
+
+
+def changes_and_sharing(t, tmp):
+    """Files changed between a run and its resume, two jobs on one output directory, and an
+    output directory on a read-only mount."""
+    dims = [12, 32, 16, 5]
+    mdir = os.path.join(tmp, "chg-model")
+    e.make_model(mdir, dims, "relu", None, seed=21)
+    shards = e.make_inputs(os.path.join(tmp, "chg-data"), [40, 24], dims[0],
+                           names=["a.h5", "b.h5"], seed=22)
+    glob = os.path.join(tmp, "chg-data", "*.h5")
+
+    def partial(out, mdl=mdir):
+        """A run that commits 2 units and then fails its third commit (SL_FAULT)."""
+        args = e.job_args(mdl, glob, out, unit_rows=8, extra=["--quiet"])
+        res = e.run(1, args, timeout=120, env={"SL_FAULT": "rename:3"})
+        t.check(res.rc == 1 and len(e.list_parts(out)[0]) == 2,
+                "interrupted run: exit 1 with 2 units committed", res.describe())
+        return args
+
+    def fingerprints(out):
+        fps = set()
+        for prt in e.list_parts(out)[0].values():
+            with h5py.File(prt.path, "r") as f:
+                fps.add(e._s(f.attrs["model_fingerprint"]))
+        return fps
+
+    # the model retrained at the same path between a run and its resume: every unit is
+    # computed again with the new weights (never a mix of old and new parts)
+    out = os.path.join(tmp, "chg-out-model")
+    args = partial(out)
+    old_fp = fingerprints(out)
+    model2 = e.make_model(mdir, dims, "relu", None, seed=23)
+    res = e.run(1, args, timeout=120)
+    if t.check(res.rc == 0, "model changed before the resume: exit 0", res.describe()):
+        o = e.read_output(out)
+        man_fp = o.manifest["model"]["fingerprint"]
+        t.check(fingerprints(out) == {man_fp} and man_fp not in old_fp
+                and o.report["units_skipped"] == 0,
+                "model changed before the resume: every part recomputed under the new "
+                "fingerprint, none kept", f"parts {fingerprints(out)}, manifest {man_fp}, "
+                f"old {old_fp}, skipped {o.report['units_skipped']}")
+        x = np.concatenate([s[1] for s in sorted(shards)])
+        t.close(o.predictions, model2.forward(x), 1e-5,
+                "model changed before the resume: predictions are the new model's")
+    # another model (another path) on the same output: refused, naming both
+    other = e.make_model(os.path.join(tmp, "chg-other"), dims, "relu", None, seed=24)
+    out = os.path.join(tmp, "chg-out-other")
+    partial(out)
+    expect_fail(t, "another model on a partial output", 1,
+                e.job_args(other.path, glob, out, unit_rows=8), 3,
+                [("another job", "chg-other", "chg-model")], out)
+    # an input rewritten between a run and its resume: its units are computed again
+    out = os.path.join(tmp, "chg-out-input")
+    args = partial(out)
+    kept_a = {r: p.ino for r, p in e.list_parts(out)[0].items() if r.startswith("a.h5")}
+    rng = np.random.default_rng(25)
+    new_a = rng.standard_normal((40, dims[0])).astype(np.float32)
+    time.sleep(0.01)
+    e.write_shard(shards[0][0], new_a)
+    res = e.run(1, args, timeout=120)
+    if t.check(res.rc == 0, "input rewritten before the resume: exit 0", res.describe()):
+        o = e.read_output(out)
+        after = e.list_parts(out)[0]
+        t.check(kept_a and all(after[r].ino != ino for r, ino in kept_a.items())
+                and o.report["units_skipped"] == 0,
+                "input rewritten before the resume: its committed units computed again",
+                f"skipped {o.report['units_skipped']}")
+        x = np.concatenate([new_a, shards[1][1]])
+        t.close(o.predictions, model2.forward(x), 1e-5,
+                "input rewritten before the resume: predictions are the new rows'")
+    # an input whose feature count changed before the resume: refused before any write
+    out = os.path.join(tmp, "chg-out-width")
+    args = partial(out)
+    e.write_shard(shards[1][0], rng.standard_normal((24, dims[0] + 2)).astype(np.float32))
+    expect_fail(t, "input width changed before the resume", 1, args, 3, [("b.h5", "features")],
+                out)
+    e.write_shard(shards[1][0], shards[1][1])
+
+    # two jobs on one output directory: the second is refused, naming the first
+    hm = e.make_model(os.path.join(tmp, "lock-model"), [64, 1024, 512, 64], "relu", None, seed=26)
+    e.make_inputs(os.path.join(tmp, "lock-data"), [32000], 64, names=["h.h5"], seed=27)
+    hglob = os.path.join(tmp, "lock-data", "*.h5")
+    out = os.path.join(tmp, "lock-out")
+    hargs = e.job_args(hm.path, hglob, out, unit_rows=2000, batch=500, extra=["--quiet"])
+    p = e.start(2, hargs)
+    ranks = frozen_after_first_part(p, out)
+    if t.check(ranks is not None, "first job running (frozen after its first commit)"):
+        expect_fail(t, "a second job on the same output directory", 2, hargs, 3,
+                          [("another shardline job", ".shardline.lock", f"pid {ranks[0]}"),
+                           ("another shardline job", ".shardline.lock", f"pid {ranks[1]}")], out)
+        for r in ranks:
+            os.kill(r, signal.SIGCONT)
+        rc, _, err = e.finish(p, timeout=300)
+        t.check(rc == 0 and os.path.exists(os.path.join(out, "predictions.h5")),
+                "the first job completes undisturbed", err[-1500:])
+    else:
+        e.kill_tree(p.pid, signal.SIGKILL)
+        e.finish(p)
+    # a job killed with SIGKILL leaves no lock that blocks its rerun
+    out = os.path.join(tmp, "lock-out-killed")
+    hargs = e.job_args(hm.path, hglob, out, unit_rows=2000, batch=500, extra=["--quiet"])
+    p = e.start(2, hargs)
+    ranks = frozen_after_first_part(p, out)
+    procs = e.kill_tree(p.pid, signal.SIGKILL)
+    e.finish(p)
+    e.wait_gone(procs, 30)
+    res = e.run(2, hargs, timeout=300)
+    t.check(ranks is not None and res.rc == 0,
+            "after a SIGKILL the lock is gone: the rerun completes", res.describe())
+    # the tasks of a job array share the directory; the same task twice does not
+    out = os.path.join(tmp, "lock-out-array")
+    targs = lambda k: hargs[:hargs.index("--output") + 1] + [out] + hargs[hargs.index("--output") + 2:] \
+        + ["--array-tasks", "2", "--array-task", str(k)]  # noqa: E731
+    p = e.start(2, targs(0))
+    ranks = frozen_after_first_part(p, out)
+    if t.check(ranks is not None, "array task 0 running (frozen after its first commit)"):
+        expect_fail(t, "array task 0 twice at once", 1, targs(0), 3,
+                    [("array task 0", ".shardline.lock.task-0")], out)
+        res = e.run(1, targs(1), timeout=300)
+        t.check(res.rc == 0, "array task 1 runs beside task 0", res.describe())
+        expect_fail(t, "a plain job beside an array's task", 1, hargs[:hargs.index("--output") + 1]
+                    + [out] + hargs[hargs.index("--output") + 2:], 3,
+                    [("another shardline job", "job array")], out)
+        for r in ranks:
+            os.kill(r, signal.SIGCONT)
+        rc, _, err = e.finish(p, timeout=300)
+        t.check(rc == 0 and os.path.exists(os.path.join(out, "predictions.h5")),
+                "array task 0 completes and writes predictions.h5", err[-1500:])
+    else:
+        e.kill_tree(p.pid, signal.SIGKILL)
+        e.finish(p)
+
+    # an output directory on a read-only mount
+    mnt = os.path.join(tmp, "ro")
+    os.makedirs(mnt)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", mnt],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        t.skip("read-only output", f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        return
+    try:
+        partial(os.path.join(mnt, "done"))  # a partial output, then the mount turns read-only
+        os.makedirs(os.path.join(mnt, "empty"))
+        r = subprocess.run(["mount", "-o", "remount,ro", mnt], capture_output=True, text=True)
+        if r.returncode != 0:
+            t.skip("read-only output", f"cannot remount read-only: {r.stderr.strip()}")
+            return
+        for name, label in (("new", "a new --output on a read-only mount"),
+                            ("empty", "an empty --output on a read-only mount"),
+                            ("done", "resuming a job whose output turned read-only")):
+            out = os.path.join(mnt, name)
+            expect_fail(t, label, 2, e.job_args(mdir, glob, out, unit_rows=8), 3,
+                        [(out, "not writable"), (mnt, "not writable")], out)
+    finally:
+        subprocess.run(["umount", mnt], capture_output=True)
 
 
 def dataset_listing(t, tmp, model_dir):

@@ -42,7 +42,10 @@ static char g_root[4096];
 
 static void path_join(char *buf, size_t cap, const char *dir, const char *file)
 {
-    snprintf(buf, cap, "%s/%s", dir, file);
+    if (snprintf(buf, cap, "%s/%s", dir, file) >= (int)cap) {
+        fprintf(stderr, "test_bert: path %s/%s too long\n", dir, file);
+        exit(1);
+    }
 }
 
 static void write_text(const char *dir, const char *file, const char *text)
