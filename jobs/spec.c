@@ -52,7 +52,8 @@ static const opt_t options[] = {
     {"batch-size", K_I64, "N", "1024", "rows per forward pass", OFF(batch_size), 1, SL_MAX_BATCH_SIZE},
     {"device", K_STR, "auto|cpu|cuda", "auto", "auto: CUDA when a GPU is visible, else CPU", OFF(device), 0, 0},
     {"comm", K_STR, "auto|mpi|nccl", "auto", "TP all-reduce: nccl (CUDA, every rank of a TP group on its own GPU), mpi (through host memory; works with several ranks on one GPU); auto: nccl when every rank of the group has its own GPU, else mpi (the CPU backend always uses MPI)", OFF(comm), 0, 0},
-    {"precision", K_STR, "auto|f32|f16|bf16", "auto", "weight and GEMM precision (f32 accumulation); auto: a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized (int8 dot products on the CPU), everything else f32", OFF(precision), 0, 0},
+    {"precision", K_STR, "auto|f32|f16|bf16|int8|w8a8", "auto", "weight and GEMM precision (f32 accumulation); auto: a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized (int8 dot products on the CPU), everything else f32; int8: the linear layers' matrices are quantized on load to int8 (one scale per 32 weights of a row, Q8_0 blocks) and meet activations quantized per 32-value block of each row in integer dot products (embeddings, norms, biases stay f32); w8a8: the same weights, activations quantized with the static ranges (per 32 input columns of each layer) of --calibration", OFF(precision), 0, 0},
+    {"calibration", K_STR, "FILE", NULL, "--precision w8a8: the activation scales written by `shardline calibrate` for this model [default: MODEL/shardline-calibration.safetensors]", OFF(calibration), 0, 0},
     {"max-length", K_INT, "N", "0", "bert: tokens per row incl. [CLS]/[SEP]; score: tokens per row; generate: prompt + new tokens (longer rows are truncated when scoring or embedding, refused as row errors when generating); 0: the model's", OFF(max_length), 0, SL_MAX_TOKENS},
     {"batch-tokens", K_I64, "N", "16384", "bert, decoders: real (unpadded) tokens per forward pass; a unit's rows are sorted by length and packed", OFF(batch_tokens), 1, SL_MAX_BATCH_TOKENS},
     {"bos", K_STR, "auto|always|never", "auto", "decoders: special tokens around each row's text: as the tokenizer file says (auto), a BOS token first and nothing else (always; as transformers' GGUF tokenizer does), or none (never)", OFF(bos), 0, 0},
@@ -397,8 +398,13 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
     else if (strcmp(job->comm, "auto") && strcmp(job->comm, "mpi") && strcmp(job->comm, "nccl"))
         rc = sl_errorf(err, "--comm '%s': expected auto, mpi or nccl", job->comm);
     else if (strcmp(job->precision, "auto") && strcmp(job->precision, "f32") &&
-             strcmp(job->precision, "f16") && strcmp(job->precision, "bf16"))
-        rc = sl_errorf(err, "--precision '%s': expected auto, f32, f16 or bf16", job->precision);
+             strcmp(job->precision, "f16") && strcmp(job->precision, "bf16") &&
+             strcmp(job->precision, "int8") && strcmp(job->precision, "w8a8"))
+        rc = sl_errorf(err, "--precision '%s': expected auto, f32, f16, bf16, int8 or w8a8",
+                       job->precision);
+    else if (job->calibration && strcmp(job->precision, "w8a8"))
+        rc = sl_errorf(err, "--calibration is only used with --precision w8a8 (not %s)",
+                       job->precision);
     else if (strcmp(job->task, "auto") && strcmp(job->task, "predict") && strcmp(job->task, "embed") &&
              strcmp(job->task, "classify") && strcmp(job->task, "score") && strcmp(job->task, "generate"))
         rc = sl_errorf(err, "--task '%s': expected auto, predict, embed, classify, score or generate",
@@ -443,6 +449,7 @@ void sl_job_free(sl_job_t *job)
     free(job->device);
     free(job->comm);
     free(job->precision);
+    free(job->calibration);
     free(job->task);
     free(job->output_dtype);
     free(job->schedule);

@@ -25,7 +25,7 @@ typedef struct {
     int64_t batch_size;
     char *device;    /* auto | cpu | cuda */
     char *comm;      /* auto | mpi | nccl: the TP all-reduce's transport (partition/comm.h) */
-    char *precision; /* auto | f32 | f16 | bf16 */
+    char *precision; /* auto | f32 | f16 | bf16 | int8 | w8a8 */
     int max_length;       /* bert, decoders: 0 = the model's */
     int64_t batch_tokens; /* bert, decoders: tokens per forward pass */
     char *prompt_dataset; /* score: prompts whose continuation (the input dataset) is scored */
@@ -50,6 +50,7 @@ typedef struct {
     int quiet;
     int profile; /* NVTX ranges (common/sl_profile.h) */
     char *log_format; /* human | json: the stderr lines of `run` */
+    char *calibration; /* w8a8: the calibration file; NULL: beside the model */
 } sl_job_t;
 
 /* Parses `shardline run` arguments (argv[0] is "run"). Returns 0 on success, 1 when --help

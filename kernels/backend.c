@@ -195,6 +195,7 @@ void sl_tensor_free(sl_tensor_t *t)
         return;
     if (t->owns_data && t->data)
         t->be->ops->free(t->be, t->data);
+    sl_tensor_free(t->act_scales);
     free(t);
 }
 
@@ -346,8 +347,19 @@ static void linear_q(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor
     }
 }
 
+static sl_linear_observer_fn linear_observer;
+static void *linear_observer_ctx;
+
+void sl_linear_set_observer(sl_linear_observer_fn fn, void *ctx)
+{
+    linear_observer = fn;
+    linear_observer_ctx = ctx;
+}
+
 void sl_linear(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *y)
 {
+    if (linear_observer && x->dtype == SL_F32)
+        linear_observer(linear_observer_ctx, x, w);
     if (sl_dtype_quantized(w->dtype))
         linear_q(x, w, bias, y);
     else

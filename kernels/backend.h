@@ -76,6 +76,12 @@ typedef struct {
     int64_t shape[SL_MAX_DIMS]; /* row-major; shape[ndim-1] is contiguous */
     void *data;                 /* backend memory (host memory on the CPU backend) */
     int owns_data;
+    /* A quantized linear weight under --precision w8a8: an sl_tensor_t * of f32 [K / 32] on the
+     * same backend, the calibrated max |x| of each 32-column block of the layer's input x
+     * [M, K]; sl_linear quantizes block b of every row with the static step act_scales[b] / 127
+     * (values beyond saturate; a 0 entry: that block's own max, as without). NULL (the
+     * default): one scale per 32-value block of each row, from the row. Freed with the tensor. */
+    void *act_scales;
 } sl_tensor_t;
 
 /* ---- backends ---------------------------------------------------------------------------- */
@@ -145,6 +151,11 @@ void sl_linear(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bi
  * must share a dtype. A quantized w takes x as it is (sl_linear). */
 void sl_linear_cast(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias,
                     sl_tensor_t *y, sl_tensor_t *scratch);
+/* Calibration (`shardline calibrate`): while set, sl_linear calls fn(ctx, x, w) with its input x
+ * (f32 only; host memory on the CPU backend) and weight w before each product, on the calling
+ * thread. NULL clears it. One observer per process. */
+typedef void (*sl_linear_observer_fn)(void *ctx, const sl_tensor_t *x, const sl_tensor_t *w);
+void sl_linear_set_observer(sl_linear_observer_fn fn, void *ctx);
 /* x[m, n] += bias[n] (bias dtype = x dtype or f32). */
 void sl_add_bias(sl_tensor_t *x, const sl_tensor_t *bias);
 /* In-place elementwise activation. */

@@ -505,7 +505,8 @@ struct sl_bert {
     sl_bert_config_t cfg;
     sl_backend_t *be;
     int tp_size, tp_rank;
-    sl_dtype_t dtype;    /* linear weights, embedding tables and GEMM inputs */
+    sl_dtype_t dtype;    /* embedding tables and GEMM inputs (f32 under --precision int8/w8a8) */
+    sl_dtype_t wdtype;   /* linear weights: dtype, or SL_WEIGHTS_INT8 (loaded as Q8_0) */
     int64_t heads_local; /* Hl = heads / T */
     int64_t head_dim;    /* Dh = D / heads */
     int64_t inter_local; /* Il = intermediate / T */
@@ -557,7 +558,7 @@ static int load_layer(sl_bert_t *m, const sl_weights_t *w, int i, sl_error_t *er
         if (find_checked(w, n1, NULL, 2, A, D, 0, t, err) != 0 ||
             find_checked(w, n2, NULL, 1, A, 0, 0, b, err) != 0)
             return -1;
-        *dw[j] = upload_block(m->be, w, t, a0, an, 0, D, m->dtype);
+        *dw[j] = upload_block(m->be, w, t, a0, an, 0, D, m->wdtype);
         *db[j] = upload_block(m->be, w, b, 0, 0, a0, an, SL_F32);
     }
 
@@ -566,7 +567,7 @@ static int load_layer(sl_bert_t *m, const sl_weights_t *w, int i, sl_error_t *er
     if (find_checked(w, n1, NULL, 2, D, A, 0, t, err) != 0 ||
         find_checked(w, n2, NULL, 1, D, 0, 0, b, err) != 0)
         return -1;
-    L->wo = upload_block(m->be, w, t, 0, D, a0, an, m->dtype);
+    L->wo = upload_block(m->be, w, t, 0, D, a0, an, m->wdtype);
     L->bo = upload_block(m->be, w, b, 0, 0, 0, D, SL_F32);
 
     snprintf(n1, sizeof n1, "encoder.layer.%d.intermediate.dense.weight", i);
@@ -574,7 +575,7 @@ static int load_layer(sl_bert_t *m, const sl_weights_t *w, int i, sl_error_t *er
     if (find_checked(w, n1, NULL, 2, I, D, 0, t, err) != 0 ||
         find_checked(w, n2, NULL, 1, I, 0, 0, b, err) != 0)
         return -1;
-    L->wi = upload_block(m->be, w, t, i0, in, 0, D, m->dtype);
+    L->wi = upload_block(m->be, w, t, i0, in, 0, D, m->wdtype);
     L->bi = upload_block(m->be, w, b, 0, 0, i0, in, SL_F32);
 
     snprintf(n1, sizeof n1, "encoder.layer.%d.output.dense.weight", i);
@@ -582,7 +583,7 @@ static int load_layer(sl_bert_t *m, const sl_weights_t *w, int i, sl_error_t *er
     if (find_checked(w, n1, NULL, 2, D, I, 0, t, err) != 0 ||
         find_checked(w, n2, NULL, 1, D, 0, 0, b, err) != 0)
         return -1;
-    L->wo2 = upload_block(m->be, w, t, 0, D, i0, in, m->dtype);
+    L->wo2 = upload_block(m->be, w, t, 0, D, i0, in, m->wdtype);
     L->bo2 = upload_block(m->be, w, b, 0, 0, 0, D, SL_F32);
 
     static const char *lns[2] = {"attention.output", "output"};
@@ -655,7 +656,7 @@ static int load_heads(sl_bert_t *m, const sl_weights_t *w, sl_error_t *err)
                          pw[0] ? "pooler.dense.weight" : "pooler.dense.bias",
                          pw[0] ? "pooler.dense.bias" : "pooler.dense.weight");
     if (pw[0]) {
-        m->pool_w = upload_block(m->be, w, pw, 0, D, 0, D, m->dtype);
+        m->pool_w = upload_block(m->be, w, pw, 0, D, 0, D, m->wdtype);
         m->pool_b = upload_block(m->be, w, pb, 0, 0, 0, D, SL_F32);
     }
     if (c->n_labels > 0) {
@@ -663,7 +664,7 @@ static int load_heads(sl_bert_t *m, const sl_weights_t *w, sl_error_t *err)
         if (find_checked(w, "classifier.weight", NULL, 2, n, D, 0, cw, err) != 0 ||
             find_checked(w, "classifier.bias", NULL, 1, n, 0, 0, cb, err) != 0)
             return -1;
-        m->cls_w = upload_block(m->be, w, cw, 0, n, 0, D, m->dtype);
+        m->cls_w = upload_block(m->be, w, cw, 0, n, 0, D, m->wdtype);
         m->cls_b = upload_block(m->be, w, cb, 0, 0, 0, n, SL_F32);
     }
     return 0;
@@ -685,7 +686,8 @@ sl_bert_t *sl_bert_load_with(const char *dir, const sl_bert_config_t *cfg, sl_ba
     m->be = be;
     m->tp_size = tp_size;
     m->tp_rank = tp_rank;
-    m->dtype = dtype;
+    m->wdtype = dtype;
+    m->dtype = dtype == SL_WEIGHTS_INT8 ? SL_F32 : dtype;
     if (cfg) { /* parsed already: a copy, so the model owns its config (labels: the one pointer) */
         m->cfg = *cfg;
         m->cfg.labels = NULL;

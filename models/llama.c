@@ -345,8 +345,8 @@ struct sl_llama {
     sl_llama_config_t cfg;
     sl_backend_t *be;
     int tp_size, tp_rank;
-    sl_dtype_t dtype;      /* as loaded: f32, f16, bf16 or SL_WEIGHTS_AS_STORED */
-    sl_dtype_t act_dtype;  /* of the float weights and GEMM inputs: dtype, or f32 when as stored */
+    sl_dtype_t dtype;      /* as loaded: f32, f16, bf16, SL_WEIGHTS_AS_STORED or _INT8 */
+    sl_dtype_t act_dtype;  /* of the float weights and GEMM inputs: dtype, or f32 */
     int64_t hl, kvl, il;   /* this rank's query heads, KV heads, FFN slice */
     int64_t v0, vl;        /* this rank's vocabulary rows of the LM head */
     sl_bpe_t *tok;
@@ -477,11 +477,16 @@ static int load_gate_up(sl_llama_t *m, const sl_weights_t *w, int i, sl_error_t 
         if (dg != SL_F32) {
             m->layers[i].wgu = sl_tensor_new2(m->be, dg, 2 * m->il, D);
             sl_copy_h2d(m->layers[i].wgu, both, 2 * half);
+        } else if (m->dtype == SL_WEIGHTS_INT8) {
+            m->layers[i].wgu = sl_upload_int8(m->be, (const float *)both, 2 * m->il, D);
         } else {
             m->layers[i].wgu =
                 sl_upload_f32(m->be, (const float *)both, 2 * m->il, D, m->act_dtype);
         }
         free(both);
+        char fused[300];
+        snprintf(fused, sizeof fused, "%s+%s", ng, nu);
+        sl_wlog_add(fused, m->layers[i].wgu);
     }
     free(g);
     free(u);
@@ -651,7 +656,7 @@ sl_llama_t *sl_llama_load_with(const char *path, const sl_llama_config_t *cfg, s
     m->tp_size = tp_size;
     m->tp_rank = tp_rank;
     m->dtype = dtype;
-    m->act_dtype = dtype == SL_WEIGHTS_AS_STORED ? SL_F32 : dtype;
+    m->act_dtype = dtype == SL_WEIGHTS_AS_STORED || dtype == SL_WEIGHTS_INT8 ? SL_F32 : dtype;
     const sl_gguf_t *g = sl_weights_gguf(w);
     const sl_llama_config_t *c = &m->cfg;
     int rc = 0;
@@ -694,7 +699,8 @@ sl_llama_t *sl_llama_load_with(const char *path, const sl_llama_config_t *cfg, s
     const char *norm = g ? "output_norm.weight" : "model.norm.weight";
     const char *head = g ? "output.weight" : "lm_head.weight";
     if (rc == 0)
-        rc = load_block(m, w, emb, V, D, 0, V, 0, D, 0, 0, dtype, &m->embed, err);
+        rc = load_block(m, w, emb, V, D, 0, V, 0, D, 0, 0,
+                        dtype == SL_WEIGHTS_INT8 ? SL_F32 : dtype, &m->embed, err);
     if (rc == 0)
         rc = load_block(m, w, norm, D, 0, 0, D, 0, 0, 0, 0, SL_F32, &m->out_norm, err);
     /* An untied checkpoint must carry its LM head; a tied one may still ship a copy. */

@@ -253,7 +253,7 @@ struct sl_mlp {
     sl_mlp_config_t cfg;
     sl_backend_t *be;
     int tp_size, tp_rank;
-    sl_dtype_t dtype; /* weights and GEMM inputs */
+    sl_dtype_t dtype; /* weights and GEMM inputs; SL_WEIGHTS_INT8: Q8_0 weights, f32 inputs */
     sl_mlp_layer_t *layers;  /* [n_layers] */
     sl_tensor_t *mean, *std; /* f32 [d0], or NULL */
     int64_t scratch_rows;
@@ -292,12 +292,16 @@ static int load_layer(sl_mlp_t *m, const sl_safetensors_t *st, int i, sl_error_t
 
     /* Blocks are checked for NaN/Inf as sl_weights_block checks them (this loader reads the
      * weights in the GEMM dtype directly). */
-    void *hw = sl_st_host_block(w, L->in, row0, L->out_local, col0, L->in_local, m->dtype);
-    int rc = sl_weights_check_finite(st->path, wn, hw, m->dtype, row0, L->out_local, col0,
-                                     L->in_local, err);
+    const int int8 = m->dtype == SL_WEIGHTS_INT8; /* read as f32, quantized to Q8_0 here */
+    const sl_dtype_t rd = int8 ? SL_F32 : m->dtype;
+    void *hw = sl_st_host_block(w, L->in, row0, L->out_local, col0, L->in_local, rd);
+    int rc =
+        sl_weights_check_finite(st->path, wn, hw, rd, row0, L->out_local, col0, L->in_local, err);
     if (rc == 0)
-        L->w = upload(m->be, m->dtype, L->out_local, L->in_local, hw);
+        L->w = int8 ? sl_upload_int8(m->be, hw, L->out_local, L->in_local)
+                    : upload(m->be, m->dtype, L->out_local, L->in_local, hw);
     free(hw);
+    sl_wlog_add_slice(wn, L->w, col0);
     if (rc != 0)
         return -1;
     /* The bias is added once to the full output: sliced with the rows for a column layer,
@@ -309,6 +313,7 @@ static int load_layer(sl_mlp_t *m, const sl_safetensors_t *st, int i, sl_error_t
     if (rc == 0)
         L->b = upload(m->be, SL_F32, bn_len, 0, hb);
     free(hb);
+    sl_wlog_add(bn, L->b);
     return rc;
 }
 
@@ -442,7 +447,7 @@ static void ensure_scratch(sl_mlp_t *m, int64_t rows)
         if (i < n - 1)
             L->out_buf = sl_tensor_new2(m->be, SL_F32, rows,
                                         L->split == SL_SPLIT_COLUMN ? L->out_local : L->out);
-        if (m->dtype != SL_F32)
+        if (m->dtype != SL_F32 && m->dtype != SL_WEIGHTS_INT8)
             L->cast_buf = sl_tensor_new2(m->be, m->dtype, rows, L->in_local);
     }
     m->scratch_rows = rows;

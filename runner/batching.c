@@ -8,7 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/sl_fs.h"
 #include "common/sl_size.h"
+#include "models/calib.h"
 
 int64_t sl_bytes3(int64_t a, int64_t b, int64_t c)
 {
@@ -209,6 +211,16 @@ int sl_batch_check_memory(const sl_job_t *job, const sl_inputs_t *in, const sl_t
              (long long)job->batch_size, (long long)job->unit_rows, job->prefetch);
     return sl_size_check_memory(total, avail, opt,
                                 "the batch, read-ahead and unit buffers together", err);
+}
+
+int sl_batch_calibrate(const sl_job_t *job, sl_error_t *err)
+{
+    if (strcmp(job->precision, "w8a8"))
+        return 0;
+    char *def = sl_path_join(job->model, SL_CALIB_FILE);
+    int rc = sl_calib_apply(job->calibration ? job->calibration : def, job->model, err);
+    free(def);
+    return rc;
 }
 
 double sl_batch_now(void)

@@ -102,6 +102,11 @@ typedef struct {
 int sl_batch_check_memory(const sl_job_t *job, const sl_inputs_t *in, const sl_task_memory_t *m,
                           int64_t avail, sl_error_t *err);
 
+/* --precision w8a8: the static activation scales (--calibration, or the model directory's
+ * calibration file) onto the quantized matrices loaded since sl_wlog_reset; other precisions:
+ * nothing. For the families that take w8a8 (mlp, bert), right after their weights load. */
+int sl_batch_calibrate(const sl_job_t *job, sl_error_t *err);
+
 /* Monotonic seconds (timing of tokenization on the I/O thread). */
 double sl_batch_now(void);
 

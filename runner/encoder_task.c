@@ -84,7 +84,7 @@ static int encoder_load(sl_task_t *t, const sl_grid_t *g, sl_dtype_t dt, sl_erro
     const sl_job_t *job = t->job;
     e->bert =
         sl_bert_load_with(job->model, t->plan->config, t->be, g->tp_size, g->tp_rank, dt, err);
-    if (!e->bert)
+    if (!e->bert || sl_batch_calibrate(job, err) != 0)
         return -1;
     char path[4096];
     snprintf(path, sizeof path, "%s/tokenizer.json", job->model);

@@ -16,17 +16,26 @@
 #include "common/sl_json.h"
 #include "jobs/h5util.h"
 #include "jobs/output.h"
-#include "runner/inspect_model.h"
+#include "kernels/backend.h"
+#include "models/bert.h"
+#include "models/calib.h"
+#include "models/formats/weights.h"
 #include "models/llama.h"
+#include "models/mlp.h"
+#include "runner/inspect_model.h"
 #include "runner/task.h"
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: shardline inspect [--tp N] MODEL_DIR | FILE.gguf | FILE.h5\n\n"
-                 "  MODEL_DIR   prints the architecture, parameter count and weight memory per\n"
-                 "              tensor-parallel rank for --tp N (default 1)\n"
-                 "  FILE.gguf   prints the architecture, hyperparameters, tokenizer and tensors\n"
-                 "  FILE.h5     prints every dataset with its shape and type\n");
+    fprintf(out,
+            "usage: shardline inspect [--tp N] [--precision P] MODEL_DIR | FILE.gguf | FILE.h5\n\n"
+            "  MODEL_DIR   prints the architecture, parameter count and weight memory per\n"
+            "              tensor-parallel rank for --tp N (default 1)\n"
+            "  --precision auto|f32|f16|bf16|int8|w8a8  also loads the model (rank 0 of --tp N,\n"
+            "              on the CPU) as `run --precision P` would and lists every matrix\n"
+            "              with its dtype and bytes, and the weight bytes (w8a8: as int8)\n"
+            "  FILE.gguf   prints the architecture, hyperparameters, tokenizer and tensors\n"
+            "  FILE.h5     prints every dataset with its shape and type\n");
 }
 
 static const char *type_name(hid_t t, char *buf, size_t len)
@@ -144,17 +153,80 @@ static int inspect_h5(const char *path)
     return SL_EXIT_OK;
 }
 
+/* `--precision P`: loads rank 0's slice of the model as `run --precision P` does (family 0 mlp,
+ * 1 bert, 2 decoder) on a one-thread CPU backend and lists what was uploaded. */
+static int loaded_precision(const char *path, int family, int tp, const char *precision,
+                            sl_error_t *err)
+{
+    sl_dtype_t dt = !strcmp(precision, "int8") || !strcmp(precision, "w8a8") ? SL_WEIGHTS_INT8
+                    : strcmp(precision, "auto") ? (sl_dtype_t)sl_dtype_parse(precision)
+                    : family == 2               ? SL_WEIGHTS_AS_STORED
+                                                : SL_F32;
+    sl_backend_t *be = sl_backend_create(SL_BACKEND_CPU, 0, 1, err);
+    if (!be)
+        return -1;
+    sl_wlog_reset();
+    int rc = -1;
+    if (family == 0) {
+        sl_mlp_t *m = sl_mlp_load(path, be, tp, 0, dt, err);
+        if (m) {
+            printf("\n--precision %s (rank 0 of --tp %d):\n", precision, tp);
+            sl_wlog_print(stdout);
+            sl_mlp_free(m);
+            rc = 0;
+        }
+    } else if (family == 1) {
+        sl_bert_t *m = sl_bert_load(path, be, tp, 0, dt, err);
+        if (m) {
+            printf("\n--precision %s (rank 0 of --tp %d):\n", precision, tp);
+            sl_wlog_print(stdout);
+            sl_bert_free(m);
+            rc = 0;
+        }
+    } else {
+        sl_llama_t *m = sl_llama_load(path, be, tp, 0, dt, err);
+        if (m) {
+            printf("\n--precision %s (rank 0 of --tp %d):\n", precision, tp);
+            sl_wlog_print(stdout);
+            sl_llama_free(m);
+            rc = 0;
+        }
+    }
+    if (rc == 0 && !strcmp(precision, "w8a8"))
+        printf("w8a8: these weights; activations quantized with the static scales of the "
+               "calibration file\n");
+    sl_wlog_reset();
+    sl_backend_free(be);
+    return rc;
+}
+
 int sl_inspect_main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"tp", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"tp", required_argument, NULL, 't'},
+                                             {"precision", required_argument, NULL, 'p'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {0, 0, 0, 0}};
     int tp = 1;
+    const char *precision = NULL;
     optind = 1;
     opterr = 0;
-    for (int c; (c = getopt_long(argc, argv, "ht:", longopts, NULL)) != -1;) {
+    for (int c; (c = getopt_long(argc, argv, "ht:p:", longopts, NULL)) != -1;) {
         if (c == 'h') {
             usage(stdout);
             return SL_EXIT_OK;
+        }
+        if (c == 'p') {
+            precision = optarg;
+            if (strcmp(precision, "auto") && strcmp(precision, "f32") && strcmp(precision, "f16") &&
+                strcmp(precision, "bf16") && strcmp(precision, "int8") &&
+                strcmp(precision, "w8a8")) {
+                fprintf(stderr,
+                        "shardline: error: --precision '%s': expected auto, f32, f16, bf16, int8 "
+                        "or w8a8\n",
+                        optarg);
+                return SL_EXIT_USAGE;
+            }
+            continue;
         }
         if (c == 't') {
             char *end;
@@ -187,6 +259,8 @@ int sl_inspect_main(int argc, char **argv)
         int rc = S_ISDIR(st.st_mode) ? 0 : sl_inspect_gguf(path, stdout, &err);
         if (rc == 0)
             rc = sl_llama_describe(path, tp, stdout, &err);
+        if (rc == 0 && precision)
+            rc = loaded_precision(path, 2, tp, precision, &err);
         if (rc != 0) {
             fprintf(stderr, "shardline: error: %s\n", err.msg);
             return SL_EXIT_INPUT;
@@ -206,6 +280,8 @@ int sl_inspect_main(int argc, char **argv)
                            "%s/config.json: model_type '%s' is not supported (mlp, bert, "
                            "llama, mistral, qwen2)",
                            path, mt);
+        if (rc == 0 && precision)
+            rc = loaded_precision(path, !strcmp(mt, "bert"), tp, precision, &err);
         if (rc != 0) {
             fprintf(stderr, "shardline: error: %s\n", err.msg);
             return SL_EXIT_INPUT;

@@ -8,6 +8,7 @@
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
+#include "runner/calibrate.h"
 #include "runner/compare.h"
 #include "runner/convert.h"
 #include "runner/inspect.h"
@@ -43,6 +44,8 @@ static void usage(FILE *out)
             "                            (see shardline compare --help)\n"
             "  prune --model DIR ...     remove the least important attention heads and FFN\n"
             "                            columns of a BERT encoder (see shardline prune --help)\n"
+            "  calibrate [options]       record each linear layer's input range over N rows (mlp,\n"
+            "                            bert) for --precision w8a8 (see shardline calibrate --help)\n"
             "  --version                 print the version\n"
             "  --help                    this help\n\n"
             "example:\n"
@@ -90,6 +93,14 @@ int main(int argc, char **argv)
         return sl_compare_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "prune"))
         return sl_prune_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "calibrate")) {
+        int provided = 0;
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+        sl_log_set_abort(abort_all);
+        int status = sl_calibrate_main(argc - 1, argv + 1);
+        MPI_Finalize();
+        return status;
+    }
     if (!strcmp(cmd, "run")) {
         sl_signals_watch_launcher();
         /* Only the main thread calls MPI; the I/O thread makes HDF5 calls only. */

@@ -53,7 +53,7 @@ static int mlp_load(sl_task_t *t, const sl_grid_t *g, sl_dtype_t dt, sl_error_t 
         return -1;
     m->x = sl_tensor_new2(t->be, SL_F32, job->batch_size, t->plan->d_in);
     m->y = sl_tensor_new2(t->be, SL_F32, job->batch_size, t->plan->outs.spec[0].cols);
-    return 0;
+    return sl_batch_calibrate(job, err);
 }
 
 static void mlp_free(sl_task_t *t)

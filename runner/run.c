@@ -36,6 +36,7 @@
 #include "jobs/input.h"
 #include "jobs/output.h"
 #include "jobs/spec.h"
+#include "models/calib.h"
 #include "models/formats/fingerprint.h"
 #include "partition/comm.h"
 #include "partition/grid.h"
@@ -133,6 +134,8 @@ static uint64_t job_hash(uint64_t model_fp, const sl_job_t *job, const sl_task_p
     uint64_t h = sl_hash_u64(SL_HASH_INIT, model_fp);
     h = sl_hash_str(h, t->dataset);
     h = sl_hash_str(h, job->precision);
+    if (!strcmp(job->precision, "w8a8")) /* another calibration file, other scales */
+        h = sl_hash_str(h, job->calibration ? job->calibration : "");
     h = sl_hash_str(h, sl_task_name(t->task));
     h = sl_hash_u64(h, (uint64_t)t->max_length);
     h = sl_hash_str(h, t->params);
@@ -1128,6 +1131,9 @@ int sl_run_main(int argc, char **argv)
         cJSON_AddNumberToObject(rep, "dp", grid.dp_size);
         cJSON_AddStringToObject(rep, "device", sl_backend_describe(be));
         cJSON_AddStringToObject(rep, "all_reduce", sl_comm_transport(comm));
+        /* the precision of every matrix rank 0 holds, and its weight bytes */
+        cJSON_AddStringToObject(rep, "precision", job.precision);
+        cJSON_AddItemToObject(rep, "weights", sl_wlog_json());
         cJSON *per = cJSON_AddArrayToObject(rep, "per_rank");
         for (int i = 0; i < size; i++) {
             cJSON *o = cJSON_CreateObject();

@@ -64,6 +64,11 @@ int sl_task_plan(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
      * FILE/config.json). */
     struct stat sb;
     if (sl_llama_detect(job->model) || (stat(job->model, &sb) == 0 && !S_ISDIR(sb.st_mode))) {
+        if (!strcmp(job->precision, "w8a8"))
+            return sl_errorf(err,
+                             "--precision w8a8: static activation scales are calibrated for mlp "
+                             "and bert models (%s is a decoder); use --precision int8",
+                             job->model);
         p->model = SL_MODEL_LLAMA;
         return sl_decoder_task_ops.plan(job, p, err);
     }
@@ -102,9 +107,12 @@ sl_task_t *sl_task_load(const sl_job_t *job, const sl_task_plan_t *plan, sl_back
     t->job = job;
     t->be = be;
     /* auto: decoders keep a GGUF's quantized matrices as stored; the rest is f32 */
-    sl_dtype_t dt = strcmp(job->precision, "auto")  ? (sl_dtype_t)sl_dtype_parse(job->precision)
-                    : plan->model == SL_MODEL_LLAMA ? SL_WEIGHTS_AS_STORED
-                                                    : SL_F32;
+    sl_dtype_t dt = !strcmp(job->precision, "int8") || !strcmp(job->precision, "w8a8")
+                        ? SL_WEIGHTS_INT8
+                    : strcmp(job->precision, "auto") ? (sl_dtype_t)sl_dtype_parse(job->precision)
+                    : plan->model == SL_MODEL_LLAMA  ? SL_WEIGHTS_AS_STORED
+                                                     : SL_F32;
+    sl_wlog_reset(); /* the tensors this load uploads, for the report and w8a8's scales */
     if (ops->load(t, g, dt, err) != 0) {
         sl_task_free(t);
         return NULL;

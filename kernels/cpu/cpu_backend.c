@@ -286,7 +286,7 @@ static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor
 {
     cpu_backend_t *cb = cpu(be);
 #ifdef SL_BLAS_BLIS
-    if (m >= qdeq_rows()) {
+    if (m >= qdeq_rows() && !w->act_scales) { /* static scales need the int8 path */
         linear_q_tiles(cb, x, w, bias, y, m, n, k);
         return;
     }
@@ -297,8 +297,9 @@ static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor
         cb->xq = sl_xmalloc(blocks * sizeof *cb->xq);
         cb->xq_len = blocks;
     }
-    sl_cpu_linear_q(cb->threads, cb->qform, w->dtype, x->data, m, k, w->data, n,
-                    bias ? bias->data : NULL, y->data, cb->xq);
+    sl_cpu_linear_q_ex(cb->threads, cb->qform, w->dtype, x->data, m, k, w->data, n,
+                       bias ? bias->data : NULL, y->data, cb->xq,
+                       w->act_scales ? ((const sl_tensor_t *)w->act_scales)->data : NULL);
 }
 
 static void cpu_add_bias(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bias, int64_t rows,

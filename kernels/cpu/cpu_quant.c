@@ -77,6 +77,49 @@ void sl_q8a_quantize(const float *x, int64_t k, sl_q8a_t *out)
     }
 }
 
+void sl_q8a_quantize_static(const float *x, int64_t k, const float *xmax, sl_q8a_t *out)
+{
+    for (int64_t b = 0; b < k / SL_QBLOCK; b++, x += SL_QBLOCK) {
+        if (!(xmax[b] > 0.0f)) {
+            sl_q8a_quantize(x, SL_QBLOCK, out + b);
+            continue;
+        }
+        const float d = xmax[b] / 127.0f, id = 1.0f / d;
+        int sum = 0;
+        for (int j = 0; j < SL_QBLOCK; j++) {
+            float v = nearbyintf(x[j] * id);
+            int q = v > 127.0f ? 127 : v < -127.0f ? -127 : v == v ? (int)v : 0;
+            out[b].q[j] = (int8_t)q;
+            sum += q;
+        }
+        out[b].d = d;
+        out[b].s = d * (float)sum;
+        out[b].pad[0] = out[b].pad[1] = 0;
+    }
+}
+
+void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out)
+{
+    for (int64_t b = 0; b < rows * (k / SL_QBLOCK); b++, x += SL_QBLOCK, out += SL_Q8_0_BYTES) {
+        float amax = 0.0f;
+        for (int j = 0; j < SL_QBLOCK; j++)
+            amax = fmaxf(amax, fabsf(x[j]));
+        /* the f16 the block stores, and the quotient taken with that rounded scale, so that
+         * q * d is as close to w as the stored scale allows */
+        const uint16_t h = sl_f32_to_f16(amax / 127.0f);
+        const float d = sl_f16_to_f32(h), id = d > 0.0f ? 1.0f / d : 0.0f;
+        out[0] = (uint8_t)(h & 0xff);
+        out[1] = (uint8_t)(h >> 8);
+        for (int j = 0; j < SL_QBLOCK; j++) {
+            float v = nearbyintf(x[j] * id);
+            out[2 + j] = (uint8_t)(int8_t)(v > 127.0f    ? 127
+                                           : v < -127.0f ? -127
+                                           : v == v      ? (int)v
+                                                         : 0);
+        }
+    }
+}
+
 /* ---- scalar form -------------------------------------------------------------------------- */
 
 static float dot_q8_0_scalar(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
@@ -301,14 +344,25 @@ void sl_qdot_rows(sl_qform_t f, sl_dtype_t wt, const uint8_t *w, const sl_q8a_t 
 void sl_cpu_linear_q(int threads, sl_qform_t f, sl_dtype_t wt, const float *x, int64_t m, int64_t k,
                      const uint8_t *w, int64_t n, const float *bias, float *y, sl_q8a_t *xq)
 {
+    sl_cpu_linear_q_ex(threads, f, wt, x, m, k, w, n, bias, y, xq, NULL);
+}
+
+void sl_cpu_linear_q_ex(int threads, sl_qform_t f, sl_dtype_t wt, const float *x, int64_t m,
+                        int64_t k, const uint8_t *w, int64_t n, const float *bias, float *y,
+                        sl_q8a_t *xq, const float *xmax)
+{
     const int64_t nb = k / SL_QBLOCK;
     const size_t rb = sl_dtype_bytes(wt, k);
     const qdot_fn dot = qdot_pick(f, wt).one;
     const qdot4_fn dot4 = qdot_pick(f, wt).four;
     const int par = threads > 1 && m * n * k >= SL_QPAR_MIN;
 #pragma omp parallel for schedule(static) num_threads(threads) if (par && m > 1)
-    for (int64_t i = 0; i < m; i++)
-        sl_q8a_quantize(x + i * k, k, xq + i * nb);
+    for (int64_t i = 0; i < m; i++) {
+        if (xmax)
+            sl_q8a_quantize_static(x + i * k, k, xmax, xq + i * nb);
+        else
+            sl_q8a_quantize(x + i * k, k, xq + i * nb);
+    }
     /* Decode steps (a few rows): only the weight rows split, in chunks a multiple of 16 rows,
      * about four per thread, taken dynamically (a thread that loses its core on a shared
      * machine delays only its chunk). */

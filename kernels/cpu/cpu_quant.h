@@ -57,4 +57,22 @@ void sl_qdot_rows(sl_qform_t f, sl_dtype_t wt, const uint8_t *w, const sl_q8a_t 
 void sl_cpu_linear_q(int threads, sl_qform_t f, sl_dtype_t wt, const float *x, int64_t m, int64_t k,
                      const uint8_t *w, int64_t n, const float *bias, float *y, sl_q8a_t *xq);
 
+/* ---- weights quantized at load, static activation scales (--precision int8, w8a8) ----------
+ * A float matrix becomes Q8_0 blocks: for each 32 values of a row, d = max|w| / 127 (stored as
+ * f16, rounded to nearest), q = round(w / d) clamped to [-127, 127] (all zero when d is 0). The
+ * scale is per block of 32 weights, which is finer than one scale per output channel. */
+void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out);
+
+/* Quantizes k values of x (k a multiple of 32) with static steps (W8A8 with calibrated
+ * scales): block b takes d = xmax[b] / 127 and q = round(x / d) clamped to [-127, 127], so
+ * values beyond +-xmax[b] saturate; a block with xmax[b] = 0 is quantized from its own max as
+ * sl_q8a_quantize does. */
+void sl_q8a_quantize_static(const float *x, int64_t k, const float *xmax, sl_q8a_t *out);
+
+/* sl_cpu_linear_q with the activations quantized by sl_q8a_quantize_static(xmax) when xmax is
+ * not NULL (xmax: [k / 32]). */
+void sl_cpu_linear_q_ex(int threads, sl_qform_t f, sl_dtype_t wt, const float *x, int64_t m,
+                        int64_t k, const uint8_t *w, int64_t n, const float *bias, float *y,
+                        sl_q8a_t *xq, const float *xmax);
+
 #endif

@@ -174,7 +174,9 @@ static void cuda_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tenso
                           const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k)
 {
     sl_cuda_linear_q(stream_of(be), (const float *)x->data, w->data, w->dtype,
-                     bias ? (const float *)bias->data : NULL, (float *)y->data, m, n, k);
+                     bias ? (const float *)bias->data : NULL, (float *)y->data, m, n, k,
+                     w->act_scales ? (const float *)((const sl_tensor_t *)w->act_scales)->data
+                                   : NULL);
 }
 
 static void cuda_add_bias(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bias, int64_t rows,

@@ -233,7 +233,8 @@ __global__ void embedding_q_kernel(const uint8_t *table, int dt, size_t block_by
  * f32 activations, then the warp sums its lanes. Activations stay f32 (only the weights are
  * quantized here), so results differ from the CPU's int8-activation path by that rounding. */
 __global__ void linear_q_kernel(const float *x, const uint8_t *w, int dt, size_t block_bytes,
-                                const float *bias, float *y, int64_t m, int64_t n, int64_t k)
+                                const float *bias, float *y, int64_t m, int64_t n, int64_t k,
+                                const float *xmax)
 {
     const int64_t nb = k / SL_QBLOCK, warps = m * n;
     const int lane = threadIdx.x & 31;
@@ -245,8 +246,15 @@ __global__ void linear_q_kernel(const float *x, const uint8_t *w, int dt, size_t
         float acc = 0.0f, v[SL_QBLOCK];
         for (int64_t b = lane; b < nb; b += 32) {
             sl_q_dequant_block(dt, wr + b * block_bytes, v);
-            for (int t = 0; t < SL_QBLOCK; t++)
-                acc += v[t] * xr[b * SL_QBLOCK + t];
+            /* W8A8: x on the block's static int8 grid, rounded as the CPU rounds it (a block
+             * without a calibrated scale stays f32 here) */
+            const float xd = xmax ? xmax[b] / 127.0f : 0.0f;
+            for (int t = 0; t < SL_QBLOCK; t++) {
+                float xv = xr[b * SL_QBLOCK + t];
+                if (xd > 0.0f)
+                    xv = fminf(fmaxf(rintf(xv * (1.0f / xd)), -127.0f), 127.0f) * xd;
+                acc += v[t] * xv;
+            }
         }
         for (int off = 16; off > 0; off >>= 1)
             acc += __shfl_down_sync(0xffffffffu, acc, off);
@@ -855,11 +863,12 @@ void sl_cuda_topk_rows(cudaStream_t s, const float *logits, int k, float *vals, 
 }
 
 void sl_cuda_linear_q(cudaStream_t s, const float *x, const void *w, sl_dtype_t w_dt,
-                      const float *bias, float *y, int64_t m, int64_t n, int64_t k)
+                      const float *bias, float *y, int64_t m, int64_t n, int64_t k,
+                      const float *xmax)
 {
     if (m <= 0 || n <= 0)
         return;
     linear_q_kernel<<<blocks_for(m * n * 32), kThreads, 0, s>>>(
-        x, static_cast<const uint8_t *>(w), (int)w_dt, sl_dtype_size(w_dt), bias, y, m, n, k);
+        x, static_cast<const uint8_t *>(w), (int)w_dt, sl_dtype_size(w_dt), bias, y, m, n, k, xmax);
     CUDA_CHECK_LAUNCH();
 }

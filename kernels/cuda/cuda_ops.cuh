@@ -76,9 +76,12 @@ void sl_cuda_layernorm(cudaStream_t s, const float *x, const float *gamma, const
 
 /* out[n, dim] = table[ids[n], dim]; table: f32/f16/bf16 [V, dim]; ids: i32 in [0, V). */
 /* y[m, n] = x[m, k] @ w[n, k]^T (+ bias[n]; may be NULL) for a quantized w (Q8_0, Q4_0, Q4_1;
- * k a multiple of 32), the weights dequantised inside the kernel, f32 activations. */
+ * k a multiple of 32), the weights dequantised inside the kernel, f32 activations. xmax (W8A8;
+ * device f32 [k / 32], or NULL): each x of block b is first rounded to the static int8 grid of
+ * step xmax[b] / 127 and clamped to +-127 steps, as the CPU quantizes it. */
 void sl_cuda_linear_q(cudaStream_t s, const float *x, const void *w, sl_dtype_t w_dt,
-                      const float *bias, float *y, int64_t m, int64_t n, int64_t k);
+                      const float *bias, float *y, int64_t m, int64_t n, int64_t k,
+                      const float *xmax);
 void sl_cuda_embedding(cudaStream_t s, const void *table, sl_dtype_t table_dt, const int32_t *ids,
                        float *out, int64_t n, int64_t dim);
 

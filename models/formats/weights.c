@@ -4,6 +4,9 @@
  */
 #include "models/formats/weights.h"
 
+#include "kernels/cpu/cpu_quant.h"
+#include "kernels/quant.h"
+
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -313,7 +316,7 @@ float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int
 int sl_weights_load_args(const char *path, sl_dtype_t dtype, int tp_size, int tp_rank,
                          sl_error_t *err)
 {
-    if (!sl_st_is_float(dtype) && dtype != SL_WEIGHTS_AS_STORED)
+    if (!sl_st_is_float(dtype) && dtype != SL_WEIGHTS_AS_STORED && dtype != SL_WEIGHTS_INT8)
         return sl_errorf(err, "%s: weights can be loaded as f32, f16 or bf16, not %s", path,
                          sl_st_code(dtype));
     if (tp_size < 1 || tp_rank < 0 || tp_rank >= tp_size)
@@ -336,6 +339,47 @@ sl_tensor_t *sl_upload_f32(sl_backend_t *be, const float *h, int64_t nr, int64_t
     sl_tensor_free(f);
     return d;
 }
+
+sl_tensor_t *sl_upload_int8(sl_backend_t *be, const float *h, int64_t nr, int64_t nc)
+{
+    if (nr == 0 || nc % SL_QBLOCK != 0)
+        return sl_upload_f32(be, h, nr, nc, SL_F32);
+    sl_tensor_t *d = sl_tensor_new2(be, SL_Q8_0, nr, nc);
+    uint8_t *q = sl_xmalloc(sl_tensor_bytes(d));
+    sl_q8_0_quantize_rows(h, nr, nc, q);
+    sl_copy_h2d(d, q, sl_tensor_bytes(d));
+    free(q);
+    return d;
+}
+
+static sl_wlog_entry_t *wlog;
+static int wlog_n, wlog_cap;
+
+void sl_wlog_reset(void)
+{
+    free(wlog);
+    wlog = NULL;
+    wlog_n = wlog_cap = 0;
+}
+
+void sl_wlog_add(const char *name, sl_tensor_t *t) { sl_wlog_add_slice(name, t, 0); }
+
+void sl_wlog_add_slice(const char *name, sl_tensor_t *t, int64_t c0)
+{
+    if (!t)
+        return;
+    if (wlog_n == wlog_cap) {
+        wlog_cap = wlog_cap ? 2 * wlog_cap : 64;
+        wlog = sl_xrealloc(wlog, (size_t)wlog_cap * sizeof *wlog);
+    }
+    snprintf(wlog[wlog_n].name, sizeof wlog[wlog_n].name, "%s", name);
+    wlog[wlog_n].c0 = c0;
+    wlog[wlog_n++].t = t;
+}
+
+int sl_wlog_count(void) { return wlog_n; }
+
+sl_wlog_entry_t *sl_wlog_get(int i) { return i >= 0 && i < wlog_n ? &wlog[i] : NULL; }
 
 sl_dtype_t sl_weights_stored_dtype(const sl_weights_t *w, const char *name)
 {
@@ -415,6 +459,7 @@ sl_tensor_t *sl_weights_upload(const sl_weights_t *w, sl_backend_t *be, const ch
                                sl_error_t *err)
 {
     const int keep = dt == SL_WEIGHTS_AS_STORED && !vector;
+    const int int8 = dt == SL_WEIGHTS_INT8 && !vector;
     sl_dtype_t got = SL_F32;
     void *h = vector ? sl_weights_block(w, name, 0, 1, c0, nc, err)
                      : sl_weights_read(w, name, r0, nr, c0, nc, keep, &got, err);
@@ -427,9 +472,13 @@ sl_tensor_t *sl_weights_upload(const sl_weights_t *w, sl_backend_t *be, const ch
     if (got != SL_F32) {
         d = sl_tensor_new2(be, got, nr, nc);
         sl_copy_h2d(d, h, sl_tensor_bytes(d));
+    } else if (int8) {
+        d = sl_upload_int8(be, h, nr, nc);
     } else {
-        d = sl_upload_f32(be, h, vector ? 0 : nr, nc, dt == SL_WEIGHTS_AS_STORED ? SL_F32 : dt);
+        d = sl_upload_f32(be, h, vector ? 0 : nr, nc,
+                          dt == SL_WEIGHTS_AS_STORED || dt == SL_WEIGHTS_INT8 ? SL_F32 : dt);
     }
     free(h);
+    sl_wlog_add_slice(name, d, vector ? 0 : c0);
     return d;
 }

@@ -60,9 +60,34 @@ int sl_weights_check_qscales(const char *where, const char *name, const void *bl
  * safetensors directory it is f32. */
 #define SL_WEIGHTS_AS_STORED ((sl_dtype_t)64)
 
-/* The arguments every loader checks first: a float weight dtype (f32, f16, bf16, or
- * SL_WEIGHTS_AS_STORED) and a TP position 0 <= tp_rank < tp_size; the message names the model
- * path. */
+/* A load dtype (--precision int8 and w8a8): the matrices of the linear layers are quantized on
+ * load to Q8_0 blocks (sl_q8_0_quantize_rows: one f16 scale per 32 weights of a row) and
+ * computed with int8 dot products; a matrix whose slice is not a whole number of 32-value
+ * blocks stays f32, and so do vectors. Loaders pass it only for linear-layer matrices
+ * (embedding tables stay f32). */
+#define SL_WEIGHTS_INT8 ((sl_dtype_t)65)
+
+/* A host f32 matrix [nr, nc] uploaded as Q8_0 blocks when nc is a multiple of 32, else as f32. */
+sl_tensor_t *sl_upload_int8(sl_backend_t *be, const float *h, int64_t nr, int64_t nc);
+
+/* ---- what was loaded: a list of the tensors the loaders uploaded, with their names --------
+ * For the per-layer precision in report.json and `inspect --precision`, and for W8A8's
+ * calibrated scales (looked up by weight name). Process-wide; sl_wlog_reset() before a load
+ * (the list only points at the tensors: it is valid while the model is loaded). */
+typedef struct {
+    char name[160]; /* the tensor's name in the file ("+" joins fused tensors) */
+    sl_tensor_t *t; /* as uploaded: dtype, shape (this rank's slice), bytes */
+    int64_t c0;     /* a matrix: the first column of the file's tensor in this slice */
+} sl_wlog_entry_t;
+void sl_wlog_reset(void);
+void sl_wlog_add(const char *name, sl_tensor_t *t);
+void sl_wlog_add_slice(const char *name, sl_tensor_t *t, int64_t c0);
+int sl_wlog_count(void);
+sl_wlog_entry_t *sl_wlog_get(int i);
+
+/* The arguments every loader checks first: a float weight dtype (f32, f16, bf16,
+ * SL_WEIGHTS_AS_STORED or SL_WEIGHTS_INT8) and a TP position 0 <= tp_rank < tp_size; the message
+ * names the model path. */
 int sl_weights_load_args(const char *path, sl_dtype_t dtype, int tp_size, int tp_rank,
                          sl_error_t *err);
 

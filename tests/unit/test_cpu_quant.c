@@ -20,7 +20,13 @@
  *      against the same double reference; the int8 path gives every row the same bits whether
  *      it is computed alone or among 70 rows (batch invariance), in every form; sl_embedding of a
  * quantized table equals the dequantised rows exactly; and a slice that would cut a 32-value block
- * is refused with the tensor named.
+ * is refused with the tensor named;
+ *   4. quantization on load (--precision int8, w8a8): sl_q8_0_quantize_rows gives each 32 weights
+ *      the f16 scale of max|w| / 127 exactly, |q| <= 127 with 127 reached, and q d within d / 2
+ *      of w (all zeros for a zero block); sl_cpu_linear_q_ex with static per-block activation
+ *      ranges (W8A8; one block saturating, one without a range, which falls back to its own
+ *      max) equals a double-precision reference that quantizes x independently, in every form;
+ *      sl_linear with act_scales on a weight takes that path.
  */
 #include <math.h>
 #include <stdint.h>
@@ -346,11 +352,121 @@ static void test_backend(void)
     sl_backend_free(be);
 }
 
+/* 4. quantization on load and static activation scales */
+static void test_load_quant(void)
+{
+    const int64_t n = 5, k = 128, nb = k / SL_QBLOCK, m = 3;
+    float *w = malloc((size_t)(n * k) * sizeof *w), *x = malloc((size_t)(m * k) * sizeof *x);
+    for (int64_t i = 0; i < n * k; i++)
+        w[i] = (float)(0.2 * (urand() - 0.5));
+    for (int j = 0; j < SL_QBLOCK; j++) /* row 1, block 2: all zero; row 3: an outlier */
+        w[1 * k + 2 * SL_QBLOCK + j] = 0.0f;
+    w[3 * k + 5] = 4.0f;
+    uint8_t *q = malloc(sl_dtype_bytes(SL_Q8_0, n * k));
+    sl_q8_0_quantize_rows(w, n, k, q);
+    int bad = 0;
+    for (int64_t b = 0; b < n * nb; b++) {
+        const uint8_t *blk = q + b * SL_Q8_0_BYTES;
+        const float *wb = w + b * SL_QBLOCK;
+        float amax = 0.0f;
+        for (int j = 0; j < SL_QBLOCK; j++)
+            amax = fmaxf(amax, fabsf(wb[j]));
+        const uint16_t want = sl_f32_to_f16(amax / 127.0f);
+        const float d = sl_f16_to_f32(want);
+        int qmax = 0;
+        bad += (uint16_t)(blk[0] | (blk[1] << 8)) != want;
+        for (int j = 0; j < SL_QBLOCK; j++) {
+            const int v = (int8_t)blk[2 + j];
+            qmax = abs(v) > qmax ? abs(v) : qmax;
+            bad += fabs((double)v * d - wb[j]) > 0.5 * d * (1 + 1e-6) + 1e-12;
+        }
+        bad += amax > 0.0f ? qmax != 127 : qmax != 0;
+    }
+    CHECKF(bad == 0, "sl_q8_0_quantize_rows: %d scales or values off", bad);
+
+    /* activation ranges per block: block 1 saturates (its range is a third of its values'),
+     * block 3 has none (0: its own max per row) */
+    random_x(x, m * k);
+    float xmax[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < m * k; i++)
+        xmax[(i % k) / SL_QBLOCK] = fmaxf(xmax[(i % k) / SL_QBLOCK], fabsf(x[i]));
+    xmax[1] /= 3.0f;
+    xmax[3] = 0.0f;
+    float *wf = malloc((size_t)(n * k) * sizeof *wf);
+    dequant_rows(SL_Q8_0, q, n, k, wf);
+    double *ref = malloc((size_t)(m * n) * sizeof *ref);
+    for (int64_t i = 0; i < m; i++) {
+        double xq[128];
+        for (int64_t b = 0; b < nb; b++) {
+            double amax = 0;
+            for (int j = 0; j < SL_QBLOCK; j++)
+                amax = fmax(amax, fabs(x[i * k + b * SL_QBLOCK + j]));
+            const double d = xmax[b] > 0.0f ? xmax[b] / 127.0 : amax / 127.0;
+            for (int j = 0; j < SL_QBLOCK; j++) {
+                double v = d > 0 ? rint(x[i * k + b * SL_QBLOCK + j] / d) : 0.0;
+                xq[b * SL_QBLOCK + j] = fmin(fmax(v, -127.0), 127.0) * d;
+            }
+        }
+        for (int64_t o = 0; o < n; o++) {
+            double acc = 0;
+            for (int64_t j = 0; j < k; j++)
+                acc += xq[j] * wf[o * k + j];
+            ref[i * n + o] = acc;
+        }
+    }
+    float y[15];
+    sl_q8a_t xqb[3 * 4] __attribute__((aligned(32)));
+    for (int f = SL_QFORM_SCALAR; f <= SL_QFORM_VNNI; f++) {
+        if (!sl_qform_available((sl_qform_t)f))
+            continue;
+        sl_cpu_linear_q_ex(1, (sl_qform_t)f, SL_Q8_0, x, m, k, q, n, NULL, y, xqb, xmax);
+        double worst = 0;
+        for (int64_t i = 0; i < m * n; i++)
+            worst = fmax(worst, fabs(y[i] - ref[i]));
+        /* one rounding step of x apart at most where x / d lands on a tie: 1e-3 covers it */
+        CHECKF(worst <= 1e-3, "static scales, form %s: max error %.3g against the reference",
+               sl_qform_name((sl_qform_t)f), worst);
+    }
+
+    /* the backend: a weight with act_scales takes the static path */
+    sl_error_t err;
+    sl_backend_t *be = sl_backend_create(SL_BACKEND_CPU, 0, 1, &err);
+    CHECK(be != NULL);
+    if (be) {
+        sl_tensor_t *wt = sl_upload_int8(be, w, n, k), *xt = sl_tensor_new2(be, SL_F32, m, k);
+        sl_tensor_t *yt = sl_tensor_new2(be, SL_F32, m, n), *st = sl_tensor_new1(be, SL_F32, nb);
+        sl_copy_h2d(xt, x, (size_t)(m * k) * sizeof *x);
+        sl_copy_h2d(st, xmax, sizeof xmax);
+        CHECK(wt->dtype == SL_Q8_0);
+        wt->act_scales = st; /* freed with wt */
+        sl_linear(xt, wt, NULL, yt);
+        float yb[15];
+        sl_copy_d2h(yb, yt, sizeof yb);
+        double worst = 0;
+        for (int64_t i = 0; i < m * n; i++)
+            worst = fmax(worst, fabs(yb[i] - ref[i]));
+        CHECKF(worst <= 1e-3, "sl_linear with act_scales: max error %.3g", worst);
+        sl_tensor_t *odd = sl_upload_int8(be, w, n, 40); /* not whole blocks: stays f32 */
+        CHECK(odd->dtype == SL_F32);
+        sl_tensor_free(odd);
+        sl_tensor_free(wt);
+        sl_tensor_free(xt);
+        sl_tensor_free(yt);
+        sl_backend_free(be);
+    }
+    free(ref);
+    free(wf);
+    free(q);
+    free(w);
+    free(x);
+}
+
 int main(void)
 {
     setenv("SL_QDEQ_ROWS", "64", 1); /* sl_linear's BLIS tiles from 64 rows (off by default) */
     test_gguf_blocks();
     test_forms();
     test_backend();
+    test_load_quant();
     return sl_test_finish("test_cpu_quant");
 }

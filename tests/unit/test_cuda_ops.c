@@ -173,8 +173,8 @@ static double pair_nmse(const pair_t *p)
 }
 
 /* One line per case: name, NMSE, tolerance, verdict; counts a CHECK. */
-__attribute__((format(printf, 3, 4))) static void report(double nmse, double tol,
-                                                          const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void report(double nmse, double tol, const char *fmt,
+                                                         ...)
 {
     char name[256];
     va_list ap;
@@ -331,8 +331,8 @@ static void matmul_sweep(int64_t m, int64_t n, int64_t k, int all_bias, float al
 
 static void test_matmul(void)
 {
-    matmul_sweep(37, 53, 71, 1, -0.75f, 0.5f, 0); /* every option */
-    matmul_sweep(1, 7, 3, 0, 2.0f, 0.0f, 1);      /* a single row, tiny k */
+    matmul_sweep(37, 53, 71, 1, -0.75f, 0.5f, 0);  /* every option */
+    matmul_sweep(1, 7, 3, 0, 2.0f, 0.0f, 1);       /* a single row, tiny k */
     matmul_sweep(300, 257, 520, 0, 1.0f, 1.0f, 2); /* larger, accumulate into C */
     matmul_sweep(5, 9, 0, 0, 1.0f, 0.5f, 1);       /* k = 0: C = beta C + bias */
     matmul_sweep(5, 9, 0, 0, 1.0f, 0.0f, 0);       /* k = 0, beta = 0: C = 0 */
@@ -431,6 +431,27 @@ static void test_linear_q(void)
                 if (with_bias)
                     pair_free(&bias);
             }
+        if (types[t] == SL_Q8_0) {
+            /* W8A8: static ranges per 32 input columns (block 2 saturates, block 5 has none):
+             * both backends round x to the same grid (the CPU's block without a range takes its
+             * own max per row, the GPU's stays f32, within the same 1e-4) */
+            float r[7] = {1.0f, 0.9f, 0.3f, 1.0f, 2.0f, 0.0f, 1.0f};
+            pair_t sc = pair_new1(SL_F32, k / 32, 0.0f, 1.0f);
+            sl_copy_h2d(sc.cpu, r, sizeof r);
+            sl_copy_h2d(sc.gpu, r, sizeof r);
+            w.cpu->act_scales = sc.cpu; /* freed with the weights */
+            w.gpu->act_scales = sc.gpu;
+            for (int mi = 0; mi < 3; mi++) {
+                pair_t x = pair_new2(SL_F32, ms[mi], k, -1.0f, 1.0f);
+                pair_t y = pair_new2(SL_F32, ms[mi], n, -1.0f, 1.0f);
+                sl_linear(x.cpu, w.cpu, NULL, y.cpu);
+                sl_linear(x.gpu, w.gpu, NULL, y.gpu);
+                report(pair_nmse(&y), 1e-4, "sl_linear %lldx%lldx%lld q8_0 weight, static ranges",
+                       (long long)ms[mi], (long long)n, (long long)k);
+                pair_free(&x);
+                pair_free(&y);
+            }
+        }
         int32_t ids[5] = {0, 52, 7, 7, 31};
         pair_t id = pair_i32(ids, 5), out = pair_new2(SL_F32, 5, k, -1.0f, 1.0f);
         sl_embedding(w.cpu, id.cpu, out.cpu);
@@ -701,7 +722,8 @@ static void test_rmsnorm(void)
     for (int c = 0; c < 4; c++)
         for (int inplace = 0; inplace < 2; inplace++) {
             const int64_t rows = cases[c][0], n = cases[c][1];
-            pair_t x = pair_new2(SL_F32, rows, n, -3.0f, 3.0f), w = pair_new1(SL_F32, n, 0.5f, 1.5f);
+            pair_t x = pair_new2(SL_F32, rows, n, -3.0f, 3.0f),
+                   w = pair_new1(SL_F32, n, 0.5f, 1.5f);
             pair_t o = inplace ? x : pair_new2(SL_F32, rows, n, -1.0f, 1.0f);
             sl_rmsnorm(x.cpu, w.cpu, 1e-5f, o.cpu);
             sl_rmsnorm(x.gpu, w.gpu, 1e-5f, o.gpu);
@@ -736,8 +758,9 @@ static void test_rope(void)
         sl_copy_h2d(f.gpu, inv, sizeof(float) * (size_t)(Dh / 2));
         sl_rope(x.cpu, p.cpu, f.cpu);
         sl_rope(x.gpu, p.gpu, f.gpu);
-        report(pair_nmse(&x), tol_for(SL_F32), "sl_rope T%lld H%lld Dh%lld theta %g, positions to 4096",
-               (long long)T, (long long)H, (long long)Dh, cases[c].theta);
+        report(pair_nmse(&x), tol_for(SL_F32),
+               "sl_rope T%lld H%lld Dh%lld theta %g, positions to 4096", (long long)T, (long long)H,
+               (long long)Dh, cases[c].theta);
         pair_free(&x);
         pair_free(&p);
         pair_free(&f);
@@ -960,7 +983,8 @@ static void topk_case(int64_t T, int64_t V, int k, int levels)
         free(h);
     }
     pair_t vals = pair_new2(SL_F32, T, k, 0.0f, 1.0f);
-    sl_tensor_t *ic = sl_tensor_new2(g_cpu, SL_I32, T, k), *ig = sl_tensor_new2(g_gpu, SL_I32, T, k);
+    sl_tensor_t *ic = sl_tensor_new2(g_cpu, SL_I32, T, k),
+                *ig = sl_tensor_new2(g_gpu, SL_I32, T, k);
     sl_topk_rows(x.cpu, k, vals.cpu, ic);
     sl_topk_rows(x.gpu, k, vals.gpu, ig);
     const size_t nb = sizeof(int32_t) * (size_t)(T * k);
