@@ -59,19 +59,7 @@ static void on_row_error(void *ctx, int64_t row, const char *reason)
 
 static int mkdir_p(const char *dir, sl_error_t *err)
 {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return sl_errorf(err, "--output %s: %s: %s", dir, buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return sl_errorf(err, "--output %s: %s", dir, strerror(errno));
-    return 0;
+    return sl_mkdir_p(dir, err) != 0 ? sl_error_prefix(err, "--output %s", dir) : 0;
 }
 
 int sl_calibrate_main(int argc, char **argv)

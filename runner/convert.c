@@ -810,25 +810,12 @@ static void convert_usage(FILE *out)
         (long long)CV_MAX_ROWS_PER_SHARD);
 }
 
-/* mkdir -p */
+/* mkdir -p, then a writable directory */
 static int make_dirs(const char *dir, sl_error_t *err)
 {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return sl_errorf(err, "--to %s: cannot create %s: %s", dir, buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return sl_errorf(err, "--to %s: cannot create: %s", dir, strerror(errno));
-    struct stat st;
-    if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
-        return sl_errorf(err, "--to %s: not a directory", dir);
-    if (access(buf, W_OK) != 0)
+    if (sl_mkdir_p(dir, err) != 0)
+        return sl_error_prefix(err, "--to %s", dir);
+    if (access(dir, W_OK) != 0)
         return sl_errorf(err, "--to %s: not writable", dir);
     return 0;
 }

@@ -7,7 +7,8 @@ pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmp
       libopenblas-dev libblis-dev libcjson-dev libinih-dev fortunes-min libutf8proc-dev libpcre2-dev libcsv-dev python3 python3-numpy python3-h5py iproute2
       slurmctld slurmd slurm-client munge valgrind
       debootstrap # debootstrap: the bare Debian 12 chroot of tests/bundle (the gpu-bundle check)
-      chromium man-db) # chromium: renders report.html in test_report_html; man-db: test_install
+      chromium man-db # chromium: renders report.html in test_report_html; man-db: test_install
+      clang libclang-rt-14-dev libomp-dev) # clang, libFuzzer, clang's OpenMP: tests/fuzz (label fuzz)
 # test_compare installs gguf-py (PyPI, --no-deps) with pip under build/; gguf imports yaml
 pkgs+=(python3-pip python3-yaml)
 

@@ -551,8 +551,11 @@ static inline float exp_nonpos(float x)
 enum { KV_BLOCK = 64, KV_TILE_ROWS = 64, KV_DOT_ROWS = 8 };
 
 /* x86-64 builds target the baseline ISA; the attention tile kernel, where the time goes, is
- * also compiled for AVX2 and AVX-512 and picked at load time. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+ * also compiled for AVX2 and AVX-512 and picked at load time. Not under ThreadSanitizer: the
+ * clones' ifunc resolver is instrumented and runs during relocation, before TSan's runtime
+ * is up, and crashes the program at start. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&     \
+    !defined(__SANITIZE_THREAD__)
 #define SL_VEC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define SL_VEC_CLONES

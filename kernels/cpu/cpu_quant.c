@@ -17,6 +17,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SL_QUANT_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -29,17 +30,27 @@ const char *sl_qform_name(sl_qform_t f)
     }
 }
 
+#ifdef SL_QUANT_X86
+/* F16C from CPUID leaf 1 (ECX bit 29): clang before 16 does not know "f16c" in
+ * __builtin_cpu_supports. */
+static int cpu_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 int sl_qform_available(sl_qform_t f)
 {
 #ifdef SL_QUANT_X86
     __builtin_cpu_init();
     if (f == SL_QFORM_AVX2)
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+               cpu_f16c();
     if (f == SL_QFORM_VNNI)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-               __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+               __builtin_cpu_supports("fma") && cpu_f16c();
 #endif
     return f == SL_QFORM_SCALAR;
 }
@@ -120,43 +131,71 @@ void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out
     }
 }
 
-/* ---- scalar form -------------------------------------------------------------------------- */
+/* ---- scalar form --------------------------------------------------------------------------
+ * The same arithmetic as the SIMD forms below, operation for operation, so that every form
+ * gives the same bits: per block, 8 lanes of exact int32 sums over 4 consecutive values each
+ * (lane l: values 4l..4l+3, which is what vpmaddubsw + vpmaddwd and vpdpbusd produce), each
+ * lane's f32 accumulator takes fmaf(sum, d_w * d_x, acc), and the lanes are added in the order
+ * of hsum_avx2: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). why: the activations of the
+ * next layer are quantized to int8 again, and rounding is discontinuous, so a last-bit
+ * difference in one output flips whole quanta downstream: summed in another order, a 30-layer
+ * decoder's log-probabilities moved by ~0.06 per token, as much as the quantization itself. */
+
+static float lanes_sum(const float acc[8])
+{
+    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
+/* The 32 weight values of one block (Q8_0: the int8 bytes; Q4: the nibbles 0..15 in value
+ * order, low nibbles first) into v. */
+static void block_values(int kind, const uint8_t *w, int32_t v[32])
+{
+    if (kind == 0) {
+        for (int j = 0; j < 32; j++)
+            v[j] = (int8_t)w[2 + j];
+        return;
+    }
+    const uint8_t *nib = w + (kind == 1 ? 2 : 4);
+    for (int j = 0; j < 16; j++) {
+        v[j] = nib[j] & 0x0f;
+        v[j + 16] = nib[j] >> 4;
+    }
+}
+
+/* kind: 0 Q8_0, 1 Q4_0 (- 8 d_w s_x per block, summed apart), 2 Q4_1 (+ m_w s_x, likewise) */
+static float dot_scalar(int kind, size_t bytes, const uint8_t *w, const sl_q8a_t *a, int64_t nb)
+{
+    float acc[8] = {0}, ex = 0.0f;
+    for (int64_t b = 0; b < nb; b++, w += bytes) {
+        const float d = sl_q_half(w), e = kind == 2 ? sl_q_half(w + 2) : d;
+        int32_t v[32];
+        block_values(kind, w, v);
+        const float dd = d * a[b].d;
+        for (int l = 0; l < 8; l++) {
+            int32_t sum = 0;
+            for (int j = 4 * l; j < 4 * l + 4; j++)
+                sum += v[j] * a[b].q[j];
+            acc[l] = fmaf((float)sum, dd, acc[l]);
+        }
+        ex = fmaf(e, a[b].s, ex);
+    }
+    return kind == 1 ? fmaf(-8.0f, ex, lanes_sum(acc)) : kind == 2 ? lanes_sum(acc) + ex
+                                                                    : lanes_sum(acc);
+}
 
 static float dot_q8_0_scalar(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
 {
-    float sum = 0.0f;
-    for (int64_t b = 0; b < nb; b++, w += SL_Q8_0_BYTES) {
-        int32_t acc = 0;
-        for (int j = 0; j < 32; j++)
-            acc += (int8_t)w[2 + j] * a[b].q[j];
-        sum += sl_q_half(w) * a[b].d * (float)acc;
-    }
-    return sum;
-}
-
-/* sum(nib * q) of one Q4 block's 16 bytes of nibbles */
-static int32_t nib_dot(const uint8_t *nib, const int8_t *q)
-{
-    int32_t acc = 0;
-    for (int j = 0; j < 16; j++)
-        acc += (nib[j] & 0x0f) * q[j] + (nib[j] >> 4) * q[j + 16];
-    return acc;
+    return dot_scalar(0, SL_Q8_0_BYTES, w, a, nb);
 }
 
 static float dot_q4_0_scalar(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
 {
-    float sum = 0.0f;
-    for (int64_t b = 0; b < nb; b++, w += SL_Q4_0_BYTES)
-        sum += sl_q_half(w) * (a[b].d * (float)nib_dot(w + 2, a[b].q) - 8.0f * a[b].s);
-    return sum;
+    return dot_scalar(1, SL_Q4_0_BYTES, w, a, nb);
 }
 
 static float dot_q4_1_scalar(const uint8_t *w, const sl_q8a_t *a, int64_t nb)
 {
-    float sum = 0.0f;
-    for (int64_t b = 0; b < nb; b++, w += SL_Q4_1_BYTES)
-        sum += sl_q_half(w) * a[b].d * (float)nib_dot(w + 4, a[b].q) + sl_q_half(w + 2) * a[b].s;
-    return sum;
+    return dot_scalar(2, SL_Q4_1_BYTES, w, a, nb);
 }
 
 #ifdef SL_QUANT_X86

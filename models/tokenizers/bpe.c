@@ -1111,7 +1111,7 @@ static int template_special(void *ctx, const cJSON *specials, const char *name, 
     int *n = after ? &t->n_post : &t->n_pre;
     const cJSON *st = specials ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL;
     const cJSON *arr = st ? cJSON_GetObjectItemCaseSensitive(st, "ids") : NULL;
-    int32_t one[1];
+    int32_t one[1] = {-1}; /* read only when set (gcc -O1 cannot tell) */
     int n_one = 0;
     if (!cJSON_IsArray(arr)) {
         one[0] = sl_bpe_token_to_id(t, name, strlen(name));
@@ -1615,7 +1615,7 @@ static void merge_piece(enc_t *e, const unsigned char *b, int n)
     /* long piece: linked symbols and a heap of (rank, position); stale entries are skipped */
     int *prv = e->prev, *nxt = e->next, hn = 0;
     uint64_t *h = e->heap;
-    int32_t id;
+    int32_t id = -1; /* set by pair_rank whenever it returns a rank (gcc -O1 cannot tell) */
     for (int i = 0; i < m; i++) {
         prv[i] = i - 1;
         nxt[i] = i + 1 < m ? i + 1 : -1;
@@ -1879,6 +1879,9 @@ typedef struct {
 
 static void bytes_add(bytes_t *b, const void *s, size_t n)
 {
+    if (n == 0) /* an empty piece (e.g. a token that decodes to nothing) on a still-empty
+                   buffer: b->p is NULL, and NULL + 0 is undefined behaviour */
+        return;
     if (b->n + n > b->cap) {
         b->cap = (b->n + n) * 2 + 64;
         b->p = sl_xrealloc(b->p, b->cap);

@@ -22,6 +22,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,12 @@ static const int32_t compat_not_other[][2] = {
     {0x13430, 0x1343F},
 };
 static const int32_t compat_also_other[][2] = {{-1, -1}};
+
+/* A JSON number that is a whole number in [lo, hi] (so converting it to int is defined). */
+static int whole_in(double v, double lo, double hi)
+{
+    return v >= lo && v <= hi && v == (double)(long long)v;
+}
 
 static int in_ranges(const int32_t (*r)[2], size_t n, int32_t c)
 {
@@ -459,9 +466,13 @@ static int load_json(sl_tokenizer_t *t, const cJSON *root, const char *path, sl_
     t->prefix = sl_xstrdup(cJSON_IsString(pfx) ? pfx->valuestring : "##");
     t->prefix_len = (int)strlen(t->prefix);
     const cJSON *mc = cJSON_GetObjectItemCaseSensitive(model, "max_input_chars_per_word");
-    t->max_chars = cJSON_IsNumber(mc) ? (int)mc->valuedouble : 100;
-    if (t->max_chars <= 0)
-        return sl_errorf(err, "%s: model.max_input_chars_per_word must be positive", path);
+    t->max_chars = 100;
+    if (cJSON_IsNumber(mc) && whole_in(mc->valuedouble, 1, INT_MAX))
+        t->max_chars = (int)mc->valuedouble;
+    else if (cJSON_IsNumber(mc))
+        return sl_errorf(err,
+                         "%s: model.max_input_chars_per_word must be a whole number from 1 to %d",
+                         path, INT_MAX);
     const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
     if (!cJSON_IsString(unk))
         return sl_errorf(err, "%s: model.unk_token is missing", path);
@@ -530,9 +541,12 @@ static int load_json(sl_tokenizer_t *t, const cJSON *root, const char *path, sl_
 
     const cJSON *pad = cJSON_GetObjectItemCaseSensitive(root, "padding");
     const cJSON *pad_id = pad ? cJSON_GetObjectItemCaseSensitive(pad, "pad_id") : NULL;
-    if (cJSON_IsNumber(pad_id))
+    if (cJSON_IsNumber(pad_id)) {
+        if (!whole_in(pad_id->valuedouble, 0, t->vocab_size - 1))
+            return sl_errorf(err, "%s: padding.pad_id %g is not an id of the vocabulary (0 .. %d)",
+                             path, pad_id->valuedouble, t->vocab_size - 1);
         t->pad_id = (int32_t)pad_id->valuedouble;
-    else {
+    } else {
         int32_t p = sl_tokenizer_token_to_id(t, "[PAD]");
         t->pad_id = p >= 0 ? p : 0;
     }
