@@ -11,7 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "models/chat_template.h"
+#include "models/tokenizers/chat_template.h"
 
 typedef enum { K_STR, K_INT, K_I64, K_BOOL, K_LIST, K_F64 } kind_t;
 

@@ -35,8 +35,8 @@
 #include <sys/stat.h>
 
 #include "kernels/elementwise.h"
-#include "models/safetensors.h"
-#include "models/weights.h"
+#include "models/formats/safetensors.h"
+#include "models/formats/weights.h"
 #include "partition/units.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -673,6 +673,12 @@ static int load_heads(sl_bert_t *m, const sl_weights_t *w, sl_error_t *err)
 sl_bert_t *sl_bert_load(const char *dir, sl_backend_t *be, int tp_size, int tp_rank,
                         sl_dtype_t dtype, sl_error_t *err)
 {
+    return sl_bert_load_with(dir, NULL, be, tp_size, tp_rank, dtype, err);
+}
+
+sl_bert_t *sl_bert_load_with(const char *dir, const sl_bert_config_t *cfg, sl_backend_t *be,
+                             int tp_size, int tp_rank, sl_dtype_t dtype, sl_error_t *err)
+{
     if (sl_weights_load_args(dir, dtype, tp_size, tp_rank, err) != 0)
         return NULL;
     sl_bert_t *m = sl_xcalloc(1, sizeof *m);
@@ -682,8 +688,17 @@ sl_bert_t *sl_bert_load(const char *dir, sl_backend_t *be, int tp_size, int tp_r
     m->tp_rank = tp_rank;
     m->wdtype = dtype;
     m->dtype = dtype == SL_WEIGHTS_INT8 ? SL_F32 : dtype;
-    if (sl_bert_config_load(dir, &m->cfg, err) != 0)
+    if (cfg) { /* parsed already: a copy, so the model owns its config (labels: the one pointer) */
+        m->cfg = *cfg;
+        m->cfg.labels = NULL;
+        if (cfg->labels) {
+            m->cfg.labels = sl_xcalloc((size_t)cfg->n_labels + 1, sizeof *m->cfg.labels);
+            for (int i = 0; i < cfg->n_labels; i++)
+                m->cfg.labels[i] = sl_xstrdup(cfg->labels[i]);
+        }
+    } else if (sl_bert_config_load(dir, &m->cfg, err) != 0) {
         goto fail;
+    }
     const sl_bert_config_t *c = &m->cfg;
 
     /* Megatron split: whole heads per rank, and an equal FFN slice. */

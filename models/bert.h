@@ -79,6 +79,10 @@ typedef struct sl_bert sl_bert_t;
  * that num_attention_heads and intermediate_size divide by tp_size. */
 sl_bert_t *sl_bert_load(const char *dir, sl_backend_t *be, int tp_size, int tp_rank,
                         sl_dtype_t dtype, sl_error_t *err);
+/* The same, from a config parsed already (sl_bert_config_load of DIR), which is copied: the
+ * config files are not read again. */
+sl_bert_t *sl_bert_load_with(const char *dir, const sl_bert_config_t *cfg, sl_backend_t *be,
+                             int tp_size, int tp_rank, sl_dtype_t dtype, sl_error_t *err);
 void sl_bert_free(sl_bert_t *m);
 const sl_bert_config_t *sl_bert_config(const sl_bert_t *m);
 

@@ -17,9 +17,9 @@
 #include <unistd.h>
 
 #include "kernels/backend.h"
-#include "models/fingerprint.h"
-#include "models/safetensors.h"
-#include "models/weights.h"
+#include "models/formats/fingerprint.h"
+#include "models/formats/safetensors.h"
+#include "models/formats/weights.h"
 
 /* ---- summaries ------------------------------------------------------------------------------ */
 

@@ -10,7 +10,7 @@
  * seen, or with --method percentile at most the layer's percentile of |x|; 0 for a matrix
  * calibration never reached, such as an unused pooler or the embedding tables), and
  * __metadata__ entries: format "shardline-calibration", model_fingerprint (16 hex digits,
- * models/fingerprint.h), method, percentile, rows. A W8A8 run quantizes the columns 32j ..
+ * models/formats/fingerprint.h), method, percentile, rows. A W8A8 run quantizes the columns 32j ..
  * 32j + 31 of a layer's input with the static step max(c[32j ..]) / 127 (values beyond
  * saturate; a block whose range is 0 takes its own max from each row, as int8 does): static
  * scales per block of 32 input columns, so that BERT's few outlier channels do not coarsen the
@@ -27,7 +27,7 @@
 
 #define SL_CALIB_FILE "shardline-calibration.safetensors"
 
-/* The loaded tensors (sl_wlog_*, models/weights.h) as JSON: {"weight_bytes", "matrices":
+/* The loaded tensors (sl_wlog_*, models/formats/weights.h) as JSON: {"weight_bytes", "matrices":
  * {dtype: count}, "vectors": {"count", "bytes"}, "layers": [{"name", "dtype", "shape",
  * "bytes"[, "act_absmax"]}]} (matrices only in "layers"; this rank's slices). */
 cJSON *sl_wlog_json(void);

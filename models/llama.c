@@ -33,7 +33,7 @@
 #include "common/sl_fs.h"
 #include "common/sl_json.h"
 #include "common/sl_profile.h"
-#include "models/weights.h"
+#include "models/formats/weights.h"
 #include "partition/units.h"
 
 #define SL_LLAMA_MAX_JSON (16u << 20)
@@ -640,6 +640,12 @@ int sl_llama_describe(const char *path, int tp_size, FILE *out, sl_error_t *err)
 sl_llama_t *sl_llama_load(const char *path, sl_backend_t *be, int tp_size, int tp_rank,
                           sl_dtype_t dtype, sl_error_t *err)
 {
+    return sl_llama_load_with(path, NULL, be, tp_size, tp_rank, dtype, err);
+}
+
+sl_llama_t *sl_llama_load_with(const char *path, const sl_llama_config_t *cfg, sl_backend_t *be,
+                               int tp_size, int tp_rank, sl_dtype_t dtype, sl_error_t *err)
+{
     if (sl_weights_load_args(path, dtype, tp_size, tp_rank, err) != 0)
         return NULL;
     sl_weights_t *w = sl_weights_open(path, err);
@@ -653,7 +659,11 @@ sl_llama_t *sl_llama_load(const char *path, sl_backend_t *be, int tp_size, int t
     m->act_dtype = dtype == SL_WEIGHTS_AS_STORED || dtype == SL_WEIGHTS_INT8 ? SL_F32 : dtype;
     const sl_gguf_t *g = sl_weights_gguf(w);
     const sl_llama_config_t *c = &m->cfg;
-    int rc = g ? config_from_gguf(g, &m->cfg, err) : config_from_json(path, &m->cfg, err);
+    int rc = 0;
+    if (cfg) /* parsed already (sl_llama_config_load): not read again */
+        m->cfg = *cfg;
+    else
+        rc = g ? config_from_gguf(g, &m->cfg, err) : config_from_json(path, &m->cfg, err);
     if (rc == 0)
         rc = plan_split(m, sl_weights_where(w), err);
 

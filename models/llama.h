@@ -35,7 +35,7 @@
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
-#include "models/bpe.h"
+#include "models/tokenizers/bpe.h"
 #include "partition/comm.h"
 
 typedef struct {
@@ -64,6 +64,10 @@ typedef struct sl_llama sl_llama_t;
  * f32. Errors name the file, key or tensor. */
 sl_llama_t *sl_llama_load(const char *path, sl_backend_t *be, int tp_size, int tp_rank,
                           sl_dtype_t dtype, sl_error_t *err);
+/* The same, from a config parsed already (sl_llama_config_load of PATH): the configuration
+ * is not read again. */
+sl_llama_t *sl_llama_load_with(const char *path, const sl_llama_config_t *cfg, sl_backend_t *be,
+                               int tp_size, int tp_rank, sl_dtype_t dtype, sl_error_t *err);
 void sl_llama_free(sl_llama_t *m);
 const sl_llama_config_t *sl_llama_config(const sl_llama_t *m);
 /* The tokenizer (GGUF metadata or the directory's tokenizer.json); NULL when there is none. */

@@ -23,7 +23,7 @@
 #include "common/sl_hash.h"
 #include "common/sl_profile.h"
 #include "kernels/elementwise.h"
-#include "models/weights.h"
+#include "models/formats/weights.h"
 #include "partition/units.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -349,6 +349,12 @@ static int load_stats(sl_mlp_t *m, const sl_safetensors_t *st, sl_error_t *err)
 sl_mlp_t *sl_mlp_load(const char *dir, sl_backend_t *be, int tp_size, int tp_rank, sl_dtype_t dtype,
                       sl_error_t *err)
 {
+    return sl_mlp_load_with(dir, NULL, be, tp_size, tp_rank, dtype, err);
+}
+
+sl_mlp_t *sl_mlp_load_with(const char *dir, const sl_mlp_config_t *cfg, sl_backend_t *be,
+                           int tp_size, int tp_rank, sl_dtype_t dtype, sl_error_t *err)
+{
     if (sl_weights_load_args(dir, dtype, tp_size, tp_rank, err) != 0)
         return NULL;
     char *cfg_path = sl_path_join(dir, "config.json");
@@ -363,9 +369,15 @@ sl_mlp_t *sl_mlp_load(const char *dir, sl_backend_t *be, int tp_size, int tp_ran
     m->tp_rank = tp_rank;
     m->dtype = dtype;
 
-    if (sl_read_file(cfg_path, SL_MLP_MAX_CONFIG, &json, &json_len, err) != 0 ||
-        sl_mlp_config_parse(&m->cfg, json, cfg_path, err) != 0 ||
-        sl_st_open(&st, st_path, err) != 0 || sl_mlp_check(dir, &m->cfg, &st, tp_size, err) != 0)
+    if (cfg) { /* parsed already: a copy, so the model owns its config */
+        m->cfg = *cfg;
+        m->cfg.dims = sl_xmalloc((size_t)(cfg->n_layers + 1) * sizeof *m->cfg.dims);
+        memcpy(m->cfg.dims, cfg->dims, (size_t)(cfg->n_layers + 1) * sizeof *m->cfg.dims);
+    } else if (sl_read_file(cfg_path, SL_MLP_MAX_CONFIG, &json, &json_len, err) != 0 ||
+               sl_mlp_config_parse(&m->cfg, json, cfg_path, err) != 0) {
+        goto fail;
+    }
+    if (sl_st_open(&st, st_path, err) != 0 || sl_mlp_check(dir, &m->cfg, &st, tp_size, err) != 0)
         goto fail;
 
     m->layers = sl_xcalloc((size_t)m->cfg.n_layers, sizeof *m->layers);

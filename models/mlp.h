@@ -22,7 +22,7 @@
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
-#include "models/safetensors.h"
+#include "models/formats/safetensors.h"
 #include "partition/comm.h"
 
 #define SL_ACT_SOFTMAX 100 /* final_activation only */
@@ -58,6 +58,10 @@ typedef struct sl_mlp sl_mlp_t;
  * and that split dimensions divide by tp_size (naming the layer). */
 sl_mlp_t *sl_mlp_load(const char *dir, sl_backend_t *be, int tp_size, int tp_rank,
                       sl_dtype_t dtype, sl_error_t *err);
+/* The same, from a config parsed already (sl_mlp_config_load of DIR/config.json), which is
+ * copied: the config file is not read again. */
+sl_mlp_t *sl_mlp_load_with(const char *dir, const sl_mlp_config_t *cfg, sl_backend_t *be,
+                           int tp_size, int tp_rank, sl_dtype_t dtype, sl_error_t *err);
 void sl_mlp_free(sl_mlp_t *m);
 const sl_mlp_config_t *sl_mlp_config(const sl_mlp_t *m);
 

@@ -25,7 +25,7 @@
 #include "jobs/input.h"
 #include "jobs/spec.h"
 #include "models/calib.h"
-#include "models/fingerprint.h"
+#include "models/formats/fingerprint.h"
 #include "partition/comm.h"
 #include "partition/grid.h"
 #include "runner/task.h"

@@ -23,7 +23,6 @@
 
 #include "common/sl_error.h"
 #include "common/sl_size.h"
-#include "runner/task.h"
 
 #define SL_TEXT_FINISH_BYTES 8
 
@@ -186,7 +185,7 @@ static int64_t first_scored(const sl_decoder_rows_t *r, int64_t i)
 
 int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows_t *r,
                          const sl_outputs_t *outs, float *const *bufs, int64_t out_row0,
-                         sl_decoder_error_fn on_error, void *ctx)
+                         sl_row_error_fn on_error, void *ctx)
 {
     int64_t *order = sl_xmalloc((size_t)(r->rows + 1) * sizeof *order);
     int64_t n = 0, tokens = 0;
@@ -425,7 +424,7 @@ static int hits_stop(sl_decoder_t *d, const gslot_t *g, char *text, size_t cap)
 
 int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows_t *r,
                             const sl_outputs_t *outs, float *const *bufs, int64_t out_row0,
-                            sl_decoder_error_fn on_error, void *ctx)
+                            sl_row_error_fn on_error, void *ctx)
 {
     const sl_llama_config_t *c = sl_llama_config(d->m);
     const sl_job_t *job = d->job;

@@ -5,7 +5,8 @@
  *
  * Rows arrive packed as the I/O thread tokenised them: row i is ids[off[i] .. off[i] + len[i]),
  * of which the first plen[i] tokens are the prompt (score: not scored; generate: all of them).
- * Every rank of a TP group calls with the same rows and gets the same outputs.
+ * Every rank of a TP group calls with the same rows and gets the same outputs. The decoder task
+ * (runner/decoder_task.c) is its only caller in the runner.
  */
 #ifndef SL_DECODER_H
 #define SL_DECODER_H
@@ -16,6 +17,7 @@
 #include "jobs/spec.h"
 #include "models/llama.h"
 #include "partition/comm.h"
+#include "runner/batching.h"
 
 typedef struct sl_decoder sl_decoder_t;
 
@@ -47,10 +49,8 @@ typedef struct {
     int64_t global_row0; /* index of row 0 in the whole job: seeds of sampling */
 } sl_decoder_rows_t;
 
-typedef void (*sl_decoder_error_fn)(void *ctx, int64_t row, const char *reason);
-/* Called as rows finish inside a call (generate: each row; score: each batch), so progress can
- * move inside a long unit. */
-typedef void (*sl_rows_done_fn)(void *ctx, int64_t rows);
+/* fn is called as rows finish inside a call (generate: each row; score: each batch), so
+ * progress can move inside a long unit. */
 void sl_decoder_set_progress(sl_decoder_t *d, sl_rows_done_fn fn, void *ctx);
 /* Tokens in the outputs of the rows generated so far: prompts and generated tokens (the sums
  * of /n_prompt_tokens and /n_tokens over the rows that did not fail). */
@@ -59,10 +59,10 @@ void sl_decoder_token_counts(const sl_decoder_t *d, int64_t *prompt, int64_t *ge
 /* Writes output k's rows to outs[k] + (out_row0 + i) * width. Returns tokens computed. */
 int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows_t *r,
                          const sl_outputs_t *outs, float *const *bufs, int64_t out_row0,
-                         sl_decoder_error_fn on_error, void *ctx);
+                         sl_row_error_fn on_error, void *ctx);
 int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows_t *r,
                             const sl_outputs_t *outs, float *const *bufs, int64_t out_row0,
-                            sl_decoder_error_fn on_error, void *ctx);
+                            sl_row_error_fn on_error, void *ctx);
 
 /* Sampling of one next token from full logits [V] (exposed for tests): temperature 0 is
  * greedy (argmax; the lowest id on ties); otherwise softmax(logits / temperature) restricted to

@@ -19,10 +19,10 @@
 #include "kernels/backend.h"
 #include "models/bert.h"
 #include "models/calib.h"
-#include "models/inspect_model.h"
+#include "models/formats/weights.h"
 #include "models/llama.h"
 #include "models/mlp.h"
-#include "models/weights.h"
+#include "runner/inspect_model.h"
 #include "runner/task.h"
 
 static void usage(FILE *out)

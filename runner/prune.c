@@ -44,8 +44,8 @@
 #include "jobs/input.h"
 #include "kernels/backend.h"
 #include "models/bert.h"
-#include "models/safetensors.h"
-#include "models/tokenizer.h"
+#include "models/formats/safetensors.h"
+#include "models/tokenizers/wordpiece.h"
 #include "runner/compare.h"
 
 #define MAX_CALIB 64

@@ -37,7 +37,7 @@
 #include "jobs/output.h"
 #include "jobs/spec.h"
 #include "models/calib.h"
-#include "models/fingerprint.h"
+#include "models/formats/fingerprint.h"
 #include "partition/comm.h"
 #include "partition/grid.h"
 #include "partition/units.h"
@@ -531,7 +531,7 @@ static void progress(loop_t *L)
             (long long)done, rate, eta);
 }
 
-/* sl_task_rows_fn: rows finished inside the current compute call. */
+/* sl_rows_done_fn: rows finished inside the current compute call. */
 static void rows_done(void *ctx, int64_t rows)
 {
     loop_t *L = ctx;

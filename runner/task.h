@@ -1,13 +1,17 @@
 /*
  * task.h — what the runner computes, independent of the model family: the model family
  * (mlp, bert or llama) and the task (predict, embed, classify, score, generate) decide the
- * input kind, the output
- * datasets, how the I/O thread prepares rows (read features; read text and tokenize; read
- * token ids) and how the compute thread turns prepared rows into output rows.
+ * input kind, the output datasets, how the I/O thread prepares rows (read features; read text
+ * and tokenize; read token ids) and how the compute thread turns prepared rows into output rows.
+ *
+ * Each family is a table of functions (sl_task_ops_t, below), as each backend is: mlp_task.c
+ * (predict), encoder_task.c (bert: embed, classify), decoder_task.c (llama: score, generate).
+ * task.c picks the family from the model directory's config and forwards to it; the families
+ * share runner/batching.c and call nothing in task.c.
  *
  * Features (mlp) are read and computed batch by batch. Token inputs (bert, decoders) are read a
  * whole unit at a time, so that the unit's rows can be sorted by length and packed into batches
- * under a token budget; outputs go back in input order. Decoder tasks live in decoder.c.
+ * under a token budget; outputs go back in input order.
  */
 #ifndef SL_TASK_H
 #define SL_TASK_H
@@ -19,6 +23,7 @@
 #include "jobs/spec.h"
 #include "partition/comm.h"
 #include "partition/grid.h"
+#include "runner/batching.h"
 
 typedef enum { SL_MODEL_MLP = 0, SL_MODEL_BERT = 1, SL_MODEL_LLAMA = 2 } sl_model_kind_t;
 typedef enum {
@@ -41,6 +46,7 @@ typedef struct {
     const char *prompt_dataset; /* score: prompts of the continuations, or NULL */
     char params[512];      /* task settings that change results (hashed into the job hash) */
     sl_outputs_t outs;
+    void *config; /* the family's parsed model config, handed to its load; NULL when none */
 } sl_task_plan_t;
 
 /* Reads the model directory's config; errors name the file and key. */
@@ -76,17 +82,10 @@ void sl_task_payload_free(sl_task_t *t, void *payload);
 int sl_task_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
                  int64_t rows, void *payload, sl_error_t *err);
 
-/* Row failures found while preparing or computing: row index relative to out_row0's unit. */
-typedef void (*sl_row_error_fn)(void *ctx, int64_t row, const char *reason);
-
 /* Compute thread: runs the model over the payload's rows and writes output i's rows to
  * outs[i] + out_row0 * width. Failed rows get NaN (or -1 for integer outputs). */
 void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
                      float *const *outs, int64_t out_row0, sl_row_error_fn on_error, void *ctx);
-
-/* Sorts order[0..n) (row indices) by len[row], shortest first, equal lengths in input order:
- * how token rows are batched (encoder and decoder tasks). Not thread-safe (one compute thread). */
-void sl_order_by_length(int64_t *order, int64_t n, const int32_t *len);
 
 /* Counters for the report: rows truncated to max_length, real tokens computed (generate:
  * prompt + generated tokens of the finished rows, split by sl_task_token_split), seconds the
@@ -96,21 +95,58 @@ int64_t sl_task_tokens(const sl_task_t *t);
 void sl_task_token_split(const sl_task_t *t, int64_t *prompt, int64_t *generated);
 double sl_task_tokenize_seconds(const sl_task_t *t);
 
-/* Forward passes by size, for the report: batch_rows[k] counts passes of 2^k .. 2^(k+1)-1
- * rows (mlp, bert); padding[k] counts bert passes whose padded [B, S] token grid was
- * 10k % .. 10(k+1) % padding (the last bin includes 100 %), with the token totals. Decoder
- * tasks batch inside runner/decoder.c and record nothing here. */
-#define SL_BATCH_HIST_BINS 21
-typedef struct {
-    int64_t batch_rows[SL_BATCH_HIST_BINS];
-    int64_t padding[10];
-    int64_t real_tokens, padded_tokens;
-} sl_batch_hist_t;
+/* Forward passes by size (sl_batch_hist_t in batching.h), for the report. */
 const sl_batch_hist_t *sl_task_batch_hist(const sl_task_t *t);
 
 /* Progress inside a compute call: fn(ctx, rows) as rows are finished (per batch, or per
  * generated row), before the unit is committed. Called on the compute thread. */
-typedef void (*sl_task_rows_fn)(void *ctx, int64_t rows);
-void sl_task_set_progress(sl_task_t *t, sl_task_rows_fn fn, void *ctx);
+void sl_task_set_progress(sl_task_t *t, sl_rows_done_fn fn, void *ctx);
+
+/* ---- the task families ---------------------------------------------------------------------- */
+
+/* What a family provides: a static const table. task.c has checked what is generic (the model
+ * kind, the option that only decoders take) and frees what it allocated; no entry is optional.
+ * The entries run where the public function of the same name runs (task.h above). */
+typedef struct {
+    const char *name;      /* "mlp", "bert", "llama" */
+    sl_model_kind_t model; /* plan->model of its plans */
+    size_t size;           /* bytes of the family's task struct, which starts with sl_task_t */
+    /* Fills the plan from the job and the model's config, parsed once and kept in
+     * plan->config; plan->model is set already. */
+    int (*plan)(const sl_job_t *job, sl_task_plan_t *plan, sl_error_t *err);
+    void (*plan_free)(sl_task_plan_t *plan); /* plan->config */
+    /* t: zeroed, its sl_task_t header filled; loads from plan->config (not read again) */
+    int (*load)(sl_task_t *t, const sl_grid_t *g, sl_dtype_t dtype, sl_error_t *err);
+    void (*free)(sl_task_t *t); /* what load made, also after a failed load; not t itself */
+    int64_t (*read_rows)(const sl_job_t *job, const sl_task_plan_t *plan, const sl_inputs_t *in);
+    /* sizes the host buffers for sl_batch_check_memory (plan->config may be NULL here) */
+    void (*memory)(const sl_job_t *job, const sl_task_plan_t *plan, const sl_inputs_t *in,
+                   sl_task_memory_t *m);
+    void *(*payload_new)(sl_task_t *t, const sl_inputs_t *in, int64_t rows);
+    void (*payload_free)(sl_task_t *t, void *payload);
+    int (*read)(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
+                int64_t rows, void *payload, sl_error_t *err);
+    void (*compute)(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
+                    float *const *outs, int64_t out_row0, sl_row_error_fn on_error, void *ctx);
+} sl_task_ops_t;
+
+/* Every family's task struct starts with this header: what task.c reads for the report. The
+ * counters are kept by the family (tokenize_s on the I/O thread, the rest on the compute
+ * thread). */
+struct sl_task {
+    const sl_task_ops_t *ops;
+    const sl_task_plan_t *plan;
+    const sl_job_t *job;
+    sl_backend_t *be;
+    int64_t truncated;                /* rows cut to max_length */
+    int64_t tokens;                   /* real tokens computed (generate: prompt + generated) */
+    int64_t prompt_tokens, gen_tokens; /* generate: the split of tokens */
+    double tokenize_s;
+    sl_batch_hist_t hist;
+    sl_rows_done_fn on_rows; /* progress, or NULL */
+    void *rows_ctx;
+};
+
+extern const sl_task_ops_t sl_mlp_task_ops, sl_encoder_task_ops, sl_decoder_task_ops;
 
 #endif

@@ -7,7 +7,7 @@
  * ids must not fail either.
  */
 #include "fuzz_common.h"
-#include "models/bpe.h"
+#include "models/tokenizers/bpe.h"
 
 static const char *const files[] = {
     "tests/reference/bpe_tiny/gpt2/tokenizer.json",

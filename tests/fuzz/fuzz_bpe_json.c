@@ -1,11 +1,11 @@
 /*
- * fuzz_bpe_json.c — libFuzzer target for loading a BPE tokenizer.json (models/bpe.c, byte-level
- * and SentencePiece-style, models/tokenizer_json.c): the input is the file. A tokenizer that
- * loads then encodes a few fixed sentences (with and without special tokens, and once into too
- * small a buffer) and decodes the ids back.
+ * fuzz_bpe_json.c — libFuzzer target for loading a BPE tokenizer.json (models/tokenizers/bpe.c,
+ * byte-level and SentencePiece-style, models/tokenizers/tokenizer_json.c): the input is the file.
+ * A tokenizer that loads then encodes a few fixed sentences (with and without special tokens, and
+ * once into too small a buffer) and decodes the ids back.
  */
 #include "fuzz_common.h"
-#include "models/bpe.h"
+#include "models/tokenizers/bpe.h"
 
 static const char *const texts[] = {
     "Hello, World! caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87 don't 12345 <|endoftext|>",

@@ -1,5 +1,5 @@
 /*
- * fuzz_gguf.c — libFuzzer target for the GGUF reader (models/gguf.c) and what reads its
+ * fuzz_gguf.c — libFuzzer target for the GGUF reader (models/formats/gguf.c) and what reads its
  * metadata: the input is a whole GGUF file. After sl_gguf_open accepts it, every key is read
  * back through the typed getters and every array's first and last elements, every tensor's
  * byte range is checked against the file and its last row dequantised, and the file then goes
@@ -7,8 +7,8 @@
  * (sl_llama_config_load) and the tokenizer (sl_bpe_load_gguf, then encoding a sentence).
  */
 #include "fuzz_common.h"
-#include "models/bpe.h"
-#include "models/gguf.h"
+#include "models/tokenizers/bpe.h"
+#include "models/formats/gguf.h"
 #include "models/llama.h"
 
 static void read_kv(const sl_gguf_t *g, const sl_gguf_kv_t *kv)

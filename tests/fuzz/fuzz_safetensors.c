@@ -1,12 +1,12 @@
 /*
- * fuzz_safetensors.c — libFuzzer target for the safetensors reader (models/safetensors.c): the
- * input is a whole .safetensors file (8-byte header length, JSON header, data). A file the
+ * fuzz_safetensors.c — libFuzzer target for the safetensors reader (models/formats/safetensors.c):
+ * the input is a whole .safetensors file (8-byte header length, JSON header, data). A file the
  * reader accepts must keep its promises: every tensor's byte range inside the data buffer,
- * matching its dtype and shape; each float tensor's last row is then read as the TP slicing
- * does (sl_st_host_block), so a range the validation let through is touched.
+ * matching its dtype and shape; each float tensor's last row is then read as the TP slicing does
+ * (sl_st_host_block), so a range the validation let through is touched.
  */
 #include "fuzz_common.h"
-#include "models/safetensors.h"
+#include "models/formats/safetensors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -6,7 +6,7 @@
  * never a crash.
  */
 #include "fuzz_common.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/wordpiece.h"
 
 static sl_tokenizer_t *tok;
 

@@ -1,11 +1,11 @@
 /*
  * fuzz_wordpiece_json.c — libFuzzer target for loading a WordPiece tokenizer.json
- * (models/tokenizer.c, models/tokenizer_json.c): the input is the file. A tokenizer that loads
- * then encodes a few fixed sentences (accents, CJK, punctuation, added tokens, a long word) at
- * two lengths, one that truncates, and answers its lookups.
+ * (models/tokenizers/wordpiece.c, models/tokenizers/tokenizer_json.c): the input is the file. A
+ * tokenizer that loads then encodes a few fixed sentences (accents, CJK, punctuation, added
+ * tokens, a long word) at two lengths, one that truncates, and answers its lookups.
  */
 #include "fuzz_common.h"
-#include "models/tokenizer.h"
+#include "models/tokenizers/wordpiece.h"
 
 static const char *const texts[] = {
     "Hello, World! [CLS] caf\xc3\xa9 na\xc3\xafve \xe4\xb8\xad\xe6\x96\x87 don't",

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """make_chat_goldens.py — reference chat-template renderings, their token ids and greedy
-continuations from transformers (jinja2), for models/chat_template.c and `--chat-template`.
+continuations from transformers (jinja2), for models/tokenizers/chat_template.c and `--chat-template`.
 
 Run (from the repository root, with the reference venv: transformers 4.47.1, gguf 0.19.0,
 jinja2, torch 1.13 CPU):

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""make_tokenizer_compat.py — prints the Unicode compatibility ranges of models/tokenizer.c.
+"""make_tokenizer_compat.py — prints the Unicode compatibility ranges of models/tokenizers/wordpiece.c.
 
 The Hugging Face `tokenizers` library (the reference for the token ids) decides "punctuation"
 (BertPreTokenizer), "nonspacing mark" (accent stripping) and "other" (clean_text: Cc, Cf, Co)
-with the Rust crate unicode_categories 0.1.1, whose tables predate Unicode 10. models/tokenizer.c
+with the Rust crate unicode_categories 0.1.1, whose tables predate Unicode 10. models/tokenizers/wordpiece.c
 asks utf8proc (Unicode 15 in Debian bookworm's 2.8). The two disagree on a few hundred code
 points — mostly marks and punctuation of scripts added since — and the C tokenizer corrects
 utf8proc's answer with the ranges printed here, so that its ids stay identical to the reference.
@@ -12,7 +12,7 @@ Run:
   git clone https://github.com/swgillespie/unicode-categories && \
     git -C unicode-categories show 92bb246:src/tables.rs > tables_0.1.1.rs   # the 0.1.1 release
   python3 tests/reference/make_tokenizer_compat.py tables_0.1.1.rs > ranges.txt
-then paste the arrays into models/tokenizer.c (section "Unicode compatibility").
+then paste the arrays into models/tokenizers/wordpiece.c (section "Unicode compatibility").
 Needs libutf8proc (loaded with ctypes), no other package.
 """
 import ctypes

@@ -33,8 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "models/bpe.h"
-#include "models/gguf.h"
+#include "models/tokenizers/bpe.h"
+#include "models/formats/gguf.h"
 #include "sl_test.h"
 
 /* CPU time of this thread: the rate of one core, whatever else the machine runs. */

@@ -1,5 +1,5 @@
 /*
- * test_chat_template.c — models/chat_template.c against transformers' apply_chat_template
+ * test_chat_template.c — models/tokenizers/chat_template.c against transformers' apply_chat_template
  * (jinja2), from tests/reference/goldens/chat_goldens.h5 (made by
  * tests/reference/make_chat_goldens.py):
  *  1. each tiny tokenizer of tests/reference/chat_tiny (LLaMA-3, LLaMA-2, Mistral, Qwen2 ChatML
@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "models/bpe.h"
-#include "models/chat_template.h"
-#include "models/gguf.h"
+#include "models/tokenizers/bpe.h"
+#include "models/tokenizers/chat_template.h"
+#include "models/formats/gguf.h"
 #include "sl_test.h"
 
 /* Renders and tokenizes every case of group `grp` with chat c and tokenizer tok. */

@@ -38,7 +38,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_quant.h"
 #include "kernels/quant.h"
-#include "models/weights.h"
+#include "models/formats/weights.h"
 #include "sl_test.h"
 
 static uint64_t rng = 88172645463325252ull;

@@ -1,5 +1,5 @@
 /*
- * test_gguf.c — the GGUF reader (models/gguf.c) against gguf-py, the llama.cpp project's own
+ * test_gguf.c — the GGUF reader (models/formats/gguf.c) against gguf-py, the llama.cpp project's own
  * GGUF library (tests/reference/make_gguf_goldens.py made the reference files):
  * 1. tests/reference/goldens/mixed_types.gguf: every metadata value (each value type, string
  *    arrays, a nested array) through every getter, including the refusals of the typed ones.
@@ -23,9 +23,9 @@
  * Fails (exit 1) when the SmolLM2 model is not installed: run scripts/install-models.sh.
  */
 #include "common/sl_fs.h"
-#include "models/gguf.h"
-#include "models/inspect_model.h"
-#include "models/weights.h"
+#include "models/formats/gguf.h"
+#include "runner/inspect_model.h"
+#include "models/formats/weights.h"
 
 #include <hdf5.h>
 #include <math.h>

@@ -20,9 +20,9 @@
 
 #include "kernels/backend.h"
 #include "kernels/elementwise.h"
-#include "models/inspect_model.h"
+#include "runner/inspect_model.h"
 #include "models/mlp.h"
-#include "models/fingerprint.h"
+#include "models/formats/fingerprint.h"
 #include "sl_test.h"
 
 /* ---- config ------------------------------------------------------------------------------ */

@@ -23,7 +23,7 @@
 #include "jobs/output.h"
 #include "jobs/spec.h"
 #include "kernels/backend.h"
-#include "models/safetensors.h"
+#include "models/formats/safetensors.h"
 #include "partition/comm.h"
 #include "partition/grid.h"
 #include "runner/pipeline.h"

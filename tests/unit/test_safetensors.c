@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "kernels/elementwise.h"
-#include "models/safetensors.h"
+#include "models/formats/safetensors.h"
 #include "sl_test.h"
 
 static char g_dir[4096];

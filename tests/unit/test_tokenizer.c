@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "models/tokenizer.h"
+#include "models/tokenizers/wordpiece.h"
 #include "sl_test.h"
 
 #define MAX_LEN 256

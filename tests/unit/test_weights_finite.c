@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "kernels/elementwise.h"
-#include "models/weights.h"
+#include "models/formats/weights.h"
 #include "sl_test.h"
 
 static void test_gguf(void)

@@ -9,7 +9,7 @@
  * fault, the tensor. The mapping stays valid after the descriptor is closed, so the struct
  * holds only the mapping.
  */
-#include "models/safetensors.h"
+#include "models/formats/safetensors.h"
 
 #include "common/sl_fs.h"
 #include "kernels/elementwise.h"

@@ -16,7 +16,7 @@
  * the only rounding is Q4_1's add of the minimum, the same whether or not the compiler fuses
  * the multiply-add.
  */
-#include "models/gguf.h"
+#include "models/formats/gguf.h"
 
 #include "common/sl_fs.h"
 #include "kernels/backend.h"

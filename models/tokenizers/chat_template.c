@@ -8,7 +8,7 @@
  * only when every literal piece the renderer writes is present in the template and none of the
  * features the renderer does not reproduce is; anything else is refused rather than guessed.
  */
-#include "models/chat_template.h"
+#include "models/tokenizers/chat_template.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -19,7 +19,7 @@
 
 #include "common/sl_fs.h"
 #include "common/sl_json.h"
-#include "models/gguf.h"
+#include "models/formats/gguf.h"
 
 #define SL_CHAT_MAX_BYTES (16u << 20) /* tokenizer_config.json / chat_template.jinja */
 

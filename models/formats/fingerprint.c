@@ -1,7 +1,7 @@
 /*
  * fingerprint.c — the identity of a model directory (see fingerprint.h).
  */
-#include "models/fingerprint.h"
+#include "models/formats/fingerprint.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -39,7 +39,7 @@
  * its own UTF-8, Strip drops leading spaces; the bytes then become text with every maximal
  * invalid subsequence replaced by U+FFFD (Rust's String::from_utf8_lossy).
  */
-#include "models/bpe.h"
+#include "models/tokenizers/bpe.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -54,8 +54,8 @@
 #include <pcre2.h>
 
 #include "common/sl_hash.h"
-#include "models/gguf.h"
-#include "models/tokenizer_json.h"
+#include "models/formats/gguf.h"
+#include "models/tokenizers/tokenizer_json.h"
 
 #define MAX_SPECIAL 8 /* post-processor tokens before / after the sequence */
 #define MAX_STEPS 8   /* pre-tokenizer steps */

@@ -15,7 +15,7 @@
 
 #include "common/sl_error.h"
 #include "kernels/backend.h"
-#include "models/gguf.h"
+#include "models/formats/gguf.h"
 
 typedef struct sl_weights sl_weights_t;
 

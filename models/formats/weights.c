@@ -2,7 +2,7 @@
  * weights.c — tensors of a Hugging Face safetensors directory (single file or sharded index) or
  * of a GGUF file, behind one lookup / shape check / f32 block read (see weights.h).
  */
-#include "models/weights.h"
+#include "models/formats/weights.h"
 
 #include "kernels/cpu/cpu_quant.h"
 #include "kernels/quant.h"
@@ -16,7 +16,7 @@
 #include "common/sl_fs.h"
 #include "common/sl_json.h"
 #include "kernels/elementwise.h"
-#include "models/safetensors.h"
+#include "models/formats/safetensors.h"
 
 #define SL_WEIGHTS_MAX_JSON (64u << 20) /* an index larger than this is refused */
 #define SL_WEIGHTS_MAX_SHARDS 4096

@@ -1,5 +1,5 @@
 /*
- * tokenizer_json.h — the parts of a Hugging Face tokenizer.json that the WordPiece (tokenizer.c)
+ * tokenizer_json.h — the parts of a Hugging Face tokenizer.json that the WordPiece (wordpiece.c)
  * and byte-level BPE (bpe.c) loaders read alike: the file itself, optional booleans, the ids of
  * model.vocab, the flags of added_tokens they both refuse, and a TemplateProcessing's "single"
  * template. Every error names the file (`path`) and the key at fault; which keys and types each

@@ -37,7 +37,7 @@ extern "C" {
 
 typedef struct sl_bpe sl_bpe_t;
 
-/* Statuses of sl_bpe_encode (the same numbers as tokenizer.h's SL_TOK_*). */
+/* Statuses of sl_bpe_encode (the same numbers as wordpiece.h's SL_TOK_*). */
 enum {
     SL_BPE_OK = 0,
     SL_BPE_ERROR = -1,    /* bad arguments, or ids did not fit in cap */

@@ -29,7 +29,7 @@
 #include <stddef.h>
 
 #include "common/sl_error.h"
-#include "models/bpe.h"
+#include "models/tokenizers/bpe.h"
 
 typedef enum {
     SL_CHAT_NONE = 0, /* no template: the row is the text */

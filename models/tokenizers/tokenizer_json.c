@@ -2,7 +2,7 @@
  * tokenizer_json.c — reading the tokenizer.json sections shared by the WordPiece and BPE
  * loaders (see tokenizer_json.h).
  */
-#include "models/tokenizer_json.h"
+#include "models/tokenizers/tokenizer_json.h"
 
 #include <stdint.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /*
- * tokenizer.h — the WordPiece tokenizer of BERT-family models, loaded from a Hugging Face
+ * wordpiece.h — the WordPiece tokenizer of BERT-family models, loaded from a Hugging Face
  * tokenizer.json, producing the same token ids as the `tokenizers` library.
  *
  * Supported tokenizer.json features (anything else is refused at load time with an error that
@@ -20,8 +20,8 @@
  * gives [CLS] [SEP], as in the reference. A loaded tokenizer is read-only: one may be shared by
  * threads.
  */
-#ifndef SL_TOKENIZER_H
-#define SL_TOKENIZER_H
+#ifndef SL_WORDPIECE_H
+#define SL_WORDPIECE_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -11,17 +11,17 @@
  * architecture and its hyperparameters, the tokenizer, tensor counts by type, and the first and
  * last tensors.
  */
-#include "models/inspect_model.h"
-#include "models/fingerprint.h"
+#include "runner/inspect_model.h"
+#include "models/formats/fingerprint.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "models/bert.h"
-#include "models/gguf.h"
+#include "models/formats/gguf.h"
 #include "models/mlp.h"
-#include "models/safetensors.h"
+#include "models/formats/safetensors.h"
 
 static const char *split_name(sl_split_t s, int tp_size)
 {

@@ -1,5 +1,5 @@
 /*
- * tokenizer.c — WordPiece tokenization from a Hugging Face tokenizer.json (see tokenizer.h).
+ * wordpiece.c — WordPiece tokenization from a Hugging Face tokenizer.json (see wordpiece.h).
  *
  * The pipeline per row mirrors the `tokenizers` library step by step, because the model only
  * gives the reference's embeddings when the ids are identical:
@@ -18,7 +18,7 @@
  * The vocabulary sits in two open-addressing hash tables (FNV-1a): one keyed by the whole token,
  * one keyed by the rest of "##..." tokens, so that continuation lookups need no string copy.
  */
-#include "models/tokenizer.h"
+#include "models/tokenizers/wordpiece.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -29,7 +29,7 @@
 #include <utf8proc.h>
 
 #include "common/sl_hash.h"
-#include "models/tokenizer_json.h"
+#include "models/tokenizers/tokenizer_json.h"
 
 #define MAX_SPECIAL 8 /* special tokens before / after the sequence */
 
