@@ -50,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = sl_bpe_encode(t, text, len, special, ids, cap, &n, &err);
     if (rc == SL_BPE_ERROR && n > cap) {
         /* more ids than bytes happen (a prefix space per span between added tokens): grow,
-         * as the runner does (runner/task.c) */
+         * as the runner does (runner/decoder_task.c) */
         cap = n;
         ids = realloc(ids, (size_t)cap * sizeof(int32_t));
         rc = sl_bpe_encode(t, text, len, special, ids, cap, &n, &err);
