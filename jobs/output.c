@@ -128,11 +128,11 @@ static int sweep_dir(const char *dir)
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        char path[8192];
         if (e->d_name[0] == '.' || !strstr(e->d_name, ".tmp."))
             continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        char *path = sl_path_join(dir, e->d_name);
         n += unlink(path) == 0;
+        free(path);
     }
     closedir(d);
     return n;

@@ -826,7 +826,7 @@ int sl_compare_main(int argc, char **argv)
             gate_t *g = &gates[ngates++];
             *g = (gate_t){"--min-cosine", min_cos, fl[i].d.cos_min, 0, ""};
             g->passed = fl[i].d.rows > 0 && fl[i].d.nonfinite == 0 && fl[i].d.cos_min >= min_cos;
-            snprintf(g->what, sizeof g->what, "%s min cosine", fl[i].name);
+            snprintf(g->what, sizeof g->what, "%.80s min cosine", fl[i].name);
         }
         if (ngates == 0) {
             fprintf(stderr,

@@ -291,7 +291,7 @@ static int read_text_rows(decoder_task_t *d, sl_reader_t *r, const sl_inputs_t *
                     np = 1;
             }
             if (np < 0) {
-                char why[160];
+                char why[sizeof rowerr.msg + 16];
                 snprintf(why, sizeof why, "prompt: %s", rowerr.msg);
                 p->fail[i] = sl_xstrdup(why);
                 p->len[i] = 0;

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/sl_fs.h"
 #include "jobs/h5util.h"
 #include "jobs/input.h"
 #include "jobs/output.h"
@@ -60,11 +61,12 @@ static float *tensor_f32(const sl_safetensors_t *st, const char *name, int64_t n
 
 static int ref_load(ref_t *r, const char *dir)
 {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    char *path = sl_path_join(dir, "model.safetensors");
     sl_error_t err;
     memset(r, 0, sizeof *r);
-    if (sl_st_open(&r->st, path, &err) != 0) {
+    int rc = sl_st_open(&r->st, path, &err);
+    free(path);
+    if (rc != 0) {
         fprintf(stderr, "%s\n", err.msg);
         return -1;
     }
