@@ -38,6 +38,7 @@
 
 #include "common/sl_error.h"
 #include "common/sl_fs.h"
+#include "common/sl_utf8.h"
 #include "jobs/h5util.h"
 
 enum { FMT_AUTO, FMT_JSONL, FMT_CSV, FMT_TSV, FMT_TEXT, FMT_PARQUET, FMT_UNKNOWN };
@@ -48,49 +49,6 @@ enum { FMT_AUTO, FMT_JSONL, FMT_CSV, FMT_TSV, FMT_TEXT, FMT_PARQUET, FMT_UNKNOWN
 #define CV_MAX_ROWS_PER_SHARD (INT64_C(1) << 30)
 #define CV_MAX_FEATURES (1 << 20)
 #define CV_SHOW_SKIPPED 20 /* skipped lines shown one by one; the rest are counted */
-
-/* ---- UTF-8 -------------------------------------------------------------------------------- */
-
-/* Offset of the first byte of s[0..n) that is not part of valid UTF-8 (RFC 3629: no overlong
- * forms, no surrogates, nothing above U+10FFFF), or n when all of it is valid. */
-size_t sl_utf8_check(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        unsigned lo = 0x80, hi = 0xbf;
-        if (c >= 0xc2 && c <= 0xdf)
-            len = 2;
-        else if (c >= 0xe0 && c <= 0xef) {
-            len = 3;
-            if (c == 0xe0)
-                lo = 0xa0;
-            else if (c == 0xed)
-                hi = 0x9f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            len = 4;
-            if (c == 0xf0)
-                lo = 0x90;
-            else if (c == 0xf4)
-                hi = 0x8f;
-        } else
-            return i;
-        if (i + len > n)
-            return i;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return i;
-        for (size_t k = 2; k < len; k++)
-            if ((s[i + k] & 0xc0) != 0x80)
-                return i;
-        i += len;
-    }
-    return n;
-}
 
 /* ---- the converter state ------------------------------------------------------------------ */
 

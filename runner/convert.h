@@ -6,15 +6,9 @@
 #ifndef SL_CONVERT_H
 #define SL_CONVERT_H
 
-#include <stddef.h>
-
 /* argv[0] is "convert"; returns an SL_EXIT_* status. */
 int sl_convert_main(int argc, char **argv);
 /* argv[0] is "export"; returns an SL_EXIT_* status. */
 int sl_export_main(int argc, char **argv);
-
-/* Offset of the first byte of s[0..n) that is not part of valid UTF-8 (no overlong forms, no
- * surrogates, nothing above U+10FFFF), or n when all of it is valid. */
-size_t sl_utf8_check(const unsigned char *s, size_t n);
 
 #endif

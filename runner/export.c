@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "common/sl_error.h"
+#include "common/sl_utf8.h"
 #include "jobs/h5util.h"
 #include "jobs/output.h"
 #include "runner/convert.h"

@@ -54,6 +54,7 @@
 #include <pcre2.h>
 
 #include "common/sl_hash.h"
+#include "common/sl_utf8.h"
 #include "models/formats/gguf.h"
 #include "models/tokenizers/tokenizer_json.h"
 
@@ -186,45 +187,12 @@ static int put_cp(char *o, int32_t c) /* c < 0x800 */
     return 2;
 }
 
-/* Strict UTF-8 (no overlongs, surrogates or values past U+10FFFF). Returns the offset of the
- * first bad byte, or -1 when s[0..n) is valid. */
+/* The offset of the first byte that is not strict UTF-8 (sl_utf8_check), or -1 when s[0..n) is
+ * valid. */
 static long utf8_invalid_at(const unsigned char *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        int need;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF)
-            need = 1;
-        else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            if (c == 0xE0)
-                lo = 0xA0;
-            if (c == 0xED)
-                hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            if (c == 0xF0)
-                lo = 0x90;
-            if (c == 0xF4)
-                hi = 0x8F;
-        } else
-            return (long)i;
-        if (i + (size_t)need >= n)
-            return (long)i;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return (long)i;
-        for (int k = 2; k <= need; k++)
-            if ((s[i + (size_t)k] & 0xC0) != 0x80)
-                return (long)i;
-        i += (size_t)need + 1;
-    }
-    return -1;
+    size_t at = sl_utf8_check(s, n);
+    return at == n ? -1 : (long)at;
 }
 
 /* ---- hash tables ----------------------------------------------------------------------------- */

@@ -1,14 +1,14 @@
 /*
- * test_utf8.c — sl_utf8_check (the UTF-8 validation of `shardline convert` and `export`): the
- * classic malformed sequences (overlong forms, surrogates, code points above U+10FFFF, lone
- * continuation bytes, truncated sequences) and, as an independent reference, glibc's iconv
- * (UTF-8 -> UTF-32LE) on many random byte strings built from UTF-8-like pieces.
+ * test_utf8.c — sl_utf8_check (common/sl_utf8.c: the UTF-8 validation of the tokenizers, `shardline
+ * convert` and `export`): the classic malformed sequences (overlong forms, surrogates, code points
+ * above U+10FFFF, lone continuation bytes, truncated sequences) and, as an independent reference,
+ * glibc's iconv (UTF-8 -> UTF-32LE) on many random byte strings built from UTF-8-like pieces.
  */
 #include <iconv.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "runner/convert.h"
+#include "common/sl_utf8.h"
 #include "sl_test.h"
 
 /* iconv's answer: the offset of the first byte it refuses, or n when it converts everything. */
