@@ -21,7 +21,10 @@ static inline uint64_t sl_hash_bytes(uint64_t h, const void *data, size_t n)
     return h;
 }
 
-static inline uint64_t sl_hash_u64(uint64_t h, uint64_t v) { return sl_hash_bytes(h, &v, sizeof v); }
+static inline uint64_t sl_hash_u64(uint64_t h, uint64_t v)
+{
+    return sl_hash_bytes(h, &v, sizeof v);
+}
 
 static inline uint64_t sl_hash_str(uint64_t h, const char *s)
 {

@@ -106,7 +106,8 @@ static int check_shard(sl_shard_t *s, const char *dataset, int want_tokens, int 
         } else if (nd == 2 && cls == H5T_INTEGER) {
             *kind = SL_INPUT_TOKENS;
         } else {
-            sl_errorf(err, "%s: dataset '%s' is neither text (1-D strings) nor token ids (2-D integers)",
+            sl_errorf(err,
+                      "%s: dataset '%s' is neither text (1-D strings) nor token ids (2-D integers)",
                       s->path, dataset);
             goto out;
         }
@@ -117,7 +118,8 @@ static int check_shard(sl_shard_t *s, const char *dataset, int want_tokens, int 
             goto out;
         }
         if (cls != H5T_FLOAT && cls != H5T_INTEGER) {
-            sl_errorf(err, "%s: dataset '%s' is not numeric (float or integer expected)", s->path, dataset);
+            sl_errorf(err, "%s: dataset '%s' is not numeric (float or integer expected)", s->path,
+                      dataset);
             goto out;
         }
         *kind = SL_INPUT_FEATURES;
@@ -127,7 +129,9 @@ static int check_shard(sl_shard_t *s, const char *dataset, int want_tokens, int 
     *cols = nd == 2 ? (int64_t)dims[1] : 0;
     if (*kind == SL_INPUT_TOKENS && H5Lexists(f, "lengths", H5P_DEFAULT) <= 0 &&
         H5Lexists(f, "attention_mask", H5P_DEFAULT) <= 0) {
-        sl_errorf(err, "%s: token ids '%s' need a 'lengths' [rows] or 'attention_mask' [rows, %lld] dataset beside them",
+        sl_errorf(err,
+                  "%s: token ids '%s' need a 'lengths' [rows] or 'attention_mask' [rows, %lld] "
+                  "dataset beside them",
                   s->path, dataset, (long long)*cols);
         goto out;
     }
@@ -426,9 +430,8 @@ static int companion_shape_ok(hid_t d, int nd_want, int64_t L)
     return nd == nd_want && (nd == 1 || (int64_t)dims[1] == L);
 }
 
-int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
-                          int64_t n, int32_t *ids, int32_t *lengths, int32_t *type_ids,
-                          sl_error_t *err)
+int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0, int64_t n,
+                          int32_t *ids, int32_t *lengths, int32_t *type_ids, sl_error_t *err)
 {
     const sl_shard_t *s = &in->shards[shard];
     if (reader_open(r, in, shard, err) != 0)
@@ -475,8 +478,10 @@ int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int6
         if (d >= 0)
             H5Dclose(d);
         if (rc)
-            return sl_errorf(err, "%s: dataset 'token_type_ids': cannot read rows %lld..%lld (must be [rows, %lld])",
-                             s->path, (long long)row0, (long long)(row0 + n), (long long)L);
+            return sl_errorf(
+                err,
+                "%s: dataset 'token_type_ids': cannot read rows %lld..%lld (must be [rows, %lld])",
+                s->path, (long long)row0, (long long)(row0 + n), (long long)L);
     } else {
         memset(type_ids, 0, (size_t)(n * L) * sizeof *type_ids);
     }

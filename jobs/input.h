@@ -12,11 +12,11 @@
 #include "common/sl_error.h"
 
 typedef struct {
-    char *path;       /* as matched by the glob */
-    int64_t rows;     /* dataset rows */
+    char *path;        /* as matched by the glob */
+    int64_t rows;      /* dataset rows */
     int64_t first_row; /* global index of its first row (shards in path order) */
-    int64_t size;     /* file bytes */
-    int64_t mtime_ns; /* modification time */
+    int64_t size;      /* file bytes */
+    int64_t mtime_ns;  /* modification time */
 } sl_shard_t;
 
 /* What the input datasets hold. */
@@ -33,7 +33,7 @@ typedef struct {
     int64_t total_rows;
     int64_t cols; /* features, or L for token ids, 0 for text */
     char *dataset;
-    int kind;     /* sl_input_kind_t */
+    int kind; /* sl_input_kind_t */
 } sl_inputs_t;
 
 /* Expands the globs (sorted, duplicates removed), opens every file and checks the dataset:
@@ -64,8 +64,7 @@ int sl_reader_read_text(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_
                         char **texts, sl_error_t *err);
 /* Token rows: ids i32 [n, in->cols], lengths [n] (from `lengths`, else the count of non-zero
  * `attention_mask` entries, else L), type_ids i32 [n, in->cols] (zeros if absent). */
-int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
-                          int64_t n, int32_t *ids, int32_t *lengths, int32_t *type_ids,
-                          sl_error_t *err);
+int sl_reader_read_tokens(sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0, int64_t n,
+                          int32_t *ids, int32_t *lengths, int32_t *type_ids, sl_error_t *err);
 
 #endif

@@ -162,11 +162,13 @@ static const opt_t *find_option(const char *name)
 
 static int parse_bool(const char *v, int *out)
 {
-    if (!v || !strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcasecmp(v, "on")) {
+    if (!v || !strcasecmp(v, "1") || !strcasecmp(v, "true") || !strcasecmp(v, "yes") ||
+        !strcasecmp(v, "on")) {
         *out = 1;
         return 0;
     }
-    if (!strcasecmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcasecmp(v, "off")) {
+    if (!strcasecmp(v, "0") || !strcasecmp(v, "false") || !strcasecmp(v, "no") ||
+        !strcasecmp(v, "off")) {
         *out = 0;
         return 0;
     }
@@ -208,7 +210,8 @@ static int set_option(sl_job_t *job, const opt_t *o, const char *value, const ch
     case K_BOOL: {
         int b;
         if (parse_bool(value, &b) != 0)
-            return sl_errorf(err, "%s: --%s: '%s' is not a boolean (true/false)", where, o->name, value);
+            return sl_errorf(err, "%s: --%s: '%s' is not a boolean (true/false)", where, o->name,
+                             value);
         *(int *)field = b;
         return 0;
     }
@@ -308,7 +311,7 @@ static int resolve_array(sl_job_t *job, sl_error_t *err)
 int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
 {
     memset(job, 0, sizeof *job);
-    set_defaults(job); /* then the job file, then the command line, each overriding */
+    set_defaults(job);    /* then the job file, then the command line, each overriding */
     job->array_task = -1; /* "not given": resolved from Slurm's environment below */
     struct option longopts[N_OPTIONS + 2];
     for (int i = 0; i < N_OPTIONS; i++) {
@@ -393,7 +396,8 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
         rc = sl_errorf(err, "--input is required (see shardline run --help)");
     else if (!job->output)
         rc = sl_errorf(err, "--output is required (see shardline run --help)");
-    else if (strcmp(job->device, "auto") && strcmp(job->device, "cpu") && strcmp(job->device, "cuda"))
+    else if (strcmp(job->device, "auto") && strcmp(job->device, "cpu") &&
+             strcmp(job->device, "cuda"))
         rc = sl_errorf(err, "--device '%s': expected auto, cpu or cuda", job->device);
     else if (strcmp(job->comm, "auto") && strcmp(job->comm, "mpi") && strcmp(job->comm, "nccl"))
         rc = sl_errorf(err, "--comm '%s': expected auto, mpi or nccl", job->comm);
@@ -405,9 +409,11 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
     else if (job->calibration && strcmp(job->precision, "w8a8"))
         rc = sl_errorf(err, "--calibration is only used with --precision w8a8 (not %s)",
                        job->precision);
-    else if (strcmp(job->task, "auto") && strcmp(job->task, "predict") && strcmp(job->task, "embed") &&
-             strcmp(job->task, "classify") && strcmp(job->task, "score") && strcmp(job->task, "generate"))
-        rc = sl_errorf(err, "--task '%s': expected auto, predict, embed, classify, score or generate",
+    else if (strcmp(job->task, "auto") && strcmp(job->task, "predict") &&
+             strcmp(job->task, "embed") && strcmp(job->task, "classify") &&
+             strcmp(job->task, "score") && strcmp(job->task, "generate"))
+        rc = sl_errorf(err,
+                       "--task '%s': expected auto, predict, embed, classify, score or generate",
                        job->task);
     else if (strcmp(job->bos, "auto") && strcmp(job->bos, "always") && strcmp(job->bos, "never"))
         rc = sl_errorf(err, "--bos '%s': expected auto, always or never", job->bos);
@@ -418,7 +424,8 @@ int sl_job_parse(sl_job_t *job, int argc, char **argv, sl_error_t *err)
         rc = sl_errorf(err, "--top-p %g: expected a number in (0, 1]", job->top_p);
     else if (strcmp(job->output_dtype, "f32") && strcmp(job->output_dtype, "f16"))
         rc = sl_errorf(err, "--output-dtype '%s': expected f32 or f16", job->output_dtype);
-    else if (strcmp(job->schedule, "auto") && strcmp(job->schedule, "dynamic") && strcmp(job->schedule, "static"))
+    else if (strcmp(job->schedule, "auto") && strcmp(job->schedule, "dynamic") &&
+             strcmp(job->schedule, "static"))
         rc = sl_errorf(err, "--schedule '%s': expected auto, dynamic or static", job->schedule);
     else if (strcmp(job->log_format, "human") && strcmp(job->log_format, "json"))
         rc = sl_errorf(err, "--log-format '%s': expected human or json", job->log_format);

@@ -19,13 +19,13 @@ typedef struct {
     int n_inputs;
     char *input_dataset; /* NULL: the model family's default */
     char *output;
-    char *task;          /* auto | predict | embed | classify | score | generate */
+    char *task; /* auto | predict | embed | classify | score | generate */
     int tp;
     int64_t unit_rows;
     int64_t batch_size;
-    char *device;    /* auto | cpu | cuda */
-    char *comm;      /* auto | mpi | nccl: the TP all-reduce's transport (partition/comm.h) */
-    char *precision; /* auto | f32 | f16 | bf16 | int8 | w8a8 */
+    char *device;         /* auto | cpu | cuda */
+    char *comm;           /* auto | mpi | nccl: the TP all-reduce's transport (partition/comm.h) */
+    char *precision;      /* auto | f32 | f16 | bf16 | int8 | w8a8 */
     int max_length;       /* bert, decoders: 0 = the model's */
     int64_t batch_tokens; /* bert, decoders: tokens per forward pass */
     char *prompt_dataset; /* score: prompts whose continuation (the input dataset) is scored */
@@ -40,16 +40,16 @@ typedef struct {
     int64_t seed;         /* generate: row r samples with seed + r */
     char **stops;         /* generate: stop strings */
     int n_stops;
-    int64_t text_bytes;   /* generate: bytes of the fixed-length /text output; 0 = automatic */
-    char *output_dtype;   /* f32 | f16 */
-    int array_task;  /* this task's index in a job array (-1: from SLURM_ARRAY_*, else 0) */
-    int array_tasks; /* tasks in the array (0: from SLURM_ARRAY_*, else 1) */
-    char *schedule;  /* auto | dynamic | static */
+    int64_t text_bytes; /* generate: bytes of the fixed-length /text output; 0 = automatic */
+    char *output_dtype; /* f32 | f16 */
+    int array_task;     /* this task's index in a job array (-1: from SLURM_ARRAY_*, else 0) */
+    int array_tasks;    /* tasks in the array (0: from SLURM_ARRAY_*, else 1) */
+    char *schedule;     /* auto | dynamic | static */
     int prefetch;
     int restart;
     int quiet;
-    int profile; /* NVTX ranges (common/sl_profile.h) */
-    char *log_format; /* human | json: the stderr lines of `run` */
+    int profile;       /* NVTX ranges (common/sl_profile.h) */
+    char *log_format;  /* human | json: the stderr lines of `run` */
     char *calibration; /* w8a8: the calibration file; NULL: beside the model */
 } sl_job_t;
 

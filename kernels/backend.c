@@ -108,7 +108,8 @@ sl_backend_t *sl_backend_create(sl_backend_kind_t kind, int device, int threads,
 #ifdef SL_HAVE_CUDA
     return sl_cuda_backend_create(device, err);
 #else
-    sl_errorf(err, "--device cuda: this shardline was built without CUDA (rebuild with nvcc on PATH)");
+    sl_errorf(err,
+              "--device cuda: this shardline was built without CUDA (rebuild with nvcc on PATH)");
     return NULL;
 #endif
 }
@@ -120,7 +121,10 @@ void sl_backend_free(sl_backend_t *be)
 }
 
 sl_backend_kind_t sl_backend_kind(const sl_backend_t *be) { return be->kind; }
-const char *sl_backend_describe(const sl_backend_t *be) { return be->ops->describe((sl_backend_t *)be); }
+const char *sl_backend_describe(const sl_backend_t *be)
+{
+    return be->ops->describe((sl_backend_t *)be);
+}
 void *sl_backend_stream(sl_backend_t *be) { return be->ops->stream(be); }
 void sl_backend_sync(sl_backend_t *be) { be->ops->sync(be); }
 
@@ -291,7 +295,8 @@ void sl_matmul(const sl_tensor_t *a, int trans_a, const sl_tensor_t *b, int tran
     need_2d("sl_matmul", "B", b);
     need_2d("sl_matmul", "C", c);
     if (a->dtype != b->dtype)
-        SL_FATAL("sl_matmul: A is %s but B is %s", sl_dtype_name(a->dtype), sl_dtype_name(b->dtype));
+        SL_FATAL("sl_matmul: A is %s but B is %s", sl_dtype_name(a->dtype),
+                 sl_dtype_name(b->dtype));
     if (c->dtype != SL_F32 && c->dtype != a->dtype)
         SL_FATAL("sl_matmul: C is %s (f32 or %s expected)", sl_dtype_name(c->dtype),
                  sl_dtype_name(a->dtype));
@@ -494,8 +499,8 @@ static const char *shape_str(const sl_tensor_t *t, char *buf, size_t len)
 {
     int off = snprintf(buf, len, "[");
     for (int i = 0; i < t->ndim && off > 0 && (size_t)off < len; i++)
-        off += snprintf(buf + off, len - (size_t)off, "%s%lld", i ? "," : "",
-                        (long long)t->shape[i]);
+        off +=
+            snprintf(buf + off, len - (size_t)off, "%s%lld", i ? "," : "", (long long)t->shape[i]);
     if (off > 0 && (size_t)off < len)
         snprintf(buf + off, len - (size_t)off, "]");
     return buf;
@@ -542,7 +547,8 @@ void sl_rope(sl_tensor_t *x, const sl_tensor_t *positions, const sl_tensor_t *in
     if (d % 2 != 0 || inv_freq->shape[0] != d / 2) {
         char b1[64], b2[64];
         SL_FATAL("sl_rope: x %s needs an even head dim and inv_freq [%lld], inv_freq is %s",
-                 shape_str(x, b1, sizeof b1), (long long)(d / 2), shape_str(inv_freq, b2, sizeof b2));
+                 shape_str(x, b1, sizeof b1), (long long)(d / 2),
+                 shape_str(inv_freq, b2, sizeof b2));
     }
     need_same_be("sl_rope", x, positions);
     need_same_be("sl_rope", x, inv_freq);
@@ -618,8 +624,8 @@ void sl_attention_kv(const sl_tensor_t *q, const sl_tensor_t *kc, const sl_tenso
     need_same_be("sl_attention_kv", pos, out);
     need_same_be("sl_attention_kv", kv_len, out);
     if (t > 0 && h > 0 && d > 0)
-        out->be->ops->attention_kv(out->be, q, kc, vc, slot, pos, kv_len, scale, causal, out, t,
-                                   s, c, h, hkv, d);
+        out->be->ops->attention_kv(out->be, q, kc, vc, slot, pos, kv_len, scale, causal, out, t, s,
+                                   c, h, hkv, d);
 }
 
 void sl_gather_rows(const sl_tensor_t *src, const sl_tensor_t *idx, sl_tensor_t *out)

@@ -184,7 +184,6 @@ typedef enum { SL_POOL_MEAN = 0, SL_POOL_CLS = 1 } sl_pool_t;
 /* x[r, :] /= max(||x[r, :]||_2, 1e-12), as torch.nn.functional.normalize. x: f32 [rows, D]. */
 void sl_l2_normalize(sl_tensor_t *x);
 
-
 /* ---- packed-token ops (decoders, and encoders without padding) ------------------------------
  * A batch of rows is packed: its T tokens are consecutive rows of [T, ...] tensors, and small i32
  * tensors say which row (KV-cache slot) and position each token has. Nothing is padded, so

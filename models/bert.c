@@ -505,11 +505,11 @@ struct sl_bert {
     sl_bert_config_t cfg;
     sl_backend_t *be;
     int tp_size, tp_rank;
-    sl_dtype_t dtype;    /* embedding tables and GEMM inputs (f32 under --precision int8/w8a8) */
-    sl_dtype_t wdtype;   /* linear weights: dtype, or SL_WEIGHTS_INT8 (loaded as Q8_0) */
-    int64_t heads_local; /* Hl = heads / T */
-    int64_t head_dim;    /* Dh = D / heads */
-    int64_t inter_local; /* Il = intermediate / T */
+    sl_dtype_t dtype;       /* embedding tables and GEMM inputs (f32 under --precision int8/w8a8) */
+    sl_dtype_t wdtype;      /* linear weights: dtype, or SL_WEIGHTS_INT8 (loaded as Q8_0) */
+    int64_t heads_local;    /* Hl = heads / T */
+    int64_t head_dim;       /* Dh = D / heads */
+    int64_t inter_local;    /* Il = intermediate / T */
     sl_bert_stats_t *stats; /* calibration statistics, or NULL (sl_bert_set_stats) */
 
     sl_tensor_t *word;            /* dtype [vocab, D] */
@@ -529,11 +529,11 @@ struct sl_bert {
     sl_tensor_t *ffn;             /* f32 [T, Il] */
     sl_tensor_t *cast;            /* dtype [T, max(D, Il, Hl*Dh)]; only when dtype != f32 */
     sl_tensor_t *ids, *pos_ids, *type_ids, *slot; /* i32 [T]; slot = the token's row */
-    sl_tensor_t *kc, *vc;                  /* f32 [B, S, Hl, Dh]: each row's keys and values */
-    sl_tensor_t *lengths;                  /* i32 [B] */
-    sl_tensor_t *offsets;                  /* i32 [B + 1]: row b is tokens offsets[b] .. */
-    sl_tensor_t *pooled, *pooled2;         /* f32 [B, D] */
-    sl_tensor_t *logits;                   /* f32 [B, n_labels] */
+    sl_tensor_t *kc, *vc;                     /* f32 [B, S, Hl, Dh]: each row's keys and values */
+    sl_tensor_t *lengths;                     /* i32 [B] */
+    sl_tensor_t *offsets;                     /* i32 [B + 1]: row b is tokens offsets[b] .. */
+    sl_tensor_t *pooled, *pooled2;            /* f32 [B, D] */
+    sl_tensor_t *logits;                      /* f32 [B, n_labels] */
     int32_t *h_ids, *h_pos, *h_type, *h_slot; /* host i32 [T]: the packed inputs */
     int32_t *h_off;                           /* host i32 [B + 1] */
 };
@@ -738,10 +738,10 @@ fail:
 
 static void free_scratch(sl_bert_t *m)
 {
-    sl_tensor_t **all[] = {&m->x,       &m->tmp,     &m->q,      &m->k,        &m->v,
-                           &m->ctx,     &m->ffn,     &m->cast,   &m->ids,      &m->pos_ids,
-                           &m->type_ids, &m->slot,   &m->kc,     &m->vc,       &m->lengths,
-                           &m->offsets, &m->pooled,  &m->pooled2, &m->logits};
+    sl_tensor_t **all[] = {&m->x,        &m->tmp,    &m->q,       &m->k,     &m->v,
+                           &m->ctx,      &m->ffn,    &m->cast,    &m->ids,   &m->pos_ids,
+                           &m->type_ids, &m->slot,   &m->kc,      &m->vc,    &m->lengths,
+                           &m->offsets,  &m->pooled, &m->pooled2, &m->logits};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         sl_tensor_free(*all[i]);
         *all[i] = NULL;
@@ -933,11 +933,15 @@ static int64_t encode(sl_bert_t *m, sl_comm_t *comm, const int32_t *ids, const i
     sl_layernorm(&x, m->emb_g, m->emb_b, c->ln_eps, &x);
 
     sl_tensor_t q = sl_tensor_view(m->q, 2, T, A, 0, 0), k = sl_tensor_view(m->k, 2, T, A, 0, 0);
-    sl_tensor_t v = sl_tensor_view(m->v, 2, T, A, 0, 0), ctx = sl_tensor_view(m->ctx, 2, T, A, 0, 0);
+    sl_tensor_t v = sl_tensor_view(m->v, 2, T, A, 0, 0),
+                ctx = sl_tensor_view(m->ctx, 2, T, A, 0, 0);
     /* The same memory seen as [T, Hl, Dh] for the attention ops; caches [B, S, Hl, Dh]. */
-    sl_tensor_t q3 = sl_tensor_view(m->q, 3, T, Hl, Dh, 0), k3 = sl_tensor_view(m->k, 3, T, Hl, Dh, 0);
-    sl_tensor_t v3 = sl_tensor_view(m->v, 3, T, Hl, Dh, 0), ctx3 = sl_tensor_view(m->ctx, 3, T, Hl, Dh, 0);
-    sl_tensor_t kc = sl_tensor_view(m->kc, 4, B, S, Hl, Dh), vc = sl_tensor_view(m->vc, 4, B, S, Hl, Dh);
+    sl_tensor_t q3 = sl_tensor_view(m->q, 3, T, Hl, Dh, 0),
+                k3 = sl_tensor_view(m->k, 3, T, Hl, Dh, 0);
+    sl_tensor_t v3 = sl_tensor_view(m->v, 3, T, Hl, Dh, 0),
+                ctx3 = sl_tensor_view(m->ctx, 3, T, Hl, Dh, 0);
+    sl_tensor_t kc = sl_tensor_view(m->kc, 4, B, S, Hl, Dh),
+                vc = sl_tensor_view(m->vc, 4, B, S, Hl, Dh);
     sl_tensor_t ffn = sl_tensor_view(m->ffn, 2, T, Il, 0, 0);
     float scale = 1.0f / sqrtf((float)Dh);
 

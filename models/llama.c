@@ -87,14 +87,16 @@ static int parse_rope_scaling(const cJSON *rs, const char *key, const char *path
         return 0;
     }
     if (strcmp(type, "linear") != 0 && strcmp(type, "llama3") != 0)
-        return sl_errorf(err, "%s: key '%s': rope type \"%.32s\" is not supported (default, linear, "
-                              "llama3)",
+        return sl_errorf(err,
+                         "%s: key '%s': rope type \"%.32s\" is not supported (default, linear, "
+                         "llama3)",
                          path, key, type);
     snprintf(c->rope_type, sizeof c->rope_type, "%s", type);
     if (json_num(rs, "factor", 1, 1, 1e-6, 1e6, 0, path, &c->rope_factor, err) != 0)
         return -1;
     if (strcmp(type, "llama3") == 0) {
-        if (json_num(rs, "low_freq_factor", 1, 1, 1e-6, 1e6, 0, path, &c->rope_low_freq, err) != 0 ||
+        if (json_num(rs, "low_freq_factor", 1, 1, 1e-6, 1e6, 0, path, &c->rope_low_freq, err) !=
+                0 ||
             json_num(rs, "high_freq_factor", 1, 4, 1e-6, 1e6, 0, path, &c->rope_high_freq, err) !=
                 0 ||
             json_num(rs, "original_max_position_embeddings", 1, 8192, 1, 1e9, 1, path,
@@ -117,8 +119,9 @@ static int config_from_json(const char *dir, sl_llama_config_t *c, sl_error_t *e
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     const char *type = cJSON_IsString(mt) ? mt->valuestring : "";
     if (strcmp(type, "llama") != 0 && strcmp(type, "mistral") != 0 && strcmp(type, "qwen2") != 0) {
-        sl_errorf(err, "%s: key 'model_type': \"%.32s\" is not a supported decoder (llama, mistral, "
-                       "qwen2)",
+        sl_errorf(err,
+                  "%s: key 'model_type': \"%.32s\" is not a supported decoder (llama, mistral, "
+                  "qwen2)",
                   path, type);
         goto out;
     }
@@ -142,8 +145,7 @@ static int config_from_json(const char *dir, sl_llama_config_t *c, sl_error_t *e
         json_i64(root, "max_position_embeddings", 0, 2048, 1, path, &c->max_positions, err) != 0 ||
         json_num(root, "rms_norm_eps", 0, 1e-6, 0, 1, 0, path, &eps, err) != 0)
         goto out;
-    if (c->hidden % c->heads != 0 &&
-        !cJSON_GetObjectItemCaseSensitive(root, "head_dim")) {
+    if (c->hidden % c->heads != 0 && !cJSON_GetObjectItemCaseSensitive(root, "head_dim")) {
         sl_errorf(err, "%s: hidden_size %lld is not a multiple of num_attention_heads %lld", path,
                   (long long)c->hidden, (long long)c->heads);
         goto out;
@@ -238,8 +240,9 @@ static int config_from_gguf(const sl_gguf_t *g, sl_llama_config_t *c, sl_error_t
     if (sl_gguf_get_str(g, "general.architecture", &s, &n, err) != 0)
         return -1;
     if (!((n == 5 && memcmp(s, "llama", 5) == 0) || (n == 5 && memcmp(s, "qwen2", 5) == 0)))
-        return sl_errorf(err, "%s: key 'general.architecture': \"%.*s\" is not a supported decoder "
-                              "(llama, qwen2)",
+        return sl_errorf(err,
+                         "%s: key 'general.architecture': \"%.*s\" is not a supported decoder "
+                         "(llama, qwen2)",
                          path, (int)(n < 32 ? n : 32), s);
     snprintf(c->arch, sizeof c->arch, "%.*s", (int)n, s);
     const char *a = c->arch;
@@ -269,8 +272,8 @@ static int config_from_gguf(const sl_gguf_t *g, sl_llama_config_t *c, sl_error_t
             if (!(c->rope_factor > 0))
                 return sl_errorf(err, "%s: key '%s.rope.scaling.factor' must be > 0", path, a);
         } else if (!(n == 4 && memcmp(s, "none", 4) == 0)) {
-            return sl_errorf(err, "%s: key '%s': rope scaling \"%.*s\" is not supported", path,
-                             key, (int)(n < 32 ? n : 32), s);
+            return sl_errorf(err, "%s: key '%s': rope scaling \"%.*s\" is not supported", path, key,
+                             (int)(n < 32 ? n : 32), s);
         }
     }
     const sl_gguf_tensor_t *emb = sl_gguf_tensor_find(g, "token_embd.weight");
@@ -345,10 +348,10 @@ struct sl_llama {
     sl_llama_config_t cfg;
     sl_backend_t *be;
     int tp_size, tp_rank;
-    sl_dtype_t dtype;      /* as loaded: f32, f16, bf16, SL_WEIGHTS_AS_STORED or _INT8 */
-    sl_dtype_t act_dtype;  /* of the float weights and GEMM inputs: dtype, or f32 */
-    int64_t hl, kvl, il;   /* this rank's query heads, KV heads, FFN slice */
-    int64_t v0, vl;        /* this rank's vocabulary rows of the LM head */
+    sl_dtype_t dtype;     /* as loaded: f32, f16, bf16, SL_WEIGHTS_AS_STORED or _INT8 */
+    sl_dtype_t act_dtype; /* of the float weights and GEMM inputs: dtype, or f32 */
+    int64_t hl, kvl, il;  /* this rank's query heads, KV heads, FFN slice */
+    int64_t v0, vl;       /* this rank's vocabulary rows of the LM head */
     sl_bpe_t *tok;
 
     sl_tensor_t *embed;    /* dtype [V, D] (replicated) */
@@ -360,49 +363,61 @@ struct sl_llama {
 
     /* Scratch, grown to the largest step seen, used through shaped views. */
     int64_t cap_t, cap_sel, cap_s;
-    sl_tensor_t *x, *h, *o;          /* f32 [T, D] */
-    sl_tensor_t *q, *ctx;            /* f32 [T, Hl*Dh] */
-    sl_tensor_t *k, *v;              /* f32 [T, KVl*Dh] */
-    sl_tensor_t *gu;                 /* f32 [T, 2*Il] */
-    sl_tensor_t *act;                /* f32 [T, Il] */
-    sl_tensor_t *cast;               /* dtype [T, max(D, Hl*Dh, Il)] when dtype != f32 */
-    sl_tensor_t *ids, *slot, *pos;   /* i32 [T] */
-    sl_tensor_t *kv_len;             /* i32 [S] */
-    sl_tensor_t *sel;                /* i32 [n_sel] */
-    sl_tensor_t *hsel;               /* f32 [n_sel, D] */
-    int64_t n_sel;                   /* selected tokens of the last forward */
-    int64_t lm_chunk;                /* rows per LM-head chunk */
-    sl_tensor_t *logits;             /* f32 [lm_chunk, Vl] */
+    sl_tensor_t *x, *h, *o;                /* f32 [T, D] */
+    sl_tensor_t *q, *ctx;                  /* f32 [T, Hl*Dh] */
+    sl_tensor_t *k, *v;                    /* f32 [T, KVl*Dh] */
+    sl_tensor_t *gu;                       /* f32 [T, 2*Il] */
+    sl_tensor_t *act;                      /* f32 [T, Il] */
+    sl_tensor_t *cast;                     /* dtype [T, max(D, Hl*Dh, Il)] when dtype != f32 */
+    sl_tensor_t *ids, *slot, *pos;         /* i32 [T] */
+    sl_tensor_t *kv_len;                   /* i32 [S] */
+    sl_tensor_t *sel;                      /* i32 [n_sel] */
+    sl_tensor_t *hsel;                     /* f32 [n_sel, D] */
+    int64_t n_sel;                         /* selected tokens of the last forward */
+    int64_t lm_chunk;                      /* rows per LM-head chunk */
+    sl_tensor_t *logits;                   /* f32 [lm_chunk, Vl] */
     sl_tensor_t *rowmax, *sumexp, *picked; /* f32 [lm_chunk] */
-    sl_tensor_t *target;             /* i32 [lm_chunk] */
-    sl_tensor_t *topv, *topi;        /* f32 / i32 [lm_chunk, k] (k <= 256), made on first use */
+    sl_tensor_t *target;                   /* i32 [lm_chunk] */
+    sl_tensor_t *topv, *topi; /* f32 / i32 [lm_chunk, k] (k <= 256), made on first use */
 };
 
 struct sl_llama_cache {
-    int64_t slots, ctx, n;           /* n buffers (1 when shared by the layers) */
-    sl_tensor_t **k, **v;            /* f32 [slots, ctx, KVl, Dh] each */
+    int64_t slots, ctx, n; /* n buffers (1 when shared by the layers) */
+    sl_tensor_t **k, **v;  /* f32 [slots, ctx, KVl, Dh] each */
 };
 
 const sl_llama_config_t *sl_llama_config(const sl_llama_t *m) { return &m->cfg; }
 const sl_bpe_t *sl_llama_tokenizer(const sl_llama_t *m) { return m->tok; }
 
 /* Tensor names of both sources. */
-typedef enum { W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN, W_ATTN_NORM, W_FFN_NORM, W_QB, W_KB, W_VB,
-               W_OB } wname_t;
+typedef enum {
+    W_Q,
+    W_K,
+    W_V,
+    W_O,
+    W_GATE,
+    W_UP,
+    W_DOWN,
+    W_ATTN_NORM,
+    W_FFN_NORM,
+    W_QB,
+    W_KB,
+    W_VB,
+    W_OB
+} wname_t;
 
 static void layer_name(const sl_weights_t *w, int layer, wname_t which, char *buf, size_t cap)
 {
-    static const char *hf[] = {"self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                               "self_attn.v_proj.weight", "self_attn.o_proj.weight",
-                               "mlp.gate_proj.weight",    "mlp.up_proj.weight",
-                               "mlp.down_proj.weight",    "input_layernorm.weight",
-                               "post_attention_layernorm.weight", "self_attn.q_proj.bias",
-                               "self_attn.k_proj.bias",   "self_attn.v_proj.bias",
-                               "self_attn.o_proj.bias"};
-    static const char *gg[] = {"attn_q.weight",   "attn_k.weight",   "attn_v.weight",
-                               "attn_output.weight", "ffn_gate.weight", "ffn_up.weight",
-                               "ffn_down.weight", "attn_norm.weight", "ffn_norm.weight",
-                               "attn_q.bias",     "attn_k.bias",     "attn_v.bias",
+    static const char *hf[] = {
+        "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight", "mlp.gate_proj.weight",    "mlp.up_proj.weight",
+        "mlp.down_proj.weight",    "input_layernorm.weight",  "post_attention_layernorm.weight",
+        "self_attn.q_proj.bias",   "self_attn.k_proj.bias",   "self_attn.v_proj.bias",
+        "self_attn.o_proj.bias"};
+    static const char *gg[] = {"attn_q.weight",      "attn_k.weight",    "attn_v.weight",
+                               "attn_output.weight", "ffn_gate.weight",  "ffn_up.weight",
+                               "ffn_down.weight",    "attn_norm.weight", "ffn_norm.weight",
+                               "attn_q.bias",        "attn_k.bias",      "attn_v.bias",
                                "attn_output.bias"};
     if (sl_weights_gguf(w))
         snprintf(buf, cap, "blk.%d.%s", layer, gg[which]);
@@ -500,8 +515,7 @@ static int load_layer(sl_llama_t *m, const sl_weights_t *w, int i, sl_error_t *e
     int64_t D = c->hidden, Dh = c->head_dim, H = c->heads, KV = c->kv_heads, I = c->intermediate;
     int64_t q0 = m->tp_rank * m->hl * Dh, qn = m->hl * Dh;
     /* The KV heads this rank reads: its block, or the one head its query heads share. */
-    int64_t kvh0 = KV % m->tp_size == 0 ? m->tp_rank * m->kvl
-                                        : (m->tp_rank * m->hl) / (H / KV);
+    int64_t kvh0 = KV % m->tp_size == 0 ? m->tp_rank * m->kvl : (m->tp_rank * m->hl) / (H / KV);
     int64_t k0 = kvh0 * Dh, kn = m->kvl * Dh;
     int permuted = sl_weights_gguf(w) && strcmp(c->arch, "llama") == 0;
     char n[128];
@@ -577,11 +591,12 @@ static int plan_split(sl_llama_t *m, const char *where, sl_error_t *err)
         return sl_errorf(err, "%s: head_dim %lld is odd; RoPE needs an even head size", where,
                          (long long)c->head_dim);
     if (c->heads % c->kv_heads != 0)
-        return sl_errorf(err, "%s: %lld attention heads are not a multiple of %lld KV heads",
-                         where, (long long)c->heads, (long long)c->kv_heads);
+        return sl_errorf(err, "%s: %lld attention heads are not a multiple of %lld KV heads", where,
+                         (long long)c->heads, (long long)c->kv_heads);
     if (c->heads % T != 0)
-        return sl_errorf(err, "%s: %lld attention heads do not split over --tp %d (choose a TP "
-                              "size that divides %lld)",
+        return sl_errorf(err,
+                         "%s: %lld attention heads do not split over --tp %d (choose a TP "
+                         "size that divides %lld)",
                          where, (long long)c->heads, T, (long long)c->heads);
     m->hl = c->heads / T;
     if (c->kv_heads % T == 0) {
@@ -589,9 +604,10 @@ static int plan_split(sl_llama_t *m, const char *where, sl_error_t *err)
     } else if (T % c->kv_heads == 0 && (c->heads / c->kv_heads) % m->hl == 0) {
         m->kvl = 1; /* fewer KV heads than ranks: each rank holds the one its queries read */
     } else {
-        return sl_errorf(err, "%s: %lld KV heads (%lld query heads) do not split over --tp %d: "
-                              "the TP size must divide the KV heads, or be a multiple of them "
-                              "that divides the query heads",
+        return sl_errorf(err,
+                         "%s: %lld KV heads (%lld query heads) do not split over --tp %d: "
+                         "the TP size must divide the KV heads, or be a multiple of them "
+                         "that divides the query heads",
                          where, (long long)c->kv_heads, (long long)c->heads, T);
     }
     if (c->intermediate % T != 0)
@@ -611,8 +627,9 @@ int sl_llama_describe(const char *path, int tp_size, FILE *out, sl_error_t *err)
     const sl_llama_config_t *c = &m.cfg;
     int64_t D = c->hidden, Dh = c->head_dim;
     fprintf(out, "model        %s\n", path);
-    fprintf(out, "decoder      %s: %lld layers, hidden %lld, %lld query / %lld KV heads of %lld, "
-                 "SwiGLU %lld, vocab %lld, context %lld\n",
+    fprintf(out,
+            "decoder      %s: %lld layers, hidden %lld, %lld query / %lld KV heads of %lld, "
+            "SwiGLU %lld, vocab %lld, context %lld\n",
             c->arch, (long long)c->layers, (long long)D, (long long)c->heads,
             (long long)c->kv_heads, (long long)Dh, (long long)c->intermediate, (long long)c->vocab,
             (long long)c->max_positions);
@@ -626,12 +643,14 @@ int sl_llama_describe(const char *path, int tp_size, FILE *out, sl_error_t *err)
     int64_t layer = (m.hl * Dh) * D * 2 + (m.kvl * Dh) * D * 2 + 3 * m.il * D + 2 * D +
                     (c->qkv_bias ? (m.hl + 2 * m.kvl) * Dh : 0);
     int64_t params = layer * c->layers + c->vocab * D + D + (c->tied ? 0 : m.vl * D);
-    fprintf(out, "per TP rank  (--tp %d) %lld query / %lld KV heads, FFN %lld, vocabulary rows "
-                 "%lld..%lld\n",
+    fprintf(out,
+            "per TP rank  (--tp %d) %lld query / %lld KV heads, FFN %lld, vocabulary rows "
+            "%lld..%lld\n",
             tp_size, (long long)m.hl, (long long)m.kvl, (long long)m.il, (long long)m.v0,
             (long long)(m.v0 + m.vl));
-    fprintf(out, "             %lld parameters = %.1f MiB in f32 (%.1f MiB in bf16); KV cache "
-                 "%.1f KiB per token\n",
+    fprintf(out,
+            "             %lld parameters = %.1f MiB in f32 (%.1f MiB in bf16); KV cache "
+            "%.1f KiB per token\n",
             (long long)params, params * 4.0 / 1048576.0, params * 2.0 / 1048576.0,
             sl_llama_cache_slot_bytes(&m, 1) / 1024.0);
     return 0;
@@ -735,9 +754,9 @@ sl_llama_t *sl_llama_load_with(const char *path, const sl_llama_config_t *cfg, s
 
 static void free_scratch(sl_llama_t *m)
 {
-    sl_tensor_t **all[] = {&m->x,   &m->h,    &m->o,   &m->q,      &m->ctx,  &m->k,
-                           &m->v,   &m->gu,   &m->act, &m->cast,   &m->ids,  &m->slot,
-                           &m->pos, &m->kv_len, &m->sel, &m->hsel, &m->logits, &m->rowmax,
+    sl_tensor_t **all[] = {&m->x,      &m->h,      &m->o,      &m->q,    &m->ctx,    &m->k,
+                           &m->v,      &m->gu,     &m->act,    &m->cast, &m->ids,    &m->slot,
+                           &m->pos,    &m->kv_len, &m->sel,    &m->hsel, &m->logits, &m->rowmax,
                            &m->sumexp, &m->picked, &m->target, &m->topv, &m->topi};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
         sl_tensor_free(*all[i]);
@@ -751,8 +770,8 @@ void sl_llama_free(sl_llama_t *m)
         return;
     for (int i = 0; m->layers && i < m->cfg.layers; i++) {
         sl_llama_layer_t *L = &m->layers[i];
-        sl_tensor_t *all[] = {L->attn_norm, L->ffn_norm, L->wq, L->wk, L->wv, L->bq, L->bk,
-                              L->bv,        L->wo,       L->bo, L->wgu, L->wd};
+        sl_tensor_t *all[] = {L->attn_norm, L->ffn_norm, L->wq, L->wk, L->wv,  L->bq,
+                              L->bk,        L->bv,       L->wo, L->bo, L->wgu, L->wd};
         for (size_t j = 0; j < sizeof all / sizeof *all; j++)
             sl_tensor_free(all[j]);
     }
@@ -780,12 +799,13 @@ sl_llama_cache_t *sl_llama_cache_new(sl_llama_t *m, int64_t slots, int64_t ctx, 
                                      sl_error_t *err)
 {
     int64_t n = shared_layers ? 1 : m->cfg.layers;
-    size_t need = sl_llama_cache_slot_bytes(m, ctx) / (size_t)m->cfg.layers * (size_t)n *
-                  (size_t)slots;
+    size_t need =
+        sl_llama_cache_slot_bytes(m, ctx) / (size_t)m->cfg.layers * (size_t)n * (size_t)slots;
     size_t have = sl_backend_free_bytes(m->be);
     if (need > have / 10 * 9) {
-        sl_errorf(err, "a KV cache of %lld slots x %lld positions needs %.1f MiB; only %.1f MiB "
-                       "are free",
+        sl_errorf(err,
+                  "a KV cache of %lld slots x %lld positions needs %.1f MiB; only %.1f MiB "
+                  "are free",
                   (long long)slots, (long long)ctx, need / 1048576.0, have / 1048576.0);
         return NULL;
     }
@@ -992,8 +1012,10 @@ void sl_llama_logits(sl_llama_t *m, sl_comm_t *comm, float *logits)
     if (n == 0)
         return;
     int T = m->tp_size;
-    int *counts = sl_xcalloc((size_t)T, sizeof *counts), *displs = sl_xcalloc((size_t)T, sizeof *displs);
-    int64_t *voff = sl_xcalloc((size_t)T, sizeof *voff), *vlen = sl_xcalloc((size_t)T, sizeof *vlen);
+    int *counts = sl_xcalloc((size_t)T, sizeof *counts),
+        *displs = sl_xcalloc((size_t)T, sizeof *displs);
+    int64_t *voff = sl_xcalloc((size_t)T, sizeof *voff),
+            *vlen = sl_xcalloc((size_t)T, sizeof *vlen);
     for (int r = 0; r < T; r++)
         sl_split_even(V, T, r, &voff[r], &vlen[r], NULL);
     float *mine = sl_xmalloc((size_t)(m->lm_chunk * m->vl) * sizeof *mine);

@@ -39,15 +39,15 @@
 #include "partition/comm.h"
 
 typedef struct {
-    char arch[32];        /* "llama", "mistral", "qwen2" */
+    char arch[32]; /* "llama", "mistral", "qwen2" */
     int64_t hidden, layers, heads, kv_heads, head_dim, intermediate, vocab;
     int64_t max_positions; /* context length the model supports */
     float rms_eps;
     double rope_theta;
-    char rope_type[16];   /* "default", "linear", "llama3" */
+    char rope_type[16]; /* "default", "linear", "llama3" */
     double rope_factor, rope_low_freq, rope_high_freq, rope_orig_ctx;
-    int tied;             /* LM head = embedding table */
-    int qkv_bias;         /* Qwen2 */
+    int tied;               /* LM head = embedding table */
+    int qkv_bias;           /* Qwen2 */
     int64_t bos_id, eos_id; /* -1 when unknown */
 } sl_llama_config_t;
 
@@ -85,8 +85,8 @@ size_t sl_llama_cache_slot_bytes(const sl_llama_t *m, int64_t ctx);
 /* slots x ctx positions. shared_layers: one buffer reused by every layer (enough when every
  * step holds whole rows, as in scoring); otherwise one per layer (generation). NULL with err
  * when the backend cannot hold it. */
-sl_llama_cache_t *sl_llama_cache_new(sl_llama_t *m, int64_t slots, int64_t ctx,
-                                     int shared_layers, sl_error_t *err);
+sl_llama_cache_t *sl_llama_cache_new(sl_llama_t *m, int64_t slots, int64_t ctx, int shared_layers,
+                                     sl_error_t *err);
 void sl_llama_cache_free(sl_llama_cache_t *c);
 
 /* ---- a forward step over packed tokens ---------------------------------------------------

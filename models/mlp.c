@@ -253,8 +253,8 @@ struct sl_mlp {
     sl_mlp_config_t cfg;
     sl_backend_t *be;
     int tp_size, tp_rank;
-    sl_dtype_t dtype; /* weights and GEMM inputs; SL_WEIGHTS_INT8: Q8_0 weights, f32 inputs */
-    sl_mlp_layer_t *layers;  /* [n_layers] */
+    sl_dtype_t dtype;       /* weights and GEMM inputs; SL_WEIGHTS_INT8: Q8_0 weights, f32 inputs */
+    sl_mlp_layer_t *layers; /* [n_layers] */
     sl_tensor_t *mean, *std; /* f32 [d0], or NULL */
     int64_t scratch_rows;
 };
@@ -429,7 +429,6 @@ void sl_mlp_free(sl_mlp_t *m)
 }
 
 const sl_mlp_config_t *sl_mlp_config(const sl_mlp_t *m) { return &m->cfg; }
-
 
 /* ---- forward ----------------------------------------------------------------------------- */
 

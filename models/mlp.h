@@ -28,8 +28,8 @@
 #define SL_ACT_SOFTMAX 100 /* final_activation only */
 
 typedef struct {
-    int n_layers;  /* = number of dims - 1 */
-    int64_t *dims; /* [n_layers + 1] */
+    int n_layers;         /* = number of dims - 1 */
+    int64_t *dims;        /* [n_layers + 1] */
     int activation;       /* sl_act_t */
     int final_activation; /* sl_act_t, or SL_ACT_SOFTMAX */
 } sl_mlp_config_t;
@@ -56,8 +56,8 @@ typedef struct sl_mlp sl_mlp_t;
 /* Loads this TP rank's slice of the weights onto the backend, in `dtype` (f32, f16 or bf16;
  * weights are converted). Checks every tensor's presence, dtype and shape against the config,
  * and that split dimensions divide by tp_size (naming the layer). */
-sl_mlp_t *sl_mlp_load(const char *dir, sl_backend_t *be, int tp_size, int tp_rank,
-                      sl_dtype_t dtype, sl_error_t *err);
+sl_mlp_t *sl_mlp_load(const char *dir, sl_backend_t *be, int tp_size, int tp_rank, sl_dtype_t dtype,
+                      sl_error_t *err);
 /* The same, from a config parsed already (sl_mlp_config_load of DIR/config.json), which is
  * copied: the config file is not read again. */
 sl_mlp_t *sl_mlp_load_with(const char *dir, const sl_mlp_config_t *cfg, sl_backend_t *be,
@@ -68,6 +68,5 @@ const sl_mlp_config_t *sl_mlp_config(const sl_mlp_t *m);
 /* x: f32 [rows, d0] on the backend (standardised in place if the model has input_mean/std);
  * y: f32 [rows, dn]. All ranks of the TP group call this together with the same x. */
 void sl_mlp_forward(sl_mlp_t *m, sl_comm_t *comm, sl_tensor_t *x, sl_tensor_t *y);
-
 
 #endif

@@ -43,17 +43,17 @@ static MPI_Datatype mpi_type(sl_dtype_t dt)
 }
 
 #ifdef SL_HAVE_CUDA
-#define NCCL_CHECK(call)                                                                     \
-    do {                                                                                     \
-        ncclResult_t r_ = (call);                                                            \
-        if (r_ != ncclSuccess)                                                               \
-            sl_fatal(__FILE__, __LINE__, #call, "%s", ncclGetErrorString(r_));              \
+#define NCCL_CHECK(call)                                                                           \
+    do {                                                                                           \
+        ncclResult_t r_ = (call);                                                                  \
+        if (r_ != ncclSuccess)                                                                     \
+            sl_fatal(__FILE__, __LINE__, #call, "%s", ncclGetErrorString(r_));                     \
     } while (0)
-#define CUDA_CHECK_C(call)                                                                   \
-    do {                                                                                     \
-        cudaError_t e_ = (call);                                                             \
-        if (e_ != cudaSuccess)                                                               \
-            sl_fatal(__FILE__, __LINE__, #call, "%s", cudaGetErrorString(e_));              \
+#define CUDA_CHECK_C(call)                                                                         \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess)                                                                     \
+            sl_fatal(__FILE__, __LINE__, #call, "%s", cudaGetErrorString(e_));                     \
     } while (0)
 
 static ncclDataType_t nccl_type(sl_dtype_t dt)
@@ -196,7 +196,8 @@ void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems)
     SL_RANGE_PUSH("all-reduce");
     switch (c->transport) {
     case SL_COMM_MPI:
-        MPI_Allreduce(MPI_IN_PLACE, t->data, (int)count_elems, mpi_type(t->dtype), MPI_SUM, c->group);
+        MPI_Allreduce(MPI_IN_PLACE, t->data, (int)count_elems, mpi_type(t->dtype), MPI_SUM,
+                      c->group);
         break;
     case SL_COMM_MPI_STAGED: {
         size_t bytes = count_elems * sl_dtype_size(t->dtype);
@@ -206,7 +207,8 @@ void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems)
             c->host_len = bytes;
         }
         sl_copy_d2h(c->host, t, bytes); /* synchronises the stream first */
-        MPI_Allreduce(MPI_IN_PLACE, c->host, (int)count_elems, mpi_type(t->dtype), MPI_SUM, c->group);
+        MPI_Allreduce(MPI_IN_PLACE, c->host, (int)count_elems, mpi_type(t->dtype), MPI_SUM,
+                      c->group);
         sl_copy_h2d(t, c->host, bytes);
         break;
     }
@@ -222,7 +224,6 @@ void sl_comm_allreduce_sum(sl_comm_t *c, sl_tensor_t *t, size_t count_elems)
     SL_RANGE_POP();
     c->seconds += MPI_Wtime() - t0;
 }
-
 
 void sl_linear_row_parallel(sl_comm_t *c, const sl_tensor_t *x, const sl_tensor_t *w,
                             const sl_tensor_t *bias, sl_tensor_t *y, sl_tensor_t *cast)

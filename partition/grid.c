@@ -14,8 +14,10 @@ int sl_grid_coords(int world_rank, int world_size, int tp_size, int *tp_rank, in
     if (tp_size < 1)
         return sl_errorf(err, "--tp %d: must be at least 1", tp_size);
     if (world_size % tp_size != 0)
-        return sl_errorf(err, "--tp %d does not divide the %d MPI ranks (use a world size that is a multiple of %d)",
-                         tp_size, world_size, tp_size);
+        return sl_errorf(
+            err,
+            "--tp %d does not divide the %d MPI ranks (use a world size that is a multiple of %d)",
+            tp_size, world_size, tp_size);
     *tp_rank = world_rank % tp_size;
     *dp_rank = world_rank / tp_size;
     *dp_size = world_size / tp_size;
@@ -33,8 +35,8 @@ int sl_grid_init(sl_grid_t *g, MPI_Comm world, int tp_size, sl_error_t *err)
         strcpy(g->host, "?");
     g->host[sizeof g->host - 1] = '\0';
     g->tp_size = tp_size;
-    if (sl_grid_coords(g->world_rank, g->world_size, tp_size, &g->tp_rank, &g->dp_rank,
-                       &g->dp_size, err) != 0)
+    if (sl_grid_coords(g->world_rank, g->world_size, tp_size, &g->tp_rank, &g->dp_rank, &g->dp_size,
+                       err) != 0)
         return -1;
     /* Consecutive ranks form a TP group: color = dp_rank, ordered by world rank. */
     MPI_Comm_split(world, g->dp_rank, g->tp_rank, &g->tp);

@@ -15,8 +15,8 @@
 
 typedef struct {
     int world_rank, world_size;
-    int tp_rank, tp_size; /* position inside the tensor-parallel group */
-    int dp_rank, dp_size; /* which TP group (data-parallel replica) */
+    int tp_rank, tp_size;       /* position inside the tensor-parallel group */
+    int dp_rank, dp_size;       /* which TP group (data-parallel replica) */
     int local_rank, local_size; /* on this node */
     MPI_Comm world;
     MPI_Comm tp;   /* ranks of this TP group */

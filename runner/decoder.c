@@ -95,8 +95,7 @@ void sl_decoder_outputs(const sl_job_t *job, int generate, int max_length, sl_ou
     outs->spec[SL_GEN_TOKENS] = (sl_out_spec_t){"tokens", job->max_new_tokens, SL_I32};
     outs->spec[SL_GEN_NTOK] = (sl_out_spec_t){"n_tokens", 0, SL_I32};
     outs->spec[SL_GEN_TEXT] = (sl_out_spec_t){"text", sl_decoder_text_bytes(job), SL_OUT_TEXT};
-    outs->spec[SL_GEN_FINISH] =
-        (sl_out_spec_t){"finish_reason", SL_TEXT_FINISH_BYTES, SL_OUT_TEXT};
+    outs->spec[SL_GEN_FINISH] = (sl_out_spec_t){"finish_reason", SL_TEXT_FINISH_BYTES, SL_OUT_TEXT};
     outs->spec[SL_GEN_NPROMPT] = (sl_out_spec_t){"n_prompt_tokens", 0, SL_I32};
     outs->n = 5;
 }
@@ -306,8 +305,8 @@ static int by_prob_desc(const void *a, const void *b)
     return x->id < y->id ? -1 : (x->id > y->id);
 }
 
-int32_t sl_sample_token(const float *logits, int64_t V, double temperature, int top_k,
-                        double top_p, double u, void *scratch)
+int32_t sl_sample_token(const float *logits, int64_t V, double temperature, int top_k, double top_p,
+                        double u, void *scratch)
 {
     int64_t best = 0;
     for (int64_t v = 1; v < V; v++)
@@ -357,19 +356,19 @@ int32_t sl_sample_token(const float *logits, int64_t V, double temperature, int 
 typedef enum { FIN_NONE = 0, FIN_EOS, FIN_STOP, FIN_LENGTH } finish_t;
 
 typedef struct {
-    int64_t row;   /* index in the unit; -1: free */
-    int64_t len;   /* positions in the cache so far */
-    int64_t ngen;  /* tokens generated */
-    int prefill;   /* admitted this step: its prompt goes in */
-    int32_t last;  /* last generated token */
-    int32_t *gen;  /* [max_new] */
+    int64_t row;  /* index in the unit; -1: free */
+    int64_t len;  /* positions in the cache so far */
+    int64_t ngen; /* tokens generated */
+    int prefill;  /* admitted this step: its prompt goes in */
+    int32_t last; /* last generated token */
+    int32_t *gen; /* [max_new] */
 } gslot_t;
 
 /* Writes a finished row's outputs. Text: decoded (special tokens skipped), cut before the
  * first stop string, NUL-padded, and cut at a character boundary when longer than the field. */
 static void finish_row(sl_decoder_t *d, const sl_decoder_rows_t *r, const sl_outputs_t *outs,
-                       float *const *bufs, int64_t out, const gslot_t *g, finish_t why,
-                       char *text, size_t text_cap)
+                       float *const *bufs, int64_t out, const gslot_t *g, finish_t why, char *text,
+                       size_t text_cap)
 {
     const sl_bpe_t *tok = sl_llama_tokenizer(d->m);
     int64_t maxn = outs->spec[SL_GEN_TOKENS].cols;
@@ -566,16 +565,15 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
         tokens += t;
         for (int64_t i = 0; i < ns; i++) {
             gslot_t *g = &slots[sel_slot[i]];
-            double u = sl_sample_uniform((uint64_t)job->seed,
-                                         (uint64_t)(r->global_row0 + g->row), (uint64_t)g->ngen);
+            double u = sl_sample_uniform((uint64_t)job->seed, (uint64_t)(r->global_row0 + g->row),
+                                         (uint64_t)g->ngen);
             /* The candidates come sorted as sl_sample_token orders them (value, then id), so
              * sampling among them picks exactly what sampling the full logits would. */
-            int32_t tok = cand_k > 0
-                              ? cids[i * cand_k + sl_sample_token(cvals + i * cand_k, cand_k,
-                                                                  job->temperature, 0, job->top_p,
-                                                                  u, scratch)]
-                              : sl_sample_token(logits + i * V, V, job->temperature, job->top_k,
-                                                job->top_p, u, scratch);
+            int32_t tok = cand_k > 0 ? cids[i * cand_k + sl_sample_token(cvals + i * cand_k, cand_k,
+                                                                         job->temperature, 0,
+                                                                         job->top_p, u, scratch)]
+                                     : sl_sample_token(logits + i * V, V, job->temperature,
+                                                       job->top_k, job->top_p, u, scratch);
             g->gen[g->ngen++] = tok;
             g->last = tok;
             finish_t why = FIN_NONE;

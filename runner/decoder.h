@@ -68,8 +68,8 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
  * greedy (argmax; the lowest id on ties); otherwise softmax(logits / temperature) restricted to
  * the top_k most likely (0: all) and then to the smallest set reaching top_p, drawn with u in
  * [0, 1). scratch: room for 2 * V floats/ints. */
-int32_t sl_sample_token(const float *logits, int64_t V, double temperature, int top_k,
-                        double top_p, double u, void *scratch);
+int32_t sl_sample_token(const float *logits, int64_t V, double temperature, int top_k, double top_p,
+                        double u, void *scratch);
 /* The u in [0, 1) of draw `step` of row `row` under `seed` (a counter-based generator, so a
  * row's draws do not depend on batching, ranks or units). */
 double sl_sample_uniform(uint64_t seed, uint64_t row, uint64_t step);

@@ -33,7 +33,8 @@ static const cJSON *need(const cJSON *obj, const char *key, const char *path, sl
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!v)
-        sl_errorf(err, "%s: key '%s' is missing (not a shardline manifest, or from another version)",
+        sl_errorf(err,
+                  "%s: key '%s' is missing (not a shardline manifest, or from another version)",
                   path, key);
     return v;
 }
@@ -74,7 +75,8 @@ static int view_load(job_view_t *v, const char *out, sl_error_t *err)
     int rc = -1;
     const cJSON *model, *opts, *inputs, *outputs, *x;
     if (!(model = need(root, "model", path, err)) || !(opts = need(root, "options", path, err)) ||
-        !(inputs = need(root, "inputs", path, err)) || !(outputs = need(model, "outputs", path, err)))
+        !(inputs = need(root, "inputs", path, err)) ||
+        !(outputs = need(model, "outputs", path, err)))
         goto out;
     if (hex_u64(need(root, "job_hash", path, err), &v->job_hash) != 0 ||
         hex_u64(need(model, "fingerprint", path, err), &v->model_fp) != 0) {
@@ -104,8 +106,8 @@ static int view_load(job_view_t *v, const char *out, sl_error_t *err)
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(item, "first_row");
         const cJSON *sz = cJSON_GetObjectItemCaseSensitive(item, "size");
         const cJSON *mt = cJSON_GetObjectItemCaseSensitive(item, "mtime_ns");
-        if (!cJSON_IsString(p) || !cJSON_IsNumber(r) || !cJSON_IsNumber(fr) || !cJSON_IsNumber(sz) ||
-            !cJSON_IsString(mt)) {
+        if (!cJSON_IsString(p) || !cJSON_IsNumber(r) || !cJSON_IsNumber(fr) ||
+            !cJSON_IsNumber(sz) || !cJSON_IsString(mt)) {
             sl_errorf(err, "%s: inputs[%d] lacks path/rows/first_row/size/mtime_ns", path, v->in.n);
             goto out;
         }
@@ -135,8 +137,8 @@ static int view_load(job_view_t *v, const char *out, sl_error_t *err)
     const cJSON *labels = cJSON_GetObjectItemCaseSensitive(model, "labels");
     if (cJSON_IsArray(labels)) {
         v->outs.labels = sl_xcalloc((size_t)cJSON_GetArraySize(labels) + 1, sizeof(char *));
-        cJSON_ArrayForEach(item, labels)
-        v->outs.labels[v->outs.n_labels++] = sl_xstrdup(cJSON_IsString(item) ? item->valuestring : "");
+        cJSON_ArrayForEach(item, labels) v->outs.labels[v->outs.n_labels++] =
+            sl_xstrdup(cJSON_IsString(item) ? item->valuestring : "");
     }
     int64_t *rows = sl_xcalloc((size_t)v->in.n + 1, sizeof *rows);
     for (int i = 0; i < v->in.n; i++)
@@ -162,7 +164,8 @@ static double file_mtime(const char *out, const char *name)
 static int unit_done(const char *out, const job_view_t *v, int64_t i, double *mtime)
 {
     const sl_unit_t *u = &v->units[i];
-    sl_part_meta_t m = {&v->in.shards[u->shard], u->row0, u->nrows, &v->outs, v->model_fp, v->job_hash};
+    sl_part_meta_t m = {
+        &v->in.shards[u->shard], u->row0, u->nrows, &v->outs, v->model_fp, v->job_hash};
     char *rel = sl_part_relpath(m.shard, u->row0, u->nrows);
     int ok = sl_part_matches(out, rel, &m);
     if (ok && mtime)
@@ -289,9 +292,11 @@ int sl_status_main(int argc, char **argv)
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S %Z", localtime(&t));
         printf("last update %s (%.0f s ago)\n", when, difftime(time(NULL), t));
     }
-    printf("state       %s\n", complete ? "complete: predictions.h5 written"
-                           : done == v.nunits ? "all units committed; predictions.h5 missing (run shardline merge)"
-                                              : "incomplete: running, stopped or waiting (rerun the job to resume)");
+    printf("state       %s\n",
+           complete ? "complete: predictions.h5 written"
+           : done == v.nunits
+               ? "all units committed; predictions.h5 missing (run shardline merge)"
+               : "incomplete: running, stopped or waiting (rerun the job to resume)");
     view_free(&v);
     return SL_EXIT_OK;
 }
@@ -302,15 +307,15 @@ int sl_merge_main(int argc, char **argv)
     const char *out;
     static const char *const flags[] = {"--consolidate", NULL};
     int consolidate = 0;
-    int rc = open_view(
-        argc, argv, "merge", "OUTPUT_DIR [--consolidate]",
-        "Writes OUTPUT_DIR/predictions.h5 over the committed part files once every\n"
-        "unit of the job is committed (exit 3 and the count of pending units if not).\n"
-        "Its datasets are virtual: they read their rows from parts/ beside the file.\n\n"
-        "  --consolidate   write predictions.h5 as one self-contained file instead (the\n"
-        "                  values copied out of the part files), to be copied or moved\n"
-        "                  on its own; the part files stay, so the job can still resume.",
-        flags, &consolidate, &out, &v);
+    int rc =
+        open_view(argc, argv, "merge", "OUTPUT_DIR [--consolidate]",
+                  "Writes OUTPUT_DIR/predictions.h5 over the committed part files once every\n"
+                  "unit of the job is committed (exit 3 and the count of pending units if not).\n"
+                  "Its datasets are virtual: they read their rows from parts/ beside the file.\n\n"
+                  "  --consolidate   write predictions.h5 as one self-contained file instead (the\n"
+                  "                  values copied out of the part files), to be copied or moved\n"
+                  "                  on its own; the part files stay, so the job can still resume.",
+                  flags, &consolidate, &out, &v);
     if (rc >= 0)
         return rc;
     sl_error_t err;
@@ -320,7 +325,9 @@ int sl_merge_main(int argc, char **argv)
     int status = SL_EXIT_OK;
     int64_t failed = 0;
     if (pending > 0) {
-        fprintf(stderr, "shardline: error: %s: %lld of %lld units are not committed yet; run the job (or the missing array tasks) first\n",
+        fprintf(stderr,
+                "shardline: error: %s: %lld of %lld units are not committed yet; run the job (or "
+                "the missing array tasks) first\n",
                 out, (long long)pending, (long long)v.nunits);
         status = SL_EXIT_INPUT;
     } else if (sl_predictions_write(out, &v.in, v.units, v.nunits, &v.outs, v.attrs, &failed,

@@ -22,35 +22,39 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: shardline <command> [options]\n\n"
-            "Runs trained neural networks over HDF5 datasets in batch, on MPI ranks with GPUs\n"
-            "or CPUs; predictions are committed unit by unit, so an interrupted job resumes.\n\n"
-            "commands:\n"
-            "  run [JOB.ini] [options]   run a job (see shardline run --help)\n"
-            "  inspect MODEL|FILE.h5     show a model's architecture (a directory or a GGUF file) or an\n"
-            "                            HDF5 file's datasets\n"
-            "  submit JOB.ini [options]  write an sbatch script beside the job's output and submit it\n"
-            "                            (see shardline submit --help)\n"
-            "  status OUTPUT_DIR         units committed/pending, rows, throughput (also while running)\n"
-            "  merge OUTPUT_DIR          write predictions.h5 once every unit is committed (job arrays)\n"
-            "  report OUTPUT_DIR         (re)write OUTPUT_DIR/report.html from its report.json\n"
-            "  --man                     print the manual page shardline(1) (roff)\n"
-            "  convert IN... --to DIR    JSONL, CSV, TSV or text files into HDF5 input shards\n"
-            "                            (see shardline convert --help)\n"
-            "  export OUTPUT_DIR --to F  a finished job's predictions as JSONL or CSV, one record per\n"
-            "                            row (see shardline export --help)\n"
-            "  compare OUT_A OUT_B       how closely two jobs' outputs over the same rows agree\n"
-            "                            (see shardline compare --help)\n"
-            "  prune --model DIR ...     remove the least important attention heads and FFN\n"
-            "                            columns of a BERT encoder (see shardline prune --help)\n"
-            "  calibrate [options]       record each linear layer's input range over N rows (mlp,\n"
-            "                            bert) for --precision w8a8 (see shardline calibrate --help)\n"
-            "  --version                 print the version\n"
-            "  --help                    this help\n\n"
-            "example:\n"
-            "  mpirun -np 4 shardline run --model examples/mlp --input 'data/*.h5' \\\n"
-            "         --input-dataset features --output out/ --tp 2\n");
+    fprintf(
+        out,
+        "usage: shardline <command> [options]\n\n"
+        "Runs trained neural networks over HDF5 datasets in batch, on MPI ranks with GPUs\n"
+        "or CPUs; predictions are committed unit by unit, so an interrupted job resumes.\n\n"
+        "commands:\n"
+        "  run [JOB.ini] [options]   run a job (see shardline run --help)\n"
+        "  inspect MODEL|FILE.h5     show a model's architecture (a directory or a GGUF file) or "
+        "an\n"
+        "                            HDF5 file's datasets\n"
+        "  submit JOB.ini [options]  write an sbatch script beside the job's output and submit it\n"
+        "                            (see shardline submit --help)\n"
+        "  status OUTPUT_DIR         units committed/pending, rows, throughput (also while "
+        "running)\n"
+        "  merge OUTPUT_DIR          write predictions.h5 once every unit is committed (job "
+        "arrays)\n"
+        "  report OUTPUT_DIR         (re)write OUTPUT_DIR/report.html from its report.json\n"
+        "  --man                     print the manual page shardline(1) (roff)\n"
+        "  convert IN... --to DIR    JSONL, CSV, TSV or text files into HDF5 input shards\n"
+        "                            (see shardline convert --help)\n"
+        "  export OUTPUT_DIR --to F  a finished job's predictions as JSONL or CSV, one record per\n"
+        "                            row (see shardline export --help)\n"
+        "  compare OUT_A OUT_B       how closely two jobs' outputs over the same rows agree\n"
+        "                            (see shardline compare --help)\n"
+        "  prune --model DIR ...     remove the least important attention heads and FFN\n"
+        "                            columns of a BERT encoder (see shardline prune --help)\n"
+        "  calibrate [options]       record each linear layer's input range over N rows (mlp,\n"
+        "                            bert) for --precision w8a8 (see shardline calibrate --help)\n"
+        "  --version                 print the version\n"
+        "  --help                    this help\n\n"
+        "example:\n"
+        "  mpirun -np 4 shardline run --model examples/mlp --input 'data/*.h5' \\\n"
+        "         --input-dataset features --output out/ --tp 2\n");
 }
 
 static void abort_all(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
@@ -67,8 +71,8 @@ int main(int argc, char **argv)
         return SL_EXIT_OK;
     }
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("shardline %s (%s backend%s)\n", SL_VERSION, sl_cuda_compiled() ? "cpu + cuda" : "cpu",
-               sl_cuda_compiled() ? "s" : "");
+        printf("shardline %s (%s backend%s)\n", SL_VERSION,
+               sl_cuda_compiled() ? "cpu + cuda" : "cpu", sl_cuda_compiled() ? "s" : "");
         return SL_EXIT_OK;
     }
     if (!strcmp(cmd, "--man")) {

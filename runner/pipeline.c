@@ -86,7 +86,8 @@ static void *io_main(void *arg)
             sl_io_slot_t *s = &io->slots[r->slot];
             sl_error_t err;
             SL_RANGE_PUSH("read");
-            int rc = sl_task_read(io->task, &reader, io->in, r->shard, r->row0, r->rows, s->payload, &err);
+            int rc = sl_task_read(io->task, &reader, io->in, r->shard, r->row0, r->rows, s->payload,
+                                  &err);
             SL_RANGE_POP();
             double dt = now() - t0;
             pthread_mutex_lock(&io->mu);

@@ -21,7 +21,7 @@ typedef struct sl_io sl_io_t;
 typedef struct {
     void *payload; /* the task's prepared rows (sl_task_payload_new) */
     int64_t rows;
-    int state;    /* 0 queued, 1 ready, -1 failed (err says why) */
+    int state; /* 0 queued, 1 ready, -1 failed (err says why) */
     sl_error_t err;
 } sl_io_slot_t;
 

@@ -44,8 +44,9 @@ void sl_report_start(sl_report_rec_t *r, const sl_grid_t *g, sl_backend_t *be, i
                     if (nsampling == 0)
                         sl_log_info("GPU metrics: not recorded: %s", whys + (size_t)i * sizeof why);
                     else
-                        sl_log_info("GPU metrics: NVML sampled on %d of %d rank(s); not on rank %d: %s",
-                                nsampling, g->world_size, i, whys + (size_t)i * sizeof why);
+                        sl_log_info(
+                            "GPU metrics: NVML sampled on %d of %d rank(s); not on rank %d: %s",
+                            nsampling, g->world_size, i, whys + (size_t)i * sizeof why);
                     break;
                 }
     }

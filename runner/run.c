@@ -46,7 +46,8 @@
 #include "runner/signals.h"
 #include "runner/task.h"
 
-/* ---- log lines: text, or one JSON object per line (--log-format json) -------------------------- */
+/* ---- log lines: text, or one JSON object per line (--log-format json) --------------------------
+ */
 
 /* A JSON event: {"event": name, "time": seconds since 1970, ...}. */
 static cJSON *ev_new(const char *name)
@@ -185,8 +186,9 @@ static int check_output_dir(const sl_job_t *job, const plan_t *p, sl_error_t *er
     snprintf(path, sizeof path, "%s/manifest.json", job->output);
     if (access(path, F_OK) != 0) {
         if (foreign[0])
-            return sl_errorf(err, "--output %s: holds '%s' but no manifest.json, so it is not a "
-                                  "shardline output directory; give a new or empty directory",
+            return sl_errorf(err,
+                             "--output %s: holds '%s' but no manifest.json, so it is not a "
+                             "shardline output directory; give a new or empty directory",
                              job->output, foreign);
         return 0; /* only what an earlier start of shardline left (parts/, an sbatch script) */
     }
@@ -204,7 +206,8 @@ static int check_output_dir(const sl_job_t *job, const plan_t *p, sl_error_t *er
     snprintf(fp, sizeof fp, "%016llx", (unsigned long long)p->model_fp);
     int same_model = (cJSON_IsString(mpath) && same_path(mpath->valuestring, job->model)) ||
                      (cJSON_IsString(mfp) && !strcmp(mfp->valuestring, fp));
-    int same_task = cJSON_IsString(mtask) && !strcmp(mtask->valuestring, sl_task_name(p->task.task));
+    int same_task =
+        cJSON_IsString(mtask) && !strcmp(mtask->valuestring, sl_task_name(p->task.task));
     /* Inputs: the same globs (a scheduled job over a growing glob), or, failing that, at
      * least one input file in common. */
     int same_inputs = cJSON_IsArray(globs) && cJSON_GetArraySize(globs) == job->n_inputs;
@@ -241,11 +244,11 @@ static int check_output_dir(const sl_job_t *job, const plan_t *p, sl_error_t *er
                  !same_model && !same_task ? ", " : "", same_task ? "" : "task",
                  (!same_model || !same_task) && !same_inputs ? ", " : "",
                  same_inputs ? "" : "inputs");
-        rc = sl_errorf(err, "--output %s: holds another job's output (another %s): its model %s, "
-                            "task %s, inputs %s%s; this job: model %s, task %s, inputs %s%s. Give "
-                            "another --output, or --restart to replace it",
-                       job->output, what,
-                       cJSON_IsString(mpath) ? mpath->valuestring : "?",
+        rc = sl_errorf(err,
+                       "--output %s: holds another job's output (another %s): its model %s, "
+                       "task %s, inputs %s%s; this job: model %s, task %s, inputs %s%s. Give "
+                       "another --output, or --restart to replace it",
+                       job->output, what, cJSON_IsString(mpath) ? mpath->valuestring : "?",
                        cJSON_IsString(mtask) ? mtask->valuestring : "?",
                        cJSON_IsString(fpath) ? fpath->valuestring : "(none)",
                        cJSON_GetArraySize(inputs) > 1 ? " ..." : "", job->model,
@@ -276,8 +279,8 @@ static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
             rc = sl_errorf(err, "%s: --prompt-dataset '%s' must hold text", pin.shards[0].path,
                            t->prompt_dataset);
         if (rc == 0 && p->in.kind != SL_INPUT_TEXT)
-            rc = sl_errorf(err, "%s: --prompt-dataset needs text in '%s' too",
-                           p->in.shards[0].path, t->dataset);
+            rc = sl_errorf(err, "%s: --prompt-dataset needs text in '%s' too", p->in.shards[0].path,
+                           t->dataset);
         for (int i = 0; rc == 0 && i < pin.n; i++)
             if (pin.shards[i].rows != p->in.shards[i].rows)
                 rc = sl_errorf(err, "%s: dataset '%s' has %lld rows but '%s' has %lld",
@@ -302,8 +305,8 @@ static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
     p->done0 = sl_xcalloc((size_t)p->nunits + 1, 1);
     for (int64_t i = 0; i < p->nunits; i++) {
         const sl_unit_t *u = &p->units[i];
-        sl_part_meta_t m = {&p->in.shards[u->shard], u->row0, u->nrows, &p->task.outs, p->model_fp,
-                            p->job_hash};
+        sl_part_meta_t m = {&p->in.shards[u->shard], u->row0,     u->nrows,
+                            &p->task.outs,           p->model_fp, p->job_hash};
         char *rel = sl_part_relpath(m.shard, u->row0, u->nrows);
         int keep = !job->restart && sl_part_matches(job->output, rel, &m);
         free(rel);
@@ -322,8 +325,9 @@ static int plan_make(plan_t *p, const sl_job_t *job, sl_error_t *err)
 static void plan_bcast(plan_t *p, const sl_grid_t *g)
 {
     sl_inputs_bcast(&p->in, g->world, 0);
-    int64_t head[6] = {p->nunits, p->npending, p->pending_rows, (int64_t)p->model_fp,
-                       (int64_t)p->job_hash, p->nuncommitted};
+    int64_t head[6] = {
+        p->nunits,      p->npending, p->pending_rows, (int64_t)p->model_fp, (int64_t)p->job_hash,
+        p->nuncommitted};
     MPI_Bcast(head, 6, MPI_INT64_T, 0, g->world);
     if (g->world_rank != 0) {
         p->nunits = head[0];
@@ -444,7 +448,8 @@ static void compute_batch(loop_t *L, sl_io_slot_t *s, const issued_t *is)
     const sl_outputs_t *outs = &L->plan->task.outs;
     if (is->batch == 0) {
         for (int i = 0; i < outs->n; i++)
-            L->bufs[i] = sl_xmalloc((size_t)u->nrows * (size_t)sl_out_width(&outs->spec[i]) * sizeof(float));
+            L->bufs[i] =
+                sl_xmalloc((size_t)u->nrows * (size_t)sl_out_width(&outs->spec[i]) * sizeof(float));
         L->nerr = 0;
         L->unit_t0 = sl_report_now(L->rec);
     }
@@ -484,12 +489,13 @@ static void finish_unit(loop_t *L, int64_t unit)
     }
     if (L->grid->tp_rank == 0) {
         /* Only the group leader writes: every TP rank holds the same full output. */
-        sl_part_meta_t m = {&L->plan->in.shards[u->shard], u->row0, u->nrows, &L->plan->task.outs,
-                            L->plan->model_fp, L->plan->job_hash};
+        sl_part_meta_t m = {&L->plan->in.shards[u->shard], u->row0,           u->nrows,
+                            &L->plan->task.outs,           L->plan->model_fp, L->plan->job_hash};
         sl_row_error_t *errs = L->nerr ? sl_xmalloc((size_t)L->nerr * sizeof *errs) : NULL;
         if (L->nerr)
             memcpy(errs, L->errs, (size_t)L->nerr * sizeof *errs);
-        sl_io_commit(L->io, sl_part_relpath(m.shard, u->row0, u->nrows), &m, L->bufs, errs, L->nerr);
+        sl_io_commit(L->io, sl_part_relpath(m.shard, u->row0, u->nrows), &m, L->bufs, errs,
+                     L->nerr);
         L->committed[L->ncommitted++] = unit;
         sl_report_unit(L->rec, L->unit_t0, sl_report_now(L->rec), u->nrows);
         sl_queue_add_done(L->queue, u->nrows);
@@ -525,10 +531,11 @@ static void progress(loop_t *L)
         ev_emit(o);
         return;
     }
-    fprintf(stderr, "shardline: progress %lld/%lld rows computed (%.1f%%), %lld committed, "
-                    "%.1f rows/s, ETA %.0fs\n",
-            (long long)computed, (long long)total, total ? 100.0 * (double)computed / (double)total : 100.0,
-            (long long)done, rate, eta);
+    fprintf(stderr,
+            "shardline: progress %lld/%lld rows computed (%.1f%%), %lld committed, "
+            "%.1f rows/s, ETA %.0fs\n",
+            (long long)computed, (long long)total,
+            total ? 100.0 * (double)computed / (double)total : 100.0, (long long)done, rate, eta);
 }
 
 /* sl_rows_done_fn: rows finished inside the current compute call. */
@@ -944,7 +951,8 @@ int sl_run_main(int argc, char **argv)
         cJSON_AddNumberToObject(o, "rows", (double)plan.in.total_rows);
         cJSON_AddNumberToObject(o, "shards", plan.in.n);
         cJSON_AddNumberToObject(o, "units", (double)plan.nunits);
-        cJSON_AddNumberToObject(o, "units_committed_before", (double)(plan.nunits - plan.nuncommitted));
+        cJSON_AddNumberToObject(o, "units_committed_before",
+                                (double)(plan.nunits - plan.nuncommitted));
         cJSON_AddNumberToObject(o, "units_to_compute", (double)plan.npending);
         cJSON_AddNumberToObject(o, "ranks", size);
         cJSON_AddStringToObject(o, "task", sl_task_name(plan.task.task));
@@ -955,7 +963,9 @@ int sl_run_main(int argc, char **argv)
         }
         ev_emit(o);
     } else if (rank == 0 && !job.quiet) {
-        fprintf(stderr, "shardline: %lld rows in %d shard(s), %lld unit(s): %lld already committed, %lld to compute",
+        fprintf(stderr,
+                "shardline: %lld rows in %d shard(s), %lld unit(s): %lld already committed, %lld "
+                "to compute",
                 (long long)plan.in.total_rows, plan.in.n, (long long)plan.nunits,
                 (long long)(plan.nunits - plan.nuncommitted), (long long)plan.npending);
         if (job.array_tasks > 1)
@@ -976,13 +986,16 @@ int sl_run_main(int argc, char **argv)
     L.read_rows = sl_task_read_rows(model, &job, &plan.in);
     sl_queue_t queue;
     sl_queue_init(&queue, &grid, plan.npending,
-                  !strcmp(job.schedule, "dynamic") ? SL_SCHEDULE_DYNAMIC
-                  : !strcmp(job.schedule, "static") ? SL_SCHEDULE_STATIC : SL_SCHEDULE_AUTO);
+                  !strcmp(job.schedule, "dynamic")  ? SL_SCHEDULE_DYNAMIC
+                  : !strcmp(job.schedule, "static") ? SL_SCHEDULE_STATIC
+                                                    : SL_SCHEDULE_AUTO);
     if (rank == 0 && !job.quiet && grid.dp_size > 1)
-        sl_log_info("units handed out %s", queue.dynamic ? "dynamically (shared counter on rank 0)"
-                                                         : "statically (DP group d takes units d, d+D, d+2D, ...)");
+        sl_log_info("units handed out %s",
+                    queue.dynamic ? "dynamically (shared counter on rank 0)"
+                                  : "statically (DP group d takes units d, d+D, d+2D, ...)");
     L.queue = &queue;
-    L.io = sl_io_start(&plan.in, job.output, job.prefetch < 1 ? 1 : job.prefetch, model, L.read_rows);
+    L.io =
+        sl_io_start(&plan.in, job.output, job.prefetch < 1 ? 1 : job.prefetch, model, L.read_rows);
     if (sl_log_json())
         sl_io_on_commit(L.io, on_commit, &L);
     compute_loop(&L);
@@ -993,7 +1006,7 @@ int sl_run_main(int argc, char **argv)
     sl_error_t ioerr;
     if (sl_io_finish(L.io, &L.st.read_s, &L.st.write_s, &ioerr) != 0)
         sl_fatal(__FILE__, __LINE__, "commit", "%s", ioerr.msg); /* a unit is not committed */
-    L.st.tokenize_s = sl_task_tokenize_seconds(model); /* the I/O thread has finished */
+    L.st.tokenize_s = sl_task_tokenize_seconds(model);           /* the I/O thread has finished */
     L.st.load_s = t_load;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -1040,8 +1053,8 @@ int sl_run_main(int argc, char **argv)
             if (done[i] || job.array_tasks > 1) {
                 int was = done[i];
                 const sl_unit_t *u = &plan.units[i];
-                sl_part_meta_t m = {&plan.in.shards[u->shard], u->row0, u->nrows, &plan.task.outs,
-                                    plan.model_fp, plan.job_hash};
+                sl_part_meta_t m = {&plan.in.shards[u->shard], u->row0,       u->nrows,
+                                    &plan.task.outs,           plan.model_fp, plan.job_hash};
                 char *rel = sl_part_relpath(m.shard, u->row0, u->nrows);
                 done[i] = (unsigned char)sl_part_matches(job.output, rel, &m);
                 lost += was && !done[i];
@@ -1114,7 +1127,8 @@ int sl_run_main(int argc, char **argv)
         cJSON_AddNumberToObject(rep, "rows_per_second", secs > 0 ? (double)tot.rows / secs : 0.0);
         if (plan.task.want_tokens) {
             cJSON_AddNumberToObject(rep, "tokens", (double)tot.tokens);
-            cJSON_AddNumberToObject(rep, "tokens_per_second", secs > 0 ? (double)tot.tokens / secs : 0.0);
+            cJSON_AddNumberToObject(rep, "tokens_per_second",
+                                    secs > 0 ? (double)tot.tokens / secs : 0.0);
             cJSON_AddNumberToObject(rep, "truncated_rows", (double)tot.truncated);
         }
         if (plan.task.task == SL_TASK_GENERATE) {
@@ -1169,25 +1183,31 @@ int sl_run_main(int argc, char **argv)
                 cJSON_AddStringToObject(o, "predictions", pp);
             }
             if (any_stopped)
-                cJSON_AddStringToObject(o, "stopped_by", sl_signals_first_name()
-                                                             ? sl_signals_first_name()
-                                                             : "a signal on another rank");
+                cJSON_AddStringToObject(o, "stopped_by",
+                                        sl_signals_first_name() ? sl_signals_first_name()
+                                                                : "a signal on another rank");
             ev_emit(o);
         }
         cJSON_Delete(rep);
         if (!sl_log_json() && (!job.quiet || any_stopped || failed > 0)) {
             if (any_stopped)
-                fprintf(stderr, "shardline: stopped by %s after committing %lld of %lld units; "
-                                "rerun the same command to resume\n",
-                        sl_signals_first_name() ? sl_signals_first_name() : "a signal on another rank",
-                        (long long)(plan.nunits - plan.nuncommitted + tot.units), (long long)plan.nunits);
+                fprintf(stderr,
+                        "shardline: stopped by %s after committing %lld of %lld units; "
+                        "rerun the same command to resume\n",
+                        sl_signals_first_name() ? sl_signals_first_name()
+                                                : "a signal on another rank",
+                        (long long)(plan.nunits - plan.nuncommitted + tot.units),
+                        (long long)plan.nunits);
             else if (complete)
-                fprintf(stderr, "shardline: done: %lld rows (%lld computed, %lld failed) in %.2fs -> %s/predictions.h5\n",
+                fprintf(stderr,
+                        "shardline: done: %lld rows (%lld computed, %lld failed) in %.2fs -> "
+                        "%s/predictions.h5\n",
                         (long long)plan.in.total_rows, (long long)tot.rows, (long long)failed, secs,
                         job.output);
             if (tot.truncated > 0)
-                fprintf(stderr, "shardline: %lld row(s) were longer than --max-length %d and were "
-                                "truncated (report.json: truncated_rows)\n",
+                fprintf(stderr,
+                        "shardline: %lld row(s) were longer than --max-length %d and were "
+                        "truncated (report.json: truncated_rows)\n",
                         (long long)tot.truncated, plan.task.max_length);
         }
         free(done);

@@ -19,7 +19,8 @@ static volatile sig_atomic_t g_first = 0;
 static void on_signal(int sig)
 {
     if (g_count > 0) {
-        static const char msg[] = "shardline: second signal: exiting now (committed units are kept)\n";
+        static const char msg[] =
+            "shardline: second signal: exiting now (committed units are kept)\n";
         ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
         (void)r;
         _exit(SL_EXIT_STOPPED);

@@ -38,13 +38,13 @@ typedef enum {
 typedef struct {
     sl_model_kind_t model;
     sl_task_kind_t task;
-    int want_tokens;       /* inputs are text or token ids */
-    const char *dataset;   /* the input dataset name to use */
-    int64_t d_in;          /* mlp: features */
-    int max_length;        /* bert, decoders: tokens per row incl. specials */
-    int64_t vocab;         /* bert, decoders: valid ids are [0, vocab) */
+    int want_tokens;            /* inputs are text or token ids */
+    const char *dataset;        /* the input dataset name to use */
+    int64_t d_in;               /* mlp: features */
+    int max_length;             /* bert, decoders: tokens per row incl. specials */
+    int64_t vocab;              /* bert, decoders: valid ids are [0, vocab) */
     const char *prompt_dataset; /* score: prompts of the continuations, or NULL */
-    char params[512];      /* task settings that change results (hashed into the job hash) */
+    char params[512];           /* task settings that change results (hashed into the job hash) */
     sl_outputs_t outs;
     void *config; /* the family's parsed model config, handed to its load; NULL when none */
 } sl_task_plan_t;
@@ -84,8 +84,8 @@ int sl_task_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
 
 /* Compute thread: runs the model over the payload's rows and writes output i's rows to
  * outs[i] + out_row0 * width. Failed rows get NaN (or -1 for integer outputs). */
-void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
-                     float *const *outs, int64_t out_row0, sl_row_error_fn on_error, void *ctx);
+void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows, float *const *outs,
+                     int64_t out_row0, sl_row_error_fn on_error, void *ctx);
 
 /* Counters for the report: rows truncated to max_length, real tokens computed (generate:
  * prompt + generated tokens of the finished rows, split by sl_task_token_split), seconds the
@@ -126,8 +126,8 @@ typedef struct {
     void (*payload_free)(sl_task_t *t, void *payload);
     int (*read)(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
                 int64_t rows, void *payload, sl_error_t *err);
-    void (*compute)(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
-                    float *const *outs, int64_t out_row0, sl_row_error_fn on_error, void *ctx);
+    void (*compute)(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows, float *const *outs,
+                    int64_t out_row0, sl_row_error_fn on_error, void *ctx);
 } sl_task_ops_t;
 
 /* Every family's task struct starts with this header: what task.c reads for the report. The
@@ -138,8 +138,8 @@ struct sl_task {
     const sl_task_plan_t *plan;
     const sl_job_t *job;
     sl_backend_t *be;
-    int64_t truncated;                /* rows cut to max_length */
-    int64_t tokens;                   /* real tokens computed (generate: prompt + generated) */
+    int64_t truncated;                 /* rows cut to max_length */
+    int64_t tokens;                    /* real tokens computed (generate: prompt + generated) */
     int64_t prompt_tokens, gen_tokens; /* generate: the split of tokens */
     double tokenize_s;
     sl_batch_hist_t hist;

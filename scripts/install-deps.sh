@@ -8,7 +8,8 @@ pkgs=(build-essential cmake pkg-config openmpi-bin libopenmpi-dev libhdf5-openmp
       slurmctld slurmd slurm-client munge valgrind
       debootstrap # debootstrap: the bare Debian 12 chroot of tests/bundle (the gpu-bundle check)
       chromium man-db # chromium: renders report.html in test_report_html; man-db: test_install
-      clang libclang-rt-14-dev libomp-dev) # clang, libFuzzer, clang's OpenMP: tests/fuzz (label fuzz)
+      clang libclang-rt-14-dev libomp-dev # clang, libFuzzer, clang's OpenMP: tests/fuzz (label fuzz)
+      clang-format) # test_format: scripts/check-format.sh
 # test_compare installs gguf-py (PyPI, --no-deps) with pip under build/; gguf imports yaml
 pkgs+=(python3-pip python3-yaml)
 

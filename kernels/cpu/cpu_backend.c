@@ -81,14 +81,14 @@ static void to_f32(float *dst, const void *src, sl_dtype_t dt, int64_t n)
         memcpy(dst, src, (size_t)n * sizeof(float));
         return;
     }
-#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (n >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         dst[i] = load_f(src, dt, i);
 }
 
 static void from_f32(void *dst, sl_dtype_t dt, const float *src, int64_t n)
 {
-#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (n >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         store_f(dst, dt, i, src[i]);
 }
@@ -130,7 +130,7 @@ static void cpu_memzero(sl_backend_t *be, void *ptr, size_t bytes) { memset(ptr,
  * accumulates with beta = 1). With beta == 0 the old C is ignored, even if it held NaN. */
 static void prepare_c(float *c, int64_t m, int64_t n, float beta, const sl_tensor_t *bias)
 {
-#pragma omp parallel for schedule(static) if(m * n >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (m * n >= SL_PAR_MIN)
     for (int64_t i = 0; i < m; i++) {
         float *row = c + i * n;
         for (int64_t j = 0; j < n; j++) {
@@ -176,8 +176,8 @@ static void sgemm_blocks(int threads, int trans_a, int trans_b, int64_t m, int64
         return;
     }
     if (threads <= 1 || nblk < 2) {
-        cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, alpha, a, (int)lda, b,
-                    (int)ldb, beta, c, (int)n);
+        cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb,
+                    beta, c, (int)n);
         return;
     }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
@@ -305,7 +305,7 @@ static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor
 static void cpu_add_bias(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bias, int64_t rows,
                          int64_t cols)
 {
-#pragma omp parallel for schedule(static) if(rows * cols >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (rows * cols >= SL_PAR_MIN)
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++)
             store_f(x->data, x->dtype, i * cols + j,
@@ -317,19 +317,19 @@ static void cpu_activation(sl_backend_t *be, sl_tensor_t *x, sl_act_t act)
     int64_t n = sl_tensor_numel(x);
     if (x->dtype == SL_F32) {
         float *p = x->data;
-#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (n >= SL_PAR_MIN)
         for (int64_t i = 0; i < n; i++)
             p[i] = sl_apply_act((int)act, p[i]);
         return;
     }
-#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (n >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         store_f(x->data, x->dtype, i, sl_apply_act((int)act, load_f(x->data, x->dtype, i)));
 }
 
 static void cpu_softmax(sl_backend_t *be, sl_tensor_t *x, int64_t rows, int64_t cols)
 {
-#pragma omp parallel for schedule(static) if(rows * cols >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (rows * cols >= SL_PAR_MIN)
     for (int64_t i = 0; i < rows; i++) {
         int64_t o = i * cols;
         float mx = load_f(x->data, x->dtype, o);
@@ -353,7 +353,7 @@ static void cpu_cast(sl_backend_t *be, const sl_tensor_t *src, sl_tensor_t *dst)
         cpu_copy(be, dst->data, src->data, sl_tensor_bytes(src));
         return;
     }
-#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (n >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         store_f(dst->data, dst->dtype, i, load_f(src->data, src->dtype, i));
 }
@@ -363,7 +363,7 @@ static void cpu_standardize(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t 
 {
     float *p = x->data;
     const float *mu = mean->data, *sd = std->data;
-#pragma omp parallel for schedule(static) if(rows * cols >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (rows * cols >= SL_PAR_MIN)
     for (int64_t i = 0; i < rows; i++)
         for (int64_t j = 0; j < cols; j++)
             p[i * cols + j] = (p[i * cols + j] - mu[j]) / sd[j];
@@ -375,7 +375,7 @@ static void cpu_add(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *y, int6
 {
     float *xp = x->data;
     const float *yp = y->data;
-#pragma omp parallel for schedule(static) if(n >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (n >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++)
         xp[i] += yp[i];
 }
@@ -387,7 +387,7 @@ static void cpu_layernorm(sl_backend_t *be, const sl_tensor_t *x, const sl_tenso
                           int64_t n)
 {
     const float *g = gamma->data, *bt = beta->data;
-#pragma omp parallel for schedule(static) if(rows * n >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (rows * n >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = (const float *)x->data + r * n; /* [n] */
         float *yr = (float *)out->data + r * n;           /* [n], may be xr */
@@ -412,7 +412,7 @@ static void cpu_embedding(sl_backend_t *be, const sl_tensor_t *table, const sl_t
 {
     const int32_t *id = ids->data;
     float *o = out->data; /* [n, dim] */
-#pragma omp parallel for schedule(static) if(n * dim >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (n * dim >= SL_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         const int64_t base = (int64_t)id[i] * dim;
         if (table->dtype == SL_F32) {
@@ -433,7 +433,7 @@ static void cpu_embedding(sl_backend_t *be, const sl_tensor_t *table, const sl_t
 
 static void cpu_l2_normalize(sl_backend_t *be, sl_tensor_t *x, int64_t rows, int64_t dim)
 {
-#pragma omp parallel for schedule(static) if(rows * dim >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (rows * dim >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         float *xr = (float *)x->data + r * dim;
         double ss = 0.0;
@@ -452,7 +452,7 @@ static void cpu_rmsnorm(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_
                         float eps, sl_tensor_t *out, int64_t rows, int64_t n)
 {
     const float *w = weight->data;
-#pragma omp parallel for schedule(static) if(rows * n >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (rows * n >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = (const float *)x->data + r * n; /* [n] */
         float *yr = (float *)out->data + r * n;           /* [n], may be xr */
@@ -498,10 +498,10 @@ static void cpu_rope(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *positi
     }
 }
 
-static void cpu_swiglu(sl_backend_t *be, const sl_tensor_t *gate_up, sl_tensor_t *out,
-                       int64_t rows, int64_t f)
+static void cpu_swiglu(sl_backend_t *be, const sl_tensor_t *gate_up, sl_tensor_t *out, int64_t rows,
+                       int64_t f)
 {
-#pragma omp parallel for schedule(static) if(rows * f >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (rows * f >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *g = (const float *)gate_up->data + r * 2 * f, *u = g + f;
         float *o = (float *)out->data + r * f;
@@ -515,7 +515,7 @@ static void cpu_kv_write(sl_backend_t *be, sl_tensor_t *cache, const sl_tensor_t
                          int64_t cache_len, int64_t row)
 {
     const int32_t *sl = slot->data, *ps = pos->data;
-#pragma omp parallel for schedule(static) if(tokens * row >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (tokens * row >= SL_PAR_MIN)
     for (int64_t t = 0; t < tokens; t++)
         memcpy((float *)cache->data + ((int64_t)sl[t] * cache_len + ps[t]) * row,
                (const float *)src->data + t * row, (size_t)row * sizeof(float));
@@ -554,7 +554,7 @@ enum { KV_BLOCK = 64, KV_TILE_ROWS = 64, KV_DOT_ROWS = 8 };
  * also compiled for AVX2 and AVX-512 and picked at load time. Not under ThreadSanitizer: the
  * clones' ifunc resolver is instrumented and runs during relocation, before TSan's runtime
  * is up, and crashes the program at start. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&     \
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&       \
     !defined(__SANITIZE_THREAD__)
 #define SL_VEC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -713,8 +713,8 @@ static void cpu_attention_kv(sl_backend_t *be, const sl_tensor_t *q, const sl_te
         const float **qrow = sl_xmalloc((size_t)R * sizeof *qrow);
         float **orow = sl_xmalloc((size_t)R * sizeof *orow);
         int32_t *nk = sl_xmalloc((size_t)R * sizeof *nk);
-        float *buf = sl_xmalloc((size_t)(2 * R * Dh + 2 * R + Dh * KV_BLOCK + KV_BLOCK) *
-                                sizeof(float));
+        float *buf =
+            sl_xmalloc((size_t)(2 * R * Dh + 2 * R + Dh * KV_BLOCK + KV_BLOCK) * sizeof(float));
         float *qs = buf, *acc = qs + R * Dh, *m = acc + R * Dh, *l = m + R;
         float *kt = l + R, *s = kt + Dh * KV_BLOCK;
 #pragma omp for schedule(dynamic, 1)
@@ -754,7 +754,7 @@ static void cpu_gather_rows(sl_backend_t *be, const sl_tensor_t *src, const sl_t
                             sl_tensor_t *out, int64_t m, int64_t dim)
 {
     const int32_t *ix = idx->data;
-#pragma omp parallel for schedule(static) if(m * dim >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (m * dim >= SL_PAR_MIN)
     for (int64_t i = 0; i < m; i++)
         memcpy((float *)out->data + i * dim, (const float *)src->data + (int64_t)ix[i] * dim,
                (size_t)dim * sizeof(float));
@@ -766,7 +766,7 @@ static void cpu_pool_packed(sl_backend_t *be, const sl_tensor_t *x, const sl_ten
 {
     const int32_t *off = offsets->data;
     const float *xp = x->data; /* [T, dim] */
-#pragma omp parallel for schedule(static) if(batch * dim * 8 >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (batch * dim * 8 >= SL_PAR_MIN)
     for (int64_t b = 0; b < batch; b++) {
         const int64_t t0 = off[b], n = off[b + 1] - off[b];
         float *o = (float *)out->data + b * dim;
@@ -791,7 +791,7 @@ static void cpu_pool_packed(sl_backend_t *be, const sl_tensor_t *x, const sl_ten
 static void cpu_logsumexp_parts(sl_backend_t *be, const sl_tensor_t *logits, sl_tensor_t *rowmax,
                                 sl_tensor_t *sumexp, int64_t rows, int64_t v)
 {
-#pragma omp parallel for schedule(static) if(rows * v >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (rows * v >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *x = (const float *)logits->data + r * v;
         float mx = -INFINITY;
@@ -815,7 +815,7 @@ static void cpu_pick_logits(sl_backend_t *be, const sl_tensor_t *logits, const s
     const int32_t *tg = target->data;
     const float *x = logits->data;
     float *o = out->data;
-#pragma omp parallel for schedule(static) if(rows * 64 >= SL_PAR_MIN)
+#pragma omp parallel for schedule(static) if (rows * 64 >= SL_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t c = (int64_t)tg[r] - v0;
         o[r] = c >= 0 && c < v ? x[r * v + c] : 0.0f;

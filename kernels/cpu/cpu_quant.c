@@ -45,8 +45,7 @@ int sl_qform_available(sl_qform_t f)
 #ifdef SL_QUANT_X86
     __builtin_cpu_init();
     if (f == SL_QFORM_AVX2)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               cpu_f16c();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_f16c();
     if (f == SL_QFORM_VNNI)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
@@ -179,8 +178,9 @@ static float dot_scalar(int kind, size_t bytes, const uint8_t *w, const sl_q8a_t
         }
         ex = fmaf(e, a[b].s, ex);
     }
-    return kind == 1 ? fmaf(-8.0f, ex, lanes_sum(acc)) : kind == 2 ? lanes_sum(acc) + ex
-                                                                    : lanes_sum(acc);
+    return kind == 1   ? fmaf(-8.0f, ex, lanes_sum(acc))
+           : kind == 2 ? lanes_sum(acc) + ex
+                       : lanes_sum(acc);
 }
 
 static float dot_q8_0_scalar(const uint8_t *w, const sl_q8a_t *a, int64_t nb)

@@ -280,8 +280,8 @@ static void cuda_attention_kv(sl_backend_t *be, const sl_tensor_t *q, const sl_t
 static void cuda_gather_rows(sl_backend_t *be, const sl_tensor_t *src, const sl_tensor_t *idx,
                              sl_tensor_t *out, int64_t m, int64_t dim)
 {
-    sl_cuda_gather_rows(stream_of(be), (const float *)src->data, i32_of(idx), (float *)out->data,
-                        m, dim);
+    sl_cuda_gather_rows(stream_of(be), (const float *)src->data, i32_of(idx), (float *)out->data, m,
+                        dim);
 }
 
 static void cuda_pool_packed(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *offsets,
@@ -298,9 +298,8 @@ static void cuda_logsumexp_parts(sl_backend_t *be, const sl_tensor_t *logits, sl
                             (float *)sumexp->data, rows, v);
 }
 
-static void cuda_pick_logits(sl_backend_t *be, const sl_tensor_t *logits,
-                             const sl_tensor_t *target, int64_t v0, sl_tensor_t *out, int64_t rows,
-                             int64_t v)
+static void cuda_pick_logits(sl_backend_t *be, const sl_tensor_t *logits, const sl_tensor_t *target,
+                             int64_t v0, sl_tensor_t *out, int64_t rows, int64_t v)
 {
     sl_cuda_pick_logits(stream_of(be), (const float *)logits->data, i32_of(target), v0,
                         (float *)out->data, rows, v);
@@ -404,9 +403,9 @@ extern "C" sl_backend_t *sl_cuda_backend_create(int device, sl_error_t *err)
     if (st == CUBLAS_STATUS_SUCCESS)
         /* f16/bf16 products with an f16/bf16 C must not reduce split-K partials in 16 bits:
          * accumulation stays f32, as the interface promises. TF32 stays off (default math). */
-        st = cublasSetMathMode(handle,
-                               (cublasMath_t)(CUBLAS_DEFAULT_MATH |
-                                              CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
+        st = cublasSetMathMode(
+            handle,
+            (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
     if (st != CUBLAS_STATUS_SUCCESS) {
         sl_errorf(err, "cublasSetStream/cublasSetMathMode (device %d): %s", device,
                   cublasGetStatusString(st));

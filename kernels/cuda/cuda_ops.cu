@@ -1,9 +1,10 @@
 /*
  * cuda_ops.cu — the simple kernels of the CUDA backend: bias add, scaling, activation, row
  * softmax, dtype cast, input standardisation, and the non-GEMM parts of the transformer ops
- * (residual add, layer norm, embedding gather, L2 normalisation) and the packed-token ops (RMSNorm, RoPE, SwiGLU, KV-cache write, attention
- * against the KV cache, row gather, packed pooling, log-sum-exp pieces, logit pick, top-k) —
- * declared in cuda_ops.cuh; matrix products go to cuBLAS in cuda_backend.cu.
+ * (residual add, layer norm, embedding gather, L2 normalisation) and the packed-token ops (RMSNorm,
+ * RoPE, SwiGLU, KV-cache write, attention against the KV cache, row gather, packed pooling,
+ * log-sum-exp pieces, logit pick, top-k) — declared in cuda_ops.cuh; matrix products go to cuBLAS
+ * in cuda_backend.cu.
  *
  * Each kernel is a grid-stride loop with 64-bit indices, so a launch of at most kMaxBlocks blocks
  * covers any tensor size, including more than 2^31 elements. Values are loaded into f32, computed
@@ -21,9 +22,10 @@
 #include "kernels/elementwise.h"
 #include "kernels/quant.h"
 
-namespace {
+namespace
+{
 
-constexpr int kThreads = 256;        /* threads per block of the elementwise kernels */
+constexpr int kThreads = 256;         /* threads per block of the elementwise kernels */
 constexpr int64_t kMaxBlocks = 65536; /* enough to fill any GPU; larger tensors loop */
 
 /* ---- f32 <-> storage type (round to nearest even, as sl_f32_to_f16 / sl_f32_to_bf16) ------- */
@@ -354,10 +356,10 @@ constexpr int kAttnPerLane = SL_CUDA_ATTN_KV_MAX_HEAD_DIM / 32;
  * token with no allowed key writes zeros.
  */
 __global__ void attention_kv_kernel(const float *q, const float *kc, const float *vc,
-                                    const int32_t *slot, const int32_t *pos,
-                                    const int32_t *kv_len, float scale, int causal, float *out,
-                                    int64_t tokens, int64_t cache_len, int64_t heads,
-                                    int64_t kv_heads, int64_t head_dim)
+                                    const int32_t *slot, const int32_t *pos, const int32_t *kv_len,
+                                    float scale, int causal, float *out, int64_t tokens,
+                                    int64_t cache_len, int64_t heads, int64_t kv_heads,
+                                    int64_t head_dim)
 {
     __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
     __shared__ float sm_acc[kAttnWarps][SL_CUDA_ATTN_KV_MAX_HEAD_DIM];

@@ -25,19 +25,19 @@
 #include "kernels/backend.h"
 
 /* Aborts (every rank) on a CUDA runtime error; `call` is printed as written. */
-#define CUDA_CHECK(call)                                                                       \
-    do {                                                                                       \
-        cudaError_t sl_e_ = (call);                                                            \
-        if (sl_e_ != cudaSuccess)                                                              \
-            sl_fatal(__FILE__, __LINE__, #call, "%s", cudaGetErrorString(sl_e_));              \
+#define CUDA_CHECK(call)                                                                           \
+    do {                                                                                           \
+        cudaError_t sl_e_ = (call);                                                                \
+        if (sl_e_ != cudaSuccess)                                                                  \
+            sl_fatal(__FILE__, __LINE__, #call, "%s", cudaGetErrorString(sl_e_));                  \
     } while (0)
 
 /* Aborts (every rank) on a cuBLAS error. */
-#define CUBLAS_CHECK(call)                                                                     \
-    do {                                                                                       \
-        cublasStatus_t sl_s_ = (call);                                                         \
-        if (sl_s_ != CUBLAS_STATUS_SUCCESS)                                                    \
-            sl_fatal(__FILE__, __LINE__, #call, "%s", cublasGetStatusString(sl_s_));           \
+#define CUBLAS_CHECK(call)                                                                         \
+    do {                                                                                           \
+        cublasStatus_t sl_s_ = (call);                                                             \
+        if (sl_s_ != CUBLAS_STATUS_SUCCESS)                                                        \
+            sl_fatal(__FILE__, __LINE__, #call, "%s", cublasGetStatusString(sl_s_));               \
     } while (0)
 
 /* Checks the launch of the kernel just enqueued (bad configuration, missing sm image). */

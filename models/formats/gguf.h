@@ -32,15 +32,33 @@ extern "C" {
 
 /* Metadata value types (GGUF's numbering). */
 typedef enum {
-    SL_GGUF_U8 = 0, SL_GGUF_I8 = 1, SL_GGUF_U16 = 2, SL_GGUF_I16 = 3, SL_GGUF_U32 = 4,
-    SL_GGUF_I32 = 5, SL_GGUF_F32 = 6, SL_GGUF_BOOL = 7, SL_GGUF_STRING = 8, SL_GGUF_ARRAY = 9,
-    SL_GGUF_U64 = 10, SL_GGUF_I64 = 11, SL_GGUF_F64 = 12,
+    SL_GGUF_U8 = 0,
+    SL_GGUF_I8 = 1,
+    SL_GGUF_U16 = 2,
+    SL_GGUF_I16 = 3,
+    SL_GGUF_U32 = 4,
+    SL_GGUF_I32 = 5,
+    SL_GGUF_F32 = 6,
+    SL_GGUF_BOOL = 7,
+    SL_GGUF_STRING = 8,
+    SL_GGUF_ARRAY = 9,
+    SL_GGUF_U64 = 10,
+    SL_GGUF_I64 = 11,
+    SL_GGUF_F64 = 12,
 } sl_gguf_vtype_t;
 
 /* Tensor types (ggml's numbering); the ones shardline dequantises. */
 typedef enum {
-    SL_GGML_F32 = 0, SL_GGML_F16 = 1, SL_GGML_Q4_0 = 2, SL_GGML_Q4_1 = 3, SL_GGML_Q8_0 = 8,
-    SL_GGML_Q2_K = 10, SL_GGML_Q3_K = 11, SL_GGML_Q4_K = 12, SL_GGML_Q5_K = 13, SL_GGML_Q6_K = 14,
+    SL_GGML_F32 = 0,
+    SL_GGML_F16 = 1,
+    SL_GGML_Q4_0 = 2,
+    SL_GGML_Q4_1 = 3,
+    SL_GGML_Q8_0 = 8,
+    SL_GGML_Q2_K = 10,
+    SL_GGML_Q3_K = 11,
+    SL_GGML_Q4_K = 12,
+    SL_GGML_Q5_K = 13,
+    SL_GGML_Q6_K = 14,
     SL_GGML_BF16 = 30,
 } sl_ggml_type_t;
 

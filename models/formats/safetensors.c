@@ -36,11 +36,11 @@ static const struct {
     int mapped;
     unsigned size;
 } st_dtypes[] = {
-    {"F32", SL_F32, 1, 4},  {"F16", SL_F16, 1, 2},  {"BF16", SL_BF16, 1, 2},
-    {"I32", SL_I32, 1, 4},  {"I8", SL_I8, 1, 1},    {"F64", SL_F32, 0, 8},
-    {"I64", SL_I32, 0, 8},  {"U64", SL_I32, 0, 8},  {"U32", SL_I32, 0, 4},
-    {"I16", SL_I32, 0, 2},  {"U16", SL_I32, 0, 2},  {"U8", SL_I8, 0, 1},
-    {"BOOL", SL_I8, 0, 1},  {"F8_E4M3", SL_I8, 0, 1}, {"F8_E5M2", SL_I8, 0, 1},
+    {"F32", SL_F32, 1, 4}, {"F16", SL_F16, 1, 2},    {"BF16", SL_BF16, 1, 2},
+    {"I32", SL_I32, 1, 4}, {"I8", SL_I8, 1, 1},      {"F64", SL_F32, 0, 8},
+    {"I64", SL_I32, 0, 8}, {"U64", SL_I32, 0, 8},    {"U32", SL_I32, 0, 4},
+    {"I16", SL_I32, 0, 2}, {"U16", SL_I32, 0, 2},    {"U8", SL_I8, 0, 1},
+    {"BOOL", SL_I8, 0, 1}, {"F8_E4M3", SL_I8, 0, 1}, {"F8_E5M2", SL_I8, 0, 1},
 };
 
 /* A JSON number that is a non-negative integer exactly representable as uint64_t. */
@@ -81,8 +81,7 @@ static int parse_entry(const sl_safetensors_t *st, const cJSON *entry, sl_st_ten
         }
     }
     if (!found)
-        return sl_errorf(err,
-                         "%s: tensor '%s': unknown dtype '%.32s' (not a safetensors dtype)",
+        return sl_errorf(err, "%s: tensor '%s': unknown dtype '%.32s' (not a safetensors dtype)",
                          path, name, dtype->valuestring);
 
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(entry, "shape");

@@ -51,8 +51,8 @@ const sl_st_tensor_t *sl_st_find(const sl_safetensors_t *st, const char *name);
 int64_t sl_st_numel(const sl_st_tensor_t *t);
 
 /* Helpers the model loaders share. */
-const char *sl_st_code(sl_dtype_t dt);  /* "F32", "F16", "BF16", "I32", "I8" */
-int sl_st_is_float(sl_dtype_t dt);      /* F32, F16 or BF16 */
+const char *sl_st_code(sl_dtype_t dt); /* "F32", "F16", "BF16", "I32", "I8" */
+int sl_st_is_float(sl_dtype_t dt);     /* F32, F16 or BF16 */
 /* "[4, 3]" into buf. */
 const char *sl_st_fmt_shape(char *buf, size_t cap, int ndim, const int64_t *shape);
 /* Element i of float data (F32/F16/BF16, little-endian, possibly unaligned), as f32. */

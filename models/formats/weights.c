@@ -428,9 +428,8 @@ void *sl_weights_read(const sl_weights_t *w, const char *name, int64_t r0, int64
     return out;
 }
 
-int sl_weights_check_qscales(const char *where, const char *name, const void *blocks,
-                             sl_dtype_t dt, int64_t r0, int64_t nr, int64_t c0, int64_t nc,
-                             sl_error_t *err)
+int sl_weights_check_qscales(const char *where, const char *name, const void *blocks, sl_dtype_t dt,
+                             int64_t r0, int64_t nr, int64_t c0, int64_t nc, sl_error_t *err)
 {
     const int64_t blk = sl_dtype_block(dt), per_row = nc / blk;
     const size_t bytes = sl_dtype_size(dt);

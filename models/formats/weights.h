@@ -39,8 +39,8 @@ int sl_weights_check(const sl_weights_t *w, const char *name, int64_t d0, int64_
                      sl_error_t *err);
 /* Rows [r0, r0+nr) x columns [c0, c0+nc) of a checked tensor as f32, row-major, malloc'd (a 1-D
  * tensor is one row). NULL with err naming the tensor when it cannot be read. */
-float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr,
-                        int64_t c0, int64_t nc, sl_error_t *err);
+float *sl_weights_block(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr, int64_t c0,
+                        int64_t nc, sl_error_t *err);
 
 /* Fails, naming where (the file), the tensor and the element [r0 + i / nc, c0 + i % nc], when the
  * block data[0 .. nr * nc) of dtype dt (f32, f16 or bf16) holds a NaN or an Inf. Every block
@@ -51,9 +51,8 @@ int sl_weights_check_finite(const char *where, const char *name, const void *dat
 /* The same for a block of quantized rows (Q8_0, Q4_0, Q4_1 as GGUF stores them, [nr rows,
  * nc / 32 blocks]): fails, naming the tensor, the row and the block's columns, when a block's
  * f16 scale (or Q4_1's minimum) is NaN or Inf. sl_weights_read checks every block it keeps. */
-int sl_weights_check_qscales(const char *where, const char *name, const void *blocks,
-                             sl_dtype_t dt, int64_t r0, int64_t nr, int64_t c0, int64_t nc,
-                             sl_error_t *err);
+int sl_weights_check_qscales(const char *where, const char *name, const void *blocks, sl_dtype_t dt,
+                             int64_t r0, int64_t nr, int64_t c0, int64_t nc, sl_error_t *err);
 
 /* A load dtype: matrices a GGUF file stores as Q8_0, Q4_0 or Q4_1 stay in their blocks (a
  * quantized backend tensor, computed from as it is); every other tensor is read as f32. For a

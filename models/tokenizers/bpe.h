@@ -46,8 +46,14 @@ enum {
 };
 
 /* GGUF token types (tokenizer.ggml.token_type). */
-enum { SL_BPE_NORMAL = 1, SL_BPE_UNKNOWN = 2, SL_BPE_CONTROL = 3, SL_BPE_USER_DEFINED = 4,
-       SL_BPE_UNUSED = 5, SL_BPE_BYTE = 6 };
+enum {
+    SL_BPE_NORMAL = 1,
+    SL_BPE_UNKNOWN = 2,
+    SL_BPE_CONTROL = 3,
+    SL_BPE_USER_DEFINED = 4,
+    SL_BPE_UNUSED = 5,
+    SL_BPE_BYTE = 6
+};
 
 /* From a tokenizer.json. NULL and a message naming the file and key on failure. */
 sl_bpe_t *sl_bpe_load_json(const char *path, sl_error_t *err);

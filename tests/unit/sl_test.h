@@ -14,33 +14,32 @@
 
 extern int sl_test_passed, sl_test_failed;
 
-#define CHECK(cond)                                                                    \
-    do {                                                                               \
-        if (cond) {                                                                    \
-            sl_test_passed++;                                                          \
-        } else {                                                                       \
-            sl_test_failed++;                                                          \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);            \
-        }                                                                              \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            sl_test_passed++;                                                                      \
+        } else {                                                                                   \
+            sl_test_failed++;                                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
+        }                                                                                          \
     } while (0)
 
-#define CHECKF(cond, ...)                                                              \
-    do {                                                                               \
-        if (cond) {                                                                    \
-            sl_test_passed++;                                                          \
-        } else {                                                                       \
-            sl_test_failed++;                                                          \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);            \
-            fprintf(stderr, __VA_ARGS__);                                              \
-            fputc('\n', stderr);                                                       \
-        }                                                                              \
+#define CHECKF(cond, ...)                                                                          \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            sl_test_passed++;                                                                      \
+        } else {                                                                                   \
+            sl_test_failed++;                                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
     } while (0)
 
 /* Prints the tally; returns 0 when nothing failed and something passed, 1 otherwise. */
 int sl_test_finish(const char *name);
 /* Relative error max|a-b| / max(max|b|, tiny) over n floats. */
 double sl_test_rel_err(const float *a, const double *b, long n);
-
 
 /* The source tree: $SL_SOURCE_DIR (ctest sets it), else ".". */
 const char *sl_test_source_dir(void);

@@ -1,6 +1,6 @@
 /*
- * test_chat_template.c — models/tokenizers/chat_template.c against transformers' apply_chat_template
- * (jinja2), from tests/reference/goldens/chat_goldens.h5 (made by
+ * test_chat_template.c — models/tokenizers/chat_template.c against transformers'
+ * apply_chat_template (jinja2), from tests/reference/goldens/chat_goldens.h5 (made by
  * tests/reference/make_chat_goldens.py):
  *  1. each tiny tokenizer of tests/reference/chat_tiny (LLaMA-3, LLaMA-2, Mistral, Qwen2 ChatML
  *     templates in tokenizer_config.json): `auto` recognises the form; every conversation

@@ -607,7 +607,8 @@ static void attention_kv_case(sl_backend_t *be, const char *what, int64_t S, int
                               const int32_t *pos, const int32_t *kv_len, int causal, float amp)
 {
     const int64_t nq = T * H * Dh, nc = S * C * Hkv * Dh;
-    float *q = malloc(sizeof(float) * (size_t)(nq + 1)), *o = malloc(sizeof(float) * (size_t)(nq + 1));
+    float *q = malloc(sizeof(float) * (size_t)(nq + 1)),
+          *o = malloc(sizeof(float) * (size_t)(nq + 1));
     float *k = malloc(sizeof(float) * (size_t)nc), *v = malloc(sizeof(float) * (size_t)nc);
     double *ref = malloc(sizeof(double) * (size_t)(nq + 1));
     for (int64_t i = 0; i < nq; i++)
@@ -634,9 +635,10 @@ static void attention_kv_case(sl_backend_t *be, const char *what, int64_t S, int
         if (kv_len[slot[t]] == 0 || (causal && pos[t] < 0))
             for (int64_t i = 0; i < H * Dh; i++)
                 zeros_ok &= o[t * H * Dh + i] == 0.0f;
-    CHECKF(err < 1e-5 && zeros_ok, "attention_kv %s %s (T %lld H %lld Hkv %lld Dh %lld): rel err %g%s",
-           what, causal ? "causal" : "full", (long long)T, (long long)H, (long long)Hkv,
-           (long long)Dh, err, zeros_ok ? "" : ", a token without keys is not zero");
+    CHECKF(err < 1e-5 && zeros_ok,
+           "attention_kv %s %s (T %lld H %lld Hkv %lld Dh %lld): rel err %g%s", what,
+           causal ? "causal" : "full", (long long)T, (long long)H, (long long)Hkv, (long long)Dh,
+           err, zeros_ok ? "" : ", a token without keys is not zero");
     sl_tensor_free(qt), sl_tensor_free(kt), sl_tensor_free(vt), sl_tensor_free(ot);
     sl_tensor_free(st), sl_tensor_free(pt), sl_tensor_free(lt);
     free(q), free(o), free(k), free(v), free(ref);
@@ -674,7 +676,8 @@ static void test_attention_kv(sl_backend_t *be)
         T = pack_tokens(slot, pos, T, 3, 10, 1);
         for (int c = 0; c < 2; c++) {
             attention_kv_case(be, "small mixed", 4, 12, 6, 2, 7, T, slot, pos, kv_len, c, 1.0f);
-            attention_kv_case(be, "small mixed MQA", 4, 12, 3, 1, 10, T, slot, pos, kv_len, c, 3.0f);
+            attention_kv_case(be, "small mixed MQA", 4, 12, 3, 1, 10, T, slot, pos, kv_len, c,
+                              3.0f);
         }
     }
     /* Several tiles per slot and several key blocks (100 tokens from 0; 30 tokens at 40..69;
@@ -835,7 +838,8 @@ static int topk_cmp(const void *a, const void *b)
 
 static void topk_case(sl_backend_t *be, int64_t T, int64_t V, int k, int levels)
 {
-    float *x = malloc(sizeof(float) * (size_t)(T * V)), *vals = malloc(sizeof(float) * (size_t)(T * k));
+    float *x = malloc(sizeof(float) * (size_t)(T * V)),
+          *vals = malloc(sizeof(float) * (size_t)(T * k));
     int32_t *idx = malloc(sizeof(int32_t) * (size_t)(T * k));
     int *order = malloc(sizeof(int) * (size_t)V);
     for (int64_t i = 0; i < T * V; i++)

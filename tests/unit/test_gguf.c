@@ -1,6 +1,6 @@
 /*
- * test_gguf.c — the GGUF reader (models/formats/gguf.c) against gguf-py, the llama.cpp project's own
- * GGUF library (tests/reference/make_gguf_goldens.py made the reference files):
+ * test_gguf.c — the GGUF reader (models/formats/gguf.c) against gguf-py, the llama.cpp project's
+ * own GGUF library (tests/reference/make_gguf_goldens.py made the reference files):
  * 1. tests/reference/goldens/mixed_types.gguf: every metadata value (each value type, string
  *    arrays, a nested array) through every getter, including the refusals of the typed ones.
  * 2. Every tensor of that file (F32, F16, BF16 with Inf/NaN/subnormals, Q8_0, Q4_0, Q4_1, in

@@ -102,7 +102,8 @@ static void tiny_model(sl_backend_t *be, hid_t gold, const char *name, sl_dtype_
     int64_t T = 0;
     for (int64_t b = 0; b < B; b++)
         T += len[b];
-    int32_t *tid = malloc((size_t)T * 4), *slot = malloc((size_t)T * 4), *pos = malloc((size_t)T * 4);
+    int32_t *tid = malloc((size_t)T * 4), *slot = malloc((size_t)T * 4),
+            *pos = malloc((size_t)T * 4);
     int32_t *sel = malloc((size_t)T * 4), *kv = calloc((size_t)B, 4), *tgt = malloc((size_t)T * 4);
     int64_t t = 0;
     /* interleave the rows' tokens (round robin) so the packing order is not row-major */
@@ -163,7 +164,8 @@ static void tiny_model(sl_backend_t *be, hid_t gold, const char *name, sl_dtype_
         sl_llama_forward(m, NULL, c, &s2);
         sl_llama_logits(m, NULL, got);
         for (int64_t i = 0; i < n; i++)
-            worst_dec = fmax(worst_dec, rel_err(got + i * V, ref + (slot[i] * Lmax + pos[i]) * V, V));
+            worst_dec =
+                fmax(worst_dec, rel_err(got + i * V, ref + (slot[i] * Lmax + pos[i]) * V, V));
     }
     CHECKF(worst_dec <= tol, "%s (%s): prefill + cached decode logits rel err %.2e", name,
            sl_dtype_name(dt), worst_dec);
@@ -215,7 +217,8 @@ static void smollm2(sl_backend_t *be)
     int64_t T = 0;
     for (int64_t p = 0; p < P; p++)
         T += len[p];
-    int32_t *tid = malloc((size_t)T * 4), *slot = malloc((size_t)T * 4), *pos = malloc((size_t)T * 4);
+    int32_t *tid = malloc((size_t)T * 4), *slot = malloc((size_t)T * 4),
+            *pos = malloc((size_t)T * 4);
     int32_t *sel = malloc((size_t)P * 4), *kv = malloc((size_t)P * 4);
     int64_t t = 0;
     for (int64_t p = 0; p < P; p++) {
@@ -293,8 +296,10 @@ static void smollm2(sl_backend_t *be)
             a = one[v] > one[a] ? v : a;
         argmax_ok &= a == seq[i + 1];
     }
-    CHECKF(worst_dec <= 1e-4, "SmolLM2: cached decode of %lld tokens after a %lld-token prompt "
-           "equals full prefill, rel err %.2e", (long long)G, (long long)n0, worst_dec);
+    CHECKF(worst_dec <= 1e-4,
+           "SmolLM2: cached decode of %lld tokens after a %lld-token prompt "
+           "equals full prefill, rel err %.2e",
+           (long long)G, (long long)n0, worst_dec);
     CHECKF(argmax_ok, "SmolLM2: teacher-forced decode picks transformers' greedy tokens");
     sl_llama_cache_free(cache);
     free(seq), free(all_pos), free(zero), free(full), free(one), free(allsel), free(gids);
@@ -324,7 +329,8 @@ static void copy_file(const char *from, const char *to)
 static void bad_config(const char *dir, const char *from, const char *to)
 {
     char src[8192], dst[8192];
-    snprintf(src, sizeof src, "%s/tests/reference/tiny_llama/llama3_scaled/model.safetensors", g_src);
+    snprintf(src, sizeof src, "%s/tests/reference/tiny_llama/llama3_scaled/model.safetensors",
+             g_src);
     snprintf(dst, sizeof dst, "%s/model.safetensors", dir);
     mkdir(dir, 0755);
     copy_file(src, dst);
@@ -353,8 +359,8 @@ static void expect_error(sl_backend_t *be, const char *dir, int tp, const char *
     err.msg[0] = 0;
     sl_llama_t *m = sl_llama_load(dir, be, tp, 0, SL_F32, &err);
     CHECKF(m == NULL, "%s: refused", what);
-    CHECKF(strstr(err.msg, needle1) && strstr(err.msg, needle2), "%s: message '%s' names '%s' and '%s'",
-           what, err.msg, needle1, needle2);
+    CHECKF(strstr(err.msg, needle1) && strstr(err.msg, needle2),
+           "%s: message '%s' names '%s' and '%s'", what, err.msg, needle1, needle2);
     sl_llama_free(m);
 }
 

@@ -54,8 +54,8 @@ static void check_freqs(const char *what, double t, int k, double top_p, const d
             CHECKF(count[v] == 0, "%s: token %d (excluded) never drawn (%ld times)", what, v,
                    count[v]);
         else
-            CHECKF(fabs(f - p[v]) <= 5 * se + 1e-12, "%s: token %d frequency %.5f vs %.5f", what,
-                   v, f, p[v]);
+            CHECKF(fabs(f - p[v]) <= 5 * se + 1e-12, "%s: token %d frequency %.5f vs %.5f", what, v,
+                   f, p[v]);
     }
 }
 
