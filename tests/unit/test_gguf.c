@@ -24,7 +24,7 @@
  */
 #include "common/sl_fs.h"
 #include "models/formats/gguf.h"
-#include "runner/inspect_model.h"
+#include "cli/inspect_model.h"
 #include "models/formats/weights.h"
 
 #include <hdf5.h>

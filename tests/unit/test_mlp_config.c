@@ -20,7 +20,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/elementwise.h"
-#include "runner/inspect_model.h"
+#include "cli/inspect_model.h"
 #include "models/mlp.h"
 #include "models/formats/fingerprint.h"
 #include "sl_test.h"

@@ -2,7 +2,7 @@
  * manpage.c — shardline(1) in roff (see manpage.h). The COMMANDS section is the usage text,
  * kept verbatim in a no-fill block; the options come from the option table.
  */
-#include "runner/manpage.h"
+#include "cli/manpage.h"
 
 #include <stdlib.h>
 #include <string.h>

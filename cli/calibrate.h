@@ -1,6 +1,6 @@
 /*
  * calibrate.h — `shardline calibrate`: records each linear layer's input range over a sample of
- * rows and writes the static activation scales of --precision w8a8 (runner/calibrate.c).
+ * rows and writes the static activation scales of --precision w8a8 (cli/calibrate.c).
  */
 #ifndef SL_CALIBRATE_H
 #define SL_CALIBRATE_H

@@ -20,7 +20,7 @@
  * manifest.json record them; the model, its precision, --tp and the batching may differ (that
  * is what one compares). Anything else is refused with exit status 3 naming the difference.
  */
-#include "runner/compare.h"
+#include "cli/compare.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -8,7 +8,7 @@
  * pass), without units, part files or an output dataset: the outputs are computed into a
  * scratch buffer and dropped.
  */
-#include "runner/calibrate.h"
+#include "cli/calibrate.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -1,7 +1,7 @@
 /*
  * lifecycle.c — `shardline status` and `shardline merge` (see lifecycle.h).
  */
-#include "runner/lifecycle.h"
+#include "cli/lifecycle.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -13,7 +13,7 @@
  * `name="${VAR:-default}"` line (the binary, the job file, extra run options). The template
  * stays a working script on its own: `sbatch slurm/shardline.sbatch job.ini`.
  */
-#include "runner/submit.h"
+#include "cli/submit.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -22,7 +22,7 @@
  *      calibration rows and the agreement of their embeddings (cosine, through the compare
  *      code: sl_compare_rows).
  */
-#include "runner/prune.h"
+#include "cli/prune.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -46,7 +46,7 @@
 #include "models/bert.h"
 #include "models/formats/safetensors.h"
 #include "models/tokenizers/wordpiece.h"
-#include "runner/compare.h"
+#include "cli/compare.h"
 
 #define MAX_CALIB 64
 #define CALIB_BATCH 64

@@ -31,7 +31,7 @@
 #include "common/sl_utf8.h"
 #include "jobs/h5util.h"
 #include "jobs/output.h"
-#include "runner/convert.h"
+#include "cli/convert.h"
 
 #define EX_BLOCK_ROWS 4096
 #define EX_BLOCK_BYTES ((size_t)32 << 20)

@@ -19,7 +19,7 @@
  * first and removes the shards written so far (exit 3), so no partial conversion looks
  * complete; --on-bad-line skip reports and counts them and goes on.
  */
-#include "runner/convert.h"
+#include "cli/convert.h"
 
 #include <cjson/cJSON.h>
 #include <csv.h>

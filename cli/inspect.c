@@ -3,7 +3,7 @@
  * rank), a GGUF file (recognised by its magic; see sl_inspect_gguf) or an HDF5 file (every
  * dataset with its shape and type; virtual datasets say so).
  */
-#include "runner/inspect.h"
+#include "cli/inspect.h"
 
 #include <getopt.h>
 #include <hdf5.h>
@@ -22,7 +22,7 @@
 #include "models/formats/weights.h"
 #include "models/llama.h"
 #include "models/mlp.h"
-#include "runner/inspect_model.h"
+#include "cli/inspect_model.h"
 #include "runner/task.h"
 
 static void usage(FILE *out)

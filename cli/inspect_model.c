@@ -11,7 +11,7 @@
  * architecture and its hyperparameters, the tokenizer, tensor counts by type, and the first and
  * last tensors.
  */
-#include "runner/inspect_model.h"
+#include "cli/inspect_model.h"
 #include "models/formats/fingerprint.h"
 
 #include <inttypes.h>
