@@ -196,7 +196,7 @@ int sl_calibrate_main(int argc, char **argv)
     sl_task_t *task = NULL;
     sl_comm_t *comm = NULL;
     void *payload = NULL;
-    float *bufs[8] = {0};
+    void *bufs[8] = {0};
     int64_t failed = 0, done = 0;
     if (sl_job_parse(&job, ra, rargv, &err) != 0) {
         status = SL_EXIT_USAGE;
@@ -252,7 +252,7 @@ int sl_calibrate_main(int argc, char **argv)
     const int64_t read_rows = sl_task_read_rows(task, &job, &in);
     payload = sl_task_payload_new(task, &in, read_rows);
     for (int i = 0; i < plan.outs.n && i < 8; i++)
-        bufs[i] = sl_xcalloc((size_t)(read_rows * sl_out_width(&plan.outs.spec[i])), sizeof(float));
+        bufs[i] = sl_xcalloc((size_t)read_rows, sl_out_row_bytes(&plan.outs.spec[i]));
     sl_reader_t reader;
     sl_reader_init(&reader);
     sl_calib_record_start();

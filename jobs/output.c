@@ -294,17 +294,20 @@ int sl_part_matches(const char *out_dir, const char *relpath, const sl_part_meta
     return ok;
 }
 
-void sl_out_fill_failed(const sl_outputs_t *outs, float *const *bufs, int64_t row)
+void sl_out_fill_failed(const sl_outputs_t *outs, void *const *bufs, int64_t row)
 {
     for (int o = 0; o < outs->n; o++) {
         const sl_out_spec_t *s = &outs->spec[o];
-        float *dst = bufs[o] + row * sl_out_width(s);
+        void *dst = sl_out_row(s, bufs[o], row);
         if (s->file_dtype == SL_OUT_TEXT) {
-            memset(dst, 0, (size_t)s->cols);
-            continue;
+            memset(dst, 0, sl_out_row_bytes(s));
+        } else if (s->file_dtype == SL_I32) {
+            for (int64_t j = 0; j < sl_out_width(s); j++)
+                ((int32_t *)dst)[j] = -1;
+        } else {
+            for (int64_t j = 0; j < sl_out_width(s); j++)
+                ((float *)dst)[j] = NAN;
         }
-        for (int64_t j = 0; j < sl_out_width(s); j++)
-            dst[j] = s->file_dtype == SL_I32 ? -1.0f : NAN;
     }
 }
 
@@ -367,7 +370,7 @@ static const char *gone_hint(const char *out_dir)
 }
 
 int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t *m,
-                  float *const *bufs, const sl_row_error_t *errs, int nerr, sl_error_t *err)
+                  void *const *bufs, const sl_row_error_t *errs, int nerr, sl_error_t *err)
 {
     char path[4096], tmp[4200], dir[4096];
     snprintf(path, sizeof path, "%s/%s", out_dir, relpath);
@@ -401,12 +404,12 @@ int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t
         int nd = sl_out_ndims(o);
         if (o->file_dtype == SL_OUT_TEXT) {
             /* each row: `cols` NUL-padded bytes, not always NUL-terminated */
-            size_t w = (size_t)o->cols;
+            size_t w = sl_out_row_bytes(o);
             char *copy = sl_xmalloc((size_t)m->nrows * (w + 1) + 1);
             const char **rows = sl_xcalloc((size_t)m->nrows + 1, sizeof *rows);
             for (int64_t r = 0; r < m->nrows; r++) {
                 char *dst = copy + (size_t)r * (w + 1);
-                memcpy(dst, (const char *)bufs[i] + (size_t)r * w, w);
+                memcpy(dst, sl_out_row(o, bufs[i], r), w);
                 dst[w] = '\0';
                 rows[r] = dst;
             }
@@ -418,13 +421,15 @@ int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t
              * values that round up to a power of two (0.12499 -> 0.0625). */
             size_t n = (size_t)m->nrows * (size_t)sl_out_width(o);
             uint16_t *h = sl_xmalloc(n * sizeof *h + 1);
+            const float *v = bufs[i];
             for (size_t k = 0; k < n; k++)
-                h[k] = sl_f32_to_f16(bufs[i][k]);
+                h[k] = sl_f32_to_f16(v[k]);
             bad |= write_dataset(f, o->name, ft, ft, nd, dims, h) != 0;
             free(h);
         } else {
-            /* HDF5 converts the f32 values to the file type (f32, or i32 for labels). */
-            bad |= write_dataset(f, o->name, ft, H5T_NATIVE_FLOAT, nd, dims, bufs[i]) != 0;
+            /* f32 from float, i32 from int32_t memory */
+            hid_t mt = o->file_dtype == SL_I32 ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT;
+            bad |= write_dataset(f, o->name, ft, mt, nd, dims, bufs[i]) != 0;
         }
         H5Tclose(ft);
     }

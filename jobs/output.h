@@ -22,11 +22,12 @@
 #include "kernels/backend.h"
 #include "partition/units.h"
 
-/* One output dataset of a job: `/name` [rows, cols] (cols 0: a 1-D dataset [rows]). Values
- * are f32 in memory; `file_dtype` is how they are stored: SL_F32, SL_F16 or SL_I32 (exact for
- * integers below 2^24: token ids, counts). SL_OUT_TEXT: a 1-D dataset of variable-length UTF-8
- * strings (h5py: `.asstr()` gives str), held in memory as `cols` bytes per row (a multiple of
- * 4, NUL-padded; cols/4 floats' worth of bytes), so `cols` bounds a row's text. */
+/* One output dataset of a job: `/name` [rows, cols] (cols 0: a 1-D dataset [rows]).
+ * `file_dtype` is how it is stored, and says how it is held in memory: SL_F32 and SL_F16 as
+ * `float` (f16 is converted when written), SL_I32 as `int32_t` (token ids, counts, labels:
+ * exact over the whole int32 range). SL_OUT_TEXT: a 1-D dataset of variable-length UTF-8
+ * strings (h5py: `.asstr()` gives str), held in memory as `cols` bytes (`char`) per row
+ * (NUL-padded, a multiple of 4), so `cols` bounds a row's text. */
 #define SL_OUT_TEXT 100
 typedef struct {
     const char *name;
@@ -44,12 +45,24 @@ typedef struct {
     int n_labels;
 } sl_outputs_t;
 
-/* Elements per row of an output (cols, or 1 for a 1-D dataset). */
-static inline int64_t sl_out_width(const sl_out_spec_t *o)
+/* Elements per row of an output: cols (bytes for text), or 1 for a 1-D dataset. */
+static inline int64_t sl_out_width(const sl_out_spec_t *o) { return o->cols > 0 ? o->cols : 1; }
+/* Bytes per element of an output's buffer: sizeof(float), sizeof(int32_t), or 1 for text. */
+static inline size_t sl_out_elem_size(const sl_out_spec_t *o)
 {
-    if (o->file_dtype == SL_OUT_TEXT)
-        return o->cols / 4;
-    return o->cols > 0 ? o->cols : 1;
+    return o->file_dtype == SL_OUT_TEXT ? 1
+           : o->file_dtype == SL_I32    ? sizeof(int32_t)
+                                        : sizeof(float);
+}
+/* Bytes per row of an output's buffer. */
+static inline size_t sl_out_row_bytes(const sl_out_spec_t *o)
+{
+    return (size_t)sl_out_width(o) * sl_out_elem_size(o);
+}
+/* Row `row` of output buffer `buf` (laid out [rows, sl_out_width(o)] of its element type). */
+static inline void *sl_out_row(const sl_out_spec_t *o, void *buf, int64_t row)
+{
+    return (char *)buf + (size_t)row * sl_out_row_bytes(o);
 }
 /* Rank of an output's dataset: 2 for [rows, cols], 1 for [rows] (text, or cols 0). */
 static inline int sl_out_ndims(const sl_out_spec_t *o)
@@ -57,8 +70,8 @@ static inline int sl_out_ndims(const sl_out_spec_t *o)
     return o->cols > 0 && o->file_dtype != SL_OUT_TEXT ? 2 : 1;
 }
 /* Fills row `row` of every output buffer as a failed row: NaN, -1 for integer outputs, an empty
- * string for text. bufs[i]: output i's buffer, [rows, sl_out_width]. */
-void sl_out_fill_failed(const sl_outputs_t *outs, float *const *bufs, int64_t row);
+ * string for text. bufs[i]: output i's buffer, [rows, sl_out_width] of its element type. */
+void sl_out_fill_failed(const sl_outputs_t *outs, void *const *bufs, int64_t row);
 /* "f32", "f16", "i32" or "text": how manifest.json names an output's storage. */
 const char *sl_out_dtype_name(int file_dtype);
 int sl_out_dtype_parse(const char *s); /* the inverse; SL_F32 for anything unknown */
@@ -99,9 +112,10 @@ int sl_output_check(const char *out_dir, int *exists, char *foreign, size_t len,
 char *sl_part_relpath(const sl_shard_t *s, int64_t row0, int64_t nrows);
 /* 1 when the part file exists and was made from exactly this source, rows, model and job. */
 int sl_part_matches(const char *out_dir, const char *relpath, const sl_part_meta_t *m);
-/* Writes and commits a part file. bufs[i]: f32 [m->nrows, width of output i]. */
+/* Writes and commits a part file. bufs[i]: [m->nrows, width of output i] of output i's
+ * element type (float, int32_t or char: see sl_out_spec_t). */
 int sl_part_write(const char *out_dir, const char *relpath, const sl_part_meta_t *m,
-                  float *const *bufs, const sl_row_error_t *errs, int nerr, sl_error_t *err);
+                  void *const *bufs, const sl_row_error_t *errs, int nerr, sl_error_t *err);
 /* Writes predictions.h5 over the committed parts of every unit. Returns the number of failed
  * rows found in the parts via *failed (and their global indices/reasons in /errors).
  * `describe`: an object whose members become root attributes (strings, numbers, booleans as

@@ -183,7 +183,7 @@ void sl_batch_hist_add(sl_batch_hist_t *h, int64_t rows, int64_t real, int64_t p
 int sl_batch_check_memory(const sl_job_t *job, const sl_inputs_t *in, const sl_task_memory_t *m,
                           int64_t avail, sl_error_t *err)
 {
-    const int64_t f = (int64_t)sizeof(float), unit = sl_batch_largest_unit(job, in);
+    const int64_t unit = sl_batch_largest_unit(job, in);
     char opt[256];
     int64_t total = 0;
     /* The I/O thread's read-ahead slots. */
@@ -196,8 +196,8 @@ int sl_batch_check_memory(const sl_job_t *job, const sl_inputs_t *in, const sl_t
     /* A unit's output rows, held until written (one unit computing, one being written). */
     int64_t width = 0;
     for (int i = 0; i < m->outs->n; i++)
-        sl_size_add(width, sl_out_width(&m->outs->spec[i]), &width);
-    b = sl_bytes3(2 * unit, width, f);
+        sl_size_add(width, (int64_t)sl_out_row_bytes(&m->outs->spec[i]), &width);
+    b = sl_bytes3(2 * unit, width, 1);
     if (sl_size_check_memory(b, avail, m->out_opt, "a unit's output buffers", err) != 0)
         return -1;
     sl_size_add(total, b, &total);

@@ -183,7 +183,7 @@ static int64_t first_scored(const sl_decoder_rows_t *r, int64_t i)
 }
 
 int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows_t *r,
-                         const sl_outputs_t *outs, float *const *bufs, int64_t out_row0,
+                         const sl_outputs_t *outs, void *const *bufs, int64_t out_row0,
                          sl_row_error_fn on_error, void *ctx)
 {
     int64_t *order = sl_xmalloc((size_t)(r->rows + 1) * sizeof *order);
@@ -251,21 +251,25 @@ int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows
                 k += cnt;
                 continue;
             }
-            bufs[SL_SCORE_SUM][out] = (float)sum;
-            bufs[SL_SCORE_MEAN][out] = (float)(sum / (double)cnt);
-            bufs[SL_SCORE_NTOK][out] = (float)cnt;
-            bufs[SL_SCORE_PPL][out] = (float)exp(-sum / (double)cnt);
+            const sl_out_spec_t *sp = outs->spec;
+            *(float *)sl_out_row(&sp[SL_SCORE_SUM], bufs[SL_SCORE_SUM], out) = (float)sum;
+            *(float *)sl_out_row(&sp[SL_SCORE_MEAN], bufs[SL_SCORE_MEAN], out) =
+                (float)(sum / (double)cnt);
+            *(int32_t *)sl_out_row(&sp[SL_SCORE_NTOK], bufs[SL_SCORE_NTOK], out) = (int32_t)cnt;
+            *(float *)sl_out_row(&sp[SL_SCORE_PPL], bufs[SL_SCORE_PPL], out) =
+                (float)exp(-sum / (double)cnt);
             if (outs->n > SL_SCORE_TOKENS) {
-                int64_t w = outs->spec[SL_SCORE_TOKENS].cols;
-                float *tl = bufs[SL_SCORE_TOKENS] + out * w;
+                int64_t w = sp[SL_SCORE_TOKENS].cols;
+                float *tl = sl_out_row(&sp[SL_SCORE_TOKENS], bufs[SL_SCORE_TOKENS], out);
                 for (int64_t p = 0; p < w; p++)
                     tl[p] = NAN;
                 for (int64_t q = 0; q < cnt && s0 + q < w; q++)
                     tl[s0 + q] = d->logp[k + q];
-                float *ti = bufs[SL_SCORE_TOKEN_IDS] + out * w; /* every token, -1 after */
+                /* every token, -1 after */
+                int32_t *ti = sl_out_row(&sp[SL_SCORE_TOKEN_IDS], bufs[SL_SCORE_TOKEN_IDS], out);
                 const int32_t *src = r->ids + r->off[row];
                 for (int64_t p = 0; p < w; p++)
-                    ti[p] = p < L ? (float)src[p] : -1.0f;
+                    ti[p] = p < L ? src[p] : -1;
             }
             k += cnt;
         }
@@ -367,20 +371,21 @@ typedef struct {
 /* Writes a finished row's outputs. Text: decoded (special tokens skipped), cut before the
  * first stop string, NUL-padded, and cut at a character boundary when longer than the field. */
 static void finish_row(sl_decoder_t *d, const sl_decoder_rows_t *r, const sl_outputs_t *outs,
-                       float *const *bufs, int64_t out, const gslot_t *g, finish_t why, char *text,
+                       void *const *bufs, int64_t out, const gslot_t *g, finish_t why, char *text,
                        size_t text_cap)
 {
     const sl_bpe_t *tok = sl_llama_tokenizer(d->m);
-    int64_t maxn = outs->spec[SL_GEN_TOKENS].cols;
-    float *ids = bufs[SL_GEN_TOKENS] + out * maxn;
+    const sl_out_spec_t *sp = outs->spec;
+    int64_t maxn = sp[SL_GEN_TOKENS].cols;
+    int32_t *ids = sl_out_row(&sp[SL_GEN_TOKENS], bufs[SL_GEN_TOKENS], out);
     for (int64_t i = 0; i < maxn; i++)
-        ids[i] = i < g->ngen ? (float)g->gen[i] : -1.0f;
-    bufs[SL_GEN_NTOK][out] = (float)g->ngen;
-    bufs[SL_GEN_NPROMPT][out] = (float)r->len[g->row];
+        ids[i] = i < g->ngen ? g->gen[i] : -1;
+    *(int32_t *)sl_out_row(&sp[SL_GEN_NTOK], bufs[SL_GEN_NTOK], out) = (int32_t)g->ngen;
+    *(int32_t *)sl_out_row(&sp[SL_GEN_NPROMPT], bufs[SL_GEN_NPROMPT], out) = r->len[g->row];
     d->n_prompt += r->len[g->row];
     d->n_generated += g->ngen;
     int64_t w = outs->spec[SL_GEN_TEXT].cols;
-    char *dst = (char *)(bufs[SL_GEN_TEXT] + out * sl_out_width(&outs->spec[SL_GEN_TEXT]));
+    char *dst = sl_out_row(&sp[SL_GEN_TEXT], bufs[SL_GEN_TEXT], out);
     memset(dst, 0, (size_t)w);
     if (tok) {
         size_t n = sl_bpe_decode(tok, g->gen, (int)g->ngen, 1, text, text_cap);
@@ -402,7 +407,7 @@ static void finish_row(sl_decoder_t *d, const sl_decoder_rows_t *r, const sl_out
         memcpy(dst, text, n);
     }
     static const char *names[] = {"", "eos", "stop", "length"};
-    char *fin = (char *)(bufs[SL_GEN_FINISH] + out * sl_out_width(&outs->spec[SL_GEN_FINISH]));
+    char *fin = sl_out_row(&sp[SL_GEN_FINISH], bufs[SL_GEN_FINISH], out);
     memset(fin, 0, SL_TEXT_FINISH_BYTES);
     memcpy(fin, names[why], strlen(names[why]));
 }
@@ -422,7 +427,7 @@ static int hits_stop(sl_decoder_t *d, const gslot_t *g, char *text, size_t cap)
 }
 
 int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows_t *r,
-                            const sl_outputs_t *outs, float *const *bufs, int64_t out_row0,
+                            const sl_outputs_t *outs, void *const *bufs, int64_t out_row0,
                             sl_row_error_fn on_error, void *ctx)
 {
     const sl_llama_config_t *c = sl_llama_config(d->m);

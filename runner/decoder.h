@@ -58,10 +58,10 @@ void sl_decoder_token_counts(const sl_decoder_t *d, int64_t *prompt, int64_t *ge
 
 /* Writes output k's rows to outs[k] + (out_row0 + i) * width. Returns tokens computed. */
 int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows_t *r,
-                         const sl_outputs_t *outs, float *const *bufs, int64_t out_row0,
+                         const sl_outputs_t *outs, void *const *bufs, int64_t out_row0,
                          sl_row_error_fn on_error, void *ctx);
 int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows_t *r,
-                            const sl_outputs_t *outs, float *const *bufs, int64_t out_row0,
+                            const sl_outputs_t *outs, void *const *bufs, int64_t out_row0,
                             sl_row_error_fn on_error, void *ctx);
 
 /* Sampling of one next token from full logits [V] (exposed for tests): temperature 0 is

@@ -363,7 +363,7 @@ static int decoder_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int
 /* ---- compute --------------------------------------------------------------------------------- */
 
 static void decoder_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
-                            float *const *outs, int64_t out_row0, sl_row_error_fn on_error,
+                            void *const *outs, int64_t out_row0, sl_row_error_fn on_error,
                             void *ctx)
 {
     decoder_task_t *d = (decoder_task_t *)t;

@@ -202,7 +202,7 @@ static int encoder_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int
 }
 
 static void encoder_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
-                            float *const *outs, int64_t r0, sl_row_error_fn on_error, void *ctx)
+                            void *const *outs, int64_t r0, sl_row_error_fn on_error, void *ctx)
 {
     encoder_task_t *e = (encoder_task_t *)t;
     sl_token_rows_t *p = payload;
@@ -269,10 +269,10 @@ static void encoder_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_
                 sl_out_fill_failed(&plan->outs, outs, row);
                 continue;
             }
-            memcpy(outs[0] + row * width, o, (size_t)width * sizeof(float));
+            memcpy(sl_out_row(&plan->outs.spec[0], outs[0], row), o, (size_t)width * sizeof(float));
             if (plan->task == SL_TASK_CLASSIFY) {
                 /* probs = softmax(logits) in double; label = argmax */
-                float *pr = outs[1] + row * width;
+                float *pr = sl_out_row(&plan->outs.spec[1], outs[1], row);
                 double mx = o[0], sum = 0;
                 int64_t arg = 0;
                 for (int64_t k = 1; k < width; k++)
@@ -284,7 +284,7 @@ static void encoder_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_
                     sum += exp((double)o[k] - mx);
                 for (int64_t k = 0; k < width; k++)
                     pr[k] = (float)(exp((double)o[k] - mx) / sum);
-                outs[2][row] = (float)arg;
+                *(int32_t *)sl_out_row(&plan->outs.spec[2], outs[2], row) = (int32_t)arg;
             }
         }
         free(lens);

@@ -108,7 +108,7 @@ static int mlp_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int sha
 }
 
 static void mlp_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows,
-                        float *const *outs, int64_t r0, sl_row_error_fn on_error, void *ctx)
+                        void *const *outs, int64_t r0, sl_row_error_fn on_error, void *ctx)
 {
     mlp_task_t *m = (mlp_task_t *)t;
     float *x = payload;
@@ -132,7 +132,7 @@ static void mlp_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t ro
     sl_batch_hist_add(&t->hist, rows, 0, 0);
     sl_copy_h2d(&xv, x, (size_t)rows * (size_t)cols * sizeof(float));
     sl_mlp_forward(m->mlp, comm, &xv, &yv); /* x [rows, d0] -> y [rows, dn] */
-    float *out = outs[0] + r0 * out_cols;
+    float *out = sl_out_row(&t->plan->outs.spec[0], outs[0], r0);
     sl_copy_d2h(out, &yv, (size_t)rows * (size_t)out_cols * sizeof(float));
     for (int64_t i = 0; i < rows; i++) {
         float *o = out + i * out_cols;

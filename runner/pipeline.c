@@ -19,7 +19,7 @@ typedef struct req {
     int64_t row0, rows;
     char *relpath;
     sl_part_meta_t meta;
-    float *bufs[SL_MAX_OUTPUTS];
+    void *bufs[SL_MAX_OUTPUTS];
     sl_row_error_t *errs;
     int nerr;
     struct req *next;
@@ -176,7 +176,7 @@ sl_io_slot_t *sl_io_wait(sl_io_t *io, int i)
     return &io->slots[i];
 }
 
-void sl_io_commit(sl_io_t *io, char *relpath, const sl_part_meta_t *meta, float **bufs,
+void sl_io_commit(sl_io_t *io, char *relpath, const sl_part_meta_t *meta, void **bufs,
                   sl_row_error_t *errs, int nerr)
 {
     req_t *r = sl_xcalloc(1, sizeof *r);

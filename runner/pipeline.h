@@ -35,7 +35,7 @@ void sl_io_read(sl_io_t *io, int i, int shard, int64_t row0, int64_t rows);
 sl_io_slot_t *sl_io_wait(sl_io_t *io, int i);
 /* Queues a part file; takes ownership of relpath, the output buffers bufs[0..meta->outs->n)
  * and errs (all freed after writing). */
-void sl_io_commit(sl_io_t *io, char *relpath, const sl_part_meta_t *meta, float **bufs,
+void sl_io_commit(sl_io_t *io, char *relpath, const sl_part_meta_t *meta, void **bufs,
                   sl_row_error_t *errs, int nerr);
 /* Called on the I/O thread after each part file is committed (renamed into place), with the
  * seconds its writing took; NULL (the default) for none. Set before the first commit. */

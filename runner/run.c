@@ -383,7 +383,7 @@ typedef struct {
     int stop;
     issued_t *issued; /* [nslots] */
     /* unit being computed: one f32 buffer per output, [unit rows, width] */
-    float *bufs[SL_MAX_OUTPUTS];
+    void *bufs[SL_MAX_OUTPUTS];
     sl_row_error_t *errs;
     int nerr, cap_err;
     stats_t st;
@@ -448,8 +448,7 @@ static void compute_batch(loop_t *L, sl_io_slot_t *s, const issued_t *is)
     const sl_outputs_t *outs = &L->plan->task.outs;
     if (is->batch == 0) {
         for (int i = 0; i < outs->n; i++)
-            L->bufs[i] =
-                sl_xmalloc((size_t)u->nrows * (size_t)sl_out_width(&outs->spec[i]) * sizeof(float));
+            L->bufs[i] = sl_xmalloc((size_t)u->nrows * sl_out_row_bytes(&outs->spec[i]));
         L->nerr = 0;
         L->unit_t0 = sl_report_now(L->rec);
     }

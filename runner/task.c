@@ -159,7 +159,7 @@ int sl_task_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard,
     return t->ops->read(t, r, in, shard, row0, rows, payload, err);
 }
 
-void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows, float *const *outs,
+void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows, void *const *outs,
                      int64_t out_row0, sl_row_error_fn on_error, void *ctx)
 {
     t->ops->compute(t, comm, payload, rows, outs, out_row0, on_error, ctx);

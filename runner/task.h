@@ -82,9 +82,10 @@ void sl_task_payload_free(sl_task_t *t, void *payload);
 int sl_task_read(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
                  int64_t rows, void *payload, sl_error_t *err);
 
-/* Compute thread: runs the model over the payload's rows and writes output i's rows to
- * outs[i] + out_row0 * width. Failed rows get NaN (or -1 for integer outputs). */
-void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows, float *const *outs,
+/* Compute thread: runs the model over the payload's rows and writes output i's rows from
+ * sl_out_row(spec i, outs[i], out_row0), in the output's element type (float, int32_t or
+ * text bytes). Failed rows get NaN (or -1 for integer outputs, an empty string for text). */
+void sl_task_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows, void *const *outs,
                      int64_t out_row0, sl_row_error_fn on_error, void *ctx);
 
 /* Counters for the report: rows truncated to max_length, real tokens computed (generate:
@@ -126,7 +127,7 @@ typedef struct {
     void (*payload_free)(sl_task_t *t, void *payload);
     int (*read)(sl_task_t *t, sl_reader_t *r, const sl_inputs_t *in, int shard, int64_t row0,
                 int64_t rows, void *payload, sl_error_t *err);
-    void (*compute)(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows, float *const *outs,
+    void (*compute)(sl_task_t *t, sl_comm_t *comm, void *payload, int64_t rows, void *const *outs,
                     int64_t out_row0, sl_row_error_fn on_error, void *ctx);
 } sl_task_ops_t;
 

@@ -108,9 +108,31 @@ static void test_widths(void)
                   d = {"h", 3, SL_F16}, e = {"s", 0, SL_F32};
     CHECK(sl_out_width(&a) == 5 && sl_out_ndims(&a) == 2);
     CHECK(sl_out_width(&b) == 1 && sl_out_ndims(&b) == 1);
-    CHECK(sl_out_width(&c) == 4 && sl_out_ndims(&c) == 1);
+    CHECK(sl_out_width(&c) == 16 && sl_out_ndims(&c) == 1);
     CHECK(sl_out_width(&d) == 3 && sl_out_ndims(&d) == 2);
     CHECK(sl_out_width(&e) == 1 && sl_out_ndims(&e) == 1);
+    /* buffers are typed by the file dtype: float (f32, f16), int32_t, text bytes */
+    CHECK(sl_out_elem_size(&a) == sizeof(float) && sl_out_elem_size(&d) == sizeof(float));
+    CHECK(sl_out_elem_size(&b) == sizeof(int32_t) && sl_out_elem_size(&c) == 1);
+    CHECK(sl_out_row_bytes(&a) == 5 * sizeof(float) && sl_out_row_bytes(&b) == sizeof(int32_t));
+    CHECK(sl_out_row_bytes(&c) == 16 && sl_out_row_bytes(&d) == 3 * sizeof(float));
+    char buf[64];
+    CHECK((char *)sl_out_row(&a, buf, 2) == buf + 40 && (char *)sl_out_row(&c, buf, 3) == buf + 48);
+}
+
+/* A failed row: NaN in float outputs, -1 in i32 ones, an empty string in text; other rows kept. */
+static void test_fill_failed(void)
+{
+    sl_outputs_t o = {3, {{"p", 2, SL_F32}, {"n", 0, SL_I32}, {"t", 8, SL_OUT_TEXT}}, NULL, 0};
+    float p[6] = {1, 2, 3, 4, 5, 6};
+    int32_t n[3] = {16777217, 7, 9};
+    char t[24] = "row0....row1....row2...";
+    void *bufs[3] = {p, n, t};
+    sl_out_fill_failed(&o, bufs, 1);
+    CHECK(p[0] == 1 && p[1] == 2 && isnan(p[2]) && isnan(p[3]) && p[4] == 5 && p[5] == 6);
+    CHECK(n[0] == 16777217 && n[1] == -1 && n[2] == 9);
+    static const char zero[8];
+    CHECK(!memcmp(t, "row0....", 8) && !memcmp(t + 8, zero, 8) && !memcmp(t + 16, "row2", 4));
 }
 
 static void test_relpath(void)
@@ -146,27 +168,34 @@ static const sl_outputs_t g_outs = {4,
                                     0};
 static const char *const g_text[NR] = {"r0", "full8chr", "", "\xc3\xa9t\xc3\xa9"};
 
+/* The i32 value of global row g: odd rows hold 2^24 + g, an odd number above 2^24 that a float
+ * cannot hold (16777217 would read back as 16777216), so the typed buffers are checked end to
+ * end. */
+static int32_t label_of(int64_t g) { return g % 2 ? (int32_t)(16777216 + g) : (int32_t)(g % 7); }
+
 /* Output buffers of rows [row0, row0+n) with values made from the global row g0 + i. */
-static void fill_bufs(float *bufs[4], int64_t g0, int64_t n)
+static void fill_bufs(void *bufs[4], int64_t g0, int64_t n)
 {
-    bufs[0] = calloc((size_t)n * 3 + 1, sizeof(float));
-    bufs[1] = calloc((size_t)n + 1, sizeof(float));
-    bufs[2] = calloc((size_t)n * 2 + 1, sizeof(float));
-    bufs[3] = calloc((size_t)n * 2 + 1, sizeof(float)); /* 8 bytes per row */
+    float *pred = calloc((size_t)n * 3 + 1, sizeof(float));
+    int32_t *lab = calloc((size_t)n + 1, sizeof(int32_t));
+    float *half = calloc((size_t)n * 2 + 1, sizeof(float));
+    char *text = calloc((size_t)n * 8 + 1, 1); /* 8 bytes per row */
     for (int64_t i = 0; i < n; i++) {
         int64_t g = g0 + i;
         for (int j = 0; j < 3; j++)
-            bufs[0][i * 3 + j] = (float)g * 10.0f + (float)j + 0.5f;
-        bufs[1][i] = (float)(g % 7);
-        bufs[2][i * 2] = 0.25f * (float)g; /* exact in f16 */
-        bufs[2][i * 2 + 1] = -1.5f - (float)g;
-        char *txt = (char *)bufs[3] + i * 8;
-        memset(txt, 0, 8);
-        memcpy(txt, g_text[g % NR], strlen(g_text[g % NR]));
+            pred[i * 3 + j] = (float)g * 10.0f + (float)j + 0.5f;
+        lab[i] = label_of(g);
+        half[i * 2] = 0.25f * (float)g; /* exact in f16 */
+        half[i * 2 + 1] = -1.5f - (float)g;
+        memcpy(text + i * 8, g_text[g % NR], strlen(g_text[g % NR]));
     }
+    bufs[0] = pred;
+    bufs[1] = lab;
+    bufs[2] = half;
+    bufs[3] = text;
 }
 
-static void free_bufs(float *bufs[4])
+static void free_bufs(void *bufs[4])
 {
     for (int i = 0; i < 4; i++)
         free(bufs[i]);
@@ -185,7 +214,7 @@ static void test_part(void)
                         .mtime_ns = 1700000000123456789LL};
     sl_part_meta_t m = {&shard, 8, NR, &g_outs, 0x0123456789abcdefULL, 0xfedcba9876543210ULL};
     char *rel = sl_part_relpath(&shard, m.row0, m.nrows);
-    float *bufs[4];
+    void *bufs[4];
     fill_bufs(bufs, 0, NR);
     sl_row_error_t errs[2] = {{1, "NaN in feature 2"}, {3, "non-finite output"}};
     CHECK(sl_part_matches(out, rel, &m) == 0); /* not written yet */
@@ -214,7 +243,8 @@ static void test_part(void)
         int32_t *lab = sl_test_h5_read(f, "label", H5T_NATIVE_INT32, 4, &n, &nd, dims);
         CHECK(lab && nd == 1 && n == NR);
         for (int i = 0; lab && i < NR; i++)
-            CHECK(lab[i] == i % 7);
+            CHECKF(lab[i] == label_of(i), "label row %d: %d", i, lab[i]);
+        CHECK(lab && lab[1] == 16777217 && lab[3] == 16777219); /* above 2^24, exact */
         free(lab);
         hid_t d = H5Dopen2(f, "label", H5P_DEFAULT), t = H5Dget_type(d);
         CHECK(H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 4);
@@ -377,8 +407,9 @@ static void check_values(const char *path, int64_t total, int64_t miss0, int64_t
     CHECKF(f >= 0, "cannot open %s", path);
     if (f < 0)
         return;
-    float *want[4];
+    void *want[4];
     fill_bufs(want, 0, total);
+    const float *wp = want[0], *wh = want[2];
     size_t n = 0;
     int nd = 0;
     hsize_t dims[2];
@@ -397,9 +428,9 @@ static void check_values(const char *path, int64_t total, int64_t miss0, int64_t
             badfill += lab[g] != -1 || !isnan(h[g * 2]) || strcmp(txt[g], "");
             continue;
         }
-        bad += memcmp(p + g * 3, want[0] + g * 3, 3 * sizeof(float)) != 0;
-        bad += lab[g] != (int32_t)want[1][g];
-        bad += memcmp(h + g * 2, want[2] + g * 2, 2 * sizeof(float)) != 0;
+        bad += memcmp(p + g * 3, wp + g * 3, 3 * sizeof(float)) != 0;
+        bad += lab[g] != label_of(g); /* odd rows: above 2^24, exact */
+        bad += memcmp(h + g * 2, wh + g * 2, 2 * sizeof(float)) != 0;
         bad += strcmp(txt[g], g_text[g % NR]) != 0;
     }
     CHECKF(bad == 0, "%s: %d rows differ from the parts' values", path, bad);
@@ -434,7 +465,7 @@ static void test_predictions(void)
     for (int64_t i = nunits - 1; i >= 0; i--) {
         const sl_unit_t *u = &units[i];
         sl_part_meta_t m = {&shards[u->shard], u->row0, u->nrows, &outs, 1, 2};
-        float *bufs[4];
+        void *bufs[4];
         fill_bufs(bufs, shards[u->shard].first_row + u->row0, u->nrows);
         sl_row_error_t e[1] = {{u->nrows - 1, ""}};
         snprintf(e[0].reason, sizeof e[0].reason, "unit %lld failed", (long long)i);
@@ -605,6 +636,7 @@ int main(void)
     if (sl_test_tmpdir(g_dir, sizeof g_dir, "sl_test_output") != 0)
         return 1;
     test_widths();
+    test_fill_failed();
     test_relpath();
     test_part();
     test_output_check();

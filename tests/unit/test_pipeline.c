@@ -230,7 +230,7 @@ static int failing_commit(const sl_inputs_t *in, const char *out, sl_task_t *tas
 {
     sl_io_t *io = sl_io_start(in, out, 1, task, read_rows);
     sl_part_meta_t m = {&in->shards[0], 0, 1, outs, 1, 2};
-    float *bufs[1] = {calloc(D_OUT, sizeof(float))};
+    void *bufs[1] = {calloc(D_OUT, sizeof(float))};
     sl_io_commit(io, sl_part_relpath(&in->shards[0], 0, 1), &m, bufs, NULL, 0);
     drain(io, 0, 0);
     int failed = sl_io_failed(io, err);
@@ -319,7 +319,7 @@ static void run(ref_t *ref, const char *model_dir)
         if (s->state == 1) {
             float *o = calloc((size_t)reads[k].rows * D_OUT, sizeof(float));
             errs_t e = {0};
-            float *outs[1] = {o};
+            void *outs[1] = {o};
             sl_task_compute(task, comm, s->payload, s->rows, outs, 0, on_error, &e);
             int bad = check_rows(ref, &reads[k], o);
             CHECKF(bad == 0,
@@ -346,7 +346,7 @@ static void run(ref_t *ref, const char *model_dir)
                 values[ncommit] = malloc((size_t)reads[k].rows * D_OUT * sizeof(float));
                 memcpy(values[ncommit], o, (size_t)reads[k].rows * D_OUT * sizeof(float));
                 errs_of[ncommit] = e;
-                float *bufs[1] = {o};
+                void *bufs[1] = {o};
                 sl_io_commit(io, sl_xstrdup(committed[ncommit]), &m, bufs, re, e.n);
                 ncommit++;
                 o = NULL; /* the I/O thread frees it */
