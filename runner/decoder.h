@@ -56,7 +56,8 @@ void sl_decoder_set_progress(sl_decoder_t *d, sl_rows_done_fn fn, void *ctx);
  * of /n_prompt_tokens and /n_tokens over the rows that did not fail). */
 void sl_decoder_token_counts(const sl_decoder_t *d, int64_t *prompt, int64_t *generated);
 
-/* Writes output k's rows to outs[k] + (out_row0 + i) * width. Returns tokens computed. */
+/* Writes output k's row out_row0 + i at sl_out_row(&outs->spec[k], bufs[k], out_row0 + i), in
+ * the output's element type. Returns tokens computed. */
 int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows_t *r,
                          const sl_outputs_t *outs, void *const *bufs, int64_t out_row0,
                          sl_row_error_fn on_error, void *ctx);
