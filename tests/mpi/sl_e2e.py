@@ -528,6 +528,34 @@ def read_output(out):
     return Output(out)
 
 
+def read_datasets(out):
+    """Every dataset of OUT/predictions.h5 except the /shards and /errors tables, as numpy arrays
+    (the values a resumed or faulted job must reproduce bit for bit)."""
+    res = {}
+    with h5py.File(os.path.join(out, "predictions.h5"), "r") as f:
+        for k in f:
+            if k not in ("shards", "errors"):
+                res[k] = f[k][()]
+    return res
+
+
+def bitwise_diff(a, b):
+    """None when the read_datasets() results a and b hold the same datasets with the same bits
+    (floats compared as bytes, so NaN fill values count as equal), else what differs first."""
+    if sorted(a) != sorted(b):
+        return f"datasets {sorted(a)} vs {sorted(b)}"
+    for k in a:
+        x, y = a[k], b[k]
+        if x.shape != y.shape:
+            return f"{k}: shape {x.shape} vs {y.shape}"
+        if x.dtype.kind == "f":
+            if not np.array_equal(x.view(np.uint8), y.view(np.uint8)):
+                return f"{k}: values differ (max |diff| {np.nanmax(np.abs(x - y))})"
+        elif not np.array_equal(x, y):
+            return f"{k}: values differ"
+    return None
+
+
 def predictions(t, out, label):
     """OUT/predictions.h5:/predictions, or None after a failed check when it cannot be read."""
     try:

@@ -43,29 +43,6 @@ KILL_BOUND_S = 30.0
 VLEN = h5py.string_dtype("utf-8")
 
 
-def read_all(out):
-    """Every dataset of predictions.h5 except the tables."""
-    res = {}
-    with h5py.File(os.path.join(out, "predictions.h5"), "r") as f:
-        for k in f:
-            if k not in ("shards", "errors"):
-                res[k] = f[k][()]
-    return res
-
-
-def same_outputs(a, b):
-    if sorted(a) != sorted(b):
-        return f"datasets {sorted(a)} vs {sorted(b)}"
-    for k in a:
-        x, y = a[k], b[k]
-        if x.shape != y.shape:
-            return f"{k}: shape {x.shape} vs {y.shape}"
-        if x.dtype.kind == "f":
-            if not np.array_equal(x.view(np.uint8), y.view(np.uint8)):
-                return f"{k}: values differ"
-        elif not np.array_equal(x, y):
-            return f"{k}: values differ"
-    return None
 
 
 def manifest_parts(out):
@@ -80,7 +57,7 @@ def check_left(t, label, out, clean):
     pred = os.path.join(out, "predictions.h5")
     if os.path.exists(pred):
         try:
-            diff = same_outputs(read_all(out), clean)
+            diff = e.bitwise_diff(e.read_datasets(out), clean)
         except Exception as ex:  # noqa: BLE001
             diff = repr(ex)
         t.check(diff is None, f"{label}: the predictions.h5 left is the clean run's", diff)
@@ -107,7 +84,7 @@ def rerun_same(t, label, args, out, clean, before, env=None):
     if not t.check(res.rc == 0, f"{label}: rerun exits 0", res.describe()):
         return
     try:
-        diff = same_outputs(read_all(out), clean)
+        diff = e.bitwise_diff(e.read_datasets(out), clean)
     except Exception as ex:  # noqa: BLE001
         diff = repr(ex)
     t.check(diff is None, f"{label}: rerun's outputs bitwise equal a clean run's", diff)
@@ -132,7 +109,7 @@ def walk(t, tmp, name, args_for, faults):
     res = e.run(NP, args_for(clean_out), timeout=300)
     if not t.check(res.rc == 0, f"{name}: clean run exits 0", res.describe()):
         return
-    clean = read_all(clean_out)
+    clean = e.read_datasets(clean_out)
     for i, (spec, status, names) in enumerate(faults):
         label = f"{name} SL_FAULT={spec}"
         out = os.path.join(tmp, f"{name}-f{i}")
@@ -218,7 +195,7 @@ def body(t, tmp):
     res = e.run(NP, heavy(clean_out), timeout=300)
     if not t.check(res.rc == 0, "heavy: clean run exits 0", res.describe()):
         return
-    clean = read_all(clean_out)
+    clean = e.read_datasets(clean_out)
 
     def frozen_at_first_part(out, env=None):
         """Starts the job; once a part file is committed, freezes the ranks (SIGSTOP).

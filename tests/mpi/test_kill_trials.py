@@ -37,27 +37,6 @@ def write_text(path, texts):
         f.create_dataset("text", data=np.array(texts, dtype=object), dtype=VLEN)
 
 
-def read_all(out):
-    res = {}
-    with h5py.File(os.path.join(out, "predictions.h5"), "r") as f:
-        for k in f:
-            if k not in ("shards", "errors"):
-                res[k] = f[k][()]
-    return res
-
-
-def same_outputs(a, b):
-    if sorted(a) != sorted(b):
-        return f"datasets {sorted(a)} vs {sorted(b)}"
-    for k in a:
-        x, y = a[k], b[k]
-        if x.shape != y.shape:
-            return f"{k}: shape {x.shape} vs {y.shape}"
-        same = (np.array_equal(x.view(np.uint8), y.view(np.uint8)) if x.dtype.kind == "f"
-                else np.array_equal(x, y))
-        if not same:
-            return f"{k}: values differ"
-    return None
 
 
 def trials(t, tmp, label, args_for, n, units, rng):
@@ -67,7 +46,7 @@ def trials(t, tmp, label, args_for, n, units, rng):
     dur = time.time() - t0
     if not t.check(res.rc == 0, f"{label}: clean run exits 0 ({dur:.1f} s)", res.describe()):
         return
-    clean = read_all(clean_out)
+    clean = e.read_datasets(clean_out)
     landed = []
     for i in range(n):
         at = rng.uniform(0.0, dur)
@@ -86,7 +65,7 @@ def trials(t, tmp, label, args_for, n, units, rng):
         if not t.check(res.rc == 0, f"{label} trial {i}: rerun exits 0", res.describe()):
             continue
         try:
-            diff = same_outputs(read_all(out), clean)
+            diff = e.bitwise_diff(e.read_datasets(out), clean)
         except Exception as ex:  # noqa: BLE001
             diff = repr(ex)
         t.check(diff is None, f"{label} trial {i}: resumed outputs bitwise equal the clean run's",

@@ -49,30 +49,6 @@ def write_text(path, texts):
         f.create_dataset("text", data=np.array(texts, dtype=object), dtype=VLEN)
 
 
-def read_all(out):
-    """Every dataset of predictions.h5 except the tables, as numpy arrays."""
-    res = {}
-    with h5py.File(os.path.join(out, "predictions.h5"), "r") as f:
-        for k in f:
-            if k in ("shards", "errors"):
-                continue
-            res[k] = f[k][()]
-    return res
-
-
-def same_outputs(a, b):
-    if sorted(a) != sorted(b):
-        return f"datasets {sorted(a)} vs {sorted(b)}"
-    for k in a:
-        x, y = a[k], b[k]
-        if x.shape != y.shape:
-            return f"{k}: shape {x.shape} vs {y.shape}"
-        if x.dtype.kind == "f":
-            if not np.array_equal(x.view(np.uint8), y.view(np.uint8)):
-                return f"{k}: values differ (max |diff| {np.nanmax(np.abs(x - y))})"
-        elif not np.array_equal(x, y):
-            return f"{k}: values differ"
-    return None
 
 
 def part_stats(out):
@@ -178,7 +154,7 @@ def interrupted(t, label, args, out, base, units, how):
     t.check(not kept, f"{label} {how}: the {len(before)} committed parts were kept", kept[:4])
     rep = e.load_json(os.path.join(out, "report.json")) or {}
     t.equal(rep.get("units_skipped"), len(before), f"{label} {how}: report.json units_skipped")
-    diff = same_outputs(read_all(out), base)
+    diff = e.bitwise_diff(e.read_datasets(out), base)
     t.check(diff is None, f"{label} {how}: outputs bitwise equal to the uninterrupted run", diff)
 
 
@@ -187,7 +163,7 @@ def one_task(t, tmp, label, args_for, units):
     r = e.run(NP, args_for(base_out), timeout=600)
     if not t.check(r.rc == 0, f"{label}: baseline exits 0", r.describe()):
         return
-    base = read_all(base_out)
+    base = e.read_datasets(base_out)
     t.equal(len(e.list_parts(base_out)[0]), units, f"{label}: baseline has {units} part files")
     for how in ("usr1", "kill"):
         out = os.path.join(tmp, f"{label}-{how}")
@@ -199,7 +175,7 @@ def one_task(t, tmp, label, args_for, units):
         rep = e.load_json(os.path.join(base_out, "report.json")) or {}
         t.equal(rep.get("units_computed"), 0, f"{label}: rerun of the finished job computes no unit")
         t.check(part_stats(base_out) == before, f"{label}: rerun of the finished job rewrites no part")
-        t.check(same_outputs(read_all(base_out), base) is None,
+        t.check(e.bitwise_diff(e.read_datasets(base_out), base) is None,
                 f"{label}: rerun of the finished job gives the same outputs")
         counts, res = status_counts(base_out)
         t.equal(counts, (units, 0), f"{label}: status of the finished job")
