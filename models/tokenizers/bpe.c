@@ -1175,6 +1175,7 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
     int max_id;
     if (sl_tokjson_vocab_max_id(vocab, path, &max_id, err))
         return -1;
+    char max_where[40] = "model.vocab";
     const cJSON *e;
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added))
@@ -1190,10 +1191,14 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
                              path, ai);
         if (sl_tokjson_added_flags(e, ai, content->valuestring, path, err))
             return -1;
-        if ((int)id->valuedouble > max_id)
+        if ((int)id->valuedouble > max_id) {
             max_id = (int)id->valuedouble;
+            snprintf(max_where, sizeof max_where, "added_tokens[%d]", ai);
+        }
         ai++;
     }
+    if (sl_tokjson_check_id_span(max_id, cJSON_GetArraySize(vocab) + ai, max_where, path, err))
+        return -1;
     sl_bpe_t *t = *out = bpe_new(path, max_id + 1);
     t->byte_fallback = byte_fallback;
     uint8_t *in_model = sl_xcalloc((size_t)t->n_vocab, 1);

@@ -54,6 +54,17 @@ int sl_tokjson_vocab_max_id(const cJSON *vocab, const char *path, int *max_id, s
     return 0;
 }
 
+int sl_tokjson_check_id_span(int max_id, int n_named, const char *where, const char *path,
+                             sl_error_t *err)
+{
+    if ((int64_t)max_id >= (int64_t)n_named + SL_TOKJSON_MAX_ID_GAP)
+        return sl_errorf(err,
+                         "%s: %s: id %d leaves more than %d ids unused (the file names %d "
+                         "tokens)",
+                         path, where, max_id, SL_TOKJSON_MAX_ID_GAP, n_named);
+    return 0;
+}
+
 int sl_tokjson_added_flags(const cJSON *a, int index, const char *content, const char *path,
                            sl_error_t *err)
 {

@@ -25,6 +25,14 @@ int sl_tokjson_get_bool(const cJSON *o, const char *key, int dflt, int *out, con
  * largest (-1 for an empty object). */
 int sl_tokjson_vocab_max_id(const cJSON *vocab, const char *path, int *max_id, sl_error_t *err);
 
+/* The loaders index tables by id, max_id + 1 entries long. Real files number their tokens
+ * densely; a file that names n_named tokens may leave gaps, but not more than
+ * SL_TOKJSON_MAX_ID_GAP unused ids, so a small malformed file cannot make a loader allocate
+ * gigabytes. `where` names the key holding max_id (e.g. "added_tokens[3]"). */
+#define SL_TOKJSON_MAX_ID_GAP 65536
+int sl_tokjson_check_id_span(int max_id, int n_named, const char *where, const char *path,
+                             sl_error_t *err);
+
 /* Refuses added_tokens[index] (content `content`) when single_word, lstrip, rstrip or normalized
  * is true: neither loader implements them. */
 int sl_tokjson_added_flags(const cJSON *a, int index, const char *content, const char *path,

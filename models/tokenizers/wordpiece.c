@@ -432,12 +432,19 @@ static int load_json(sl_tokenizer_t *t, const cJSON *root, const char *path, sl_
     int n = cJSON_GetArraySize(vocab);
     const cJSON *e;
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    char max_where[40] = "model.vocab";
+    int n_added = 0;
     cJSON_ArrayForEach(e, added)
     {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
-        if (cJSON_IsNumber(id) && id->valuedouble > max_id && id->valuedouble < 1e8)
+        if (cJSON_IsNumber(id) && id->valuedouble > max_id && id->valuedouble < 1e8) {
             max_id = (int)id->valuedouble;
+            snprintf(max_where, sizeof max_where, "added_tokens[%d]", n_added);
+        }
+        n_added++;
     }
+    if (sl_tokjson_check_id_span(max_id, n + n_added, max_where, path, err))
+        return -1;
     t->vocab_size = max_id + 1;
     t->tokens = sl_xcalloc((size_t)t->vocab_size, sizeof(char *));
     t->token_len = sl_xcalloc((size_t)t->vocab_size, sizeof(int));

@@ -6,6 +6,8 @@
 # build-fuzz/artifacts/<target>/; the log of each run is build-fuzz/logs/<target>.log.
 #
 # Run: tests/fuzz/run-campaign.sh [SECONDS] [TARGET...]   (after building build-fuzz, see README)
+# SL_FUZZ_RUNS=N also stops a target once it has run N inputs (checked between fork-mode jobs,
+# so it overshoots by up to one job), e.g. SL_FUZZ_RUNS=10000000 for "10 million or SECONDS".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-420}
@@ -29,7 +31,7 @@ for t in "${targets[@]}"; do
   echo "$(date -u +%T) fuzz_$t: ${secs}s" >&2
   "$B/tests/fuzz/fuzz_$t" -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 -print_final_stats=1 \
-    -artifact_prefix="$B/artifacts/fuzz_$t/" ${d:+-dict=$d} \
+    -artifact_prefix="$B/artifacts/fuzz_$t/" ${d:+-dict=$d} ${SL_FUZZ_RUNS:+-runs=$SL_FUZZ_RUNS} \
     "$B/corpus/fuzz_$t" "$B/seeds/fuzz_$t" >"$B/logs/fuzz_$t.log" 2>&1 || true
   tail -n 3 "$B/logs/fuzz_$t.log" >&2
 done
