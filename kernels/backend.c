@@ -121,6 +121,8 @@ void sl_backend_free(sl_backend_t *be)
 }
 
 sl_backend_kind_t sl_backend_kind(const sl_backend_t *be) { return be->kind; }
+
+void sl_backend_set_bulk_rows(sl_backend_t *be, int64_t rows) { be->bulk_rows = rows < 0 ? 0 : rows; }
 const char *sl_backend_describe(const sl_backend_t *be)
 {
     return be->ops->describe((sl_backend_t *)be);
@@ -323,6 +325,16 @@ void sl_matmul(const sl_tensor_t *a, int trans_a, const sl_tensor_t *b, int tran
     }
 }
 
+/* Rows [r0, r0 + n) of a contiguous 2-D f32 tensor, as a view (not to be freed). */
+static sl_tensor_t rows_at(const sl_tensor_t *t, int64_t r0, int64_t n)
+{
+    sl_tensor_t v = *t;
+    v.shape[0] = n;
+    v.data = (char *)t->data + (size_t)(r0 * t->shape[1]) * sl_dtype_size(t->dtype);
+    v.owns_data = 0;
+    return v;
+}
+
 static void linear_q(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias,
                      sl_tensor_t *y)
 {
@@ -345,7 +357,16 @@ static void linear_q(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor
         return;
     sl_backend_t *be = y->be;
     double t0 = be->kind == SL_BACKEND_CPU ? now_s() : 0.0;
-    be->ops->linear_q(be, x, w, bias, y, m, n, k);
+    /* rows [0, bulk) f32 against dequantised weights, [bulk, m) int8 (backend.h) */
+    const int64_t bulk = w->act_scales ? 0 : be->bulk_rows < m ? be->bulk_rows : m;
+    if (bulk == m || bulk == 0) {
+        be->ops->linear_q(be, x, w, bias, y, m, n, k, bulk == 0);
+    } else {
+        sl_tensor_t xb = rows_at(x, 0, bulk), xd = rows_at(x, bulk, m - bulk),
+                    yb = rows_at(y, 0, bulk), yd = rows_at(y, bulk, m - bulk);
+        be->ops->linear_q(be, &xb, w, bias, &yb, bulk, n, k, 0);
+        be->ops->linear_q(be, &xd, w, bias, &yd, m - bulk, n, k, 1);
+    }
     if (be->kind == SL_BACKEND_CPU) {
         be->gemm_seconds += now_s() - t0;
         be->gemm_flops += 2.0 * (double)m * (double)n * (double)k;

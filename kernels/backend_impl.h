@@ -30,9 +30,12 @@ typedef struct {
                    int trans_b, float alpha, float beta, const sl_tensor_t *bias, sl_tensor_t *c,
                    int64_t m, int64_t n, int64_t k);
     /* y[M,N] = x[M,K] @ w[N,K]^T (+ bias[N]) for a quantized w (SL_Q8_0/Q4_0/Q4_1); x, y,
-     * bias f32; K a multiple of 32 */
+     * bias f32; K a multiple of 32. int8_act: quantize x's rows to int8 per 32-block (decode
+     * rows, and always under static scales), else keep them f32 against dequantised weights
+     * (bulk rows; see sl_backend_set_bulk_rows). */
     void (*linear_q)(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *w,
-                     const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k);
+                     const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k,
+                     int int8_act);
     void (*add_bias)(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bias, int64_t rows,
                      int64_t cols);
     void (*activation)(sl_backend_t *be, sl_tensor_t *x, sl_act_t act);
@@ -89,6 +92,8 @@ struct sl_backend {
     sl_backend_kind_t kind;
     /* GEMM accounting, kept by backend.c on synchronous (CPU) backends */
     double gemm_seconds, gemm_flops;
+    /* sl_backend_set_bulk_rows; SL_BULK_ALL when unset */
+    int64_t bulk_rows;
 };
 
 /* Constructors of the two implementations. */

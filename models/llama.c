@@ -17,9 +17,10 @@
  *   LM head: logits = hs Wlm[v0 : v0+Vl]^T                           [n_sel, Vl] per rank
  * Activations and norm weights are f32; linear weights and the embedding table are in the run's
  * precision and GEMM inputs are cast to it, with f32 accumulation. Loaded as stored
- * (SL_WEIGHTS_AS_STORED), a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized: sl_linear quantizes
- * the f32 activations per 32-block and uses integer dot products (kernels/cpu/cpu_quant.h), and
- * the embedding rows are dequantised as they are gathered.
+ * (SL_WEIGHTS_AS_STORED), a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized: prompt tokens meet
+ * tiles of them dequantised to f32, decode steps are quantized per 32-block for integer dot
+ * products (sl_backend_set_bulk_rows, kernels/cpu/cpu_quant.h), and the embedding rows are
+ * dequantised as they are gathered.
  */
 #include "models/llama.h"
 
@@ -374,6 +375,7 @@ struct sl_llama {
     sl_tensor_t *sel;                      /* i32 [n_sel] */
     sl_tensor_t *hsel;                     /* f32 [n_sel, D] */
     int64_t n_sel;                         /* selected tokens of the last forward */
+    int64_t n_sel_prompt;                  /* of which prompt tokens (the first ones) */
     int64_t lm_chunk;                      /* rows per LM-head chunk */
     sl_tensor_t *logits;                   /* f32 [lm_chunk, Vl] */
     sl_tensor_t *rowmax, *sumexp, *picked; /* f32 [lm_chunk] */
@@ -916,6 +918,7 @@ void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
                 act = sl_tensor_view(m->act, 2, T, m->il, 0, 0);
     float scale = 1.0f / sqrtf((float)Dh);
 
+    sl_backend_set_bulk_rows(m->be, st->n_prompt);
     sl_embedding(m->embed, &ids, &x);
     for (int64_t l = 0; l < c->layers; l++) {
         const sl_llama_layer_t *L = &m->layers[l];
@@ -942,7 +945,11 @@ void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
         sl_add(&x, &o);
         SL_RANGE_POP();
     }
+    sl_backend_set_bulk_rows(m->be, SL_BULK_ALL);
     m->n_sel = st->n_sel;
+    m->n_sel_prompt = 0; /* the selected prompt tokens come first (sel ascending) */
+    while (m->n_sel_prompt < st->n_sel && st->sel[m->n_sel_prompt] < st->n_prompt)
+        m->n_sel_prompt++;
     if (st->n_sel > 0) {
         sl_tensor_t sel = sl_tensor_view(m->sel, 1, st->n_sel, 0, 0, 0),
                     hs = sl_tensor_view(m->hsel, 2, st->n_sel, D, 0, 0);
@@ -963,7 +970,10 @@ static sl_tensor_t lm_chunk(sl_llama_t *m, int64_t r0, int64_t n)
     hs.shape[1] = D;
     hs.data = (char *)m->hsel->data + (size_t)(r0 * D) * sizeof(float);
     sl_tensor_t lg = sl_tensor_view(m->logits, 2, n, m->vl, 0, 0);
+    int64_t bulk = m->n_sel_prompt - r0;
+    sl_backend_set_bulk_rows(m->be, bulk < 0 ? 0 : bulk);
     sl_linear_cast(&hs, &m->lm, NULL, &lg, m->cast);
+    sl_backend_set_bulk_rows(m->be, SL_BULK_ALL);
     return lg;
 }
 

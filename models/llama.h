@@ -93,14 +93,18 @@ void sl_llama_cache_free(sl_llama_cache_t *c);
  * HOST arrays. Token t (of T) has id ids[t], cache slot slot[t] and position pos[t]; its K/V are
  * written into the cache at (slot, pos) and it attends causally to that slot's keys 0..pos[t].
  * kv_len[s] (for s < slots) is the number of valid positions of slot s after this step.
- * n_sel tokens (indices sel[i] into the T) get final hidden states, for the LM head calls below.
- * Every rank of the TP group calls with the same arguments. */
+ * n_sel tokens (indices sel[i] into the T, ascending) get final hidden states, for the LM head
+ * calls below. Tokens 0..n_prompt-1 are prompt tokens (scored texts, prompts being prefilled),
+ * the rest decode steps (one new token of a row): quantized weights meet the prompt tokens in
+ * f32 GEMMs and the decode steps in int8 dot products (sl_backend_set_bulk_rows), so the caller
+ * packs its prompt tokens first. Every rank of the TP group calls with the same arguments. */
 typedef struct {
     int64_t T;
     const int32_t *ids, *slot, *pos;
     const int32_t *kv_len; /* [slots of the cache] */
     int64_t n_sel;
     const int32_t *sel;
+    int64_t n_prompt;
 } sl_llama_step_t;
 
 void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,

@@ -152,7 +152,8 @@ static void prepare_c(float *c, int64_t m, int64_t n, float beta, const sl_tenso
  * depend only on m and the thread count, so results do not change from run to run.
  */
 static void sgemm_blocks(int threads, int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
-                         float alpha, const float *a, const float *b, float beta, float *c)
+                         float alpha, const float *a, const float *b, float beta, float *c,
+                         int64_t ldc)
 {
     const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
     const enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
@@ -171,21 +172,21 @@ static void sgemm_blocks(int threads, int trans_a, int trans_b, int64_t m, int64
         for (int64_t i = 0; i < ncb; i++) {
             const int64_t c0 = i * cols, nc = n - c0 < cols ? n - c0 : cols;
             cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)nc, (int)k, alpha, a, (int)lda,
-                        trans_b ? b + c0 * ldb : b + c0, (int)ldb, beta, c + c0, (int)n);
+                        trans_b ? b + c0 * ldb : b + c0, (int)ldb, beta, c + c0, (int)ldc);
         }
         return;
     }
     if (threads <= 1 || nblk < 2) {
         cblas_sgemm(CblasRowMajor, ta, tb, (int)m, (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb,
-                    beta, c, (int)n);
+                    beta, c, (int)ldc);
         return;
     }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int64_t i = 0; i < nblk; i++) {
         const int64_t r0 = i * rows, mr = m - r0 < rows ? m - r0 : rows;
         cblas_sgemm(CblasRowMajor, ta, tb, (int)mr, (int)n, (int)k, alpha,
-                    trans_a ? a + r0 : a + r0 * lda, (int)lda, b, (int)ldb, beta, c + r0 * n,
-                    (int)n);
+                    trans_a ? a + r0 : a + r0 * lda, (int)lda, b, (int)ldb, beta, c + r0 * ldc,
+                    (int)ldc);
     }
 }
 #endif
@@ -223,7 +224,7 @@ static void cpu_matmul(sl_backend_t *be, const sl_tensor_t *a, int trans_a, cons
             prepare_c(cf, m, n, beta, NULL);
     } else {
 #ifdef SL_BLAS_BLIS
-        sgemm_blocks(cb->threads, trans_a, trans_b, m, n, k, alpha, af, bf, gemm_beta, cf);
+        sgemm_blocks(cb->threads, trans_a, trans_b, m, n, k, alpha, af, bf, gemm_beta, cf, n);
 #else
         cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                     trans_b ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k, alpha, af,
@@ -235,62 +236,51 @@ static void cpu_matmul(sl_backend_t *be, const sl_tensor_t *a, int trans_a, cons
         from_f32(c->data, c->dtype, cf, m * n);
 }
 
-#ifdef SL_BLAS_BLIS
-/* SL_QDEQ_ROWS=N: from N activation rows on, a quantized linear layer dequantises tiles of
- * weight rows to f32 and multiplies them in BLIS instead of quantizing the activations to int8.
- * Off by default. why: with many rows (prefill, scoring) each tile serves every row, so this is
- * about 1.5x faster there and keeps the activations in f32 (bench/RESULTS.md); but a row's
- * result then depends on how many rows share its GEMM (int8 or f32 activations), so scores and
- * sampled tokens would change with the batch, unit size and rank count. The int8 path gives
- * every row the same result whatever the batch. */
-static int64_t qdeq_rows(void)
-{
-    static int64_t rows = -1;
-    if (rows < 0) {
-        const char *env = getenv("SL_QDEQ_ROWS");
-        rows = env && atoll(env) > 0 ? atoll(env) : INT64_MAX;
-    }
-    return rows;
-}
-
-/* y[m, n] = x[m, k] @ w[n, k]^T (+ bias) with w dequantised a tile of weight rows at a time
- * into thread scratch [tile, k] and one single-threaded BLIS call per tile (y's columns
- * j0..j1), the tiles taken dynamically by the OpenMP threads. */
+/* The bulk rows of a quantized linear layer (backend.h, sl_backend_set_bulk_rows): y[m, n] =
+ * x[m, k] @ w[n, k]^T (+ bias) with f32 activations and w dequantised a chunk of weight rows at a
+ * time into scratch (at most 8 MiB of f32, so every layer matrix of the shipped models is one
+ * chunk and only an LM head takes several), each chunk dequantised by the OpenMP threads and
+ * multiplied by the same threaded GEMM as f32 weights (sgemm_blocks; OpenBLAS threads itself).
+ * why: with many rows each dequantised chunk serves every row, so the GEMM runs at the f32
+ * path's rate less the dequantisation (about 1.5x the int8 dot products' rate on these CPUs,
+ * bench/RESULTS.md), and the activations keep their f32 precision. Each output element is one
+ * BLAS dot product over k whatever m is, so a row's result does not depend on its batch. */
 static void linear_q_tiles(cpu_backend_t *cb, const sl_tensor_t *x, const sl_tensor_t *w,
                            const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k)
 {
-    const int threads = cb->threads;
-    int64_t tile = (n + 4 * threads - 1) / (4 * threads);
-    tile = tile > 256 ? 256 : tile < 16 ? 16 : (tile + 15) / 16 * 16;
-    const int64_t ntiles = (n + tile - 1) / tile, nb = k / SL_QBLOCK;
+    int64_t chunk = (int64_t)(((size_t)8 << 20) / (sizeof(float) * (size_t)k));
+    chunk = chunk < 64 ? 64 : chunk / 16 * 16;
+    chunk = chunk > n ? n : chunk;
+    const int64_t nb = k / SL_QBLOCK;
     const size_t rb = sl_dtype_bytes(w->dtype, k), bb = sl_dtype_size(w->dtype);
-    float *scr = scratch(cb, 0, (size_t)(threads * tile * k));
-    float *yf = y->data;
+    float *wt = scratch(cb, 0, (size_t)(chunk * k)), *yf = y->data; /* wt [chunk, k] */
     if (bias)
         prepare_c(yf, m, n, 0.0f, bias);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int64_t t = 0; t < ntiles; t++) {
-        const int64_t j0 = t * tile, nj = n - j0 < tile ? n - j0 : tile;
-        float *wt = scr + (size_t)(omp_get_thread_num() * tile * k); /* [nj, k] */
+    for (int64_t j0 = 0; j0 < n; j0 += chunk) {
+        const int64_t nj = n - j0 < chunk ? n - j0 : chunk;
         const uint8_t *wr = (const uint8_t *)w->data + (size_t)j0 * rb;
+#pragma omp parallel for schedule(static) num_threads(cb->threads) if (nj * k >= SL_PAR_MIN)
         for (int64_t b = 0; b < nj * nb; b++)
             sl_q_dequant_block((int)w->dtype, wr + (size_t)b * bb, wt + b * SL_QBLOCK);
+#ifdef SL_BLAS_BLIS
+        sgemm_blocks(cb->threads, 0, 1, m, nj, k, 1.0f, x->data, wt, bias ? 1.0f : 0.0f, yf + j0,
+                     n);
+#else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nj, (int)k, 1.0f, x->data,
                     (int)k, wt, (int)k, bias ? 1.0f : 0.0f, yf + j0, (int)n);
+#endif
     }
 }
-#endif
 
 static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *w,
-                         const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k)
+                         const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k,
+                         int int8_act)
 {
     cpu_backend_t *cb = cpu(be);
-#ifdef SL_BLAS_BLIS
-    if (m >= qdeq_rows() && !w->act_scales) { /* static scales need the int8 path */
+    if (!int8_act) {
         linear_q_tiles(cb, x, w, bias, y, m, n, k);
         return;
     }
-#endif
     size_t blocks = (size_t)(m * (k / SL_QBLOCK));
     if (cb->xq_len < blocks) {
         free(cb->xq);
@@ -978,6 +968,7 @@ sl_backend_t *sl_cpu_backend_create(int threads, sl_error_t *err)
     cpu_backend_t *b = sl_xcalloc(1, sizeof *b);
     b->base.ops = &cpu_ops;
     b->base.kind = SL_BACKEND_CPU;
+    b->base.bulk_rows = SL_BULK_ALL;
     if (threads > 0)
         omp_set_num_threads(threads);
     b->threads = threads > 0 ? threads : omp_get_max_threads();

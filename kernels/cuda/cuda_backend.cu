@@ -170,9 +170,13 @@ static void cuda_matmul(sl_backend_t *be, const sl_tensor_t *a, int trans_a, con
         sl_cuda_add_bias(cb->stream, c->data, c->dtype, bias->data, bias->dtype, m, n);
 }
 
+/* int8_act is not used: the kernel always takes f32 activations against dequantised blocks,
+ * except under static scales (xmax), which it applies to every row as the CPU does. */
 static void cuda_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *w,
-                          const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k)
+                          const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k,
+                          int int8_act)
 {
+    (void)int8_act;
     sl_cuda_linear_q(stream_of(be), (const float *)x->data, w->data, w->dtype,
                      bias ? (const float *)bias->data : NULL, (float *)y->data, m, n, k,
                      w->act_scales ? (const float *)((const sl_tensor_t *)w->act_scales)->data
@@ -417,6 +421,7 @@ extern "C" sl_backend_t *sl_cuda_backend_create(int device, sl_error_t *err)
     sl_cuda_backend_t *cb = (sl_cuda_backend_t *)sl_xcalloc(1, sizeof *cb);
     cb->base.ops = &cuda_ops;
     cb->base.kind = SL_BACKEND_CUDA;
+    cb->base.bulk_rows = SL_BULK_ALL;
     cb->device = device;
     cb->stream = stream;
     cb->cublas = handle;

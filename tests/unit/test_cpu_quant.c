@@ -15,11 +15,13 @@
  *      and every form against the double-precision dequantised product
  *      within the bound of 1; the same for the multi-row dots (one weight row, 3 or 4
  *      activation rows; nothing written past the rows asked for);
- *   3. sl_linear on the CPU backend with a quantized weight and a bias, for decode-sized
- *      (1, 3 rows: int8 dot products) and prefill-sized (70 rows: dequantised tiles in BLIS, as
- *      SL_QDEQ_ROWS=64 asks) inputs, and the int8 path on the same rows (2 threads, tiles),
- *      against the same double reference; the int8 path gives every row the same bits whether
- *      it is computed alone or among 70 rows (batch invariance), in every form; sl_embedding of a
+ *   3. sl_linear on the CPU backend with a quantized weight and a bias, on 1, 3 and 70 rows:
+ *      bulk rows (the default: f32 activations, dequantised tiles in the BLAS) within f32
+ *      rounding of the double reference; decode rows (sl_backend_set_bulk_rows 0: int8 dot
+ *      products) within the int8 bound and with the bits of the int8 path itself (2 threads,
+ *      tiles); a step split between the two gives each row the bits of its own path; every row
+ *      has the same bits computed alone or among 70 rows (batch invariance), on the bulk path
+ *      and in every int8 form; sl_embedding of a
  * quantized table equals the dequantised rows exactly; and a slice that would cut a 32-value block
  * is refused with the tensor named;
  *   4. quantization on load (--precision int8, w8a8): sl_q8_0_quantize_rows gives each 32 weights
@@ -282,19 +284,61 @@ static void test_backend(void)
             sl_tensor_t *xt = sl_tensor_new2(be, SL_F32, m, k),
                         *yt = sl_tensor_new2(be, SL_F32, m, n);
             sl_copy_h2d(xt, x, sizeof(float) * (size_t)(m * k));
+            /* bulk rows (the default): f32 activations against dequantised tiles, within
+             * f32 rounding of the double product */
+            sl_linear(xt, wt, bias, yt);
+            float *yf = malloc(sizeof(float) * (size_t)(m * n));
+            memcpy(yf, yt->data, sizeof(float) * (size_t)(m * n));
+            int bad = 0;
+            for (int64_t i = 0; i < m; i++)
+                for (int64_t j = 0; j < n; j++) {
+                    double mag = 0.0;
+                    for (int64_t c = 0; c < k; c++)
+                        mag += fabs((double)x[i * k + c] * wf[j * k + c]);
+                    bad += !(fabs(yf[i * n + j] - bias_h[j] - ref[i * n + j]) <=
+                             1e-5 * mag + 1e-5 * (fabs(bias_h[j]) + 1.0));
+                }
+            CHECKF(bad == 0, "sl_linear %s, %lld bulk rows: %d outputs outside f32 rounding",
+                   sl_dtype_name(dt), (long long)m, bad);
+            /* decode rows (bulk 0): int8 activations, within the int8 bound */
+            sl_backend_set_bulk_rows(be, 0);
             sl_linear(xt, wt, bias, yt);
             const float *y = yt->data;
-            int bad = 0;
+            bad = 0;
             for (int64_t i = 0; i < m; i++)
                 for (int64_t j = 0; j < n; j++)
                     bad += !(fabs(y[i * n + j] - bias_h[j] - ref[i * n + j]) <= bound[i * n + j]);
-            CHECKF(bad == 0, "sl_linear %s, %lld rows: %d outputs outside the int8 bound",
+            CHECKF(bad == 0, "sl_linear %s, %lld decode rows: %d outputs outside the int8 bound",
                    sl_dtype_name(dt), (long long)m, bad);
-            /* the int8 path itself on as many rows (sl_linear takes BLIS tiles from 64 rows):
-             * tiles of weight rows x activation rows on 2 threads */
+            /* the int8 path itself on as many rows: tiles of weight rows x activation rows on 2
+             * threads, the same bits as sl_linear's decode rows */
             float *y8 = malloc(sizeof(float) * (size_t)(m * n));
             sl_q8a_t *xq = malloc(sizeof(sl_q8a_t) * (size_t)(m * k / SL_QBLOCK));
             sl_cpu_linear_q(2, sl_qform_best(), dt, x, m, k, w, n, bias_h, y8, xq);
+            CHECKF(memcmp(y8, y, sizeof(float) * (size_t)(m * n)) == 0,
+                   "sl_linear %s, %lld decode rows: the int8 path's bits", sl_dtype_name(dt),
+                   (long long)m);
+            /* a split step (the first half bulk, as a decoder packs prompt tokens first): each
+             * row has the bits of its own path, and a bulk row computed alone has them too */
+            const int64_t half = m / 2;
+            sl_backend_set_bulk_rows(be, half);
+            sl_linear(xt, wt, bias, yt);
+            sl_backend_set_bulk_rows(be, SL_BULK_ALL);
+            CHECKF(memcmp(y, yf, sizeof(float) * (size_t)(half * n)) == 0 &&
+                       memcmp(y + half * n, y8 + half * n, sizeof(float) * (size_t)((m - half) * n)) == 0,
+                   "sl_linear %s, %lld rows split at %lld: each row as on its own path",
+                   sl_dtype_name(dt), (long long)m, (long long)half);
+            int differ = 0;
+            for (int64_t i = 0; i < m; i++) {
+                sl_tensor_t *x1 = sl_tensor_new2(be, SL_F32, 1, k), *y1 = sl_tensor_new2(be, SL_F32, 1, n);
+                sl_copy_h2d(x1, x + i * k, sizeof(float) * (size_t)k);
+                sl_linear(x1, wt, bias, y1);
+                differ += memcmp(y1->data, yf + i * n, sizeof(float) * (size_t)n) != 0;
+                sl_tensor_free(x1);
+                sl_tensor_free(y1);
+            }
+            CHECKF(differ == 0, "sl_linear %s bulk rows: %d of %lld rows differ when computed alone",
+                   sl_dtype_name(dt), differ, (long long)m);
             bad = 0;
             for (int64_t i = 0; i < m; i++)
                 for (int64_t j = 0; j < n; j++)
@@ -306,7 +350,7 @@ static void test_backend(void)
                 if (!sl_qform_available((sl_qform_t)f))
                     continue;
                 sl_cpu_linear_q(2, (sl_qform_t)f, dt, x, m, k, w, n, bias_h, y8, xq);
-                int differ = 0;
+                differ = 0;
                 for (int64_t i = 0; i < m; i++) {
                     float y1[200];
                     sl_cpu_linear_q(1, (sl_qform_t)f, dt, x + i * k, 1, k, w, n, bias_h, y1, xq);
@@ -315,6 +359,7 @@ static void test_backend(void)
                 CHECKF(differ == 0, "%s %s form: %d of %lld rows differ when computed alone",
                        sl_dtype_name(dt), sl_qform_name((sl_qform_t)f), differ, (long long)m);
             }
+            free(yf);
             free(y8);
             free(xq);
             sl_tensor_free(xt);
@@ -453,7 +498,6 @@ static void test_load_quant(void)
 
 int main(void)
 {
-    setenv("SL_QDEQ_ROWS", "64", 1); /* sl_linear's BLIS tiles from 64 rows (off by default) */
     test_gguf_blocks();
     test_forms();
     test_backend();

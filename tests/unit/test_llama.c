@@ -121,7 +121,7 @@ static void tiny_model(sl_backend_t *be, hid_t gold, const char *name, sl_dtype_
         kv[b] = len[b];
     sl_llama_cache_t *c = sl_llama_cache_new(m, B, Lmax, 1, &err);
     CHECK(c != NULL);
-    sl_llama_step_t st = {T, tid, slot, pos, kv, T, sel};
+    sl_llama_step_t st = {T, tid, slot, pos, kv, T, sel, T};
     sl_llama_forward(m, NULL, c, &st);
     float *got = malloc((size_t)(T * V) * sizeof *got), *lp = malloc((size_t)T * sizeof *lp);
     sl_llama_logits(m, NULL, got);
@@ -160,7 +160,7 @@ static void tiny_model(sl_backend_t *be, hid_t gold, const char *name, sl_dtype_
         }
         if (n == 0)
             break;
-        sl_llama_step_t s2 = {n, tid, slot, pos, kv, n, sel};
+        sl_llama_step_t s2 = {n, tid, slot, pos, kv, n, sel, n};
         sl_llama_forward(m, NULL, c, &s2);
         sl_llama_logits(m, NULL, got);
         for (int64_t i = 0; i < n; i++)
@@ -231,7 +231,7 @@ static void smollm2(sl_backend_t *be)
         kv[p] = len[p];
     }
     sl_llama_cache_t *cache = sl_llama_cache_new(m, P, L, 1, &err);
-    sl_llama_step_t st = {T, tid, slot, pos, kv, P, sel};
+    sl_llama_step_t st = {T, tid, slot, pos, kv, P, sel, T};
     sl_llama_forward(m, NULL, cache, &st);
     float *got = malloc((size_t)(P * V) * sizeof *got);
     sl_llama_logits(m, NULL, got);
@@ -273,21 +273,21 @@ static void smollm2(sl_backend_t *be)
     for (int64_t i = 0; i < N; i++)
         allsel[i] = (int32_t)i;
     cache = sl_llama_cache_new(m, 1, N, 0, &err);
-    sl_llama_step_t pre = {N, seq, zero, all_pos, &nn, N, allsel};
+    sl_llama_step_t pre = {N, seq, zero, all_pos, &nn, N, allsel, N};
     sl_llama_forward(m, NULL, cache, &pre);
     sl_llama_logits(m, NULL, full);
     sl_llama_cache_free(cache);
     /* prefill of the prompt, then one token per step */
     cache = sl_llama_cache_new(m, 1, N, 0, &err);
     int32_t last = (int32_t)(n0 - 1), kvn = (int32_t)n0;
-    sl_llama_step_t p0 = {n0, seq, zero, all_pos, &kvn, 1, &last};
+    sl_llama_step_t p0 = {n0, seq, zero, all_pos, &kvn, 1, &last, n0};
     sl_llama_forward(m, NULL, cache, &p0);
     sl_llama_logits(m, NULL, one);
     double worst_dec = rel_err(one, full + (n0 - 1) * V, V);
     int argmax_ok = 1;
     for (int64_t i = n0; i < N - 1; i++) {
         int32_t z = 0, ps = (int32_t)i, k = (int32_t)(i + 1);
-        sl_llama_step_t d1 = {1, seq + i, &z, &ps, &k, 1, &z};
+        sl_llama_step_t d1 = {1, seq + i, &z, &ps, &k, 1, &z, 0};
         sl_llama_forward(m, NULL, cache, &d1);
         sl_llama_logits(m, NULL, one);
         worst_dec = fmax(worst_dec, rel_err(one, full + i * V, V));
