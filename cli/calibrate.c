@@ -1,12 +1,14 @@
 /*
- * calibrate.c — `shardline calibrate`: runs the first N rows of a dataset through an mlp or
- * BERT-family model in f32 on the CPU, in one process, records the range of the input of every
- * linear layer (models/calib.h) and writes the static activation scales that
- * `--precision w8a8` reads, as DIR/shardline-calibration.safetensors.
+ * calibrate.c — `shardline calibrate`: runs the first N rows of a dataset through an mlp,
+ * BERT-family or LLaMA-family model in f32 on the CPU, in one process, records the range of the
+ * input of every linear layer (models/calib.h) and writes the static activation scales that
+ * `--precision w8a8` reads, as DIR/shardline-calibration.safetensors (a GGUF file FILE:
+ * DIR/FILE.shardline-calibration.safetensors, runner/batching.h).
  *
  * It drives the same task code as `run` (the same reading, tokenizing, packing and forward
- * pass), without units, part files or an output dataset: the outputs are computed into a
- * scratch buffer and dropped.
+ * pass; a decoder runs as `--task score` does, one forward over each whole text), without
+ * units, part files or an output dataset: the outputs are computed into a scratch buffer and
+ * dropped.
  */
 #include "cli/calibrate.h"
 
@@ -33,21 +35,27 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: shardline calibrate --model DIR --input GLOB [--input-dataset NAME] --rows N\n"
-            "                           --output DIR [--method max|percentile] [--percentile P]\n\n"
-            "Runs the first N rows of the inputs (files in path order) through an mlp or bert\n"
-            "model in f32 on the CPU (one process) and records the range of each linear layer's\n"
-            "input; writes DIR/" SL_CALIB_FILE " for --precision w8a8.\n\n"
-            "  --model DIR           mlp or bert model directory\n"
+            "usage: shardline calibrate --model DIR|FILE.gguf --input GLOB [--input-dataset NAME]\n"
+            "                           --rows N --output DIR [--method max|percentile]\n"
+            "                           [--percentile P] [--bos auto|always|never]\n\n"
+            "Runs the first N rows of the inputs (files in path order) through an mlp, bert or\n"
+            "llama-family model in f32 on the CPU (one process; a decoder scores each text, as\n"
+            "--task score does) and records the range of each linear layer's input; writes\n"
+            "DIR/" SL_CALIB_FILE " for --precision w8a8 (for a GGUF file\n"
+            "FILE: DIR/FILE." SL_CALIB_FILE ").\n\n"
+            "  --model DIR|FILE      mlp, bert or decoder model directory, or a decoder's GGUF\n"
+            "                        file\n"
             "  --input GLOB          HDF5 input files (repeatable)\n"
-            "  --input-dataset NAME  [default: features (mlp), text (bert)]\n"
+            "  --input-dataset NAME  [default: features (mlp), text (bert, decoders)]\n"
             "  --rows N              rows to run [range: 1..1073741824]\n"
-            "  --output DIR          where the file goes (created; the model directory is\n"
-            "                        where w8a8 looks by default)\n"
+            "  --output DIR          where the file goes (created; w8a8 looks by default in the\n"
+            "                        model directory, or in the folder holding the GGUF file)\n"
             "  --method max|percentile  the clip value of each layer: the largest |x| seen, or a\n"
             "                        percentile of |x| over all values seen [default: max]\n"
             "  --percentile P        with --method percentile [default: 99.99] [range: (0, 100]]\n"
-            "  --batch-tokens N, --batch-size N   as for run\n");
+            "  --batch-tokens N, --batch-size N, --max-length N   as for run\n"
+            "  --bos auto|always|never   decoders: as for run; calibrate with the setting the\n"
+            "                        w8a8 runs will use [default: auto]\n");
 }
 
 static void on_row_error(void *ctx, int64_t row, const char *reason)
@@ -73,10 +81,12 @@ int sl_calibrate_main(int argc, char **argv)
                                              {"percentile", required_argument, NULL, 'p'},
                                              {"batch-tokens", required_argument, NULL, 'T'},
                                              {"batch-size", required_argument, NULL, 'B'},
+                                             {"max-length", required_argument, NULL, 'L'},
+                                             {"bos", required_argument, NULL, 'b'},
                                              {"help", no_argument, NULL, 'h'},
                                              {0, 0, 0, 0}};
     const char *model = NULL, *dataset = NULL, *outdir = NULL, *method = "max";
-    const char *btok = NULL, *bsize = NULL;
+    const char *btok = NULL, *bsize = NULL, *maxlen = NULL, *bos = NULL;
     char **inputs = sl_xcalloc((size_t)argc + 1, sizeof *inputs);
     int n_inputs = 0;
     long long rows = 0;
@@ -100,6 +110,8 @@ int sl_calibrate_main(int argc, char **argv)
         case 'M': method = optarg; break;
         case 'T': btok = optarg; break;
         case 'B': bsize = optarg; break;
+        case 'L': maxlen = optarg; break;
+        case 'b': bos = optarg; break;
         case 'r':
             rows = strtoll(optarg, &end, 10);
             if (!*optarg || *end || rows < 1 || rows > (1LL << 30)) {
@@ -169,6 +181,8 @@ int sl_calibrate_main(int argc, char **argv)
     rargv[ra++] = "--device";
     rargv[ra++] = "cpu";
     rargv[ra++] = "--quiet";
+    /* --task stays auto: mlp predicts, bert embeds or classifies, a decoder scores (one forward
+     * over each whole text; generate's sampled continuations would tie the ranges to a seed) */
     if (dataset) {
         rargv[ra++] = "--input-dataset";
         rargv[ra++] = (char *)dataset;
@@ -180,6 +194,14 @@ int sl_calibrate_main(int argc, char **argv)
     if (bsize) {
         rargv[ra++] = "--batch-size";
         rargv[ra++] = (char *)bsize;
+    }
+    if (maxlen) {
+        rargv[ra++] = "--max-length";
+        rargv[ra++] = (char *)maxlen;
+    }
+    if (bos) {
+        rargv[ra++] = "--bos";
+        rargv[ra++] = (char *)bos;
     }
     rargv[ra] = NULL;
 
@@ -203,12 +225,6 @@ int sl_calibrate_main(int argc, char **argv)
         goto out;
     }
     if (sl_task_plan(&job, &plan, &err) != 0) {
-        status = SL_EXIT_INPUT;
-        goto out;
-    }
-    if (plan.model != SL_MODEL_MLP && plan.model != SL_MODEL_BERT) {
-        sl_errorf(&err, "calibrate: %s is a %s model; calibration covers mlp and bert models",
-                  model, sl_task_model_name(plan.model));
         status = SL_EXIT_INPUT;
         goto out;
     }
@@ -285,7 +301,7 @@ int sl_calibrate_main(int argc, char **argv)
         status = SL_EXIT_INPUT;
     if (status == 0 && mkdir_p(outdir, &err) != 0)
         status = SL_EXIT_INPUT;
-    char *path = sl_path_join(outdir, SL_CALIB_FILE);
+    char *path = sl_batch_calibration_path(model, outdir);
     if (status == 0 && sl_calib_write(path, fp, method, strcmp(method, "max") ? pct : 100.0, done,
                                       n, names, cols, ncols, &err) != 0)
         status = SL_EXIT_FAILURE;

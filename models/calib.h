@@ -5,10 +5,12 @@
  * calibrate`), and the calibration file that carries those ranges to a W8A8 run.
  *
  * The calibration file is a safetensors file (by default MODEL/shardline-calibration.safetensors,
- * which the model fingerprint ignores): one F32 tensor [K] per linear layer of input width K,
- * named after the layer's weight, holding the range c[j] of each input column (the largest |x|
- * seen, or with --method percentile at most the layer's percentile of |x|; 0 for a matrix
- * calibration never reached, such as an unused pooler or the embedding tables), and
+ * which the model fingerprint ignores; for a GGUF file, FILE.shardline-calibration.safetensors
+ * beside it, runner/batching.h): one F32 tensor [K] per linear layer of input width K, named
+ * after the layer's weight, holding the range c[j] of each input column (the largest |x| seen,
+ * or with --method percentile at most the layer's percentile of |x|; 0 for a matrix
+ * calibration never reached, such as an unused pooler or the embedding tables; a decoder whose
+ * LM head is tied to its embedding records the head's input under the embedding's name), and
  * __metadata__ entries: format "shardline-calibration", model_fingerprint (16 hex digits,
  * models/formats/fingerprint.h), method, percentile, rows. A W8A8 run quantizes the columns 32j ..
  * 32j + 31 of a layer's input with the static step max(c[32j ..]) / 127 (values beyond

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "common/sl_fs.h"
@@ -213,11 +214,28 @@ int sl_batch_check_memory(const sl_job_t *job, const sl_inputs_t *in, const sl_t
                                 "the batch, read-ahead and unit buffers together", err);
 }
 
+char *sl_batch_calibration_path(const char *model, const char *dir)
+{
+    struct stat sb;
+    if (stat(model, &sb) != 0 || S_ISDIR(sb.st_mode))
+        return sl_path_join(dir ? dir : model, SL_CALIB_FILE);
+    /* a file model: FILE.shardline-calibration.safetensors, by default beside FILE */
+    const char *slash = strrchr(model, '/');
+    const char *base = dir ? (slash ? slash + 1 : model) : model;
+    char *name = sl_xmalloc(strlen(base) + sizeof SL_CALIB_FILE + 1);
+    sprintf(name, "%s.%s", base, SL_CALIB_FILE);
+    if (!dir)
+        return name;
+    char *path = sl_path_join(dir, name);
+    free(name);
+    return path;
+}
+
 int sl_batch_calibrate(const sl_job_t *job, sl_error_t *err)
 {
     if (strcmp(job->precision, "w8a8"))
         return 0;
-    char *def = sl_path_join(job->model, SL_CALIB_FILE);
+    char *def = sl_batch_calibration_path(job->model, NULL);
     int rc = sl_calib_apply(job->calibration ? job->calibration : def, job->model, err);
     free(def);
     return rc;

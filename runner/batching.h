@@ -102,9 +102,16 @@ typedef struct {
 int sl_batch_check_memory(const sl_job_t *job, const sl_inputs_t *in, const sl_task_memory_t *m,
                           int64_t avail, sl_error_t *err);
 
-/* --precision w8a8: the static activation scales (--calibration, or the model directory's
- * calibration file) onto the quantized matrices loaded since sl_wlog_reset; other precisions:
- * nothing. For the families that take w8a8 (mlp, bert), right after their weights load. */
+/* The calibration file of `model` in folder `dir` (NULL: the folder `run` reads it from by
+ * default): DIR/shardline-calibration.safetensors for a model directory (by default the model
+ * directory itself), DIR/FILE.shardline-calibration.safetensors for a single-file model (a GGUF
+ * file FILE; by default the folder that holds it), so that several GGUF files in one folder
+ * each have their own. Malloc'd. */
+char *sl_batch_calibration_path(const char *model, const char *dir);
+
+/* --precision w8a8: the static activation scales (--calibration, or the model's calibration file,
+ * sl_batch_calibration_path) onto the quantized matrices loaded since sl_wlog_reset; other
+ * precisions: nothing. For every family, right after its weights load. */
 int sl_batch_calibrate(const sl_job_t *job, sl_error_t *err);
 
 /* Monotonic seconds (timing of tokenization on the I/O thread). */

@@ -125,7 +125,8 @@ static int decoder_load(sl_task_t *t, const sl_grid_t *g, sl_dtype_t dt, sl_erro
     sl_reader_init(&d->prompt_reader);
     d->llama =
         sl_llama_load_with(job->model, t->plan->config, t->be, g->tp_size, g->tp_rank, dt, err);
-    if (!d->llama)
+    /* w8a8: the calibrated ranges onto the matrices just quantized, before any row runs */
+    if (!d->llama || sl_batch_calibrate(job, err) != 0)
         return -1;
     d->dec = sl_decoder_new(d->llama, job, t->plan->max_length);
     return sl_chat_load(job->model, job->chat_template, &d->chat, err);

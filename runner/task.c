@@ -64,11 +64,6 @@ int sl_task_plan(const sl_job_t *job, sl_task_plan_t *p, sl_error_t *err)
      * FILE/config.json). */
     struct stat sb;
     if (sl_llama_detect(job->model) || (stat(job->model, &sb) == 0 && !S_ISDIR(sb.st_mode))) {
-        if (!strcmp(job->precision, "w8a8"))
-            return sl_errorf(err,
-                             "--precision w8a8: static activation scales are calibrated for mlp "
-                             "and bert models (%s is a decoder); use --precision int8",
-                             job->model);
         p->model = SL_MODEL_LLAMA;
         return sl_decoder_task_ops.plan(job, p, err);
     }

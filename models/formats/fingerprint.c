@@ -41,8 +41,10 @@ static int hash_file(uint64_t *h, const char *path, const char *name, sl_error_t
 static int defines_model(const char *name)
 {
     size_t n = strlen(name);
-    /* The calibration file describes the model (it records this very fingerprint). */
-    if (!strcmp(name, "shardline-calibration.safetensors"))
+    /* A calibration file describes a model (it records this very fingerprint): the
+     * directory's own, or a GGUF file's (FILE.shardline-calibration.safetensors) kept here. */
+    static const char calib[] = "shardline-calibration.safetensors";
+    if (n >= sizeof calib - 1 && !strcmp(name + n - (sizeof calib - 1), calib))
         return 0;
     return (n > 5 && !strcmp(name + n - 5, ".json")) ||
            (n > 12 && !strcmp(name + n - 12, ".safetensors"));
