@@ -7,15 +7,16 @@ end to end:
     21 golden score texts (tests/reference/goldens/smollm2_goldens.h5 `score_texts`), then the
     other 21 (594 scored tokens, with the longest text) scored with --precision f32, int8 and
     w8a8 (2 ranks, reading the default calibration file), compared with
-    `shardline compare --json`: perplexity ratio to f32 measured 1.0084 for int8 (floor 1.02)
+    `shardline compare --json`: perplexity ratio to f32 measured 1.0031 for int8 (floor 1.02;
+    weight-only here: scored tokens keep f32 activations)
     and 1.2819 for w8a8 (floor 1.35: a block's static range is the largest input of its 32
     columns over all calibration tokens, which for SmolLM2's FFN down projection reach 75 in
     layer 2 where half of the columns stay below 0.44; static scales on the down projection
     alone give 1.18, on every other layer alone 1.08); w8a8's token log-probabilities differ
     from int8's (the scales are used), and
     report.json marks the 180 decoder matrices static;
-  - a calibration file whose every range is 0 gives int8's result bit for bit (every block
-    falls back to per-row scales);
+  - a calibration file whose every range is 0 makes every block fall back to per-row scales:
+    perplexity within 2% of f32, and not the static result;
   - the tiny Mistral checkpoint (tests/reference/tiny_llama/mistral, safetensors, untied LM
     head) calibrated on 2 of its 3 golden token-id rows, scored with w8a8 on TP=1 and TP=2
     (row-parallel layers read their slice of the ranges): each row's sum of log-probabilities
@@ -147,13 +148,19 @@ def smollm2(t, tmp):
             "report.json: the 180 decoder matrices have static activation scales",
             json.dumps(static[:4]))
 
-    # ---- every range 0: per-row scales, int8's result ------------------------------------------
+    # ---- every range 0: per-row scales ---------------------------------------------------------
     rewrite_calibration(default_calib, "zero.safetensors", zero=True)
     r = e.run(1, e.job_args(model, "score.h5", "sc-zero", extra=SCORE + [
         "--precision", "w8a8", "--calibration", "zero.safetensors"]))
     if t.check(r.rc == 0, "score w8a8 with zero ranges: status 0", r.describe()):
         z = token_logprobs("sc-zero")
-        t.check(np.array_equal(z, a, equal_nan=True), "zero ranges: int8's result bit for bit")
+        zr = ppl_ratio(t, "sc-f32", "sc-zero", "w8a8 with zero ranges")
+        # every block quantized per row, as decode steps are: close to f32, and neither the
+        # static result nor int8's (whose scored tokens stay f32)
+        t.check(zr is not None and zr <= 1.02 and not np.array_equal(z, b, equal_nan=True)
+                and not np.array_equal(z, a, equal_nan=True),
+                "zero ranges: per-row scales (perplexity within 2% of f32, not the static result)",
+                f"ratio {zr}")
 
     # ---- refusals ------------------------------------------------------------------------------
     gone = "blk.3.ffn_down.weight"
