@@ -50,11 +50,10 @@ per token) is the most exposed.
 
 Precisions: every shardline line runs once per --precisions entry (default "auto,f32", in
 that order, one after the other within a round, with the same llama.cpp partner):
-  - auto (shardline's default for a GGUF): the Q8_0/Q4_1 matrices stay quantized, the
-    activations are quantized to int8 per 32-block and meet the blocks in integer dot products
+  - auto (shardline's default for a GGUF): the Q8_0/Q4_1 matrices stay quantized; prompt tokens
+    (prefill, scoring) meet chunks of them dequantised to f32 in the BLAS GEMM, decode steps
+    quantize their activations to int8 per 32-block for integer dot products with the blocks
     (AVX-512 VNNI / AVX2), as llama.cpp does with Q8_1 activations;
-  - auto+tiles: the same with SL_QDEQ_ROWS=64 in the environment: GEMMs of 64 rows or more
-    (prefill) dequantise tiles of weight rows to f32 and multiply them in BLIS;
   - f32: the weights are dequantised to f32 when the model loads (about 6x the bytes llama.cpp
     reads per token) and every GEMM runs in f32 in BLIS.
 
@@ -151,11 +150,8 @@ def write_h5(path, texts):
 
 # ---- shardline -----------------------------------------------------------------------------
 
-def sl_env(threads, passive, tiles=False):
+def sl_env(threads, passive):
     env = dict(os.environ)
-    env.pop("SL_QDEQ_ROWS", None)
-    if tiles:
-        env["SL_QDEQ_ROWS"] = "64"
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "BLIS_NUM_THREADS"):
         env[k] = str(threads)
     if passive:
@@ -164,13 +160,10 @@ def sl_env(threads, passive, tiles=False):
 
 
 def shardline(args, h5, out, task, extra, passive=False, precision="auto"):
-    tiles = precision.endswith("+tiles")
     cmd = [args.shardline, "run", "--model", args.model, "--input", h5, "--input-dataset", "text",
            "--output", out, "--task", task, "--device", "cpu", "--restart", "--quiet",
-           "--precision", precision.split("+")[0]] + extra
-    _, wall = run(cmd, env=sl_env(args.threads, passive, tiles))
-    if tiles:
-        cmd = ["SL_QDEQ_ROWS=64"] + cmd
+           "--precision", precision] + extra
+    _, wall = run(cmd, env=sl_env(args.threads, passive))
     if passive:
         cmd = ["OMP_WAIT_POLICY=passive"] + cmd
     with open(os.path.join(out, "report.json")) as f:
@@ -309,7 +302,7 @@ def main():
                          "the default one, same llama.cpp partner)")
     ap.add_argument("--precisions", default="auto,f32",
                     help="shardline --precision values, each a set of shardline lines (comma "
-                         "list; auto+tiles: auto with SL_QDEQ_ROWS=64)")
+                         "list)")
     ap.add_argument("--work", default=os.path.join(ROOT, "build", "bench-work", "llama"))
     args = ap.parse_args()
     if args.model is None:

@@ -122,7 +122,10 @@ void sl_backend_free(sl_backend_t *be)
 
 sl_backend_kind_t sl_backend_kind(const sl_backend_t *be) { return be->kind; }
 
-void sl_backend_set_bulk_rows(sl_backend_t *be, int64_t rows) { be->bulk_rows = rows < 0 ? 0 : rows; }
+void sl_backend_set_bulk_rows(sl_backend_t *be, int64_t rows)
+{
+    be->bulk_rows = rows < 0 ? 0 : rows;
+}
 const char *sl_backend_describe(const sl_backend_t *be)
 {
     return be->ops->describe((sl_backend_t *)be);

@@ -1173,9 +1173,11 @@ static int load_json(sl_bpe_t **out, const cJSON *root, const char *path, sl_err
 
     /* ids: the vocabulary's and the added tokens' */
     int max_id;
-    if (sl_tokjson_vocab_max_id(vocab, path, &max_id, err))
+    const char *max_key = "";
+    if (sl_tokjson_vocab_max_id(vocab, path, &max_id, &max_key, err))
         return -1;
-    char max_where[40] = "model.vocab";
+    char max_where[80];
+    snprintf(max_where, sizeof max_where, "model.vocab[\"%.40s\"]", max_key);
     const cJSON *e;
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
     if (added && !cJSON_IsNull(added) && !cJSON_IsArray(added))

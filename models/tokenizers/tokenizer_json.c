@@ -39,7 +39,8 @@ int sl_tokjson_get_bool(const cJSON *o, const char *key, int dflt, int *out, con
     return 0;
 }
 
-int sl_tokjson_vocab_max_id(const cJSON *vocab, const char *path, int *max_id, sl_error_t *err)
+int sl_tokjson_vocab_max_id(const cJSON *vocab, const char *path, int *max_id, const char **max_key,
+                            sl_error_t *err)
 {
     *max_id = -1;
     const cJSON *e;
@@ -48,8 +49,11 @@ int sl_tokjson_vocab_max_id(const cJSON *vocab, const char *path, int *max_id, s
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 1e8 ||
             e->valuedouble != (double)(int32_t)e->valuedouble)
             return sl_errorf(err, "%s: model.vocab[\"%s\"] is not a valid id", path, e->string);
-        if ((int)e->valuedouble > *max_id)
+        if ((int)e->valuedouble > *max_id) {
             *max_id = (int)e->valuedouble;
+            if (max_key)
+                *max_key = e->string;
+        }
     }
     return 0;
 }

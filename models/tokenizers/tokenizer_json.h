@@ -22,14 +22,15 @@ int sl_tokjson_get_bool(const cJSON *o, const char *key, int dflt, int *out, con
                         const char *where, sl_error_t *err);
 
 /* Checks that every value of model.vocab is an id (a whole number in [0, 1e8]); *max_id is the
- * largest (-1 for an empty object). */
-int sl_tokjson_vocab_max_id(const cJSON *vocab, const char *path, int *max_id, sl_error_t *err);
+ * largest (-1 for an empty object), *max_key its token (NULL when given NULL). */
+int sl_tokjson_vocab_max_id(const cJSON *vocab, const char *path, int *max_id, const char **max_key,
+                            sl_error_t *err);
 
 /* The loaders index tables by id, max_id + 1 entries long. Real files number their tokens
  * densely; a file that names n_named tokens may leave gaps, but not more than
  * SL_TOKJSON_MAX_ID_GAP unused ids, so a small malformed file cannot make a loader allocate
  * gigabytes. `where` names the key holding max_id (e.g. "added_tokens[3]"). */
-#define SL_TOKJSON_MAX_ID_GAP 65536
+#define SL_TOKJSON_MAX_ID_GAP (1 << 20)
 int sl_tokjson_check_id_span(int max_id, int n_named, const char *where, const char *path,
                              sl_error_t *err);
 

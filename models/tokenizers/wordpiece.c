@@ -427,12 +427,14 @@ static int load_json(sl_tokenizer_t *t, const cJSON *root, const char *path, sl_
         return sl_errorf(err, "%s: model.vocab is not a non-empty object", path);
 
     int max_id;
-    if (sl_tokjson_vocab_max_id(vocab, path, &max_id, err))
+    const char *max_key = "";
+    if (sl_tokjson_vocab_max_id(vocab, path, &max_id, &max_key, err))
         return -1;
     int n = cJSON_GetArraySize(vocab);
     const cJSON *e;
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    char max_where[40] = "model.vocab";
+    char max_where[80];
+    snprintf(max_where, sizeof max_where, "model.vocab[\"%.40s\"]", max_key);
     int n_added = 0;
     cJSON_ArrayForEach(e, added)
     {

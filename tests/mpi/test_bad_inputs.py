@@ -30,7 +30,8 @@ and no OUT/predictions.h5. Cases:
            (tp 2): exit 3 naming model.safetensors, the tensor and NaN/Inf;
   files:   a --model file that is not GGUF (bad magic; any other file): "not a GGUF file";
            tokenizer.json with "hello": 99999 beside a 30522-row BERT embedding (1 and 2 ranks)
-           and a 256-row LLaMA embedding (BPE): exit 3 naming tokenizer.json, the token, the id.
+           and a 256-row LLaMA embedding (BPE): exit 3 naming tokenizer.json, the token, the id;
+           an added token with id 1e8 (BPE): exit 3 naming tokenizer.json, added_tokens[i], the id;
   changes: after a run interrupted by SL_FAULT=rename:3 (2 units committed): the model
            retrained at the same path (the resume recomputes every unit under the new
            fingerprint, never a mix; predictions are the new model's), an input rewritten (its
@@ -447,6 +448,14 @@ def body(t, tmp):
     args, out = job(model_dir=llama, inputs=texts, dataset="text")
     expect_fail(t, "BPE id 99999 > vocab 256", 1, args, 3, [("tokenizer.json", "99999", "hello")],
                 out)
+    # an added token with id 1e8 (a fuzzing find): refused before tables of 10^8 entries are made
+    tj["model"]["vocab"].pop("hello")
+    tj.setdefault("added_tokens", []).append({"id": 100000000, "content": "<|big|>", "special": True})
+    with open(os.path.join(llama, "tokenizer.json"), "w") as f:
+        json.dump(tj, f)
+    args, out = job(model_dir=llama, inputs=texts, dataset="text")
+    expect_fail(t, "BPE added token id 1e8", 1, args, 3,
+                [("tokenizer.json", "added_tokens[", "100000000", "unused")], out)
 
     # ---- NaN / Inf rows ----
     nd = os.path.join(tmp, "nan")

@@ -325,19 +325,22 @@ static void test_backend(void)
             sl_linear(xt, wt, bias, yt);
             sl_backend_set_bulk_rows(be, SL_BULK_ALL);
             CHECKF(memcmp(y, yf, sizeof(float) * (size_t)(half * n)) == 0 &&
-                       memcmp(y + half * n, y8 + half * n, sizeof(float) * (size_t)((m - half) * n)) == 0,
+                       memcmp(y + half * n, y8 + half * n,
+                              sizeof(float) * (size_t)((m - half) * n)) == 0,
                    "sl_linear %s, %lld rows split at %lld: each row as on its own path",
                    sl_dtype_name(dt), (long long)m, (long long)half);
             int differ = 0;
             for (int64_t i = 0; i < m; i++) {
-                sl_tensor_t *x1 = sl_tensor_new2(be, SL_F32, 1, k), *y1 = sl_tensor_new2(be, SL_F32, 1, n);
+                sl_tensor_t *x1 = sl_tensor_new2(be, SL_F32, 1, k),
+                            *y1 = sl_tensor_new2(be, SL_F32, 1, n);
                 sl_copy_h2d(x1, x + i * k, sizeof(float) * (size_t)k);
                 sl_linear(x1, wt, bias, y1);
                 differ += memcmp(y1->data, yf + i * n, sizeof(float) * (size_t)n) != 0;
                 sl_tensor_free(x1);
                 sl_tensor_free(y1);
             }
-            CHECKF(differ == 0, "sl_linear %s bulk rows: %d of %lld rows differ when computed alone",
+            CHECKF(differ == 0,
+                   "sl_linear %s bulk rows: %d of %lld rows differ when computed alone",
                    sl_dtype_name(dt), differ, (long long)m);
             bad = 0;
             for (int64_t i = 0; i < m; i++)
