@@ -516,6 +516,33 @@ def installed(name):
     return None
 
 
+def write_text(path, texts, dataset="text"):
+    """An HDF5 input file holding `texts` as variable-length UTF-8 strings (parent folders made)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset(dataset, data=np.array(texts, dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+
+
+def rewrite_calibration(src, dst, drop=None, zero=False, fingerprint=None):
+    """A copy of a `shardline calibrate` file (safetensors) without tensor `drop`, with every
+    range 0 (`zero`), or with another model fingerprint in its metadata."""
+    import struct
+    with open(src, "rb") as f:
+        b = f.read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    data = bytes(len(b) - 8 - n) if zero else b[8 + n:]
+    if fingerprint:
+        h["__metadata__"]["model_fingerprint"] = fingerprint
+    if drop:
+        del h[drop]
+    js = json.dumps(h).encode()
+    js += b" " * (-len(js) % 8)
+    with open(dst, "wb") as f:
+        f.write(struct.pack("<Q", len(js)) + js + data)
+
+
 def load_json(path):
     try:
         with open(path) as f:

@@ -44,22 +44,8 @@ VLEN = h5py.string_dtype("utf-8")
 GGUF_PIN = "gguf==0.19.0"
 
 
-def model_path(key):
-    base = os.environ.get("SL_MODELS_DIR", os.path.join(SRC, "build", "models"))
-    p = os.path.join(base, f"{key}.path")
-    if os.path.isfile(p):
-        with open(p) as f:
-            return f.read().strip()
-    return None
-
-
 def strs(a):
     return [s.decode("utf-8") if isinstance(s, bytes) else s for s in a]
-
-
-def write_text(path, texts):
-    with h5py.File(path, "w") as f:
-        f.create_dataset("text", data=np.array(texts, dtype=object), dtype=VLEN)
 
 
 def compare(t, a, b, *opts, what):
@@ -109,13 +95,13 @@ def check_float(t, doc, a, b, name, what):
 
 
 def encoders(t, texts):
-    mdir = model_path("minilm")
+    mdir = e.installed("minilm")
     if not t.check(mdir is not None and os.path.isfile(os.path.join(mdir, "config.json")),
                    "all-MiniLM-L6-v2 is installed", "run scripts/install-models.sh"):
         return
-    write_text("texts.h5", texts)
-    write_text("fewer.h5", texts[:-3])
-    write_text("other.h5", texts[::-1])  # as many rows, another file
+    e.write_text("texts.h5", texts)
+    e.write_text("fewer.h5", texts[:-3])
+    e.write_text("other.h5", texts[::-1])  # as many rows, another file
     jobs = {
         "emb-f32": ["--precision", "f32"],
         "emb-bf16": ["--precision", "bf16"],
@@ -173,7 +159,7 @@ def encoders(t, texts):
             r.describe())
 
     # Failed rows (an empty text fails alone, status 4) are left out and counted.
-    write_text("bad.h5", texts[:8] + [""])
+    e.write_text("bad.h5", texts[:8] + [""])
     ok = True
     for out, prec in [("bad-f32", "f32"), ("bad-bf16", "bf16")]:
         r = e.run(1, e.job_args(mdir, "bad.h5", out, extra=["--task", "embed", "--precision", prec]))
@@ -302,7 +288,7 @@ def check_score(t, a, b, doc, what):
 
 
 def decoders(t):
-    src = model_path("smollm2")
+    src = e.installed("smollm2")
     if not t.check(src is not None and os.path.isfile(src), "SmolLM2 GGUF is installed",
                    "run scripts/install-models.sh"):
         return
@@ -312,8 +298,8 @@ def decoders(t):
     # The 8 longest golden texts (420 scored tokens: fewer make the perplexity ratio a noisy
     # measure, e.g. 1.7% for Q8_0 on 99 tokens against 1.1% on these and on all 815); the
     # shortest prompts.
-    write_text("score.h5", sorted(texts, key=len)[-8:])
-    write_text("prompts.h5", sorted(prompts, key=len)[:8])
+    e.write_text("score.h5", sorted(texts, key=len)[-8:])
+    e.write_text("prompts.h5", sorted(prompts, key=len)[:8])
     score = ["--task", "score", "--bos", "always", "--token-logprobs"]
     if not run_job(t, "score f32", e.job_args(src, "score.h5", "sc-f32", extra=score + ["--precision", "f32"])):
         return

@@ -21,7 +21,6 @@ Run: ctest -R test_int8_e2e (needs SHARDLINE, SL_SOURCE_DIR, SL_MODELS_DIR, MPIE
 import json
 import os
 import shutil
-import struct
 import sys
 
 import h5py
@@ -51,12 +50,6 @@ def cosine_rows(a, b):
     return np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
 
 
-def write_text(path, texts):
-    with h5py.File(path, "w") as f:
-        f.create_dataset("text", data=np.array(texts, dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
-
-
 def embeddings(out):
     with h5py.File(f"{out}/predictions.h5", "r") as f:
         return f["embeddings"][()].astype(np.float64)
@@ -69,22 +62,6 @@ def check_cos(t, got, ref, what, cmin, cmean):
                    f"min {c.min():.5f} (row {int(np.argmin(c))}), mean {c.mean():.5f}")
 
 
-def rewrite_calibration(src, dst, drop=None, fingerprint=None):
-    """A copy of a calibration file without tensor `drop`, or with another fingerprint."""
-    b = open(src, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    data = b[8 + n:]
-    if fingerprint:
-        h["__metadata__"]["model_fingerprint"] = fingerprint
-    if drop:
-        del h[drop]
-    js = json.dumps(h).encode()
-    js += b" " * (-len(js) % 8)
-    with open(dst, "wb") as f:
-        f.write(struct.pack("<Q", len(js)) + js + data)
-
-
 def body(t, tmp):
     mdir = model_dir()
     if not t.check(mdir is not None and os.path.isfile(os.path.join(mdir, "config.json")),
@@ -94,8 +71,8 @@ def body(t, tmp):
         texts = [s.decode("utf-8", "surrogatepass") if isinstance(s, bytes) else s
                  for s in g["text"][()]]
         ref = g["embeddings"][()].astype(np.float64)
-    write_text("text.h5", texts)
-    write_text("calib.h5", texts[:160])
+    e.write_text("text.h5", texts)
+    e.write_text("calib.h5", texts[:160])
 
     # ---- MiniLM: f32, int8 ---------------------------------------------------------------------
     r = e.run(2, e.job_args(mdir, "text.h5", "f32", extra=["--task", "embed", "--precision", "f32"]),
@@ -161,14 +138,14 @@ def body(t, tmp):
     r = e.run(1, e.job_args(mdir, "text.h5", "bad1", extra=["--precision", "w8a8"]), timeout=300)
     t.check(r.rc == 3 and CALIB in r.stderr, "w8a8 without a calibration file: status 3, names it",
             r.describe())
-    rewrite_calibration(os.path.join(mcopy, CALIB), "other.safetensors",
+    e.rewrite_calibration(os.path.join(mcopy, CALIB), "other.safetensors",
                         fingerprint="0123456789abcdef")
     r = e.run(1, e.job_args(mcopy, "text.h5", "bad2", extra=[
         "--precision", "w8a8", "--calibration", "other.safetensors"]), timeout=300)
     t.check(r.rc == 3 and "other.safetensors" in r.stderr and "another model" in r.stderr,
             "w8a8 with another model's calibration: status 3", r.describe())
     gone = "encoder.layer.3.intermediate.dense.weight"
-    rewrite_calibration(os.path.join(mcopy, CALIB), "short.safetensors", drop=gone)
+    e.rewrite_calibration(os.path.join(mcopy, CALIB), "short.safetensors", drop=gone)
     r = e.run(1, e.job_args(mcopy, "text.h5", "bad3", extra=[
         "--precision", "w8a8", "--calibration", "short.safetensors"]), timeout=300)
     t.check(r.rc == 3 and "short.safetensors" in r.stderr and gone in r.stderr,
@@ -179,7 +156,7 @@ def body(t, tmp):
     with h5py.File(os.path.join(GOLD, "tiny_cls_goldens.h5"), "r") as g:
         ctexts = [s.decode() if isinstance(s, bytes) else s for s in g["text"][()]]
         logits = g["logits"][()].astype(np.float64)
-    write_text("cls.h5", ctexts)
+    e.write_text("cls.h5", ctexts)
     r = e.run(2, e.job_args(CLS_MODEL, "cls.h5", "cls", tp=2,
                             extra=["--task", "classify", "--precision", "int8"]), timeout=300)
     if t.check(r.rc == 0, "classify int8 tp2: status 0", r.describe()):

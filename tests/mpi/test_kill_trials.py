@@ -20,7 +20,6 @@ import sys
 import time
 
 import h5py
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sl_e2e as e  # noqa: E402
@@ -29,14 +28,6 @@ NP = 2
 TRIALS_EMBED = 10
 TRIALS_GENERATE = 3
 VLEN = h5py.string_dtype("utf-8")
-
-
-def write_text(path, texts):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("text", data=np.array(texts, dtype=object), dtype=VLEN)
-
-
 
 
 def trials(t, tmp, label, args_for, n, units, rng):
@@ -89,7 +80,7 @@ def body(t, tmp):
     base = load_sentences()
     if minilm:
         text = os.path.join(tmp, "text", "t.h5")
-        write_text(text, [f"{base[i % len(base)]} ({i})" for i in range(48)])
+        e.write_text(text, [f"{base[i % len(base)]} ({i})" for i in range(48)])
         trials(t, tmp, "embed", lambda o: e.job_args(minilm, text, o, unit_rows=4,
                                                      extra=["--task", "embed", "--quiet"]),
                TRIALS_EMBED, 12, rng)
@@ -99,7 +90,7 @@ def body(t, tmp):
         prompts = ["The capital of France is", "Once upon a time", "def add(a, b):",
                    "Water boils at", "My favourite colour is", "Hello, my name is"]
         ptxt = os.path.join(tmp, "prompts", "p.h5")
-        write_text(ptxt, prompts)
+        e.write_text(ptxt, prompts)
         trials(t, tmp, "generate", lambda o: e.job_args(
             smol, ptxt, o, unit_rows=1,
             extra=["--task", "generate", "--max-new-tokens", "8", "--temperature", "0.8",

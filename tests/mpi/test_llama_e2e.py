@@ -43,15 +43,6 @@ GOLD = os.path.join(SRC, "tests", "reference", "goldens", "smollm2_goldens.h5")
 VLEN = h5py.string_dtype("utf-8")
 
 
-def model_path():
-    base = os.environ.get("SL_MODELS_DIR", os.path.join(SRC, "build", "models"))
-    p = os.path.join(base, "smollm2.path")
-    if os.path.isfile(p):
-        with open(p) as f:
-            return f.read().strip()
-    return None
-
-
 def strs(ds):
     return [s.decode("utf-8") if isinstance(s, bytes) else s for s in ds[()]]
 
@@ -149,7 +140,7 @@ def quantized(t, model, g):
 
 
 def body(t, tmp):
-    model = model_path()
+    model = e.installed("smollm2")
     if not t.check(model is not None and os.path.isfile(model), "SmolLM2 GGUF is installed",
                    "run scripts/install-models.sh"):
         return

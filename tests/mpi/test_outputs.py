@@ -40,12 +40,6 @@ PROMPTS = ["The capital of France is", "Once upon a time", "def add(a, b):", "Wa
            "My favourite colour is", "In 1492,"]
 
 
-def write_text(path, texts):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("text", data=np.array(texts, dtype=object), dtype=VLEN)
-
-
 def digest(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -186,7 +180,7 @@ def check_description(t, tmp, smol, gen_out):
 
 def check_progress(t, tmp, smol):
     out = os.path.join(tmp, "progress")
-    write_text(os.path.join(tmp, "many.h5"), PROMPTS * 3)
+    e.write_text(os.path.join(tmp, "many.h5"), PROMPTS * 3)
     r = e.run(1, e.job_args(smol, "many.h5", out, extra=["--task", "generate", "--max-new-tokens",
                                                          "24", "--batch-size", "2"]),
               env={"SL_PROGRESS_SECONDS": "0.2"})
@@ -232,7 +226,7 @@ def body(t, tmp):
     if not t.check(minilm and smol, "all-MiniLM-L6-v2 and SmolLM2 are installed",
                    "run scripts/install-models.sh"):
         return
-    write_text(os.path.join(tmp, "prompts.h5"), PROMPTS)
+    e.write_text(os.path.join(tmp, "prompts.h5"), PROMPTS)
     gen_out = os.path.join(tmp, "gen")
     r = e.run(2, e.job_args(smol, "prompts.h5", gen_out, unit_rows=3,
                             extra=["--task", "generate", "--max-new-tokens", "8"]))

@@ -43,11 +43,6 @@ def model_dir():
     return None
 
 
-def write_text(path, texts):
-    with h5py.File(path, "w") as f:
-        f.create_dataset("text", data=np.array(texts, dtype=object), dtype=VLEN)
-
-
 def st_shapes(path):
     t = e.load_safetensors(path)
     return {k: tuple(v.shape) for k, v in t.items()}, t
@@ -67,13 +62,13 @@ def body(t, tmp):
     sys.path.insert(0, os.path.join(SRC, "tests", "reference"))
     from corpus import load_sentences
     sentences = load_sentences()
-    write_text("calib.h5", sentences[:64])
+    e.write_text("calib.h5", sentences[:64])
     with h5py.File(GOLD, "r") as g:
         gold_texts = [s.decode() if isinstance(s, bytes) else s for s in g["text"][()]]
         gold_emb = g["embeddings"][()]
         gold_heads = json.loads(g.attrs["pruned_heads"])
         gold_inter = int(g.attrs["intermediate_size"])
-    write_text("eval.h5", gold_texts)
+    e.write_text("eval.h5", gold_texts)
 
     r = e.run_direct(["prune", "--model", mdir, "--heads", "0.25", "--ffn", "0.25",
                       "--calib", "calib.h5", "--rows", "64", "--output", "pruned"], timeout=600)

@@ -25,7 +25,6 @@ import sys
 import time
 
 import h5py
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sl_e2e as e  # noqa: E402
@@ -41,14 +40,6 @@ def corpus(n):
     from corpus import load_sentences  # noqa: E402
     base = load_sentences()
     return [f"{base[i % len(base)]} ({i})" for i in range(n)]
-
-
-def write_text(path, texts):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with h5py.File(path, "w") as f:
-        f.create_dataset("text", data=np.array(texts, dtype=object), dtype=VLEN)
-
-
 
 
 def part_stats(out):
@@ -189,7 +180,7 @@ def body(t, tmp):
     feat = os.path.join(tmp, "feat", "*.h5")
     tasks = [("predict", lambda o: e.job_args(model.path, feat, o, unit_rows=50, batch=25), 20)]
 
-    write_text(os.path.join(tmp, "text", "t.h5"), corpus(48))
+    e.write_text(os.path.join(tmp, "text", "t.h5"), corpus(48))
     text = os.path.join(tmp, "text", "t.h5")
     cls = os.path.join(SRC, "tests", "reference", "tiny_bert_cls")
     tasks.append(("classify", lambda o: e.job_args(cls, text, o, unit_rows=4,
@@ -204,7 +195,7 @@ def body(t, tmp):
                    "Water boils at", "My favourite colour is", "In 1492,", "Hello, my name is",
                    "The best way to learn a language is", "Rain falls when", "My dog likes",
                    "The moon is", "Bread is made from"]
-        write_text(os.path.join(tmp, "prompts", "p.h5"), prompts)
+        e.write_text(os.path.join(tmp, "prompts", "p.h5"), prompts)
         ptxt = os.path.join(tmp, "prompts", "p.h5")
         tasks.append(("score", lambda o: e.job_args(smol, text, o, unit_rows=6,
                                                     extra=["--task", "score"]), 8))

@@ -34,11 +34,6 @@ def strs(ds):
     return [s.decode("utf-8") if isinstance(s, bytes) else s for s in ds[()]]
 
 
-def write_text(path, texts):
-    with h5py.File(path, "w") as f:
-        f.create_dataset("text", data=np.array(texts, dtype=object), dtype=VLEN)
-
-
 def check_scores(t, model, what, n_ref, sum_ref):
     """Scores score.h5 with `model` at TP 1 and 2 against the reference counts and sums."""
     for np_, tp in [(1, 1), (2, 2)]:
@@ -66,11 +61,11 @@ def body(t, tmp):
         greedy = g["greedy_ids"][()]
         greedy_text = strs(g["greedy_text"])
 
-    write_text("score.h5", texts)
+    e.write_text("score.h5", texts)
     check_scores(t, model, "tokenizer.json", *ref[""])
     check_scores(t, os.path.join(TINY, "tiny_kquant.gguf"), "K-quant GGUF", *ref["gguf/"])
 
-    write_text("prompts.h5", prompts)
+    e.write_text("prompts.h5", prompts)
     r = e.run(1, e.job_args(model, "prompts.h5", "gen",
                             extra=["--task", "generate", "--max-new-tokens",
                                    str(greedy.shape[1])]))

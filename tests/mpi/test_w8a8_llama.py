@@ -29,7 +29,6 @@ Run: ctest -R test_w8a8_llama (needs SHARDLINE, SL_SOURCE_DIR, SL_MODELS_DIR, MP
 """
 import json
 import os
-import struct
 import sys
 
 import h5py
@@ -45,40 +44,9 @@ CALIB = "shardline-calibration.safetensors"
 SCORE = ["--task", "score", "--bos", "always", "--token-logprobs"]
 
 
-def model_path(key):
-    base = os.environ.get("SL_MODELS_DIR", os.path.join(SRC, "build", "models"))
-    p = os.path.join(base, f"{key}.path")
-    if os.path.isfile(p):
-        with open(p) as f:
-            return f.read().strip()
-    return None
-
-
-def write_text(path, texts):
-    with h5py.File(path, "w") as f:
-        f.create_dataset("text", data=np.array(texts, dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
-
-
 def token_logprobs(out):
     with h5py.File(f"{out}/predictions.h5", "r") as f:
         return f["token_logprobs"][()].astype(np.float64)
-
-
-def rewrite_calibration(src, dst, drop=None, zero=False):
-    """A copy of a calibration file without tensor `drop`, or with every range 0."""
-    b = open(src, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    data = b[8 + n:]
-    if zero:
-        data = bytes(len(data))
-    if drop:
-        del h[drop]
-    js = json.dumps(h).encode()
-    js += b" " * (-len(js) % 8)
-    with open(dst, "wb") as f:
-        f.write(struct.pack("<Q", len(js)) + js + data)
 
 
 def ppl_ratio(t, a, b, what):
@@ -93,15 +61,15 @@ def ppl_ratio(t, a, b, what):
 
 
 def smollm2(t, tmp):
-    src = model_path("smollm2")
+    src = e.installed("smollm2")
     if not t.check(src is not None and os.path.isfile(src), "SmolLM2 GGUF is installed",
                    "run scripts/install-models.sh"):
         return
     with h5py.File(os.path.join(GOLD, "smollm2_goldens.h5"), "r") as g:
         texts = [s.decode("utf-8") if isinstance(s, bytes) else s for s in g["score_texts"][()]]
     half = len(texts) // 2
-    write_text("calib.h5", texts[:half])
-    write_text("score.h5", texts[half:])
+    e.write_text("calib.h5", texts[:half])
+    e.write_text("score.h5", texts[half:])
     # the model under the test folder (same file name, so the same fingerprint), whose default
     # calibration file goes beside the link
     model = os.path.join(tmp, os.path.basename(src))
@@ -149,7 +117,7 @@ def smollm2(t, tmp):
             json.dumps(static[:4]))
 
     # ---- every range 0: per-row scales ---------------------------------------------------------
-    rewrite_calibration(default_calib, "zero.safetensors", zero=True)
+    e.rewrite_calibration(default_calib, "zero.safetensors", zero=True)
     r = e.run(1, e.job_args(model, "score.h5", "sc-zero", extra=SCORE + [
         "--precision", "w8a8", "--calibration", "zero.safetensors"]))
     if t.check(r.rc == 0, "score w8a8 with zero ranges: status 0", r.describe()):
@@ -164,7 +132,7 @@ def smollm2(t, tmp):
 
     # ---- refusals ------------------------------------------------------------------------------
     gone = "blk.3.ffn_down.weight"
-    rewrite_calibration(default_calib, "short.safetensors", drop=gone)
+    e.rewrite_calibration(default_calib, "short.safetensors", drop=gone)
     r = e.run(1, e.job_args(model, "score.h5", "bad-short", extra=SCORE + [
         "--precision", "w8a8", "--calibration", "short.safetensors"]))
     t.check(r.rc == 3 and "short.safetensors" in r.stderr and gone in r.stderr,
