@@ -51,10 +51,17 @@ if [ "$mode" = asan ]; then
   # Every C unit test of tests/unit (test_cuda_ops needs a GPU); test_bert and test_llama without
   # their all-MiniLM-L6-v2 and SmolLM2 parts (minutes under ASan; all-MiniLM-L6-v2 runs in
   # pipeline_jobs.py below), which say NOT CHECKED.
-  units=$(cd "$SRC/tests/unit" && ls test_*.c | sed 's/\.c$//' | grep -vx test_cuda_ops | paste -sd'|')
-  echo "unit tests under ASan: ${units//|/ }"
+  # test_pipeline runs with leak detection off: at its exit LeakSanitizer's tracer crashes
+  # ("Tracer caught signal 11") reading a dynamic-TLS range of the main thread (a module loaded
+  # with dlopen; gcc 12's libsanitizer on glibc 2.36), before it can report anything. So its
+  # memory errors are checked here and its leaks nowhere (valgrind cannot either: MPI_Init's own
+  # losses read as definite there, tests/CMakeLists.txt).
+  units=$(cd "$SRC/tests/unit" && ls test_*.c | sed 's/\.c$//' | grep -vx 'test_cuda_ops\|test_pipeline' | paste -sd'|')
+  echo "unit tests under ASan: ${units//|/ } test_pipeline (without leak detection)"
   status=0
   SL_SKIP_MODELS=minilm,smollm2 ctest --test-dir build-asan --output-on-failure -R "^($units)\$" || status=1
+  ASAN_OPTIONS=${ASAN_OPTIONS/detect_leaks=1/detect_leaks=0} \
+    ctest --test-dir build-asan --output-on-failure -R '^test_pipeline$' || status=1
   # End-to-end under mpirun. Open MPI's and PMIx's plug-ins stay loaded (keep_dso.c, preloaded
   # ahead of the ASan runtime: verify_asan_link_order=0) and the slow unwinder follows
   # allocations through their libraries (built without frame pointers), so that lsan.supp can
