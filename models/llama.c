@@ -110,6 +110,23 @@ static int parse_rope_scaling(const cJSON *rs, const char *key, const char *path
     return 0;
 }
 
+/* A token id of config.json (bos_token_id, eos_token_id): -1 when absent, not a number (null,
+ * as some configs have) or -1; any other number must be a whole id in [0, 2^31), else the file
+ * is refused. */
+static int token_id(const cJSON *v, const char *key, const char *path, int64_t *out,
+                    sl_error_t *err)
+{
+    *out = -1;
+    if (!cJSON_IsNumber(v) || v->valuedouble == -1.0)
+        return 0;
+    const double d = v->valuedouble;
+    if (!(d >= 0.0 && d < 2147483648.0) || d != floor(d))
+        return sl_errorf(err, "%s: %s %g is not a token id (a whole number in 0..2^31-1)", path,
+                         key, d);
+    *out = (int64_t)d;
+    return 0;
+}
+
 static int config_from_json(const char *dir, sl_llama_config_t *c, sl_error_t *err)
 {
     char *path = sl_path_join(dir, "config.json");
@@ -184,17 +201,13 @@ static int config_from_json(const char *dir, sl_llama_config_t *c, sl_error_t *e
                     sw->valuedouble);
         c->max_positions = (int64_t)sw->valuedouble;
     }
-    double bos = -1, eos = -1;
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "eos_token_id");
     if (cJSON_IsArray(e))
         e = cJSON_GetArrayItem(e, 0);
-    if (cJSON_IsNumber(e))
-        eos = e->valuedouble;
-    const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, "bos_token_id");
-    if (cJSON_IsNumber(b))
-        bos = b->valuedouble;
-    c->bos_id = (int64_t)bos;
-    c->eos_id = (int64_t)eos;
+    if (token_id(e, "eos_token_id", path, &c->eos_id, err) != 0 ||
+        token_id(cJSON_GetObjectItemCaseSensitive(root, "bos_token_id"), "bos_token_id", path,
+                 &c->bos_id, err) != 0)
+        goto out;
     rc = 0;
 out:
     cJSON_Delete(root);
