@@ -303,9 +303,9 @@ static void cpu_add_bias(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bi
 }
 
 /* x86-64 builds target the baseline ISA; the attention tile kernel and GELU, where the time
- * goes, are also compiled for AVX2 and AVX-512 and picked at load time. Not under ThreadSanitizer: the
- * clones' ifunc resolver is instrumented and runs during relocation, before TSan's runtime
- * is up, and crashes the program at start. */
+ * goes, are also compiled for AVX2 and AVX-512 and picked at load time. Not under ThreadSanitizer:
+ * the clones' ifunc resolver is instrumented and runs during relocation, before TSan's runtime is
+ * up, and crashes the program at start. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) &&       \
     !defined(__SANITIZE_THREAD__)
 #define SL_VEC_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -591,7 +591,6 @@ static inline float exp_nonpos(float x)
  * reads the keys in place with dot products instead, as a transposition would cost more than
  * the few rows that use it. */
 enum { KV_BLOCK = 64, KV_TILE_ROWS = 64, KV_DOT_ROWS = 8 };
-
 
 /*
  * One tile of attention: R query rows (tokens of one slot times the query heads of one kv head)
