@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sl_e2e as e  # noqa: E402
-from test_llama_e2e import model_path, strs, write_text  # noqa: E402
+from test_llama_e2e import strs, write_text  # noqa: E402
 
 SRC = os.environ.get("SL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 REF = os.path.join(SRC, "tests", "reference")
@@ -52,7 +52,7 @@ def check_greedy(t, out, ref, gap, eos, what):
 
 
 def body(t, tmp):
-    model = model_path()
+    model = e.installed("smollm2")
     if not t.check(model is not None and os.path.isfile(model), "SmolLM2 GGUF is installed",
                    "run scripts/install-models.sh"):
         return
