@@ -543,6 +543,26 @@ def rewrite_calibration(src, dst, drop=None, zero=False, fingerprint=None):
         f.write(struct.pack("<Q", len(js)) + js + data)
 
 
+def tiny_mistral_goldens(h5_out):
+    """The tiny Mistral checkpoint's golden rows (tests/reference/goldens/tiny_llama_goldens.h5,
+    from transformers): writes their token ids to `h5_out` (datasets input_ids, lengths) and
+    returns transformers' sum of log-probabilities of each row's tokens after the first."""
+    with h5py.File(os.path.join(SOURCE_DIR, "tests", "reference", "goldens",
+                                "tiny_llama_goldens.h5"), "r") as tg:
+        ids = tg["mistral/input_ids"][()]
+        lens = tg["mistral/lengths"][()]
+        lgts = tg["mistral/logits"][()].astype(np.float64)
+    want = []
+    for i in range(len(lens)):
+        lg = lgts[i, : lens[i] - 1]
+        lse = np.log(np.exp(lg - lg.max(1, keepdims=True)).sum(1)) + lg.max(1)
+        want.append(float(np.sum(lg[np.arange(lens[i] - 1), ids[i, 1: lens[i]]] - lse)))
+    with h5py.File(h5_out, "w") as f:
+        f["input_ids"] = ids.astype(np.int32)
+        f["lengths"] = lens.astype(np.int32)
+    return np.array(want)
+
+
 def load_json(path):
     try:
         with open(path) as f:

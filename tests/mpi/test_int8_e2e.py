@@ -183,19 +183,7 @@ def body(t, tmp):
 
     # ---- tiny Mistral (safetensors), score ----------------------------------------------------------
     tiny = os.path.join(SRC, "tests", "reference", "tiny_llama", "mistral")
-    with h5py.File(os.path.join(GOLD, "tiny_llama_goldens.h5"), "r") as tg:
-        ids = tg["mistral/input_ids"][()]
-        lens = tg["mistral/lengths"][()]
-        lgts = tg["mistral/logits"][()].astype(np.float64)
-    want = []
-    for i in range(len(lens)):
-        lg = lgts[i, : lens[i] - 1]
-        lse = np.log(np.exp(lg - lg.max(1, keepdims=True)).sum(1)) + lg.max(1)
-        want.append(float(np.sum(lg[np.arange(lens[i] - 1), ids[i, 1: lens[i]]] - lse)))
-    want = np.array(want)
-    with h5py.File("tiny.h5", "w") as f:
-        f["input_ids"] = ids.astype(np.int32)
-        f["lengths"] = lens.astype(np.int32)
+    want = e.tiny_mistral_goldens("tiny.h5")
     r = e.run(2, e.job_args(tiny, "tiny.h5", "tiny-int8", dataset="input_ids", tp=2,
                             extra=["--task", "score", "--precision", "int8"]), timeout=300)
     if t.check(r.rc == 0, "tiny mistral int8 score tp2: status 0", r.describe()):

@@ -142,19 +142,7 @@ def smollm2(t, tmp):
 
 
 def tiny_mistral(t, tmp, smol):
-    with h5py.File(os.path.join(GOLD, "tiny_llama_goldens.h5"), "r") as tg:
-        ids = tg["mistral/input_ids"][()]
-        lens = tg["mistral/lengths"][()]
-        lgts = tg["mistral/logits"][()].astype(np.float64)
-    want = []
-    for i in range(len(lens)):
-        lg = lgts[i, : lens[i] - 1]
-        lse = np.log(np.exp(lg - lg.max(1, keepdims=True)).sum(1)) + lg.max(1)
-        want.append(float(np.sum(lg[np.arange(lens[i] - 1), ids[i, 1: lens[i]]] - lse)))
-    want = np.array(want)
-    with h5py.File("tiny.h5", "w") as f:
-        f["input_ids"] = ids.astype(np.int32)
-        f["lengths"] = lens.astype(np.int32)
+    want = e.tiny_mistral_goldens("tiny.h5")
     # the checkpoint stays in the source tree: its calibration file goes to the test folder
     r = e.run(1, ["--model", TINY, "--input", "tiny.h5", "--input-dataset", "input_ids",
                   "--rows", "2", "--output", "tiny-cal"], subcommand="calibrate", timeout=300)
