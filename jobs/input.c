@@ -12,6 +12,10 @@
 #include "common/sl_fault.h"
 #include "jobs/h5util.h"
 
+/* The widest fixed-length string row an input may hold (variable-length strings have no bound
+ * here; --text-bytes limits what a task keeps of a row). */
+#define SL_TEXT_FIXED_MAX (1 << 20)
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -103,6 +107,14 @@ static int check_shard(sl_shard_t *s, const char *dataset, int want_tokens, int 
     if (want_tokens) {
         if (nd == 1 && cls == H5T_STRING) {
             *kind = SL_INPUT_TEXT;
+            /* a reader's buffer holds rows x this width: a corrupt file may state any width */
+            if (H5Tis_variable_str(t) <= 0 && H5Tget_size(t) > SL_TEXT_FIXED_MAX) {
+                sl_errorf(err,
+                          "%s: dataset '%s' holds fixed-length strings of %zu bytes; at most %d "
+                          "a row (store longer texts as variable-length strings)",
+                          s->path, dataset, H5Tget_size(t), SL_TEXT_FIXED_MAX);
+                goto out;
+            }
         } else if (nd == 2 && cls == H5T_INTEGER) {
             *kind = SL_INPUT_TOKENS;
         } else {
