@@ -543,15 +543,16 @@ def rewrite_calibration(src, dst, drop=None, zero=False, fingerprint=None):
         f.write(struct.pack("<Q", len(js)) + js + data)
 
 
-def tiny_mistral_goldens(h5_out):
-    """The tiny Mistral checkpoint's golden rows (tests/reference/goldens/tiny_llama_goldens.h5,
-    from transformers): writes their token ids to `h5_out` (datasets input_ids, lengths) and
-    returns transformers' sum of log-probabilities of each row's tokens after the first."""
+def tiny_llama_goldens(name, h5_out):
+    """The golden rows of the tiny LLaMA-family checkpoint tests/reference/tiny_llama/<name>
+    (tests/reference/goldens/tiny_llama_goldens.h5, from transformers): writes their token ids
+    to `h5_out` (datasets input_ids, lengths) and returns transformers' sum of log-probabilities
+    of each row's tokens after the first."""
     with h5py.File(os.path.join(SOURCE_DIR, "tests", "reference", "goldens",
                                 "tiny_llama_goldens.h5"), "r") as tg:
-        ids = tg["mistral/input_ids"][()]
-        lens = tg["mistral/lengths"][()]
-        lgts = tg["mistral/logits"][()].astype(np.float64)
+        ids = tg[f"{name}/input_ids"][()]
+        lens = tg[f"{name}/lengths"][()]
+        lgts = tg[f"{name}/logits"][()].astype(np.float64)
     want = []
     for i in range(len(lens)):
         lg = lgts[i, : lens[i] - 1]

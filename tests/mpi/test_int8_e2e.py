@@ -183,7 +183,7 @@ def body(t, tmp):
 
     # ---- tiny Mistral (safetensors), score ----------------------------------------------------------
     tiny = os.path.join(SRC, "tests", "reference", "tiny_llama", "mistral")
-    want = e.tiny_mistral_goldens("tiny.h5")
+    want = e.tiny_llama_goldens("mistral", "tiny.h5")
     r = e.run(2, e.job_args(tiny, "tiny.h5", "tiny-int8", dataset="input_ids", tp=2,
                             extra=["--task", "score", "--precision", "int8"]), timeout=300)
     if t.check(r.rc == 0, "tiny mistral int8 score tp2: status 0", r.describe()):

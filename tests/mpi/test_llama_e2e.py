@@ -251,19 +251,7 @@ def body(t, tmp):
     # ---- KV heads replicated over more ranks than there are (tiny Qwen2: 4 query / 2 KV heads,
     # q/k/v biases) from pre-tokenized ids, TP=4 and TP=2 against transformers' logits ----------
     tiny = os.path.join(SRC, "tests", "reference", "tiny_llama", "qwen2_bias")
-    with h5py.File(os.path.join(SRC, "tests", "reference", "goldens", "tiny_llama_goldens.h5"),
-                   "r") as tg:
-        ids = tg["qwen2_bias/input_ids"][()]
-        lens = tg["qwen2_bias/lengths"][()]
-        logits = tg["qwen2_bias/logits"][()].astype(np.float64)
-    want = []
-    for i in range(len(lens)):
-        lg = logits[i, : lens[i] - 1]
-        lse = np.log(np.exp(lg - lg.max(1, keepdims=True)).sum(1)) + lg.max(1)
-        want.append(float(np.sum(lg[np.arange(lens[i] - 1), ids[i, 1: lens[i]]] - lse)))
-    with h5py.File("tiny.h5", "w") as f:
-        f["input_ids"] = ids.astype(np.int32)
-        f["lengths"] = lens.astype(np.int32)
+    want = e.tiny_llama_goldens("qwen2_bias", "tiny.h5")
     for np_, tp in [(4, 4), (2, 2)]:
         out = f"tiny-tp{tp}"
         r = e.run(np_, e.job_args(tiny, "tiny.h5", out, dataset="input_ids", tp=tp,

@@ -142,7 +142,7 @@ def smollm2(t, tmp):
 
 
 def tiny_mistral(t, tmp, smol):
-    want = e.tiny_mistral_goldens("tiny.h5")
+    want = e.tiny_llama_goldens("mistral", "tiny.h5")
     # the checkpoint stays in the source tree: its calibration file goes to the test folder
     r = e.run(1, ["--model", TINY, "--input", "tiny.h5", "--input-dataset", "input_ids",
                   "--rows", "2", "--output", "tiny-cal"], subcommand="calibrate", timeout=300)
