@@ -213,6 +213,9 @@ sl_tensor_t sl_tensor_rows(const sl_tensor_t *t, int64_t rows)
     if (rows < 0 || rows > t->shape[0])
         SL_FATAL("sl_tensor_rows: %lld rows of a tensor with %lld", (long long)rows,
                  (long long)t->shape[0]);
+    if (t->packed && rows % 16 != 0)
+        SL_FATAL("sl_tensor_rows: %lld rows of a packed matrix (a multiple of 16 expected)",
+                 (long long)rows);
     sl_tensor_t v = *t;
     v.shape[0] = rows;
     v.owns_data = 0;
@@ -256,9 +259,23 @@ void sl_copy_h2d(sl_tensor_t *dst, const void *src, size_t bytes)
 void sl_copy_d2h(void *dst, const sl_tensor_t *src, size_t bytes)
 {
     check_bytes("sl_copy_d2h", src, bytes);
+    if (src->packed && bytes != sl_tensor_bytes(src))
+        SL_FATAL("sl_copy_d2h: %zu bytes of a packed %s matrix (only the whole of it)", bytes,
+                 sl_dtype_name(src->dtype));
     SL_RANGE_PUSH("D2H");
     src->be->ops->d2h(src->be, dst, src->data, bytes);
     SL_RANGE_POP();
+    if (src->packed) /* back to GGUF's layout */
+        src->be->ops->repack(src->be, dst, src->dtype, src->shape[0], src->shape[1], 0);
+}
+
+void sl_tensor_pack(sl_tensor_t *w)
+{
+    if (w->packed || !w->be->ops->repack || w->ndim != 2 || !sl_dtype_quantized(w->dtype) ||
+        w->shape[0] % 16 != 0 || w->shape[1] % SL_QBLOCK != 0 || w->shape[0] == 0)
+        return;
+    w->be->ops->repack(w->be, w->data, w->dtype, w->shape[0], w->shape[1], 1);
+    w->packed = 1;
 }
 
 void sl_tensor_zero(sl_tensor_t *t) { t->be->ops->memzero(t->be, t->data, sl_tensor_bytes(t)); }

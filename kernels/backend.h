@@ -82,6 +82,9 @@ typedef struct {
      * (values beyond saturate; a 0 entry: that block's own max, as without). NULL (the
      * default): one scale per 32-value block of each row, from the row. Freed with the tensor. */
     void *act_scales;
+    /* A quantized matrix rearranged by sl_tensor_pack into the backend's own layout (CPU: 16
+     * rows packed together, kernels/cpu/cpu_qgemm.h); 0: GGUF's row-major blocks. */
+    int packed;
 } sl_tensor_t;
 
 /* ---- backends ---------------------------------------------------------------------------- */
@@ -122,6 +125,13 @@ sl_tensor_t sl_tensor_rows(const sl_tensor_t *t, int64_t rows);
  * be freed; aborts when the view is larger than t. */
 sl_tensor_t sl_tensor_view(const sl_tensor_t *t, int ndim, int64_t d0, int64_t d1, int64_t d2,
                            int64_t d3);
+
+/* Rearranges a quantized weight matrix w [N, K] into the layout its backend multiplies fastest
+ * (CPU: 16 rows packed together for the integer GEMM, when N is a multiple of 16; other
+ * backends and shapes: nothing). sl_linear and sl_embedding take either layout, and
+ * sl_copy_d2h hands back GGUF's. A row view of a packed matrix must start and end on a multiple
+ * of 16 rows. Call it once the matrix is uploaded; calling it again does nothing. */
+void sl_tensor_pack(sl_tensor_t *w);
 
 /* Host <-> backend copies of `bytes` bytes from the start of the tensor (synchronous). */
 void sl_copy_h2d(sl_tensor_t *dst, const void *src, size_t bytes);

@@ -552,7 +552,12 @@ static int load_layer(sl_llama_t *m, const sl_weights_t *w, int i, sl_error_t *e
          LB(W_OB, D, 0, 0, D, 0, 0, 1, 0, SL_F32, &L->bo) != 0))
         return -1;
 #undef LB
-    return load_gate_up(m, w, i, err);
+    if (load_gate_up(m, w, i, err) != 0)
+        return -1;
+    sl_tensor_t *mats[6] = {L->wq, L->wk, L->wv, L->wo, L->wd, L->wgu};
+    for (int j = 0; j < 6; j++)
+        sl_tensor_pack(mats[j]);
+    return 0;
 }
 
 /* RoPE inverse frequencies as transformers computes them (f32), with linear or LLaMA-3
@@ -741,6 +746,13 @@ sl_llama_t *sl_llama_load_with(const char *path, const sl_llama_config_t *cfg, s
     if (rc == 0 && !c->tied)
         rc = load_block(m, w, head, V, D, m->v0, m->vl, 0, D, 0, 0, dtype, &m->lm_own, err);
     if (rc == 0) {
+        /* Quantized matrices go into the backend's packed layout (sl_tensor_pack). The tied
+         * table only when this rank's LM head rows are whole packed groups, since the head is
+         * a view of them; the gather reads either layout. */
+        if (m->lm_own)
+            sl_tensor_pack(m->lm_own);
+        else if (m->v0 % 16 == 0 && m->vl % 16 == 0)
+            sl_tensor_pack(m->embed);
         if (m->lm_own) {
             m->lm = *m->lm_own;
         } else { /* a view of the embedding rows [v0, v0 + Vl) */

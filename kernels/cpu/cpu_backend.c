@@ -12,6 +12,7 @@
  * This backend is also the reference the CUDA ops are tested against.
  */
 #include "kernels/backend_impl.h"
+#include "kernels/cpu/cpu_qgemm.h"
 #include "kernels/cpu/cpu_quant.h"
 #include "kernels/elementwise.h"
 #include "kernels/quant.h"
@@ -259,9 +260,12 @@ static void linear_q_tiles(cpu_backend_t *cb, const sl_tensor_t *x, const sl_ten
     for (int64_t j0 = 0; j0 < n; j0 += chunk) {
         const int64_t nj = n - j0 < chunk ? n - j0 : chunk;
         const uint8_t *wr = (const uint8_t *)w->data + (size_t)j0 * rb;
+        if (w->packed) /* chunk and n are multiples of 16: whole groups */
+            sl_qpack_dequant_rows(cb->threads, w->dtype, w->data, k, j0, nj, wt);
+        else
 #pragma omp parallel for schedule(static) num_threads(cb->threads) if (nj * k >= SL_PAR_MIN)
-        for (int64_t b = 0; b < nj * nb; b++)
-            sl_q_dequant_block((int)w->dtype, wr + (size_t)b * bb, wt + b * SL_QBLOCK);
+            for (int64_t b = 0; b < nj * nb; b++)
+                sl_q_dequant_block((int)w->dtype, wr + (size_t)b * bb, wt + b * SL_QBLOCK);
 #ifdef SL_BLAS_BLIS
         sgemm_blocks(cb->threads, 0, 1, m, nj, k, 1.0f, x->data, wt, bias ? 1.0f : 0.0f, yf + j0,
                      n);
@@ -287,9 +291,23 @@ static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor
         cb->xq = sl_xmalloc(blocks * sizeof *cb->xq);
         cb->xq_len = blocks;
     }
-    sl_cpu_linear_q_ex(cb->threads, cb->qform, w->dtype, x->data, m, k, w->data, n,
-                       bias ? bias->data : NULL, y->data, cb->xq,
-                       w->act_scales ? ((const sl_tensor_t *)w->act_scales)->data : NULL);
+    const float *xmax = w->act_scales ? ((const sl_tensor_t *)w->act_scales)->data : NULL;
+    if (!w->packed) {
+        sl_cpu_linear_q_ex(cb->threads, cb->qform, w->dtype, x->data, m, k, w->data, n,
+                           bias ? bias->data : NULL, y->data, cb->xq, xmax);
+        return;
+    }
+    sl_q8a_quantize_rows(cb->threads, x->data, m, k, xmax, cb->xq);
+    sl_qgemm(cb->threads, cb->qform, w->dtype, cb->xq, m, k, w->data, n, bias ? bias->data : NULL,
+             y->data);
+}
+
+static void cpu_repack(sl_backend_t *be, void *data, sl_dtype_t dt, int64_t n, int64_t k, int pack)
+{
+    if (pack)
+        sl_qpack(cpu(be)->threads, dt, data, n, k);
+    else
+        sl_qunpack(cpu(be)->threads, dt, data, n, k);
 }
 
 static void cpu_add_bias(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bias, int64_t rows,
@@ -459,6 +477,10 @@ static void cpu_embedding(sl_backend_t *be, const sl_tensor_t *table, const sl_t
         const int64_t base = (int64_t)id[i] * dim;
         if (table->dtype == SL_F32) {
             memcpy(o + i * dim, (const float *)table->data + base, (size_t)dim * sizeof(float));
+            continue;
+        }
+        if (table->packed) {
+            sl_qpack_dequant_row(table->dtype, table->data, dim, id[i], o + i * dim);
             continue;
         }
         if (sl_dtype_quantized(table->dtype)) { /* the row's blocks, dequantised */
@@ -980,6 +1002,7 @@ static const sl_backend_ops_t cpu_ops = {
     .h2d = cpu_copy,
     .d2h = cpu_copy,
     .memzero = cpu_memzero,
+    .repack = cpu_repack,
     .matmul = cpu_matmul,
     .linear_q = cpu_linear_q,
     .add_bias = cpu_add_bias,

@@ -83,7 +83,8 @@ void sl_q8a_quantize(const float *x, int64_t k, sl_q8a_t *out)
         }
         out[b].d = d;
         out[b].s = d * (float)sum;
-        out[b].pad[0] = out[b].pad[1] = 0;
+        out[b].sum = sum;
+        out[b].pad = 0;
     }
 }
 
@@ -104,7 +105,22 @@ void sl_q8a_quantize_static(const float *x, int64_t k, const float *xmax, sl_q8a
         }
         out[b].d = d;
         out[b].s = d * (float)sum;
-        out[b].pad[0] = out[b].pad[1] = 0;
+        out[b].sum = sum;
+        out[b].pad = 0;
+    }
+}
+
+void sl_q8a_quantize_rows(int threads, const float *x, int64_t m, int64_t k, const float *xmax,
+                          sl_q8a_t *xq)
+{
+    const int64_t nb = k / SL_QBLOCK;
+#pragma omp parallel for schedule(static)                                                          \
+    num_threads(threads > 0 ? threads : 1) if (m > 1 && m * k >= 16384)
+    for (int64_t i = 0; i < m; i++) {
+        if (xmax)
+            sl_q8a_quantize_static(x + i * k, k, xmax, xq + i * nb);
+        else
+            sl_q8a_quantize(x + i * k, k, xq + i * nb);
     }
 }
 
@@ -395,13 +411,7 @@ void sl_cpu_linear_q_ex(int threads, sl_qform_t f, sl_dtype_t wt, const float *x
     const qdot_fn dot = qdot_pick(f, wt).one;
     const qdot4_fn dot4 = qdot_pick(f, wt).four;
     const int par = threads > 1 && m * n * k >= SL_QPAR_MIN;
-#pragma omp parallel for schedule(static) num_threads(threads) if (par && m > 1)
-    for (int64_t i = 0; i < m; i++) {
-        if (xmax)
-            sl_q8a_quantize_static(x + i * k, k, xmax, xq + i * nb);
-        else
-            sl_q8a_quantize(x + i * k, k, xq + i * nb);
-    }
+    sl_q8a_quantize_rows(par ? threads : 1, x, m, k, xmax, xq);
     /* Decode steps (a few rows): only the weight rows split, in chunks a multiple of 16 rows,
      * about four per thread, taken dynamically (a thread that loses its core on a shared
      * machine delays only its chunk). */

@@ -20,10 +20,11 @@
 
 #include "kernels/backend.h"
 
-/* One 32-value block of an activation row: x[j] ~ d * q[j]; s = d * sum(q). */
+/* One 32-value block of an activation row: x[j] ~ d * q[j]; sum = sum(q), s = d * sum. */
 typedef struct {
     float d, s;
-    int32_t pad[2]; /* q starts 16 bytes in: aligned vector loads within an aligned array */
+    int32_t sum;
+    int32_t pad; /* q starts 16 bytes in: aligned vector loads within an aligned array */
     int8_t q[32];
 } sl_q8a_t;
 
@@ -68,6 +69,11 @@ void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out
  * values beyond +-xmax[b] saturate; a block with xmax[b] = 0 is quantized from its own max as
  * sl_q8a_quantize does. */
 void sl_q8a_quantize_static(const float *x, int64_t k, const float *xmax, sl_q8a_t *out);
+
+/* m rows of x [m, k] into xq [m, k / 32] on `threads` threads: sl_q8a_quantize_static(xmax)
+ * when xmax is not NULL, else sl_q8a_quantize. */
+void sl_q8a_quantize_rows(int threads, const float *x, int64_t m, int64_t k, const float *xmax,
+                          sl_q8a_t *xq);
 
 /* sl_cpu_linear_q with the activations quantized by sl_q8a_quantize_static(xmax) when xmax is
  * not NULL (xmax: [k / 32]). */

@@ -335,6 +335,7 @@ static const sl_backend_ops_t cuda_ops = {
     .h2d = cuda_h2d,
     .d2h = cuda_d2h,
     .memzero = cuda_memzero,
+    .repack = NULL, /* GGUF's layout: the kernel dequantises it */
     .matmul = cuda_matmul,
     .linear_q = cuda_linear_q,
     .add_bias = cuda_add_bias,

@@ -349,6 +349,7 @@ sl_tensor_t *sl_upload_int8(sl_backend_t *be, const float *h, int64_t nr, int64_
     sl_q8_0_quantize_rows(h, nr, nc, q);
     sl_copy_h2d(d, q, sl_tensor_bytes(d));
     free(q);
+    sl_tensor_pack(d);
     return d;
 }
 

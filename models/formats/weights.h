@@ -66,7 +66,8 @@ int sl_weights_check_qscales(const char *where, const char *name, const void *bl
  * (embedding tables stay f32). */
 #define SL_WEIGHTS_INT8 ((sl_dtype_t)65)
 
-/* A host f32 matrix [nr, nc] uploaded as Q8_0 blocks when nc is a multiple of 32, else as f32. */
+/* A host f32 matrix [nr, nc] uploaded as Q8_0 blocks when nc is a multiple of 32 (and packed,
+ * sl_tensor_pack), else as f32. */
 sl_tensor_t *sl_upload_int8(sl_backend_t *be, const float *h, int64_t nr, int64_t nc);
 
 /* ---- what was loaded: a list of the tensors the loaders uploaded, with their names --------

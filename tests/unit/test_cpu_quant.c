@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_qgemm.h"
 #include "kernels/cpu/cpu_quant.h"
 #include "kernels/quant.h"
 #include "models/formats/weights.h"
@@ -499,11 +500,156 @@ static void test_load_quant(void)
     free(x);
 }
 
+/* 5. the packed layout and the integer GEMM on it (cpu_qgemm.h) */
+static void test_packed(void)
+{
+    const int64_t n = 48, ks[2] = {32 * 9, 576}, ms[5] = {1, 3, 4, 7, 70};
+    sl_error_t err = {0};
+    sl_backend_t *be = sl_backend_create(SL_BACKEND_CPU, 0, 2, &err);
+    CHECKF(be != NULL, "%s", err.msg);
+    if (!be)
+        return;
+    for (int t = 0; t < 3; t++)
+        for (int ki = 0; ki < 2; ki++) {
+            const sl_dtype_t dt = kTypes[t];
+            const int64_t k = ks[ki], nb = k / SL_QBLOCK;
+            const size_t bytes = sl_dtype_bytes(dt, n * k);
+            uint8_t *w = random_blocks(dt, n, k), *p = malloc(bytes);
+            memcpy(p, w, bytes);
+            CHECK(sl_qpack_fits(dt, n, k) && !sl_qpack_fits(dt, n + 8, k) &&
+                  !sl_qpack_fits(SL_F32, n, k));
+            sl_qpack(2, dt, p, n, k);
+            CHECKF(memcmp(p, w, bytes) != 0, "%s: packing changed nothing", sl_dtype_name(dt));
+            /* every row dequantised from the packed form: the bits of the row blocks */
+            float *wf = malloc(sizeof(float) * (size_t)(n * k)),
+                  *pf = malloc(sizeof(float) * (size_t)(n * k));
+            dequant_rows(dt, w, n, k, wf);
+            int bad_row = 0;
+            float *row = malloc(sizeof(float) * (size_t)k);
+            for (int64_t r = 0; r < n; r++) {
+                sl_qpack_dequant_row(dt, p, k, r, row);
+                bad_row += memcmp(row, wf + r * k, sizeof(float) * (size_t)k) != 0;
+            }
+            sl_qpack_dequant_rows(2, dt, p, k, 16, 32, pf);
+            CHECKF(bad_row == 0 && !memcmp(pf, wf + 16 * k, sizeof(float) * (size_t)(32 * k)),
+                   "%s k %lld: %d packed rows dequantise differently", sl_dtype_name(dt),
+                   (long long)k, bad_row);
+            /* the GEMM: scalar within the int8 bound of the double product; every form and
+             * thread count the scalar bits; each row the bits it has alone (batch invariance) */
+            const int64_t mmax = 70;
+            float *x = malloc(sizeof(float) * (size_t)(mmax * k)), bias[48];
+            for (int j = 0; j < n; j++)
+                bias[j] = (float)(urand() - 0.5);
+            random_x(x, mmax * k);
+            sl_q8a_t *xq = malloc(sizeof(sl_q8a_t) * (size_t)(mmax * nb));
+            sl_q8a_quantize_rows(2, x, mmax, k, NULL, xq);
+            double *ref = malloc(sizeof(double) * (size_t)(mmax * n)),
+                   *bound = malloc(sizeof(double) * (size_t)(mmax * n));
+            reference(x, wf, mmax, n, k, ref, bound);
+            float *y0 = malloc(sizeof(float) * (size_t)(mmax * n)),
+                  *y1 = malloc(sizeof(float) * (size_t)(mmax * n)), one[48];
+            int bad_ref = 0, bad_form = 0, bad_batch = 0;
+            for (int mi = 0; mi < 5; mi++) {
+                const int64_t m = ms[mi];
+                sl_qgemm(1, SL_QFORM_SCALAR, dt, xq, m, k, p, n, bias, y0);
+                for (int64_t i = 0; i < m * n; i++)
+                    bad_ref += !(fabs(y0[i] - bias[i % n] - ref[i]) <= bound[i]);
+                for (int f = SL_QFORM_SCALAR; f <= SL_QFORM_VNNI; f++) {
+                    if (!sl_qform_available((sl_qform_t)f))
+                        continue;
+                    sl_qgemm(2, (sl_qform_t)f, dt, xq, m, k, p, n, bias, y1);
+                    bad_form += memcmp(y0, y1, sizeof(float) * (size_t)(m * n)) != 0;
+                    for (int64_t i = 0; i < m; i += 3) {
+                        sl_qgemm(1, (sl_qform_t)f, dt, xq + i * nb, 1, k, p, n, bias, one);
+                        bad_batch += memcmp(one, y0 + i * n, sizeof one) != 0;
+                    }
+                }
+            }
+            CHECKF(bad_ref == 0, "%s k %lld: %d packed GEMM outputs outside the int8 bound",
+                   sl_dtype_name(dt), (long long)k, bad_ref);
+            CHECKF(bad_form == 0, "%s k %lld: %d forms differ from the scalar GEMM",
+                   sl_dtype_name(dt), (long long)k, bad_form);
+            CHECKF(bad_batch == 0, "%s k %lld: %d rows differ alone and in a batch",
+                   sl_dtype_name(dt), (long long)k, bad_batch);
+            /* through the backend: sl_tensor_pack, sl_linear on both paths, w8a8's static
+             * scales, sl_embedding, and sl_copy_d2h back to GGUF's layout */
+            sl_tensor_t *wu = sl_tensor_new2(be, dt, n, k), *wp = sl_tensor_new2(be, dt, n, k);
+            sl_copy_h2d(wu, w, bytes);
+            sl_copy_h2d(wp, w, bytes);
+            sl_tensor_pack(wp);
+            CHECK(wp->packed && !memcmp(wp->data, p, bytes));
+            sl_tensor_t *xt = sl_tensor_new2(be, SL_F32, mmax, k),
+                        *ya = sl_tensor_new2(be, SL_F32, mmax, n),
+                        *yb = sl_tensor_new2(be, SL_F32, mmax, n),
+                        *bt = sl_tensor_new1(be, SL_F32, n);
+            sl_copy_h2d(xt, x, sizeof(float) * (size_t)(mmax * k));
+            sl_copy_h2d(bt, bias, sizeof bias);
+            sl_linear(xt, wu, bt, ya); /* bulk rows: dequantised chunks, the same values */
+            sl_linear(xt, wp, bt, yb);
+            CHECKF(!memcmp(ya->data, yb->data, sizeof(float) * (size_t)(mmax * n)),
+                   "%s: bulk rows of a packed matrix differ", sl_dtype_name(dt));
+            sl_backend_set_bulk_rows(be, 0);
+            sl_linear(xt, wp, bt, yb);
+            sl_qgemm(2, sl_qform_best(), dt, xq, mmax, k, p, n, bias, y1);
+            CHECKF(!memcmp(yb->data, y1, sizeof(float) * (size_t)(mmax * n)),
+                   "%s: int8 rows of sl_linear are not the packed GEMM's", sl_dtype_name(dt));
+            float *xmax = malloc(sizeof(float) * (size_t)nb);
+            for (int64_t b = 0; b < nb; b++)
+                xmax[b] = b == 1 ? 0.0f : (float)(0.5 + urand()); /* saturating; no range */
+            sl_tensor_t *xs = sl_tensor_new1(be, SL_F32, nb);
+            sl_copy_h2d(xs, xmax, sizeof(float) * (size_t)nb);
+            wp->act_scales = xs;
+            sl_backend_set_bulk_rows(be, SL_BULK_ALL);
+            sl_linear(xt, wp, bt, yb); /* static scales: every row in int8 */
+            sl_q8a_quantize_rows(1, x, mmax, k, xmax, xq);
+            sl_qgemm(1, SL_QFORM_SCALAR, dt, xq, mmax, k, p, n, bias, y1);
+            CHECKF(!memcmp(yb->data, y1, sizeof(float) * (size_t)(mmax * n)),
+                   "%s: w8a8 rows of a packed matrix are not the scalar GEMM's", sl_dtype_name(dt));
+            int32_t ids[5] = {0, 47, 16, 5, 31};
+            sl_tensor_t *it = sl_tensor_new1(be, SL_I32, 5), *et = sl_tensor_new2(be, SL_F32, 5, k);
+            sl_copy_h2d(it, ids, sizeof ids);
+            sl_embedding(wp, it, et);
+            int bad_emb = 0;
+            for (int i = 0; i < 5; i++)
+                bad_emb += memcmp((float *)et->data + i * k, wf + ids[i] * k,
+                                  sizeof(float) * (size_t)k) != 0;
+            CHECKF(bad_emb == 0, "%s: %d embedding rows of a packed table differ",
+                   sl_dtype_name(dt), bad_emb);
+            uint8_t *back = malloc(bytes);
+            sl_copy_d2h(back, wp, bytes);
+            CHECKF(!memcmp(back, w, bytes), "%s: a packed matrix read back is not GGUF's layout",
+                   sl_dtype_name(dt));
+            free(back);
+            free(xmax);
+            sl_tensor_free(it);
+            sl_tensor_free(et);
+            sl_tensor_free(xt);
+            sl_tensor_free(ya);
+            sl_tensor_free(yb);
+            sl_tensor_free(bt);
+            sl_tensor_free(wu);
+            sl_tensor_free(wp);
+            free(w);
+            free(p);
+            free(wf);
+            free(pf);
+            free(row);
+            free(x);
+            free(xq);
+            free(ref);
+            free(bound);
+            free(y0);
+            free(y1);
+        }
+    sl_backend_free(be);
+}
+
 int main(void)
 {
     test_gguf_blocks();
     test_forms();
     test_backend();
     test_load_quant();
+    test_packed();
     return sl_test_finish("test_cpu_quant");
 }
