@@ -54,6 +54,9 @@ that order, one after the other within a round, with the same llama.cpp partner)
     (prefill, scoring) meet chunks of them dequantised to f32 in the BLAS GEMM, decode steps
     quantize their activations to int8 per 32-block for integer dot products with the blocks
     (AVX-512 VNNI / AVX2), as llama.cpp does with Q8_1 activations;
+  - w8a8-dyn (`--precision w8a8 --calibration dynamic`): the matrices requantized to Q8_0 on
+    load and every row, prompt tokens too, quantized to int8 per 32-block for the packed
+    integer GEMM, as llama.cpp computes prompts;
   - f32: the weights are dequantised to f32 when the model loads (about 6x the bytes llama.cpp
     reads per token) and every GEMM runs in f32 in BLIS.
 
@@ -160,9 +163,11 @@ def sl_env(threads, passive):
 
 
 def shardline(args, h5, out, task, extra, passive=False, precision="auto"):
+    # w8a8-dyn: w8a8 with --calibration dynamic (every row int8, no calibration file)
+    prec = (["--precision", "w8a8", "--calibration", "dynamic"] if precision == "w8a8-dyn"
+            else ["--precision", precision])
     cmd = [args.shardline, "run", "--model", args.model, "--input", h5, "--input-dataset", "text",
-           "--output", out, "--task", task, "--device", "cpu", "--restart", "--quiet",
-           "--precision", precision] + extra
+           "--output", out, "--task", task, "--device", "cpu", "--restart", "--quiet"] + prec + extra
     _, wall = run(cmd, env=sl_env(args.threads, passive))
     if passive:
         cmd = ["OMP_WAIT_POLICY=passive"] + cmd

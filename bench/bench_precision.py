@@ -1,12 +1,13 @@
 #!/usr/bin/python3
-"""bench_precision.py — MiniLM embedding speed and accuracy of `--precision int8` and `w8a8`
-against `--precision f32`, the same binary, model and rows.
+"""bench_precision.py — MiniLM embedding speed and accuracy of `--precision int8`, `w8a8` and
+`w8a8 --calibration dynamic` (w8a8-dyn) against `--precision f32`, the same binary, model and
+rows.
 
 What it measures: N rows (default 2000: the golden sentences of
 tests/reference/goldens/minilm_goldens.h5, repeated in order) embedded by
 `mpirun -np R <shardline> run --task embed` (default R = 2 ranks, --tp 1: two DP groups) with each
-precision, in interleaved rounds (--rounds, default 3: f32 int8 w8a8, then w8a8 int8 f32, ...)
-so drifting load hits every side alike. w8a8 reads a calibration file made once by `shardline
+precision, in interleaved rounds (--rounds, default 3: f32 int8 w8a8 w8a8-dyn, then the reverse, ...)
+so drifting load hits every side alike (w8a8-dyn needs no file). w8a8 reads a calibration file made once by `shardline
 calibrate --rows 160 --method max` over the first 160 golden sentences, written beside a copy of
 the model under --work. Times: report.json's `seconds` (the whole job, model load included) and
 the compute seconds (the largest of the ranks', from per_rank), with --unit-rows N/8 so that both
@@ -72,7 +73,9 @@ def main():
          "--output", mcopy], env)
 
     unit = a.unit_rows or -(-a.n // 8)
-    sides = ["f32", "int8", "w8a8"]
+    sides = ["f32", "int8", "w8a8", "w8a8-dyn"]
+    # a side's options: w8a8-dyn is w8a8 with --calibration dynamic (no file)
+    opts = {"w8a8-dyn": ["--precision", "w8a8", "--calibration", "dynamic"]}
     res = {s: [] for s in sides}
     acc = {}
     for r in range(a.rounds):
@@ -80,7 +83,7 @@ def main():
             out = os.path.join(a.work, f"out-{s}-{r}")
             run(["mpirun", "--bind-to", "none", "-np", str(a.ranks), a.shardline, "run",
                  "--model", mcopy, "--input", data, "--output", out, "--task", "embed",
-                 "--precision", s, "--quiet", "--unit-rows", str(unit)], env)
+                 *opts.get(s, ["--precision", s]), "--quiet", "--unit-rows", str(unit)], env)
             rep = json.load(open(os.path.join(out, "report.json")))
             comp = max(p.get("compute_seconds", float("nan")) for p in rep["per_rank"])
             res[s].append((rep["seconds"], comp))

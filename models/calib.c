@@ -349,3 +349,15 @@ done:
     sl_st_close(&st);
     return rc;
 }
+
+void sl_calib_apply_dynamic(void)
+{
+    for (int i = 0; i < sl_wlog_count(); i++) {
+        sl_wlog_entry_t *e = sl_wlog_get(i);
+        if (!sl_dtype_quantized(e->t->dtype) || e->t->act_scales)
+            continue;
+        sl_tensor_t *s = sl_tensor_new1(e->t->be, SL_F32, e->t->shape[1] / 32);
+        sl_tensor_zero(s);
+        e->t->act_scales = s;
+    }
+}

@@ -65,4 +65,9 @@ int sl_calib_write(const char *path, uint64_t model_fp, const char *method, doub
  * fingerprints. */
 int sl_calib_apply(const char *path, const char *model_dir, sl_error_t *err);
 
+/* --precision w8a8 --calibration dynamic: gives every quantized matrix in the loaded-tensor
+ * list act_scales of zeros, so that every row's activations are quantized to int8 with each
+ * 32-value block's own max (on the CPU; CUDA keeps such rows in f32). */
+void sl_calib_apply_dynamic(void);
+
 #endif

@@ -369,7 +369,7 @@ struct sl_llama {
     sl_bpe_t *tok;
 
     sl_tensor_t *embed;    /* dtype [V, D] (replicated) */
-    sl_tensor_t *lm_own;   /* dtype [Vl, D] when not tied */
+    sl_tensor_t *lm_own;   /* dtype [Vl, D] when not tied; Q8_0 when tied under int8 */
     sl_tensor_t lm;        /* the LM head shard: lm_own, or a view of embed's rows */
     sl_tensor_t *out_norm; /* f32 [D] */
     sl_tensor_t *inv_freq; /* f32 [Dh/2] */
@@ -745,6 +745,19 @@ sl_llama_t *sl_llama_load_with(const char *path, const sl_llama_config_t *cfg, s
     /* An untied checkpoint must carry its LM head; a tied one may still ship a copy. */
     if (rc == 0 && !c->tied)
         rc = load_block(m, w, head, V, D, m->v0, m->vl, 0, D, 0, 0, dtype, &m->lm_own, err);
+    if (rc == 0 && c->tied && dtype == SL_WEIGHTS_INT8) {
+        /* The tied LM head, quantized as every other linear layer is (the table itself stays
+         * f32 for the lookup). Listed under the table's name, which is where `calibrate`
+         * records the head's input ranges. */
+        float *rows = sl_weights_block(w, emb, m->v0, m->vl, 0, D, err);
+        if (!rows) {
+            rc = -1;
+        } else {
+            m->lm_own = sl_upload_int8(m->be, rows, m->vl, D);
+            sl_wlog_add(emb, m->lm_own);
+            free(rows);
+        }
+    }
     if (rc == 0) {
         /* Quantized matrices go into the backend's packed layout (sl_tensor_pack). The tied
          * table only when this rank's LM head rows are whole packed groups, since the head is

@@ -235,6 +235,10 @@ int sl_batch_calibrate(const sl_job_t *job, sl_error_t *err)
 {
     if (strcmp(job->precision, "w8a8"))
         return 0;
+    if (job->calibration && !strcmp(job->calibration, "dynamic")) {
+        sl_calib_apply_dynamic();
+        return 0;
+    }
     char *def = sl_batch_calibration_path(job->model, NULL);
     int rc = sl_calib_apply(job->calibration ? job->calibration : def, job->model, err);
     free(def);

@@ -297,7 +297,7 @@ static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor
                            bias ? bias->data : NULL, y->data, cb->xq, xmax);
         return;
     }
-    sl_q8a_quantize_rows(cb->threads, x->data, m, k, xmax, cb->xq);
+    sl_q8a_quantize_rows(cb->threads, cb->qform, x->data, m, k, xmax, cb->xq);
     sl_qgemm(cb->threads, cb->qform, w->dtype, cb->xq, m, k, w->data, n, bias ? bias->data : NULL,
              y->data);
 }

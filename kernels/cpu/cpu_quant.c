@@ -68,60 +68,118 @@ sl_qform_t sl_qform_best(void)
     return SL_QFORM_SCALAR;
 }
 
-void sl_q8a_quantize(const float *x, int64_t k, sl_q8a_t *out)
+/* ---- activation blocks --------------------------------------------------------------------
+ * One block of 32 activations with step d (id = 1 / d, or 0 for an all-zero block): q =
+ * round-to-nearest-even(x * id) clamped to [-127, 127], 0 for NaN. The AVX2 form does the same
+ * operations (vroundps, vmaxps/vminps, a NaN mask), so both give the same bits. */
+static void q8a_block(const float *x, float d, float id, sl_q8a_t *o)
+{
+    int sum = 0;
+    for (int j = 0; j < SL_QBLOCK; j++) {
+        const float v = nearbyintf(x[j] * id);
+        const int q = v > 127.0f ? 127 : v < -127.0f ? -127 : v == v ? (int)v : 0;
+        o->q[j] = (int8_t)q;
+        sum += q;
+    }
+    o->d = d;
+    o->s = d * (float)sum;
+    o->sum = sum;
+    o->pad = 0;
+}
+
+/* The step of a block: the static one (xmax > 0), else the block's own max |x| / 127 (NaN
+ * ignored, as fmaxf does). */
+static float block_max(const float *x)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < SL_QBLOCK; j++)
+        amax = fmaxf(amax, fabsf(x[j]));
+    return amax;
+}
+
+static void q8a_row_scalar(const float *x, int64_t k, const float *xmax, sl_q8a_t *out)
 {
     for (int64_t b = 0; b < k / SL_QBLOCK; b++, x += SL_QBLOCK) {
-        float amax = 0.0f;
-        for (int j = 0; j < SL_QBLOCK; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-        int sum = 0;
-        for (int j = 0; j < SL_QBLOCK; j++) {
-            int q = (int)nearbyintf(x[j] * id);
-            out[b].q[j] = (int8_t)q;
-            sum += q;
-        }
-        out[b].d = d;
-        out[b].s = d * (float)sum;
-        out[b].sum = sum;
-        out[b].pad = 0;
+        const int fixed = xmax && xmax[b] > 0.0f;
+        const float d = (fixed ? xmax[b] : block_max(x)) / 127.0f;
+        q8a_block(x, d, d > 0.0f ? 1.0f / d : 0.0f, out + b);
     }
 }
+
+void sl_q8a_quantize(const float *x, int64_t k, sl_q8a_t *out) { q8a_row_scalar(x, k, NULL, out); }
 
 void sl_q8a_quantize_static(const float *x, int64_t k, const float *xmax, sl_q8a_t *out)
 {
+    q8a_row_scalar(x, k, xmax, out);
+}
+
+#ifdef SL_QUANT_X86
+#define SL_AVX2_ONLY __attribute__((target("avx2")))
+/* why a SIMD form: with the scalar one, quantizing the activations (a libm nearbyintf per
+ * value) took as long as the integer GEMM that follows it. */
+SL_AVX2_ONLY static void q8a_row_avx2(const float *x, int64_t k, const float *xmax, sl_q8a_t *out)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), lo = _mm256_set1_ps(-127.0f),
+                 hi = _mm256_set1_ps(127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t b = 0; b < k / SL_QBLOCK; b++, x += SL_QBLOCK) {
-        if (!(xmax[b] > 0.0f)) {
-            sl_q8a_quantize(x, SL_QBLOCK, out + b);
-            continue;
+        __m256 v[4];
+        for (int i = 0; i < 4; i++)
+            v[i] = _mm256_loadu_ps(x + 8 * i);
+        float amax;
+        if (xmax && xmax[b] > 0.0f) {
+            amax = xmax[b];
+        } else { /* vmaxps returns its second operand for a NaN first: NaN is ignored */
+            __m256 m = _mm256_setzero_ps();
+            for (int i = 0; i < 4; i++)
+                m = _mm256_max_ps(_mm256_andnot_ps(sign, v[i]), m);
+            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_max_ss(h, _mm_movehdup_ps(h));
+            amax = _mm_cvtss_f32(h);
         }
-        const float d = xmax[b] / 127.0f, id = 1.0f / d;
-        int sum = 0;
-        for (int j = 0; j < SL_QBLOCK; j++) {
-            float v = nearbyintf(x[j] * id);
-            int q = v > 127.0f ? 127 : v < -127.0f ? -127 : v == v ? (int)v : 0;
-            out[b].q[j] = (int8_t)q;
-            sum += q;
+        const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        __m256i q[4], acc = _mm256_setzero_si256();
+        for (int i = 0; i < 4; i++) {
+            const __m256 p = _mm256_mul_ps(v[i], _mm256_set1_ps(id));
+            __m256 r = _mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+            r = _mm256_and_ps(r, _mm256_cmp_ps(p, p, _CMP_ORD_Q)); /* NaN -> 0 */
+            q[i] = _mm256_cvtps_epi32(r);
+            acc = _mm256_add_epi32(acc, q[i]);
         }
+        /* int32 -> int8 in value order (the packs interleave 128-bit lanes; the permute undoes
+         * it) */
+        const __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+        const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), order);
+        _mm256_storeu_si256((__m256i *)out[b].q, p8);
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+        const int sum = _mm_cvtsi128_si32(s);
         out[b].d = d;
         out[b].s = d * (float)sum;
         out[b].sum = sum;
         out[b].pad = 0;
     }
 }
+#endif
 
-void sl_q8a_quantize_rows(int threads, const float *x, int64_t m, int64_t k, const float *xmax,
-                          sl_q8a_t *xq)
+void sl_q8a_quantize_rows(int threads, sl_qform_t f, const float *x, int64_t m, int64_t k,
+                          const float *xmax, sl_q8a_t *xq)
 {
     const int64_t nb = k / SL_QBLOCK;
+    void (*row)(const float *, int64_t, const float *, sl_q8a_t *) = q8a_row_scalar;
+#ifdef SL_QUANT_X86
+    if (f != SL_QFORM_SCALAR && sl_qform_available(SL_QFORM_AVX2))
+        row = q8a_row_avx2;
+#else
+    (void)f;
+#endif
 #pragma omp parallel for schedule(static)                                                          \
-    num_threads(threads > 0 ? threads : 1) if (m > 1 && m * k >= 16384)
-    for (int64_t i = 0; i < m; i++) {
-        if (xmax)
-            sl_q8a_quantize_static(x + i * k, k, xmax, xq + i * nb);
-        else
-            sl_q8a_quantize(x + i * k, k, xq + i * nb);
-    }
+    num_threads(threads > 0 ? threads : 1) if (m > 1 && m * k >= 65536)
+    for (int64_t i = 0; i < m; i++)
+        row(x + i * k, k, xmax, xq + i * nb);
 }
 
 void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out)
@@ -411,7 +469,7 @@ void sl_cpu_linear_q_ex(int threads, sl_qform_t f, sl_dtype_t wt, const float *x
     const qdot_fn dot = qdot_pick(f, wt).one;
     const qdot4_fn dot4 = qdot_pick(f, wt).four;
     const int par = threads > 1 && m * n * k >= SL_QPAR_MIN;
-    sl_q8a_quantize_rows(par ? threads : 1, x, m, k, xmax, xq);
+    sl_q8a_quantize_rows(par ? threads : 1, f, x, m, k, xmax, xq);
     /* Decode steps (a few rows): only the weight rows split, in chunks a multiple of 16 rows,
      * about four per thread, taken dynamically (a thread that loses its core on a shared
      * machine delays only its chunk). */

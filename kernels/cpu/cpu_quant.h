@@ -71,9 +71,10 @@ void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out
 void sl_q8a_quantize_static(const float *x, int64_t k, const float *xmax, sl_q8a_t *out);
 
 /* m rows of x [m, k] into xq [m, k / 32] on `threads` threads: sl_q8a_quantize_static(xmax)
- * when xmax is not NULL, else sl_q8a_quantize. */
-void sl_q8a_quantize_rows(int threads, const float *x, int64_t m, int64_t k, const float *xmax,
-                          sl_q8a_t *xq);
+ * when xmax is not NULL, else sl_q8a_quantize; in the AVX2 form unless f is the scalar form
+ * or the CPU lacks AVX2 (both give the same bits). */
+void sl_q8a_quantize_rows(int threads, sl_qform_t f, const float *x, int64_t m, int64_t k,
+                          const float *xmax, sl_q8a_t *xq);
 
 /* sl_cpu_linear_q with the activations quantized by sl_q8a_quantize_static(xmax) when xmax is
  * not NULL (xmax: [k / 32]). */

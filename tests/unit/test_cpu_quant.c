@@ -542,7 +542,7 @@ static void test_packed(void)
                 bias[j] = (float)(urand() - 0.5);
             random_x(x, mmax * k);
             sl_q8a_t *xq = malloc(sizeof(sl_q8a_t) * (size_t)(mmax * nb));
-            sl_q8a_quantize_rows(2, x, mmax, k, NULL, xq);
+            sl_q8a_quantize_rows(2, SL_QFORM_SCALAR, x, mmax, k, NULL, xq);
             double *ref = malloc(sizeof(double) * (size_t)(mmax * n)),
                    *bound = malloc(sizeof(double) * (size_t)(mmax * n));
             reference(x, wf, mmax, n, k, ref, bound);
@@ -601,7 +601,7 @@ static void test_packed(void)
             wp->act_scales = xs;
             sl_backend_set_bulk_rows(be, SL_BULK_ALL);
             sl_linear(xt, wp, bt, yb); /* static scales: every row in int8 */
-            sl_q8a_quantize_rows(1, x, mmax, k, xmax, xq);
+            sl_q8a_quantize_rows(1, SL_QFORM_SCALAR, x, mmax, k, xmax, xq);
             sl_qgemm(1, SL_QFORM_SCALAR, dt, xq, mmax, k, p, n, bias, y1);
             CHECKF(!memcmp(yb->data, y1, sizeof(float) * (size_t)(mmax * n)),
                    "%s: w8a8 rows of a packed matrix are not the scalar GEMM's", sl_dtype_name(dt));
@@ -644,6 +644,45 @@ static void test_packed(void)
     sl_backend_free(be);
 }
 
+/* 6. activation quantization: the AVX2 form gives the scalar form's bytes, NaN, infinities,
+ * zero blocks, saturating and unranged static blocks included */
+static void test_quantize_forms(void)
+{
+    const int64_t m = 9, k = 32 * 7, nb = k / SL_QBLOCK;
+    float *x = malloc(sizeof(float) * (size_t)(m * k)), xmax[7];
+    random_x(x, m * k);
+    for (int64_t j = 0; j < SL_QBLOCK; j++)
+        x[2 * k + j] = 0.0f; /* a zero block */
+    x[3 * k + 5] = NAN;
+    x[4 * k + 40] = INFINITY;
+    x[5 * k + 70] = -INFINITY;
+    x[6 * k + 100] = 3e38f;
+    for (int b = 0; b < 7; b++)
+        xmax[b] = b == 2 ? 0.0f : b == 3 ? NAN : (float)(0.2 + urand()); /* most saturate */
+    sl_q8a_t *a = calloc((size_t)(m * nb), sizeof *a), *b = calloc((size_t)(m * nb), sizeof *b);
+    for (int stat = 0; stat < 2; stat++) {
+        const float *xm = stat ? xmax : NULL;
+        sl_q8a_quantize_rows(1, SL_QFORM_SCALAR, x, m, k, xm, a);
+        sl_q8a_quantize_rows(2, sl_qform_best(), x, m, k, xm, b);
+        int bad = 0;
+        for (int64_t i = 0; i < m * nb; i++)
+            bad += memcmp(&a[i], &b[i], sizeof a[i]) != 0;
+        CHECKF(bad == 0, "%s: %d activation blocks quantized differently by the %s form",
+               stat ? "static" : "dynamic", bad, sl_qform_name(sl_qform_best()));
+        /* the scalar rows are sl_q8a_quantize's / sl_q8a_quantize_static's */
+        sl_q8a_t one[7];
+        if (stat)
+            sl_q8a_quantize_static(x + 3 * k, k, xmax, one);
+        else
+            sl_q8a_quantize(x + 3 * k, k, one);
+        CHECK(!memcmp(one, a + 3 * nb, sizeof one));
+    }
+    CHECKF(a[3 * nb].q[5] == 0 && a[3 * nb + 1].sum != 0, "NaN quantizes to 0, the rest kept");
+    free(x);
+    free(a);
+    free(b);
+}
+
 int main(void)
 {
     test_gguf_blocks();
@@ -651,5 +690,6 @@ int main(void)
     test_backend();
     test_load_quant();
     test_packed();
+    test_quantize_forms();
     return sl_test_finish("test_cpu_quant");
 }
