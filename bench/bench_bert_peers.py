@@ -12,7 +12,9 @@ normalisation) by each side:
    seconds = report.json `seconds` (the whole job, model load and tokenizer included) and
    `compute_seconds` alongside. With --precisions f32,int8 a second line runs with
    `--precision int8`, if the binary accepts that value (its `run --help` lists it); otherwise
-   the line is skipped with a printed note. --also-passive adds each shardline line again with
+   the line is skipped with a printed note; with int8, a line `shardline w8a8-dyn` runs
+   `--precision w8a8 --calibration dynamic` too (int8 activations as well, each 32-value block
+   with its own scale; compared with the int8 peers). --also-passive adds each shardline line again with
    OMP_WAIT_POLICY=passive (on a machine shared with other jobs, OpenMP threads spinning at
    barriers while their partner is descheduled cost the most).
  - ONNX Runtime (PyPI `onnxruntime`): the model exported once to ONNX by PyTorch
@@ -261,7 +263,8 @@ def run_shardline(side, args, data, model, env, tag, unit_rows):
     cmd = [args.mpirun, "-np", "1", "--bind-to", "none", side["exe"], "run", "--model", model,
            "--input", data, "--input-dataset", "text", "--output", out, "--task", "embed",
            "--unit-rows", str(unit_rows), "--max-length", str(args.max_length), "--device",
-           "cpu"] + (["--precision", side["precision"]] if side["precision"] != "f32" else [])
+           "cpu"] + side.get("opts", ["--precision", side["precision"]]
+                             if side["precision"] != "f32" else [])
     side["cmd"] = " ".join(cmd[5:])
     r = sh(cmd, env=e, check=False)
     if r.returncode != 0:
@@ -365,6 +368,10 @@ def main():
             if args.also_passive:
                 sides.append(dict(name=f"shardline {p} passive", kind="sl", precision=p,
                                   passive=True, exe=exe))
+            if p == "int8" and "w8a8" in accepted:  # int8 activations too, no calibration
+                sides.append(dict(name="shardline w8a8-dyn", kind="sl", precision=p,
+                                  passive=False, exe=exe,
+                                  opts=["--precision", "w8a8", "--calibration", "dynamic"]))
             if p == "int8" and exe8 != args.shardline:
                 sides.append(dict(name="shardline[int8 build] f32", kind="sl", precision="f32",
                                   passive=False, exe=exe8))
@@ -473,12 +480,12 @@ def main():
                 print(ratio_line(f"{sls['name']} / {s['name']} (job)", a, b))
                 print(ratio_line(f"{sls['name']} / {s['name']} (compute)", a, b, True))
     for f32name in ("shardline f32", "shardline[int8 build] f32"):
-        pairs = [(a, b) for a, b in zip(runs.get("shardline int8", []), runs.get(f32name, []))
-                 if a and b]
-        if pairs:
-            a, b = zip(*pairs)
-            print(ratio_line(f"shardline int8 / {f32name} (job)", a, b))
-            print(ratio_line(f"shardline int8 / {f32name} (compute)", a, b, True, True))
+        for q in ("shardline int8", "shardline w8a8-dyn"):
+            pairs = [(a, b) for a, b in zip(runs.get(q, []), runs.get(f32name, [])) if a and b]
+            if pairs:
+                a, b = zip(*pairs)
+                print(ratio_line(f"{q} / {f32name} (job)", a, b))
+                print(ratio_line(f"{q} / {f32name} (compute)", a, b, True, True))
     for s in sides:
         if s["kind"] != "peer" or s["precision"] != "int8":
             continue

@@ -23,6 +23,9 @@
 
 /* ---- summaries ------------------------------------------------------------------------------ */
 
+/* Whether the act_scales in the loaded-tensor list are sl_calib_apply_dynamic's zeros. */
+static int calib_dynamic;
+
 cJSON *sl_wlog_json(void)
 {
     cJSON *o = cJSON_CreateObject();
@@ -52,7 +55,9 @@ cJSON *sl_wlog_json(void)
         cJSON_AddItemToArray(shape, cJSON_CreateNumber((double)e->t->shape[1]));
         cJSON_AddNumberToObject(l, "bytes", b);
         if (e->t->act_scales)
-            cJSON_AddStringToObject(l, "activations", "static (calibrated, per 32 columns)");
+            cJSON_AddStringToObject(l, "activations",
+                                    calib_dynamic ? "dynamic (int8, each row's 32-value blocks)"
+                                                  : "static (calibrated, per 32 columns)");
         cJSON_AddItemToArray(layers, l);
     }
     cJSON_AddNumberToObject(o, "weight_bytes", total);
@@ -283,6 +288,7 @@ int sl_calib_write(const char *path, uint64_t model_fp, const char *method, doub
 
 int sl_calib_apply(const char *path, const char *model_dir, sl_error_t *err)
 {
+    calib_dynamic = 0;
     sl_safetensors_t st;
     memset(&st, 0, sizeof st);
     if (sl_st_open(&st, path, err) != 0)
@@ -352,6 +358,7 @@ done:
 
 void sl_calib_apply_dynamic(void)
 {
+    calib_dynamic = 1;
     for (int i = 0; i < sl_wlog_count(); i++) {
         sl_wlog_entry_t *e = sl_wlog_get(i);
         if (!sl_dtype_quantized(e->t->dtype) || e->t->act_scales)

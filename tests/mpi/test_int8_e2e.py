@@ -113,6 +113,21 @@ def body(t, tmp):
             "inspect --precision int8 examples/mlp: 16 inputs stay f32 (not whole blocks)",
             r.describe())
 
+    # ---- w8a8 --calibration dynamic: int8 activations, each block its own scale, no file ------
+    r = e.run(2, e.job_args(mdir, "text.h5", "dyn", extra=[
+        "--task", "embed", "--precision", "w8a8", "--calibration", "dynamic"]), timeout=600)
+    if t.check(r.rc == 0, "embed w8a8 --calibration dynamic: status 0", r.describe()):
+        got = embeddings("dyn")
+        check_cos(t, got, ref, "w8a8 dynamic vs transformers (>= 0.99)", 0.99, 0.995)
+        check_cos(t, got, f32, "w8a8 dynamic vs our f32 (>= 0.99)", 0.99, 0.995)
+        t.check(np.abs(got - embeddings("int8")).max() > 1e-4 if os.path.isdir("int8") else True,
+                "w8a8 dynamic: not the int8 result (activations quantized too)")
+        layers = json.load(open("dyn/report.json")).get("weights", {}).get("layers", [])
+        dyn = [l["name"] for l in layers if l.get("activations", "").startswith("dynamic")]
+        t.check(len([n for n in dyn if n.startswith("encoder.layer.")]) == 36,
+                "report.json: the 36 encoder matrices have dynamic activation scales",
+                json.dumps(dyn))
+
     # ---- calibrate, w8a8 -------------------------------------------------------------------------
     mcopy = os.path.join(tmp, "minilm")  # the model beside its calibration file (default path)
     shutil.copytree(mdir, mcopy, symlinks=True)

@@ -112,9 +112,10 @@ def smollm2(t, tmp):
             f"max |delta| {np.abs(a - b)[m].max():.3g}")
     layers = (e.load_json("sc-w8a8/report.json") or {}).get("weights", {}).get("layers", [])
     static = [l["name"] for l in layers if l.get("activations", "").startswith("static")]
-    t.check(len(static) == 180 and all(n.startswith("blk.") for n in static),
-            "report.json: the 180 decoder matrices have static activation scales",
-            json.dumps(static[:4]))
+    t.check(len(static) == 181 and all(n.startswith("blk.") for n in static[1:]) and
+            static[0] == "token_embd.weight",
+            "report.json: the 180 decoder matrices and the tied LM head (quantized under the "
+            "table's name) have static activation scales", json.dumps(static[:4]))
 
     # ---- every range 0: per-row scales ---------------------------------------------------------
     e.rewrite_calibration(default_calib, "zero.safetensors", zero=True)
@@ -129,6 +130,12 @@ def smollm2(t, tmp):
                 and not np.array_equal(z, a, equal_nan=True),
                 "zero ranges: per-row scales (perplexity within 2% of f32, not the static result)",
                 f"ratio {zr}")
+        # --calibration dynamic: the same arithmetic with no file
+        r = e.run(1, e.job_args(model, "score.h5", "sc-dyn", extra=SCORE + [
+            "--precision", "w8a8", "--calibration", "dynamic"]))
+        if t.check(r.rc == 0, "score w8a8 --calibration dynamic: status 0", r.describe()):
+            t.check(np.array_equal(token_logprobs("sc-dyn"), z, equal_nan=True),
+                    "dynamic: the bits of the zero-range file (every block its own scale)")
 
     # ---- refusals ------------------------------------------------------------------------------
     gone = "blk.3.ffn_down.weight"
