@@ -115,52 +115,79 @@ void sl_q8a_quantize_static(const float *x, int64_t k, const float *xmax, sl_q8a
 
 #ifdef SL_QUANT_X86
 #define SL_AVX2_ONLY __attribute__((target("avx2")))
-/* why a SIMD form: with the scalar one, quantizing the activations (a libm nearbyintf per
- * value) took as long as the integer GEMM that follows it. */
+/* why SIMD forms: with the scalar ones, quantizing the activations (a libm nearbyintf per
+ * value) took as long as the integer GEMM that follows it, and quantizing a model's weights on
+ * load most of a second for 135M values. */
+
+/* max |x| of 32 values; vmaxps returns its second operand for a NaN first: NaN is ignored, as
+ * fmaxf ignores it */
+SL_AVX2_ONLY static inline float absmax_avx2(const __m256 v[4])
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++)
+        m = _mm256_max_ps(_mm256_andnot_ps(sign, v[i]), m);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* q8a_block's values: q = round-to-nearest-even(x * id) clamped to [-127, 127], NaN -> 0, into
+ * q[32]; returns sum(q). */
+SL_AVX2_ONLY static inline int q8_values_avx2(const __m256 v[4], float id, int8_t *q)
+{
+    const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    __m256i qi[4], acc = _mm256_setzero_si256();
+    for (int i = 0; i < 4; i++) {
+        const __m256 p = _mm256_mul_ps(v[i], _mm256_set1_ps(id));
+        __m256 r = _mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+        r = _mm256_and_ps(r, _mm256_cmp_ps(p, p, _CMP_ORD_Q)); /* NaN -> 0 */
+        qi[i] = _mm256_cvtps_epi32(r);
+        acc = _mm256_add_epi32(acc, qi[i]);
+    }
+    /* int32 -> int8 in value order (the packs interleave 128-bit lanes; the permute undoes it) */
+    const __m256i p16a = _mm256_packs_epi32(qi[0], qi[1]), p16b = _mm256_packs_epi32(qi[2], qi[3]);
+    const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b),
+                                                   _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)q, p8);
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
 SL_AVX2_ONLY static void q8a_row_avx2(const float *x, int64_t k, const float *xmax, sl_q8a_t *out)
 {
-    const __m256 sign = _mm256_set1_ps(-0.0f), lo = _mm256_set1_ps(-127.0f),
-                 hi = _mm256_set1_ps(127.0f);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int64_t b = 0; b < k / SL_QBLOCK; b++, x += SL_QBLOCK) {
         __m256 v[4];
         for (int i = 0; i < 4; i++)
             v[i] = _mm256_loadu_ps(x + 8 * i);
-        float amax;
-        if (xmax && xmax[b] > 0.0f) {
-            amax = xmax[b];
-        } else { /* vmaxps returns its second operand for a NaN first: NaN is ignored */
-            __m256 m = _mm256_setzero_ps();
-            for (int i = 0; i < 4; i++)
-                m = _mm256_max_ps(_mm256_andnot_ps(sign, v[i]), m);
-            __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_max_ss(h, _mm_movehdup_ps(h));
-            amax = _mm_cvtss_f32(h);
-        }
+        const float amax = xmax && xmax[b] > 0.0f ? xmax[b] : absmax_avx2(v);
         const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-        __m256i q[4], acc = _mm256_setzero_si256();
-        for (int i = 0; i < 4; i++) {
-            const __m256 p = _mm256_mul_ps(v[i], _mm256_set1_ps(id));
-            __m256 r = _mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
-            r = _mm256_and_ps(r, _mm256_cmp_ps(p, p, _CMP_ORD_Q)); /* NaN -> 0 */
-            q[i] = _mm256_cvtps_epi32(r);
-            acc = _mm256_add_epi32(acc, q[i]);
-        }
-        /* int32 -> int8 in value order (the packs interleave 128-bit lanes; the permute undoes
-         * it) */
-        const __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
-        const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), order);
-        _mm256_storeu_si256((__m256i *)out[b].q, p8);
-        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-        const int sum = _mm_cvtsi128_si32(s);
+        const int sum = q8_values_avx2(v, id, out[b].q);
         out[b].d = d;
         out[b].s = d * (float)sum;
         out[b].sum = sum;
         out[b].pad = 0;
+    }
+}
+
+/* sl_q8_0_quantize_rows's blocks in the AVX2 form */
+SL_AVX2_ONLY static void q8_0_blocks_avx2(const float *x, int64_t nblocks, uint8_t *out)
+{
+    for (int64_t b = 0; b < nblocks; b++, x += SL_QBLOCK, out += SL_Q8_0_BYTES) {
+        __m256 v[4];
+        for (int i = 0; i < 4; i++)
+            v[i] = _mm256_loadu_ps(x + 8 * i);
+        const uint16_t h = sl_f32_to_f16(absmax_avx2(v) / 127.0f);
+        const float d = sl_f16_to_f32(h), id = d > 0.0f ? 1.0f / d : 0.0f;
+        out[0] = (uint8_t)(h & 0xff);
+        out[1] = (uint8_t)(h >> 8);
+        int8_t q[32];
+        q8_values_avx2(v, id, q);
+        memcpy(out + 2, q, sizeof q);
     }
 }
 #endif
@@ -184,7 +211,12 @@ void sl_q8a_quantize_rows(int threads, sl_qform_t f, const float *x, int64_t m, 
 
 void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out)
 {
-    for (int64_t b = 0; b < rows * (k / SL_QBLOCK); b++, x += SL_QBLOCK, out += SL_Q8_0_BYTES) {
+    sl_q8_0_quantize_rows_form(sl_qform_best(), x, rows, k, out);
+}
+
+static void q8_0_blocks_scalar(const float *x, int64_t nblocks, uint8_t *out)
+{
+    for (int64_t b = 0; b < nblocks; b++, x += SL_QBLOCK, out += SL_Q8_0_BYTES) {
         float amax = 0.0f;
         for (int j = 0; j < SL_QBLOCK; j++)
             amax = fmaxf(amax, fabsf(x[j]));
@@ -202,6 +234,21 @@ void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out
                                                          : 0);
         }
     }
+}
+
+void sl_q8_0_quantize_rows_form(sl_qform_t f, const float *x, int64_t rows, int64_t k, uint8_t *out)
+{
+    void (*blocks)(const float *, int64_t, uint8_t *) = q8_0_blocks_scalar;
+#ifdef SL_QUANT_X86
+    if (f != SL_QFORM_SCALAR && sl_qform_available(SL_QFORM_AVX2))
+        blocks = q8_0_blocks_avx2;
+#else
+    (void)f;
+#endif
+    const int64_t nb = rows * (k / SL_QBLOCK), chunk = 4096;
+#pragma omp parallel for schedule(static) if (nb > chunk)
+    for (int64_t c = 0; c < nb; c += chunk)
+        blocks(x + c * SL_QBLOCK, nb - c < chunk ? nb - c : chunk, out + c * SL_Q8_0_BYTES);
 }
 
 /* ---- scalar form --------------------------------------------------------------------------

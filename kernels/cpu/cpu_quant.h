@@ -63,6 +63,10 @@ void sl_cpu_linear_q(int threads, sl_qform_t f, sl_dtype_t wt, const float *x, i
  * f16, rounded to nearest), q = round(w / d) clamped to [-127, 127] (all zero when d is 0). The
  * scale is per block of 32 weights, which is finer than one scale per output channel. */
 void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out);
+/* The same in form f (the AVX2 form unless f is the scalar one or the CPU lacks AVX2; both give
+ * the same bytes); sl_q8_0_quantize_rows takes the best form. */
+void sl_q8_0_quantize_rows_form(sl_qform_t f, const float *x, int64_t rows, int64_t k,
+                                uint8_t *out);
 
 /* Quantizes k values of x (k a multiple of 32) with static steps (W8A8 with calibrated
  * scales): block b takes d = xmax[b] / 127 and q = round(x / d) clamped to [-127, 127], so

@@ -124,6 +124,8 @@ def smollm2(t, tmp):
     if t.check(r.rc == 0, "score w8a8 with zero ranges: status 0", r.describe()):
         z = token_logprobs("sc-zero")
         zr = ppl_ratio(t, "sc-f32", "sc-zero", "w8a8 with zero ranges")
+        if zr is not None:
+            print(f"      SmolLM2 perplexity ratio to f32, w8a8 with per-row scales: {zr:.5f}")
         # every block quantized per row, as decode steps are: close to f32, and neither the
         # static result nor int8's (whose scored tokens stay f32)
         t.check(zr is not None and zr <= 1.02 and not np.array_equal(z, b, equal_nan=True)

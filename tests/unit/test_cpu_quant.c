@@ -678,6 +678,16 @@ static void test_quantize_forms(void)
         CHECK(!memcmp(one, a + 3 * nb, sizeof one));
     }
     CHECKF(a[3 * nb].q[5] == 0 && a[3 * nb + 1].sum != 0, "NaN quantizes to 0, the rest kept");
+    /* weights quantized on load: the same bytes in both forms (NaN and infinities included) */
+    uint8_t *wa = malloc(sl_dtype_bytes(SL_Q8_0, m * k)),
+            *wb = malloc(sl_dtype_bytes(SL_Q8_0, m * k));
+    sl_q8_0_quantize_rows_form(SL_QFORM_SCALAR, x, m, k, wa);
+    sl_q8_0_quantize_rows_form(sl_qform_best(), x, m, k, wb);
+    CHECKF(!memcmp(wa, wb, sl_dtype_bytes(SL_Q8_0, m * k)),
+           "sl_q8_0_quantize_rows: the %s form's bytes are the scalar form's",
+           sl_qform_name(sl_qform_best()));
+    free(wa);
+    free(wb);
     free(x);
     free(a);
     free(b);
