@@ -507,7 +507,9 @@ static int load_gate_up(sl_llama_t *m, const sl_weights_t *w, int i, sl_error_t 
         if (dg != SL_F32) {
             m->layers[i].wgu = sl_tensor_new2(m->be, dg, 2 * m->il, D);
             sl_copy_h2d(m->layers[i].wgu, both, 2 * half);
-        } else if (m->dtype == SL_WEIGHTS_INT8) {
+        } else if (m->dtype == SL_WEIGHTS_INT8 ||
+                   (m->dtype == SL_WEIGHTS_AS_STORED &&
+                    (sl_weights_requantized(w, ng) || sl_weights_requantized(w, nu)))) {
             m->layers[i].wgu = sl_upload_int8(m->be, (const float *)both, 2 * m->il, D);
         } else {
             m->layers[i].wgu =

@@ -393,6 +393,13 @@ sl_dtype_t sl_weights_stored_dtype(const sl_weights_t *w, const char *name)
                                      : SL_F32;
 }
 
+int sl_weights_requantized(const sl_weights_t *w, const char *name)
+{
+    const sl_gguf_tensor_t *t = w->gguf ? sl_gguf_tensor_find(w->gguf, name) : NULL;
+    return t && t->ndim == 2 && t->type != SL_GGML_F32 && t->type != SL_GGML_F16 &&
+           t->type != SL_GGML_BF16 && sl_weights_stored_dtype(w, name) == SL_F32;
+}
+
 void *sl_weights_read(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr, int64_t c0,
                       int64_t nc, int keep, sl_dtype_t *dt, sl_error_t *err)
 {
@@ -459,7 +466,8 @@ sl_tensor_t *sl_weights_upload(const sl_weights_t *w, sl_backend_t *be, const ch
                                sl_error_t *err)
 {
     const int keep = dt == SL_WEIGHTS_AS_STORED && !vector;
-    const int int8 = dt == SL_WEIGHTS_INT8 && !vector;
+    const int int8 =
+        (dt == SL_WEIGHTS_INT8 && !vector) || (keep && sl_weights_requantized(w, name));
     sl_dtype_t got = SL_F32;
     void *h = vector ? sl_weights_block(w, name, 0, 1, c0, nc, err)
                      : sl_weights_read(w, name, r0, nr, c0, nc, keep, &got, err);

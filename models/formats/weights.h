@@ -99,6 +99,11 @@ sl_tensor_t *sl_upload_f32(sl_backend_t *be, const float *h, int64_t nr, int64_t
  * tensor of that type, else SL_F32. */
 sl_dtype_t sl_weights_stored_dtype(const sl_weights_t *w, const char *name);
 
+/* Whether a matrix is a GGUF tensor in a block-quantized type that is not kept as stored (the
+ * K-quants Q2_K..Q6_K, Q5_0, Q5_1): with SL_WEIGHTS_AS_STORED it is dequantised and quantized
+ * again to Q8_0 on load (sl_upload_int8), 8.5 bits per weight instead of f32's 32. */
+int sl_weights_requantized(const sl_weights_t *w, const char *name);
+
 /* Rows [r0, r0+nr) x columns [c0, c0+nc) of a checked matrix in host memory, malloc'd, row-major:
  * as f32 (*dt = SL_F32), or, when keep is set and the tensor is stored quantized (see
  * sl_weights_stored_dtype), as its raw blocks (*dt = SL_Q8_0/Q4_0/Q4_1; nc / 32 blocks a row).
@@ -113,9 +118,10 @@ typedef void (*sl_weights_rows_fn)(void *rows, int64_t n, size_t row_bytes, void
 
 /* A checked tensor's block (as sl_weights_block) uploaded to the backend in dtype dt: a
  * [nr, nc] matrix, or, when vector is set, the [nc] slice of a 1-D tensor (nr ignored). With
- * dt = SL_WEIGHTS_AS_STORED a quantized GGUF matrix stays quantized (sl_weights_read), anything
- * else becomes f32. rows_fn, when not NULL, rewrites the block's rows in place first.
- * NULL with err when the tensor cannot be read. */
+ * dt = SL_WEIGHTS_AS_STORED a Q8_0/Q4_0/Q4_1 GGUF matrix stays quantized (sl_weights_read),
+ * one in another quantized type becomes Q8_0 (sl_weights_requantized), anything else f32. rows_fn,
+ * when not NULL, rewrites the block's rows in place first. NULL with err when the tensor cannot be
+ * read. */
 sl_tensor_t *sl_weights_upload(const sl_weights_t *w, sl_backend_t *be, const char *name,
                                int64_t r0, int64_t nr, int64_t c0, int64_t nc, int vector,
                                sl_dtype_t dt, sl_weights_rows_fn rows_fn, void *ctx,

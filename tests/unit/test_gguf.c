@@ -26,6 +26,8 @@
 #include "models/formats/gguf.h"
 #include "cli/inspect_model.h"
 #include "models/formats/weights.h"
+#include "kernels/backend.h"
+#include "kernels/quant.h"
 
 #include <hdf5.h>
 #include <math.h>
@@ -455,6 +457,37 @@ static void test_kquants(void)
             free(b);
         }
     }
+    /* loaded as stored, a K-quant matrix becomes Q8_0: each value within half a Q8_0 step of
+     * gguf-py's dequantised one, plus what the f16 rounding of the step moves the block's
+     * largest value by (random blocks reach f16's subnormal steps) */
+    sl_backend_t *be = sl_backend_create(SL_BACKEND_CPU, 0, 1, &err);
+    sl_tensor_t *q = w && be ? sl_weights_upload(w, be, "tensor.q4_k.wide", 0, 4, 0, 768, 0,
+                                                 SL_WEIGHTS_AS_STORED, NULL, NULL, &err)
+                             : NULL;
+    CHECKF(q && q->dtype == SL_Q8_0 && q->shape[0] == 4 && q->shape[1] == 768 &&
+               sl_weights_requantized(w, "tensor.q4_k.wide"),
+           "tensor.q4_k.wide as stored: a [4, 768] Q8_0 matrix (%s)", q ? "" : err.msg);
+    if (q && q->dtype == SL_Q8_0 && want && n == 4 * 768) {
+        uint8_t *raw = malloc(sl_tensor_bytes(q));
+        sl_copy_d2h(raw, q, sl_tensor_bytes(q));
+        int bad = 0;
+        for (int64_t b = 0; b < 4 * 768 / 32; b++) {
+            const uint8_t *blk = raw + b * SL_Q8_0_BYTES;
+            const float d = sl_q_half(blk);
+            float amax = 0.0f;
+            for (int j = 0; j < 32; j++)
+                amax = fmaxf(amax, fabsf(want[b * 32 + j]));
+            const float slack = 127.0f * fabsf(amax / 127.0f - d);
+            for (int j = 0; j < 32; j++)
+                bad += !(fabsf((float)(int8_t)blk[2 + j] * d - want[b * 32 + j]) <=
+                         0.5001f * d + slack + 1e-6f * amax);
+        }
+        CHECKF(bad == 0, "tensor.q4_k.wide requantized: %d values beyond half a Q8_0 step", bad);
+        free(raw);
+    }
+    sl_tensor_free(q);
+    if (be)
+        sl_backend_free(be);
     free(want);
     sl_weights_close(w);
     H5Fclose(f);
