@@ -192,17 +192,21 @@ SL_AVX2_ONLY static void q8_0_blocks_avx2(const float *x, int64_t nblocks, uint8
 }
 #endif
 
+/* A quantizer's form for form f: the AVX2 one unless f is the scalar form or the CPU lacks
+ * AVX2 (x86-64 only). */
+#ifdef SL_QUANT_X86
+#define QUANT_FORM(f, scalar_fn, avx2_fn)                                                          \
+    ((f) != SL_QFORM_SCALAR && sl_qform_available(SL_QFORM_AVX2) ? (avx2_fn) : (scalar_fn))
+#else
+#define QUANT_FORM(f, scalar_fn, avx2_fn) ((void)(f), (scalar_fn))
+#endif
+
 void sl_q8a_quantize_rows(int threads, sl_qform_t f, const float *x, int64_t m, int64_t k,
                           const float *xmax, sl_q8a_t *xq)
 {
     const int64_t nb = k / SL_QBLOCK;
-    void (*row)(const float *, int64_t, const float *, sl_q8a_t *) = q8a_row_scalar;
-#ifdef SL_QUANT_X86
-    if (f != SL_QFORM_SCALAR && sl_qform_available(SL_QFORM_AVX2))
-        row = q8a_row_avx2;
-#else
-    (void)f;
-#endif
+    void (*row)(const float *, int64_t, const float *, sl_q8a_t *) =
+        QUANT_FORM(f, q8a_row_scalar, q8a_row_avx2);
 #pragma omp parallel for schedule(static)                                                          \
     num_threads(threads > 0 ? threads : 1) if (m > 1 && m * k >= 65536)
     for (int64_t i = 0; i < m; i++)
@@ -238,13 +242,8 @@ static void q8_0_blocks_scalar(const float *x, int64_t nblocks, uint8_t *out)
 
 void sl_q8_0_quantize_rows_form(sl_qform_t f, const float *x, int64_t rows, int64_t k, uint8_t *out)
 {
-    void (*blocks)(const float *, int64_t, uint8_t *) = q8_0_blocks_scalar;
-#ifdef SL_QUANT_X86
-    if (f != SL_QFORM_SCALAR && sl_qform_available(SL_QFORM_AVX2))
-        blocks = q8_0_blocks_avx2;
-#else
-    (void)f;
-#endif
+    void (*blocks)(const float *, int64_t, uint8_t *) =
+        QUANT_FORM(f, q8_0_blocks_scalar, q8_0_blocks_avx2);
     const int64_t nb = rows * (k / SL_QBLOCK), chunk = 4096;
 #pragma omp parallel for schedule(static) if (nb > chunk)
     for (int64_t c = 0; c < nb; c += chunk)
