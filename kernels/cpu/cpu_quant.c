@@ -40,7 +40,7 @@ static int cpu_f16c(void)
 }
 #endif
 
-int sl_qform_available(sl_qform_t f)
+static int probe_form(sl_qform_t f)
 {
 #ifdef SL_QUANT_X86
     __builtin_cpu_init();
@@ -52,6 +52,22 @@ int sl_qform_available(sl_qform_t f)
                __builtin_cpu_supports("fma") && cpu_f16c();
 #endif
     return f == SL_QFORM_SCALAR;
+}
+
+int sl_qform_available(sl_qform_t f)
+{
+    /* Probed once per form. why: CPUID traps to the hypervisor in a VM (microseconds), and the
+     * quantizers ask for every linear layer, hundreds of times per decoded token. Threads that
+     * race here store the same value. */
+    static int known[3] = {-1, -1, -1};
+    if ((int)f < 0 || (int)f > 2)
+        return 0;
+    int v = __atomic_load_n(&known[f], __ATOMIC_RELAXED);
+    if (v < 0) {
+        v = probe_form(f);
+        __atomic_store_n(&known[f], v, __ATOMIC_RELAXED);
+    }
+    return v;
 }
 
 sl_qform_t sl_qform_best(void)
