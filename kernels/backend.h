@@ -153,18 +153,19 @@ void sl_matmul(const sl_tensor_t *a, int trans_a, const sl_tensor_t *b, int tran
 /* y = x @ w^T + bias: the nn.Linear form of sl_matmul. x [M,K], w [N,K], bias [N] or NULL.
  * A quantized w (Q8_0, Q4_0, Q4_1) takes f32 x, y and bias and is used as stored. On the CPU,
  * the bulk rows of x (sl_backend_set_bulk_rows: by default all of them) stay f32 and meet
- * tiles of w dequantised to f32 in the BLAS GEMM; the other rows (decode steps) are quantized to
+ * tiles of w dequantised to f32 in the BLAS GEMM; the other rows (generation) are quantized to
  * int8 per 32-value block (one f32 scale per block) and multiplied with the weight blocks in
- * integer dot products; a w with static activation scales (w8a8) takes every row in int8. On
- * CUDA, the weights are dequantised inside the kernel. */
+ * the integer GEMM (on w packed by sl_tensor_pack; per-row dot products on an unpacked w); a w
+ * with activation scales (w8a8) takes every row in int8. On CUDA, the weights are dequantised
+ * inside the kernel. */
 void sl_linear(const sl_tensor_t *x, const sl_tensor_t *w, const sl_tensor_t *bias, sl_tensor_t *y);
 /* Which rows of the next quantized sl_linear calls on `be` are bulk rows: rows [0, rows) of each
- * x (SL_BULK_ALL: all, the default). Bulk rows are the compute-bound ones (prompt and scored
- * tokens, encoder and mlp batches), where a GEMM on dequantised weights is both faster and
- * closer to f32 than int8 activations; the rest are memory-bound decode rows, where reading the
- * blocks once in integer dot products wins. A row's path depends on what the row is, never on
- * its neighbours, so its result does not depend on the batch. The caller sets it around its
- * calls (a decoder packs its prompt tokens first) and restores SL_BULK_ALL after. */
+ * x (SL_BULK_ALL: all, the default). Bulk rows (scored tokens, encoder and mlp batches) keep
+ * their f32 activations, the closest to f32 results; the rest (generation: prompts and decode
+ * steps) take int8 activations in the integer GEMM, the fastest path, as llama.cpp computes. A
+ * row's path depends on what the row is, never on its neighbours, so its result does not depend
+ * on the batch. The caller sets it around its calls (bulk rows first) and restores SL_BULK_ALL
+ * after. */
 #define SL_BULK_ALL INT64_MAX
 void sl_backend_set_bulk_rows(sl_backend_t *be, int64_t rows);
 /* sl_linear for f32 activations x and weights w in any dtype: when w is not f32, x is first cast

@@ -17,10 +17,10 @@
  *   LM head: logits = hs Wlm[v0 : v0+Vl]^T                           [n_sel, Vl] per rank
  * Activations and norm weights are f32; linear weights and the embedding table are in the run's
  * precision and GEMM inputs are cast to it, with f32 accumulation. Loaded as stored
- * (SL_WEIGHTS_AS_STORED), a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized: prompt tokens meet
- * tiles of them dequantised to f32, decode steps are quantized per 32-block for integer dot
- * products (sl_backend_set_bulk_rows, kernels/cpu/cpu_quant.h), and the embedding rows are
- * dequantised as they are gathered.
+ * (SL_WEIGHTS_AS_STORED), a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized (other quantized
+ * types become Q8_0): scored tokens meet tiles of them dequantised to f32, generation's tokens
+ * are quantized per 32-block for the integer GEMM (sl_backend_set_bulk_rows,
+ * kernels/cpu/cpu_qgemm.h), and the embedding rows are dequantised as they are gathered.
  */
 #include "models/llama.h"
 
@@ -388,7 +388,7 @@ struct sl_llama {
     sl_tensor_t *sel;                      /* i32 [n_sel] */
     sl_tensor_t *hsel;                     /* f32 [n_sel, D] */
     int64_t n_sel;                         /* selected tokens of the last forward */
-    int64_t n_sel_prompt;                  /* of which prompt tokens (the first ones) */
+    int64_t n_sel_prompt;                  /* of which bulk tokens (the first ones) */
     int64_t lm_chunk;                      /* rows per LM-head chunk */
     sl_tensor_t *logits;                   /* f32 [lm_chunk, Vl] */
     sl_tensor_t *rowmax, *sumexp, *picked; /* f32 [lm_chunk] */
@@ -987,7 +987,7 @@ void sl_llama_forward(sl_llama_t *m, sl_comm_t *comm, sl_llama_cache_t *cache,
     }
     sl_backend_set_bulk_rows(m->be, SL_BULK_ALL);
     m->n_sel = st->n_sel;
-    m->n_sel_prompt = 0; /* the selected prompt tokens come first (sel ascending) */
+    m->n_sel_prompt = 0; /* the selected bulk tokens come first (sel ascending) */
     while (m->n_sel_prompt < st->n_sel && st->sel[m->n_sel_prompt] < st->n_prompt)
         m->n_sel_prompt++;
     if (st->n_sel > 0) {

@@ -94,10 +94,11 @@ void sl_llama_cache_free(sl_llama_cache_t *c);
  * written into the cache at (slot, pos) and it attends causally to that slot's keys 0..pos[t].
  * kv_len[s] (for s < slots) is the number of valid positions of slot s after this step.
  * n_sel tokens (indices sel[i] into the T, ascending) get final hidden states, for the LM head
- * calls below. Tokens 0..n_prompt-1 are prompt tokens (scored texts, prompts being prefilled),
- * the rest decode steps (one new token of a row): quantized weights meet the prompt tokens in
- * f32 GEMMs and the decode steps in int8 dot products (sl_backend_set_bulk_rows), so the caller
- * packs its prompt tokens first. Every rank of the TP group calls with the same arguments. */
+ * calls below. Tokens 0..n_prompt-1 are bulk tokens (scoring passes all of its tokens), the
+ * rest int8-activation rows (generation passes 0: its prompts and decode steps): on the CPU,
+ * quantized weights meet bulk tokens in f32 GEMMs on dequantised tiles and the others in the
+ * integer GEMM (sl_backend_set_bulk_rows), so a caller with both packs its bulk tokens first.
+ * Every rank of the TP group calls with the same arguments. */
 typedef struct {
     int64_t T;
     const int32_t *ids, *slot, *pos;

@@ -534,43 +534,38 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
             running++;
         }
         reserve_tokens(d, T);
-        /* Two passes: the prompts being prefilled first, then the running rows' decode steps,
-         * as sl_llama_forward wants its prompt tokens (f32 GEMMs) before its decode steps. */
-        int64_t t = 0, ns = 0, n_prompt = 0;
-        for (int pass = 0; pass < 2; pass++) {
-            for (int64_t s = 0; s < S; s++) {
-                gslot_t *g = &slots[s];
-                if (g->row < 0) {
-                    d->kv_len[s] = 0;
-                    continue;
-                }
-                if (g->prefill != (pass == 0))
-                    continue;
-                if (g->prefill) {
-                    const int32_t *src = r->ids + r->off[g->row];
-                    for (int64_t p = 0; p < r->len[g->row]; p++, t++) {
-                        d->ids[t] = src[p];
-                        d->slot[t] = (int32_t)s;
-                        d->pos[t] = (int32_t)p;
-                    }
-                    g->len = r->len[g->row];
-                } else {
-                    d->ids[t] = g->last;
-                    d->slot[t] = (int32_t)s;
-                    d->pos[t] = (int32_t)g->len;
-                    t++;
-                    g->len++;
-                }
-                d->sel[ns] = (int32_t)(t - 1);
-                sel_slot[ns++] = s;
-                d->kv_len[s] = (int32_t)g->len;
+        /* The step's tokens, slot by slot: a prompt being prefilled, or a running row's decode
+         * step. Every token of generation is an int8-activation row (n_prompt 0): on the CPU,
+         * quantized weights meet prompts and decode steps alike in the integer GEMM, as a decode
+         * step's rows always did; only scoring keeps its tokens in f32 (sl_llama_step_t). */
+        int64_t t = 0, ns = 0;
+        for (int64_t s = 0; s < S; s++) {
+            gslot_t *g = &slots[s];
+            if (g->row < 0) {
+                d->kv_len[s] = 0;
+                continue;
             }
-            if (pass == 0)
-                n_prompt = t;
+            if (g->prefill) {
+                const int32_t *src = r->ids + r->off[g->row];
+                for (int64_t p = 0; p < r->len[g->row]; p++, t++) {
+                    d->ids[t] = src[p];
+                    d->slot[t] = (int32_t)s;
+                    d->pos[t] = (int32_t)p;
+                }
+                g->len = r->len[g->row];
+                g->prefill = 0;
+            } else {
+                d->ids[t] = g->last;
+                d->slot[t] = (int32_t)s;
+                d->pos[t] = (int32_t)g->len;
+                t++;
+                g->len++;
+            }
+            d->sel[ns] = (int32_t)(t - 1);
+            sel_slot[ns++] = s;
+            d->kv_len[s] = (int32_t)g->len;
         }
-        for (int64_t s = 0; s < S; s++)
-            slots[s].prefill = 0;
-        sl_llama_step_t st = {t, d->ids, d->slot, d->pos, d->kv_len, ns, d->sel, n_prompt};
+        sl_llama_step_t st = {t, d->ids, d->slot, d->pos, d->kv_len, ns, d->sel, 0};
         sl_llama_forward(d->m, comm, d->cache, &st);
         if (cand_k > 0)
             sl_llama_topk(d->m, comm, cand_k, cvals, cids);

@@ -17,13 +17,13 @@ transformers' GGUF loader (tests/reference/make_llama_goldens.py):
     status 4.
 The checks against transformers run with --precision f32 (transformers dequantises the GGUF).
 The default precision (auto) keeps the Q8_0/Q4_1 matrices quantized; it is checked as well:
-  - scoring, TP=1 and TP=3: scored tokens are prompt tokens, which meet the quantized weights as
+  - scoring, TP=1 and TP=3: scored tokens are bulk tokens, which meet the quantized weights as
     dequantised f32 tiles, so the same checks against transformers as --precision f32 (1e-4
     relative, 1e-3 per token; TP=3 agrees with TP=1 to 1e-4);
-  - greedy generation (decode steps take int8 activations): the share of prompts whose 32
-    tokens equal transformers' and the mean share of tokens before the first difference are
-    printed, with floors of 20% and 50% (int8 rounding moves near-tied logits, so exactness is
-    not asked);
+  - greedy generation (prompts and decode steps take int8 activations): the share of prompts
+    whose 32 tokens equal transformers' and the mean share of tokens before the first difference
+    are printed, with floors of 20% and 50% (int8 rounding moves near-tied logits, so exactness
+    is not asked);
   - sampling below runs quantized: the same seed gives the same tokens with other units and rank
     counts (a row's result does not depend on the rows beside it).
 
