@@ -84,27 +84,33 @@ sl_qform_t sl_qform_best(void)
     return SL_QFORM_SCALAR;
 }
 
-/* ---- activation blocks --------------------------------------------------------------------
- * One block of 32 activations with step d (id = 1 / d, or 0 for an all-zero block): q =
- * round-to-nearest-even(x * id) clamped to [-127, 127], 0 for NaN. The AVX2 form does the same
- * operations (vroundps, vmaxps/vminps, a NaN mask), so both give the same bits. */
-static void q8a_block(const float *x, float d, float id, sl_q8a_t *o)
+/* ---- int8 blocks: activations and weights quantized on load -------------------------------
+ * The 32 values of a block with step 1 / id (id 0 for an all-zero block): q =
+ * round-to-nearest-even(x * id) clamped to [-127, 127], 0 for NaN, into q[32]; returns sum(q).
+ * The AVX2 form (q8_values_avx2) does the same operations (vroundps, vmaxps/vminps, a NaN
+ * mask), so both give the same bits. */
+static int q8_values(const float *x, float id, int8_t *q)
 {
     int sum = 0;
     for (int j = 0; j < SL_QBLOCK; j++) {
         const float v = nearbyintf(x[j] * id);
-        const int q = v > 127.0f ? 127 : v < -127.0f ? -127 : v == v ? (int)v : 0;
-        o->q[j] = (int8_t)q;
-        sum += q;
+        q[j] = (int8_t)(v > 127.0f ? 127 : v < -127.0f ? -127 : v == v ? (int)v : 0);
+        sum += q[j];
     }
+    return sum;
+}
+
+/* One block of 32 activations with step d (id = 1 / d, or 0 for an all-zero block). */
+static void q8a_block(const float *x, float d, float id, sl_q8a_t *o)
+{
+    const int sum = q8_values(x, id, o->q);
     o->d = d;
     o->s = d * (float)sum;
     o->sum = sum;
     o->pad = 0;
 }
 
-/* The step of a block: the static one (xmax > 0), else the block's own max |x| / 127 (NaN
- * ignored, as fmaxf does). */
+/* max |x| of a block's 32 values (NaN ignored, as fmaxf ignores it) */
 static float block_max(const float *x)
 {
     float amax = 0.0f;
@@ -149,8 +155,7 @@ SL_AVX2_ONLY static inline float absmax_avx2(const __m256 v[4])
     return _mm_cvtss_f32(h);
 }
 
-/* q8a_block's values: q = round-to-nearest-even(x * id) clamped to [-127, 127], NaN -> 0, into
- * q[32]; returns sum(q). */
+/* q8_values in AVX2 */
 SL_AVX2_ONLY static inline int q8_values_avx2(const __m256 v[4], float id, int8_t *q)
 {
     const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
@@ -237,22 +242,15 @@ void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out
 static void q8_0_blocks_scalar(const float *x, int64_t nblocks, uint8_t *out)
 {
     for (int64_t b = 0; b < nblocks; b++, x += SL_QBLOCK, out += SL_Q8_0_BYTES) {
-        float amax = 0.0f;
-        for (int j = 0; j < SL_QBLOCK; j++)
-            amax = fmaxf(amax, fabsf(x[j]));
         /* the f16 the block stores, and the quotient taken with that rounded scale, so that
          * q * d is as close to w as the stored scale allows */
-        const uint16_t h = sl_f32_to_f16(amax / 127.0f);
+        const uint16_t h = sl_f32_to_f16(block_max(x) / 127.0f);
         const float d = sl_f16_to_f32(h), id = d > 0.0f ? 1.0f / d : 0.0f;
         out[0] = (uint8_t)(h & 0xff);
         out[1] = (uint8_t)(h >> 8);
-        for (int j = 0; j < SL_QBLOCK; j++) {
-            float v = nearbyintf(x[j] * id);
-            out[2 + j] = (uint8_t)(int8_t)(v > 127.0f    ? 127
-                                           : v < -127.0f ? -127
-                                           : v == v      ? (int)v
-                                                         : 0);
-        }
+        int8_t q[32];
+        q8_values(x, id, q);
+        memcpy(out + 2, q, sizeof q);
     }
 }
 
