@@ -213,7 +213,7 @@ sl_tensor_t sl_tensor_rows(const sl_tensor_t *t, int64_t rows)
     if (rows < 0 || rows > t->shape[0])
         SL_FATAL("sl_tensor_rows: %lld rows of a tensor with %lld", (long long)rows,
                  (long long)t->shape[0]);
-    if (t->packed && rows % 16 != 0)
+    if (t->packed && rows % SL_PACK_ROWS != 0)
         SL_FATAL("sl_tensor_rows: %lld rows of a packed matrix (a multiple of 16 expected)",
                  (long long)rows);
     sl_tensor_t v = *t;
@@ -271,11 +271,9 @@ void sl_copy_d2h(void *dst, const sl_tensor_t *src, size_t bytes)
 
 void sl_tensor_pack(sl_tensor_t *w)
 {
-    if (w->packed || !w->be->ops->repack || w->ndim != 2 || !sl_dtype_quantized(w->dtype) ||
-        w->shape[0] % 16 != 0 || w->shape[1] % SL_QBLOCK != 0 || w->shape[0] == 0)
+    if (w->packed || !w->be->ops->repack || w->ndim != 2)
         return;
-    w->be->ops->repack(w->be, w->data, w->dtype, w->shape[0], w->shape[1], 1);
-    w->packed = 1;
+    w->packed = w->be->ops->repack(w->be, w->data, w->dtype, w->shape[0], w->shape[1], 1);
 }
 
 void sl_tensor_zero(sl_tensor_t *t) { t->be->ops->memzero(t->be, t->data, sl_tensor_bytes(t)); }

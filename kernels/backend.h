@@ -126,11 +126,14 @@ sl_tensor_t sl_tensor_rows(const sl_tensor_t *t, int64_t rows);
 sl_tensor_t sl_tensor_view(const sl_tensor_t *t, int ndim, int64_t d0, int64_t d1, int64_t d2,
                            int64_t d3);
 
+/* Rows of a quantized matrix packed together (sl_tensor_pack): a row view of a packed matrix
+ * must start and end on a multiple of it. */
+#define SL_PACK_ROWS 16
 /* Rearranges a quantized weight matrix w [N, K] into the layout its backend multiplies fastest
- * (CPU: 16 rows packed together for the integer GEMM, when N is a multiple of 16; other
- * backends and shapes: nothing). sl_linear and sl_embedding take either layout, and
- * sl_copy_d2h hands back GGUF's. A row view of a packed matrix must start and end on a multiple
- * of 16 rows. Call it once the matrix is uploaded; calling it again does nothing. */
+ * (CPU: SL_PACK_ROWS rows packed together for the integer GEMM, when N is a multiple of it;
+ * other backends and shapes: nothing). sl_linear and sl_embedding take either layout, and
+ * sl_copy_d2h hands back GGUF's. Call it once the matrix is uploaded; calling it again does
+ * nothing. */
 void sl_tensor_pack(sl_tensor_t *w);
 
 /* Host <-> backend copies of `bytes` bytes from the start of the tensor (synchronous). */

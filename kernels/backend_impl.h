@@ -24,10 +24,11 @@ typedef struct {
     void (*h2d)(sl_backend_t *be, void *dst, const void *src, size_t bytes);
     void (*d2h)(sl_backend_t *be, void *dst, const void *src, size_t bytes);
     void (*memzero)(sl_backend_t *be, void *ptr, size_t bytes);
-    /* Packs (pack = 1) or unpacks in place the n x k quantized matrix of dtype dt at data
-     * (backend memory, or host memory where the two are one: the CPU); n % 16 == 0 and
-     * k % 32 == 0. NULL: the backend keeps GGUF's layout (sl_tensor_pack does nothing). */
-    void (*repack)(sl_backend_t *be, void *data, sl_dtype_t dt, int64_t n, int64_t k, int pack);
+    /* Packs (pack = 1) or unpacks in place the n x k matrix of dtype dt at data (backend
+     * memory, or host memory where the two are one: the CPU). Packing returns 1, or 0 and
+     * leaves a matrix it cannot pack (its dtype or shape) as it is; unpacking takes a matrix
+     * this entry packed. NULL: the backend keeps GGUF's layout (sl_tensor_pack does nothing). */
+    int (*repack)(sl_backend_t *be, void *data, sl_dtype_t dt, int64_t n, int64_t k, int pack);
 
     /* C[M,N] = alpha op(A) op(B) + beta C (+ bias[N]); lda/ldb/ldc follow row-major storage. */
     void (*matmul)(sl_backend_t *be, const sl_tensor_t *a, int trans_a, const sl_tensor_t *b,

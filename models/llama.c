@@ -766,7 +766,7 @@ sl_llama_t *sl_llama_load_with(const char *path, const sl_llama_config_t *cfg, s
          * a view of them; the gather reads either layout. */
         if (m->lm_own)
             sl_tensor_pack(m->lm_own);
-        else if (m->v0 % 16 == 0 && m->vl % 16 == 0)
+        else if (m->v0 % SL_PACK_ROWS == 0 && m->vl % SL_PACK_ROWS == 0)
             sl_tensor_pack(m->embed);
         if (m->lm_own) {
             m->lm = *m->lm_own;

@@ -302,12 +302,15 @@ static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor
              y->data);
 }
 
-static void cpu_repack(sl_backend_t *be, void *data, sl_dtype_t dt, int64_t n, int64_t k, int pack)
+static int cpu_repack(sl_backend_t *be, void *data, sl_dtype_t dt, int64_t n, int64_t k, int pack)
 {
+    if (!sl_qpack_fits(dt, n, k))
+        return 0;
     if (pack)
         sl_qpack(cpu(be)->threads, dt, data, n, k);
     else
         sl_qunpack(cpu(be)->threads, dt, data, n, k);
+    return 1;
 }
 
 static void cpu_add_bias(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *bias, int64_t rows,

@@ -424,8 +424,8 @@ SCALAR_TILES(0)
 SCALAR_TILES(1)
 SCALAR_TILES(2)
 
-/* The tile of form f for weight kind, mr (1 or 4) rows and ng (1 or 2) groups; *ng_max: the
- * most groups the form's tiles take. */
+/* The tile of form f for weight kind, mr (1 or 4) rows and ng (1 or 2) groups (the AVX2 form
+ * has one-group tiles only). */
 static qtile_fn tile_pick(sl_qform_t f, int kind, int mr, int ng)
 {
     const int i = (mr == 4) * 2 + (ng == 2);

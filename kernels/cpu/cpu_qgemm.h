@@ -35,9 +35,10 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_quant.h"
 
-#define SL_QPACK_ROWS 16
+#define SL_QPACK_ROWS SL_PACK_ROWS
 
-/* Whether a [n, k] matrix of dtype dt can be packed: quantized, n % 16 == 0, k % 32 == 0. */
+/* Whether a [n, k] matrix of dtype dt can be packed: Q8_0/Q4_0/Q4_1, n a multiple of
+ * SL_QPACK_ROWS, k of 32. */
 int sl_qpack_fits(sl_dtype_t dt, int64_t n, int64_t k);
 
 /* Packs (or unpacks) the n rows of w in place (sl_qpack_fits must hold), on `threads` threads. */
