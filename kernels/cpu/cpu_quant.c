@@ -100,6 +100,18 @@ static int q8_values(const float *x, float id, int8_t *q)
     return sum;
 }
 
+/* A Q8_0 block's header for weights of max |w| amax: the f16 scale d = amax / 127 into out[0..1];
+ * returns the quotient taken with that rounded scale (0 for a zero block), so that q * d is as
+ * close to w as the stored scale allows. */
+static float q8_0_scale(float amax, uint8_t *out)
+{
+    const uint16_t h = sl_f32_to_f16(amax / 127.0f);
+    const float d = sl_f16_to_f32(h);
+    out[0] = (uint8_t)(h & 0xff);
+    out[1] = (uint8_t)(h >> 8);
+    return d > 0.0f ? 1.0f / d : 0.0f;
+}
+
 /* One block of 32 activations with step d (id = 1 / d, or 0 for an all-zero block). */
 static void q8a_block(const float *x, float d, float id, sl_q8a_t *o)
 {
@@ -202,12 +214,8 @@ SL_AVX2_ONLY static void q8_0_blocks_avx2(const float *x, int64_t nblocks, uint8
         __m256 v[4];
         for (int i = 0; i < 4; i++)
             v[i] = _mm256_loadu_ps(x + 8 * i);
-        const uint16_t h = sl_f32_to_f16(absmax_avx2(v) / 127.0f);
-        const float d = sl_f16_to_f32(h), id = d > 0.0f ? 1.0f / d : 0.0f;
-        out[0] = (uint8_t)(h & 0xff);
-        out[1] = (uint8_t)(h >> 8);
         int8_t q[32];
-        q8_values_avx2(v, id, q);
+        q8_values_avx2(v, q8_0_scale(absmax_avx2(v), out), q);
         memcpy(out + 2, q, sizeof q);
     }
 }
@@ -242,14 +250,8 @@ void sl_q8_0_quantize_rows(const float *x, int64_t rows, int64_t k, uint8_t *out
 static void q8_0_blocks_scalar(const float *x, int64_t nblocks, uint8_t *out)
 {
     for (int64_t b = 0; b < nblocks; b++, x += SL_QBLOCK, out += SL_Q8_0_BYTES) {
-        /* the f16 the block stores, and the quotient taken with that rounded scale, so that
-         * q * d is as close to w as the stored scale allows */
-        const uint16_t h = sl_f32_to_f16(block_max(x) / 127.0f);
-        const float d = sl_f16_to_f32(h), id = d > 0.0f ? 1.0f / d : 0.0f;
-        out[0] = (uint8_t)(h & 0xff);
-        out[1] = (uint8_t)(h >> 8);
         int8_t q[32];
-        q8_values(x, id, q);
+        q8_values(x, q8_0_scale(block_max(x), out), q);
         memcpy(out + 2, q, sizeof q);
     }
 }
