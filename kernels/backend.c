@@ -28,11 +28,20 @@ size_t sl_dtype_size(sl_dtype_t dt)
     return dt == SL_Q8_0   ? SL_Q8_0_BYTES
            : dt == SL_Q4_0 ? SL_Q4_0_BYTES
            : dt == SL_Q4_1 ? SL_Q4_1_BYTES
+           : dt == SL_Q4_K ? SL_Q4_K_BYTES
+           : dt == SL_Q6_K ? SL_Q6_K_BYTES
                            : 0;
 }
 
-int sl_dtype_quantized(sl_dtype_t dt) { return dt == SL_Q8_0 || dt == SL_Q4_0 || dt == SL_Q4_1; }
-int64_t sl_dtype_block(sl_dtype_t dt) { return sl_dtype_quantized(dt) ? SL_QBLOCK : 1; }
+int sl_dtype_kquant(sl_dtype_t dt) { return dt == SL_Q4_K || dt == SL_Q6_K; }
+int sl_dtype_quantized(sl_dtype_t dt)
+{
+    return dt == SL_Q8_0 || dt == SL_Q4_0 || dt == SL_Q4_1 || sl_dtype_kquant(dt);
+}
+int64_t sl_dtype_block(sl_dtype_t dt)
+{
+    return sl_dtype_kquant(dt) ? SL_QK : sl_dtype_quantized(dt) ? SL_QBLOCK : 1;
+}
 
 size_t sl_dtype_bytes(sl_dtype_t dt, int64_t n)
 {
@@ -52,7 +61,12 @@ const char *sl_dtype_name(sl_dtype_t dt)
     case SL_I32: return "i32";
     case SL_I8: return "i8";
     }
-    return dt == SL_Q8_0 ? "q8_0" : dt == SL_Q4_0 ? "q4_0" : dt == SL_Q4_1 ? "q4_1" : "?";
+    return dt == SL_Q8_0   ? "q8_0"
+           : dt == SL_Q4_0 ? "q4_0"
+           : dt == SL_Q4_1 ? "q4_1"
+           : dt == SL_Q4_K ? "q4_k"
+           : dt == SL_Q6_K ? "q6_k"
+                           : "?";
 }
 
 int sl_dtype_parse(const char *s)
@@ -274,6 +288,11 @@ void sl_tensor_pack(sl_tensor_t *w)
     if (w->packed || !w->be->ops->repack || w->ndim != 2)
         return;
     w->packed = w->be->ops->repack(w->be, w->data, w->dtype, w->shape[0], w->shape[1], 1);
+}
+
+int sl_backend_packs(sl_backend_t *be, sl_dtype_t dt, int64_t n, int64_t k)
+{
+    return be->ops->repack && be->ops->repack(be, NULL, dt, n, k, 1);
 }
 
 void sl_tensor_zero(sl_tensor_t *t) { t->be->ops->memzero(t->be, t->data, sl_tensor_bytes(t)); }

@@ -38,14 +38,19 @@ typedef enum {
 #define SL_Q8_0 ((sl_dtype_t)5)
 #define SL_Q4_0 ((sl_dtype_t)6)
 #define SL_Q4_1 ((sl_dtype_t)7)
+/* K-quants, super-blocks of 256 values (kernels/quant.h). A backend holds them only packed
+ * (sl_tensor_pack; on the CPU), so they are uploaded only where sl_backend_packs says so. */
+#define SL_Q4_K ((sl_dtype_t)8)
+#define SL_Q6_K ((sl_dtype_t)9)
 
 /* Bytes of one element, or of one block of sl_dtype_block(dt) elements for a quantized dtype. */
 size_t sl_dtype_size(sl_dtype_t dt);
-/* Elements per block: 32 for the quantized dtypes, 1 otherwise. */
+/* Elements per block: 32 for Q8_0/Q4_0/Q4_1, 256 for the K-quants, 1 otherwise. */
 int64_t sl_dtype_block(sl_dtype_t dt);
 /* Bytes of n consecutive elements (n a multiple of sl_dtype_block(dt)). */
 size_t sl_dtype_bytes(sl_dtype_t dt, int64_t n);
 int sl_dtype_quantized(sl_dtype_t dt);
+int sl_dtype_kquant(sl_dtype_t dt); /* SL_Q4_K or SL_Q6_K */
 const char *sl_dtype_name(sl_dtype_t dt);
 /* "f32"/"float32", "f16"/"float16", "bf16"/"bfloat16" -> dtype; -1 if unknown. */
 int sl_dtype_parse(const char *s);
@@ -135,6 +140,8 @@ sl_tensor_t sl_tensor_view(const sl_tensor_t *t, int ndim, int64_t d0, int64_t d
  * sl_copy_d2h hands back GGUF's. Call it once the matrix is uploaded; calling it again does
  * nothing. */
 void sl_tensor_pack(sl_tensor_t *w);
+/* Whether sl_tensor_pack would pack an [n, k] matrix of dtype dt on this backend. */
+int sl_backend_packs(sl_backend_t *be, sl_dtype_t dt, int64_t n, int64_t k);
 
 /* Host <-> backend copies of `bytes` bytes from the start of the tensor (synchronous). */
 void sl_copy_h2d(sl_tensor_t *dst, const void *src, size_t bytes);

@@ -9,6 +9,17 @@
  *   Q4_1 (20 bytes): f16 scale d, f16 minimum m, 16 bytes;        x[j] = nib[j] * d + m
  * where byte i of the nibbles holds value i in its low four bits and value i + 16 in its high
  * four. Scales are little-endian f16 at the start of the block (byte offsets 0 and 2).
+ *
+ * Two K-quants keep super-blocks of 256 values, eight 32-value sub-blocks j with integer scales
+ * quantized against the super-block's f16 scale(s) (ggml's reference dequantize_row_q*_K order):
+ *   Q4_K (144 bytes): f16 d, f16 dmin, 12 bytes of 6-bit scales sc_j and minimums m_j
+ *                     (sl_q4_k_scale_min), 128 bytes of nibbles (sub-blocks 2i and 2i + 1 in
+ *                     the low and high nibbles of bytes 32i..32i+31);
+ *                     x = (d sc_j) u - (dmin m_j), u the nibble
+ *   Q6_K (210 bytes): 128 bytes of low nibbles, 64 bytes of high bit pairs, 16 signed 8-bit
+ *                     scales (one per 16 values), f16 d at byte 208;
+ *                     x = (d sc) (u - 32), u the 6-bit value
+ * Every product d sc, dmin m is exact in f32 (11 significant bits times at most 8).
  */
 #ifndef SL_QUANT_H
 #define SL_QUANT_H
@@ -21,6 +32,9 @@
 #define SL_Q8_0_BYTES 34
 #define SL_Q4_0_BYTES 18
 #define SL_Q4_1_BYTES 20
+#define SL_QK 256 /* values of a K-quant super-block */
+#define SL_Q4_K_BYTES 144
+#define SL_Q6_K_BYTES 210
 
 /* The little-endian f16 at p (blocks are only 2-byte aligned, so no wider loads). */
 SL_HD float sl_q_half(const uint8_t *p) { return sl_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
@@ -44,6 +58,43 @@ SL_HD void sl_q_dequant_block(int dt, const uint8_t *blk, float *y)
             y[j + 16] = (float)(blk[4 + j] >> 4) * d + m;
         }
     }
+}
+
+/* Q4_K's sub-block j scale and minimum from the 12 bytes q: j < 4 keeps both in the low six bits
+ * of bytes j and j + 4; j >= 4 has its low four bits in byte j + 4 and its top two in the high
+ * bits of bytes j - 4 (scale) and j (minimum). */
+SL_HD void sl_q4_k_scale_min(int j, const uint8_t *q, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Q4_K super-block blk's sub-block j: its 32 nibbles u (value order), scale and minimum. */
+SL_HD void sl_q4_k_sub(const uint8_t *blk, int j, uint8_t *u, int *sc, int *m)
+{
+    const uint8_t *q = blk + 16 + (j / 2) * 32;
+    for (int l = 0; l < 32; l++)
+        u[l] = (uint8_t)(j % 2 ? q[l] >> 4 : q[l] & 0x0f);
+    sl_q4_k_scale_min(j, blk + 4, sc, m);
+}
+
+/* Q6_K super-block blk's sub-block j (values 32j..32j+31): its 6-bit values u (value order)
+ * and the scales of its two halves. Half h = j / 4 of the super-block keeps value l + 32k
+ * (k = j % 4) in byte l + 32 (k % 2) of its 64 low bytes (low nibble for k < 2) and in bits
+ * 2k..2k+1 of byte l of its 32 high bytes. */
+SL_HD void sl_q6_k_sub(const uint8_t *blk, int j, uint8_t *u, int *sc)
+{
+    const int h = j / 4, k = j % 4;
+    const uint8_t *ql = blk + h * 64 + (k % 2) * 32, *qh = blk + 128 + h * 32;
+    for (int l = 0; l < 32; l++)
+        u[l] = (uint8_t)((k < 2 ? ql[l] & 0x0f : ql[l] >> 4) | (((qh[l] >> (2 * k)) & 3) << 4));
+    sc[0] = (int8_t)blk[192 + 2 * j];
+    sc[1] = (int8_t)blk[192 + 2 * j + 1];
 }
 
 #endif

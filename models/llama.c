@@ -495,7 +495,10 @@ static int load_gate_up(sl_llama_t *m, const sl_weights_t *w, int i, sl_error_t 
     if (sl_weights_check(w, ng, I, D, err) != 0 || sl_weights_check(w, nu, I, D, err) != 0)
         return -1;
     int keep = m->dtype == SL_WEIGHTS_AS_STORED &&
-               sl_weights_stored_dtype(w, ng) == sl_weights_stored_dtype(w, nu);
+                       sl_weights_stored_dtype(w, ng) == sl_weights_stored_dtype(w, nu)
+                   ? sl_weights_keep(w, m->be, ng, m->il, 0, D) &
+                         sl_weights_keep(w, m->be, nu, m->il, 0, D)
+                   : 0;
     sl_dtype_t dg = SL_F32, du = SL_F32;
     void *g = sl_weights_read(w, ng, i0, m->il, 0, D, keep, &dg, err);
     void *u = g ? sl_weights_read(w, nu, i0, m->il, 0, D, keep, &du, err) : NULL;
@@ -763,20 +766,26 @@ sl_llama_t *sl_llama_load_with(const char *path, const sl_llama_config_t *cfg, s
     if (rc == 0) {
         /* Quantized matrices go into the backend's packed layout (sl_tensor_pack). The tied
          * table only when this rank's LM head rows are whole packed groups, since the head is
-         * a view of them; the gather reads either layout. */
+         * a view of them; the gather reads either layout. A K-quant table is packed on upload
+         * (sl_weights_upload): when the head's rows are not whole groups of it, the head is a
+         * copy of its rows. */
+        const int whole = m->v0 % SL_PACK_ROWS == 0 && m->vl % SL_PACK_ROWS == 0;
+        if (!m->lm_own && m->embed->packed && !whole)
+            rc = load_block(m, w, emb, V, D, m->v0, m->vl, 0, D, 0, 0, dtype, &m->lm_own, err);
         if (m->lm_own)
             sl_tensor_pack(m->lm_own);
-        else if (m->v0 % SL_PACK_ROWS == 0 && m->vl % SL_PACK_ROWS == 0)
+        else if (whole)
             sl_tensor_pack(m->embed);
-        if (m->lm_own) {
+        if (rc == 0 && m->lm_own) {
             m->lm = *m->lm_own;
-        } else { /* a view of the embedding rows [v0, v0 + Vl) */
+        } else if (rc == 0) { /* a view of the embedding rows [v0, v0 + Vl) */
             m->lm = *m->embed;
             m->lm.owns_data = 0;
             m->lm.shape[0] = m->vl;
             m->lm.data = (char *)m->embed->data + sl_dtype_bytes(m->embed->dtype, m->v0 * D);
         }
-        rc = make_inv_freq(m, w, err);
+        if (rc == 0)
+            rc = make_inv_freq(m, w, err);
     }
     if (rc == 0) {
         m->layers = sl_xcalloc((size_t)c->layers, sizeof *m->layers);

@@ -281,6 +281,8 @@ static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor
                          int int8_act)
 {
     cpu_backend_t *cb = cpu(be);
+    if (sl_dtype_kquant(w->dtype) && !w->packed) /* uploads pack them (sl_backend_packs) */
+        SL_FATAL("cpu linear_q: an unpacked %s matrix", sl_dtype_name(w->dtype));
     if (!int8_act) {
         linear_q_tiles(cb, x, w, bias, y, m, n, k);
         return;
@@ -306,6 +308,8 @@ static int cpu_repack(sl_backend_t *be, void *data, sl_dtype_t dt, int64_t n, in
 {
     if (!sl_qpack_fits(dt, n, k))
         return 0;
+    if (!data)
+        return 1;
     if (pack)
         sl_qpack(cpu(be)->threads, dt, data, n, k);
     else

@@ -22,8 +22,12 @@
 #include <immintrin.h>
 #endif
 
-/* kind: 0 Q8_0, 1 Q4_0, 2 Q4_1 */
-static int kind_of(sl_dtype_t dt) { return dt == SL_Q8_0 ? 0 : dt == SL_Q4_0 ? 1 : 2; }
+/* kind: 0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q4_K, 4 Q6_K */
+enum { KQ4K = 3, KQ6K = 4 };
+static int kind_of(sl_dtype_t dt)
+{
+    return dt == SL_Q8_0 ? 0 : dt == SL_Q4_0 ? 1 : dt == SL_Q4_1 ? 2 : dt == SL_Q4_K ? KQ4K : KQ6K;
+}
 /* bytes of the scales ahead of a group-block's values */
 static int head_bytes(int kind) { return kind == 2 ? 64 : 32; }
 /* the K of idot = sum u q - K S */
@@ -31,7 +35,8 @@ static int offset_k(int kind) { return kind == 0 ? 128 : kind == 1 ? 8 : 0; }
 
 int sl_qpack_fits(sl_dtype_t dt, int64_t n, int64_t k)
 {
-    return sl_dtype_quantized(dt) && n > 0 && n % SL_QPACK_ROWS == 0 && k > 0 && k % SL_QBLOCK == 0;
+    return sl_dtype_quantized(dt) && n > 0 && n % SL_QPACK_ROWS == 0 && k > 0 &&
+           k % sl_dtype_block(dt) == 0;
 }
 
 /* ---- packing ------------------------------------------------------------------------------ */
@@ -62,6 +67,15 @@ static int packed_value(int kind, const uint8_t *vals, int c, int j)
     return s < 4 ? byte & 0x0f : byte >> 4;
 }
 
+/* Row c's 32 values v (each < 16) into a nibble area nib[4][16][4]: the low nibble of
+ * nib[s][c][t] is value 4s + t, the high nibble value 4(s + 4) + t. */
+static void put_nibbles(uint8_t *nib, int c, const uint8_t v[32])
+{
+    for (int s = 0; s < 4; s++)
+        for (int t = 0; t < 4; t++)
+            nib[(s * 16 + c) * 4 + t] = (uint8_t)(v[4 * s + t] | v[4 * (s + 4) + t] << 4);
+}
+
 /* 16 rows of nb blocks (row stride rb) -> nb group-blocks at out (gbb bytes each). */
 static void pack_group(int kind, size_t bb, size_t rb, int64_t nb, const uint8_t *rows,
                        uint8_t *out)
@@ -77,11 +91,13 @@ static void pack_group(int kind, size_t bb, size_t rb, int64_t nb, const uint8_t
                 memcpy(gb + 32 + 2 * c, blk + 2, 2);
             uint8_t v[32];
             block_values(kind, blk, v);
-            for (int s = 0; s < (kind == 0 ? 8 : 4); s++)
+            if (kind != 0) {
+                put_nibbles(vals, c, v);
+                continue;
+            }
+            for (int s = 0; s < 8; s++)
                 for (int t = 0; t < 4; t++)
-                    vals[(s * 16 + c) * 4 + t] =
-                        kind == 0 ? v[4 * s + t]
-                                  : (uint8_t)(v[4 * s + t] | v[4 * (s + 4) + t] << 4);
+                    vals[(s * 16 + c) * 4 + t] = v[4 * s + t];
         }
     }
 }
@@ -112,12 +128,152 @@ static void unpack_group(int kind, size_t bb, size_t rb, int64_t nb, const uint8
     }
 }
 
+/* ---- K-quant group-superblocks -------------------------------------------------------------
+ * 16 rows x 256 values, in exactly the bytes those rows' super-blocks held (16 x 144 or 210):
+ *   Q4_K: f16 d[16] | f16 dmin[16] | u8 slo[8][16] | u8 shi[4][16] | nib[8][4][16][4]
+ *         slo[j][c] = (sc & 15) | (m & 15) << 4 for sub-block j of row c; shi[p][c] holds the
+ *         top two bits of sc_2p, m_2p, sc_2p+1, m_2p+1 at bits 0, 2, 4, 6; nib as put_nibbles
+ *         for each sub-block j at Q4K_NIB + 256 j
+ *   Q6_K: f16 d[16] | i8 sc[16][16] (scale of values 16i..16i+15 of row c at [i][c]) | per
+ *         sub-block j at Q6K_VAL + 384 j: the low nibbles as put_nibbles (256 bytes), then
+ *         u8 hb[2][16][4], where bits 2i..2i+1 of hb[s2][c][t] are the top two bits of value
+ *         4(s2 + 2i) + t
+ * so a vector load holds 4 values of 16 rows, as in the 32-value formats, and a sub-block's
+ * scales for 16 rows are one 16-byte load. */
+#define Q4K_DMIN 32
+#define Q4K_SLO 64
+#define Q4K_SHI 192
+#define Q4K_NIB 256
+#define Q6K_SC 32
+#define Q6K_VAL 288
+#define Q6K_VSTRIDE 384
+
+/* Row c of sub-block j of the group-superblock gs: its unsigned values u[32] (the Q4_K nibble,
+ * the Q6_K 6-bit value), the scales of its halves dl[2] (Q4_K: one, twice) and Q4_K's minimum
+ * ml (0 for Q6_K); x = dl u - ml, or dl (u - 32). */
+static void kq_row(int kind, const uint8_t *gs, int c, int j, uint8_t u[32], float dl[2], float *ml)
+{
+    if (kind == KQ4K) {
+        const uint8_t lo = gs[Q4K_SLO + 16 * j + c];
+        const uint8_t hi = (uint8_t)(gs[Q4K_SHI + 16 * (j / 2) + c] >> (4 * (j & 1)));
+        const int sc = (lo & 15) | (hi & 3) << 4, m = (lo >> 4) | ((hi >> 2) & 3) << 4;
+        for (int l = 0; l < 32; l++)
+            u[l] = (uint8_t)packed_value(1, gs + Q4K_NIB + 256 * j, c, l);
+        dl[0] = dl[1] = sl_q_half(gs + 2 * c) * (float)sc;
+        *ml = sl_q_half(gs + Q4K_DMIN + 2 * c) * (float)m;
+        return;
+    }
+    const uint8_t *v = gs + Q6K_VAL + Q6K_VSTRIDE * j;
+    for (int l = 0; l < 32; l++) {
+        const int s = l >> 2, t = l & 3;
+        const int hi = (v[256 + ((s & 1) * 16 + c) * 4 + t] >> (2 * (s >> 1))) & 3;
+        u[l] = (uint8_t)(packed_value(1, v, c, l) | hi << 4);
+    }
+    for (int h = 0; h < 2; h++)
+        dl[h] = sl_q_half(gs + 2 * c) * (float)(int8_t)gs[Q6K_SC + 16 * (2 * j + h) + c];
+    *ml = 0.0f;
+}
+
+/* 16 rows of nsb super-blocks (row stride rb) -> nsb group-superblocks at out. */
+static void pack_group_k(int kind, size_t bb, size_t rb, int64_t nsb, const uint8_t *rows,
+                         uint8_t *out)
+{
+    const size_t gbb = SL_QPACK_ROWS * bb;
+    for (int64_t b = 0; b < nsb; b++) {
+        uint8_t *gs = out + (size_t)b * gbb;
+        memset(gs, 0, gbb);
+        for (int c = 0; c < SL_QPACK_ROWS; c++) {
+            const uint8_t *blk = rows + (size_t)c * rb + (size_t)b * bb;
+            uint8_t u[32];
+            if (kind == KQ4K) {
+                memcpy(gs + 2 * c, blk, 2);
+                memcpy(gs + Q4K_DMIN + 2 * c, blk + 2, 2);
+                for (int j = 0; j < 8; j++) {
+                    int sc, m;
+                    sl_q4_k_sub(blk, j, u, &sc, &m);
+                    put_nibbles(gs + Q4K_NIB + 256 * j, c, u);
+                    gs[Q4K_SLO + 16 * j + c] = (uint8_t)((sc & 15) | (m & 15) << 4);
+                    gs[Q4K_SHI + 16 * (j / 2) + c] |=
+                        (uint8_t)(((sc >> 4) | (m >> 4) << 2) << (4 * (j & 1)));
+                }
+                continue;
+            }
+            memcpy(gs + 2 * c, blk + 208, 2);
+            for (int j = 0; j < 8; j++) {
+                int sc[2];
+                uint8_t lo[32];
+                sl_q6_k_sub(blk, j, u, sc);
+                uint8_t *v = gs + Q6K_VAL + Q6K_VSTRIDE * j;
+                for (int l = 0; l < 32; l++)
+                    lo[l] = u[l] & 15;
+                put_nibbles(v, c, lo);
+                for (int l = 0; l < 32; l++) {
+                    const int s = l >> 2, t = l & 3;
+                    v[256 + ((s & 1) * 16 + c) * 4 + t] |= (uint8_t)((u[l] >> 4) << (2 * (s >> 1)));
+                }
+                for (int h = 0; h < 2; h++)
+                    gs[Q6K_SC + 16 * (2 * j + h) + c] = (uint8_t)(int8_t)sc[h];
+            }
+        }
+    }
+}
+
+/* The inverse of pack_group_k: GGUF's super-blocks again, byte for byte. */
+static void unpack_group_k(int kind, size_t bb, size_t rb, int64_t nsb, const uint8_t *in,
+                           uint8_t *rows)
+{
+    const size_t gbb = SL_QPACK_ROWS * bb;
+    for (int64_t b = 0; b < nsb; b++) {
+        const uint8_t *gs = in + (size_t)b * gbb;
+        for (int c = 0; c < SL_QPACK_ROWS; c++) {
+            uint8_t *blk = rows + (size_t)c * rb + (size_t)b * bb, u[32];
+            memset(blk, 0, bb);
+            if (kind == KQ4K) {
+                memcpy(blk, gs + 2 * c, 2);
+                memcpy(blk + 2, gs + Q4K_DMIN + 2 * c, 2);
+                uint8_t *q = blk + 4; /* the twelve scale bytes (sl_q4_k_scale_min) */
+                for (int j = 0; j < 8; j++) {
+                    const uint8_t lo = gs[Q4K_SLO + 16 * j + c];
+                    const uint8_t hi = (uint8_t)(gs[Q4K_SHI + 16 * (j / 2) + c] >> (4 * (j & 1)));
+                    const int sc = (lo & 15) | (hi & 3) << 4, m = (lo >> 4) | ((hi >> 2) & 3) << 4;
+                    if (j < 4) {
+                        q[j] |= (uint8_t)sc;
+                        q[j + 4] |= (uint8_t)m;
+                    } else {
+                        q[j + 4] = (uint8_t)((sc & 15) | (m & 15) << 4);
+                        q[j - 4] |= (uint8_t)((sc >> 4) << 6);
+                        q[j] |= (uint8_t)((m >> 4) << 6);
+                    }
+                    uint8_t *nib = blk + 16 + (j / 2) * 32;
+                    for (int l = 0; l < 32; l++)
+                        nib[l] |= (uint8_t)(packed_value(1, gs + Q4K_NIB + 256 * j, c, l)
+                                            << (4 * (j & 1)));
+                }
+                continue;
+            }
+            memcpy(blk + 208, gs + 2 * c, 2);
+            for (int j = 0; j < 8; j++) {
+                float dl[2], ml;
+                kq_row(kind, gs, c, j, u, dl, &ml);
+                const int h = j / 4, k = j % 4;
+                uint8_t *ql = blk + h * 64 + (k % 2) * 32, *qh = blk + 128 + h * 32;
+                for (int l = 0; l < 32; l++) {
+                    ql[l] |= (uint8_t)((u[l] & 15) << (k < 2 ? 0 : 4));
+                    qh[l] |= (uint8_t)((u[l] >> 4) << (2 * k));
+                }
+                for (int hh = 0; hh < 2; hh++)
+                    blk[192 + 2 * j + hh] = gs[Q6K_SC + 16 * (2 * j + hh) + c];
+            }
+        }
+    }
+}
+
 static void repack(int threads, sl_dtype_t dt, uint8_t *w, int64_t n, int64_t k, int pack)
 {
     const int kind = kind_of(dt);
     const size_t bb = sl_dtype_size(dt), rb = sl_dtype_bytes(dt, k);
     const size_t gbytes = SL_QPACK_ROWS * rb;
-    const int64_t nb = k / SL_QBLOCK, groups = n / SL_QPACK_ROWS;
+    const int64_t nb = k / sl_dtype_block(dt), groups = n / SL_QPACK_ROWS;
 #pragma omp parallel num_threads(threads > 0 ? threads : 1) if (groups > 1)
     {
         uint8_t *tmp = sl_xmalloc(gbytes); /* the group's bytes, read while they are rewritten */
@@ -125,10 +281,10 @@ static void repack(int threads, sl_dtype_t dt, uint8_t *w, int64_t n, int64_t k,
         for (int64_t g = 0; g < groups; g++) {
             uint8_t *at = w + (size_t)g * gbytes;
             memcpy(tmp, at, gbytes);
-            if (pack)
-                pack_group(kind, bb, rb, nb, tmp, at);
+            if (kind >= KQ4K)
+                (pack ? pack_group_k : unpack_group_k)(kind, bb, rb, nb, tmp, at);
             else
-                unpack_group(kind, bb, rb, nb, tmp, at);
+                (pack ? pack_group : unpack_group)(kind, bb, rb, nb, tmp, at);
         }
         free(tmp);
     }
@@ -164,27 +320,47 @@ static void dequant_gb_row(int kind, const uint8_t *gb, int c, float *y)
     }
 }
 
+/* Row c of one unit of a group (a group-block, or a K-quant group-superblock) into y[32] or
+ * y[256]: the values GGUF's row blocks dequantise to (kernels/quant.h, models/formats/gguf.c). */
+static void dequant_unit_row(int kind, const uint8_t *gu, int c, float *y)
+{
+    if (kind < KQ4K) {
+        dequant_gb_row(kind, gu, c, y);
+        return;
+    }
+    for (int j = 0; j < 8; j++) {
+        uint8_t u[32];
+        float dl[2], ml;
+        kq_row(kind, gu, c, j, u, dl, &ml);
+        for (int l = 0; l < 32; l++)
+            y[32 * j + l] =
+                kind == KQ4K ? dl[0] * (float)u[l] - ml : dl[l / 16] * (float)((int)u[l] - 32);
+    }
+}
+
 void sl_qpack_dequant_row(sl_dtype_t dt, const uint8_t *w, int64_t k, int64_t r, float *y)
 {
     const int kind = kind_of(dt);
+    const int64_t ub = sl_dtype_block(dt);
     const size_t gbb = SL_QPACK_ROWS * sl_dtype_size(dt);
     const uint8_t *g = w + (size_t)(r / SL_QPACK_ROWS) * SL_QPACK_ROWS * sl_dtype_bytes(dt, k);
-    for (int64_t b = 0; b < k / SL_QBLOCK; b++)
-        dequant_gb_row(kind, g + (size_t)b * gbb, (int)(r % SL_QPACK_ROWS), y + b * SL_QBLOCK);
+    for (int64_t b = 0; b < k / ub; b++)
+        dequant_unit_row(kind, g + (size_t)b * gbb, (int)(r % SL_QPACK_ROWS), y + b * ub);
 }
 
 void sl_qpack_dequant_rows(int threads, sl_dtype_t dt, const uint8_t *w, int64_t k, int64_t r0,
                            int64_t nr, float *y)
 {
     const int kind = kind_of(dt);
-    const size_t gbb = SL_QPACK_ROWS * sl_dtype_size(dt), gbytes = (size_t)k / SL_QBLOCK * gbb;
-    const int64_t nb = k / SL_QBLOCK, g0 = r0 / SL_QPACK_ROWS, ng = nr / SL_QPACK_ROWS;
+    const int64_t ub = sl_dtype_block(dt);
+    const size_t gbb = SL_QPACK_ROWS * sl_dtype_size(dt), gbytes = (size_t)(k / ub) * gbb;
+    const int64_t nb = k / ub, g0 = r0 / SL_QPACK_ROWS, ng = nr / SL_QPACK_ROWS;
 #pragma omp parallel for schedule(static) num_threads(threads > 0 ? threads : 1) if (ng > 1)
     for (int64_t t = 0; t < ng * nb; t++) {
         const int64_t g = t / nb, b = t % nb;
-        const uint8_t *gb = w + (size_t)(g0 + g) * gbytes + (size_t)b * gbb;
+        const uint8_t *gu = w + (size_t)(g0 + g) * gbytes + (size_t)b * gbb;
         for (int c = 0; c < SL_QPACK_ROWS; c++)
-            dequant_gb_row(kind, gb, c, y + (g * SL_QPACK_ROWS + c) * k + b * SL_QBLOCK);
+            dequant_unit_row(kind, gu, c, y + (g * SL_QPACK_ROWS + c) * k + b * ub);
     }
 }
 
@@ -201,9 +377,45 @@ static inline int32_t load_i32(const int8_t *p)
     return v;
 }
 
+/* The K-quant tiles' arithmetic, per output and sub-block j of 32 values, in order:
+ *   Q4_K: acc = fmaf((float)sum_l u_l q_l, dl * d_x, acc); acc = fmaf(-ml, s_x, acc)
+ *   Q6_K: for each half h (16 values): acc = fmaf((float)(sum u q - 32 S_h), dl_h * d_x, acc)
+ * with dl, ml from kq_row (exact products) and S_h the half's sum of q_x (sum0, sum - sum0). */
+static void tile_scalar_k(int kind, int mr, int ng, const uint8_t *w, size_t gstride, size_t gbb,
+                          const sl_q8a_t *const *xr, int64_t nb, float *out)
+{
+    for (int r = 0; r < mr; r++)
+        for (int g = 0; g < ng; g++)
+            for (int c = 0; c < SL_QPACK_ROWS; c++) {
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    const uint8_t *gs = w + (size_t)g * gstride + (size_t)(b / 8) * gbb;
+                    const sl_q8a_t *a = xr[r] + b;
+                    uint8_t u[32];
+                    float dl[2], ml;
+                    kq_row(kind, gs, c, (int)(b % 8), u, dl, &ml);
+                    int32_t raw[2] = {0, 0};
+                    for (int j = 0; j < 32; j++)
+                        raw[j / 16] += u[j] * a->q[j];
+                    if (kind == KQ4K) {
+                        acc = fmaf((float)(raw[0] + raw[1]), dl[0] * a->d, acc);
+                        acc = fmaf(-ml, a->s, acc);
+                    } else {
+                        acc = fmaf((float)(raw[0] - 32 * a->sum0), dl[0] * a->d, acc);
+                        acc = fmaf((float)(raw[1] - 32 * (a->sum - a->sum0)), dl[1] * a->d, acc);
+                    }
+                }
+                out[r * 32 + g * 16 + c] = acc;
+            }
+}
+
 static void tile_scalar(int kind, int mr, int ng, const uint8_t *w, size_t gstride, size_t gbb,
                         const sl_q8a_t *const *xr, int64_t nb, float *out)
 {
+    if (kind >= KQ4K) {
+        tile_scalar_k(kind, mr, ng, w, gstride, gbb, xr, nb, out);
+        return;
+    }
     const int hb = head_bytes(kind), kk = offset_k(kind);
     for (int r = 0; r < mr; r++)
         for (int g = 0; g < ng; g++)
@@ -395,19 +607,252 @@ SL_AVX2 SL_INLINE void tile_avx2(const int kind, const int mr, const uint8_t *w,
             _mm256_storeu_ps(out + r * 32 + h * 8, acc[r][h]);
 }
 
+/* The K-quant tile in AVX-512 VNNI (arithmetic as tile_scalar_k). A sub-block's scales for the
+ * group's 16 rows come from one 16-byte load (Q4_K: slo and the shifted shi; Q6_K: a half's
+ * signed scales), widened to 16 int32 lanes. */
+SL_VNNI SL_INLINE __m512 widen_u8(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v)); }
+SL_VNNI SL_INLINE __m512 widen_i8(__m128i v) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)); }
+
+/* Q4_K sub-block j's scales sc and minimums m of 16 rows, as bytes */
+SL_AVX2 SL_INLINE void q4k_scales(const uint8_t *gs, int j, int off, __m128i *sc, __m128i *m)
+{
+    const __m128i m4 = _mm_set1_epi8(0x0f), m2 = _mm_set1_epi8(3);
+    const __m128i lo = _mm_loadu_si128((const __m128i *)(gs + Q4K_SLO + 16 * j + off));
+    const __m128i hi =
+        _mm_srl_epi16(_mm_loadu_si128((const __m128i *)(gs + Q4K_SHI + 16 * (j / 2) + off)),
+                      _mm_cvtsi32_si128(4 * (j & 1)));
+    *sc = _mm_or_si128(_mm_and_si128(lo, m4), _mm_slli_epi16(_mm_and_si128(hi, m2), 4));
+    *m = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(lo, 4), m4),
+                      _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(hi, 2), m2), 4));
+}
+
+SL_VNNI SL_INLINE void tile_vnni_k(const int kind, const int mr, const int ng, const uint8_t *w,
+                                   size_t gstride, size_t gbb, const sl_q8a_t *const *xr,
+                                   int64_t nb, float *out)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m2 = _mm512_set1_epi8(3);
+    __m512 acc[4][2];
+    for (int r = 0; r < mr; r++)
+        for (int g = 0; g < ng; g++)
+            acc[r][g] = _mm512_setzero_ps();
+    for (int64_t sb = 0; sb < nb / 8; sb++) {
+        const uint8_t *gs[2];
+        __m512 dv[2], mv[2];
+        for (int g = 0; g < ng; g++) {
+            gs[g] = w + (size_t)g * gstride + (size_t)sb * gbb;
+            dv[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)gs[g]));
+            if (kind == KQ4K)
+                mv[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs[g] + Q4K_DMIN)));
+        }
+        for (int j = 0; j < 8; j++) {
+            const sl_q8a_t *a[4];
+            __m512i ia[4][2];
+            for (int r = 0; r < mr; r++)
+                a[r] = xr[r] + sb * 8 + j;
+            if (kind == KQ4K) {
+                for (int r = 0; r < mr; r++)
+                    for (int g = 0; g < ng; g++)
+                        ia[r][g] = _mm512_setzero_si512();
+                for (int s = 0; s < 4; s++) {
+                    __m512i lo[2], hi[2];
+                    for (int g = 0; g < ng; g++) {
+                        const __m512i raw =
+                            _mm512_loadu_si512((const void *)(gs[g] + Q4K_NIB + 256 * j + 64 * s));
+                        lo[g] = _mm512_and_si512(raw, m4);
+                        hi[g] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+                    }
+                    for (int r = 0; r < mr; r++) {
+                        const __m512i xl = _mm512_set1_epi32(load_i32(a[r]->q + 4 * s));
+                        const __m512i xh = _mm512_set1_epi32(load_i32(a[r]->q + 4 * s + 16));
+                        for (int g = 0; g < ng; g++) {
+                            ia[r][g] = _mm512_dpbusd_epi32(ia[r][g], lo[g], xl);
+                            ia[r][g] = _mm512_dpbusd_epi32(ia[r][g], hi[g], xh);
+                        }
+                    }
+                }
+                __m512 dl[2], ml[2];
+                for (int g = 0; g < ng; g++) {
+                    __m128i sc, m;
+                    q4k_scales(gs[g], j, 0, &sc, &m);
+                    dl[g] = _mm512_mul_ps(dv[g], widen_u8(sc));
+                    ml[g] = _mm512_mul_ps(mv[g], widen_u8(m));
+                }
+                for (int r = 0; r < mr; r++) {
+                    const __m512 dx = _mm512_set1_ps(a[r]->d);
+                    for (int g = 0; g < ng; g++) {
+                        acc[r][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[r][g]),
+                                                    _mm512_mul_ps(dl[g], dx), acc[r][g]);
+                        acc[r][g] = _mm512_fnmadd_ps(ml[g], _mm512_set1_ps(a[r]->s), acc[r][g]);
+                    }
+                }
+                continue;
+            }
+            /* Q6_K: one half (16 values, steps 4h..4h+3) at a time */
+            for (int h = 0; h < 2; h++) {
+                for (int r = 0; r < mr; r++)
+                    for (int g = 0; g < ng; g++)
+                        ia[r][g] = _mm512_setzero_si512();
+                for (int s = 4 * h; s < 4 * h + 4; s++) {
+                    __m512i u[2];
+                    for (int g = 0; g < ng; g++) {
+                        const uint8_t *v = gs[g] + Q6K_VAL + Q6K_VSTRIDE * j;
+                        __m512i lo = _mm512_loadu_si512((const void *)(v + 64 * (s & 3)));
+                        lo = _mm512_and_si512(h == 0 ? lo : _mm512_srli_epi16(lo, 4), m4);
+                        __m512i hi = _mm512_loadu_si512((const void *)(v + 256 + 64 * (s & 1)));
+                        hi = _mm512_and_si512(_mm512_srl_epi16(hi, _mm_cvtsi32_si128(2 * (s >> 1))),
+                                              m2);
+                        u[g] = _mm512_or_si512(lo, _mm512_slli_epi16(hi, 4));
+                    }
+                    for (int r = 0; r < mr; r++) {
+                        const __m512i xb = _mm512_set1_epi32(load_i32(a[r]->q + 4 * s));
+                        for (int g = 0; g < ng; g++)
+                            ia[r][g] = _mm512_dpbusd_epi32(ia[r][g], u[g], xb);
+                    }
+                }
+                __m512 dl[2];
+                for (int g = 0; g < ng; g++)
+                    dl[g] = _mm512_mul_ps(
+                        dv[g], widen_i8(_mm_loadu_si128(
+                                   (const __m128i *)(gs[g] + Q6K_SC + 16 * (2 * j + h)))));
+                for (int r = 0; r < mr; r++) {
+                    const __m512 dx = _mm512_set1_ps(a[r]->d);
+                    const __m512i corr =
+                        _mm512_set1_epi32(32 * (h ? a[r]->sum - a[r]->sum0 : a[r]->sum0));
+                    for (int g = 0; g < ng; g++)
+                        acc[r][g] =
+                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(ia[r][g], corr)),
+                                            _mm512_mul_ps(dl[g], dx), acc[r][g]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int g = 0; g < ng; g++)
+            _mm512_storeu_ps(out + r * 32 + g * 16, acc[r][g]);
+}
+
+/* The K-quant tile in AVX2: a group's 16 outputs in two halves of 8 (arithmetic as
+ * tile_scalar_k; Q6_K's values are at most 63, so vpmaddubsw's int16 pairs cannot saturate). */
+SL_AVX2 SL_INLINE void tile_avx2_k(const int kind, const int mr, const uint8_t *w, size_t gbb,
+                                   const sl_q8a_t *const *xr, int64_t nb, float *out)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
+    __m256 acc[4][2];
+    for (int r = 0; r < mr; r++)
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t sb = 0; sb < nb / 8; sb++) {
+        const uint8_t *gs = w + (size_t)sb * gbb;
+        __m256 dv[2], mv[2];
+        for (int o = 0; o < 2; o++) {
+            dv[o] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs + 16 * o)));
+            if (kind == KQ4K)
+                mv[o] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs + Q4K_DMIN + 16 * o)));
+        }
+        for (int j = 0; j < 8; j++) {
+            const sl_q8a_t *a[4];
+            __m256i ia[4][2]; /* [row][half of the outputs, o] */
+            for (int r = 0; r < mr; r++)
+                a[r] = xr[r] + sb * 8 + j;
+            if (kind == KQ4K) {
+                for (int r = 0; r < mr; r++)
+                    ia[r][0] = ia[r][1] = _mm256_setzero_si256();
+                for (int s = 0; s < 4; s++) {
+                    __m256i lo[2], hi[2];
+                    for (int o = 0; o < 2; o++) {
+                        const __m256i raw = _mm256_loadu_si256(
+                            (const __m256i *)(gs + Q4K_NIB + 256 * j + 64 * s + 32 * o));
+                        lo[o] = _mm256_and_si256(raw, m4);
+                        hi[o] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+                    }
+                    for (int r = 0; r < mr; r++) {
+                        const __m256i xl = _mm256_set1_epi32(load_i32(a[r]->q + 4 * s));
+                        const __m256i xh = _mm256_set1_epi32(load_i32(a[r]->q + 4 * s + 16));
+                        for (int o = 0; o < 2; o++)
+                            ia[r][o] =
+                                _mm256_add_epi32(ia[r][o], _mm256_add_epi32(madd_u8s8(lo[o], xl),
+                                                                            madd_u8s8(hi[o], xh)));
+                    }
+                }
+                __m256 dl[2], ml[2];
+                for (int o = 0; o < 2; o++) {
+                    __m128i sc, m;
+                    q4k_scales(gs, j, 8 * o, &sc, &m);
+                    dl[o] = _mm256_mul_ps(dv[o], _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sc)));
+                    ml[o] = _mm256_mul_ps(mv[o], _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(m)));
+                }
+                for (int r = 0; r < mr; r++) {
+                    const __m256 dx = _mm256_set1_ps(a[r]->d);
+                    for (int o = 0; o < 2; o++) {
+                        acc[r][o] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ia[r][o]),
+                                                    _mm256_mul_ps(dl[o], dx), acc[r][o]);
+                        acc[r][o] = _mm256_fnmadd_ps(ml[o], _mm256_set1_ps(a[r]->s), acc[r][o]);
+                    }
+                }
+                continue;
+            }
+            const uint8_t *v = gs + Q6K_VAL + Q6K_VSTRIDE * j;
+            for (int h = 0; h < 2; h++) { /* Q6_K: one half of the values at a time */
+                for (int r = 0; r < mr; r++)
+                    ia[r][0] = ia[r][1] = _mm256_setzero_si256();
+                for (int s = 4 * h; s < 4 * h + 4; s++) {
+                    __m256i u[2];
+                    for (int o = 0; o < 2; o++) {
+                        __m256i lo =
+                            _mm256_loadu_si256((const __m256i *)(v + 64 * (s & 3) + 32 * o));
+                        lo = _mm256_and_si256(h == 0 ? lo : _mm256_srli_epi16(lo, 4), m4);
+                        __m256i hi =
+                            _mm256_loadu_si256((const __m256i *)(v + 256 + 64 * (s & 1) + 32 * o));
+                        hi = _mm256_and_si256(_mm256_srl_epi16(hi, _mm_cvtsi32_si128(2 * (s >> 1))),
+                                              m2);
+                        u[o] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+                    }
+                    for (int r = 0; r < mr; r++) {
+                        const __m256i xb = _mm256_set1_epi32(load_i32(a[r]->q + 4 * s));
+                        for (int o = 0; o < 2; o++)
+                            ia[r][o] = _mm256_add_epi32(ia[r][o], madd_u8s8(u[o], xb));
+                    }
+                }
+                __m256 dl[2];
+                for (int o = 0; o < 2; o++)
+                    dl[o] = _mm256_mul_ps(
+                        dv[o], _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                                   (const __m128i *)(gs + Q6K_SC + 16 * (2 * j + h) + 8 * o)))));
+                for (int r = 0; r < mr; r++) {
+                    const __m256 dx = _mm256_set1_ps(a[r]->d);
+                    const __m256i corr =
+                        _mm256_set1_epi32(32 * (h ? a[r]->sum - a[r]->sum0 : a[r]->sum0));
+                    for (int o = 0; o < 2; o++)
+                        acc[r][o] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(ia[r][o], corr)),
+                                            _mm256_mul_ps(dl[o], dx), acc[r][o]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < mr; r++)
+        for (int o = 0; o < 2; o++)
+            _mm256_storeu_ps(out + r * 32 + o * 8, acc[r][o]);
+}
+
 #define VNNI_TILE(KIND, MR, NG)                                                                    \
     SL_VNNI static void tile_vnni_##KIND##_##MR##_##NG(const uint8_t *w, size_t gstride,           \
                                                        size_t gbb, const sl_q8a_t *const *xr,      \
                                                        int64_t nb, float *out)                     \
     {                                                                                              \
-        tile_vnni(KIND, MR, NG, w, gstride, gbb, xr, nb, out);                                     \
+        if (KIND >= KQ4K)                                                                          \
+            tile_vnni_k(KIND, MR, NG, w, gstride, gbb, xr, nb, out);                               \
+        else                                                                                       \
+            tile_vnni(KIND, MR, NG, w, gstride, gbb, xr, nb, out);                                 \
     }
 #define AVX2_TILE(KIND, MR)                                                                        \
     SL_AVX2 static void tile_avx2_##KIND##_##MR(const uint8_t *w, size_t gstride, size_t gbb,      \
                                                 const sl_q8a_t *const *xr, int64_t nb, float *out) \
     {                                                                                              \
         (void)gstride;                                                                             \
-        tile_avx2(KIND, MR, w, gbb, xr, nb, out);                                                  \
+        if (KIND >= KQ4K)                                                                          \
+            tile_avx2_k(KIND, MR, w, gbb, xr, nb, out);                                            \
+        else                                                                                       \
+            tile_avx2(KIND, MR, w, gbb, xr, nb, out);                                              \
     }
 #define FORM_TILES(KIND)                                                                           \
     VNNI_TILE(KIND, 1, 1)                                                                          \
@@ -416,6 +861,8 @@ SL_AVX2 SL_INLINE void tile_avx2(const int kind, const int mr, const uint8_t *w,
 FORM_TILES(0)
 FORM_TILES(1)
 FORM_TILES(2)
+FORM_TILES(3)
+FORM_TILES(4)
 #endif
 
 #define SCALAR_TILES(KIND)                                                                         \
@@ -423,6 +870,8 @@ FORM_TILES(2)
 SCALAR_TILES(0)
 SCALAR_TILES(1)
 SCALAR_TILES(2)
+SCALAR_TILES(3)
+SCALAR_TILES(4)
 
 /* The tile of form f for weight kind, mr (1 or 4) rows and ng (1 or 2) groups (the AVX2 form
  * has one-group tiles only). */
@@ -434,18 +883,22 @@ static qtile_fn tile_pick(sl_qform_t f, int kind, int mr, int ng)
         P##_##K##_1_1, P##_##K##_1_2, P##_##K##_4_1, P##_##K##_4_2                                 \
     }
 #ifdef SL_QGEMM_X86
-    static const qtile_fn vnni[3][4] = {TABLE4(tile_vnni, 0), TABLE4(tile_vnni, 1),
-                                        TABLE4(tile_vnni, 2)};
-    static const qtile_fn avx2[3][2] = {{tile_avx2_0_1, tile_avx2_0_4},
+    static const qtile_fn vnni[5][4] = {TABLE4(tile_vnni, 0), TABLE4(tile_vnni, 1),
+                                        TABLE4(tile_vnni, 2), TABLE4(tile_vnni, 3),
+                                        TABLE4(tile_vnni, 4)};
+    static const qtile_fn avx2[5][2] = {{tile_avx2_0_1, tile_avx2_0_4},
                                         {tile_avx2_1_1, tile_avx2_1_4},
-                                        {tile_avx2_2_1, tile_avx2_2_4}};
+                                        {tile_avx2_2_1, tile_avx2_2_4},
+                                        {tile_avx2_3_1, tile_avx2_3_4},
+                                        {tile_avx2_4_1, tile_avx2_4_4}};
     if (f == SL_QFORM_VNNI)
         return vnni[kind][i];
     if (f == SL_QFORM_AVX2)
         return avx2[kind][mr == 4];
 #endif
-    static const qtile_fn scalar[3][4] = {TABLE4(tile_scalar, 0), TABLE4(tile_scalar, 1),
-                                          TABLE4(tile_scalar, 2)};
+    static const qtile_fn scalar[5][4] = {TABLE4(tile_scalar, 0), TABLE4(tile_scalar, 1),
+                                          TABLE4(tile_scalar, 2), TABLE4(tile_scalar, 3),
+                                          TABLE4(tile_scalar, 4)};
 #undef TABLE4
     return scalar[kind][i];
 }
@@ -463,7 +916,9 @@ void sl_qgemm(int threads, sl_qform_t f, sl_dtype_t dt, const sl_q8a_t *xq, int6
 {
     const int kind = kind_of(dt);
     const int64_t nb = k / SL_QBLOCK, groups = n / SL_QPACK_ROWS;
-    const size_t gbb = SL_QPACK_ROWS * sl_dtype_size(dt), gstride = (size_t)nb * gbb;
+    /* gbb: a group-block, or a K-quant group-superblock (8 activation blocks) */
+    const size_t gbb = SL_QPACK_ROWS * sl_dtype_size(dt);
+    const size_t gstride = SL_QPACK_ROWS * sl_dtype_bytes(dt, k);
     /* why one group at a time for decode steps: their weights stream from memory, and one
      * sequential stream per thread is read faster than two interleaved ones (a 1 x 49152 x 576
      * Q8_0 product: 0.41-0.47 ms against 0.50-0.72 ms); many rows reuse the weights from cache,

@@ -119,7 +119,9 @@ static void q8a_block(const float *x, float d, float id, sl_q8a_t *o)
     o->d = d;
     o->s = d * (float)sum;
     o->sum = sum;
-    o->pad = 0;
+    o->sum0 = 0;
+    for (int j = 0; j < 16; j++)
+        o->sum0 += o->q[j];
 }
 
 /* max |x| of a block's 32 values (NaN ignored, as fmaxf ignores it) */
@@ -167,28 +169,35 @@ SL_AVX2_ONLY static inline float absmax_avx2(const __m256 v[4])
     return _mm_cvtss_f32(h);
 }
 
-/* q8_values in AVX2 */
-SL_AVX2_ONLY static inline int q8_values_avx2(const __m256 v[4], float id, int8_t *q)
+SL_AVX2_ONLY static inline int hsum_i32_avx2(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* q8_values in AVX2; *sum0 (when not NULL): the sum of q[0..15] */
+SL_AVX2_ONLY static inline int q8_values_avx2(const __m256 v[4], float id, int8_t *q, int *sum0)
 {
     const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
-    __m256i qi[4], acc = _mm256_setzero_si256();
+    __m256i qi[4];
     for (int i = 0; i < 4; i++) {
         const __m256 p = _mm256_mul_ps(v[i], _mm256_set1_ps(id));
         __m256 r = _mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         r = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
         r = _mm256_and_ps(r, _mm256_cmp_ps(p, p, _CMP_ORD_Q)); /* NaN -> 0 */
         qi[i] = _mm256_cvtps_epi32(r);
-        acc = _mm256_add_epi32(acc, qi[i]);
     }
     /* int32 -> int8 in value order (the packs interleave 128-bit lanes; the permute undoes it) */
     const __m256i p16a = _mm256_packs_epi32(qi[0], qi[1]), p16b = _mm256_packs_epi32(qi[2], qi[3]);
     const __m256i p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b),
                                                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256((__m256i *)q, p8);
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
+    const __m256i first = _mm256_add_epi32(qi[0], qi[1]);
+    if (sum0)
+        *sum0 = hsum_i32_avx2(first);
+    return hsum_i32_avx2(_mm256_add_epi32(first, _mm256_add_epi32(qi[2], qi[3])));
 }
 
 SL_AVX2_ONLY static void q8a_row_avx2(const float *x, int64_t k, const float *xmax, sl_q8a_t *out)
@@ -199,11 +208,12 @@ SL_AVX2_ONLY static void q8a_row_avx2(const float *x, int64_t k, const float *xm
             v[i] = _mm256_loadu_ps(x + 8 * i);
         const float amax = xmax && xmax[b] > 0.0f ? xmax[b] : absmax_avx2(v);
         const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
-        const int sum = q8_values_avx2(v, id, out[b].q);
+        int sum0;
+        const int sum = q8_values_avx2(v, id, out[b].q, &sum0);
         out[b].d = d;
         out[b].s = d * (float)sum;
         out[b].sum = sum;
-        out[b].pad = 0;
+        out[b].sum0 = sum0;
     }
 }
 
@@ -215,7 +225,7 @@ SL_AVX2_ONLY static void q8_0_blocks_avx2(const float *x, int64_t nblocks, uint8
         for (int i = 0; i < 4; i++)
             v[i] = _mm256_loadu_ps(x + 8 * i);
         int8_t q[32];
-        q8_values_avx2(v, q8_0_scale(absmax_avx2(v), out), q);
+        q8_values_avx2(v, q8_0_scale(absmax_avx2(v), out), q, NULL);
         memcpy(out + 2, q, sizeof q);
     }
 }

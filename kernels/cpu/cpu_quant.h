@@ -20,11 +20,12 @@
 
 #include "kernels/backend.h"
 
-/* One 32-value block of an activation row: x[j] ~ d * q[j]; sum = sum(q), s = d * sum. */
+/* One 32-value block of an activation row: x[j] ~ d * q[j]; sum = sum(q), s = d * sum, sum0 =
+ * the sum of q[0..15] (Q6_K's scales are per 16 values). q starts 16 bytes in: aligned vector
+ * loads within an aligned array. */
 typedef struct {
     float d, s;
-    int32_t sum;
-    int32_t pad; /* q starts 16 bytes in: aligned vector loads within an aligned array */
+    int32_t sum, sum0;
     int8_t q[32];
 } sl_q8a_t;
 

@@ -807,20 +807,6 @@ static void dequant_q4_1(const unsigned char *p, int64_t n, float *y)
  * float32 (an f16 has 11 significant bits, a sub-block scale at most 8, a quant at most 6) except
  * Q6_K's (d * scale) * q, which rounds once, in the same order as ggml and gguf-py. */
 
-/* Q4_K/Q5_K's twelve bytes of 6-bit scales and minimums: sub-block j < 4 keeps both in the low
- * six bits of bytes j and j + 4; j >= 4 has its low four bits in byte j + 4 and its top two in
- * the high bits of bytes j - 4 (scale) and j (minimum). */
-static void scale_min_k4(int j, const unsigned char *q, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 /* Q2_K block (84 bytes): 16 scale bytes (low nibble scale, high nibble minimum, per 16 values),
  * 64 bytes of 2-bit quants, f16 d, f16 dmin; x = d * sc * q - dmin * m. */
 static void dequant_q2_k(const unsigned char *p, int64_t n, float *y)
@@ -855,20 +841,18 @@ static void dequant_q3_k(const unsigned char *p, int64_t n, float *y)
     }
 }
 
-/* Q4_K block (144 bytes): f16 d, f16 dmin, 12 bytes of scales/minimums (scale_min_k4), 128
- * bytes of nibbles: 64 values per 32 bytes, low nibbles first; x = d * sc * q - dmin * m. */
+/* Q4_K block (144 bytes, kernels/quant.h): x = d * sc * q - dmin * m. */
 static void dequant_q4_k(const unsigned char *p, int64_t n, float *y)
 {
     for (int64_t b = 0; b < n / 256; b++, p += 144, y += 256) {
         float d = half(p), dmin = half(p + 2);
-        const unsigned char *qs = p + 16;
         for (int s = 0; s < 8; s++) { /* sub-block of 32 */
+            uint8_t u[32];
             int sc, m;
-            scale_min_k4(s, p + 4, &sc, &m);
+            sl_q4_k_sub(p, s, u, &sc, &m);
             float dl = d * (float)sc, ml = dmin * (float)m;
-            const unsigned char *q = qs + (s / 2) * 32;
             for (int l = 0; l < 32; l++)
-                y[s * 32 + l] = dl * (float)(s % 2 ? q[l] >> 4 : q[l] & 0x0f) - ml;
+                y[s * 32 + l] = dl * (float)u[l] - ml;
         }
     }
 }
@@ -882,7 +866,7 @@ static void dequant_q5_k(const unsigned char *p, int64_t n, float *y)
         const unsigned char *qh = p + 16, *qs = p + 48;
         for (int s = 0; s < 8; s++) {
             int sc, m;
-            scale_min_k4(s, p + 4, &sc, &m);
+            sl_q4_k_scale_min(s, p + 4, &sc, &m);
             float dl = d * (float)sc, ml = dmin * (float)m;
             const unsigned char *q = qs + (s / 2) * 32;
             for (int l = 0; l < 32; l++) {
@@ -893,25 +877,17 @@ static void dequant_q5_k(const unsigned char *p, int64_t n, float *y)
     }
 }
 
-/* Q6_K block (210 bytes): 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed
- * 8-bit scales (per 16 values), f16 d; x = (d * scale) * (q - 32). Each half of 128 values
- * takes 64 low bytes (values l and l + 64 in byte l, l + 32 and l + 96 in byte l + 32) and
- * 32 high bytes (bits 2k..2k+1 of byte l for value l + 32k). */
+/* Q6_K block (210 bytes, kernels/quant.h): x = (d * scale) * (q - 32). */
 static void dequant_q6_k(const unsigned char *p, int64_t n, float *y)
 {
     for (int64_t b = 0; b < n / 256; b++, p += 210, y += 256) {
         float d = half(p + 208);
-        for (int h = 0; h < 2; h++) {
-            const unsigned char *ql = p + h * 64, *qh = p + 128 + h * 32;
-            const int8_t *sc = (const int8_t *)(p + 192 + h * 8);
-            for (int k = 0; k < 4; k++)
-                for (int l = 0; l < 32; l++) {
-                    int lo = ql[l + (k % 2) * 32];
-                    lo = k < 2 ? lo & 0x0f : lo >> 4;
-                    int q = (lo | (((qh[l] >> (2 * k)) & 3) << 4)) - 32;
-                    float dl = d * (float)sc[l / 16 + 2 * k];
-                    y[h * 128 + k * 32 + l] = dl * (float)q;
-                }
+        for (int j = 0; j < 8; j++) {
+            uint8_t u[32];
+            int sc[2];
+            sl_q6_k_sub(p, j, u, sc);
+            for (int l = 0; l < 32; l++)
+                y[j * 32 + l] = (d * (float)sc[l / 16]) * (float)((int)u[l] - 32);
         }
     }
 }

@@ -390,20 +390,35 @@ sl_dtype_t sl_weights_stored_dtype(const sl_weights_t *w, const char *name)
     return t->type == SL_GGML_Q8_0   ? SL_Q8_0
            : t->type == SL_GGML_Q4_0 ? SL_Q4_0
            : t->type == SL_GGML_Q4_1 ? SL_Q4_1
+           : t->type == SL_GGML_Q4_K ? SL_Q4_K
+           : t->type == SL_GGML_Q6_K ? SL_Q6_K
                                      : SL_F32;
 }
 
 int sl_weights_requantized(const sl_weights_t *w, const char *name)
 {
     const sl_gguf_tensor_t *t = w->gguf ? sl_gguf_tensor_find(w->gguf, name) : NULL;
+    const sl_dtype_t st = sl_weights_stored_dtype(w, name);
     return t && t->ndim == 2 && t->type != SL_GGML_F32 && t->type != SL_GGML_F16 &&
-           t->type != SL_GGML_BF16 && sl_weights_stored_dtype(w, name) == SL_F32;
+           t->type != SL_GGML_BF16 && (st == SL_F32 || sl_dtype_kquant(st));
+}
+
+int sl_weights_keep(const sl_weights_t *w, sl_backend_t *be, const char *name, int64_t nr,
+                    int64_t c0, int64_t nc)
+{
+    const sl_dtype_t st = sl_weights_stored_dtype(w, name);
+    if (!sl_dtype_kquant(st))
+        return SL_KEEP_BLOCKS;
+    const int fits = c0 % SL_QK == 0 && nc % SL_QK == 0 && sl_backend_packs(be, st, nr, nc);
+    return SL_KEEP_BLOCKS | (fits ? SL_KEEP_KQUANTS : 0);
 }
 
 void *sl_weights_read(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr, int64_t c0,
                       int64_t nc, int keep, sl_dtype_t *dt, sl_error_t *err)
 {
-    *dt = keep ? sl_weights_stored_dtype(w, name) : SL_F32;
+    *dt = keep & SL_KEEP_BLOCKS ? sl_weights_stored_dtype(w, name) : SL_F32;
+    if (sl_dtype_kquant(*dt) && !(keep & SL_KEEP_KQUANTS))
+        *dt = SL_F32;
     if (*dt == SL_F32)
         return sl_weights_block(w, name, r0, nr, c0, nc, err);
     const sl_gguf_tensor_t *t = sl_gguf_tensor_find(w->gguf, name);
@@ -441,12 +456,14 @@ int sl_weights_check_qscales(const char *where, const char *name, const void *bl
 {
     const int64_t blk = sl_dtype_block(dt), per_row = nc / blk;
     const size_t bytes = sl_dtype_size(dt);
-    const int halves = dt == SL_Q4_1 ? 2 : 1; /* f16 d (and Q4_1's f16 m) lead each block */
+    /* the f16 scales of a block: d (and Q4_1's m, Q4_K's dmin) lead it; Q6_K's d ends it */
+    const int halves = dt == SL_Q4_1 || dt == SL_Q4_K ? 2 : 1;
+    const size_t at = dt == SL_Q6_K ? 208 : 0;
     const unsigned char *p = blocks;
     for (int64_t b = 0; b < nr * per_row; b++) {
         for (int h = 0; h < halves; h++) {
             uint16_t v;
-            memcpy(&v, p + (size_t)b * bytes + 2 * (size_t)h, sizeof v);
+            memcpy(&v, p + (size_t)b * bytes + at + 2 * (size_t)h, sizeof v);
             if ((v & 0x7c00u) == 0x7c00u)
                 return sl_errorf(err,
                                  "%s: tensor '%s' (%s) holds a %s %s in the block of row %lld, "
@@ -465,7 +482,8 @@ sl_tensor_t *sl_weights_upload(const sl_weights_t *w, sl_backend_t *be, const ch
                                sl_dtype_t dt, sl_weights_rows_fn rows_fn, void *ctx,
                                sl_error_t *err)
 {
-    const int keep = dt == SL_WEIGHTS_AS_STORED && !vector;
+    const int keep =
+        dt == SL_WEIGHTS_AS_STORED && !vector ? sl_weights_keep(w, be, name, nr, c0, nc) : 0;
     const int int8 =
         (dt == SL_WEIGHTS_INT8 && !vector) || (keep && sl_weights_requantized(w, name));
     sl_dtype_t got = SL_F32;
@@ -480,6 +498,8 @@ sl_tensor_t *sl_weights_upload(const sl_weights_t *w, sl_backend_t *be, const ch
     if (got != SL_F32) {
         d = sl_tensor_new2(be, got, nr, nc);
         sl_copy_h2d(d, h, sl_tensor_bytes(d));
+        if (sl_dtype_kquant(got)) /* held only packed (sl_weights_keep checked that it packs) */
+            sl_tensor_pack(d);
     } else if (int8) {
         d = sl_upload_int8(be, h, nr, nc);
     } else {

@@ -63,21 +63,46 @@ static uint8_t *random_blocks(sl_dtype_t dt, int64_t n, int64_t k)
     for (size_t i = 0; i < bytes; i++)
         w[i] = (uint8_t)(urand() * 256.0);
     size_t bb = sl_dtype_size(dt);
-    for (int64_t b = 0; b < n * k / SL_QBLOCK; b++) {
+    for (int64_t b = 0; b < n * k / sl_dtype_block(dt); b++) {
         uint8_t *p = w + b * bb;
         float d = (float)(0.002 + 0.02 * urand()), m = (float)(-0.1 * urand());
+        if (sl_dtype_kquant(dt)) /* sub-block scales up to 63 (Q4_K) or 127 (Q6_K) */
+            d /= 32.0f, m = -m / 32.0f;
         uint16_t hd = sl_f32_to_f16(d), hm = sl_f32_to_f16(m);
-        memcpy(p, &hd, 2);
-        if (dt == SL_Q4_1)
+        memcpy(p + (dt == SL_Q6_K ? 208 : 0), &hd, 2);
+        if (dt == SL_Q4_1 || dt == SL_Q4_K)
             memcpy(p + 2, &hm, 2);
     }
     return w;
 }
 
+/* The values of n rows of blocks (the K-quants through quant.h's sub-block readers, which
+ * test_gguf holds to gguf-py's values). */
 static void dequant_rows(sl_dtype_t dt, const uint8_t *w, int64_t n, int64_t k, float *out)
 {
-    for (int64_t b = 0; b < n * k / SL_QBLOCK; b++)
-        sl_q_dequant_block((int)dt, w + b * sl_dtype_size(dt), out + b * SL_QBLOCK);
+    if (!sl_dtype_kquant(dt)) {
+        for (int64_t b = 0; b < n * k / SL_QBLOCK; b++)
+            sl_q_dequant_block((int)dt, w + b * sl_dtype_size(dt), out + b * SL_QBLOCK);
+        return;
+    }
+    for (int64_t b = 0; b < n * k / SL_QK; b++) {
+        const uint8_t *p = w + b * sl_dtype_size(dt);
+        for (int j = 0; j < 8; j++) {
+            uint8_t u[32];
+            int sc[2], m;
+            float *y = out + b * SL_QK + 32 * j;
+            if (dt == SL_Q4_K) {
+                sl_q4_k_sub(p, j, u, &sc[0], &m);
+                const float dl = sl_q_half(p) * (float)sc[0], ml = sl_q_half(p + 2) * (float)m;
+                for (int l = 0; l < 32; l++)
+                    y[l] = dl * (float)u[l] - ml;
+            } else {
+                sl_q6_k_sub(p, j, u, sc);
+                for (int l = 0; l < 32; l++)
+                    y[l] = (sl_q_half(p + 208) * (float)sc[l / 16]) * (float)((int)u[l] - 32);
+            }
+        }
+    }
 }
 
 /* ref[i,j] = sum_t x[i,t] wf[j,t] in double; bound[i,j] = the activation rounding bound. */
@@ -500,24 +525,28 @@ static void test_load_quant(void)
     free(x);
 }
 
-/* 5. the packed layout and the integer GEMM on it (cpu_qgemm.h) */
+/* 5. the packed layout and the integer GEMM on it (cpu_qgemm.h), for the 32-value formats and
+ * the K-quants (odd and even block counts) */
 static void test_packed(void)
 {
-    const int64_t n = 48, ks[2] = {32 * 9, 576}, ms[5] = {1, 3, 4, 7, 70};
+    const int64_t n = 48, ks[2][2] = {{32 * 9, 576}, {512, 768}}, ms[5] = {1, 3, 4, 7, 70};
+    const sl_dtype_t types[5] = {SL_Q8_0, SL_Q4_0, SL_Q4_1, SL_Q4_K, SL_Q6_K};
     sl_error_t err = {0};
     sl_backend_t *be = sl_backend_create(SL_BACKEND_CPU, 0, 2, &err);
     CHECKF(be != NULL, "%s", err.msg);
     if (!be)
         return;
-    for (int t = 0; t < 3; t++)
+    for (int t = 0; t < 5; t++)
         for (int ki = 0; ki < 2; ki++) {
-            const sl_dtype_t dt = kTypes[t];
-            const int64_t k = ks[ki], nb = k / SL_QBLOCK;
+            const sl_dtype_t dt = types[t];
+            const int kq = sl_dtype_kquant(dt);
+            const int64_t k = ks[kq][ki], nb = k / SL_QBLOCK;
             const size_t bytes = sl_dtype_bytes(dt, n * k);
             uint8_t *w = random_blocks(dt, n, k), *p = malloc(bytes);
             memcpy(p, w, bytes);
             CHECK(sl_qpack_fits(dt, n, k) && !sl_qpack_fits(dt, n + 8, k) &&
-                  !sl_qpack_fits(SL_F32, n, k));
+                  !sl_qpack_fits(SL_F32, n, k) && sl_qpack_fits(dt, n, k + 32) == !kq &&
+                  sl_backend_packs(be, dt, n, k) && !sl_backend_packs(be, dt, n + 8, k));
             sl_qpack(2, dt, p, n, k);
             CHECKF(memcmp(p, w, bytes) != 0, "%s: packing changed nothing", sl_dtype_name(dt));
             /* every row dequantised from the packed form: the bits of the row blocks */
@@ -584,10 +613,20 @@ static void test_packed(void)
                         *bt = sl_tensor_new1(be, SL_F32, n);
             sl_copy_h2d(xt, x, sizeof(float) * (size_t)(mmax * k));
             sl_copy_h2d(bt, bias, sizeof bias);
-            sl_linear(xt, wu, bt, ya); /* bulk rows: dequantised chunks, the same values */
             sl_linear(xt, wp, bt, yb);
-            CHECKF(!memcmp(ya->data, yb->data, sizeof(float) * (size_t)(mmax * n)),
-                   "%s: bulk rows of a packed matrix differ", sl_dtype_name(dt));
+            if (kq) { /* held only packed: bulk rows within f32 rounding of the double product
+                       * (254 bound >= sum |x w|, the scale of that rounding) */
+                int bad_bulk = 0;
+                for (int64_t i = 0; i < mmax * n; i++)
+                    bad_bulk += !(fabs((double)((float *)yb->data)[i] - bias[i % n] - ref[i]) <=
+                                  1e-4 * 254.0 * bound[i]);
+                CHECKF(bad_bulk == 0, "%s: %d bulk rows of a packed matrix off the product",
+                       sl_dtype_name(dt), bad_bulk);
+            } else {
+                sl_linear(xt, wu, bt, ya); /* bulk rows: dequantised chunks, the same values */
+                CHECKF(!memcmp(ya->data, yb->data, sizeof(float) * (size_t)(mmax * n)),
+                       "%s: bulk rows of a packed matrix differ", sl_dtype_name(dt));
+            }
             sl_backend_set_bulk_rows(be, 0);
             sl_linear(xt, wp, bt, yb);
             sl_qgemm(2, sl_qform_best(), dt, xq, mmax, k, p, n, bias, y1);

@@ -9,7 +9,8 @@
  * 2b. tests/reference/goldens/kquants.gguf: Q2_K, Q3_K, Q4_K, Q5_K and Q6_K tensors of random
  *    super-blocks with valid f16 scales, bit for bit against gguf.quants.dequantize
  *    (kquants_expected.h5); and the weights reader's row and column slices of a Q4_K tensor for
- *    TP sizes 1-4 (including splits inside a super-block) against the same values.
+ *    TP sizes 1-4 (including splits inside a super-block) against the same values; Q4_K and
+ *    Q6_K tensors kept in their own blocks and packed on the CPU gather gguf-py's values.
  * 3. The real SmolLM2-135M GGUF ($SL_MODELS_DIR/smollm2.path): every tensor's type and shape,
  *    the sum and sum of squares of all its dequantised values (1e-6 relative) and the first 64
  *    values of its first and last row (bit for bit), against smollm2_gguf_check.h5.
@@ -402,6 +403,71 @@ static void test_mixed_tensors(const sl_gguf_t *g)
 
 /* ---- 2b. K-quants ------------------------------------------------------------------------ */
 
+/* Q4_K and Q6_K kept in their own blocks (sl_weights_keep): the [3, 512] tensors' rows read as
+ * stored, repeated to 16 rows (the CPU packs whole groups of 16) and packed on the CPU backend;
+ * every row gathered from the packed matrix (sl_embedding) has gguf-py's bits, and the matrix
+ * reads back as the file's bytes. 3 rows alone are not kept: the loader requantizes them. */
+static void test_kquants_packed(sl_weights_t *w, sl_backend_t *be, hid_t f)
+{
+    static const char *names[2] = {"tensor.q4_k", "tensor.q6_k"};
+    static const sl_dtype_t dts[2] = {SL_Q4_K, SL_Q6_K};
+    for (int t = 0; t < 2; t++) {
+        const int64_t k = 512;
+        sl_error_t err = {0};
+        CHECKF(sl_weights_stored_dtype(w, names[t]) == dts[t] &&
+                   sl_weights_keep(w, be, names[t], 3, 0, k) == SL_KEEP_BLOCKS &&
+                   sl_weights_keep(w, be, names[t], 16, 0, k) ==
+                       (SL_KEEP_BLOCKS | SL_KEEP_KQUANTS) &&
+                   sl_weights_keep(w, be, names[t], 16, 0, 256) ==
+                       (SL_KEEP_BLOCKS | SL_KEEP_KQUANTS) &&
+                   sl_weights_keep(w, be, names[t], 16, 128, 256) == SL_KEEP_BLOCKS,
+               "%s: which slices are kept as stored", names[t]);
+        sl_dtype_t dt = SL_F32;
+        uint8_t *raw =
+            sl_weights_read(w, names[t], 0, 3, 0, k, SL_KEEP_BLOCKS | SL_KEEP_KQUANTS, &dt, &err);
+        sl_dtype_t dt1 = SL_F32;
+        float *deq = sl_weights_read(w, names[t], 0, 3, 0, k, SL_KEEP_BLOCKS, &dt1, &err);
+        size_t n = 0;
+        char ds[64];
+        snprintf(ds, sizeof ds, "/tensors/%s", names[t]);
+        float *want = sl_test_h5_read(f, ds, H5T_NATIVE_FLOAT, 4, &n, NULL, NULL);
+        CHECKF(raw && dt == dts[t] && deq && dt1 == SL_F32 && want && n == 3 * (size_t)k,
+               "%s: read as stored (%s)", names[t], err.msg);
+        if (raw && dt == dts[t] && want && n == 3 * (size_t)k) {
+            const size_t rb = sl_dtype_bytes(dt, k);
+            uint8_t *rows = malloc(16 * rb), *back = malloc(16 * rb);
+            for (int r = 0; r < 16; r++)
+                memcpy(rows + r * rb, raw + (r % 3) * rb, rb);
+            sl_tensor_t *q = sl_tensor_new2(be, dt, 16, k), *ids = sl_tensor_new1(be, SL_I32, 16),
+                        *out = sl_tensor_new2(be, SL_F32, 16, k);
+            sl_copy_h2d(q, rows, 16 * rb);
+            sl_tensor_pack(q);
+            int32_t id[16];
+            for (int r = 0; r < 16; r++)
+                id[r] = 15 - r;
+            sl_copy_h2d(ids, id, sizeof id);
+            sl_embedding(q, ids, out);
+            int bad = 0;
+            for (int r = 0; r < 16; r++)
+                bad +=
+                    memcmp((float *)out->data + r * k, want + (id[r] % 3) * k, 4 * (size_t)k) != 0;
+            sl_copy_d2h(back, q, 16 * rb);
+            CHECKF(q->packed && bad == 0 && memcmp(back, rows, 16 * rb) == 0,
+                   "%s packed: %d of 16 rows differ from gguf-py's values, or the bytes read back "
+                   "differ",
+                   names[t], bad);
+            sl_tensor_free(q);
+            sl_tensor_free(ids);
+            sl_tensor_free(out);
+            free(rows);
+            free(back);
+        }
+        free(raw);
+        free(deq);
+        free(want);
+    }
+}
+
 /* kquants.gguf: random super-blocks of each K-quant type against gguf-py; then the weights
  * reader's blocks of the [4, 768] Q4_K tensor for every TP split of its rows and of its columns
  * (384 and 192 columns cut a 256-value super-block: whole rows are dequantised, then sliced). */
@@ -486,6 +552,8 @@ static void test_kquants(void)
         free(raw);
     }
     sl_tensor_free(q);
+    if (w && be)
+        test_kquants_packed(w, be, f);
     if (be)
         sl_backend_free(be);
     free(want);
