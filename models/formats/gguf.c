@@ -107,6 +107,7 @@ static int type_supported(int type)
 {
     return type == SL_GGML_F32 || type == SL_GGML_F16 || type == SL_GGML_BF16 ||
            type == SL_GGML_Q8_0 || type == SL_GGML_Q4_0 || type == SL_GGML_Q4_1 ||
+           type == SL_GGML_Q5_0 || type == SL_GGML_Q5_1 ||
            (type >= SL_GGML_Q2_K && type <= SL_GGML_Q6_K);
 }
 
@@ -801,6 +802,34 @@ static void dequant_q4_1(const unsigned char *p, int64_t n, float *y)
     dequant_blocks(SL_Q4_1, SL_Q4_1_BYTES, p, n, y);
 }
 
+/* Q5_0 (22 bytes: f16 d, 32 fifth bits qh (little-endian u32), 16 bytes of nibbles as Q4_0's)
+ * and Q5_1 (24 bytes: f16 d, f16 m, qh, nibbles): value j's fifth bit is bit j of qh;
+ * x = (q - 16) d, or q d + m (ggml's dequantize_row_q5_0/q5_1). */
+static void dequant_q5(int with_min, const unsigned char *p, int64_t n, float *y)
+{
+    const size_t bytes = with_min ? 24 : 22;
+    for (int64_t b = 0; b < n / 32; b++, p += bytes, y += 32) {
+        const float d = half(p), m = with_min ? half(p + 2) : 0.0f;
+        const unsigned char *h = p + (with_min ? 4 : 2), *qs = h + 4;
+        const uint32_t qh =
+            (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+        for (int j = 0; j < 16; j++) {
+            const int q0 = (qs[j] & 0x0f) | (int)((qh >> j) & 1) << 4;
+            const int q1 = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            if (with_min) {
+                y[j] = d * (float)q0 + m;
+                y[j + 16] = d * (float)q1 + m;
+            } else {
+                y[j] = d * (float)(q0 - 16);
+                y[j + 16] = d * (float)(q1 - 16);
+            }
+        }
+    }
+}
+
+static void dequant_q5_0(const unsigned char *p, int64_t n, float *y) { dequant_q5(0, p, n, y); }
+static void dequant_q5_1(const unsigned char *p, int64_t n, float *y) { dequant_q5(1, p, n, y); }
+
 /* ---- K-quants: super-blocks of 256 values in 16 or 8 sub-blocks, each with its own scale (and
  * minimum) quantised against the block's f16 d (and dmin). The element order within a
  * super-block follows ggml's reference dequantize_row_q*_K. Every product below is exact in
@@ -915,6 +944,8 @@ int sl_gguf_dequant_rows(const sl_gguf_tensor_t *t, int64_t row0, int64_t nrows,
     case SL_GGML_Q8_0: fn = dequant_q8_0; break;
     case SL_GGML_Q4_0: fn = dequant_q4_0; break;
     case SL_GGML_Q4_1: fn = dequant_q4_1; break;
+    case SL_GGML_Q5_0: fn = dequant_q5_0; break;
+    case SL_GGML_Q5_1: fn = dequant_q5_1; break;
     case SL_GGML_Q2_K: fn = dequant_q2_k; break;
     case SL_GGML_Q3_K: fn = dequant_q3_k; break;
     case SL_GGML_Q4_K: fn = dequant_q4_k; break;

@@ -13,8 +13,8 @@
  * ne = {K, N} is the row-major [N, K] matrix of a PyTorch nn.Linear weight: N rows of K values.
  * Quantised types store each row as blocks of 32 values (256 for the K-quants, whose
  * super-blocks hold sub-block scales); sl_gguf_dequant_rows turns rows into f32 (F32, F16, BF16,
- * Q8_0, Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), exactly as ggml's reference dequantisation
- * does.
+ * Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K), exactly as ggml's reference
+ * dequantisation does.
  */
 #ifndef SL_GGUF_H
 #define SL_GGUF_H
@@ -53,6 +53,8 @@ typedef enum {
     SL_GGML_F16 = 1,
     SL_GGML_Q4_0 = 2,
     SL_GGML_Q4_1 = 3,
+    SL_GGML_Q5_0 = 6,
+    SL_GGML_Q5_1 = 7,
     SL_GGML_Q8_0 = 8,
     SL_GGML_Q2_K = 10,
     SL_GGML_Q3_K = 11,
@@ -63,7 +65,7 @@ typedef enum {
 } sl_ggml_type_t;
 
 /* The tensor types shardline dequantises, for messages. */
-#define SL_GGUF_TYPES "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, Q5_K or Q6_K"
+#define SL_GGUF_TYPES "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K or Q6_K"
 
 typedef struct sl_gguf sl_gguf_t;
 

@@ -22,7 +22,8 @@ Produces (all committed, so the test suite needs no Python package):
       K-quant tensors (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; super-blocks of 256 values) whose blocks are
       random bytes except for valid f16 scales d/dmin (random finite values of several
       magnitudes, one zero, one subnormal, one negative), shapes [3, 512] and [2, 256], plus a
-      [4, 768] Q4_K tensor for column slicing; expected values as for mixed_types (/tensors/<name>,
+      [4, 768] Q4_K tensor for column slicing, and [3, 512] Q5_0 and Q5_1 tensors (32-value
+      blocks, the same kind of random bytes and scales); expected values as for mixed_types (/tensors/<name>,
       gguf.quants.dequantize of the bytes read back).
   tests/reference/goldens/smollm2_gguf_check.h5
       the real SmolLM2-135M-Instruct GGUF (path in build/models/smollm2.path, installed by
@@ -164,12 +165,16 @@ def make_mixed():
 # bytes per super-block and the offsets of its f16 scales (d, and dmin where there is one)
 KQUANTS = {T.Q2_K: (84, (80, 82)), T.Q3_K: (110, (108,)), T.Q4_K: (144, (0, 2)),
            T.Q5_K: (176, (0, 2)), T.Q6_K: (210, (208,))}
+# the same for the 5-bit 32-value formats (a Q4_K_M file's fallback for rows that are not whole
+# super-blocks)
+Q5S = {T.Q5_0: (22, (0,)), T.Q5_1: (24, (0, 2))}
 
 
 def random_kquant(rng, qtype, rows, cols):
     """rows x cols values of qtype: random bytes, then valid (finite) f16 scales."""
-    nbytes, scale_at = KQUANTS[qtype]
-    blocks = rng.integers(0, 256, size=(rows * cols // 256, nbytes), dtype=np.uint8)
+    nbytes, scale_at = KQUANTS[qtype] if qtype in KQUANTS else Q5S[qtype]
+    per_block = 256 if qtype in KQUANTS else 32
+    blocks = rng.integers(0, 256, size=(rows * cols // per_block, nbytes), dtype=np.uint8)
     n = blocks.shape[0]
     for off in scale_at:
         mag = 10.0 ** rng.integers(-5, 1, size=n)
@@ -180,7 +185,7 @@ def random_kquant(rng, qtype, rows, cols):
         if n > 2:
             d[2] = -abs(d[2]) - np.float16(0.5)
         blocks[:, off:off + 2] = d.view(np.uint8).reshape(n, 2)
-    return blocks.reshape(rows, cols // 256 * nbytes)
+    return blocks.reshape(rows, cols // per_block * nbytes)
 
 
 def make_kquants():
@@ -191,6 +196,8 @@ def make_kquants():
         tensors.append((f"tensor.{name}", qtype, random_kquant(rng, qtype, 3, 512)))
         tensors.append((f"tensor.{name}.small", qtype, random_kquant(rng, qtype, 2, 256)))
     tensors.append(("tensor.q4_k.wide", T.Q4_K, random_kquant(rng, T.Q4_K, 4, 768)))
+    for qtype in Q5S:
+        tensors.append((f"tensor.{qtype.name.lower()}", qtype, random_kquant(rng, qtype, 3, 512)))
     path = os.path.join(GOLDENS, "kquants.gguf")
     w = gguf.GGUFWriter(path, "testarch")
     for name, qtype, raw in tensors:

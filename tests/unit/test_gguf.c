@@ -5,9 +5,11 @@
  *    arrays, a nested array) through every getter, including the refusals of the typed ones.
  * 2. Every tensor of that file (F32, F16, BF16 with Inf/NaN/subnormals, Q8_0, Q4_0, Q4_1, in
  *    1-D, 2-D and 3-D shapes) dequantised and compared bit for bit with gguf.quants.dequantize
- *    (mixed_types_expected.h5), whole and row by row; the Q5_0 tensor opens but is refused.
- * 2b. tests/reference/goldens/kquants.gguf: Q2_K, Q3_K, Q4_K, Q5_K and Q6_K tensors of random
- *    super-blocks with valid f16 scales, bit for bit against gguf.quants.dequantize
+ *    (mixed_types_expected.h5), whole and row by row, the Q5_0 tensor too; a copy whose Q5_0
+ *    tensor claims type IQ4_NL (a type shardline does not dequantise) opens, and its rows are
+ *    refused naming the tensor and the type.
+ * 2b. tests/reference/goldens/kquants.gguf: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q5_0 and Q5_1 tensors of
+ * random super-blocks with valid f16 scales, bit for bit against gguf.quants.dequantize
  *    (kquants_expected.h5); and the weights reader's row and column slices of a Q4_K tensor for
  *    TP sizes 1-4 (including splits inside a super-block) against the same values; Q4_K and
  *    Q6_K tensors kept in their own blocks and packed on the CPU gather gguf-py's values.
@@ -382,18 +384,11 @@ static void test_mixed_tensors(const sl_gguf_t *g)
                "%s: type %d ndim %d ne [%lld %lld %lld %lld]", name, t->type, t->ndim,
                (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3]);
         CHECK(t->offset % 64 == 0);
-        if (!t->supported) {
-            float row[64];
-            sl_error_t err;
-            CHECK(t->type == 6 && strcmp(sl_ggml_type_name(t->type), "Q5_0") == 0);
-            int rc = sl_gguf_dequant_rows(t, 0, 1, row, &err);
-            CHECKF(rc == -1 && strstr(err.msg, name) && strstr(err.msg, "Q5_0"), "'%s'", err.msg);
-            continue;
-        }
+        CHECKF(t->supported, "%s: type %s not dequantised", name, sl_ggml_type_name(t->type));
         differ += compare_tensor(t, f, &compared);
     }
     printf("mixed_types.gguf: %ld values in %d tensors compared with gguf-py, %ld differ\n",
-           compared, N_TENSORS - 1, differ);
+           compared, N_TENSORS, differ);
     CHECK(sl_gguf_tensor_find(g, "tensor.absent") == NULL &&
           sl_gguf_tensor_at(g, N_TENSORS) == NULL);
     CHECK(strcmp(sl_ggml_type_name(0), "F32") == 0 && strcmp(sl_ggml_type_name(30), "BF16") == 0);
@@ -483,19 +478,22 @@ static void test_kquants(void)
     CHECKF(f >= 0, "cannot open %s", h5path);
     if (!g || f < 0)
         return;
-    CHECK(sl_gguf_tensor_count(g) == 11);
+    CHECK(sl_gguf_tensor_count(g) == 13);
     long compared = 0, differ = 0;
     int seen[15] = {0};
     for (int i = 0; i < sl_gguf_tensor_count(g); i++) {
         const sl_gguf_tensor_t *t = sl_gguf_tensor_at(g, i);
-        CHECKF(t->type >= SL_GGML_Q2_K && t->type <= SL_GGML_Q6_K && t->supported, "%s: type %s",
-               t->name, sl_ggml_type_name(t->type));
+        CHECKF(((t->type >= SL_GGML_Q2_K && t->type <= SL_GGML_Q6_K) || t->type == SL_GGML_Q5_0 ||
+                t->type == SL_GGML_Q5_1) &&
+                   t->supported,
+               "%s: type %s", t->name, sl_ggml_type_name(t->type));
         if (t->type >= 0 && t->type < 15)
             seen[t->type]++;
         differ += compare_tensor(t, f, &compared);
     }
     for (int ty = SL_GGML_Q2_K; ty <= SL_GGML_Q6_K; ty++)
         CHECKF(seen[ty] >= 2, "no %s tensors", sl_ggml_type_name(ty));
+    CHECK(seen[SL_GGML_Q5_0] == 1 && seen[SL_GGML_Q5_1] == 1);
     printf("kquants.gguf: %ld values in %d tensors compared with gguf-py, %ld differ\n", compared,
            sl_gguf_tensor_count(g), differ);
 
@@ -936,6 +934,24 @@ static void test_corrupt(void)
         CHECKF(rc == -1 && strstr(err.msg, "tensor.vec") && strstr(err.msg, "type 200"), "'%s'",
                err.msg);
         printf("  %-26s opens; dequantising: %s\n", "unknown tensor type 200", err.msg);
+        sl_gguf_close(g);
+    }
+    /* A known type shardline does not dequantise (IQ4_NL: 18-byte blocks of 32, so the Q5_0
+     * tensor's 44 bytes hold its two rows): the same, naming the type. */
+    tensor_info(orig, len, "tensor.q5_0", &type_at, &off_at);
+    RESET();
+    put_u32(b + type_at, 20);
+    sl_test_write_file(bad_path, b, len);
+    g = sl_gguf_open(bad_path, &err);
+    CHECKF(g != NULL, "IQ4_NL tensor: %s", err.msg);
+    if (g) {
+        const sl_gguf_tensor_t *t = sl_gguf_tensor_find(g, "tensor.q5_0");
+        float out[64];
+        CHECK(t && t->type == 20 && !t->supported);
+        int rc = t ? sl_gguf_dequant_rows(t, 0, 1, out, &err) : 0;
+        CHECKF(rc == -1 && strstr(err.msg, "tensor.q5_0") && strstr(err.msg, "IQ4_NL"), "'%s'",
+               err.msg);
+        printf("  %-26s opens; dequantising: %s\n", "an IQ4_NL tensor", err.msg);
         sl_gguf_close(g);
     }
 

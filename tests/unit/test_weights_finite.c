@@ -142,31 +142,37 @@ static void test_blocks(void)
     free(x);
 }
 
-/* 4. Quantized blocks kept as stored: a NaN or Inf scale (or Q4_1 minimum) is refused, naming
- *    the row and the block's columns; finite blocks pass. */
+/* 4. Quantized blocks kept as stored: a NaN or Inf scale (or Q4_1's minimum, Q4_K's dmin; Q6_K's
+ *    scale ends its block) is refused, naming the row and the block's columns; finite blocks
+ *    pass. */
 static void test_qscales(void)
 {
     sl_error_t err = {{0}};
-    const sl_dtype_t types[] = {SL_Q8_0, SL_Q4_0, SL_Q4_1};
-    for (int k = 0; k < 3; k++) {
+    const sl_dtype_t types[] = {SL_Q8_0, SL_Q4_0, SL_Q4_1, SL_Q4_K, SL_Q6_K};
+    for (int k = 0; k < 5; k++) {
         sl_dtype_t dt = types[k];
-        const size_t bytes = sl_dtype_size(dt);
-        unsigned char *buf = calloc(2 * 3, bytes); /* 2 rows x 3 blocks (96 columns) */
+        const int two = dt == SL_Q4_1 || dt == SL_Q4_K; /* a second f16: the minimum */
+        const size_t bytes = sl_dtype_size(dt), at = dt == SL_Q6_K ? 208 : 0;
+        const int64_t blk = sl_dtype_block(dt);
+        unsigned char *buf = calloc(2 * 3, bytes); /* 2 rows x 3 blocks */
         for (int b = 0; b < 6; b++) {
             uint16_t one = sl_f32_to_f16(0.5f);
-            memcpy(buf + (size_t)b * bytes, &one, 2);
-            if (dt == SL_Q4_1)
+            memcpy(buf + (size_t)b * bytes + at, &one, 2);
+            if (two)
                 memcpy(buf + (size_t)b * bytes + 2, &one, 2);
         }
-        CHECKF(sl_weights_check_qscales("m.gguf", "w", buf, dt, 4, 2, 32, 96, &err) == 0, "%s",
-               err.msg);
-        /* row 1, block 2: a NaN scale (or, for Q4_1, an Inf minimum) */
-        uint16_t bad = dt == SL_Q4_1 ? 0x7c00u : 0x7e00u;
-        memcpy(buf + (size_t)5 * bytes + (dt == SL_Q4_1 ? 2 : 0), &bad, 2);
-        int rc = sl_weights_check_qscales("m.gguf", "w", buf, dt, 4, 2, 32, 96, &err);
+        CHECKF(sl_weights_check_qscales("m.gguf", "w", buf, dt, 4, 2, blk, 3 * blk, &err) == 0,
+               "%s", err.msg);
+        /* row 1, block 2: a NaN scale (or an Inf minimum) */
+        uint16_t bad = two ? 0x7c00u : 0x7e00u;
+        memcpy(buf + (size_t)5 * bytes + at + (two ? 2 : 0), &bad, 2);
+        int rc = sl_weights_check_qscales("m.gguf", "w", buf, dt, 4, 2, blk, 3 * blk, &err);
+        char cols[64];
+        snprintf(cols, sizeof cols, "columns %lld..%lld", (long long)(3 * blk),
+                 (long long)(4 * blk));
         CHECKF(rc != 0 && strstr(err.msg, "m.gguf") && strstr(err.msg, "'w'") &&
-                   strstr(err.msg, dt == SL_Q4_1 ? "Inf minimum" : "NaN scale") &&
-                   strstr(err.msg, "row 5") && strstr(err.msg, "columns 96..128"),
+                   strstr(err.msg, two ? "Inf minimum" : "NaN scale") && strstr(err.msg, "row 5") &&
+                   strstr(err.msg, cols),
                "%s: %s", sl_dtype_name(dt), rc ? err.msg : "accepted");
         free(buf);
     }
