@@ -17,10 +17,11 @@
  *   LM head: logits = hs Wlm[v0 : v0+Vl]^T                           [n_sel, Vl] per rank
  * Activations and norm weights are f32; linear weights and the embedding table are in the run's
  * precision and GEMM inputs are cast to it, with f32 accumulation. Loaded as stored
- * (SL_WEIGHTS_AS_STORED), a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized (other quantized
- * types become Q8_0): scored tokens meet tiles of them dequantised to f32, generation's tokens
- * are quantized per 32-block for the integer GEMM (sl_backend_set_bulk_rows,
- * kernels/cpu/cpu_qgemm.h), and the embedding rows are dequantised as they are gathered.
+ * (SL_WEIGHTS_AS_STORED), a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized, so do its Q4_K/Q6_K
+ * ones where the backend packs them (sl_weights_keep; other quantized types become Q8_0): scored
+ * tokens meet tiles of them dequantised to f32, generation's tokens are quantized per 32-block for
+ * the integer GEMM (sl_backend_set_bulk_rows, kernels/cpu/cpu_qgemm.h), and the embedding rows are
+ * dequantised as they are gathered.
  */
 #include "models/llama.h"
 
