@@ -84,8 +84,9 @@ typedef struct {
     /* A quantized linear weight under --precision w8a8: an sl_tensor_t * of f32 [K / 32] on the
      * same backend, the calibrated max |x| of each 32-column block of the layer's input x
      * [M, K]; sl_linear quantizes block b of every row with the static step act_scales[b] / 127
-     * (values beyond saturate; a 0 entry: that block's own max, as without). NULL (the
-     * default): one scale per 32-value block of each row, from the row. Freed with the tensor. */
+     * (a row's block whose own max is larger takes its own, so nothing saturates; a 0 entry: that
+     * block's own max, as without). NULL (the default): one scale per 32-value block of each row,
+     * from the row. Freed with the tensor. */
     void *act_scales;
     /* A quantized matrix rearranged by sl_tensor_pack into the backend's own layout (CPU: 16
      * rows packed together, kernels/cpu/cpu_qgemm.h); 0: GGUF's row-major blocks. */

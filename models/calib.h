@@ -13,8 +13,9 @@
  * LM head is tied to its embedding records the head's input under the embedding's name), and
  * __metadata__ entries: format "shardline-calibration", model_fingerprint (16 hex digits,
  * models/formats/fingerprint.h), method, percentile, rows. A W8A8 run quantizes the columns 32j ..
- * 32j + 31 of a layer's input with the static step max(c[32j ..]) / 127 (values beyond
- * saturate; a block whose range is 0 takes its own max from each row, as int8 does): static
+ * 32j + 31 of a layer's input with the static step max(c[32j ..]) / 127 (a row's block whose
+ * own max is larger takes its own step instead of saturating; a block whose range is 0 takes
+ * its own max from each row, as int8 does): static
  * scales per block of 32 input columns, so that BERT's few outlier channels do not coarsen the
  * step of every other column.
  */

@@ -136,8 +136,8 @@ static float block_max(const float *x)
 static void q8a_row_scalar(const float *x, int64_t k, const float *xmax, sl_q8a_t *out)
 {
     for (int64_t b = 0; b < k / SL_QBLOCK; b++, x += SL_QBLOCK) {
-        const int fixed = xmax && xmax[b] > 0.0f;
-        const float d = (fixed ? xmax[b] : block_max(x)) / 127.0f;
+        const float own = block_max(x);
+        const float d = (xmax && xmax[b] > own ? xmax[b] : own) / 127.0f;
         q8a_block(x, d, d > 0.0f ? 1.0f / d : 0.0f, out + b);
     }
 }
@@ -206,7 +206,8 @@ SL_AVX2_ONLY static void q8a_row_avx2(const float *x, int64_t k, const float *xm
         __m256 v[4];
         for (int i = 0; i < 4; i++)
             v[i] = _mm256_loadu_ps(x + 8 * i);
-        const float amax = xmax && xmax[b] > 0.0f ? xmax[b] : absmax_avx2(v);
+        const float own = absmax_avx2(v);
+        const float amax = xmax && xmax[b] > own ? xmax[b] : own;
         const float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
         int sum0;
         const int sum = q8_values_avx2(v, id, out[b].q, &sum0);

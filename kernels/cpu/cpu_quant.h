@@ -70,8 +70,10 @@ void sl_q8_0_quantize_rows_form(sl_qform_t f, const float *x, int64_t rows, int6
                                 uint8_t *out);
 
 /* Quantizes k values of x (k a multiple of 32) with static steps (W8A8 with calibrated
- * scales): block b takes d = xmax[b] / 127 and q = round(x / d) clamped to [-127, 127], so
- * values beyond +-xmax[b] saturate; a block with xmax[b] = 0 is quantized from its own max as
+ * scales): block b takes d = max(xmax[b], the block's own max |x|) / 127 and q = round(x / d),
+ * so a block within its calibrated range gets the calibrated step and one beyond it its own
+ * (nothing saturates: clipping an input the calibration rows did not reach cost far more than
+ * the finer step gains); a block with xmax[b] = 0 is quantized from its own max as
  * sl_q8a_quantize does. */
 void sl_q8a_quantize_static(const float *x, int64_t k, const float *xmax, sl_q8a_t *out);
 

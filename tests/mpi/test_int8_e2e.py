@@ -5,8 +5,11 @@
     against transformers' embeddings (tests/reference/goldens/minilm_goldens.h5) and against
     our own f32 run: int8 (weight-only for an encoder's batches: f32 activations) cosine >= 0.99
     on every row (measured min 0.99925); w8a8 (calibrated on the first 160 rows, --method max)
-    mean cosine >= 0.99 and every row >= 0.98 (static int8 activation scales: measured min
-    0.98394, mean 0.99666);
+    mean cosine >= 0.99 and every row >= 0.98 (static int8 activation scales, a row's block
+    beyond its range taking its own: measured min 0.98722, mean 0.99678); w8a8 calibrated with
+    --method percentile --percentile 99 (DP) every row >= 0.99 (measured min 0.99682, mean
+    0.99936: most blocks' rows exceed those lower ranges and take their own step) and not the
+    --method max result;
   - report.json names the precision of every matrix (linear layers q8_0, embedding tables f32)
     and the weight bytes; `inspect --precision int8` lists the same (and, for examples/mlp, a
     first layer of 16 inputs left f32: not whole 32-value blocks);
@@ -149,6 +152,21 @@ def body(t, tmp):
             # static scales differ from int8's: the outputs must not be int8's
             t.check(np.abs(got - embeddings("int8")).max() > 1e-4 if os.path.isdir("int8")
                     else True, f"w8a8 tp{tp}: not the int8 result")
+    # percentile ranges: lower than the max, so most rows' blocks exceed them and take their
+    # own step (a range is a floor on the step, never a clip)
+    r = e.run(1, ["--model", mcopy, "--input", "calib.h5", "--rows", "160", "--output", "p99",
+                  "--method", "percentile", "--percentile", "99"], subcommand="calibrate",
+              timeout=600)
+    if t.check(r.rc == 0, "calibrate --method percentile --percentile 99: status 0", r.describe()):
+        r = e.run(2, e.job_args(mcopy, "text.h5", "w8a8-p99", extra=[
+            "--task", "embed", "--precision", "w8a8", "--calibration",
+            os.path.join("p99", CALIB)]), timeout=600)
+        if t.check(r.rc == 0, "embed w8a8 percentile 99: status 0", r.describe()):
+            got = embeddings("w8a8-p99")
+            check_cos(t, got, ref, "w8a8 percentile 99 vs transformers (>= 0.99)", 0.99, 0.995)
+            t.check(np.abs(got - embeddings("w8a8-tp1")).max() > 1e-4 if
+                    os.path.isdir("w8a8-tp1") else True,
+                    "w8a8 percentile 99: not the --method max result")
 
     # ---- bad calibration files -------------------------------------------------------------------
     r = e.run(1, e.job_args(mdir, "text.h5", "bad1", extra=["--precision", "w8a8"]), timeout=300)

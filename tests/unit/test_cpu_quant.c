@@ -27,7 +27,8 @@
  *   4. quantization on load (--precision int8, w8a8): sl_q8_0_quantize_rows gives each 32 weights
  *      the f16 scale of max|w| / 127 exactly, |q| <= 127 with 127 reached, and q d within d / 2
  *      of w (all zeros for a zero block); sl_cpu_linear_q_ex with static per-block activation
- *      ranges (W8A8; one block saturating, one without a range, which falls back to its own
+ *      ranges (W8A8; one block whose rows exceed its range and take their own max instead of
+ *      saturating, one without a range, which falls back to its own
  *      max) equals a double-precision reference that quantizes x independently, in every form;
  *      sl_linear with act_scales on a weight takes that path.
  */
@@ -448,8 +449,8 @@ static void test_load_quant(void)
     }
     CHECKF(bad == 0, "sl_q8_0_quantize_rows: %d scales or values off", bad);
 
-    /* activation ranges per block: block 1 saturates (its range is a third of its values'),
-     * block 3 has none (0: its own max per row) */
+    /* activation ranges per block: block 1's range is a third of its values' (rows beyond it
+     * take their own max), block 3 has none (0: its own max per row) */
     random_x(x, m * k);
     float xmax[4] = {0, 0, 0, 0};
     for (int64_t i = 0; i < m * k; i++)
@@ -465,7 +466,7 @@ static void test_load_quant(void)
             double amax = 0;
             for (int j = 0; j < SL_QBLOCK; j++)
                 amax = fmax(amax, fabs(x[i * k + b * SL_QBLOCK + j]));
-            const double d = xmax[b] > 0.0f ? xmax[b] / 127.0 : amax / 127.0;
+            const double d = fmax(xmax[b], amax) / 127.0;
             for (int j = 0; j < SL_QBLOCK; j++) {
                 double v = d > 0 ? rint(x[i * k + b * SL_QBLOCK + j] / d) : 0.0;
                 xq[b * SL_QBLOCK + j] = fmin(fmax(v, -127.0), 127.0) * d;
@@ -634,7 +635,8 @@ static void test_packed(void)
                    "%s: int8 rows of sl_linear are not the packed GEMM's", sl_dtype_name(dt));
             float *xmax = malloc(sizeof(float) * (size_t)nb);
             for (int64_t b = 0; b < nb; b++)
-                xmax[b] = b == 1 ? 0.0f : (float)(0.5 + urand()); /* saturating; no range */
+                xmax[b] =
+                    b == 1 ? 0.0f : (float)(0.5 + urand()); /* ranges below and above x's; none */
             sl_tensor_t *xs = sl_tensor_new1(be, SL_F32, nb);
             sl_copy_h2d(xs, xmax, sizeof(float) * (size_t)nb);
             wp->act_scales = xs;
@@ -684,7 +686,7 @@ static void test_packed(void)
 }
 
 /* 6. activation quantization: the AVX2 form gives the scalar form's bytes, NaN, infinities,
- * zero blocks, saturating and unranged static blocks included */
+ * zero blocks, exceeded and unranged static blocks included */
 static void test_quantize_forms(void)
 {
     const int64_t m = 9, k = 32 * 7, nb = k / SL_QBLOCK;
@@ -697,7 +699,10 @@ static void test_quantize_forms(void)
     x[5 * k + 70] = -INFINITY;
     x[6 * k + 100] = 3e38f;
     for (int b = 0; b < 7; b++)
-        xmax[b] = b == 2 ? 0.0f : b == 3 ? NAN : (float)(0.2 + urand()); /* most saturate */
+        xmax[b] = b == 2   ? 0.0f
+                  : b == 3 ? NAN
+                  : b == 5 ? 50.0f                   /* within: the calibrated step */
+                           : (float)(0.2 + urand()); /* exceeded: each row's own */
     sl_q8a_t *a = calloc((size_t)(m * nb), sizeof *a), *b = calloc((size_t)(m * nb), sizeof *b);
     for (int stat = 0; stat < 2; stat++) {
         const float *xm = stat ? xmax : NULL;
@@ -717,6 +722,20 @@ static void test_quantize_forms(void)
         CHECK(!memcmp(one, a + 3 * nb, sizeof one));
     }
     CHECKF(a[3 * nb].q[5] == 0 && a[3 * nb + 1].sum != 0, "NaN quantizes to 0, the rest kept");
+    /* the static step of each block of row 0: its range where its own max is within it, else
+     * its own max (a range is never a clip) */
+    int bad_step = 0, within = 0;
+    for (int64_t bl = 0; bl < nb; bl++) {
+        float own = 0.0f;
+        for (int j = 0; j < SL_QBLOCK; j++)
+            own = fmaxf(own, fabsf(x[bl * SL_QBLOCK + j]));
+        const float want = (xmax[bl] > own ? xmax[bl] : own) / 127.0f;
+        within += xmax[bl] > own;
+        bad_step += a[bl].d != want;
+    }
+    CHECKF(bad_step == 0 && within > 0 && within < nb,
+           "static steps of row 0: %d wrong (%d of %lld blocks within their range)", bad_step,
+           within, (long long)nb);
     /* weights quantized on load: the same bytes in both forms (NaN and infinities included) */
     uint8_t *wa = malloc(sl_dtype_bytes(SL_Q8_0, m * k)),
             *wb = malloc(sl_dtype_bytes(SL_Q8_0, m * k));

@@ -432,7 +432,8 @@ static void test_linear_q(void)
                     pair_free(&bias);
             }
         if (types[t] == SL_Q8_0) {
-            /* W8A8: static ranges per 32 input columns (block 2 saturates, block 5 has none):
+            /* W8A8: static ranges per 32 input columns (block 2's rows exceed theirs and take
+             * their own max, block 5 has none):
              * both backends round x to the same grid (the CPU's block without a range takes its
              * own max per row, the GPU's stays f32, within the same 1e-4) */
             float r[7] = {1.0f, 0.9f, 0.3f, 1.0f, 2.0f, 0.0f, 1.0f};
