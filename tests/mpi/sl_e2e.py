@@ -505,6 +505,39 @@ class Output:
         self.manifest = load_json(os.path.join(out, "manifest.json"))
 
 
+GGUF_PIN = "gguf==0.19.0"
+
+
+def gguf_module(t, what):
+    """gguf-py from PyPI, installed once under the build directory (pylib/); None, with `what`
+    reported skipped, when it cannot be."""
+    target = os.path.join(os.path.dirname(SHARDLINE), "pylib", GGUF_PIN.replace("==", "-"))
+    if not os.path.isdir(os.path.join(target, "gguf")):
+        tmp = target + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        base = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                "--no-deps", "--target", tmp, GGUF_PIN]
+        ok = False
+        for extra in ([], ["--break-system-packages"]):
+            p = subprocess.run(base + extra, capture_output=True, text=True, timeout=300)
+            if p.returncode == 0:
+                ok = True
+                break
+        if not ok:
+            t.skip(what, f"could not install {GGUF_PIN} from PyPI with pip: "
+                   f"{p.stderr.strip()[-300:]}")
+            return None
+        os.rename(tmp, target)
+    if target not in sys.path:
+        sys.path.insert(0, target)
+    try:
+        import gguf
+    except ImportError as x:  # gguf needs numpy and yaml (python3-yaml)
+        t.skip(what, f"gguf-py does not import: {x}")
+        return None
+    return gguf
+
+
 def installed(name):
     """The path recorded by scripts/install-models.sh in $SL_MODELS_DIR/<name>.path (minilm,
     smollm2), or None when that model is not installed."""

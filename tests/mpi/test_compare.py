@@ -27,7 +27,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 
 import h5py
@@ -41,7 +40,6 @@ BUILD = os.path.dirname(e.SHARDLINE)
 SMOL_GOLD = os.path.join(SRC, "tests", "reference", "goldens", "smollm2_goldens.h5")
 CLS_MODEL = os.path.join(SRC, "tests", "reference", "tiny_bert_cls")
 VLEN = h5py.string_dtype("utf-8")
-GGUF_PIN = "gguf==0.19.0"
 
 
 def strs(a):
@@ -198,34 +196,6 @@ def encoders(t, texts):
 
 # ---- decoders --------------------------------------------------------------------------------
 
-def gguf_module(t):
-    """gguf-py from PyPI, installed once under the build directory; None when it cannot be."""
-    target = os.path.join(BUILD, "pylib", GGUF_PIN.replace("==", "-"))
-    if not os.path.isdir(os.path.join(target, "gguf")):
-        tmp = target + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        base = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                "--no-deps", "--target", tmp, GGUF_PIN]
-        ok = False
-        for extra in ([], ["--break-system-packages"]):
-            p = subprocess.run(base + extra, capture_output=True, text=True, timeout=300)
-            if p.returncode == 0:
-                ok = True
-                break
-        if not ok:
-            t.skip("Q8_0 floors", f"could not install {GGUF_PIN} from PyPI with pip: "
-                   f"{p.stderr.strip()[-300:]}")
-            return None
-        os.rename(tmp, target)
-    sys.path.insert(0, target)
-    try:
-        import gguf  # noqa: F401
-    except ImportError as x:  # gguf needs numpy and yaml (python3-yaml)
-        t.skip("Q8_0 floors", f"gguf-py does not import: {x}")
-        return None
-    return gguf
-
-
 def q8_0_file(gguf, src):
     """A copy of the GGUF `src` with its Q4_1/Q4_0 matrices requantised to Q8_0 from their
     dequantised values (gguf-py's reference code); metadata and other tensors as they are.
@@ -304,7 +274,7 @@ def decoders(t):
     if not run_job(t, "score f32", e.job_args(src, "score.h5", "sc-f32", extra=score + ["--precision", "f32"])):
         return
     floors = [("sc-q4", src, 1.05, "Q4_1 (quantized)")]
-    gg = gguf_module(t)
+    gg = e.gguf_module(t, "Q8_0 floors")
     if gg is not None:
         floors += [("sc-q8", q8_0_file(gg, src), 1.01, "Q8_0 (quantized)")]
     for out, model, bound, what in floors:

@@ -17,7 +17,13 @@ transformers' outputs (tests/reference/make_spm_goldens.py):
     (packed, integer GEMM) and requantizes the other K-quants to Q8_0 on load, within 3e-3
     (TOL_Q8; measured 5.0e-4), report.json listing attn_q/attn_k as q4_k, attn_v/ffn_down as
     q6_k and the Q5_K/Q3_K/Q2_K matrices as q8_0, at TP=1 and TP=2 (ffn_down's columns split
-    into whole super-blocks).
+    into whole super-blocks);
+  - a tied variant of that file (8 tokens appended to its vocabulary, 1008 rows of Q4_K
+    token_embd, no output.weight; made with gguf-py, installed under the build directory): the
+    table packed and the LM head a view of it at TP=1, a copy of each rank's rows at TP=2 (504
+    rows, not whole groups of 16, so requantized to Q8_0): the default at TP=1 and TP=2 within
+    3e-3 of --precision f32 (measured 7.3e-4 and 6.4e-4), report.json naming the table q4_k
+    (and at TP=2 the head's copy q8_0).
 
 Run: ctest -R test_spm_e2e (needs SHARDLINE, SL_SOURCE_DIR, MPIEXEC).
 """
@@ -33,7 +39,8 @@ import sl_e2e as e  # noqa: E402
 SRC = os.environ.get("SL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 TINY = os.path.join(SRC, "tests", "reference", "spm_tiny")
 VLEN = h5py.string_dtype("utf-8")
-TOL_Q8 = 3e-3  # relative error of a row's sum of log-probabilities, K-quants requantized to Q8_0
+TOL_Q8 = 3e-3
+TIED_EXTRA = 8  # tokens appended to tiny_kquant's 1000 for its tied variant  # relative error of a row's sum of log-probabilities, K-quants requantized to Q8_0
 
 
 def strs(ds):
@@ -57,6 +64,78 @@ def check_scores(t, model, what, n_ref, sum_ref, precision="auto", tol=1e-4):
         print(f"      {what} {precision} tp{tp}: sum_logprob relative error {err:.3g}")
         t.check(err <= tol, f"{what} {precision} tp{tp}: sum_logprob within {tol:g} of "
                 "transformers'", f"relative error {err:.3g}\ngot {s}\nref {sum_ref}")
+
+
+def tied_kquant(gguf, src, dst):
+    """tiny_kquant.gguf made tied and 1008 tokens wide: 8 tokens appended to its vocabulary
+    (snowman strings no text holds), token_embd's rows 0..7 repeated for them, output.weight
+    dropped, so that the LM head is the Q4_K embedding table itself (1008 rows: whole groups of
+    16, 256 values: a whole super-block)."""
+    T = gguf.GGMLQuantizationType
+    r = gguf.GGUFReader(src, "r")
+    w = gguf.GGUFWriter(dst, r.get_field(gguf.Keys.General.ARCHITECTURE).contents())
+    extra = {"tokenizer.ggml.tokens": [f"\u2603\u2603{i}" for i in range(TIED_EXTRA)],
+             "tokenizer.ggml.scores": [-1e6] * TIED_EXTRA,
+             "tokenizer.ggml.token_type": [1] * TIED_EXTRA}
+    for f in r.fields.values():
+        if f.name == gguf.Keys.General.ARCHITECTURE or f.name.startswith("GGUF."):
+            continue
+        vt, val = f.types[0], f.contents()
+        if f.name in extra:
+            val = list(val) + extra[f.name]
+        elif f.name.endswith(".vocab_size"):
+            val = val + TIED_EXTRA
+        w.add_key_value(f.name, val, vt,
+                        sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
+    data = []
+    for ten in r.tensors:
+        if ten.name == "output.weight":
+            continue
+        d = ten.data
+        if ten.name == "token_embd.weight":
+            assert ten.tensor_type == T.Q4_K
+            d = np.concatenate([d, d[:TIED_EXTRA]])
+        w.add_tensor_info(ten.name, d.shape, d.dtype, d.nbytes, ten.tensor_type)
+        data.append(d)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for d in data:
+        w.write_tensor_data(d)
+    w.close()
+
+
+def check_tied(t, kq):
+    """The tied variant: the default (Q4_K table packed, the LM head a view of it at TP 1, a
+    Q8_0 copy of each rank's 504 rows at TP 2, not whole groups) against --precision f32."""
+    gguf = e.gguf_module(t, "tied K-quant table")
+    if gguf is None:
+        return
+    tied = os.path.abspath("tied_kquant.gguf")
+    tied_kquant(gguf, kq, tied)
+    sums = {}
+    for np_, tp, prec in [(1, 1, "f32"), (1, 1, "auto"), (2, 2, "auto")]:
+        out = f"tied-{prec}-tp{tp}"
+        r = e.run(np_, e.job_args(tied, "score.h5", out, tp=tp,
+                                  extra=["--task", "score", "--precision", prec]))
+        if not t.check(r.rc == 0, f"tied K-quant {prec} tp{tp}: status 0", r.describe()):
+            return
+        with h5py.File(f"{out}/predictions.h5", "r") as f:
+            sums[(prec, tp)] = f["sum_logprob"][()].astype(np.float64)
+    e1, e2 = (e.rel_err(sums[("auto", 1)], sums[("f32", 1)]),
+              e.rel_err(sums[("auto", 2)], sums[("f32", 1)]))
+    print(f"      tied K-quant: auto vs f32, tp1 {e1:.3g}, tp2 {e2:.3g}")
+    t.check(e1 <= TOL_Q8, f"tied K-quant auto tp1 (the head a view of the packed table): "
+            f"sum_logprob within {TOL_Q8:g} of f32's", f"{e1:.3g}")
+    t.check(e2 <= TOL_Q8, f"tied K-quant auto tp2 (the head a Q8_0 copy of the rank's rows): "
+            f"sum_logprob within {TOL_Q8:g} of f32's", f"{e2:.3g}")
+    for tp, head in [(1, None), (2, "q8_0")]:
+        rep = e.load_json(f"tied-auto-tp{tp}/report.json") or {}
+        emb = [l["dtype"] for l in rep.get("weights", {}).get("layers", [])
+               if l["name"] == "token_embd.weight"]
+        t.check(emb == (["q4_k"] if head is None else ["q4_k", head]),
+                f"tied K-quant tp{tp}: token_embd q4_k" + (", the head's copy q8_0" if head else ""),
+                str(emb))
 
 
 def body(t, tmp):
@@ -85,6 +164,7 @@ def body(t, tmp):
         t.check(len(mats) == 12 and not wrong,
                 f"K-quant GGUF auto tp{tp}: Q4_K/Q6_K kept, Q5_K/Q3_K/Q2_K as q8_0 (report.json)",
                 str(mats))
+    check_tied(t, kq)
 
     e.write_text("prompts.h5", prompts)
     r = e.run(1, e.job_args(model, "prompts.h5", "gen",
