@@ -449,6 +449,30 @@ static void tile_scalar(int kind, int mr, int ng, const uint8_t *w, size_t gstri
 #define SL_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define SL_INLINE static inline __attribute__((always_inline))
 
+/* One 32-value block of nibbles (put_nibbles' layout at nib[g]) times activation blocks a[r]:
+ * ia[r][g] += sum_j u_j q_j for each output, for mr rows and ng groups. */
+SL_VNNI SL_INLINE void nib_block_vnni(const int mr, const int ng, const uint8_t *const nib[2],
+                                      const sl_q8a_t *const a[4], __m512i ia[4][2])
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int s = 0; s < 4; s++) {
+        __m512i lo[2], hi[2];
+        for (int g = 0; g < ng; g++) {
+            const __m512i raw = _mm512_loadu_si512((const void *)(nib[g] + 64 * s));
+            lo[g] = _mm512_and_si512(raw, m4);
+            hi[g] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+        }
+        for (int r = 0; r < mr; r++) {
+            const __m512i xl = _mm512_set1_epi32(load_i32(a[r]->q + 4 * s));
+            const __m512i xh = _mm512_set1_epi32(load_i32(a[r]->q + 4 * s + 16));
+            for (int g = 0; g < ng; g++) {
+                ia[r][g] = _mm512_dpbusd_epi32(ia[r][g], lo[g], xl);
+                ia[r][g] = _mm512_dpbusd_epi32(ia[r][g], hi[g], xh);
+            }
+        }
+    }
+}
+
 /* AVX-512 VNNI: a group's 16 outputs are one 512-bit register; per step, one 64-byte load of
  * weights serves every row, each row broadcasting 4 activation bytes (vpdpbusd: u8 weights x s8
  * activations, 4 pairs into each int32 lane). */
@@ -457,7 +481,6 @@ SL_VNNI SL_INLINE void tile_vnni(const int kind, const int mr, const int ng, con
                                  float *out)
 {
     const int hb = head_bytes(kind), kk = offset_k(kind);
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
     __m512 acc[4][2];
     for (int r = 0; r < mr; r++)
         for (int g = 0; g < ng; g++)
@@ -485,22 +508,8 @@ SL_VNNI SL_INLINE void tile_vnni(const int kind, const int mr, const int ng, con
                 }
             }
         } else {
-            for (int s = 0; s < 4; s++) {
-                __m512i lo[2], hi[2];
-                for (int g = 0; g < ng; g++) {
-                    const __m512i raw = _mm512_loadu_si512((const void *)(gb[g] + hb + 64 * s));
-                    lo[g] = _mm512_and_si512(raw, m4);
-                    hi[g] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
-                }
-                for (int r = 0; r < mr; r++) {
-                    const __m512i xl = _mm512_set1_epi32(load_i32(a[r]->q + 4 * s));
-                    const __m512i xh = _mm512_set1_epi32(load_i32(a[r]->q + 4 * s + 16));
-                    for (int g = 0; g < ng; g++) {
-                        ia[r][g] = _mm512_dpbusd_epi32(ia[r][g], lo[g], xl);
-                        ia[r][g] = _mm512_dpbusd_epi32(ia[r][g], hi[g], xh);
-                    }
-                }
-            }
+            const uint8_t *nib[2] = {gb[0] + hb, ng > 1 ? gb[1] + hb : NULL};
+            nib_block_vnni(mr, ng, nib, a, ia);
         }
         __m512 dv[2], mv[2];
         for (int g = 0; g < ng; g++) {
@@ -534,11 +543,33 @@ SL_AVX2 SL_INLINE __m256i madd_u8s8(__m256i u, __m256i s)
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
+/* nib_block_vnni in AVX2, for one group: ia[r][h] holds outputs 8h..8h+7. */
+SL_AVX2 SL_INLINE void nib_block_avx2(const int mr, const uint8_t *nib, const sl_q8a_t *const a[4],
+                                      __m256i ia[4][2])
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int s = 0; s < 4; s++) {
+        __m256i lo[2], hi[2];
+        for (int h = 0; h < 2; h++) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(nib + 64 * s + 32 * h));
+            lo[h] = _mm256_and_si256(raw, m4);
+            hi[h] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+        }
+        for (int r = 0; r < mr; r++) {
+            const __m256i xl = _mm256_set1_epi32(load_i32(a[r]->q + 4 * s));
+            const __m256i xh = _mm256_set1_epi32(load_i32(a[r]->q + 4 * s + 16));
+            for (int h = 0; h < 2; h++)
+                ia[r][h] = _mm256_add_epi32(
+                    ia[r][h], _mm256_add_epi32(madd_u8s8(lo[h], xl), madd_u8s8(hi[h], xh)));
+        }
+    }
+}
+
 SL_AVX2 SL_INLINE void tile_avx2(const int kind, const int mr, const uint8_t *w, size_t gbb,
                                  const sl_q8a_t *const *xr, int64_t nb, float *out)
 {
     const int hb = head_bytes(kind), kk = kind == 0 ? 0 : offset_k(kind);
-    const __m256i m4 = _mm256_set1_epi8(0x0f), flip = _mm256_set1_epi8((char)0x80);
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
     __m256 acc[4][2];
     for (int r = 0; r < mr; r++)
         for (int h = 0; h < 2; h++)
@@ -567,22 +598,7 @@ SL_AVX2 SL_INLINE void tile_avx2(const int kind, const int mr, const uint8_t *w,
                 }
             }
         } else {
-            for (int s = 0; s < 4; s++) {
-                __m256i lo[2], hi[2];
-                for (int h = 0; h < 2; h++) {
-                    const __m256i raw =
-                        _mm256_loadu_si256((const __m256i *)(gb + hb + 64 * s + 32 * h));
-                    lo[h] = _mm256_and_si256(raw, m4);
-                    hi[h] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                }
-                for (int r = 0; r < mr; r++) {
-                    const __m256i xl = _mm256_set1_epi32(load_i32(a[r]->q + 4 * s));
-                    const __m256i xh = _mm256_set1_epi32(load_i32(a[r]->q + 4 * s + 16));
-                    for (int h = 0; h < 2; h++)
-                        ia[r][h] = _mm256_add_epi32(
-                            ia[r][h], _mm256_add_epi32(madd_u8s8(lo[h], xl), madd_u8s8(hi[h], xh)));
-                }
-            }
+            nib_block_avx2(mr, gb + hb, a, ia);
         }
         __m256 dv[2], mv[2];
         for (int h = 0; h < 2; h++) {
@@ -653,23 +669,9 @@ SL_VNNI SL_INLINE void tile_vnni_k(const int kind, const int mr, const int ng, c
                 for (int r = 0; r < mr; r++)
                     for (int g = 0; g < ng; g++)
                         ia[r][g] = _mm512_setzero_si512();
-                for (int s = 0; s < 4; s++) {
-                    __m512i lo[2], hi[2];
-                    for (int g = 0; g < ng; g++) {
-                        const __m512i raw =
-                            _mm512_loadu_si512((const void *)(gs[g] + Q4K_NIB + 256 * j + 64 * s));
-                        lo[g] = _mm512_and_si512(raw, m4);
-                        hi[g] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
-                    }
-                    for (int r = 0; r < mr; r++) {
-                        const __m512i xl = _mm512_set1_epi32(load_i32(a[r]->q + 4 * s));
-                        const __m512i xh = _mm512_set1_epi32(load_i32(a[r]->q + 4 * s + 16));
-                        for (int g = 0; g < ng; g++) {
-                            ia[r][g] = _mm512_dpbusd_epi32(ia[r][g], lo[g], xl);
-                            ia[r][g] = _mm512_dpbusd_epi32(ia[r][g], hi[g], xh);
-                        }
-                    }
-                }
+                const uint8_t *nib[2] = {gs[0] + Q4K_NIB + 256 * j,
+                                         ng > 1 ? gs[1] + Q4K_NIB + 256 * j : NULL};
+                nib_block_vnni(mr, ng, nib, a, ia);
                 __m512 dl[2], ml[2];
                 for (int g = 0; g < ng; g++) {
                     __m128i sc, m;
@@ -756,23 +758,7 @@ SL_AVX2 SL_INLINE void tile_avx2_k(const int kind, const int mr, const uint8_t *
             if (kind == KQ4K) {
                 for (int r = 0; r < mr; r++)
                     ia[r][0] = ia[r][1] = _mm256_setzero_si256();
-                for (int s = 0; s < 4; s++) {
-                    __m256i lo[2], hi[2];
-                    for (int o = 0; o < 2; o++) {
-                        const __m256i raw = _mm256_loadu_si256(
-                            (const __m256i *)(gs + Q4K_NIB + 256 * j + 64 * s + 32 * o));
-                        lo[o] = _mm256_and_si256(raw, m4);
-                        hi[o] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-                    }
-                    for (int r = 0; r < mr; r++) {
-                        const __m256i xl = _mm256_set1_epi32(load_i32(a[r]->q + 4 * s));
-                        const __m256i xh = _mm256_set1_epi32(load_i32(a[r]->q + 4 * s + 16));
-                        for (int o = 0; o < 2; o++)
-                            ia[r][o] =
-                                _mm256_add_epi32(ia[r][o], _mm256_add_epi32(madd_u8s8(lo[o], xl),
-                                                                            madd_u8s8(hi[o], xh)));
-                    }
-                }
+                nib_block_avx2(mr, gs + Q4K_NIB + 256 * j, a, ia);
                 __m256 dl[2], ml[2];
                 for (int o = 0; o < 2; o++) {
                     __m128i sc, m;

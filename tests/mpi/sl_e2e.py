@@ -538,6 +538,34 @@ def gguf_module(t, what):
     return gguf
 
 
+def gguf_rewrite(gguf, src, dst, field=None, tensor=None):
+    """A copy of the GGUF file src at dst, written by gguf-py: every metadata field, its value
+    passed through field(name, value) when given, and every tensor, through tensor(t) when given
+    (t: a gguf-py ReaderTensor; returns (raw data, type), or None to leave the tensor out)."""
+    r = gguf.GGUFReader(src, "r")
+    w = gguf.GGUFWriter(dst, r.get_field(gguf.Keys.General.ARCHITECTURE).contents())
+    for f in r.fields.values():
+        if f.name == gguf.Keys.General.ARCHITECTURE or f.name.startswith("GGUF."):
+            continue
+        vt, val = f.types[0], f.contents()
+        w.add_key_value(f.name, field(f.name, val) if field else val, vt,
+                        sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
+    data = []
+    for ten in r.tensors:
+        got = tensor(ten) if tensor else (ten.data, ten.tensor_type)
+        if got is None:
+            continue
+        d, qt = got
+        w.add_tensor_info(ten.name, d.shape, d.dtype, d.nbytes, qt)
+        data.append(d)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for d in data:
+        w.write_tensor_data(d)
+    w.close()
+
+
 def installed(name):
     """The path recorded by scripts/install-models.sh in $SL_MODELS_DIR/<name>.path (minilm,
     smollm2), or None when that model is not installed."""

@@ -207,30 +207,14 @@ def q8_0_file(gguf, src):
         return dst
     os.makedirs(out_dir, exist_ok=True)
     T = gguf.GGMLQuantizationType
-    r = gguf.GGUFReader(src, "r")
-    w = gguf.GGUFWriter(dst + ".tmp", r.get_field(gguf.Keys.General.ARCHITECTURE).contents())
-    for f in r.fields.values():
-        if f.name == gguf.Keys.General.ARCHITECTURE or f.name.startswith("GGUF."):
-            continue
-        vt = f.types[0]
-        w.add_key_value(f.name, f.contents(), vt,
-                        sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
-    data = []
-    for ten in r.tensors:
-        if ten.tensor_type in (T.Q4_1, T.Q4_0):
-            q = gguf.quants.quantize(gguf.quants.dequantize(ten.data, ten.tensor_type), T.Q8_0)
-            w.add_tensor_info(ten.name, q.shape, q.dtype, q.nbytes, T.Q8_0)
-            data.append(q)
-        else:
-            w.add_tensor_info(ten.name, ten.data.shape, ten.data.dtype, ten.data.nbytes,
-                              ten.tensor_type)
-            data.append(ten.data)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    for d in data:
-        w.write_tensor_data(d)
-    w.close()
+
+    def requantize(ten):
+        if ten.tensor_type not in (T.Q4_1, T.Q4_0):
+            return ten.data, ten.tensor_type
+        return gguf.quants.quantize(gguf.quants.dequantize(ten.data, ten.tensor_type),
+                                    T.Q8_0), T.Q8_0
+
+    e.gguf_rewrite(gguf, src, dst + ".tmp", tensor=requantize)
     os.rename(dst + ".tmp", dst)
     return dst
 

@@ -71,38 +71,24 @@ def tied_kquant(gguf, src, dst):
     (snowman strings no text holds), token_embd's rows 0..7 repeated for them, output.weight
     dropped, so that the LM head is the Q4_K embedding table itself (1008 rows: whole groups of
     16, 256 values: a whole super-block)."""
-    T = gguf.GGMLQuantizationType
-    r = gguf.GGUFReader(src, "r")
-    w = gguf.GGUFWriter(dst, r.get_field(gguf.Keys.General.ARCHITECTURE).contents())
     extra = {"tokenizer.ggml.tokens": [f"\u2603\u2603{i}" for i in range(TIED_EXTRA)],
              "tokenizer.ggml.scores": [-1e6] * TIED_EXTRA,
              "tokenizer.ggml.token_type": [1] * TIED_EXTRA}
-    for f in r.fields.values():
-        if f.name == gguf.Keys.General.ARCHITECTURE or f.name.startswith("GGUF."):
-            continue
-        vt, val = f.types[0], f.contents()
-        if f.name in extra:
-            val = list(val) + extra[f.name]
-        elif f.name.endswith(".vocab_size"):
-            val = val + TIED_EXTRA
-        w.add_key_value(f.name, val, vt,
-                        sub_type=f.types[-1] if vt == gguf.GGUFValueType.ARRAY else None)
-    data = []
-    for ten in r.tensors:
+
+    def field(name, val):
+        if name in extra:
+            return list(val) + extra[name]
+        return val + TIED_EXTRA if name.endswith(".vocab_size") else val
+
+    def tensor(ten):
         if ten.name == "output.weight":
-            continue
-        d = ten.data
+            return None
         if ten.name == "token_embd.weight":
-            assert ten.tensor_type == T.Q4_K
-            d = np.concatenate([d, d[:TIED_EXTRA]])
-        w.add_tensor_info(ten.name, d.shape, d.dtype, d.nbytes, ten.tensor_type)
-        data.append(d)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    for d in data:
-        w.write_tensor_data(d)
-    w.close()
+            assert ten.tensor_type == gguf.GGMLQuantizationType.Q4_K
+            return np.concatenate([ten.data, ten.data[:TIED_EXTRA]]), ten.tensor_type
+        return ten.data, ten.tensor_type
+
+    e.gguf_rewrite(gguf, src, dst, field, tensor)
 
 
 def check_tied(t, kq):
