@@ -38,19 +38,23 @@ typedef enum {
 #define SL_Q8_0 ((sl_dtype_t)5)
 #define SL_Q4_0 ((sl_dtype_t)6)
 #define SL_Q4_1 ((sl_dtype_t)7)
-/* K-quants, super-blocks of 256 values (kernels/quant.h). A backend holds them only packed
- * (sl_tensor_pack; on the CPU), so they are uploaded only where sl_backend_packs says so. */
+/* K-quants, super-blocks of 256 values, and the 5-bit 32-value formats (kernels/quant.h). A
+ * backend holds these only packed (sl_tensor_pack; on the CPU), so they are uploaded only where
+ * sl_backend_packs says so. */
 #define SL_Q4_K ((sl_dtype_t)8)
 #define SL_Q6_K ((sl_dtype_t)9)
+#define SL_Q5_0 ((sl_dtype_t)10)
+#define SL_Q5_1 ((sl_dtype_t)11)
 
 /* Bytes of one element, or of one block of sl_dtype_block(dt) elements for a quantized dtype. */
 size_t sl_dtype_size(sl_dtype_t dt);
-/* Elements per block: 32 for Q8_0/Q4_0/Q4_1, 256 for the K-quants, 1 otherwise. */
+/* Elements per block: 32 for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1, 256 for the K-quants, 1 otherwise. */
 int64_t sl_dtype_block(sl_dtype_t dt);
 /* Bytes of n consecutive elements (n a multiple of sl_dtype_block(dt)). */
 size_t sl_dtype_bytes(sl_dtype_t dt, int64_t n);
 int sl_dtype_quantized(sl_dtype_t dt);
-int sl_dtype_kquant(sl_dtype_t dt); /* SL_Q4_K or SL_Q6_K */
+int sl_dtype_kquant(sl_dtype_t dt);      /* SL_Q4_K or SL_Q6_K */
+int sl_dtype_packed_only(sl_dtype_t dt); /* the K-quants, SL_Q5_0 and SL_Q5_1 */
 const char *sl_dtype_name(sl_dtype_t dt);
 /* "f32"/"float32", "f16"/"float16", "bf16"/"bfloat16" -> dtype; -1 if unknown. */
 int sl_dtype_parse(const char *s);

@@ -20,6 +20,11 @@
  *                     scales (one per 16 values), f16 d at byte 208;
  *                     x = (d sc) (u - 32), u the 6-bit value
  * Every product d sc, dmin m is exact in f32 (11 significant bits times at most 8).
+ *
+ * Two 5-bit formats keep 32-value blocks, with the fifth bit of value j in bit j of a
+ * little-endian u32 qh after the scales, then nibbles as Q4_0's (sl_q5_values):
+ *   Q5_0 (22 bytes): f16 d, qh, 16 bytes;                        x = (u - 16) d
+ *   Q5_1 (24 bytes): f16 d, f16 m, qh, 16 bytes;                 x = u d + m
  */
 #ifndef SL_QUANT_H
 #define SL_QUANT_H
@@ -35,6 +40,8 @@
 #define SL_QK 256 /* values of a K-quant super-block */
 #define SL_Q4_K_BYTES 144
 #define SL_Q6_K_BYTES 210
+#define SL_Q5_0_BYTES 22
+#define SL_Q5_1_BYTES 24
 
 /* The little-endian f16 at p (blocks are only 2-byte aligned, so no wider loads). */
 SL_HD float sl_q_half(const uint8_t *p) { return sl_f16_to_f32((uint16_t)(p[0] | (p[1] << 8))); }
@@ -57,6 +64,17 @@ SL_HD void sl_q_dequant_block(int dt, const uint8_t *blk, float *y)
             y[j] = (float)(blk[4 + j] & 0x0f) * d + m;
             y[j + 16] = (float)(blk[4 + j] >> 4) * d + m;
         }
+    }
+}
+
+/* The 32 5-bit values u of a Q5_0/Q5_1 block whose qh starts at h (nibbles 4 bytes on). */
+SL_HD void sl_q5_values(const uint8_t *h, uint8_t *u)
+{
+    const uint32_t qh =
+        (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+    for (int j = 0; j < 16; j++) {
+        u[j] = (uint8_t)((h[4 + j] & 0x0f) | ((qh >> j) & 1) << 4);
+        u[j + 16] = (uint8_t)((h[4 + j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
     }
 }
 

@@ -281,7 +281,7 @@ static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor
                          int int8_act)
 {
     cpu_backend_t *cb = cpu(be);
-    if (sl_dtype_kquant(w->dtype) && !w->packed) /* uploads pack them (sl_backend_packs) */
+    if (sl_dtype_packed_only(w->dtype) && !w->packed) /* uploads pack them (sl_backend_packs) */
         SL_FATAL("cpu linear_q: an unpacked %s matrix", sl_dtype_name(w->dtype));
     if (!int8_act) {
         linear_q_tiles(cb, x, w, bias, y, m, n, k);

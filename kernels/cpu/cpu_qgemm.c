@@ -22,16 +22,31 @@
 #include <immintrin.h>
 #endif
 
-/* kind: 0 Q8_0, 1 Q4_0, 2 Q4_1, 3 Q4_K, 4 Q6_K */
-enum { KQ4K = 3, KQ6K = 4 };
+/* kind: the 32-value formats (KQ8..KQ51), then the K-quants (KQ4K, KQ6K) */
+enum { KQ8 = 0, KQ40 = 1, KQ41 = 2, KQ50 = 3, KQ51 = 4, KQ4K = 5, KQ6K = 6, NKINDS = 7 };
 static int kind_of(sl_dtype_t dt)
 {
-    return dt == SL_Q8_0 ? 0 : dt == SL_Q4_0 ? 1 : dt == SL_Q4_1 ? 2 : dt == SL_Q4_K ? KQ4K : KQ6K;
+    return dt == SL_Q8_0   ? KQ8
+           : dt == SL_Q4_0 ? KQ40
+           : dt == SL_Q4_1 ? KQ41
+           : dt == SL_Q5_0 ? KQ50
+           : dt == SL_Q5_1 ? KQ51
+           : dt == SL_Q4_K ? KQ4K
+                           : KQ6K;
 }
+/* whether a block has a minimum m beside its scale d (x = u d + m) */
+static int has_min(int kind) { return kind == KQ41 || kind == KQ51; }
+/* whether a 32-value format keeps a fifth bit per value after its nibbles */
+static int has_fifth(int kind) { return kind == KQ50 || kind == KQ51; }
+/* bytes of the f16 scales that start a GGUF block of a 32-value format (d, and m) */
+static int scale_bytes(int kind) { return has_min(kind) ? 4 : 2; }
 /* bytes of the scales ahead of a group-block's values */
-static int head_bytes(int kind) { return kind == 2 ? 64 : 32; }
+static int head_bytes(int kind) { return has_min(kind) ? 64 : 32; }
 /* the K of idot = sum u q - K S */
-static int offset_k(int kind) { return kind == 0 ? 128 : kind == 1 ? 8 : 0; }
+static int offset_k(int kind)
+{
+    return kind == KQ8 ? 128 : kind == KQ40 ? 8 : kind == KQ50 ? 16 : 0;
+}
 
 int sl_qpack_fits(sl_dtype_t dt, int64_t n, int64_t k)
 {
@@ -45,26 +60,37 @@ int sl_qpack_fits(sl_dtype_t dt, int64_t n, int64_t k)
  * order. */
 static void block_values(int kind, const uint8_t *blk, uint8_t v[32])
 {
-    if (kind == 0) {
+    if (kind == KQ8) {
         for (int j = 0; j < 32; j++)
             v[j] = (uint8_t)(blk[2 + j] ^ 0x80);
         return;
     }
-    const uint8_t *nib = blk + (kind == 1 ? 2 : 4);
+    if (has_fifth(kind)) {
+        sl_q5_values(blk + scale_bytes(kind), v);
+        return;
+    }
+    const uint8_t *nib = blk + scale_bytes(kind);
     for (int j = 0; j < 16; j++) {
         v[j] = nib[j] & 0x0f;
         v[j + 16] = nib[j] >> 4;
     }
 }
 
-/* Value j of row c in a group-block's value area (unsigned operand form). */
+/* Value j of row c in a group-block's value area (unsigned operand form). The 5-bit formats
+ * keep, after the nibbles, u8 fifth[8][8]: bit (4c + t) of the 8 bytes of value-step s (a
+ * little-endian u64) is the fifth bit of value 4s + t of row c, the byte of it in the step's
+ * 64-byte vector. */
 static int packed_value(int kind, const uint8_t *vals, int c, int j)
 {
     const int s = j >> 2, t = j & 3;
-    if (kind == 0)
+    if (kind == KQ8)
         return vals[(s * 16 + c) * 4 + t];
     const uint8_t byte = vals[((s & 3) * 16 + c) * 4 + t];
-    return s < 4 ? byte & 0x0f : byte >> 4;
+    const int lo = s < 4 ? byte & 0x0f : byte >> 4;
+    if (!has_fifth(kind))
+        return lo;
+    const int bit = 4 * c + t;
+    return lo | ((vals[256 + 8 * s + bit / 8] >> (bit % 8)) & 1) << 4;
 }
 
 /* Row c's 32 values v (each < 16) into a nibble area nib[4][16][4]: the low nibble of
@@ -84,15 +110,24 @@ static void pack_group(int kind, size_t bb, size_t rb, int64_t nb, const uint8_t
     const int hb = head_bytes(kind);
     for (int64_t b = 0; b < nb; b++) {
         uint8_t *gb = out + (size_t)b * gbb, *vals = gb + hb;
+        if (has_fifth(kind))
+            memset(vals + 256, 0, 64);
         for (int c = 0; c < SL_QPACK_ROWS; c++) {
             const uint8_t *blk = rows + (size_t)c * rb + (size_t)b * bb;
             memcpy(gb + 2 * c, blk, 2);
-            if (kind == 2)
+            if (has_min(kind))
                 memcpy(gb + 32 + 2 * c, blk + 2, 2);
-            uint8_t v[32];
+            uint8_t v[32], lo[32];
             block_values(kind, blk, v);
-            if (kind != 0) {
-                put_nibbles(vals, c, v);
+            if (kind != KQ8) {
+                for (int j = 0; j < 32; j++) {
+                    lo[j] = v[j] & 15;
+                    if (has_fifth(kind) && v[j] >> 4) {
+                        const int bit = 4 * c + (j & 3);
+                        vals[256 + 8 * (j >> 2) + bit / 8] |= (uint8_t)(1u << (bit % 8));
+                    }
+                }
+                put_nibbles(vals, c, lo);
                 continue;
             }
             for (int s = 0; s < 8; s++)
@@ -113,17 +148,24 @@ static void unpack_group(int kind, size_t bb, size_t rb, int64_t nb, const uint8
         for (int c = 0; c < SL_QPACK_ROWS; c++) {
             uint8_t *blk = rows + (size_t)c * rb + (size_t)b * bb;
             memcpy(blk, gb + 2 * c, 2);
-            if (kind == 2)
+            if (has_min(kind))
                 memcpy(blk + 2, gb + 32 + 2 * c, 2);
-            if (kind == 0) {
+            if (kind == KQ8) {
                 for (int j = 0; j < 32; j++)
-                    blk[2 + j] = (uint8_t)(packed_value(0, vals, c, j) ^ 0x80);
+                    blk[2 + j] = (uint8_t)(packed_value(KQ8, vals, c, j) ^ 0x80);
                 continue;
             }
-            uint8_t *nib = blk + (kind == 1 ? 2 : 4);
-            for (int j = 0; j < 16; j++)
-                nib[j] = (uint8_t)(packed_value(kind, vals, c, j) |
-                                   packed_value(kind, vals, c, j + 16) << 4);
+            uint8_t *nib = blk + scale_bytes(kind) + (has_fifth(kind) ? 4 : 0);
+            uint32_t qh = 0;
+            for (int j = 0; j < 16; j++) {
+                const int u0 = packed_value(kind, vals, c, j),
+                          u1 = packed_value(kind, vals, c, j + 16);
+                nib[j] = (uint8_t)((u0 & 15) | (u1 & 15) << 4);
+                qh |= (uint32_t)(u0 >> 4) << j | (uint32_t)(u1 >> 4) << (j + 16);
+            }
+            if (has_fifth(kind))
+                for (int i = 0; i < 4; i++)
+                    blk[scale_bytes(kind) + i] = (uint8_t)(qh >> (8 * i));
         }
     }
 }
@@ -307,16 +349,23 @@ static void dequant_gb_row(int kind, const uint8_t *gb, int c, float *y)
 {
     const uint8_t *vals = gb + head_bytes(kind);
     const float d = sl_q_half(gb + 2 * c);
-    if (kind == 0) {
+    if (kind == KQ8) {
         for (int j = 0; j < 32; j++)
-            y[j] = (float)(int8_t)(packed_value(0, vals, c, j) ^ 0x80) * d;
-    } else if (kind == 1) {
+            y[j] = (float)(int8_t)(packed_value(KQ8, vals, c, j) ^ 0x80) * d;
+    } else if (kind == KQ40) {
         for (int j = 0; j < 32; j++)
-            y[j] = (float)(packed_value(1, vals, c, j) - 8) * d;
+            y[j] = (float)(packed_value(KQ40, vals, c, j) - 8) * d;
+    } else if (kind == KQ50) { /* in gguf.c's order: d * (u - 16) */
+        for (int j = 0; j < 32; j++)
+            y[j] = d * (float)(packed_value(KQ50, vals, c, j) - 16);
+    } else if (kind == KQ51) {
+        const float m = sl_q_half(gb + 32 + 2 * c);
+        for (int j = 0; j < 32; j++)
+            y[j] = d * (float)packed_value(KQ51, vals, c, j) + m;
     } else {
         const float m = sl_q_half(gb + 32 + 2 * c);
         for (int j = 0; j < 32; j++)
-            y[j] = (float)packed_value(2, vals, c, j) * d + m;
+            y[j] = (float)packed_value(KQ41, vals, c, j) * d + m;
     }
 }
 
@@ -429,7 +478,7 @@ static void tile_scalar(int kind, int mr, int ng, const uint8_t *w, size_t gstri
                         raw += packed_value(kind, gb + hb, c, j) * a->q[j];
                     const float dc = sl_q_half(gb + 2 * c);
                     acc = fmaf((float)(raw - kk * a->sum), dc * a->d, acc);
-                    if (kind == 2)
+                    if (has_min(kind))
                         acc = fmaf(sl_q_half(gb + 32 + 2 * c), a->s, acc);
                 }
                 out[r * 32 + g * 16 + c] = acc;
@@ -449,18 +498,27 @@ static void tile_scalar(int kind, int mr, int ng, const uint8_t *w, size_t gstri
 #define SL_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define SL_INLINE static inline __attribute__((always_inline))
 
-/* One 32-value block of nibbles (put_nibbles' layout at nib[g]) times activation blocks a[r]:
- * ia[r][g] += sum_j u_j q_j for each output, for mr rows and ng groups. */
-SL_VNNI SL_INLINE void nib_block_vnni(const int mr, const int ng, const uint8_t *const nib[2],
-                                      const sl_q8a_t *const a[4], __m512i ia[4][2])
+/* One 32-value block of nibbles (put_nibbles' layout at nib[g]; with fifth, the 5-bit formats'
+ * fifth bits follow them, packed_value) times activation blocks a[r]: ia[r][g] += sum_j u_j q_j
+ * for each output, for mr rows and ng groups. */
+SL_VNNI SL_INLINE void nib_block_vnni(const int mr, const int ng, const int fifth,
+                                      const uint8_t *const nib[2], const sl_q8a_t *const a[4],
+                                      __m512i ia[4][2])
 {
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), b4 = _mm512_set1_epi8(0x10);
     for (int s = 0; s < 4; s++) {
         __m512i lo[2], hi[2];
         for (int g = 0; g < ng; g++) {
             const __m512i raw = _mm512_loadu_si512((const void *)(nib[g] + 64 * s));
             lo[g] = _mm512_and_si512(raw, m4);
             hi[g] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            if (fifth) { /* a mask bit per byte: vmovdqu8 {k}{z} of 0x10 */
+                uint64_t kl, kh;
+                memcpy(&kl, nib[g] + 256 + 8 * s, 8);
+                memcpy(&kh, nib[g] + 256 + 8 * (s + 4), 8);
+                lo[g] = _mm512_or_si512(lo[g], _mm512_maskz_mov_epi8((__mmask64)kl, b4));
+                hi[g] = _mm512_or_si512(hi[g], _mm512_maskz_mov_epi8((__mmask64)kh, b4));
+            }
         }
         for (int r = 0; r < mr; r++) {
             const __m512i xl = _mm512_set1_epi32(load_i32(a[r]->q + 4 * s));
@@ -496,7 +554,7 @@ SL_VNNI SL_INLINE void tile_vnni(const int kind, const int mr, const int ng, con
             for (int g = 0; g < ng; g++)
                 ia[r][g] = _mm512_setzero_si512();
         }
-        if (kind == 0) {
+        if (kind == KQ8) {
             for (int s = 0; s < 8; s++) {
                 __m512i wv[2];
                 for (int g = 0; g < ng; g++)
@@ -509,22 +567,22 @@ SL_VNNI SL_INLINE void tile_vnni(const int kind, const int mr, const int ng, con
             }
         } else {
             const uint8_t *nib[2] = {gb[0] + hb, ng > 1 ? gb[1] + hb : NULL};
-            nib_block_vnni(mr, ng, nib, a, ia);
+            nib_block_vnni(mr, ng, has_fifth(kind), nib, a, ia);
         }
         __m512 dv[2], mv[2];
         for (int g = 0; g < ng; g++) {
             dv[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)gb[g]));
-            if (kind == 2)
+            if (has_min(kind))
                 mv[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gb[g] + 32)));
         }
         for (int r = 0; r < mr; r++) {
             const __m512 dx = _mm512_set1_ps(a[r]->d);
             const __m512i corr = _mm512_set1_epi32(kk * a[r]->sum);
             for (int g = 0; g < ng; g++) {
-                const __m512i id = kind == 2 ? ia[r][g] : _mm512_sub_epi32(ia[r][g], corr);
+                const __m512i id = kk ? _mm512_sub_epi32(ia[r][g], corr) : ia[r][g];
                 acc[r][g] =
                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(id), _mm512_mul_ps(dv[g], dx), acc[r][g]);
-                if (kind == 2)
+                if (has_min(kind))
                     acc[r][g] = _mm512_fmadd_ps(mv[g], _mm512_set1_ps(a[r]->s), acc[r][g]);
             }
         }
@@ -543,9 +601,23 @@ SL_AVX2 SL_INLINE __m256i madd_u8s8(__m256i u, __m256i s)
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
+/* 32 fifth bits (a little-endian u32 at p) as 32 bytes of 0x10 or 0 */
+SL_AVX2 SL_INLINE __m256i fifth_bytes_avx2(const uint8_t *p)
+{
+    uint32_t m;
+    memcpy(&m, p, 4);
+    const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    const __m256i spread =
+        _mm256_shuffle_epi8(_mm256_set1_epi32((int)m),
+                            _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
+                                             2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, sel), sel);
+    return _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+}
+
 /* nib_block_vnni in AVX2, for one group: ia[r][h] holds outputs 8h..8h+7. */
-SL_AVX2 SL_INLINE void nib_block_avx2(const int mr, const uint8_t *nib, const sl_q8a_t *const a[4],
-                                      __m256i ia[4][2])
+SL_AVX2 SL_INLINE void nib_block_avx2(const int mr, const int fifth, const uint8_t *nib,
+                                      const sl_q8a_t *const a[4], __m256i ia[4][2])
 {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int s = 0; s < 4; s++) {
@@ -554,6 +626,10 @@ SL_AVX2 SL_INLINE void nib_block_avx2(const int mr, const uint8_t *nib, const sl
             const __m256i raw = _mm256_loadu_si256((const __m256i *)(nib + 64 * s + 32 * h));
             lo[h] = _mm256_and_si256(raw, m4);
             hi[h] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+            if (fifth) {
+                lo[h] = _mm256_or_si256(lo[h], fifth_bytes_avx2(nib + 256 + 8 * s + 4 * h));
+                hi[h] = _mm256_or_si256(hi[h], fifth_bytes_avx2(nib + 256 + 8 * (s + 4) + 4 * h));
+            }
         }
         for (int r = 0; r < mr; r++) {
             const __m256i xl = _mm256_set1_epi32(load_i32(a[r]->q + 4 * s));
@@ -568,7 +644,7 @@ SL_AVX2 SL_INLINE void nib_block_avx2(const int mr, const uint8_t *nib, const sl
 SL_AVX2 SL_INLINE void tile_avx2(const int kind, const int mr, const uint8_t *w, size_t gbb,
                                  const sl_q8a_t *const *xr, int64_t nb, float *out)
 {
-    const int hb = head_bytes(kind), kk = kind == 0 ? 0 : offset_k(kind);
+    const int hb = head_bytes(kind), kk = kind == KQ8 ? 0 : offset_k(kind);
     const __m256i flip = _mm256_set1_epi8((char)0x80);
     __m256 acc[4][2];
     for (int r = 0; r < mr; r++)
@@ -582,7 +658,7 @@ SL_AVX2 SL_INLINE void tile_avx2(const int kind, const int mr, const uint8_t *w,
             a[r] = xr[r] + b;
             ia[r][0] = ia[r][1] = _mm256_setzero_si256();
         }
-        if (kind == 0) {
+        if (kind == KQ8) {
             for (int s = 0; s < 8; s++) {
                 __m256i ws[2], wa[2];
                 for (int h = 0; h < 2; h++) {
@@ -598,12 +674,12 @@ SL_AVX2 SL_INLINE void tile_avx2(const int kind, const int mr, const uint8_t *w,
                 }
             }
         } else {
-            nib_block_avx2(mr, gb + hb, a, ia);
+            nib_block_avx2(mr, has_fifth(kind), gb + hb, a, ia);
         }
         __m256 dv[2], mv[2];
         for (int h = 0; h < 2; h++) {
             dv[h] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gb + 16 * h)));
-            if (kind == 2)
+            if (has_min(kind))
                 mv[h] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gb + 32 + 16 * h)));
         }
         for (int r = 0; r < mr; r++) {
@@ -613,7 +689,7 @@ SL_AVX2 SL_INLINE void tile_avx2(const int kind, const int mr, const uint8_t *w,
                 const __m256i id = kk ? _mm256_sub_epi32(ia[r][h], corr) : ia[r][h];
                 acc[r][h] =
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(id), _mm256_mul_ps(dv[h], dx), acc[r][h]);
-                if (kind == 2)
+                if (has_min(kind))
                     acc[r][h] = _mm256_fmadd_ps(mv[h], _mm256_set1_ps(a[r]->s), acc[r][h]);
             }
         }
@@ -671,7 +747,7 @@ SL_VNNI SL_INLINE void tile_vnni_k(const int kind, const int mr, const int ng, c
                         ia[r][g] = _mm512_setzero_si512();
                 const uint8_t *nib[2] = {gs[0] + Q4K_NIB + 256 * j,
                                          ng > 1 ? gs[1] + Q4K_NIB + 256 * j : NULL};
-                nib_block_vnni(mr, ng, nib, a, ia);
+                nib_block_vnni(mr, ng, 0, nib, a, ia);
                 __m512 dl[2], ml[2];
                 for (int g = 0; g < ng; g++) {
                     __m128i sc, m;
@@ -758,7 +834,7 @@ SL_AVX2 SL_INLINE void tile_avx2_k(const int kind, const int mr, const uint8_t *
             if (kind == KQ4K) {
                 for (int r = 0; r < mr; r++)
                     ia[r][0] = ia[r][1] = _mm256_setzero_si256();
-                nib_block_avx2(mr, gs + Q4K_NIB + 256 * j, a, ia);
+                nib_block_avx2(mr, 0, gs + Q4K_NIB + 256 * j, a, ia);
                 __m256 dl[2], ml[2];
                 for (int o = 0; o < 2; o++) {
                     __m128i sc, m;
@@ -849,6 +925,8 @@ FORM_TILES(1)
 FORM_TILES(2)
 FORM_TILES(3)
 FORM_TILES(4)
+FORM_TILES(5)
+FORM_TILES(6)
 #endif
 
 #define SCALAR_TILES(KIND)                                                                         \
@@ -858,6 +936,8 @@ SCALAR_TILES(1)
 SCALAR_TILES(2)
 SCALAR_TILES(3)
 SCALAR_TILES(4)
+SCALAR_TILES(5)
+SCALAR_TILES(6)
 
 /* The tile of form f for weight kind, mr (1 or 4) rows and ng (1 or 2) groups (the AVX2 form
  * has one-group tiles only). */
@@ -869,22 +949,25 @@ static qtile_fn tile_pick(sl_qform_t f, int kind, int mr, int ng)
         P##_##K##_1_1, P##_##K##_1_2, P##_##K##_4_1, P##_##K##_4_2                                 \
     }
 #ifdef SL_QGEMM_X86
-    static const qtile_fn vnni[5][4] = {TABLE4(tile_vnni, 0), TABLE4(tile_vnni, 1),
-                                        TABLE4(tile_vnni, 2), TABLE4(tile_vnni, 3),
-                                        TABLE4(tile_vnni, 4)};
-    static const qtile_fn avx2[5][2] = {{tile_avx2_0_1, tile_avx2_0_4},
-                                        {tile_avx2_1_1, tile_avx2_1_4},
-                                        {tile_avx2_2_1, tile_avx2_2_4},
-                                        {tile_avx2_3_1, tile_avx2_3_4},
-                                        {tile_avx2_4_1, tile_avx2_4_4}};
+    static const qtile_fn vnni[NKINDS][4] = {
+        TABLE4(tile_vnni, 0), TABLE4(tile_vnni, 1), TABLE4(tile_vnni, 2), TABLE4(tile_vnni, 3),
+        TABLE4(tile_vnni, 4), TABLE4(tile_vnni, 5), TABLE4(tile_vnni, 6)};
+#define PAIR2(K)                                                                                   \
+    {                                                                                              \
+        tile_avx2_##K##_1, tile_avx2_##K##_4                                                       \
+    }
+    static const qtile_fn avx2[NKINDS][2] = {PAIR2(0), PAIR2(1), PAIR2(2), PAIR2(3),
+                                             PAIR2(4), PAIR2(5), PAIR2(6)};
+#undef PAIR2
     if (f == SL_QFORM_VNNI)
         return vnni[kind][i];
     if (f == SL_QFORM_AVX2)
         return avx2[kind][mr == 4];
 #endif
-    static const qtile_fn scalar[5][4] = {TABLE4(tile_scalar, 0), TABLE4(tile_scalar, 1),
-                                          TABLE4(tile_scalar, 2), TABLE4(tile_scalar, 3),
-                                          TABLE4(tile_scalar, 4)};
+    static const qtile_fn scalar[NKINDS][4] = {TABLE4(tile_scalar, 0), TABLE4(tile_scalar, 1),
+                                               TABLE4(tile_scalar, 2), TABLE4(tile_scalar, 3),
+                                               TABLE4(tile_scalar, 4), TABLE4(tile_scalar, 5),
+                                               TABLE4(tile_scalar, 6)};
 #undef TABLE4
     return scalar[kind][i];
 }

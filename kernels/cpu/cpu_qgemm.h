@@ -1,7 +1,7 @@
 /*
  * cpu_qgemm.h — block-quantized weight matrices packed for integer GEMMs on the CPU, and the
- * GEMM itself: many int8 activation rows against a packed Q8_0, Q4_0, Q4_1, Q4_K or Q6_K
- * matrix.
+ * GEMM itself: many int8 activation rows against a packed Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K or
+ * Q6_K matrix.
  *
  * Why a packed layout: in GGUF's row-major blocks (kernels/quant.h) each output needs its own
  * horizontal sum and per-block scaling, about seven instructions per 32 multiply-adds. Packed,
@@ -16,6 +16,8 @@
  *   Q8_0 (544 bytes): f16 d[16]; u8 q[8][16][4]:   q[s][c][t] = q_ct + 128
  *   Q4_0 (288 bytes): f16 d[16]; u8 nib[4][16][4]: low nibble of nib[s][c][t] is value 4s+t,
  *   Q4_1 (320 bytes): f16 d[16]; f16 m[16]; nib    high nibble value 4(s+4)+t (s: 0..3)
+ *   Q5_0 (352 bytes), Q5_1 (384 bytes): as Q4_0, Q4_1, then u8 fifth[8][8], the fifth bits of
+ *                     value-step s as a 64-bit mask over the step's 64 bytes (bit 4c + t)
  * so every weight operand is unsigned (u8 x s8 is what vpdpbusd and vpmaddubsw multiply).
  * The K-quants (K a multiple of 256) are packed the same way per 256-value super-block: the
  * nibbles of each 32-value sub-block as Q4's, Q6_K's top two bits beside them, and every
@@ -23,9 +25,10 @@
  *
  * Arithmetic. Activation row i is quantized per 32-value block (cpu_quant.h: d_x, q_x, and the
  * int sum S of q_x). Output (i, c), block by block in order:
- *   idot = sum_j u_cj q_xj - K S             (exact int32; K: 128 Q8_0, 8 Q4_0, 0 Q4_1)
+ *   idot = sum_j u_cj q_xj - K S             (exact int32; K: 128 Q8_0, 8 Q4_0, 16 Q5_0,
+ *                                             0 Q4_1 and Q5_1)
  *   acc  = fmaf((float)idot, d_c * d_x, acc)  (d_c * d_x rounded to f32 first)
- *   acc  = fmaf(m_c, s_x, acc)                (Q4_1 only; s_x = d_x S)
+ *   acc  = fmaf(m_c, s_x, acc)                (Q4_1, Q5_1; s_x = d_x S)
  * and y = acc + bias_c; for the K-quants, per sub-block j with its exact f32 scale dl = d sc_j
  * (and Q4_K's minimum ml = dmin m_j):
  *   Q4_K:  acc = fmaf((float)sum u q_x, dl * d_x, acc); acc = fmaf(-ml, s_x, acc)
@@ -45,8 +48,8 @@
 
 #define SL_QPACK_ROWS SL_PACK_ROWS
 
-/* Whether a [n, k] matrix of dtype dt can be packed: Q8_0/Q4_0/Q4_1 (k a multiple of 32) or
- * Q4_K/Q6_K (k a multiple of 256), n a multiple of SL_QPACK_ROWS. */
+/* Whether a [n, k] matrix of dtype dt can be packed: Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 (k a multiple of 32)
+ * or Q4_K/Q6_K (k a multiple of 256), n a multiple of SL_QPACK_ROWS. */
 int sl_qpack_fits(sl_dtype_t dt, int64_t n, int64_t k);
 
 /* Packs (or unpacks) the n rows of w in place (sl_qpack_fits must hold), on `threads` threads. */

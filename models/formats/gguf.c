@@ -802,28 +802,17 @@ static void dequant_q4_1(const unsigned char *p, int64_t n, float *y)
     dequant_blocks(SL_Q4_1, SL_Q4_1_BYTES, p, n, y);
 }
 
-/* Q5_0 (22 bytes: f16 d, 32 fifth bits qh (little-endian u32), 16 bytes of nibbles as Q4_0's)
- * and Q5_1 (24 bytes: f16 d, f16 m, qh, nibbles): value j's fifth bit is bit j of qh;
- * x = (q - 16) d, or q d + m (ggml's dequantize_row_q5_0/q5_1). */
+/* Q5_0 and Q5_1 (kernels/quant.h): x = (u - 16) d, or u d + m (ggml's
+ * dequantize_row_q5_0/q5_1). */
 static void dequant_q5(int with_min, const unsigned char *p, int64_t n, float *y)
 {
-    const size_t bytes = with_min ? 24 : 22;
+    const size_t bytes = with_min ? SL_Q5_1_BYTES : SL_Q5_0_BYTES;
     for (int64_t b = 0; b < n / 32; b++, p += bytes, y += 32) {
         const float d = half(p), m = with_min ? half(p + 2) : 0.0f;
-        const unsigned char *h = p + (with_min ? 4 : 2), *qs = h + 4;
-        const uint32_t qh =
-            (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
-        for (int j = 0; j < 16; j++) {
-            const int q0 = (qs[j] & 0x0f) | (int)((qh >> j) & 1) << 4;
-            const int q1 = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-            if (with_min) {
-                y[j] = d * (float)q0 + m;
-                y[j + 16] = d * (float)q1 + m;
-            } else {
-                y[j] = d * (float)(q0 - 16);
-                y[j + 16] = d * (float)(q1 - 16);
-            }
-        }
+        uint8_t u[32];
+        sl_q5_values(p + (with_min ? 4 : 2), u);
+        for (int j = 0; j < 32; j++)
+            y[j] = with_min ? d * (float)u[j] + m : d * (float)((int)u[j] - 16);
     }
 }
 

@@ -392,6 +392,8 @@ sl_dtype_t sl_weights_stored_dtype(const sl_weights_t *w, const char *name)
            : t->type == SL_GGML_Q4_1 ? SL_Q4_1
            : t->type == SL_GGML_Q4_K ? SL_Q4_K
            : t->type == SL_GGML_Q6_K ? SL_Q6_K
+           : t->type == SL_GGML_Q5_0 ? SL_Q5_0
+           : t->type == SL_GGML_Q5_1 ? SL_Q5_1
                                      : SL_F32;
 }
 
@@ -400,24 +402,25 @@ int sl_weights_requantized(const sl_weights_t *w, const char *name)
     const sl_gguf_tensor_t *t = w->gguf ? sl_gguf_tensor_find(w->gguf, name) : NULL;
     const sl_dtype_t st = sl_weights_stored_dtype(w, name);
     return t && t->ndim == 2 && t->type != SL_GGML_F32 && t->type != SL_GGML_F16 &&
-           t->type != SL_GGML_BF16 && (st == SL_F32 || sl_dtype_kquant(st));
+           t->type != SL_GGML_BF16 && (st == SL_F32 || sl_dtype_packed_only(st));
 }
 
 int sl_weights_keep(const sl_weights_t *w, sl_backend_t *be, const char *name, int64_t nr,
                     int64_t c0, int64_t nc)
 {
     const sl_dtype_t st = sl_weights_stored_dtype(w, name);
-    if (!sl_dtype_kquant(st))
+    if (!sl_dtype_packed_only(st))
         return SL_KEEP_BLOCKS;
-    const int fits = c0 % SL_QK == 0 && nc % SL_QK == 0 && sl_backend_packs(be, st, nr, nc);
-    return SL_KEEP_BLOCKS | (fits ? SL_KEEP_KQUANTS : 0);
+    const int64_t blk = sl_dtype_block(st);
+    const int fits = c0 % blk == 0 && nc % blk == 0 && sl_backend_packs(be, st, nr, nc);
+    return SL_KEEP_BLOCKS | (fits ? SL_KEEP_PACKED : 0);
 }
 
 void *sl_weights_read(const sl_weights_t *w, const char *name, int64_t r0, int64_t nr, int64_t c0,
                       int64_t nc, int keep, sl_dtype_t *dt, sl_error_t *err)
 {
     *dt = keep & SL_KEEP_BLOCKS ? sl_weights_stored_dtype(w, name) : SL_F32;
-    if (sl_dtype_kquant(*dt) && !(keep & SL_KEEP_KQUANTS))
+    if (sl_dtype_packed_only(*dt) && !(keep & SL_KEEP_PACKED))
         *dt = SL_F32;
     if (*dt == SL_F32)
         return sl_weights_block(w, name, r0, nr, c0, nc, err);
@@ -456,8 +459,9 @@ int sl_weights_check_qscales(const char *where, const char *name, const void *bl
 {
     const int64_t blk = sl_dtype_block(dt), per_row = nc / blk;
     const size_t bytes = sl_dtype_size(dt);
-    /* the f16 scales of a block: d (and Q4_1's m, Q4_K's dmin) lead it; Q6_K's d ends it */
-    const int halves = dt == SL_Q4_1 || dt == SL_Q4_K ? 2 : 1;
+    /* the f16 scales of a block: d (and Q4_1's or Q5_1's m, Q4_K's dmin) lead it; Q6_K's d
+     * ends it */
+    const int halves = dt == SL_Q4_1 || dt == SL_Q4_K || dt == SL_Q5_1 ? 2 : 1;
     const size_t at = dt == SL_Q6_K ? 208 : 0;
     const unsigned char *p = blocks;
     for (int64_t b = 0; b < nr * per_row; b++) {
@@ -498,7 +502,7 @@ sl_tensor_t *sl_weights_upload(const sl_weights_t *w, sl_backend_t *be, const ch
     if (got != SL_F32) {
         d = sl_tensor_new2(be, got, nr, nc);
         sl_copy_h2d(d, h, sl_tensor_bytes(d));
-        if (sl_dtype_kquant(got)) /* held only packed (sl_weights_keep checked that it packs) */
+        if (sl_dtype_packed_only(got)) /* held only packed (sl_weights_keep checked it packs) */
             sl_tensor_pack(d);
     } else if (int8) {
         d = sl_upload_int8(be, h, nr, nc);

@@ -15,7 +15,10 @@ predictions.h5 files, and its thresholds are checked to gate (status 0 / 6):
     dequantised weights): the shipped Q4_1 file quantized (default precision) within 5% in
     perplexity (measured 1.00000: scored tokens meet dequantised f32 tiles of the same weights);
     a Q8_0 file written here from the dequantised weights with gguf-py (gguf 0.19, installed
-    from PyPI under build/ by this test) within 1% (measured 1.0052); mean |delta
+    from PyPI under build/ by this test) within 1% (measured 1.0052); Q5_0 and Q5_1 files
+    written the same way, kept in their blocks (packed): every token's log-probability equal to
+    the same file's --precision f32, report.json naming the 180 layer matrices q5_0/q5_1 (the
+    ratio to the Q4_1 file's f32 printed: 1.130 and 1.040, requantizing's cost); mean |delta
     log-probability| per token checked against numpy;
   - greedy generation (8 prompts, 16 tokens) of the Q4_1 file against f32: the exact-match
     rates of token ids and texts and the mean share before the first difference, checked
@@ -196,13 +199,14 @@ def encoders(t, texts):
 
 # ---- decoders --------------------------------------------------------------------------------
 
-def q8_0_file(gguf, src):
-    """A copy of the GGUF `src` with its Q4_1/Q4_0 matrices requantised to Q8_0 from their
-    dequantised values (gguf-py's reference code); metadata and other tensors as they are.
-    Kept under the build directory, named by the source's size and mtime."""
+def requant_file(gguf, src, qtype):
+    """A copy of the GGUF `src` with its Q4_1/Q4_0 matrices requantised to qtype (a gguf-py
+    GGMLQuantizationType: Q8_0, Q5_0, Q5_1) from their dequantised values (gguf-py's reference
+    code); metadata and other tensors as they are. Kept under the build directory, named by the
+    source's size and mtime."""
     st = os.stat(src)
     out_dir = os.path.join(BUILD, "models-derived")
-    dst = os.path.join(out_dir, f"smollm2-{st.st_size}-{st.st_mtime_ns}.Q8_0.gguf")
+    dst = os.path.join(out_dir, f"smollm2-{st.st_size}-{st.st_mtime_ns}.{qtype.name}.gguf")
     if os.path.isfile(dst):
         return dst
     os.makedirs(out_dir, exist_ok=True)
@@ -212,7 +216,7 @@ def q8_0_file(gguf, src):
         if ten.tensor_type not in (T.Q4_1, T.Q4_0):
             return ten.data, ten.tensor_type
         return gguf.quants.quantize(gguf.quants.dequantize(ten.data, ten.tensor_type),
-                                    T.Q8_0), T.Q8_0
+                                    qtype), qtype
 
     e.gguf_rewrite(gguf, src, dst + ".tmp", tensor=requantize)
     os.rename(dst + ".tmp", dst)
@@ -260,16 +264,42 @@ def decoders(t):
     floors = [("sc-q4", src, 1.05, "Q4_1 (quantized)")]
     gg = e.gguf_module(t, "Q8_0 floors")
     if gg is not None:
-        floors += [("sc-q8", q8_0_file(gg, src), 1.01, "Q8_0 (quantized)")]
-    for out, model, bound, what in floors:
+        T = gg.GGMLQuantizationType
+        floors += [("sc-q8", requant_file(gg, src, T.Q8_0), 1.01, "Q8_0 (quantized)")]
+        # Q5_0/Q5_1 files (held packed, only on the CPU): their scored tokens meet the exact
+        # values of their blocks, so the default equals the same file's --precision f32 to the
+        # bit; against the Q4_1 file's f32, the ratio is what requantizing cost (printed)
+        for qt in (T.Q5_0, T.Q5_1):
+            q5 = requant_file(gg, src, qt)
+            name = qt.name.lower()
+            if run_job(t, f"score {name} f32", e.job_args(q5, "score.h5", f"sc-{name}-f32",
+                                                          extra=score + ["--precision", "f32"])):
+                floors += [(f"sc-{name}", q5, 1.0, f"{qt.name} (kept, packed)", f"sc-{name}-f32")]
+    for out, model, bound, what, *ref in floors:
+        ref = ref[0] if ref else "sc-f32"
         if not run_job(t, f"score {what}", e.job_args(model, "score.h5", out, extra=score)):
             continue
-        r, doc = compare(t, "sc-f32", out, "--max-ppl-ratio", repr(bound), what=what)
+        r, doc = compare(t, ref, out, "--max-ppl-ratio", repr(bound), what=what)
         if not t.check(r.rc in (0, 6) and doc, f"compare score {what}: a result", r.describe()):
             continue
-        ratio = check_score(t, "sc-f32", out, doc, f"score {what}")
-        print(f"      SmolLM2 {what} vs f32: perplexity ratio {ratio:.5f}, mean |delta log-prob| "
-              f"{doc['score']['mean_abs_delta_logprob']:.4f}")
+        ratio = check_score(t, ref, out, doc, f"score {what}")
+        print(f"      SmolLM2 {what} vs {ref}: perplexity ratio {ratio:.5f}, mean |delta "
+              f"log-prob| {doc['score']['mean_abs_delta_logprob']:.4f}")
+        if ref != "sc-f32":
+            d = doc["score"]["max_abs_delta_logprob"]
+            t.check(r.rc == 0 and d == 0.0, f"{what}: every token's log-probability equals the "
+                    f"same file's --precision f32", f"max |delta| {d}")
+            rep_ = e.load_json(f"{out}/report.json") or {}
+            kept = [l["dtype"] for l in rep_.get("weights", {}).get("layers", [])
+                    if l["name"].startswith("blk.")]
+            want = out.split("-")[1]
+            t.check(len(kept) == 30 * 6 and set(kept) == {want},
+                    f"{what}: report.json lists the 180 layer matrices as {want}", str(kept[:8]))
+            r2, doc2 = compare(t, "sc-f32", out, what=f"{what} against the Q4_1 file")
+            if r2.rc == 0 and doc2:
+                print(f"      SmolLM2 {what} vs the Q4_1 file's f32 (requantizing's cost): "
+                      f"perplexity ratio {doc2['score']['perplexity_ratio']:.5f}")
+            continue
         t.check(r.rc == 0 and doc["passed"], f"{what}: perplexity within {round((bound - 1) * 100)}% "
                 f"of f32 (--max-ppl-ratio {bound}: status 0)", r.describe())
 

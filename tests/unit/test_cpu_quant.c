@@ -71,16 +71,28 @@ static uint8_t *random_blocks(sl_dtype_t dt, int64_t n, int64_t k)
             d /= 32.0f, m = -m / 32.0f;
         uint16_t hd = sl_f32_to_f16(d), hm = sl_f32_to_f16(m);
         memcpy(p + (dt == SL_Q6_K ? 208 : 0), &hd, 2);
-        if (dt == SL_Q4_1 || dt == SL_Q4_K)
+        if (dt == SL_Q4_1 || dt == SL_Q4_K || dt == SL_Q5_1)
             memcpy(p + 2, &hm, 2);
     }
     return w;
 }
 
-/* The values of n rows of blocks (the K-quants through quant.h's sub-block readers, which
- * test_gguf holds to gguf-py's values). */
+/* The values of n rows of blocks (the K-quants and the 5-bit formats through quant.h's readers,
+ * which test_gguf holds to gguf-py's values). */
 static void dequant_rows(sl_dtype_t dt, const uint8_t *w, int64_t n, int64_t k, float *out)
 {
+    if (dt == SL_Q5_0 || dt == SL_Q5_1) {
+        for (int64_t b = 0; b < n * k / SL_QBLOCK; b++) {
+            const uint8_t *p = w + b * sl_dtype_size(dt);
+            const int one = dt == SL_Q5_1;
+            uint8_t u[32];
+            sl_q5_values(p + (one ? 4 : 2), u);
+            const float d = sl_q_half(p), m = one ? sl_q_half(p + 2) : 0.0f;
+            for (int j = 0; j < 32; j++)
+                out[b * SL_QBLOCK + j] = one ? d * (float)u[j] + m : d * (float)((int)u[j] - 16);
+        }
+        return;
+    }
     if (!sl_dtype_kquant(dt)) {
         for (int64_t b = 0; b < n * k / SL_QBLOCK; b++)
             sl_q_dequant_block((int)dt, w + b * sl_dtype_size(dt), out + b * SL_QBLOCK);
@@ -526,21 +538,21 @@ static void test_load_quant(void)
     free(x);
 }
 
-/* 5. the packed layout and the integer GEMM on it (cpu_qgemm.h), for the 32-value formats and
- * the K-quants (odd and even block counts) */
+/* 5. the packed layout and the integer GEMM on it (cpu_qgemm.h), for the 32-value formats (the
+ * 5-bit ones included) and the K-quants (odd and even block counts) */
 static void test_packed(void)
 {
     const int64_t n = 48, ks[2][2] = {{32 * 9, 576}, {512, 768}}, ms[5] = {1, 3, 4, 7, 70};
-    const sl_dtype_t types[5] = {SL_Q8_0, SL_Q4_0, SL_Q4_1, SL_Q4_K, SL_Q6_K};
+    const sl_dtype_t types[7] = {SL_Q8_0, SL_Q4_0, SL_Q4_1, SL_Q5_0, SL_Q5_1, SL_Q4_K, SL_Q6_K};
     sl_error_t err = {0};
     sl_backend_t *be = sl_backend_create(SL_BACKEND_CPU, 0, 2, &err);
     CHECKF(be != NULL, "%s", err.msg);
     if (!be)
         return;
-    for (int t = 0; t < 5; t++)
+    for (int t = 0; t < 7; t++)
         for (int ki = 0; ki < 2; ki++) {
             const sl_dtype_t dt = types[t];
-            const int kq = sl_dtype_kquant(dt);
+            const int kq = sl_dtype_kquant(dt), only = sl_dtype_packed_only(dt);
             const int64_t k = ks[kq][ki], nb = k / SL_QBLOCK;
             const size_t bytes = sl_dtype_bytes(dt, n * k);
             uint8_t *w = random_blocks(dt, n, k), *p = malloc(bytes);
@@ -615,8 +627,8 @@ static void test_packed(void)
             sl_copy_h2d(xt, x, sizeof(float) * (size_t)(mmax * k));
             sl_copy_h2d(bt, bias, sizeof bias);
             sl_linear(xt, wp, bt, yb);
-            if (kq) { /* held only packed: bulk rows within f32 rounding of the double product
-                       * (254 bound >= sum |x w|, the scale of that rounding) */
+            if (only) { /* held only packed: bulk rows within f32 rounding of the double product
+                         * (254 bound >= sum |x w|, the scale of that rounding) */
                 int bad_bulk = 0;
                 for (int64_t i = 0; i < mmax * n; i++)
                     bad_bulk += !(fabs((double)((float *)yb->data)[i] - bias[i % n] - ref[i]) <=
