@@ -32,10 +32,11 @@ size_t sl_dtype_size(sl_dtype_t dt)
            : dt == SL_Q6_K ? SL_Q6_K_BYTES
            : dt == SL_Q5_0 ? SL_Q5_0_BYTES
            : dt == SL_Q5_1 ? SL_Q5_1_BYTES
+           : dt == SL_Q5_K ? SL_Q5_K_BYTES
                            : 0;
 }
 
-int sl_dtype_kquant(sl_dtype_t dt) { return dt == SL_Q4_K || dt == SL_Q6_K; }
+int sl_dtype_kquant(sl_dtype_t dt) { return dt == SL_Q4_K || dt == SL_Q5_K || dt == SL_Q6_K; }
 int sl_dtype_packed_only(sl_dtype_t dt)
 {
     return sl_dtype_kquant(dt) || dt == SL_Q5_0 || dt == SL_Q5_1;
@@ -74,6 +75,7 @@ const char *sl_dtype_name(sl_dtype_t dt)
            : dt == SL_Q6_K ? "q6_k"
            : dt == SL_Q5_0 ? "q5_0"
            : dt == SL_Q5_1 ? "q5_1"
+           : dt == SL_Q5_K ? "q5_k"
                            : "?";
 }
 

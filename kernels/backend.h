@@ -45,6 +45,7 @@ typedef enum {
 #define SL_Q6_K ((sl_dtype_t)9)
 #define SL_Q5_0 ((sl_dtype_t)10)
 #define SL_Q5_1 ((sl_dtype_t)11)
+#define SL_Q5_K ((sl_dtype_t)12)
 
 /* Bytes of one element, or of one block of sl_dtype_block(dt) elements for a quantized dtype. */
 size_t sl_dtype_size(sl_dtype_t dt);
@@ -53,7 +54,7 @@ int64_t sl_dtype_block(sl_dtype_t dt);
 /* Bytes of n consecutive elements (n a multiple of sl_dtype_block(dt)). */
 size_t sl_dtype_bytes(sl_dtype_t dt, int64_t n);
 int sl_dtype_quantized(sl_dtype_t dt);
-int sl_dtype_kquant(sl_dtype_t dt);      /* SL_Q4_K or SL_Q6_K */
+int sl_dtype_kquant(sl_dtype_t dt);      /* SL_Q4_K, SL_Q5_K or SL_Q6_K */
 int sl_dtype_packed_only(sl_dtype_t dt); /* the K-quants, SL_Q5_0 and SL_Q5_1 */
 const char *sl_dtype_name(sl_dtype_t dt);
 /* "f32"/"float32", "f16"/"float16", "bf16"/"bfloat16" -> dtype; -1 if unknown. */

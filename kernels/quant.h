@@ -16,7 +16,9 @@
  *                     (sl_q4_k_scale_min), 128 bytes of nibbles (sub-blocks 2i and 2i + 1 in
  *                     the low and high nibbles of bytes 32i..32i+31);
  *                     x = (d sc_j) u - (dmin m_j), u the nibble
- *   Q6_K (210 bytes): 128 bytes of low nibbles, 64 bytes of high bit pairs, 16 signed 8-bit
+ *   Q5_K (176 bytes): as Q4_K, with 32 bytes of fifth bits qh before the nibbles (bit j of
+ *                     qh[l] is the fifth bit of value l of sub-block j); x = (d sc_j) u - (dmin
+ * m_j) Q6_K (210 bytes): 128 bytes of low nibbles, 64 bytes of high bit pairs, 16 signed 8-bit
  *                     scales (one per 16 values), f16 d at byte 208;
  *                     x = (d sc) (u - 32), u the 6-bit value
  * Every product d sc, dmin m is exact in f32 (11 significant bits times at most 8).
@@ -40,6 +42,7 @@
 #define SL_QK 256 /* values of a K-quant super-block */
 #define SL_Q4_K_BYTES 144
 #define SL_Q6_K_BYTES 210
+#define SL_Q5_K_BYTES 176
 #define SL_Q5_0_BYTES 22
 #define SL_Q5_1_BYTES 24
 
@@ -98,6 +101,15 @@ SL_HD void sl_q4_k_sub(const uint8_t *blk, int j, uint8_t *u, int *sc, int *m)
     const uint8_t *q = blk + 16 + (j / 2) * 32;
     for (int l = 0; l < 32; l++)
         u[l] = (uint8_t)(j % 2 ? q[l] >> 4 : q[l] & 0x0f);
+    sl_q4_k_scale_min(j, blk + 4, sc, m);
+}
+
+/* Q5_K super-block blk's sub-block j: its 32 5-bit values u, scale and minimum. */
+SL_HD void sl_q5_k_sub(const uint8_t *blk, int j, uint8_t *u, int *sc, int *m)
+{
+    const uint8_t *qh = blk + 16, *q = blk + 48 + (j / 2) * 32;
+    for (int l = 0; l < 32; l++)
+        u[l] = (uint8_t)((j % 2 ? q[l] >> 4 : q[l] & 0x0f) | ((qh[l] >> j) & 1) << 4);
     sl_q4_k_scale_min(j, blk + 4, sc, m);
 }
 

@@ -22,8 +22,8 @@
 #include <immintrin.h>
 #endif
 
-/* kind: the 32-value formats (KQ8..KQ51), then the K-quants (KQ4K, KQ6K) */
-enum { KQ8 = 0, KQ40 = 1, KQ41 = 2, KQ50 = 3, KQ51 = 4, KQ4K = 5, KQ6K = 6, NKINDS = 7 };
+/* kind: the 32-value formats (KQ8..KQ51), then the K-quants (KQ4K, KQ6K, KQ5K) */
+enum { KQ8 = 0, KQ40 = 1, KQ41 = 2, KQ50 = 3, KQ51 = 4, KQ4K = 5, KQ6K = 6, KQ5K = 7, NKINDS = 8 };
 static int kind_of(sl_dtype_t dt)
 {
     return dt == SL_Q8_0   ? KQ8
@@ -32,6 +32,7 @@ static int kind_of(sl_dtype_t dt)
            : dt == SL_Q5_0 ? KQ50
            : dt == SL_Q5_1 ? KQ51
            : dt == SL_Q4_K ? KQ4K
+           : dt == SL_Q5_K ? KQ5K
                            : KQ6K;
 }
 /* whether a block has a minimum m beside its scale d (x = u d + m) */
@@ -102,6 +103,21 @@ static void put_nibbles(uint8_t *nib, int c, const uint8_t v[32])
             nib[(s * 16 + c) * 4 + t] = (uint8_t)(v[4 * s + t] | v[4 * (s + 4) + t] << 4);
 }
 
+/* Row c's 32 values v (each < 32) into a nibble area and, when fifth is set, the fifth-bit masks
+ * that follow it (packed_value); the masks must start zeroed. */
+static void put_values(uint8_t *vals, int c, const uint8_t v[32], int fifth)
+{
+    uint8_t lo[32];
+    for (int j = 0; j < 32; j++) {
+        lo[j] = v[j] & 15;
+        if (fifth && v[j] >> 4) {
+            const int bit = 4 * c + (j & 3);
+            vals[256 + 8 * (j >> 2) + bit / 8] |= (uint8_t)(1u << (bit % 8));
+        }
+    }
+    put_nibbles(vals, c, lo);
+}
+
 /* 16 rows of nb blocks (row stride rb) -> nb group-blocks at out (gbb bytes each). */
 static void pack_group(int kind, size_t bb, size_t rb, int64_t nb, const uint8_t *rows,
                        uint8_t *out)
@@ -117,17 +133,10 @@ static void pack_group(int kind, size_t bb, size_t rb, int64_t nb, const uint8_t
             memcpy(gb + 2 * c, blk, 2);
             if (has_min(kind))
                 memcpy(gb + 32 + 2 * c, blk + 2, 2);
-            uint8_t v[32], lo[32];
+            uint8_t v[32];
             block_values(kind, blk, v);
             if (kind != KQ8) {
-                for (int j = 0; j < 32; j++) {
-                    lo[j] = v[j] & 15;
-                    if (has_fifth(kind) && v[j] >> 4) {
-                        const int bit = 4 * c + (j & 3);
-                        vals[256 + 8 * (j >> 2) + bit / 8] |= (uint8_t)(1u << (bit % 8));
-                    }
-                }
-                put_nibbles(vals, c, lo);
+                put_values(vals, c, v, has_fifth(kind));
                 continue;
             }
             for (int s = 0; s < 8; s++)
@@ -176,6 +185,8 @@ static void unpack_group(int kind, size_t bb, size_t rb, int64_t nb, const uint8
  *         slo[j][c] = (sc & 15) | (m & 15) << 4 for sub-block j of row c; shi[p][c] holds the
  *         top two bits of sc_2p, m_2p, sc_2p+1, m_2p+1 at bits 0, 2, 4, 6; nib as put_nibbles
  *         for each sub-block j at Q4K_NIB + 256 j
+ *   Q5_K: as Q4_K, each sub-block's nibbles followed by its fifth-bit masks (put_values), at
+ *         Q4K_NIB + 320 j
  *   Q6_K: f16 d[16] | i8 sc[16][16] (scale of values 16i..16i+15 of row c at [i][c]) | per
  *         sub-block j at Q6K_VAL + 384 j: the low nibbles as put_nibbles (256 bytes), then
  *         u8 hb[2][16][4], where bits 2i..2i+1 of hb[s2][c][t] are the top two bits of value
@@ -190,17 +201,21 @@ static void unpack_group(int kind, size_t bb, size_t rb, int64_t nb, const uint8
 #define Q6K_VAL 288
 #define Q6K_VSTRIDE 384
 
+/* Q4_K/Q5_K: bytes of a sub-block's values, and the kind that reads them (packed_value) */
+static int kq_stride(int kind) { return kind == KQ5K ? 320 : 256; }
+static int kq_vkind(int kind) { return kind == KQ5K ? KQ50 : KQ40; }
+
 /* Row c of sub-block j of the group-superblock gs: its unsigned values u[32] (the Q4_K nibble,
- * the Q6_K 6-bit value), the scales of its halves dl[2] (Q4_K: one, twice) and Q4_K's minimum
- * ml (0 for Q6_K); x = dl u - ml, or dl (u - 32). */
+ * the Q5_K 5-bit value, the Q6_K 6-bit value), the scales of its halves dl[2] (Q4_K/Q5_K: one,
+ * twice) and the minimum ml (0 for Q6_K); x = dl u - ml, or dl (u - 32). */
 static void kq_row(int kind, const uint8_t *gs, int c, int j, uint8_t u[32], float dl[2], float *ml)
 {
-    if (kind == KQ4K) {
+    if (kind != KQ6K) {
         const uint8_t lo = gs[Q4K_SLO + 16 * j + c];
         const uint8_t hi = (uint8_t)(gs[Q4K_SHI + 16 * (j / 2) + c] >> (4 * (j & 1)));
         const int sc = (lo & 15) | (hi & 3) << 4, m = (lo >> 4) | ((hi >> 2) & 3) << 4;
         for (int l = 0; l < 32; l++)
-            u[l] = (uint8_t)packed_value(1, gs + Q4K_NIB + 256 * j, c, l);
+            u[l] = (uint8_t)packed_value(kq_vkind(kind), gs + Q4K_NIB + kq_stride(kind) * j, c, l);
         dl[0] = dl[1] = sl_q_half(gs + 2 * c) * (float)sc;
         *ml = sl_q_half(gs + Q4K_DMIN + 2 * c) * (float)m;
         return;
@@ -227,13 +242,16 @@ static void pack_group_k(int kind, size_t bb, size_t rb, int64_t nsb, const uint
         for (int c = 0; c < SL_QPACK_ROWS; c++) {
             const uint8_t *blk = rows + (size_t)c * rb + (size_t)b * bb;
             uint8_t u[32];
-            if (kind == KQ4K) {
+            if (kind != KQ6K) {
                 memcpy(gs + 2 * c, blk, 2);
                 memcpy(gs + Q4K_DMIN + 2 * c, blk + 2, 2);
                 for (int j = 0; j < 8; j++) {
                     int sc, m;
-                    sl_q4_k_sub(blk, j, u, &sc, &m);
-                    put_nibbles(gs + Q4K_NIB + 256 * j, c, u);
+                    if (kind == KQ5K)
+                        sl_q5_k_sub(blk, j, u, &sc, &m);
+                    else
+                        sl_q4_k_sub(blk, j, u, &sc, &m);
+                    put_values(gs + Q4K_NIB + kq_stride(kind) * j, c, u, kind == KQ5K);
                     gs[Q4K_SLO + 16 * j + c] = (uint8_t)((sc & 15) | (m & 15) << 4);
                     gs[Q4K_SHI + 16 * (j / 2) + c] |=
                         (uint8_t)(((sc >> 4) | (m >> 4) << 2) << (4 * (j & 1)));
@@ -270,7 +288,7 @@ static void unpack_group_k(int kind, size_t bb, size_t rb, int64_t nsb, const ui
         for (int c = 0; c < SL_QPACK_ROWS; c++) {
             uint8_t *blk = rows + (size_t)c * rb + (size_t)b * bb, u[32];
             memset(blk, 0, bb);
-            if (kind == KQ4K) {
+            if (kind != KQ6K) {
                 memcpy(blk, gs + 2 * c, 2);
                 memcpy(blk + 2, gs + Q4K_DMIN + 2 * c, 2);
                 uint8_t *q = blk + 4; /* the twelve scale bytes (sl_q4_k_scale_min) */
@@ -286,10 +304,15 @@ static void unpack_group_k(int kind, size_t bb, size_t rb, int64_t nsb, const ui
                         q[j - 4] |= (uint8_t)((sc >> 4) << 6);
                         q[j] |= (uint8_t)((m >> 4) << 6);
                     }
-                    uint8_t *nib = blk + 16 + (j / 2) * 32;
-                    for (int l = 0; l < 32; l++)
-                        nib[l] |= (uint8_t)(packed_value(1, gs + Q4K_NIB + 256 * j, c, l)
-                                            << (4 * (j & 1)));
+                    /* Q5_K: qh[32] (bit j of qh[l]) before the nibbles */
+                    uint8_t *qh = blk + 16, *nib = blk + (kind == KQ5K ? 48 : 16) + (j / 2) * 32;
+                    for (int l = 0; l < 32; l++) {
+                        const int v =
+                            packed_value(kq_vkind(kind), gs + Q4K_NIB + kq_stride(kind) * j, c, l);
+                        nib[l] |= (uint8_t)((v & 15) << (4 * (j & 1)));
+                        if (kind == KQ5K)
+                            qh[l] |= (uint8_t)((v >> 4) << j);
+                    }
                 }
                 continue;
             }
@@ -383,7 +406,7 @@ static void dequant_unit_row(int kind, const uint8_t *gu, int c, float *y)
         kq_row(kind, gu, c, j, u, dl, &ml);
         for (int l = 0; l < 32; l++)
             y[32 * j + l] =
-                kind == KQ4K ? dl[0] * (float)u[l] - ml : dl[l / 16] * (float)((int)u[l] - 32);
+                kind != KQ6K ? dl[0] * (float)u[l] - ml : dl[l / 16] * (float)((int)u[l] - 32);
     }
 }
 
@@ -427,7 +450,7 @@ static inline int32_t load_i32(const int8_t *p)
 }
 
 /* The K-quant tiles' arithmetic, per output and sub-block j of 32 values, in order:
- *   Q4_K: acc = fmaf((float)sum_l u_l q_l, dl * d_x, acc); acc = fmaf(-ml, s_x, acc)
+ *   Q4_K, Q5_K: acc = fmaf((float)sum_l u_l q_l, dl * d_x, acc); acc = fmaf(-ml, s_x, acc)
  *   Q6_K: for each half h (16 values): acc = fmaf((float)(sum u q - 32 S_h), dl_h * d_x, acc)
  * with dl, ml from kq_row (exact products) and S_h the half's sum of q_x (sum0, sum - sum0). */
 static void tile_scalar_k(int kind, int mr, int ng, const uint8_t *w, size_t gstride, size_t gbb,
@@ -446,7 +469,7 @@ static void tile_scalar_k(int kind, int mr, int ng, const uint8_t *w, size_t gst
                     int32_t raw[2] = {0, 0};
                     for (int j = 0; j < 32; j++)
                         raw[j / 16] += u[j] * a->q[j];
-                    if (kind == KQ4K) {
+                    if (kind != KQ6K) {
                         acc = fmaf((float)(raw[0] + raw[1]), dl[0] * a->d, acc);
                         acc = fmaf(-ml, a->s, acc);
                     } else {
@@ -733,7 +756,7 @@ SL_VNNI SL_INLINE void tile_vnni_k(const int kind, const int mr, const int ng, c
         for (int g = 0; g < ng; g++) {
             gs[g] = w + (size_t)g * gstride + (size_t)sb * gbb;
             dv[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)gs[g]));
-            if (kind == KQ4K)
+            if (kind != KQ6K)
                 mv[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(gs[g] + Q4K_DMIN)));
         }
         for (int j = 0; j < 8; j++) {
@@ -741,13 +764,13 @@ SL_VNNI SL_INLINE void tile_vnni_k(const int kind, const int mr, const int ng, c
             __m512i ia[4][2];
             for (int r = 0; r < mr; r++)
                 a[r] = xr[r] + sb * 8 + j;
-            if (kind == KQ4K) {
+            if (kind != KQ6K) {
                 for (int r = 0; r < mr; r++)
                     for (int g = 0; g < ng; g++)
                         ia[r][g] = _mm512_setzero_si512();
-                const uint8_t *nib[2] = {gs[0] + Q4K_NIB + 256 * j,
-                                         ng > 1 ? gs[1] + Q4K_NIB + 256 * j : NULL};
-                nib_block_vnni(mr, ng, 0, nib, a, ia);
+                const int at = Q4K_NIB + kq_stride(kind) * j;
+                const uint8_t *nib[2] = {gs[0] + at, ng > 1 ? gs[1] + at : NULL};
+                nib_block_vnni(mr, ng, kind == KQ5K, nib, a, ia);
                 __m512 dl[2], ml[2];
                 for (int g = 0; g < ng; g++) {
                     __m128i sc, m;
@@ -823,7 +846,7 @@ SL_AVX2 SL_INLINE void tile_avx2_k(const int kind, const int mr, const uint8_t *
         __m256 dv[2], mv[2];
         for (int o = 0; o < 2; o++) {
             dv[o] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs + 16 * o)));
-            if (kind == KQ4K)
+            if (kind != KQ6K)
                 mv[o] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gs + Q4K_DMIN + 16 * o)));
         }
         for (int j = 0; j < 8; j++) {
@@ -831,10 +854,10 @@ SL_AVX2 SL_INLINE void tile_avx2_k(const int kind, const int mr, const uint8_t *
             __m256i ia[4][2]; /* [row][half of the outputs, o] */
             for (int r = 0; r < mr; r++)
                 a[r] = xr[r] + sb * 8 + j;
-            if (kind == KQ4K) {
+            if (kind != KQ6K) {
                 for (int r = 0; r < mr; r++)
                     ia[r][0] = ia[r][1] = _mm256_setzero_si256();
-                nib_block_avx2(mr, 0, gs + Q4K_NIB + 256 * j, a, ia);
+                nib_block_avx2(mr, kind == KQ5K, gs + Q4K_NIB + kq_stride(kind) * j, a, ia);
                 __m256 dl[2], ml[2];
                 for (int o = 0; o < 2; o++) {
                     __m128i sc, m;
@@ -927,6 +950,7 @@ FORM_TILES(3)
 FORM_TILES(4)
 FORM_TILES(5)
 FORM_TILES(6)
+FORM_TILES(7)
 #endif
 
 #define SCALAR_TILES(KIND)                                                                         \
@@ -938,6 +962,7 @@ SCALAR_TILES(3)
 SCALAR_TILES(4)
 SCALAR_TILES(5)
 SCALAR_TILES(6)
+SCALAR_TILES(7)
 
 /* The tile of form f for weight kind, mr (1 or 4) rows and ng (1 or 2) groups (the AVX2 form
  * has one-group tiles only). */
@@ -951,13 +976,13 @@ static qtile_fn tile_pick(sl_qform_t f, int kind, int mr, int ng)
 #ifdef SL_QGEMM_X86
     static const qtile_fn vnni[NKINDS][4] = {
         TABLE4(tile_vnni, 0), TABLE4(tile_vnni, 1), TABLE4(tile_vnni, 2), TABLE4(tile_vnni, 3),
-        TABLE4(tile_vnni, 4), TABLE4(tile_vnni, 5), TABLE4(tile_vnni, 6)};
+        TABLE4(tile_vnni, 4), TABLE4(tile_vnni, 5), TABLE4(tile_vnni, 6), TABLE4(tile_vnni, 7)};
 #define PAIR2(K)                                                                                   \
     {                                                                                              \
         tile_avx2_##K##_1, tile_avx2_##K##_4                                                       \
     }
     static const qtile_fn avx2[NKINDS][2] = {PAIR2(0), PAIR2(1), PAIR2(2), PAIR2(3),
-                                             PAIR2(4), PAIR2(5), PAIR2(6)};
+                                             PAIR2(4), PAIR2(5), PAIR2(6), PAIR2(7)};
 #undef PAIR2
     if (f == SL_QFORM_VNNI)
         return vnni[kind][i];
@@ -967,7 +992,7 @@ static qtile_fn tile_pick(sl_qform_t f, int kind, int mr, int ng)
     static const qtile_fn scalar[NKINDS][4] = {TABLE4(tile_scalar, 0), TABLE4(tile_scalar, 1),
                                                TABLE4(tile_scalar, 2), TABLE4(tile_scalar, 3),
                                                TABLE4(tile_scalar, 4), TABLE4(tile_scalar, 5),
-                                               TABLE4(tile_scalar, 6)};
+                                               TABLE4(tile_scalar, 6), TABLE4(tile_scalar, 7)};
 #undef TABLE4
     return scalar[kind][i];
 }

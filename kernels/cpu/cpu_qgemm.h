@@ -1,7 +1,7 @@
 /*
  * cpu_qgemm.h — block-quantized weight matrices packed for integer GEMMs on the CPU, and the
- * GEMM itself: many int8 activation rows against a packed Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K or
- * Q6_K matrix.
+ * GEMM itself: many int8 activation rows against a packed Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
+ * Q5_K or Q6_K matrix.
  *
  * Why a packed layout: in GGUF's row-major blocks (kernels/quant.h) each output needs its own
  * horizontal sum and per-block scaling, about seven instructions per 32 multiply-adds. Packed,
@@ -20,7 +20,8 @@
  *                     value-step s as a 64-bit mask over the step's 64 bytes (bit 4c + t)
  * so every weight operand is unsigned (u8 x s8 is what vpdpbusd and vpmaddubsw multiply).
  * The K-quants (K a multiple of 256) are packed the same way per 256-value super-block: the
- * nibbles of each 32-value sub-block as Q4's, Q6_K's top two bits beside them, and every
+ * nibbles of each 32-value sub-block as Q4's (Q5_K's fifth bits as Q5's), Q6_K's top two bits
+ * beside them, and every
  * sub-block's integer scales for the 16 rows side by side (layout in cpu_qgemm.c).
  *
  * Arithmetic. Activation row i is quantized per 32-value block (cpu_quant.h: d_x, q_x, and the
@@ -31,7 +32,7 @@
  *   acc  = fmaf(m_c, s_x, acc)                (Q4_1, Q5_1; s_x = d_x S)
  * and y = acc + bias_c; for the K-quants, per sub-block j with its exact f32 scale dl = d sc_j
  * (and Q4_K's minimum ml = dmin m_j):
- *   Q4_K:  acc = fmaf((float)sum u q_x, dl * d_x, acc); acc = fmaf(-ml, s_x, acc)
+ *   Q4_K, Q5_K:  acc = fmaf((float)sum u q_x, dl * d_x, acc); acc = fmaf(-ml, s_x, acc)
  *   Q6_K:  per 16 values h: acc = fmaf((float)(sum u q_x - 32 S_h), dl_h * d_x, acc)
  * Every form (scalar, AVX2, AVX-512 VNNI) does exactly these operations,
  * so all give the same bits, and an output does not depend on which rows or columns share its

@@ -875,22 +875,18 @@ static void dequant_q4_k(const unsigned char *p, int64_t n, float *y)
     }
 }
 
-/* Q5_K block (176 bytes): as Q4_K, with 32 bytes of fifth bits (qh) before the nibbles: bit s
- * of qh[l] is the fifth bit of value l of sub-block s. */
+/* Q5_K block (176 bytes, kernels/quant.h): as Q4_K, with a fifth bit per value. */
 static void dequant_q5_k(const unsigned char *p, int64_t n, float *y)
 {
     for (int64_t b = 0; b < n / 256; b++, p += 176, y += 256) {
         float d = half(p), dmin = half(p + 2);
-        const unsigned char *qh = p + 16, *qs = p + 48;
         for (int s = 0; s < 8; s++) {
+            uint8_t u[32];
             int sc, m;
-            sl_q4_k_scale_min(s, p + 4, &sc, &m);
+            sl_q5_k_sub(p, s, u, &sc, &m);
             float dl = d * (float)sc, ml = dmin * (float)m;
-            const unsigned char *q = qs + (s / 2) * 32;
-            for (int l = 0; l < 32; l++) {
-                int v = (s % 2 ? q[l] >> 4 : q[l] & 0x0f) | (((qh[l] >> s) & 1) << 4);
-                y[s * 32 + l] = dl * (float)v - ml;
-            }
+            for (int l = 0; l < 32; l++)
+                y[s * 32 + l] = dl * (float)u[l] - ml;
         }
     }
 }

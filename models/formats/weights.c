@@ -394,6 +394,7 @@ sl_dtype_t sl_weights_stored_dtype(const sl_weights_t *w, const char *name)
            : t->type == SL_GGML_Q6_K ? SL_Q6_K
            : t->type == SL_GGML_Q5_0 ? SL_Q5_0
            : t->type == SL_GGML_Q5_1 ? SL_Q5_1
+           : t->type == SL_GGML_Q5_K ? SL_Q5_K
                                      : SL_F32;
 }
 
@@ -459,9 +460,9 @@ int sl_weights_check_qscales(const char *where, const char *name, const void *bl
 {
     const int64_t blk = sl_dtype_block(dt), per_row = nc / blk;
     const size_t bytes = sl_dtype_size(dt);
-    /* the f16 scales of a block: d (and Q4_1's or Q5_1's m, Q4_K's dmin) lead it; Q6_K's d
-     * ends it */
-    const int halves = dt == SL_Q4_1 || dt == SL_Q4_K || dt == SL_Q5_1 ? 2 : 1;
+    /* the f16 scales of a block: d (and Q4_1's or Q5_1's m, Q4_K's or Q5_K's dmin) lead it; Q6_K's
+     * d ends it */
+    const int halves = dt == SL_Q4_1 || dt == SL_Q4_K || dt == SL_Q5_1 || dt == SL_Q5_K ? 2 : 1;
     const size_t at = dt == SL_Q6_K ? 208 : 0;
     const unsigned char *p = blocks;
     for (int64_t b = 0; b < nr * per_row; b++) {

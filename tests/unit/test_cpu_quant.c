@@ -71,7 +71,7 @@ static uint8_t *random_blocks(sl_dtype_t dt, int64_t n, int64_t k)
             d /= 32.0f, m = -m / 32.0f;
         uint16_t hd = sl_f32_to_f16(d), hm = sl_f32_to_f16(m);
         memcpy(p + (dt == SL_Q6_K ? 208 : 0), &hd, 2);
-        if (dt == SL_Q4_1 || dt == SL_Q4_K || dt == SL_Q5_1)
+        if (dt == SL_Q4_1 || dt == SL_Q4_K || dt == SL_Q5_1 || dt == SL_Q5_K)
             memcpy(p + 2, &hm, 2);
     }
     return w;
@@ -104,8 +104,11 @@ static void dequant_rows(sl_dtype_t dt, const uint8_t *w, int64_t n, int64_t k, 
             uint8_t u[32];
             int sc[2], m;
             float *y = out + b * SL_QK + 32 * j;
-            if (dt == SL_Q4_K) {
-                sl_q4_k_sub(p, j, u, &sc[0], &m);
+            if (dt == SL_Q4_K || dt == SL_Q5_K) {
+                if (dt == SL_Q5_K)
+                    sl_q5_k_sub(p, j, u, &sc[0], &m);
+                else
+                    sl_q4_k_sub(p, j, u, &sc[0], &m);
                 const float dl = sl_q_half(p) * (float)sc[0], ml = sl_q_half(p + 2) * (float)m;
                 for (int l = 0; l < 32; l++)
                     y[l] = dl * (float)u[l] - ml;
@@ -543,13 +546,14 @@ static void test_load_quant(void)
 static void test_packed(void)
 {
     const int64_t n = 48, ks[2][2] = {{32 * 9, 576}, {512, 768}}, ms[5] = {1, 3, 4, 7, 70};
-    const sl_dtype_t types[7] = {SL_Q8_0, SL_Q4_0, SL_Q4_1, SL_Q5_0, SL_Q5_1, SL_Q4_K, SL_Q6_K};
+    const sl_dtype_t types[8] = {SL_Q8_0, SL_Q4_0, SL_Q4_1, SL_Q5_0,
+                                 SL_Q5_1, SL_Q4_K, SL_Q5_K, SL_Q6_K};
     sl_error_t err = {0};
     sl_backend_t *be = sl_backend_create(SL_BACKEND_CPU, 0, 2, &err);
     CHECKF(be != NULL, "%s", err.msg);
     if (!be)
         return;
-    for (int t = 0; t < 7; t++)
+    for (int t = 0; t < 8; t++)
         for (int ki = 0; ki < 2; ki++) {
             const sl_dtype_t dt = types[t];
             const int kq = sl_dtype_kquant(dt), only = sl_dtype_packed_only(dt);

@@ -398,15 +398,16 @@ static void test_mixed_tensors(const sl_gguf_t *g)
 
 /* ---- 2b. K-quants ------------------------------------------------------------------------ */
 
-/* Q4_K, Q6_K, Q5_0 and Q5_1 kept in their own blocks (sl_weights_keep): the [3, 512] tensors' rows
- * read as stored, repeated to 16 rows (the CPU packs whole groups of 16) and packed on the CPU
+/* Q4_K, Q5_K, Q6_K, Q5_0 and Q5_1 kept in their own blocks (sl_weights_keep): the [3, 512] tensors'
+ * rows read as stored, repeated to 16 rows (the CPU packs whole groups of 16) and packed on the CPU
  * backend; every row gathered from the packed matrix (sl_embedding) has gguf-py's bits, and the
  * matrix reads back as the file's bytes. 3 rows alone are not kept: the loader requantizes them. */
 static void test_kquants_packed(sl_weights_t *w, sl_backend_t *be, hid_t f)
 {
-    static const char *names[4] = {"tensor.q4_k", "tensor.q6_k", "tensor.q5_0", "tensor.q5_1"};
-    static const sl_dtype_t dts[4] = {SL_Q4_K, SL_Q6_K, SL_Q5_0, SL_Q5_1};
-    for (int t = 0; t < 4; t++) {
+    static const char *names[5] = {"tensor.q4_k", "tensor.q6_k", "tensor.q5_k", "tensor.q5_0",
+                                   "tensor.q5_1"};
+    static const sl_dtype_t dts[5] = {SL_Q4_K, SL_Q6_K, SL_Q5_K, SL_Q5_0, SL_Q5_1};
+    for (int t = 0; t < 5; t++) {
         const int64_t k = 512;
         sl_error_t err = {0};
         CHECKF(
@@ -414,7 +415,7 @@ static void test_kquants_packed(sl_weights_t *w, sl_backend_t *be, hid_t f)
                 sl_weights_keep(w, be, names[t], 3, 0, k) == SL_KEEP_BLOCKS &&
                 sl_weights_keep(w, be, names[t], 16, 0, k) == (SL_KEEP_BLOCKS | SL_KEEP_PACKED) &&
                 sl_weights_keep(w, be, names[t], 16, 0, 256) == (SL_KEEP_BLOCKS | SL_KEEP_PACKED) &&
-                sl_weights_keep(w, be, names[t], 16, t < 2 ? 128 : 16, 256) == SL_KEEP_BLOCKS,
+                sl_weights_keep(w, be, names[t], 16, t < 3 ? 128 : 16, 256) == SL_KEEP_BLOCKS,
             "%s: which slices are kept as stored", names[t]);
         sl_dtype_t dt = SL_F32;
         uint8_t *raw =

@@ -148,10 +148,12 @@ static void test_blocks(void)
 static void test_qscales(void)
 {
     sl_error_t err = {{0}};
-    const sl_dtype_t types[] = {SL_Q8_0, SL_Q4_0, SL_Q4_1, SL_Q4_K, SL_Q6_K};
-    for (int k = 0; k < 5; k++) {
+    const sl_dtype_t types[] = {SL_Q8_0, SL_Q4_0, SL_Q4_1, SL_Q4_K,
+                                SL_Q6_K, SL_Q5_0, SL_Q5_1, SL_Q5_K};
+    for (int k = 0; k < 8; k++) {
         sl_dtype_t dt = types[k];
-        const int two = dt == SL_Q4_1 || dt == SL_Q4_K; /* a second f16: the minimum */
+        const int two =
+            dt == SL_Q4_1 || dt == SL_Q4_K || dt == SL_Q5_1 || dt == SL_Q5_K; /* a minimum */
         const size_t bytes = sl_dtype_size(dt), at = dt == SL_Q6_K ? 208 : 0;
         const int64_t blk = sl_dtype_block(dt);
         unsigned char *buf = calloc(2 * 3, bytes); /* 2 rows x 3 blocks */
