@@ -16,9 +16,9 @@ transformers' outputs (tests/reference/make_spm_goldens.py):
     --precision f32; with the default, which keeps Q4_K, Q5_K and Q6_K matrices in their own
     blocks (packed, integer GEMM) where a rank's slice is whole super-blocks and requantizes the
     others to Q8_0 on load, within 3e-3 (TOL_Q8; measured 4.4e-4 at TP=1, 5.0e-4 at TP=2),
-    report.json listing attn_q/attn_k as q4_k, attn_v/ffn_down as q6_k, attn_output as q5_k (q8_0 at TP=2, 128
-    columns a rank) and the Q3_K/Q2_K gate and up as q8_0, at TP=1 and TP=2 (ffn_down's columns
-    split into whole super-blocks);
+    report.json listing attn_q/attn_k as q4_k, attn_v/ffn_down as q6_k, attn_output as q5_k
+    (q8_0 at TP=2, 128 columns a rank) and the Q3_K/Q2_K gate and up as q8_0, at TP=1 and TP=2
+    (ffn_down's columns split into whole super-blocks);
   - a tied variant of that file (8 tokens appended to its vocabulary, 1008 rows of Q4_K
     token_embd, no output.weight; made with gguf-py, installed under the build directory): the
     table packed and the LM head a view of it at TP=1, a copy of each rank's rows at TP=2 (504
