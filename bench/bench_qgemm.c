@@ -3,17 +3,17 @@
  * shape and threads, so each quantized path is read as a ratio to f32 weights in the same run:
  *
  *   f32       f32 w through the BLAS GEMM (the peer)
- *   bulk      Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q6_K w, f32 rows against dequantised chunks in
+ *   bulk      Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K w, f32 rows against dequantised chunks in
  *             the BLAS (bulk rows)
  *   int8      the same w in GGUF's row layout, int8 rows in per-row dot products (not for the
- *             types held only packed: Q5_0, Q5_1, Q4_K, Q6_K)
+ *             types held only packed: Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)
  *   packed    the same w packed (sl_tensor_pack), int8 rows in the integer GEMM (cpu_qgemm.c)
  *
  * Prints one line per path: best seconds over R repetitions after a warm-up, GFLOP/s (2 M N K /
  * s) and the ratio to f32.
  *
  * Build: cmake --build build --target bench_qgemm
- * Run:   build/bench_qgemm M N K [q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q6_k] [threads] [reps]
+ * Run:   build/bench_qgemm M N K [q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k] [threads] [reps]
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -48,7 +48,8 @@ static double best_of(int reps, const sl_tensor_t *x, const sl_tensor_t *w, sl_t
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s M N K [q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q6_k] [threads] [reps]\n",
+        fprintf(stderr,
+                "usage: %s M N K [q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k] [threads] [reps]\n",
                 argv[0]);
         return 2;
     }
@@ -61,6 +62,7 @@ int main(int argc, char **argv)
                           : !strcmp(qt, "q6_k") ? SL_Q6_K
                           : !strcmp(qt, "q5_0") ? SL_Q5_0
                           : !strcmp(qt, "q5_1") ? SL_Q5_1
+                          : !strcmp(qt, "q5_k") ? SL_Q5_K
                                                 : SL_Q8_0;
     const int only = sl_dtype_packed_only(dt);
     if (m < 1 || n < 16 || n % 16 || k % sl_dtype_block(dt) || k < 32) {
@@ -96,7 +98,7 @@ int main(int argc, char **argv)
             blk[0] = 0x00, blk[1] = 0x24; /* f16 scale 2^-6 */
             if (dt == SL_Q4_1 || dt == SL_Q5_1)
                 blk[2] = 0x00, blk[3] = 0xa8; /* f16 minimum -2^-5 */
-            if (dt == SL_Q4_K)
+            if (dt == SL_Q4_K || dt == SL_Q5_K)
                 blk[0] = 0x00, blk[1] = 0x14, blk[2] = 0x00, blk[3] = 0x18; /* 2^-10, 2^-9 */
             if (dt == SL_Q6_K)
                 blk[208] = 0x00, blk[209] = 0x0c; /* 2^-12 */
