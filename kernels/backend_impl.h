@@ -28,17 +28,18 @@ typedef struct {
      * memory, or host memory where the two are one: the CPU). Packing returns 1, or 0 and
      * leaves a matrix it cannot pack (its dtype or shape) as it is; unpacking takes a matrix
      * this entry packed. data NULL: only says whether it would pack. NULL: the backend keeps
-     * GGUF's layout (sl_tensor_pack does nothing) and holds no K-quant. */
+     * GGUF's layout (sl_tensor_pack does nothing) and holds no packed-only type
+     * (sl_dtype_packed_only). */
     int (*repack)(sl_backend_t *be, void *data, sl_dtype_t dt, int64_t n, int64_t k, int pack);
 
     /* C[M,N] = alpha op(A) op(B) + beta C (+ bias[N]); lda/ldb/ldc follow row-major storage. */
     void (*matmul)(sl_backend_t *be, const sl_tensor_t *a, int trans_a, const sl_tensor_t *b,
                    int trans_b, float alpha, float beta, const sl_tensor_t *bias, sl_tensor_t *c,
                    int64_t m, int64_t n, int64_t k);
-    /* y[M,N] = x[M,K] @ w[N,K]^T (+ bias[N]) for a quantized w (SL_Q8_0/Q4_0/Q4_1, or a packed
-     * K-quant); x, y, bias f32; K a multiple of 32. int8_act: quantize x's rows to int8 per
-     * 32-block (decode rows, and always under static scales), else keep them f32 against
-     * dequantised weights (bulk rows; see sl_backend_set_bulk_rows). */
+    /* y[M,N] = x[M,K] @ w[N,K]^T (+ bias[N]) for a quantized w (SL_Q8_0/Q4_0/Q4_1, or one
+     * of the packed-only types, packed); x, y, bias f32; K a multiple of 32. int8_act: quantize x's
+     * rows to int8 per 32-block (decode rows, and always under static scales), else keep them f32
+     * against dequantised weights (bulk rows; see sl_backend_set_bulk_rows). */
     void (*linear_q)(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *w,
                      const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k,
                      int int8_act);

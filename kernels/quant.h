@@ -10,15 +10,15 @@
  * where byte i of the nibbles holds value i in its low four bits and value i + 16 in its high
  * four. Scales are little-endian f16 at the start of the block (byte offsets 0 and 2).
  *
- * Two K-quants keep super-blocks of 256 values, eight 32-value sub-blocks j with integer scales
- * quantized against the super-block's f16 scale(s) (ggml's reference dequantize_row_q*_K order):
+ * Three K-quants keep super-blocks of 256 values, eight 32-value sub-blocks j with integer
+ * scales quantized against the super-block's f16 scale(s) (ggml's dequantize_row_q*_K order):
  *   Q4_K (144 bytes): f16 d, f16 dmin, 12 bytes of 6-bit scales sc_j and minimums m_j
  *                     (sl_q4_k_scale_min), 128 bytes of nibbles (sub-blocks 2i and 2i + 1 in
  *                     the low and high nibbles of bytes 32i..32i+31);
  *                     x = (d sc_j) u - (dmin m_j), u the nibble
  *   Q5_K (176 bytes): as Q4_K, with 32 bytes of fifth bits qh before the nibbles (bit j of
- *                     qh[l] is the fifth bit of value l of sub-block j); x = (d sc_j) u - (dmin
- * m_j) Q6_K (210 bytes): 128 bytes of low nibbles, 64 bytes of high bit pairs, 16 signed 8-bit
+ *                     qh[l]: the fifth bit of value l of sub-block j); x as Q4_K's
+ *   Q6_K (210 bytes): 128 bytes of low nibbles, 64 bytes of high bit pairs, 16 signed 8-bit
  *                     scales (one per 16 values), f16 d at byte 208;
  *                     x = (d sc) (u - 32), u the 6-bit value
  * Every product d sc, dmin m is exact in f32 (11 significant bits times at most 8).
@@ -95,21 +95,13 @@ SL_HD void sl_q4_k_scale_min(int j, const uint8_t *q, int *sc, int *m)
     }
 }
 
-/* Q4_K super-block blk's sub-block j: its 32 nibbles u (value order), scale and minimum. */
-SL_HD void sl_q4_k_sub(const uint8_t *blk, int j, uint8_t *u, int *sc, int *m)
+/* Q4_K (five = 0) or Q5_K (five = 1) super-block blk's sub-block j: its 32 values u (the nibble,
+ * with Q5_K's fifth bit), scale and minimum. */
+SL_HD void sl_q45_k_sub(const uint8_t *blk, int five, int j, uint8_t *u, int *sc, int *m)
 {
-    const uint8_t *q = blk + 16 + (j / 2) * 32;
+    const uint8_t *qh = blk + 16, *q = blk + (five ? 48 : 16) + (j / 2) * 32;
     for (int l = 0; l < 32; l++)
-        u[l] = (uint8_t)(j % 2 ? q[l] >> 4 : q[l] & 0x0f);
-    sl_q4_k_scale_min(j, blk + 4, sc, m);
-}
-
-/* Q5_K super-block blk's sub-block j: its 32 5-bit values u, scale and minimum. */
-SL_HD void sl_q5_k_sub(const uint8_t *blk, int j, uint8_t *u, int *sc, int *m)
-{
-    const uint8_t *qh = blk + 16, *q = blk + 48 + (j / 2) * 32;
-    for (int l = 0; l < 32; l++)
-        u[l] = (uint8_t)((j % 2 ? q[l] >> 4 : q[l] & 0x0f) | ((qh[l] >> j) & 1) << 4);
+        u[l] = (uint8_t)((j % 2 ? q[l] >> 4 : q[l] & 0x0f) | (five ? ((qh[l] >> j) & 1) << 4 : 0));
     sl_q4_k_scale_min(j, blk + 4, sc, m);
 }
 

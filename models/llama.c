@@ -17,11 +17,11 @@
  *   LM head: logits = hs Wlm[v0 : v0+Vl]^T                           [n_sel, Vl] per rank
  * Activations and norm weights are f32; linear weights and the embedding table are in the run's
  * precision and GEMM inputs are cast to it, with f32 accumulation. Loaded as stored
- * (SL_WEIGHTS_AS_STORED), a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized, so do its Q4_K/Q6_K
- * ones where the backend packs them (sl_weights_keep; other quantized types become Q8_0): scored
- * tokens meet tiles of them dequantised to f32, generation's tokens are quantized per 32-block for
- * the integer GEMM (sl_backend_set_bulk_rows, kernels/cpu/cpu_qgemm.h), and the embedding rows are
- * dequantised as they are gathered.
+ * (SL_WEIGHTS_AS_STORED), a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized, so do its
+ * Q5_0/Q5_1/Q4_K/Q5_K/Q6_K ones where the backend packs them (sl_weights_keep; other quantized
+ * types become Q8_0): scored tokens meet tiles of them dequantised to f32, generation's tokens are
+ * quantized per 32-block for the integer GEMM (sl_backend_set_bulk_rows, kernels/cpu/cpu_qgemm.h),
+ * and the embedding rows are dequantised as they are gathered.
  */
 #include "models/llama.h"
 
@@ -767,7 +767,7 @@ sl_llama_t *sl_llama_load_with(const char *path, const sl_llama_config_t *cfg, s
     if (rc == 0) {
         /* Quantized matrices go into the backend's packed layout (sl_tensor_pack). The tied
          * table only when this rank's LM head rows are whole packed groups, since the head is
-         * a view of them; the gather reads either layout. A K-quant table is packed on upload
+         * a view of them; the gather reads either layout. A packed-only table is packed on upload
          * (sl_weights_upload): when the head's rows are not whole groups of it, the head is a
          * copy of its rows. */
         const int whole = m->v0 % SL_PACK_ROWS == 0 && m->vl % SL_PACK_ROWS == 0;

@@ -447,12 +447,12 @@ static void cpu_add(sl_backend_t *be, sl_tensor_t *x, const sl_tensor_t *y, int6
         xp[i] += yp[i];
 }
 
-/* Row statistics in double, two passes (mean first, then the squared deviations from it): a
- * row like 1000 + 1e-3 * noise keeps its variance, which the one-pass E[x^2] - E[x]^2 loses. */
-/* One row of LayerNorm in double: mean, then the biased variance (as torch.nn.LayerNorm), each
- * summed in 8 partial sums (lane k takes elements k, k + 8, ...) added in a fixed order, so the
- * result depends only on the row; why the partial sums: a single running double sum is a chain
- * the compiler may not reorder, and took 7% of an int8 encoder's time. */
+/* One row of LayerNorm, its statistics in double and in two passes (mean first, then the
+ * squared deviations from it, the biased variance of torch.nn.LayerNorm): a row like 1000 +
+ * 1e-3 * noise keeps its variance, which the one-pass E[x^2] - E[x]^2 loses. Each pass sums in
+ * 8 partial sums (lane k takes elements k, k + 8, ...) added in a fixed order, so the result
+ * depends only on the row; why the partial sums: a single running double sum is a chain the
+ * compiler may not reorder, and took 7% of an int8 encoder's time. */
 SL_VEC_CLONES static void layernorm_row(const float *xr, const float *g, const float *bt, float eps,
                                         int64_t n, float *yr)
 {

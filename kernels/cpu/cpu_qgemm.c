@@ -180,7 +180,7 @@ static void unpack_group(int kind, size_t bb, size_t rb, int64_t nb, const uint8
 }
 
 /* ---- K-quant group-superblocks -------------------------------------------------------------
- * 16 rows x 256 values, in exactly the bytes those rows' super-blocks held (16 x 144 or 210):
+ * 16 rows x 256 values, in exactly the bytes those rows' super-blocks held (16 x 144, 176 or 210):
  *   Q4_K: f16 d[16] | f16 dmin[16] | u8 slo[8][16] | u8 shi[4][16] | nib[8][4][16][4]
  *         slo[j][c] = (sc & 15) | (m & 15) << 4 for sub-block j of row c; shi[p][c] holds the
  *         top two bits of sc_2p, m_2p, sc_2p+1, m_2p+1 at bits 0, 2, 4, 6; nib as put_nibbles
@@ -205,15 +205,23 @@ static void unpack_group(int kind, size_t bb, size_t rb, int64_t nb, const uint8
 static int kq_stride(int kind) { return kind == KQ5K ? 320 : 256; }
 static int kq_vkind(int kind) { return kind == KQ5K ? KQ50 : KQ40; }
 
+/* Q4_K/Q5_K: the 6-bit scale and minimum of sub-block j of row c (slo and shi) */
+static void kq_scale_min(const uint8_t *gs, int c, int j, int *sc, int *m)
+{
+    const uint8_t lo = gs[Q4K_SLO + 16 * j + c];
+    const uint8_t hi = (uint8_t)(gs[Q4K_SHI + 16 * (j / 2) + c] >> (4 * (j & 1)));
+    *sc = (lo & 15) | (hi & 3) << 4;
+    *m = (lo >> 4) | ((hi >> 2) & 3) << 4;
+}
+
 /* Row c of sub-block j of the group-superblock gs: its unsigned values u[32] (the Q4_K nibble,
  * the Q5_K 5-bit value, the Q6_K 6-bit value), the scales of its halves dl[2] (Q4_K/Q5_K: one,
  * twice) and the minimum ml (0 for Q6_K); x = dl u - ml, or dl (u - 32). */
 static void kq_row(int kind, const uint8_t *gs, int c, int j, uint8_t u[32], float dl[2], float *ml)
 {
     if (kind != KQ6K) {
-        const uint8_t lo = gs[Q4K_SLO + 16 * j + c];
-        const uint8_t hi = (uint8_t)(gs[Q4K_SHI + 16 * (j / 2) + c] >> (4 * (j & 1)));
-        const int sc = (lo & 15) | (hi & 3) << 4, m = (lo >> 4) | ((hi >> 2) & 3) << 4;
+        int sc, m;
+        kq_scale_min(gs, c, j, &sc, &m);
         for (int l = 0; l < 32; l++)
             u[l] = (uint8_t)packed_value(kq_vkind(kind), gs + Q4K_NIB + kq_stride(kind) * j, c, l);
         dl[0] = dl[1] = sl_q_half(gs + 2 * c) * (float)sc;
@@ -247,10 +255,7 @@ static void pack_group_k(int kind, size_t bb, size_t rb, int64_t nsb, const uint
                 memcpy(gs + Q4K_DMIN + 2 * c, blk + 2, 2);
                 for (int j = 0; j < 8; j++) {
                     int sc, m;
-                    if (kind == KQ5K)
-                        sl_q5_k_sub(blk, j, u, &sc, &m);
-                    else
-                        sl_q4_k_sub(blk, j, u, &sc, &m);
+                    sl_q45_k_sub(blk, kind == KQ5K, j, u, &sc, &m);
                     put_values(gs + Q4K_NIB + kq_stride(kind) * j, c, u, kind == KQ5K);
                     gs[Q4K_SLO + 16 * j + c] = (uint8_t)((sc & 15) | (m & 15) << 4);
                     gs[Q4K_SHI + 16 * (j / 2) + c] |=
@@ -293,9 +298,8 @@ static void unpack_group_k(int kind, size_t bb, size_t rb, int64_t nsb, const ui
                 memcpy(blk + 2, gs + Q4K_DMIN + 2 * c, 2);
                 uint8_t *q = blk + 4; /* the twelve scale bytes (sl_q4_k_scale_min) */
                 for (int j = 0; j < 8; j++) {
-                    const uint8_t lo = gs[Q4K_SLO + 16 * j + c];
-                    const uint8_t hi = (uint8_t)(gs[Q4K_SHI + 16 * (j / 2) + c] >> (4 * (j & 1)));
-                    const int sc = (lo & 15) | (hi & 3) << 4, m = (lo >> 4) | ((hi >> 2) & 3) << 4;
+                    int sc, m;
+                    kq_scale_min(gs, c, j, &sc, &m);
                     if (j < 4) {
                         q[j] |= (uint8_t)sc;
                         q[j + 4] |= (uint8_t)m;
@@ -367,7 +371,8 @@ void sl_qunpack(int threads, sl_dtype_t dt, uint8_t *w, int64_t n, int64_t k)
 
 /* ---- dequantisation ----------------------------------------------------------------------- */
 
-/* Row c of group-block gb, dequantised into y[32] with sl_q_dequant_block's expressions. */
+/* Row c of group-block gb, dequantised into y[32] with sl_q_dequant_block's and gguf.c's
+ * expressions: (u - K) d, or u d + m for a format with a minimum (each one rounded product). */
 static void dequant_gb_row(int kind, const uint8_t *gb, int c, float *y)
 {
     const uint8_t *vals = gb + head_bytes(kind);
@@ -375,20 +380,14 @@ static void dequant_gb_row(int kind, const uint8_t *gb, int c, float *y)
     if (kind == KQ8) {
         for (int j = 0; j < 32; j++)
             y[j] = (float)(int8_t)(packed_value(KQ8, vals, c, j) ^ 0x80) * d;
-    } else if (kind == KQ40) {
-        for (int j = 0; j < 32; j++)
-            y[j] = (float)(packed_value(KQ40, vals, c, j) - 8) * d;
-    } else if (kind == KQ50) { /* in gguf.c's order: d * (u - 16) */
-        for (int j = 0; j < 32; j++)
-            y[j] = d * (float)(packed_value(KQ50, vals, c, j) - 16);
-    } else if (kind == KQ51) {
+    } else if (has_min(kind)) {
         const float m = sl_q_half(gb + 32 + 2 * c);
         for (int j = 0; j < 32; j++)
-            y[j] = d * (float)packed_value(KQ51, vals, c, j) + m;
+            y[j] = (float)packed_value(kind, vals, c, j) * d + m;
     } else {
-        const float m = sl_q_half(gb + 32 + 2 * c);
+        const int kk = offset_k(kind);
         for (int j = 0; j < 32; j++)
-            y[j] = (float)packed_value(KQ41, vals, c, j) * d + m;
+            y[j] = (float)(packed_value(kind, vals, c, j) - kk) * d;
     }
 }
 

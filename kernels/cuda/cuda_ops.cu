@@ -251,11 +251,12 @@ __global__ void linear_q_kernel(const float *x, const uint8_t *w, int dt, size_t
             /* W8A8: x on the block's static int8 grid, rounded as the CPU rounds it; a block
              * whose own max exceeds its range takes its own max, as on the CPU (a block
              * without a calibrated scale stays f32 here) */
+            const float range = xmax ? xmax[b] : 0.0f;
             float own = 0.0f;
-            if (xmax && xmax[b] > 0.0f)
+            if (range > 0.0f)
                 for (int t = 0; t < SL_QBLOCK; t++)
                     own = fmaxf(own, fabsf(xr[b * SL_QBLOCK + t]));
-            const float xd = xmax && xmax[b] > 0.0f ? fmaxf(xmax[b], own) / 127.0f : 0.0f;
+            const float xd = range > 0.0f ? fmaxf(range, own) / 127.0f : 0.0f;
             for (int t = 0; t < SL_QBLOCK; t++) {
                 float xv = xr[b * SL_QBLOCK + t];
                 if (xd > 0.0f)

@@ -859,15 +859,17 @@ static void dequant_q3_k(const unsigned char *p, int64_t n, float *y)
     }
 }
 
-/* Q4_K block (144 bytes, kernels/quant.h): x = d * sc * q - dmin * m. */
-static void dequant_q4_k(const unsigned char *p, int64_t n, float *y)
+/* Q4_K (144 bytes) and Q5_K (176 bytes, a fifth bit per value) blocks, kernels/quant.h:
+ * x = d * sc * q - dmin * m. */
+static void dequant_q45_k(int five, const unsigned char *p, int64_t n, float *y)
 {
-    for (int64_t b = 0; b < n / 256; b++, p += 144, y += 256) {
+    const size_t bytes = five ? SL_Q5_K_BYTES : SL_Q4_K_BYTES;
+    for (int64_t b = 0; b < n / 256; b++, p += bytes, y += 256) {
         float d = half(p), dmin = half(p + 2);
         for (int s = 0; s < 8; s++) { /* sub-block of 32 */
             uint8_t u[32];
             int sc, m;
-            sl_q4_k_sub(p, s, u, &sc, &m);
+            sl_q45_k_sub(p, five, s, u, &sc, &m);
             float dl = d * (float)sc, ml = dmin * (float)m;
             for (int l = 0; l < 32; l++)
                 y[s * 32 + l] = dl * (float)u[l] - ml;
@@ -875,21 +877,8 @@ static void dequant_q4_k(const unsigned char *p, int64_t n, float *y)
     }
 }
 
-/* Q5_K block (176 bytes, kernels/quant.h): as Q4_K, with a fifth bit per value. */
-static void dequant_q5_k(const unsigned char *p, int64_t n, float *y)
-{
-    for (int64_t b = 0; b < n / 256; b++, p += 176, y += 256) {
-        float d = half(p), dmin = half(p + 2);
-        for (int s = 0; s < 8; s++) {
-            uint8_t u[32];
-            int sc, m;
-            sl_q5_k_sub(p, s, u, &sc, &m);
-            float dl = d * (float)sc, ml = dmin * (float)m;
-            for (int l = 0; l < 32; l++)
-                y[s * 32 + l] = dl * (float)u[l] - ml;
-        }
-    }
-}
+static void dequant_q4_k(const unsigned char *p, int64_t n, float *y) { dequant_q45_k(0, p, n, y); }
+static void dequant_q5_k(const unsigned char *p, int64_t n, float *y) { dequant_q45_k(1, p, n, y); }
 
 /* Q6_K block (210 bytes, kernels/quant.h): x = (d * scale) * (q - 32). */
 static void dequant_q6_k(const unsigned char *p, int64_t n, float *y)

@@ -95,23 +95,23 @@ int sl_weights_load_args(const char *path, sl_dtype_t dtype, int tp_size, int tp
  * (converted on the backend, rounding to nearest even). */
 sl_tensor_t *sl_upload_f32(sl_backend_t *be, const float *h, int64_t nr, int64_t nc, sl_dtype_t dt);
 
-/* The dtype a matrix keeps when loaded with SL_WEIGHTS_AS_STORED: SL_Q8_0/Q4_0/Q4_1/Q4_K/Q6_K/
- * Q5_0/Q5_1 for a GGUF tensor of that type, else SL_F32. The last four (held only packed) are
- * kept only where sl_weights_keep says so. */
+/* The dtype a matrix keeps when loaded with SL_WEIGHTS_AS_STORED: SL_Q8_0/Q4_0/Q4_1 or one of
+ * the types held only packed (sl_dtype_packed_only: Q5_0/Q5_1/Q4_K/Q5_K/Q6_K) for a GGUF tensor
+ * of that type, else SL_F32. The packed-only ones are kept only where sl_weights_keep says so. */
 sl_dtype_t sl_weights_stored_dtype(const sl_weights_t *w, const char *name);
 
 /* Whether a matrix is a GGUF tensor in a block-quantized type that may not be kept as stored
- * (Q2_K, Q3_K, Q5_K always; Q4_K, Q6_K, Q5_0 and Q5_1 where sl_weights_keep refuses them): with
+ * (Q2_K and Q3_K always; the packed-only types where sl_weights_keep refuses them): with
  * SL_WEIGHTS_AS_STORED it is then dequantised and quantized again to Q8_0 on load
  * (sl_upload_int8), 8.5 bits per weight instead of f32's 32. */
 int sl_weights_requantized(const sl_weights_t *w, const char *name);
 
-/* sl_weights_read's keep flags: Q8_0/Q4_0/Q4_1 as stored; Q4_K/Q6_K/Q5_0/Q5_1 (held only
- * packed) as stored too. */
+/* sl_weights_read's keep flags: Q8_0/Q4_0/Q4_1 as stored; the packed-only types as stored
+ * too. */
 #define SL_KEEP_BLOCKS 1
 #define SL_KEEP_PACKED 2
 /* The keep flags for rows [*, nr) x columns [c0, c0 + nc) of a matrix uploaded to be on backend be:
- * SL_KEEP_BLOCKS, with SL_KEEP_PACKED when the matrix is Q4_K/Q6_K/Q5_0/Q5_1, the slice is
+ * SL_KEEP_BLOCKS, with SL_KEEP_PACKED when the matrix is of a packed-only type, the slice is
  * whole blocks and be packs an [nr, nc] matrix of that type (sl_backend_packs; the CPU, for nr a
  * multiple of 16). The caller packs such a matrix once uploaded (sl_tensor_pack). */
 int sl_weights_keep(const sl_weights_t *w, sl_backend_t *be, const char *name, int64_t nr,
@@ -120,7 +120,7 @@ int sl_weights_keep(const sl_weights_t *w, sl_backend_t *be, const char *name, i
 /* Rows [r0, r0+nr) x columns [c0, c0+nc) of a checked matrix in host memory, malloc'd, row-major:
  * as f32 (*dt = SL_F32), or, when keep holds SL_KEEP_BLOCKS and the tensor is stored quantized
  * (see sl_weights_stored_dtype), as its raw blocks (*dt = SL_Q8_0/Q4_0/Q4_1, nc / 32 blocks a
- * row; Q4_K/Q6_K/Q5_0/Q5_1 only with SL_KEEP_PACKED too, nc / 256 super-blocks or nc / 32
+ * row; the packed-only types only with SL_KEEP_PACKED too, nc / 256 super-blocks or nc / 32
  * blocks a row). A quantized slice
  * must start and end on whole blocks: otherwise NULL with err naming the tensor and the column.
  * NULL with err when the tensor cannot be read. */
@@ -134,7 +134,7 @@ typedef void (*sl_weights_rows_fn)(void *rows, int64_t n, size_t row_bytes, void
 /* A checked tensor's block (as sl_weights_block) uploaded to the backend in dtype dt: a
  * [nr, nc] matrix, or, when vector is set, the [nc] slice of a 1-D tensor (nr ignored). With
  * dt = SL_WEIGHTS_AS_STORED a Q8_0/Q4_0/Q4_1 GGUF matrix stays quantized (sl_weights_read), so
- * does a Q4_K/Q6_K one where sl_weights_keep allows (packed at once), one in another quantized
+ * does a packed-only one where sl_weights_keep allows (packed at once), one in another quantized
  * type becomes Q8_0 (sl_weights_requantized), anything else f32. rows_fn,
  * when not NULL, rewrites the block's rows in place first. NULL with err when the tensor cannot be
  * read. */

@@ -105,10 +105,7 @@ static void dequant_rows(sl_dtype_t dt, const uint8_t *w, int64_t n, int64_t k, 
             int sc[2], m;
             float *y = out + b * SL_QK + 32 * j;
             if (dt == SL_Q4_K || dt == SL_Q5_K) {
-                if (dt == SL_Q5_K)
-                    sl_q5_k_sub(p, j, u, &sc[0], &m);
-                else
-                    sl_q4_k_sub(p, j, u, &sc[0], &m);
+                sl_q45_k_sub(p, dt == SL_Q5_K, j, u, &sc[0], &m);
                 const float dl = sl_q_half(p) * (float)sc[0], ml = sl_q_half(p + 2) * (float)m;
                 for (int l = 0; l < 32; l++)
                     y[l] = dl * (float)u[l] - ml;
