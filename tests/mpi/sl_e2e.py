@@ -633,6 +633,12 @@ def load_json(path):
         return None
 
 
+def report_layers(out):
+    """The weight layers report.json of job directory `out` lists (name, dtype, activations
+    ...), [] when it has none or cannot be read."""
+    return (load_json(os.path.join(out, "report.json")) or {}).get("weights", {}).get("layers", [])
+
+
 def read_output(out):
     return Output(out)
 

@@ -289,9 +289,7 @@ def decoders(t):
             d = doc["score"]["max_abs_delta_logprob"]
             t.check(r.rc == 0 and d == 0.0, f"{what}: every token's log-probability equals the "
                     f"same file's --precision f32", f"max |delta| {d}")
-            rep_ = e.load_json(f"{out}/report.json") or {}
-            kept = [l["dtype"] for l in rep_.get("weights", {}).get("layers", [])
-                    if l["name"].startswith("blk.")]
+            kept = [l["dtype"] for l in e.report_layers(out) if l["name"].startswith("blk.")]
             want = out.split("-")[1]
             t.check(len(kept) == 30 * 6 and set(kept) == {want},
                     f"{what}: report.json lists the 180 layer matrices as {want}", str(kept[:8]))

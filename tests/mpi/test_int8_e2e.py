@@ -125,8 +125,8 @@ def body(t, tmp):
         check_cos(t, got, f32, "w8a8 dynamic vs our f32 (>= 0.99)", 0.99, 0.995)
         t.check(np.abs(got - embeddings("int8")).max() > 1e-4 if os.path.isdir("int8") else True,
                 "w8a8 dynamic: not the int8 result (activations quantized too)")
-        layers = json.load(open("dyn/report.json")).get("weights", {}).get("layers", [])
-        dyn = [l["name"] for l in layers if l.get("activations", "").startswith("dynamic")]
+        dyn = [l["name"] for l in e.report_layers("dyn")
+               if l.get("activations", "").startswith("dynamic")]
         t.check(len([n for n in dyn if n.startswith("encoder.layer.")]) == 36,
                 "report.json: the 36 encoder matrices have dynamic activation scales",
                 json.dumps(dyn))

@@ -48,17 +48,25 @@ def strs(ds):
     return [s.decode("utf-8") if isinstance(s, bytes) else s for s in ds[()]]
 
 
+def score(t, model, out, np_, tp, precision, what):
+    """Scores score.h5 with `model` on np_ ranks at TP tp into `out`: (n_tokens, sum_logprob),
+    or None when the job failed (a failed check)."""
+    r = e.run(np_, e.job_args(model, "score.h5", out, tp=tp,
+                              extra=["--task", "score", "--precision", precision]))
+    if not t.check(r.rc == 0, f"{what} np{np_} tp{tp}: status 0", r.describe()):
+        return None
+    with h5py.File(f"{out}/predictions.h5", "r") as f:
+        return f["n_tokens"][()], f["sum_logprob"][()].astype(np.float64)
+
+
 def check_scores(t, model, what, n_ref, sum_ref, precision="auto", tol=1e-4):
     """Scores score.h5 with `model` at TP 1 and 2 against the reference counts and sums."""
     for np_, tp in [(1, 1), (2, 2)]:
-        out = f"score-{what}-{precision}-tp{tp}"
-        r = e.run(np_, e.job_args(model, "score.h5", out, tp=tp,
-                                  extra=["--task", "score", "--precision", precision]))
-        if not t.check(r.rc == 0, f"{what} score np{np_} tp{tp}: status 0", r.describe()):
+        got = score(t, model, f"score-{what}-{precision}-tp{tp}", np_, tp, precision,
+                    f"{what} score")
+        if got is None:
             continue
-        with h5py.File(f"{out}/predictions.h5", "r") as f:
-            n = f["n_tokens"][()]
-            s = f["sum_logprob"][()].astype(np.float64)
+        n, s = got
         t.check(np.array_equal(n, n_ref), f"{what} tp{tp}: token counts equal transformers'",
                 f"got {n.tolist()}\nref {n_ref.tolist()}")
         err = e.rel_err(s, sum_ref)
@@ -102,13 +110,10 @@ def check_tied(t, kq):
     tied_kquant(gguf, kq, tied)
     sums = {}
     for np_, tp, prec in [(1, 1, "f32"), (1, 1, "auto"), (2, 2, "auto")]:
-        out = f"tied-{prec}-tp{tp}"
-        r = e.run(np_, e.job_args(tied, "score.h5", out, tp=tp,
-                                  extra=["--task", "score", "--precision", prec]))
-        if not t.check(r.rc == 0, f"tied K-quant {prec} tp{tp}: status 0", r.describe()):
+        got = score(t, tied, f"tied-{prec}-tp{tp}", np_, tp, prec, f"tied K-quant {prec}")
+        if got is None:
             return
-        with h5py.File(f"{out}/predictions.h5", "r") as f:
-            sums[(prec, tp)] = f["sum_logprob"][()].astype(np.float64)
+        sums[(prec, tp)] = got[1]
     e1, e2 = (e.rel_err(sums[("auto", 1)], sums[("f32", 1)]),
               e.rel_err(sums[("auto", 2)], sums[("f32", 1)]))
     print(f"      tied K-quant: auto vs f32, tp1 {e1:.3g}, tp2 {e2:.3g}")
@@ -117,8 +122,7 @@ def check_tied(t, kq):
     t.check(e2 <= TOL_Q8, f"tied K-quant auto tp2 (the head a Q8_0 copy of the rank's rows): "
             f"sum_logprob within {TOL_Q8:g} of f32's", f"{e2:.3g}")
     for tp, head in [(1, None), (2, "q8_0")]:
-        rep = e.load_json(f"tied-auto-tp{tp}/report.json") or {}
-        emb = [l["dtype"] for l in rep.get("weights", {}).get("layers", [])
+        emb = [l["dtype"] for l in e.report_layers(f"tied-auto-tp{tp}")
                if l["name"] == "token_embd.weight"]
         t.check(emb == (["q4_k"] if head is None else ["q4_k", head]),
                 f"tied K-quant tp{tp}: token_embd q4_k" + (", the head's copy q8_0" if head else ""),
@@ -145,8 +149,7 @@ def body(t, tmp):
     for tp in (1, 2):
         want = {"attn_q": "q4_k", "attn_k": "q4_k", "attn_v": "q6_k", "ffn_down": "q6_k",
                 "attn_output": "q5_k" if tp == 1 else "q8_0", "ffn_gate": "q8_0"}
-        rep = e.load_json(f"score-K-quant GGUF-auto-tp{tp}/report.json") or {}
-        mats = {l["name"]: l["dtype"] for l in rep.get("weights", {}).get("layers", [])
+        mats = {l["name"]: l["dtype"] for l in e.report_layers(f"score-K-quant GGUF-auto-tp{tp}")
                 if l["name"].startswith("blk.")}
         wrong = {n: d for n, d in mats.items() if d != want[n.split(".")[2]]}
         t.check(len(mats) == 12 and not wrong,

@@ -123,8 +123,8 @@ def smollm2(t, tmp):
     m = np.isfinite(a) & np.isfinite(b)
     t.check(np.abs(a - b)[m].max() > 1e-3, "w8a8: not the int8 result (the static scales are used)",
             f"max |delta| {np.abs(a - b)[m].max():.3g}")
-    layers = (e.load_json("sc-w8a8/report.json") or {}).get("weights", {}).get("layers", [])
-    static = [l["name"] for l in layers if l.get("activations", "").startswith("static")]
+    static = [l["name"] for l in e.report_layers("sc-w8a8")
+              if l.get("activations", "").startswith("static")]
     t.check(len(static) == 181 and all(n.startswith("blk.") for n in static[1:]) and
             static[0] == "token_embd.weight",
             "report.json: the 180 decoder matrices and the tied LM head (quantized under the "

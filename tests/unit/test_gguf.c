@@ -8,11 +8,12 @@
  *    (mixed_types_expected.h5), whole and row by row, the Q5_0 tensor too; a copy whose Q5_0
  *    tensor claims type IQ4_NL (a type shardline does not dequantise) opens, and its rows are
  *    refused naming the tensor and the type.
- * 2b. tests/reference/goldens/kquants.gguf: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q5_0 and Q5_1 tensors of
- * random super-blocks with valid f16 scales, bit for bit against gguf.quants.dequantize
+ * 2b. tests/reference/goldens/kquants.gguf: Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q5_0 and Q5_1
+ *    tensors of random blocks with valid f16 scales, bit for bit against gguf.quants.dequantize
  *    (kquants_expected.h5); and the weights reader's row and column slices of a Q4_K tensor for
- *    TP sizes 1-4 (including splits inside a super-block) against the same values; Q4_K and
- *    Q6_K tensors kept in their own blocks and packed on the CPU gather gguf-py's values.
+ *    TP sizes 1-4 (including splits inside a super-block) against the same values; Q4_K, Q5_K,
+ *    Q6_K, Q5_0 and Q5_1 tensors kept in their own blocks and packed on the CPU gather gguf-py's
+ *    values.
  * 3. The real SmolLM2-135M GGUF ($SL_MODELS_DIR/smollm2.path): every tensor's type and shape,
  *    the sum and sum of squares of all its dequantised values (1e-6 relative) and the first 64
  *    values of its first and last row (bit for bit), against smollm2_gguf_check.h5.
