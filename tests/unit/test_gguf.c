@@ -920,39 +920,31 @@ static void test_corrupt(void)
     put_u64(b + ne_at - 4 - 10 - 8, 1ULL << 33);
     expect_fail("huge tensor name", b, len, "tensor info 1", NULL);
 
-    /* An unknown tensor type opens; the tensor cannot be dequantised, by name. */
-    tensor_info(orig, len, "tensor.vec", &type_at, &off_at);
-    RESET();
-    put_u32(b + type_at, 200);
-    sl_test_write_file(bad_path, b, len);
-    sl_gguf_t *g = sl_gguf_open(bad_path, &err);
-    CHECKF(g != NULL, "unknown tensor type: %s", err.msg);
-    if (g) {
-        const sl_gguf_tensor_t *t = sl_gguf_tensor_find(g, "tensor.vec");
+    /* An unknown tensor type, and a known one shardline does not dequantise (IQ4_NL: 18-byte
+     * blocks of 32, so the Q5_0 tensor's 44 bytes hold its two rows), open; the tensor cannot be
+     * dequantised, by name and type. */
+    static const struct {
+        const char *tensor, *type_name, *label;
+        uint32_t type;
+    } undecoded[2] = {{"tensor.vec", "type 200", "unknown tensor type 200", 200},
+                      {"tensor.q5_0", "IQ4_NL", "an IQ4_NL tensor", 20}};
+    for (int i = 0; i < 2; i++) {
+        tensor_info(orig, len, undecoded[i].tensor, &type_at, &off_at);
+        RESET();
+        put_u32(b + type_at, undecoded[i].type);
+        sl_test_write_file(bad_path, b, len);
+        sl_gguf_t *g = sl_gguf_open(bad_path, &err);
+        CHECKF(g != NULL, "%s: %s", undecoded[i].label, err.msg);
+        if (!g)
+            continue;
+        const sl_gguf_tensor_t *t = sl_gguf_tensor_find(g, undecoded[i].tensor);
         float out[64];
-        CHECK(t && t->type == 200 && !t->supported);
+        CHECK(t && t->type == (int)undecoded[i].type && !t->supported);
         int rc = t ? sl_gguf_dequant_rows(t, 0, 1, out, &err) : 0;
-        CHECKF(rc == -1 && strstr(err.msg, "tensor.vec") && strstr(err.msg, "type 200"), "'%s'",
-               err.msg);
-        printf("  %-26s opens; dequantising: %s\n", "unknown tensor type 200", err.msg);
-        sl_gguf_close(g);
-    }
-    /* A known type shardline does not dequantise (IQ4_NL: 18-byte blocks of 32, so the Q5_0
-     * tensor's 44 bytes hold its two rows): the same, naming the type. */
-    tensor_info(orig, len, "tensor.q5_0", &type_at, &off_at);
-    RESET();
-    put_u32(b + type_at, 20);
-    sl_test_write_file(bad_path, b, len);
-    g = sl_gguf_open(bad_path, &err);
-    CHECKF(g != NULL, "IQ4_NL tensor: %s", err.msg);
-    if (g) {
-        const sl_gguf_tensor_t *t = sl_gguf_tensor_find(g, "tensor.q5_0");
-        float out[64];
-        CHECK(t && t->type == 20 && !t->supported);
-        int rc = t ? sl_gguf_dequant_rows(t, 0, 1, out, &err) : 0;
-        CHECKF(rc == -1 && strstr(err.msg, "tensor.q5_0") && strstr(err.msg, "IQ4_NL"), "'%s'",
-               err.msg);
-        printf("  %-26s opens; dequantising: %s\n", "an IQ4_NL tensor", err.msg);
+        CHECKF(rc == -1 && strstr(err.msg, undecoded[i].tensor) &&
+                   strstr(err.msg, undecoded[i].type_name),
+               "'%s'", err.msg);
+        printf("  %-26s opens; dequantising: %s\n", undecoded[i].label, err.msg);
         sl_gguf_close(g);
     }
 
@@ -993,7 +985,7 @@ static void test_corrupt(void)
     add_u32(&o, SL_GGUF_STRING);
     add_str(&o, "ok");
     sl_test_write_file(bad_path, o.b, o.n);
-    g = sl_gguf_open(bad_path, &err);
+    sl_gguf_t *g = sl_gguf_open(bad_path, &err);
     CHECKF(g != NULL, "nested 3 deep, version 2: %s", err.msg);
     if (g) {
         const char *s;
