@@ -163,6 +163,12 @@ void sl_backend_gemm_stats(const sl_backend_t *be, double *seconds, double *flop
     *flops = be->gemm_flops;
 }
 
+void sl_backend_w8a8_stats(const sl_backend_t *be, double *blocks, double *own)
+{
+    *blocks = be->w8a8_blocks;
+    *own = be->w8a8_own;
+}
+
 /* ---- memory ------------------------------------------------------------------------------ */
 
 /* Shapes come from user input (--batch-size, dataset and tensor shapes): a product that wraps

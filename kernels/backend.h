@@ -119,6 +119,11 @@ void sl_backend_sync(sl_backend_t *be);
 /* Wall seconds spent in sl_matmul and the FLOPs it did (2 m n k each), on the CPU backend,
  * where operations are synchronous; zeros on CUDA (timing would need a sync per GEMM). */
 void sl_backend_gemm_stats(const sl_backend_t *be, double *seconds, double *flops);
+/* Static W8A8 (--precision w8a8 with a calibration file), on the CPU backend: the 32-value
+ * activation blocks quantized so far against a calibrated range (a range of 0 is per-row
+ * scaling and is not counted), and how many of them reached beyond it and took their own,
+ * larger step; zeros on CUDA and without calibrated ranges. */
+void sl_backend_w8a8_stats(const sl_backend_t *be, double *blocks, double *own);
 
 /* ---- memory ------------------------------------------------------------------------------ */
 

@@ -99,6 +99,9 @@ struct sl_backend {
     sl_backend_kind_t kind;
     /* GEMM accounting, kept by backend.c on synchronous (CPU) backends */
     double gemm_seconds, gemm_flops;
+    /* static W8A8 accounting (CPU backend): the rows' 32-value blocks quantized against a
+     * calibrated range, and those of them whose own max reached beyond it (their own step) */
+    double w8a8_blocks, w8a8_own;
     /* sl_backend_set_bulk_rows; SL_BULK_ALL when unset */
     int64_t bulk_rows;
 };

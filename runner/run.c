@@ -356,6 +356,7 @@ static void plan_free(plan_t *p)
 
 typedef struct {
     double compute_s, wait_s, read_s, write_s, comm_s, gemm_s, gemm_flops;
+    double w8a8_blocks, w8a8_own; /* sl_backend_w8a8_stats */
     double load_s, tokenize_s, peak_rss_bytes;
     int64_t rows, failed, units, truncated, tokens, prompt_tokens, generated_tokens;
 } stats_t;
@@ -999,6 +1000,7 @@ int sl_run_main(int argc, char **argv)
         sl_io_on_commit(L.io, on_commit, &L);
     compute_loop(&L);
     sl_backend_gemm_stats(be, &L.st.gemm_s, &L.st.gemm_flops);
+    sl_backend_w8a8_stats(be, &L.st.w8a8_blocks, &L.st.w8a8_own);
     L.st.truncated = sl_task_truncated(model);
     L.st.tokens = sl_task_tokens(model);
     sl_task_token_split(model, &L.st.prompt_tokens, &L.st.generated_tokens);
@@ -1084,6 +1086,8 @@ int sl_run_main(int argc, char **argv)
             tot.write_s = fmax(tot.write_s, all[i].write_s);
             tot.gemm_s = fmax(tot.gemm_s, all[i].gemm_s);
             tot.gemm_flops += all[i].gemm_flops;
+            tot.w8a8_blocks += all[i].w8a8_blocks;
+            tot.w8a8_own += all[i].w8a8_own;
         }
         failed = tot.failed;
         if (complete && !any_stopped) {
@@ -1147,6 +1151,12 @@ int sl_run_main(int argc, char **argv)
         /* the precision of every matrix rank 0 holds, and its weight bytes */
         cJSON_AddStringToObject(rep, "precision", job.precision);
         cJSON_AddItemToObject(rep, "weights", sl_wlog_json());
+        if (tot.w8a8_blocks > 0) { /* static W8A8 on the CPU: how static it was */
+            cJSON *q = cJSON_AddObjectToObject(rep, "w8a8_blocks");
+            cJSON_AddNumberToObject(q, "static_range", tot.w8a8_blocks);
+            cJSON_AddNumberToObject(q, "own_step", tot.w8a8_own);
+            cJSON_AddNumberToObject(q, "own_step_fraction", tot.w8a8_own / tot.w8a8_blocks);
+        }
         cJSON *per = cJSON_AddArrayToObject(rep, "per_rank");
         for (int i = 0; i < size; i++) {
             cJSON *o = cJSON_CreateObject();
@@ -1203,6 +1213,11 @@ int sl_run_main(int argc, char **argv)
                         "%s/predictions.h5\n",
                         (long long)plan.in.total_rows, (long long)tot.rows, (long long)failed, secs,
                         job.output);
+            if (tot.w8a8_blocks > 0)
+                fprintf(stderr,
+                        "shardline: w8a8: %.1f%% of the activation blocks went beyond their "
+                        "calibrated range and took their own step (report.json: w8a8_blocks)\n",
+                        100.0 * tot.w8a8_own / tot.w8a8_blocks);
             if (tot.truncated > 0)
                 fprintf(stderr,
                         "shardline: %lld row(s) were longer than --max-length %d and were "

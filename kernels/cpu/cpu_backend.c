@@ -276,6 +276,22 @@ static void linear_q_tiles(cpu_backend_t *cb, const sl_tensor_t *x, const sl_ten
     }
 }
 
+/* sl_backend_w8a8_stats: a block took the static step xmax[b] / 127 unless its own max was
+ * larger (cpu_quant.c computes the step the same way, so equality means the static step). */
+static void count_static_blocks(sl_backend_t *be, const sl_q8a_t *xq, int64_t m, int64_t nb,
+                                const float *xmax)
+{
+    double all = 0, own = 0;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t b = 0; b < nb; b++)
+            if (xmax[b] > 0.0f) {
+                all++;
+                own += xq[i * nb + b].d > xmax[b] / 127.0f;
+            }
+    be->w8a8_blocks += all;
+    be->w8a8_own += own;
+}
+
 static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor_t *w,
                          const sl_tensor_t *bias, sl_tensor_t *y, int64_t m, int64_t n, int64_t k,
                          int int8_act)
@@ -297,11 +313,13 @@ static void cpu_linear_q(sl_backend_t *be, const sl_tensor_t *x, const sl_tensor
     if (!w->packed) {
         sl_cpu_linear_q_ex(cb->threads, cb->qform, w->dtype, x->data, m, k, w->data, n,
                            bias ? bias->data : NULL, y->data, cb->xq, xmax);
-        return;
+    } else {
+        sl_q8a_quantize_rows(cb->threads, cb->qform, x->data, m, k, xmax, cb->xq);
+        sl_qgemm(cb->threads, cb->qform, w->dtype, cb->xq, m, k, w->data, n,
+                 bias ? bias->data : NULL, y->data);
     }
-    sl_q8a_quantize_rows(cb->threads, cb->qform, x->data, m, k, xmax, cb->xq);
-    sl_qgemm(cb->threads, cb->qform, w->dtype, cb->xq, m, k, w->data, n, bias ? bias->data : NULL,
-             y->data);
+    if (xmax)
+        count_static_blocks(be, cb->xq, m, k / SL_QBLOCK, xmax);
 }
 
 static int cpu_repack(sl_backend_t *be, void *data, sl_dtype_t dt, int64_t n, int64_t k, int pack)
