@@ -8,7 +8,8 @@ tests/reference/goldens/minilm_goldens.h5, repeated in order) embedded by
 `mpirun -np R <shardline> run --task embed` (default R = 2 ranks, --tp 1: two DP groups) with each
 precision, in interleaved rounds (--rounds, default 3: f32 int8 w8a8 w8a8-dyn, then the reverse, ...)
 so drifting load hits every side alike (w8a8-dyn needs no file). w8a8 reads a calibration file made once by `shardline
-calibrate --rows 160 --method max` over the first 160 golden sentences, written beside a copy of
+calibrate --rows 160` (its default method, percentile 99; `--method max` until 2026-12-07
+15:45) over the first 160 golden sentences, written beside a copy of
 the model under --work. Times: report.json's `seconds` (the whole job, model load included) and
 the compute seconds (the largest of the ranks', from per_rank), with --unit-rows N/8 so that both
 DP groups get units. Ratios are rows/s of a precision over rows/s of

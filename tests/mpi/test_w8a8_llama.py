@@ -9,11 +9,13 @@ end to end:
     w8a8 (2 ranks, reading the default calibration file), compared with
     `shardline compare --json`: perplexity ratio to f32 measured 1.0031 for int8 (floor 1.02;
     weight-only here: scored tokens keep f32 activations)
-    and 1.0414 for w8a8 (floor 1.08; a block's static range is the largest input of its 32
-    columns over the calibration tokens, and a scored token's block beyond it takes its own
-    step: 1.279 when such blocks saturated instead); w8a8's token log-probabilities differ from
-    int8's (the scales are used), and report.json marks the 180 decoder matrices static;
-    calibrated with --method percentile --percentile 99, 1.0064 (floor 1.03);
+    and 1.0064 for w8a8 with the default calibration (percentile 99; floor 1.03; a scored
+    token's block beyond its static range takes its own step); calibrated with --method max
+    (a block's range is the largest input of its 32 columns over the calibration tokens),
+    1.0414 (floor 1.08; 1.279 when blocks beyond it saturated instead), under 3% of the blocks
+    beyond their range (report.json w8a8_blocks: measured 1.5%; percentile 99: 27%); w8a8's
+    token log-probabilities differ from int8's (the scales are used), and report.json marks the
+    180 decoder matrices static;
   - a calibration file whose every range is 0 makes every block fall back to per-row scales:
     perplexity within 2% of f32, and not the static result;
   - the tiny Mistral checkpoint (tests/reference/tiny_llama/mistral, safetensors, untied LM
@@ -104,21 +106,28 @@ def smollm2(t, tmp):
     if q8 is not None and w8 is not None:
         print(f"      SmolLM2 perplexity ratio to f32: int8 {q8:.5f}, w8a8 {w8:.5f}")
         t.check(q8 <= 1.02, "int8: perplexity within 2% of f32", f"{q8:.5f}")
-        t.check(w8 <= 1.08, "w8a8: perplexity ratio to f32 <= 1.08 (measured 1.041)", f"{w8:.5f}")
+        t.check(w8 <= 1.03, "w8a8 (default calibration, percentile 99): perplexity ratio to "
+                "f32 <= 1.03 (measured 1.0064)", f"{w8:.5f}")
     r = e.run(1, ["--model", model, "--input", "calib.h5", "--rows", str(half), "--output",
-                  "p99", "--bos", "always", "--method", "percentile", "--percentile", "99"],
-              subcommand="calibrate", timeout=300)
-    p99 = os.path.join("p99", os.path.basename(default_calib))
-    if t.check(r.rc == 0 and os.path.isfile(p99), "calibrate --method percentile 99: status 0",
+                  "max", "--bos", "always", "--method", "max"], subcommand="calibrate",
+              timeout=300)
+    cmax = os.path.join("max", os.path.basename(default_calib))
+    if t.check(r.rc == 0 and os.path.isfile(cmax), "calibrate --method max: status 0",
                r.describe()):
-        r = e.run(2, e.job_args(model, "score.h5", "sc-p99", extra=SCORE + [
-            "--precision", "w8a8", "--calibration", p99]))
-        if t.check(r.rc == 0, "score w8a8 percentile 99: status 0", r.describe()):
-            w99 = ppl_ratio(t, "sc-f32", "sc-p99", "w8a8 percentile 99")
-            if w99 is not None:
-                print(f"      SmolLM2 w8a8 percentile 99 perplexity ratio to f32: {w99:.5f}")
-                t.check(w99 <= 1.03, "w8a8 percentile 99: perplexity ratio to f32 <= 1.03 "
-                        "(measured 1.0064)", f"{w99:.5f}")
+        r = e.run(2, e.job_args(model, "score.h5", "sc-max", extra=SCORE + [
+            "--precision", "w8a8", "--calibration", cmax]))
+        if t.check(r.rc == 0, "score w8a8 --method max: status 0", r.describe()):
+            wmax = ppl_ratio(t, "sc-f32", "sc-max", "w8a8 --method max")
+            if wmax is not None:
+                print(f"      SmolLM2 w8a8 --method max perplexity ratio to f32: {wmax:.5f}")
+                t.check(wmax <= 1.08, "w8a8 --method max: perplexity ratio to f32 <= 1.08 "
+                        "(measured 1.0414)", f"{wmax:.5f}")
+            # the largest input seen: a block of a scored token rarely goes beyond it
+            fr = [json.load(open(f"{d}/report.json")).get("w8a8_blocks", {}).get(
+                "own_step_fraction", -1) for d in ("sc-max", "sc-w8a8")]
+            t.check(0 <= fr[0] < 0.03 and fr[0] < fr[1] < 0.6,
+                    "report.json w8a8_blocks: under 3% beyond their range with --method max "
+                    "(measured 1.5%), more (under 60%) with percentile 99 (measured 27%)", str(fr))
     a, b = token_logprobs("sc-int8"), token_logprobs("sc-w8a8")
     m = np.isfinite(a) & np.isfinite(b)
     t.check(np.abs(a - b)[m].max() > 1e-3, "w8a8: not the int8 result (the static scales are used)",
