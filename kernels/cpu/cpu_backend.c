@@ -656,6 +656,9 @@ static inline float exp_nonpos(float x)
  * reads the keys in place with dot products instead, as a transposition would cost more than
  * the few rows that use it. */
 enum { KV_BLOCK = 64, KV_TILE_ROWS = 64, KV_DOT_ROWS = 8 };
+/* Scores and output dims a tile keeps in registers at once (one AVX-512 vector, two AVX2 ones);
+ * KV_BLOCK is a multiple of it. */
+enum { KV_LANES = 16 };
 
 /*
  * One tile of attention: R query rows (tokens of one slot times the query heads of one kv head)
@@ -667,8 +670,10 @@ enum { KV_BLOCK = 64, KV_TILE_ROWS = 64, KV_DOT_ROWS = 8 };
  * The inner loops run over a contiguous index: in axpy form (s over keys for the scores, acc over
  * Dh for the values), or as OpenMP simd reductions (dot products of few-row tiles, block max
  * and sum), which allow the compiler to reassociate the sum into vector lanes. The axpy loops
- * take four dims (scores) or four keys (values) per pass, so s and acc go through memory a
- * quarter as often.
+ * hold KV_LANES scores (of consecutive keys) or KV_LANES dims of acc in registers while they
+ * take every dim (scores, four per step) or every key of the block (values, four per step), so
+ * s and acc go through memory once per block; each sum is added in the same order as a loop
+ * over all lanes would, so the results do not depend on KV_LANES.
  */
 SL_VEC_CLONES static void attn_kv_tile(int64_t R, const float *const *qrow, float *const *orow,
                                        const int32_t *nk, const float *kb, const float *vb,
@@ -710,21 +715,27 @@ SL_VEC_CLONES static void attn_kv_tile(int64_t R, const float *const *qrow, floa
                     s[jj] = dot;
                 }
             } else {
-                for (int64_t jj = 0; jj < nbr; jj++)
-                    s[jj] = 0.0f;
-                int64_t d = 0;
-                for (; d + 4 <= Dh; d += 4) { /* four dims per pass over s */
-                    const float q0 = qr[d], q1 = qr[d + 1], q2 = qr[d + 2], q3 = qr[d + 3];
-                    const float *k0 = kt + d * KV_BLOCK, *k1 = k0 + KV_BLOCK;
-                    const float *k2 = k1 + KV_BLOCK, *k3 = k2 + KV_BLOCK;
-                    for (int64_t jj = 0; jj < nbr; jj++)
-                        s[jj] += (q0 * k0[jj] + q1 * k1[jj]) + (q2 * k2[jj] + q3 * k3[jj]);
-                }
-                for (; d < Dh; d++) {
-                    const float qd = qr[d];
-                    const float *ktd = kt + d * KV_BLOCK;
-                    for (int64_t jj = 0; jj < nbr; jj++)
-                        s[jj] += qd * ktd[jj];
+                for (int64_t j = 0; j < nbr; j += KV_LANES) { /* j + KV_LANES <= KV_BLOCK */
+                    float sv[KV_LANES] = {0.0f}; /* the scores of keys j.., in registers */
+                    int64_t d = 0;
+                    for (; d + 4 <= Dh; d += 4) { /* four dims per pass */
+                        const float q0 = qr[d], q1 = qr[d + 1], q2 = qr[d + 2], q3 = qr[d + 3];
+                        const float *k0 = kt + d * KV_BLOCK + j, *k1 = k0 + KV_BLOCK;
+                        const float *k2 = k1 + KV_BLOCK, *k3 = k2 + KV_BLOCK;
+#pragma omp simd
+                        for (int c = 0; c < KV_LANES; c++)
+                            sv[c] += (q0 * k0[c] + q1 * k1[c]) + (q2 * k2[c] + q3 * k3[c]);
+                    }
+                    for (; d < Dh; d++) {
+                        const float qd = qr[d];
+                        const float *ktd = kt + d * KV_BLOCK + j;
+#pragma omp simd
+                        for (int c = 0; c < KV_LANES; c++)
+                            sv[c] += qd * ktd[c];
+                    }
+                    const int64_t nc = nbr - j < KV_LANES ? nbr - j : KV_LANES;
+                    for (int64_t c = 0; c < nc; c++)
+                        s[j + c] = sv[c];
                 }
             }
             float mb = m[r];
@@ -741,22 +752,50 @@ SL_VEC_CLONES static void attn_kv_tile(int64_t R, const float *const *qrow, floa
             l[r] = l[r] * corr + sum;
             m[r] = mb;
             float *ar = acc + r * Dh;
-            if (corr != 1.0f)
-                for (int64_t d = 0; d < Dh; d++)
-                    ar[d] *= corr;
-            int64_t jj = 0;
-            for (; jj + 4 <= nbr; jj += 4) { /* four keys per pass over acc */
-                const float p0 = s[jj], p1 = s[jj + 1], p2 = s[jj + 2], p3 = s[jj + 3];
-                const float *v0 = vb + (j0 + jj) * kld, *v1 = v0 + kld, *v2 = v1 + kld;
-                const float *v3 = v2 + kld;
-                for (int64_t d = 0; d < Dh; d++)
-                    ar[d] += (p0 * v0[d] + p1 * v1[d]) + (p2 * v2[d] + p3 * v3[d]);
+            int64_t d0 = 0;
+            for (; d0 + KV_LANES <= Dh; d0 += KV_LANES) { /* these dims of acc in registers */
+                float av[KV_LANES];
+#pragma omp simd
+                for (int c = 0; c < KV_LANES; c++)
+                    av[c] = corr != 1.0f ? ar[d0 + c] * corr : ar[d0 + c];
+                int64_t jj = 0;
+                for (; jj + 4 <= nbr; jj += 4) { /* four keys per pass */
+                    const float p0 = s[jj], p1 = s[jj + 1], p2 = s[jj + 2], p3 = s[jj + 3];
+                    const float *v0 = vb + (j0 + jj) * kld + d0, *v1 = v0 + kld;
+                    const float *v2 = v1 + kld, *v3 = v2 + kld;
+#pragma omp simd
+                    for (int c = 0; c < KV_LANES; c++)
+                        av[c] += (p0 * v0[c] + p1 * v1[c]) + (p2 * v2[c] + p3 * v3[c]);
+                }
+                for (; jj < nbr; jj++) {
+                    const float pj = s[jj];
+                    const float *vj = vb + (j0 + jj) * kld + d0;
+#pragma omp simd
+                    for (int c = 0; c < KV_LANES; c++)
+                        av[c] += pj * vj[c];
+                }
+#pragma omp simd
+                for (int c = 0; c < KV_LANES; c++)
+                    ar[d0 + c] = av[c];
             }
-            for (; jj < nbr; jj++) {
-                const float pj = s[jj];
-                const float *vj = vb + (j0 + jj) * kld;
-                for (int64_t d = 0; d < Dh; d++)
-                    ar[d] += pj * vj[d];
+            if (d0 < Dh) { /* the dims past the last whole KV_LANES, in the same order */
+                if (corr != 1.0f)
+                    for (int64_t d = d0; d < Dh; d++)
+                        ar[d] *= corr;
+                int64_t jj = 0;
+                for (; jj + 4 <= nbr; jj += 4) {
+                    const float p0 = s[jj], p1 = s[jj + 1], p2 = s[jj + 2], p3 = s[jj + 3];
+                    const float *v0 = vb + (j0 + jj) * kld, *v1 = v0 + kld, *v2 = v1 + kld;
+                    const float *v3 = v2 + kld;
+                    for (int64_t d = d0; d < Dh; d++)
+                        ar[d] += (p0 * v0[d] + p1 * v1[d]) + (p2 * v2[d] + p3 * v3[d]);
+                }
+                for (; jj < nbr; jj++) {
+                    const float pj = s[jj];
+                    const float *vj = vb + (j0 + jj) * kld;
+                    for (int64_t d = d0; d < Dh; d++)
+                        ar[d] += pj * vj[d];
+                }
             }
         }
     }
@@ -813,6 +852,9 @@ static void cpu_attention_kv(sl_backend_t *be, const sl_tensor_t *q, const sl_te
             sl_xmalloc((size_t)(2 * R * Dh + 2 * R + Dh * KV_BLOCK + KV_BLOCK) * sizeof(float));
         float *qs = buf, *acc = qs + R * Dh, *m = acc + R * Dh, *l = m + R;
         float *kt = l + R, *s = kt + Dh * KV_BLOCK;
+        /* the score loops read whole KV_LANES of kt past a block's last key (and drop those
+         * lanes): values, never uninitialised memory */
+        memset(kt, 0, (size_t)(Dh * KV_BLOCK) * sizeof *kt);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < ntiles * kv_heads; it++) {
             const int64_t ti = it / kv_heads, g = it % kv_heads;
