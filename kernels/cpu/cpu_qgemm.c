@@ -1025,11 +1025,20 @@ void sl_qgemm(int threads, sl_qform_t f, sl_dtype_t dt, const sl_q8a_t *xq, int6
         tg = (groups + 4 * threads - 1) / (4 * (int64_t)threads);
         tg = tg < 1 ? 1 : tg;
     }
-    const int64_t ntg = (groups + tg - 1) / tg, ntm = (m + tm - 1) / tm;
+    /* Tasks in row blocks of ntm tiles of tm rows: block, then groups, then row tiles (a
+     * block's tasks run one after the other, so both threads share the block's rows). */
+    const int64_t row_bytes = nb * (int64_t)sizeof *xq, ntg = (groups + tg - 1) / tg;
+    int64_t ntm = SL_QGEMM_BLOCK_BYTES / (row_bytes * tm);
+    ntm = ntm < 1 ? 1 : ntm;
+    ntm = ntm < (m + tm - 1) / tm ? ntm : (m + tm - 1) / tm;
+    const int64_t nblk = (m + ntm * tm - 1) / (ntm * tm);
     const int par = threads > 1 && m * n * k >= SL_QGEMM_PAR_MIN;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : 1) if (par)
-    for (int64_t t = 0; t < ntg * ntm; t++) {
-        const int64_t g0 = (t / ntm) * tg, i0 = (t % ntm) * tm;
+    for (int64_t t = 0; t < nblk * ntg * ntm; t++) {
+        const int64_t blk = t / (ntg * ntm), u = t % (ntg * ntm);
+        const int64_t g0 = (u / ntm) * tg, i0 = (blk * ntm + u % ntm) * tm;
+        if (i0 >= m)
+            continue; /* the last block's tiles past the last row */
         const int64_t g1 = g0 + tg < groups ? g0 + tg : groups, i1 = i0 + tm < m ? i0 + tm : m;
         float out[4 * 32];
         for (int64_t g = g0; g < g1; g += ng_max) {

@@ -66,6 +66,12 @@ void sl_qpack_dequant_row(sl_dtype_t dt, const uint8_t *w, int64_t k, int64_t r,
 void sl_qpack_dequant_rows(int threads, sl_dtype_t dt, const uint8_t *w, int64_t k, int64_t r0,
                            int64_t nr, float *y);
 
+/* Quantized activation bytes of one row block of sl_qgemm: every group of weights meets a
+ * block of rows before the next block starts, so those rows come from the caches (about an L2)
+ * rather than from memory once per group (a 12288 x 1536 x 576 Q8_0 product: 0.043 s against
+ * 0.057 s when each group met all rows), and the weights are read once per block. */
+#define SL_QGEMM_BLOCK_BYTES (1 << 20)
+
 /* y[m, n] = x @ w^T (+ bias[n]) for activation rows xq [m, k / 32] (quantized by
  * sl_q8a_quantize or sl_q8a_quantize_static) and a packed w [n, k], in form f, on `threads`
  * OpenMP threads. */

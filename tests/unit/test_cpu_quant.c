@@ -698,6 +698,54 @@ static void test_packed(void)
     sl_backend_free(be);
 }
 
+/* 5b. the packed GEMM over several row blocks (SL_QGEMM_BLOCK_BYTES), the last one partial:
+ * every row written, with the bits it has alone, in every form and on 1 and 2 threads. */
+static void test_packed_blocks(void)
+{
+    const int64_t n = 32, k = 512, nb = k / SL_QBLOCK;
+    const int64_t per_block =
+        SL_QGEMM_BLOCK_BYTES / (nb * (int64_t)sizeof(sl_q8a_t) * 64) * 64; /* rows of a block */
+    const int64_t m = 2 * per_block + 70;
+    const sl_dtype_t types[2] = {SL_Q8_0, SL_Q4_K};
+    for (int t = 0; t < 2; t++) {
+        const sl_dtype_t dt = types[t];
+        uint8_t *p = random_blocks(dt, n, k);
+        sl_qpack(1, dt, p, n, k);
+        float *x = malloc(sizeof(float) * (size_t)(m * k));
+        float *y = malloc(sizeof(float) * (size_t)(m * n)), one[32];
+        random_x(x, m * k);
+        sl_q8a_t *xq = malloc(sizeof(sl_q8a_t) * (size_t)(m * nb));
+        sl_q8a_quantize_rows(2, SL_QFORM_SCALAR, x, m, k, NULL, xq);
+        int bad = 0, runs = 0;
+        for (int f = SL_QFORM_SCALAR; f <= SL_QFORM_VNNI; f++)
+            for (int threads = 1; threads <= 2; threads++) {
+                if (!sl_qform_available((sl_qform_t)f))
+                    continue;
+                for (int64_t i = 0; i < m * n; i++)
+                    y[i] = NAN; /* a row no task wrote stays NaN */
+                sl_qgemm(threads, (sl_qform_t)f, dt, xq, m, k, p, n, NULL, y);
+                runs++;
+                /* every 13th row, and the rows on both sides of each block edge */
+                const int64_t edges[5] = {per_block - 1, per_block, 2 * per_block - 1,
+                                          2 * per_block, m - 1};
+                for (int64_t e = 0; e < m / 13 + 5; e++) {
+                    const int64_t i = e < m / 13 ? 13 * e : edges[e - m / 13];
+                    sl_qgemm(1, SL_QFORM_SCALAR, dt, xq + i * nb, 1, k, p, n, NULL, one);
+                    bad += memcmp(one, y + i * n, sizeof one) != 0;
+                }
+                for (int64_t i = 0; i < m * n; i++)
+                    bad += isnan(y[i]);
+            }
+        CHECKF(runs > 0 && bad == 0,
+               "%s: %lld rows over %lld-row blocks: %d rows or values differ from the rows alone",
+               sl_dtype_name(dt), (long long)m, (long long)per_block, bad);
+        free(p);
+        free(x);
+        free(y);
+        free(xq);
+    }
+}
+
 /* 6. activation quantization: the AVX2 form gives the scalar form's bytes, NaN, infinities,
  * zero blocks, exceeded and unranged static blocks included */
 static void test_quantize_forms(void)
@@ -771,6 +819,7 @@ int main(void)
     test_backend();
     test_load_quant();
     test_packed();
+    test_packed_blocks();
     test_quantize_forms();
     return sl_test_finish("test_cpu_quant");
 }
