@@ -55,7 +55,7 @@ static const opt_t options[] = {
     {"precision", K_STR, "auto|f32|f16|bf16|int8|w8a8", "auto", "weight and GEMM precision (f32 accumulation); auto: a GGUF's Q8_0/Q4_0/Q4_1 matrices stay quantized, and its Q5_0/Q5_1/Q4_K/Q5_K/Q6_K ones on the CPU (there, scored tokens meet dequantised f32 tiles, generation int8 activations in an integer GEMM; other quantized types become Q8_0), everything else f32; int8: the linear layers' matrices are quantized on load to int8 (one scale per 32 weights of a row, Q8_0 blocks) and used as auto uses a GGUF's (embeddings, norms, biases stay f32); w8a8: the same weights, every row's activations quantized to int8 with the static ranges (per 32 input columns of each layer) of --calibration, or with --calibration dynamic each 32 values' own max (mlp, bert, decoders)", OFF(precision), 0, 0},
     {"calibration", K_STR, "FILE|dynamic", NULL, "--precision w8a8: the activation scales written by `shardline calibrate` for this model [default: MODEL/shardline-calibration.safetensors; a GGUF file: FILE.shardline-calibration.safetensors beside it]; dynamic: no file, each row's activations quantized per 32 values with their own max (the most accurate w8a8, no calibration run; on CUDA such rows stay f32)", OFF(calibration), 0, 0},
     {"max-length", K_INT, "N", "0", "bert: tokens per row incl. [CLS]/[SEP]; score: tokens per row; generate: prompt + new tokens (longer rows are truncated when scoring or embedding, refused as row errors when generating); 0: the model's", OFF(max_length), 0, SL_MAX_TOKENS},
-    {"batch-tokens", K_I64, "N", "16384", "bert, decoders: real (unpadded) tokens per forward pass; a unit's rows are sorted by length and packed", OFF(batch_tokens), 1, SL_MAX_BATCH_TOKENS},
+    {"batch-tokens", K_I64, "N", "0", "bert, decoders: real (unpadded) tokens per forward pass; a unit's rows are sorted by length and packed; 0: 1024 for bert on the CPU (a layer's activations stay in cache), else 16384", OFF(batch_tokens), 0, SL_MAX_BATCH_TOKENS},
     {"bos", K_STR, "auto|always|never", "auto", "decoders: special tokens around each row's text: as the tokenizer file says (auto), a BOS token first and nothing else (always; as transformers' GGUF tokenizer does), or none (never)", OFF(bos), 0, 0},
     {"chat-template", K_STR, SL_CHAT_CHOICES, "none", "decoders: each row is the user message of a conversation in the model's chat template (auto: the GGUF's tokenizer.chat_template or tokenizer_config.json's; or a form by name), ending with the assistant's turn; generate, and score with --prompt-dataset (the prompt row is the user message, the input row the scored reply); none: the row is the text. With a template, --bos auto gives the ids of transformers' apply_chat_template, always puts a BOS first unless the template wrote one, never drops it", OFF(chat_template), 0, 0},
     {"system", K_STR, "TEXT", NULL, "decoders with --chat-template: the system message (\"\": none; the template's default system message, if it has one, is used then) [default: none]", OFF(system), 0, 0},
@@ -462,4 +462,9 @@ void sl_job_free(sl_job_t *job)
     free(job->schedule);
     free(job->log_format);
     memset(job, 0, sizeof *job);
+}
+
+int64_t sl_job_batch_tokens(const sl_job_t *job, int cpu_encoder)
+{
+    return job->batch_tokens > 0 ? job->batch_tokens : cpu_encoder ? 1024 : 16384;
 }

@@ -202,7 +202,7 @@ int64_t sl_decoder_score(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_rows
         }
     }
     sl_order_by_length(order, n, r->len);
-    int64_t budget = d->job->batch_tokens, max_rows = d->job->batch_size;
+    int64_t budget = sl_job_batch_tokens(d->job, 0), max_rows = d->job->batch_size;
     for (int64_t i = 0; i < n;) {
         /* A batch: rows in length order while the tokens fit the budget (one row at least). */
         int64_t j = i, T = 0, longest = 0;
@@ -526,7 +526,7 @@ int64_t sl_decoder_generate(sl_decoder_t *d, sl_comm_t *comm, const sl_decoder_r
             if (slots[s].row >= 0)
                 continue;
             int64_t row = queue[next];
-            if (T > 0 && T + r->len[row] > job->batch_tokens)
+            if (T > 0 && T + r->len[row] > sl_job_batch_tokens(job, 0))
                 break;
             slots[s] = (gslot_t){row, 0, 0, 1, 0, slots[s].gen};
             T += r->len[row];

@@ -226,10 +226,12 @@ static void encoder_compute(sl_task_t *t, sl_comm_t *comm, void *payload, int64_
          * over the packed real tokens only (padding costs no GEMM work), so sorted rows of any
          * length mix share one batch and the GEMMs get as many rows as the budget allows. The
          * padded size still bounds the attention's per-row key buffers (4x the budget). */
+        const int64_t budget =
+            sl_job_batch_tokens(t->job, sl_backend_kind(t->be) == SL_BACKEND_CPU);
         int64_t j = i + 1, real = p->len[e->order[i]];
         while (j < n && j - i < t->job->batch_size) {
             int64_t next = p->len[e->order[j]];
-            if (real + next > t->job->batch_tokens || (j - i + 1) * next > 4 * t->job->batch_tokens)
+            if (real + next > budget || (j - i + 1) * next > 4 * budget)
                 break;
             real += next;
             j++;

@@ -44,7 +44,7 @@ static const bound_t bounds[] = {
     {"unit-rows", 1, 1LL << 30, OFF(unit_rows), 1, 0},
     {"batch-size", 1, 1LL << 20, OFF(batch_size), 1, 0},
     {"max-length", 0, 1LL << 20, OFF(max_length), 0, 0},
-    {"batch-tokens", 1, 1LL << 24, OFF(batch_tokens), 1, 0},
+    {"batch-tokens", 0, 1LL << 24, OFF(batch_tokens), 1, 0},
     {"max-new-tokens", 1, 1LL << 20, OFF(max_new_tokens), 0, 0},
     {"top-k", 0, 1LL << 24, OFF(top_k), 0, 0},
     {"seed", 0, INT64_MAX, OFF(seed), 1, 0},
@@ -105,6 +105,15 @@ static void test_bounds(void)
     sl_job_free(&job);
     at[3] = "3";
     CHECK(parse(&job, &err, 4, at) == 0 && job.array_task == 3);
+    sl_job_free(&job);
+    /* --batch-tokens: 0 by default, which is 1024 for an encoder on the CPU and 16384 else; a
+     * given value is used as it is */
+    CHECK(parse(&job, &err, 0, NULL) == 0 && job.batch_tokens == 0 &&
+          sl_job_batch_tokens(&job, 1) == 1024 && sl_job_batch_tokens(&job, 0) == 16384);
+    sl_job_free(&job);
+    const char *bt[2] = {"--batch-tokens", "300"};
+    CHECK(parse(&job, &err, 2, bt) == 0 && sl_job_batch_tokens(&job, 1) == 300 &&
+          sl_job_batch_tokens(&job, 0) == 300);
     sl_job_free(&job);
 }
 
