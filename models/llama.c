@@ -1022,6 +1022,9 @@ static sl_tensor_t lm_chunk(sl_llama_t *m, int64_t r0, int64_t n)
     sl_tensor_t lg = sl_tensor_view(m->logits, 2, n, m->vl, 0, 0);
     int64_t bulk = m->n_sel_prompt - r0;
     sl_backend_set_bulk_rows(m->be, bulk < 0 ? 0 : bulk);
+    /* m->lm is a copy made at load; --precision w8a8 sets the activation scales on the loaded
+     * tensor (lm_own, or the tied table) afterwards, so the head takes them from there */
+    m->lm.act_scales = (m->lm_own ? m->lm_own : m->embed)->act_scales;
     sl_linear_cast(&hs, &m->lm, NULL, &lg, m->cast);
     sl_backend_set_bulk_rows(m->be, SL_BULK_ALL);
     return lg;

@@ -587,13 +587,17 @@ def write_text(path, texts, dataset="text"):
 
 def rewrite_calibration(src, dst, drop=None, zero=False, fingerprint=None):
     """A copy of a `shardline calibrate` file (safetensors) without tensor `drop`, with every
-    range 0 (`zero`), or with another model fingerprint in its metadata."""
+    range 0 (`zero` True) or those of one tensor (`zero` its name), or with another model
+    fingerprint in its metadata."""
     import struct
     with open(src, "rb") as f:
         b = f.read()
     n = struct.unpack("<Q", b[:8])[0]
     h = json.loads(b[8:8 + n])
-    data = bytes(len(b) - 8 - n) if zero else b[8 + n:]
+    data = bytes(len(b) - 8 - n) if zero is True else b[8 + n:]
+    if isinstance(zero, str):
+        lo, hi = h[zero]["data_offsets"]
+        data = data[:lo] + bytes(hi - lo) + data[hi:]
     if fingerprint:
         h["__metadata__"]["model_fingerprint"] = fingerprint
     if drop:

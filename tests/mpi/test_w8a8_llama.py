@@ -139,6 +139,20 @@ def smollm2(t, tmp):
             "report.json: the 180 decoder matrices and the tied LM head (quantized under the "
             "table's name) have static activation scales", json.dumps(static[:4]))
 
+    # ---- the tied LM head reads the table's ranges -----------------------------------------------
+    # (the head is a view of the table made at load; the ranges arrive later): with the head's
+    # ranges 0 its scored tokens take per-row steps, so every other layer as before, the scores
+    # must move
+    e.rewrite_calibration(default_calib, "head0.safetensors", zero="token_embd.weight")
+    r = e.run(2, e.job_args(model, "score.h5", "sc-head0", extra=SCORE + [
+        "--precision", "w8a8", "--calibration", "head0.safetensors"]))
+    if t.check(r.rc == 0, "score w8a8 with the head's ranges 0: status 0", r.describe()):
+        h0 = token_logprobs("sc-head0")
+        mk = np.isfinite(h0) & np.isfinite(b)
+        t.check(np.abs(h0 - b)[mk].max() > 1e-4,
+                "w8a8: the tied LM head uses its calibrated ranges (zeroing them alone moves "
+                "the scores)", f"max |delta| {np.abs(h0 - b)[mk].max():.3g}")
+
     # ---- every range 0: per-row scales ---------------------------------------------------------
     e.rewrite_calibration(default_calib, "zero.safetensors", zero=True)
     r = e.run(1, e.job_args(model, "score.h5", "sc-zero", extra=SCORE + [
