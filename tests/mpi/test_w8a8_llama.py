@@ -9,19 +9,20 @@ end to end:
     w8a8 (2 ranks, reading the default calibration file), compared with
     `shardline compare --json`: perplexity ratio to f32 measured 1.0031 for int8 (floor 1.02;
     weight-only here: scored tokens keep f32 activations)
-    and 1.0064 for w8a8 with the default calibration (percentile 99; floor 1.03; a scored
+    and 1.0077 for w8a8 with the default calibration (percentile 99; floor 1.03; a scored
     token's block beyond its static range takes its own step); calibrated with --method max
     (a block's range is the largest input of its 32 columns over the calibration tokens),
-    1.0414 (floor 1.08; 1.279 when blocks beyond it saturated instead), under 3% of the blocks
+    1.0396 (floor 1.08; 1.279 when blocks beyond it saturated instead), under 3% of the blocks
     beyond their range (report.json w8a8_blocks: measured 1.5%; percentile 99: 27%); w8a8's
     token log-probabilities differ from int8's (the scales are used), and report.json marks the
-    180 decoder matrices static;
+    180 decoder matrices static; zeroing the tied LM head's ranges alone moves the scores (the
+    head uses the calibrated ranges of the table it shares);
   - a calibration file whose every range is 0 makes every block fall back to per-row scales:
     perplexity within 2% of f32, and not the static result;
   - the tiny Mistral checkpoint (tests/reference/tiny_llama/mistral, safetensors, untied LM
     head) calibrated on 2 of its 3 golden token-id rows, scored with w8a8 on TP=1 and TP=2
     (row-parallel layers read their slice of the ranges): each row's sum of log-probabilities
-    within 2% of transformers' (measured at most 0.34%);
+    within 2% of transformers' (measured at most 0.26%);
   - refusals, status 3 before any output: no calibration file at the default path (named), the
     tiny Mistral's file for SmolLM2 (another model's fingerprint), and a file without one
     layer's tensor (file and tensor named).
@@ -107,7 +108,7 @@ def smollm2(t, tmp):
         print(f"      SmolLM2 perplexity ratio to f32: int8 {q8:.5f}, w8a8 {w8:.5f}")
         t.check(q8 <= 1.02, "int8: perplexity within 2% of f32", f"{q8:.5f}")
         t.check(w8 <= 1.03, "w8a8 (default calibration, percentile 99): perplexity ratio to "
-                "f32 <= 1.03 (measured 1.0064)", f"{w8:.5f}")
+                "f32 <= 1.03 (measured 1.0077)", f"{w8:.5f}")
     r = e.run(1, ["--model", model, "--input", "calib.h5", "--rows", str(half), "--output",
                   "max", "--bos", "always", "--method", "max"], subcommand="calibrate",
               timeout=300)
@@ -121,7 +122,7 @@ def smollm2(t, tmp):
             if wmax is not None:
                 print(f"      SmolLM2 w8a8 --method max perplexity ratio to f32: {wmax:.5f}")
                 t.check(wmax <= 1.08, "w8a8 --method max: perplexity ratio to f32 <= 1.08 "
-                        "(measured 1.0414)", f"{wmax:.5f}")
+                        "(measured 1.0396)", f"{wmax:.5f}")
             # the largest input seen: a block of a scored token rarely goes beyond it
             fr = [json.load(open(f"{d}/report.json")).get("w8a8_blocks", {}).get(
                 "own_step_fraction", -1) for d in ("sc-max", "sc-w8a8")]
