@@ -277,17 +277,20 @@ static void linear_q_tiles(cpu_backend_t *cb, const sl_tensor_t *x, const sl_ten
 }
 
 /* sl_backend_w8a8_stats: a block took the static step xmax[b] / 127 unless its own max was
- * larger (cpu_quant.c computes the step the same way, so equality means the static step). */
+ * larger (cpu_quant.c computes the step the same way, so equality means the static step).
+ * Columns without a range (all of them under --calibration dynamic) cost one test each. */
 static void count_static_blocks(sl_backend_t *be, const sl_q8a_t *xq, int64_t m, int64_t nb,
                                 const float *xmax)
 {
     double all = 0, own = 0;
-    for (int64_t i = 0; i < m; i++)
-        for (int64_t b = 0; b < nb; b++)
-            if (xmax[b] > 0.0f) {
-                all++;
-                own += xq[i * nb + b].d > xmax[b] / 127.0f;
-            }
+    for (int64_t b = 0; b < nb; b++) {
+        if (!(xmax[b] > 0.0f))
+            continue;
+        const float step = xmax[b] / 127.0f;
+        all += (double)m;
+        for (int64_t i = 0; i < m; i++)
+            own += xq[i * nb + b].d > step;
+    }
     be->w8a8_blocks += all;
     be->w8a8_own += own;
 }
